@@ -1,0 +1,27 @@
+# Production image: non-root, gunicorn for the web, the same image runs the Celery worker and beat.
+FROM python:3.11-slim-bookworm AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DJANGO_SETTINGS_MODULE=config.settings.production
+
+WORKDIR /app
+RUN groupadd --system keel && useradd --system --gid keel --home /app --shell /usr/sbin/nologin keel
+
+COPY requirements/ requirements/
+RUN pip install -r requirements/base.txt
+
+COPY --chown=keel:keel . .
+# collectstatic needs settings but no real secrets or services.
+RUN DJANGO_SECRET_KEY=build-only DJANGO_ALLOWED_HOSTS=build DATABASE_URL=sqlite:////tmp/build.sqlite3 \
+    python manage.py collectstatic --noinput \
+ && mkdir -p /app/var && chown -R keel:keel /app/var
+
+USER keel
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status == 200 else 1)"
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
+     "--timeout", "30", "--access-logfile", "-"]

@@ -1,0 +1,64 @@
+# Keel — short named targets. `make run` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_URL := postgres://postgres@127.0.0.1:5432/keel
+# Tests run on PostgreSQL (and Redis) unless told otherwise; `make run` uses the embedded defaults.
+TEST_DATABASE_URL ?= $(if $(DATABASE_URL),$(DATABASE_URL),$(PG_URL))
+TEST_REDIS_URL ?= $(if $(REDIS_URL),$(REDIS_URL),redis://127.0.0.1:6379/15)
+PYTEST_ARGS ?=
+
+.PHONY: help install run test check lint fmt bench migrate seed clean
+
+help:
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned requirements
+
+migrate: install ## apply migrations
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+
+seed: migrate ## load the demo data (idempotent) and print a demo API key
+	$(BIN)/python manage.py seed_demo
+
+run: seed ## install, migrate, seed, then start web (:8000) + worker + beat
+	$(BIN)/python manage.py collectstatic --noinput >/dev/null
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho -f config/Procfile -d . start
+
+test: install ## run the whole suite (PostgreSQL + Redis on this machine by default)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy apps config
+	$(BIN)/lint-imports
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+	DJANGO_SETTINGS_MODULE=config.settings.production DJANGO_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(64))')" \
+	  DJANGO_ALLOWED_HOSTS=keel.example DATABASE_URL=$(PG_URL) REDIS_URL=redis://127.0.0.1:6379/0 \
+	  $(BIN)/python manage.py check --deploy --fail-level WARNING
+	@if command -v docker-compose >/dev/null; then DJANGO_SECRET_KEY=x docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml parses"; \
+	 elif docker compose version >/dev/null 2>&1; then DJANGO_SECRET_KEY=x docker compose -f docker-compose.yml config -q; \
+	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
+
+bench: install ## run the benchmarks (PostgreSQL + Redis) and print their figures
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(subst /15,/14,$(TEST_REDIS_URL)) $(BIN)/python bench/outbox_relay.py
+
+clean: ## remove the embedded database, broker folders and caches
+	rm -rf var .mypy_cache .ruff_cache

@@ -1,0 +1,166 @@
+"""`Idempotency-Key` for creating POSTs (SPEC §2, docs/adr/0004-idempotency.md).
+
+1. The key is claimed by INSERTing an `in_progress` row in its own committed transaction; the unique
+   constraint on (partner, key) makes exactly one concurrent request win.
+2. The winner runs the view and, in the same transaction as the view's own writes, stores the response
+   (2xx only). Any error response or exception releases the key, so a client may simply retry.
+3. A later request with the same key: different body → 422; still running → 409; completed → the stored
+   status and body with `Idempotent-Replayed: true`. A claim left by a crashed process expires after
+   `IDEMPOTENCY_LOCK_SECONDS` and may be taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import wraps
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
+
+from apps.common.errors import ProblemError
+from apps.common.models import IdempotencyRecord, IdempotencyStatus
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+REPLAYED_HEADER = "Idempotent-Replayed"
+_STORED_HEADERS = ("Location",)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: Literal["proceed", "replay", "in_progress", "mismatch"]
+    record: IdempotencyRecord
+
+
+def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
+    """SHA-256 of method, path and body; a JSON body is canonicalised first, so key order and white
+    space do not make the "same" request look different."""
+    # A body that is not JSON (a multipart upload) is hashed as its raw bytes.
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256()
+    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def idempotency_claim(*, partner_id: int, key: str, fingerprint: str) -> Claim:
+    now = timezone.now()
+    lock_until = now + timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    partner_id=partner_id,
+                    key=key,
+                    fingerprint=fingerprint,
+                    status=IdempotencyStatus.IN_PROGRESS,
+                    locked_until=lock_until,
+                    expires_at=now + settings.IDEMPOTENCY_TTL,
+                )
+            return Claim("proceed", record)
+        except IntegrityError:
+            existing = IdempotencyRecord.objects.filter(partner_id=partner_id, key=key).first()
+            if existing is None:
+                continue  # released between our insert and our read: try again
+            if existing.expires_at <= now:
+                IdempotencyRecord.objects.filter(pk=existing.pk, expires_at__lte=now).delete()
+                continue
+            if existing.fingerprint != fingerprint:
+                return Claim("mismatch", existing)
+            if existing.status == IdempotencyStatus.COMPLETED:
+                return Claim("replay", existing)
+            if existing.locked_until > now:
+                return Claim("in_progress", existing)
+            # Abandoned by a crashed request: take it over with a conditional update.
+            taken = IdempotencyRecord.objects.filter(
+                pk=existing.pk, status=IdempotencyStatus.IN_PROGRESS, locked_until=existing.locked_until
+            ).update(locked_until=lock_until)
+            if taken:
+                existing.locked_until = lock_until
+                return Claim("proceed", existing)
+            return Claim("in_progress", existing)
+    return Claim("in_progress", IdempotencyRecord(partner_id=partner_id, key=key))
+
+
+def idempotency_complete(*, record: IdempotencyRecord, response: Response) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        status=IdempotencyStatus.COMPLETED,
+        response_status=response.status_code,
+        response_body=json.dumps(response.data, cls=JSONEncoder),
+        response_headers={h: response[h] for h in _STORED_HEADERS if h in response},
+    )
+
+
+def idempotency_release(*, record: IdempotencyRecord) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyStatus.IN_PROGRESS).delete()
+
+
+def idempotency_purge_expired(*, batch_size: int = 5000) -> int:
+    ids = list(
+        IdempotencyRecord.objects.filter(expires_at__lte=timezone.now()).values_list("pk", flat=True)[:batch_size]
+    )
+    return IdempotencyRecord.objects.filter(pk__in=ids).delete()[0] if ids else 0
+
+
+def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
+    """Decorate a creating `post` of a partner API view (request.user carries `partner_id`)."""
+
+    @wraps(view_method)
+    def wrapper(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view_method(self, request, *args, **kwargs)
+        if not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            raise ProblemError(
+                status_code=422,
+                detail=f"{HEADER} must be 1–{MAX_KEY_LENGTH} printable characters.",
+                slug="invalid-idempotency-key",
+            )
+        fingerprint = request_fingerprint(method=request.method or "POST", path=request.path, body=request.body)
+        claim = idempotency_claim(partner_id=request.user.partner_id, key=key, fingerprint=fingerprint)
+        if claim.outcome == "mismatch":
+            raise ProblemError(
+                status_code=422,
+                detail=f"This {HEADER} was used with a different request body.",
+                slug="idempotency-key-reused",
+            )
+        if claim.outcome == "in_progress":
+            raise ProblemError(
+                status_code=409,
+                detail=f"A request with this {HEADER} is still being processed; retry shortly.",
+                slug="idempotency-key-in-progress",
+                headers={"Retry-After": "1"},
+            )
+        if claim.outcome == "replay":
+            record = claim.record
+            headers = {**record.response_headers, REPLAYED_HEADER: "true"}
+            body = json.loads(record.response_body) if record.response_body else None
+            return Response(body, status=record.response_status, headers=headers)
+
+        record = claim.record
+        try:
+            with transaction.atomic():
+                response = view_method(self, request, *args, **kwargs)
+                if 200 <= response.status_code < 300:
+                    idempotency_complete(record=record, response=response)
+                else:
+                    transaction.set_rollback(True)
+        except BaseException:
+            idempotency_release(record=record)
+            raise
+        if not 200 <= response.status_code < 300:
+            idempotency_release(record=record)
+        return response
+
+    return wrapper

@@ -1,0 +1,130 @@
+"""JSON logs, one object per line, with PII and secrets scrubbed before anything is written.
+
+Every line carries the `request_id` (bound by django-structlog's request middleware) or the
+`correlation_id` (bound by the outbox consumer from the message headers), so one partner request can be
+followed through the outbox into workers and outbound calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# Keys whose values are never logged, wherever they appear in an event dict.
+SENSITIVE_KEYS = frozenset(
+    {
+        "pan",
+        "pan_number",
+        "password",
+        "secret",
+        "api_key",
+        "key",
+        "authorization",
+        "token",
+        "email",
+        "first_name",
+        "last_name",
+        "full_name",
+        "name",
+        "phone_number",
+        "date_of_birth",
+        "credentials",
+        "callback_secret",
+        "signing_secret",
+        "cookie",
+    }
+)
+REDACTED = "[redacted]"
+# PAN shape anywhere inside a string; API keys ("prefix.secret") and whsec_ secrets likewise.
+_PAN_RE = re.compile(r"\b[A-Z]{5}[0-9]{4}[A-Z]\b")
+_WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=]+")
+_APIKEY_RE = re.compile(r"\b[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\b")
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+
+
+def scrub_text(text: str) -> str:
+    text = _PAN_RE.sub("[pan]", text)
+    text = _WHSEC_RE.sub("whsec_[redacted]", text)
+    text = _APIKEY_RE.sub("[api-key]", text)
+    return _EMAIL_RE.sub("[email]", text)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if depth > 4:
+        return value
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: (REDACTED if str(k).lower() in SENSITIVE_KEYS else _scrub(v, depth + 1)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
+
+
+def scrub_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for k in list(event_dict):
+        if k.lower() in SENSITIVE_KEYS:
+            event_dict[k] = REDACTED
+        else:
+            event_dict[k] = _scrub(event_dict[k])
+    return event_dict
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        scrub_processor,
+    ]
+
+
+def logging_config(*, level: str, json: bool) -> dict[str, Any]:
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+                "foreign_pre_chain": _shared_processors(),
+            }
+        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "django.server": {"level": "WARNING"},
+            "django.db.backends": {"level": "WARNING"},
+            "celery": {"level": "INFO"},
+        },
+    }
+
+
+def configure_structlog(*, json: bool) -> None:
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def current_correlation_id() -> str | None:
+    """The id of the request or message whose work is running now, if any."""
+    ctx = structlog.contextvars.get_contextvars()
+    value = ctx.get("correlation_id") or ctx.get("request_id")
+    return str(value) if value else None
+
+
+logger = logging.getLogger("keel")

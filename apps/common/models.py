@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class IdempotencyStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class IdempotencyRecord(models.Model):
+    """One `Idempotency-Key` a partner used on a creating POST, kept 24 h (docs/adr/0004-idempotency.md).
+
+    `partner_id` is a plain integer so this shared primitive knows no domain model.
+    """
+
+    partner_id = models.BigIntegerField()
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body")
+    status = models.CharField(max_length=16, choices=IdempotencyStatus.choices)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Text, not jsonb: a replay must return the body byte for byte (jsonb reorders keys).
+    response_body = models.TextField(blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    locked_until = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner_id", "key"], name="idempotency_key_per_partner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}:{self.key}"

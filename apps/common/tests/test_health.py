@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_is_200_without_dependencies(client):
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_reports_each_dependency_with_status_and_latency(client):
+    response = client.get("/ready")
+
+    assert response.status_code == 200, response.json()
+    checks = response.json()["checks"]
+    assert set(checks) == {"database", "cache", "broker"}
+    for check in checks.values():
+        assert check["status"] == "up"
+        assert check["latency_ms"] >= 0
+
+
+@pytest.mark.redis
+def test_ready_is_503_naming_redis_when_cache_and_broker_point_at_a_closed_port(client):
+    closed = "redis://127.0.0.1:1/0"
+    caches = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": closed,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    with override_settings(CACHES=caches, CELERY_BROKER_URL=closed):
+        response = client.get("/ready")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["cache"] == {**body["checks"]["cache"], "status": "down", "backend": "redis"}
+    assert body["checks"]["broker"]["status"] == "down"
+    assert body["checks"]["broker"]["backend"] == "redis"
+    assert body["checks"]["database"]["status"] == "up"
+    assert "redis" in body["detail"]
+
+
+def test_metrics_exposes_prometheus_text(client):
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "django_http_requests_total_by_method_total" in text or "django_http_requests" in text

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import structlog
+from django.conf import settings
+
+from apps.common.logging import logging_config, scrub_text
+
+
+def _format(record_msg: str, **extra) -> dict:
+    config = logging_config(level="INFO", json=True)
+    formatter_conf = dict(config["formatters"]["structured"])
+    factory = formatter_conf.pop("()")
+    formatter = factory(**formatter_conf)
+    record = logging.LogRecord("keel.test", logging.INFO, __file__, 1, record_msg, None, None)
+    for k, v in extra.items():
+        setattr(record, k, v)
+    return json.loads(formatter.format(record))
+
+
+def test_log_line_is_one_json_object_with_the_bound_request_id():
+    structlog.contextvars.bind_contextvars(request_id="req-123")
+    try:
+        line = _format("hello")
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    assert line["event"] == "hello"
+    assert line["request_id"] == "req-123"
+    assert line["level"] == "info"
+
+
+def test_pan_email_and_keys_are_scrubbed_from_log_text():
+    text = "pan ABCDE1234F mail a.b@c.example key abcdefgh." + "x" * 32 + " whsec_c2VjcmV0"
+
+    scrubbed = scrub_text(text)
+
+    assert "ABCDE1234F" not in scrubbed
+    assert "a.b@c.example" not in scrubbed
+    assert "x" * 32 not in scrubbed
+    assert "c2VjcmV0" not in scrubbed
+
+
+def test_sensitive_keys_are_redacted_in_structured_events():
+    from apps.common.logging import scrub_processor
+
+    event = scrub_processor(None, "info", {"event": "x", "pan_number": "ABCDE1234F", "nested": {"email": "e@x.io"}})
+
+    assert event["pan_number"] == "[redacted]"
+    assert event["nested"]["email"] == "[redacted]"
+
+
+def test_settings_log_as_json():
+    assert settings.LOGGING["handlers"]["console"]["formatter"] == "structured"

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from apps.common.actors import Actor
+from apps.employers.models import Employer, Insurer, InsurerProtocol
+from apps.employers.services import employer_create
+from apps.partners.models import APIKey, Partner, Scope
+from apps.partners.services import partner_create
+
+DEMO_PARTNER = "demo-partner"
+SANDBOX_INSURERS = [
+    ("sandbox-rest", "Sandbox Insurer (REST)", InsurerProtocol.REST),
+    ("sandbox-soap", "Sandbox Insurer (SOAP)", InsurerProtocol.SOAP),
+    ("sandbox-file", "Sandbox Insurer (files)", InsurerProtocol.FILE),
+]
+DEMO_EMPLOYERS = [
+    ("DEMO-ACME", "Acme Manufacturing", "hr@acme.example"),
+    ("DEMO-GLOBEX", "Globex Services", "people@globex.example"),
+    ("DEMO-INITECH", "Initech Software", "benefits@initech.example"),
+]
+
+
+def demo_key_plaintext() -> str:
+    """The demo key is derived from SECRET_KEY, so re-running seed_demo prints the same key and stores
+    nothing new (only its hash is stored, like every key)."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), b"keel-demo-api-key", hashlib.sha512).digest()
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    chars = "".join(alphabet[b % len(alphabet)] for b in digest)  # 64 characters
+    return f"demo{chars[:4]}.{chars[4:36]}"
+
+
+class Command(BaseCommand):
+    help = "Load demo data (idempotent): sandbox insurers, a demo partner with employers, and a demo API key."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        actor = Actor.system("manage.py seed_demo")
+        with transaction.atomic():
+            for code, name, protocol in SANDBOX_INSURERS:
+                Insurer.objects.get_or_create(code=code, defaults={"name": name, "protocol": protocol})
+            partner = Partner.objects.filter(name=DEMO_PARTNER).first() or partner_create(
+                name=DEMO_PARTNER, actor=actor
+            )
+            for ref, name, email in DEMO_EMPLOYERS:
+                if not Employer.objects.filter(partner=partner, external_ref=ref).exists():
+                    employer_create(
+                        partner_id=partner.pk,
+                        name=name,
+                        external_ref=ref,
+                        contact_email=email,
+                        low_balance_threshold=50_000_00,
+                        actor=actor,
+                    )
+            plaintext = demo_key_plaintext()
+            prefix = plaintext.split(".")[0]
+            api_key = APIKey.objects.filter(prefix=prefix).first()
+            if api_key is None:
+                hashed = APIKey.objects.key_generator.hash(plaintext)
+                APIKey.objects.create(
+                    id=f"{prefix}.{hashed}",
+                    prefix=prefix,
+                    hashed_key=hashed,
+                    name="demo key",
+                    partner=partner,
+                    scopes=list(Scope.values),
+                    all_employers=True,
+                )
+            elif api_key.revoked:
+                self.stdout.write(self.style.WARNING("The demo key was revoked; create one with apikey_create."))
+                return
+        employers = Employer.objects.filter(partner=partner).order_by("id")
+        self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
+        self.stdout.write("Employers: " + ", ".join(f"{e.external_ref} (id {e.pk})" for e in employers))
+        self.stdout.write("Demo API key (all scopes, all demo employers) — use `Authorization: Api-Key <key>`:")
+        self.stdout.write(plaintext)

@@ -1,0 +1,67 @@
+"""Reads of employers and insurers, always scoped to what an API key may see (404 otherwise)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, Insurer, Policy
+from apps.partners.contracts import Principal
+
+
+def employers_visible_to(principal: Principal) -> QuerySet[Employer]:
+    qs = Employer.objects.filter(partner_id=principal.partner_id)
+    if not principal.all_employers:
+        qs = qs.filter(pk__in=principal.employer_ids)
+    return qs
+
+
+def employer_get_for(principal: Principal, employer_id: int | str) -> Employer:
+    """The employer if this key may act for it; `Http404` for anything else (never 403: no leak)."""
+    try:
+        pk = int(employer_id)
+    except (TypeError, ValueError):
+        raise Http404
+    employer = employers_visible_to(principal).filter(pk=pk).first()
+    if employer is None:
+        raise Http404
+    return employer
+
+
+def insurers_active() -> QuerySet[Insurer]:
+    return Insurer.objects.filter(is_active=True).order_by("code")
+
+
+def policies_visible_to(principal: Principal) -> QuerySet[Policy]:
+    return Policy.objects.filter(employer__in=employers_visible_to(principal)).select_related("insurer", "employer")
+
+
+def policy_get_for(principal: Principal, policy_id: int | str) -> Policy:
+    try:
+        pk = int(policy_id)
+    except (TypeError, ValueError):
+        raise Http404
+    policy = policies_visible_to(principal).filter(pk=pk).first()
+    if policy is None:
+        raise Http404
+    return policy
+
+
+def employees_visible_to(principal: Principal) -> QuerySet[Employee]:
+    return Employee.objects.filter(employer__in=employers_visible_to(principal))
+
+
+def coverages_visible_to(principal: Principal) -> QuerySet[Coverage]:
+    return Coverage.objects.filter(policy__employer__in=employers_visible_to(principal)).select_related(
+        "employee", "policy"
+    )
+
+
+def coverage_active(*, policy_id: int, employee_code: str) -> Coverage | None:
+    return (
+        Coverage.objects.filter(
+            policy_id=policy_id, employee__employee_code=employee_code, status=CoverageStatus.ACTIVE
+        )
+        .select_related("employee")
+        .first()
+    )

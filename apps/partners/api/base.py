@@ -1,0 +1,76 @@
+"""Base classes every partner-facing API view builds on: API-key auth, scopes, per-key rate limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponseBase
+from rest_framework import generics, views
+from rest_framework.request import Request
+
+from apps.common.actors import Actor
+from apps.common.errors import ProblemError
+from apps.common.logging import current_correlation_id
+from apps.partners.authentication import touch_last_used
+from apps.partners.contracts import Principal
+from apps.partners.models import APIKey
+from apps.partners.ratelimit import RateDecision, rate_limit_hit
+
+
+class RateLimitedMixin:
+    """Counts every authenticated request against its key's limits and sets the RateLimit-* headers."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        request.rate_decision = None  # type: ignore[attr-defined]
+        self.perform_authentication(request)  # type: ignore[attr-defined]
+        principal = request.user
+        if isinstance(principal, Principal):
+            decision = rate_limit_hit(key_prefix=principal.key_prefix, limits=principal.rate_limits)
+            request.rate_decision = decision  # type: ignore[attr-defined]
+            if isinstance(request.auth, APIKey):
+                touch_last_used(request.auth)
+            if not decision.allowed:
+                raise ProblemError(
+                    status_code=429,
+                    detail=f"Rate limit exceeded; retry in {decision.retry_after} seconds.",
+                    slug="rate-limited",
+                    headers={"Retry-After": str(decision.retry_after)},
+                )
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        decision: RateDecision | None = getattr(request, "rate_decision", None)
+        if decision is not None:
+            for name, value in decision.headers.items():
+                response[name] = value
+        return response
+
+
+class PartnerAPIView(RateLimitedMixin, views.APIView):
+    read_scope: str | None = None
+    write_scope: str | None = None
+
+
+class PartnerGenericAPIView(RateLimitedMixin, generics.GenericAPIView):  # type: ignore[type-arg]
+    read_scope: str | None = None
+    write_scope: str | None = None
+
+
+def principal_of(request: Request) -> Principal:
+    principal = request.user
+    assert isinstance(principal, Principal)
+    return principal
+
+
+def actor_from_request(request: Request) -> Actor:
+    principal = principal_of(request)
+    return Actor(
+        kind="api_key",
+        label=principal.key_prefix,
+        partner_id=principal.partner_id,
+        ip=request.META.get("REMOTE_ADDR"),
+        request_id=current_correlation_id(),
+    )

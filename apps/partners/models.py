@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class Scope(models.TextChoices):
+    EMPLOYERS_READ = "employers:read"
+    EMPLOYERS_WRITE = "employers:write"
+    ENDORSEMENTS_READ = "endorsements:read"
+    ENDORSEMENTS_WRITE = "endorsements:write"
+    LEDGER_READ = "ledger:read"
+    LEDGER_WRITE = "ledger:write"
+    LOANS_READ = "loans:read"
+    LOANS_WRITE = "loans:write"
+    RECONCILIATION_WRITE = "reconciliation:write"
+    WEBHOOKS_WRITE = "webhooks:write"
+    ANALYTICS_READ = "analytics:read"
+
+
+class Partner(models.Model):
+    """An HR platform, broker or lender that calls the API. Owns API keys, employers and loan applications."""
+
+    name = models.CharField(max_length=120, unique=True)
+    # Per-partner rate limits; null means the platform default (settings.API_DEFAULT_RATE_LIMITS).
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_per_day = models.PositiveIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class APIKey(AbstractAPIKey):
+    """A partner's API key: shown once, stored as a SHA-512 hash, found by its 8-character prefix.
+
+    `scopes` lists `Scope` values. A key acts for the employers in `employers`, or for every employer of
+    its partner when `all_employers` is set (a platform key).
+    """
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="api_keys")
+    scopes = models.JSONField(default=list, blank=True)
+    all_employers = models.BooleanField(default=False)
+    employers = models.ManyToManyField("employers.Employer", blank=True, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

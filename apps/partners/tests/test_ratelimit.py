@@ -1,0 +1,109 @@
+"""Every stage of the per-key rate limit, driven through a real endpoint with time-machine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from apps.common.actors import Actor
+from apps.partners.services import api_key_reset_rate_limits
+from apps.partners.tests.factories import PartnerFactory
+
+pytestmark = pytest.mark.django_db
+
+START = datetime(2026, 11, 23, 10, 0, 5, tzinfo=UTC)  # 5 s into a minute
+
+
+@pytest.fixture
+def client(make_key):
+    partner = PartnerFactory(
+        name="limited", rate_limit_per_minute=10, rate_limit_per_hour=1000, rate_limit_per_day=10000
+    )
+    return make_key(partner=partner, all_employers=True)
+
+
+def hit(client, n: int = 1):
+    return [client.get("/api/v1/employers") for _ in range(n)][-1]
+
+
+def test_every_response_carries_ratelimit_headers(client, time_machine):
+    time_machine.move_to(START, tick=False)
+
+    response = hit(client)
+
+    assert response.status_code == 200
+    assert response["RateLimit-Limit"] == "10"
+    assert response["RateLimit-Remaining"] == "9"
+    assert response["RateLimit-Reset"] == "55"
+    assert response["RateLimit-Policy"] == "10;w=60, 1000;w=3600, 10000;w=86400"
+    assert "RateLimit-Warning" not in response
+
+
+def test_warning_header_from_80_percent(client, time_machine):
+    time_machine.move_to(START, tick=False)
+
+    seventh = hit(client, 7)
+    eighth = hit(client)
+
+    assert "RateLimit-Warning" not in seventh
+    assert eighth.status_code == 200
+    assert eighth["RateLimit-Warning"] == "80% of the per-minute limit used"
+    assert eighth["RateLimit-Remaining"] == "2"
+
+
+def test_up_to_110_percent_is_allowed_in_grace_then_429(client, time_machine):
+    time_machine.move_to(START, tick=False)
+    hit(client, 10)
+
+    eleventh = hit(client)
+    twelfth = hit(client)
+
+    assert eleventh.status_code == 200
+    assert "grace period ends in 300s" in eleventh["RateLimit-Warning"]
+    assert twelfth.status_code == 429
+    assert twelfth["Content-Type"] == "application/problem+json"
+    assert twelfth["Retry-After"] == "55"
+    assert twelfth["RateLimit-Remaining"] == "0"
+
+
+def test_grace_lasts_at_most_five_minutes(client, time_machine):
+    time_machine.move_to(START, tick=False)
+    hit(client, 11)  # the 11th opens the grace period
+
+    time_machine.move_to(START + timedelta(minutes=4), tick=False)
+    within = hit(client, 11)
+    time_machine.move_to(START + timedelta(minutes=6), tick=False)
+    after = hit(client, 11)
+
+    assert within.status_code == 200
+    assert after.status_code == 429
+    assert after["Retry-After"] == "55"
+
+
+def test_new_window_resets_the_count(client, time_machine):
+    time_machine.move_to(START, tick=False)
+    hit(client, 12)
+
+    time_machine.move_to(START + timedelta(minutes=1), tick=False)
+
+    assert hit(client).status_code == 200
+
+
+def test_operator_reset_clears_counters_and_grace(client, time_machine):
+    time_machine.move_to(START, tick=False)
+    assert hit(client, 12).status_code == 429
+
+    api_key_reset_rate_limits(api_key=client.api_key, actor=Actor.system("tests"))
+
+    response = hit(client)
+    assert response.status_code == 200
+    assert response["RateLimit-Remaining"] == "9"
+
+
+def test_limits_are_per_key(client, make_key, time_machine):
+    time_machine.move_to(START, tick=False)
+    other = make_key(partner=client.api_key.partner, all_employers=True)
+    hit(client, 12)
+
+    assert hit(other).status_code == 200

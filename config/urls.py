@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.common import health
+
+handler400 = "apps.common.errors.handler400"
+handler403 = "apps.common.errors.handler403"
+handler404 = "apps.common.errors.handler404"
+handler500 = "apps.common.errors.handler500"
+
+api_v1 = [
+    path("", include("apps.employers.api.urls")),
+    path("", include("apps.partners.api.urls")),
+    path("", include("apps.ledger.api.urls")),
+    path("", include("apps.loan_applications.api.urls")),
+]
+
+urlpatterns = [
+    path("health", health.liveness, name="health"),
+    path("ready", health.readiness, name="ready"),
+    path("metrics", health.metrics, name="metrics"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("admin/", admin.site.urls),
+]
