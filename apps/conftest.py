@@ -1,1 +1,1 @@
-pytest_plugins = ["apps.common.testing"]
+pytest_plugins = ["apps.common.testing", "apps.partners.testing"]

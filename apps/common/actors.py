@@ -25,7 +25,7 @@ class Actor:
         return cls(kind="system", label=name, request_id=current_correlation_id())
 
     @classmethod
-    def operator(cls, *, user_id: int, username: str, ip: str | None = None) -> Actor:
+    def operator(cls, *, user_id: int | None, username: str, ip: str | None = None) -> Actor:
         return cls(kind="user", label=username, user_id=user_id, ip=ip, request_id=current_correlation_id())
 
     @property

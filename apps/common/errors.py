@@ -188,8 +188,9 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             new[name] = value
     for name, value in getattr(exc, "headers", {}).items():
         new[name] = value
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        new["Retry-After"] = str(int(exc.wait))
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        new["Retry-After"] = str(int(wait))
     return new
 
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.money import MoneyError, format_minor, to_minor
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": r"^\d+\.\d{2}$",
+        "example": "1234.50",
+        "description": "Indian rupees with two decimal places",
+    }
+)
 class MoneyField(serializers.Field):  # type: ignore[type-arg]
     """Integer paise inside, decimal string with two places outside ("1234.50")."""
 

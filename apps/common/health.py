@@ -49,7 +49,7 @@ def check_broker() -> dict[str, Any]:
     with Connection(
         url, connect_timeout=CHECK_TIMEOUT_SECONDS, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS
     ) as conn:
-        conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
+        conn.ensure_connection(max_retries=1, timeout=int(CHECK_TIMEOUT_SECONDS))
         conn.default_channel  # noqa: B018 - opens a channel: a real round trip to the broker
     return {"backend": backend}
 

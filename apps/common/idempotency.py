@@ -128,7 +128,7 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                 slug="invalid-idempotency-key",
             )
         fingerprint = request_fingerprint(method=request.method or "POST", path=request.path, body=request.body)
-        claim = idempotency_claim(partner_id=request.user.partner_id, key=key, fingerprint=fingerprint)
+        claim = idempotency_claim(partner_id=int(getattr(request.user, "partner_id")), key=key, fingerprint=fingerprint)  # noqa: B009
         if claim.outcome == "mismatch":
             raise ProblemError(
                 status_code=422,

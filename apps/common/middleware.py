@@ -9,7 +9,6 @@ from django.http import HttpRequest, HttpResponse
 
 from apps.common.errors import problem_response
 
-
 UPLOAD_PATHS = ("/api/v1/endorsement-batches",)
 
 

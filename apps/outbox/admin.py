@@ -45,9 +45,19 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     @admin.action(description="Export selected rows as JSON lines")
     def export_jsonl(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> HttpResponse:
         lines = [
-            json.dumps({"id": m.pk, "topic": m.topic, "key": m.key, "payload": m.payload, "status": m.status,
-                        "attempts": m.attempts, "created_at": m.created_at.isoformat(), "last_error": m.last_error,
-                        "last_traceback": m.last_traceback})
+            json.dumps(
+                {
+                    "id": m.pk,
+                    "topic": m.topic,
+                    "key": m.key,
+                    "payload": m.payload,
+                    "status": m.status,
+                    "attempts": m.attempts,
+                    "created_at": m.created_at.isoformat(),
+                    "last_error": m.last_error,
+                    "last_traceback": m.last_traceback,
+                }
+            )
             for m in queryset.order_by("id")[:10_000]
         ]
         response = HttpResponse("\n".join(lines) + "\n", content_type="application/x-ndjson")

@@ -15,7 +15,20 @@ COMMIT_TO_PUBLISH = Histogram(
 )
 
 
+_GAUGES = {
+    "keel_outbox_pending": "Outbox rows waiting to be published",
+    "keel_outbox_inflight": "Outbox rows published and not yet consumed",
+    "keel_outbox_dead": "Outbox rows out of attempts",
+    "keel_outbox_oldest_pending_age_seconds": "Age of the oldest pending outbox row",
+}
+
+
 class OutboxCollector(Collector):
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """Names only: lets the registry check for clashes without querying the database at start-up."""
+        for name, documentation in _GAUGES.items():
+            yield GaugeMetricFamily(name, documentation)
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from apps.outbox.selectors import outbox_stats
 
@@ -24,11 +37,15 @@ class OutboxCollector(Collector):
         except Exception:  # the database is down: /ready reports it; metrics must still render
             return
         yield GaugeMetricFamily("keel_outbox_pending", "Outbox rows waiting to be published", value=stats["pending"])
-        yield GaugeMetricFamily("keel_outbox_inflight", "Outbox rows published and not yet consumed",
-                                value=stats["inflight"])
+        yield GaugeMetricFamily(
+            "keel_outbox_inflight", "Outbox rows published and not yet consumed", value=stats["inflight"]
+        )
         yield GaugeMetricFamily("keel_outbox_dead", "Outbox rows out of attempts", value=stats["dead"])
-        yield GaugeMetricFamily("keel_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row",
-                                value=stats["oldest_pending_age_seconds"])
+        yield GaugeMetricFamily(
+            "keel_outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending outbox row",
+            value=stats["oldest_pending_age_seconds"],
+        )
 
 
 _registered = False

@@ -20,7 +20,7 @@ UNFINISHED = (OutboxStatus.PENDING, OutboxStatus.INFLIGHT, OutboxStatus.DEAD)
 class OutboxMessage(models.Model):
     id = models.BigAutoField(primary_key=True)
     topic = models.CharField(max_length=100)
-    key = models.CharField(max_length=200, null=True, blank=True)
+    key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 - NULL = no ordering key
     payload = models.JSONField()
     headers = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
@@ -42,8 +42,11 @@ class OutboxMessage(models.Model):
             # Expired leases of crashed relays/consumers.
             models.Index(fields=["leased_until"], condition=Q(status="inflight"), name="outbox_lease_idx"),
             # Per-key ordering: is an earlier row of this key unfinished?
-            models.Index(fields=["key", "id"], condition=Q(status__in=["pending", "inflight", "dead"]),
-                         name="outbox_key_open_idx"),
+            models.Index(
+                fields=["key", "id"],
+                condition=Q(status__in=["pending", "inflight", "dead"]),
+                name="outbox_key_open_idx",
+            ),
             models.Index(fields=["done_at"], condition=Q(status="done"), name="outbox_done_idx"),
             models.Index(fields=["topic", "status"]),
         ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
@@ -21,7 +23,7 @@ class OutboxError(RuntimeError):
     pass
 
 
-class RetryLater(Exception):  # noqa: N818 - it is a signal, not an error
+class RetryLater(Exception):
     """Raised by a consumer to be retried: after `delay_seconds` if given (e.g. an insurer's Retry-After),
     else after the outbox's own backoff. It counts as a failed attempt."""
 
@@ -53,7 +55,7 @@ def outbox_enqueue(
         payload=payload,
         headers=headers,
         created_at=now,
-        available_at=now + timezone.timedelta(seconds=delay_seconds) if delay_seconds else now,
+        available_at=now + timedelta(seconds=delay_seconds) if delay_seconds else now,
     )
     if settings.OUTBOX["NUDGE_ON_COMMIT"] and not getattr(connection, "_keel_outbox_nudge", False):
         # One nudge per transaction, however many rows it writes.
@@ -67,14 +69,31 @@ def _reset_nudge_flag() -> None:
     transaction.get_connection()._keel_outbox_nudge = False  # type: ignore[attr-defined]
 
 
+NUDGE_FLAG = "outbox:relay-queued"
+
+
 def _nudge() -> None:
-    """Ask a relay to run now (low latency); the beat safety net covers a lost nudge."""
+    """Ask a relay to run now (low latency); the beat safety net covers a lost nudge.
+
+    Nudges collapse: only the commit that sets the "relay queued" flag sends a relay task; the relay clears
+    the flag before it claims, so rows committed after that get a fresh nudge. The flag expires by itself
+    (a lost relay task cannot silence nudges for long; beat runs every second anyway).
+    """
     from apps.outbox.tasks import relay
 
     try:
-        relay.apply_async(queue="outbox", retry=False)
-    except Exception:  # the broker is down: the beat safety net (and our own retries) will catch up
+        if not cache.add(NUDGE_FLAG, 1, timeout=2):
+            return
+        relay.apply_async(queue="outbox", retry=False, argsrepr="()", kwargsrepr="{}")
+    except Exception:  # the broker or cache is down: the beat safety net (and our own retries) will catch up
         log.warning("outbox.nudge_failed", exc_info=True)
+
+
+def clear_nudge_flag() -> None:
+    try:
+        cache.delete(NUDGE_FLAG)
+    except Exception:
+        log.warning("outbox.nudge_flag_unavailable", exc_info=True)
 
 
 def outbox_requeue(*, ids: list[int] | None = None, topic: str | None = None) -> int:
@@ -85,8 +104,9 @@ def outbox_requeue(*, ids: list[int] | None = None, topic: str | None = None) ->
     if topic:
         qs = qs.filter(topic=topic)
     with transaction.atomic():
-        count = qs.update(status=OutboxStatus.PENDING, attempts=0, available_at=timezone.now(), leased_until=None,
-                          lease_token=None)
+        count = qs.update(
+            status=OutboxStatus.PENDING, attempts=0, available_at=timezone.now(), leased_until=None, lease_token=None
+        )
         if count and settings.OUTBOX["NUDGE_ON_COMMIT"]:
             transaction.on_commit(_nudge)
     return count
@@ -103,7 +123,7 @@ def outbox_retention(*, batch_size: int | None = None, max_batches: int = 100) -
     from apps.outbox.models import InboxEntry
 
     batch_size = batch_size or settings.OUTBOX["RETENTION_BATCH"]
-    cutoff = timezone.now() - timezone.timedelta(hours=settings.OUTBOX["RETENTION_HOURS"])
+    cutoff = timezone.now() - timedelta(hours=settings.OUTBOX["RETENTION_HOURS"])
     total = 0
     for _ in range(max_batches):
         ids = list(

@@ -19,13 +19,15 @@ from apps.outbox.contracts import Message
 from apps.outbox.inbox import mark_done
 from apps.outbox.models import OutboxMessage, OutboxStatus
 from apps.outbox.relay import relay_until_empty
-from apps.outbox.services import RetryLater, outbox_retention
+from apps.outbox.services import RetryLater, clear_nudge_flag, outbox_retention
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="outbox.relay", ignore_result=True)
 def relay() -> int:
+    # Clear the "a relay is queued" flag before claiming, so a commit from now on queues the next relay.
+    clear_nudge_flag()
     return relay_until_empty(max_seconds=5.0)
 
 
@@ -34,9 +36,16 @@ def deliver(envelope: dict[str, Any]) -> None:
     deliver_envelope(envelope)
 
 
+@shared_task(name="outbox.deliver_many", ignore_result=True, acks_late=True)
+def deliver_many(envelopes: list[dict[str, Any]]) -> None:
+    """A chunk published under backlog: each row is delivered (and succeeds or fails) on its own."""
+    for envelope in envelopes:
+        deliver_envelope(envelope)
+
+
 @shared_task(name="outbox.retention", ignore_result=True)
 def retention() -> int:
-    from apps.audit.services import job_run  # noqa: PLC0415 - keep the import graph of workers small
+    from apps.audit.services import job_run
 
     with job_run("outbox.retention") as run:
         run.counts["deleted"] = outbox_retention()
@@ -69,9 +78,16 @@ def deliver_message(message_id: int) -> None:
     """Deliver one row directly (tests, `outbox_relay --inline`)."""
     row = OutboxMessage.objects.get(pk=message_id)
     deliver_envelope(
-        Message(id=row.pk, topic=row.topic, key=row.key, payload=row.payload, headers=row.headers,
-                attempt=row.attempts, created_at=row.created_at,
-                lease_token=str(row.lease_token) if row.lease_token else None).to_envelope()
+        Message(
+            id=row.pk,
+            topic=row.topic,
+            key=row.key,
+            payload=row.payload,
+            headers=row.headers,
+            attempt=row.attempts,
+            created_at=row.created_at,
+            lease_token=str(row.lease_token) if row.lease_token else None,
+        ).to_envelope()
     )
 
 

@@ -17,7 +17,7 @@ def drain(*, max_rounds: int = 10_000, batch_size: int = 500) -> list[Message]:
     for _ in range(max_rounds):
         batch: list[Message] = []
 
-        def collect(items: Sequence[tuple[Message, str]]) -> int:
+        def collect(items: Sequence[tuple[Message, str]], batch: list[Message] = batch) -> int:
             batch.extend(m for m, _ in items)
             return len(items)
 

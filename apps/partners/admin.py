@@ -37,7 +37,7 @@ class PartnerAdmin(admin.ModelAdmin):
 
 @admin.register(APIKey)
 class PartnerAPIKeyAdmin(APIKeyModelAdmin):
-    list_display = (
+    list_display = (  # type: ignore[assignment]
         "prefix",
         "name",
         "partner",
@@ -48,13 +48,13 @@ class PartnerAPIKeyAdmin(APIKeyModelAdmin):
         "last_used_at",
         "created",
     )
-    list_filter = ("partner", "revoked", "all_employers")
-    search_fields = ("prefix", "name", "partner__name")
+    list_filter = ("partner", "revoked", "all_employers")  # type: ignore[assignment]
+    search_fields = ("prefix", "name", "partner__name")  # type: ignore[assignment]
     filter_horizontal = ("employers",)
     readonly_fields = ("prefix", "revoked", "revoked_at", "last_used_at", "created")
     actions = ("revoke_keys", "reset_rate_limits")
 
-    def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Any, form: Any = None, change: bool = False) -> None:
         if change:
             # Editing name/expiry/scopes of an existing key; revocation goes through the action.
             super(APIKeyModelAdmin, self).save_model(request, obj, form, change)

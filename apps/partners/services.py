@@ -63,9 +63,10 @@ def api_key_create(
     if errors:
         raise DomainValidationError(errors)
 
-    api_key, plaintext = APIKey.objects.create_key(
+    api_key, plaintext = APIKey.objects.create_key(  # type: ignore[assignment]
         name=name[:50], partner=partner, scopes=scopes, all_employers=all_employers, expiry_date=expires_at
     )
+    assert isinstance(api_key, APIKey)
     if employer_ids:
         api_key.employers.set(employer_ids)
     audit_record(

@@ -11,7 +11,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests drive the outbox themselves (relay + handlers called directly); nothing is sent to a broker.
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="memory://")
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
 OUTBOX = {**OUTBOX, "NUDGE_ON_COMMIT": False}
 if REDIS_URL:
     # Tests share the machine's Redis: use their own database number and prefix.

@@ -58,7 +58,7 @@ class InsurerSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
 
 class PolicySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    insurer = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    insurer = serializers.SlugRelatedField(slug_field="code", read_only=True)  # type: ignore[var-annotated]
     default_sum_insured = MoneyField()
     premium_rate_per_mille = serializers.DecimalField(max_digits=10, decimal_places=4)
 

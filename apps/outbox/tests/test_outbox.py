@@ -212,8 +212,7 @@ def test_retention_deletes_only_done_rows_older_than_the_window(time_machine):
 
     assert outbox_retention(batch_size=1) == 1
 
-    assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {old_pending, old_inflight, old_dead,
-                                                                      recent_done}
+    assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {old_pending, old_inflight, old_dead, recent_done}
 
 
 @pytest.mark.django_db
@@ -283,7 +282,7 @@ def test_events_sharing_a_key_take_effect_in_order_with_concurrent_workers(requi
 
     assert errors == []
     assert OutboxMessage.objects.exclude(status=OutboxStatus.DONE).count() == 0
-    assert {k: v for k, v in applied.items()} == {f"k{k}": list(range(25)) for k in range(8)}
+    assert dict(applied) == {f"k{k}": list(range(25)) for k in range(8)}
 
 
 @pytest.mark.django_db
