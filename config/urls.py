@@ -13,6 +13,8 @@ api_v1 = [
     path("", include("apps.employers.api.urls")),
     path("", include("apps.partners.api.urls")),
     path("", include("apps.ledger.api.urls")),
+    path("", include("apps.insurers.api.urls")),
+    path("", include("apps.endorsements.api.urls")),
     path("", include("apps.loan_applications.api.urls")),
 ]
 
@@ -24,4 +26,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
+    path("sandbox/", include("apps.insurers.sandbox.urls")),
 ]

@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
@@ -34,6 +35,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Requeue selected dead rows")
     def requeue(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        # Only dead rows are requeued (the service re-checks); an empty selection requeues nothing.
         count = outbox_requeue(ids=list(queryset.filter(status=OutboxStatus.DEAD).values_list("pk", flat=True)))
         self.message_user(request, f"Requeued {count} dead row(s).")
 
@@ -53,10 +55,15 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                     "payload": m.payload,
                     "status": m.status,
                     "attempts": m.attempts,
-                    "created_at": m.created_at.isoformat(),
+                    "created_at": m.created_at,
                     "last_error": m.last_error,
                     "last_traceback": m.last_traceback,
-                }
+                    "headers": m.headers,
+                    "available_at": m.available_at,
+                    "published_at": m.published_at,
+                    "done_at": m.done_at,
+                },
+                cls=DjangoJSONEncoder,
             )
             for m in queryset.order_by("id")[:10_000]
         ]

@@ -1,7 +1,7 @@
 """Consumer used only by bench/outbox_relay.py: records commit → consumer-start latency in Redis.
 
-Imported by the benchmark's worker (`celery worker --include apps.outbox.bench_consumer`); never in
-production (nothing imports it otherwise).
+Registered by the outbox's AppConfig.ready() only in processes started with `KEEL_BENCH=1` (the benchmark
+sets it for its Celery worker); nothing else imports it, so production never has the `bench.outbox` topic.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from django.utils import timezone
 from apps.outbox.contracts import Message
 from apps.outbox.registry import consumer
 
+BENCH_TOPIC = "bench.outbox"
+BENCH_QUEUE = "bench"
 LATENCY_KEY = "keel:bench:outbox:latency"
 _client = redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
-@consumer("bench.outbox", queue="bench", name="bench.latency")
+@consumer(BENCH_TOPIC, queue=BENCH_QUEUE, name="bench.latency")
 def record_latency(message: Message) -> None:
-    if _client is None or message.created_at is None or message.payload.get("warmup"):
+    """First thing the consumer does: record how long since the row was written (inside its transaction)."""
+    started = timezone.now()
+    if _client is None or message.payload.get("warmup"):
         return
-    _client.rpush(LATENCY_KEY, (timezone.now() - message.created_at).total_seconds())
+    _client.rpush(LATENCY_KEY, (started - message.created_at).total_seconds())

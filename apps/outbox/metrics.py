@@ -1,4 +1,12 @@
-"""Prometheus metrics: pending/oldest-age/dead gauges read at scrape time, commit→publish histogram."""
+"""Prometheus metrics (served by django-prometheus at /metrics).
+
+- Gauges `keel_outbox_pending`, `keel_outbox_inflight`, `keel_outbox_dead`,
+  `keel_outbox_oldest_pending_age_seconds`: computed at scrape time by one cheap query
+  (`selectors.outbox_stats(include_done=False)`), so every web process reports the same truth and nothing
+  has to keep them up to date.
+- Histogram `keel_outbox_commit_to_publish_seconds`: observed by the relay for every published row
+  (`created_at`, set inside the writer's transaction, → handed to the broker).
+"""
 
 from __future__ import annotations
 
@@ -14,45 +22,41 @@ COMMIT_TO_PUBLISH = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
-
+# Gauge name → (documentation, key in outbox_stats()).
 _GAUGES = {
-    "keel_outbox_pending": "Outbox rows waiting to be published",
-    "keel_outbox_inflight": "Outbox rows published and not yet consumed",
-    "keel_outbox_dead": "Outbox rows out of attempts",
-    "keel_outbox_oldest_pending_age_seconds": "Age of the oldest pending outbox row",
+    "keel_outbox_pending": ("Outbox rows waiting to be published", "pending"),
+    "keel_outbox_inflight": ("Outbox rows published and not yet consumed", "inflight"),
+    "keel_outbox_dead": ("Outbox rows out of attempts, waiting for an operator", "dead"),
+    "keel_outbox_oldest_pending_age_seconds": (
+        "Seconds the oldest due pending outbox row has waited to be published",
+        "oldest_pending_age_seconds",
+    ),
 }
 
 
 class OutboxCollector(Collector):
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """Names only: lets the registry check for clashes without querying the database at start-up."""
-        for name, documentation in _GAUGES.items():
+        for name, (documentation, _) in _GAUGES.items():
             yield GaugeMetricFamily(name, documentation)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from apps.outbox.selectors import outbox_stats
 
         try:
-            stats = outbox_stats()
-        except Exception:  # the database is down: /ready reports it; metrics must still render
+            stats = outbox_stats(include_done=False)
+        except Exception:  # the database is down: /ready reports it; the other metrics must still render
             return
-        yield GaugeMetricFamily("keel_outbox_pending", "Outbox rows waiting to be published", value=stats["pending"])
-        yield GaugeMetricFamily(
-            "keel_outbox_inflight", "Outbox rows published and not yet consumed", value=stats["inflight"]
-        )
-        yield GaugeMetricFamily("keel_outbox_dead", "Outbox rows out of attempts", value=stats["dead"])
-        yield GaugeMetricFamily(
-            "keel_outbox_oldest_pending_age_seconds",
-            "Age of the oldest pending outbox row",
-            value=stats["oldest_pending_age_seconds"],
-        )
+        for name, (documentation, key) in _GAUGES.items():
+            yield GaugeMetricFamily(name, documentation, value=float(stats[key]))
 
 
-_registered = False
+_collector: OutboxCollector | None = None
 
 
 def register_collector() -> None:
-    global _registered
-    if not _registered:
-        REGISTRY.register(OutboxCollector())
-        _registered = True
+    """Register the collector once per process (AppConfig.ready() may run more than once in tests)."""
+    global _collector
+    if _collector is None:
+        _collector = OutboxCollector()
+        REGISTRY.register(_collector)

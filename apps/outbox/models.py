@@ -50,6 +50,19 @@ class OutboxMessage(models.Model):
             models.Index(fields=["done_at"], condition=Q(status="done"), name="outbox_done_idx"),
             models.Index(fields=["topic", "status"]),
         ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=[s.value for s in OutboxStatus]), name="outbox_status_valid"),
+            models.CheckConstraint(condition=Q(attempts__gte=0), name="outbox_attempts_non_negative"),
+            # A claimed row always carries the lease that makes it claimable again if its relay dies.
+            models.CheckConstraint(
+                condition=~Q(status="inflight") | Q(leased_until__isnull=False, lease_token__isnull=False),
+                name="outbox_inflight_has_lease",
+            ),
+            # Retention deletes by done_at: a done row without it would stay forever.
+            models.CheckConstraint(
+                condition=~Q(status="done") | Q(done_at__isnull=False), name="outbox_done_has_done_at"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.topic}#{self.pk} ({self.status})"

@@ -1,25 +1,31 @@
-"""The relay: claim due outbox rows in short transactions, publish them after commit (SPEC §3).
+"""The relay: claim due outbox rows in one short transaction, publish them after commit (SPEC §3, ADR 0002).
 
-Claiming (PostgreSQL) is one statement:
+`relay_once` runs these steps:
 
-1. expired leases (a relay or consumer died) go back to `pending`;
-2. `UPDATE … SET status='inflight', leased_until, lease_token FROM (SELECT id … WHERE status='pending' AND
-   available_at <= now AND no earlier unfinished row shares its key ORDER BY id LIMIT n FOR UPDATE SKIP
-   LOCKED)` — several relays never claim the same row, and never wait on each other;
-3. commit, then publish each row as an `outbox.deliver` Celery task on its topic's queue. No network I/O
-   happens while a row lock is held. A publish failure (broker down) returns the row to `pending` without
-   counting an attempt and stops the batch.
+1. **Reclaim** (same transaction as 2): rows `inflight` whose lease has expired — their relay died after
+   claiming, or their consumer never finished — go back to `pending`. `FOR UPDATE SKIP LOCKED`: a row a
+   consumer transaction is finishing right now is skipped, never waited on.
+2. **Claim** (PostgreSQL: one statement): `UPDATE … SET status='inflight', leased_until=now+lease,
+   lease_token=<new uuid> FROM (SELECT id … WHERE status='pending' AND available_at <= now AND no earlier row
+   of the same key is unfinished ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`. Several relays
+   never claim the same row and never wait on each other. Commit.
+3. **Publish** after the commit — no network I/O while a row lock is held — each row as a Celery task on its
+   topic's queue, over one broker connection for the whole batch.
+4. A publish failure (broker down) puts the unpublished rows back to `pending` a second later **without**
+   counting an attempt (the broker being down is not the message's fault) and stops the batch.
 
-On SQLite (one writer at a time) the same steps run through the ORM.
+The row stays `inflight` until its consumer commits (`done`) or fails (`pending` with backoff, or `dead`).
+On SQLite (one writer at a time, `BEGIN IMMEDIATE`) the same steps run through the ORM.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -32,8 +38,26 @@ from apps.outbox.contracts import Message
 from apps.outbox.models import UNFINISHED, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
-Publisher = Callable[[Sequence[tuple[Message, str]]], int]
 
+# What tests and tools pass as `publish`: hand one message to a queue; raise if it could not be handed over.
+Publish = Callable[[Message, str], None]
+
+# Seconds a row whose publication failed waits before a relay tries it again.
+PUBLISH_RETRY_SECONDS = 1.0
+
+_RECLAIM_SQL = """
+UPDATE outbox_outboxmessage SET status = 'pending', leased_until = NULL, lease_token = NULL
+WHERE id IN (
+    SELECT id FROM outbox_outboxmessage
+    WHERE status = 'inflight' AND leased_until < %(now)s
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# The NOT EXISTS is served by the partial index outbox_key_open_idx (key, id) WHERE status is unfinished; the
+# outer scan by outbox_pending_idx (id) WHERE status = 'pending'.
 _CLAIM_SQL = """
 WITH due AS (
     SELECT o.id FROM outbox_outboxmessage o
@@ -51,42 +75,58 @@ FROM due WHERE m.id = due.id
 RETURNING m.id, m.topic, m.key, m.payload, m.headers, m.attempts, m.created_at
 """
 
-_RECLAIM_SQL = """
-UPDATE outbox_outboxmessage SET status = 'pending', leased_until = NULL, lease_token = NULL
-WHERE status = 'inflight' AND leased_until < %(now)s
-"""
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return dict(json.loads(value)) if value else {}
 
 
-def _reclaim_expired(now: Any) -> int:
+def _reclaim_expired(*, now: datetime, limit: int) -> int:
+    """Step 1. Expired leases back to `pending` (attempts unchanged: nobody reported a failure)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_RECLAIM_SQL, {"now": now})
+            cursor.execute(_RECLAIM_SQL, {"now": now, "limit": limit})
             return int(cursor.rowcount)
     return OutboxMessage.objects.filter(status=OutboxStatus.INFLIGHT, leased_until__lt=now).update(
         status=OutboxStatus.PENDING, leased_until=None, lease_token=None
     )
 
 
+def commit_without_waiting_for_disk() -> None:
+    """`SET LOCAL synchronous_commit = off` for the current, outermost transaction (PostgreSQL).
+
+    Losing a claim in a database crash is harmless: the row is simply relayed and delivered again, and the
+    inbox absorbs the duplicate. Any later synchronous commit (a consumer's) flushes the WAL up to and
+    including this one. Not waiting for the flush saves the relay one disk round trip per batch — per event
+    when a dedicated relay is woken by every commit. Never used for writers' or consumers' transactions.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+
+
 def claim(*, batch_size: int) -> list[Message]:
-    """Steps 1–2 in one short transaction; returns the claimed rows in id order."""
+    """Steps 1–2 in one short transaction; returns the claimed rows in id order, each with the batch's lease
+    token (the consumer's failure update is conditional on it)."""
     now = timezone.now()
     token = uuid.uuid4()
     lease = now + timedelta(seconds=settings.OUTBOX["LEASE_SECONDS"])
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
-        _reclaim_expired(now)
+        if outermost and connection.vendor == "postgresql":
+            commit_without_waiting_for_disk()
+        _reclaim_expired(now=now, limit=batch_size)
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(_CLAIM_SQL, {"now": now, "limit": batch_size, "lease": lease, "token": token})
                 rows = cursor.fetchall()
-            import json
-
             claimed = [
                 Message(
                     id=r[0],
                     topic=r[1],
                     key=r[2],
-                    payload=r[3] if isinstance(r[3], dict) else json.loads(r[3]),
-                    headers=r[4] if isinstance(r[4], dict) else json.loads(r[4] or "{}"),
+                    payload=_json(r[3]),
+                    headers=_json(r[4]),
                     attempt=r[5],
                     created_at=r[6],
                     lease_token=str(token),
@@ -117,33 +157,40 @@ def claim(*, batch_size: int) -> list[Message]:
                     created_at=m.created_at,
                     lease_token=str(token),
                 )
-                for m in OutboxMessage.objects.filter(pk__in=ids, lease_token=token).order_by("id")
+                for m in OutboxMessage.objects.filter(pk__in=ids, lease_token=token)
             ]
     claimed.sort(key=lambda m: m.id)
     return claimed
 
 
-def release_unpublished(messages: Sequence[Message], *, delay_seconds: float = 1.0) -> None:
-    """Publish failed (broker down): back to pending, no attempt counted."""
+def release_unpublished(messages: Sequence[Message], *, delay_seconds: float = PUBLISH_RETRY_SECONDS) -> int:
+    """Step 4. Publication failed: back to `pending` shortly, no attempt counted.
+
+    Conditional on the claim's lease token, so a row that meanwhile changed hands (or was consumed — a
+    publish may fail *after* the broker took the message) is left alone. Returns how many rows were released.
+    """
     if not messages:
-        return
-    OutboxMessage.objects.filter(
-        pk__in=[m.id for m in messages], status=OutboxStatus.INFLIGHT, lease_token__in={m.lease_token for m in messages}
+        return 0
+    return OutboxMessage.objects.filter(
+        pk__in=[m.id for m in messages],
+        status=OutboxStatus.INFLIGHT,
+        lease_token__in={m.lease_token for m in messages if m.lease_token},
     ).update(
         status=OutboxStatus.PENDING,
         leased_until=None,
         lease_token=None,
+        published_at=None,
         available_at=timezone.now() + timedelta(seconds=delay_seconds),
     )
 
 
-def celery_publisher(batch: Sequence[tuple[Message, str]]) -> int:
-    """Publish the batch to the topics' queues over one pooled broker connection.
+def celery_publish_batch(batch: Sequence[tuple[Message, str]]) -> list[Message]:
+    """Step 3 with the real broker: publish the batch over one pooled producer (one connection).
 
-    A lone message for a queue goes as its own `outbox.deliver` task (the low-latency path); a backlog goes
-    as `outbox.deliver_many` tasks of up to OUTBOX["PUBLISH_CHUNK"] rows each (the throughput path: one
-    broker message per chunk instead of per row). Rows keep id order within a queue. Returns how many rows
-    were published before an error (the caller releases the rest).
+    A lone row for a queue goes as its own `outbox.deliver` task (the low-latency path); a backlog goes as
+    `outbox.deliver_many` tasks of up to OUTBOX["PUBLISH_CHUNK"] rows each (the throughput path: one broker
+    message per chunk instead of per row; each row is still delivered, and succeeds or fails, on its own).
+    Rows keep id order within a queue. Returns the messages handed over before an error.
     """
     from apps.outbox.tasks import deliver, deliver_many
 
@@ -151,7 +198,7 @@ def celery_publisher(batch: Sequence[tuple[Message, str]]) -> int:
     by_queue: dict[str, list[Message]] = {}
     for message, queue in batch:
         by_queue.setdefault(queue, []).append(message)
-    published = 0
+    published: list[Message] = []
     try:
         with deliver.app.producer_or_acquire() as producer:
             for queue, messages in by_queue.items():
@@ -159,49 +206,63 @@ def celery_publisher(batch: Sequence[tuple[Message, str]]) -> int:
                     chunk = messages[start : start + chunk_size]
                     task = deliver if len(chunk) == 1 else deliver_many
                     args = (chunk[0].to_envelope(),) if len(chunk) == 1 else ([m.to_envelope() for m in chunk],)
-                    task.apply_async(
+                    task.apply_async(  # type: ignore[call-arg]  # argsrepr/kwargsrepr are missing from the stubs
                         args=args,
                         queue=queue,
                         routing_key=queue,
                         producer=producer,
                         retry=False,
+                        # Skip Celery's repr() of the payloads (PII stays out of the broker's task metadata).
                         argsrepr=f"<{len(chunk)} outbox row(s) from #{chunk[0].id}>",
                         kwargsrepr="{}",
                     )
-                    published += len(chunk)
+                    published.extend(chunk)
     except Exception:
-        log.warning("outbox.publish_failed", exc_info=True, extra={"published": published})
+        log.warning("outbox.publish_failed", exc_info=True, extra={"published": len(published)})
     return published
 
 
-def relay_once(*, batch_size: int | None = None, publish: Publisher | None = None) -> int:
-    """Claim one batch and publish it. Returns how many messages were published."""
-    publish = publish or celery_publisher
+def _publish_each(batch: Sequence[tuple[Message, str]], publish: Publish) -> list[Message]:
+    published: list[Message] = []
+    for message, queue in batch:
+        try:
+            publish(message, queue)
+        except Exception:
+            log.warning("outbox.publish_failed", exc_info=True, extra={"published": len(published)})
+            break
+        published.append(message)
+    return published
+
+
+def relay_once(*, batch_size: int | None = None, publish: Publish | None = None) -> int:
+    """Claim one batch, publish it after commit, release what could not be published (steps 1–4).
+
+    `publish(message, queue)` replaces the Celery publisher (tests, tools); an exception from it stops the
+    batch like a broker failure. Returns how many messages were published.
+    """
     claimed = claim(batch_size=batch_size or settings.OUTBOX["BATCH_SIZE"])
     if not claimed:
         return 0
     batch: list[tuple[Message, str]] = []
     for message in claimed:
         spec = registry.get(message.topic)
-        batch.append((message, spec.queue if spec else "default"))
-    published = 0
-    try:
-        published = publish(batch)
-    except Exception:
-        log.warning("outbox.publish_failed", exc_info=True)
-    if published < len(batch):
-        release_unpublished([m for m, _ in batch[published:]])
+        # A topic nobody consumes still goes out (to "default"): the delivery fails loudly, retries and ends
+        # dead with "no consumer is registered" — visible to operators instead of silently stuck.
+        batch.append((message, spec.queue if spec else settings.CELERY_TASK_DEFAULT_QUEUE))
+    published = celery_publish_batch(batch) if publish is None else _publish_each(batch, publish)
+    if len(published) < len(batch):
+        done = {m.id for m in published}
+        release_unpublished([m for m, _ in batch if m.id not in done])
     now = timezone.now()
-    for message, _ in batch[:published]:
-        if message.created_at is not None:
-            metrics.COMMIT_TO_PUBLISH.observe(max(0.0, (now - message.created_at).total_seconds()))
-    return published
+    for message in published:
+        metrics.COMMIT_TO_PUBLISH.observe(max(0.0, (now - message.created_at).total_seconds()))
+    return len(published)
 
 
 def relay_until_empty(
-    *, batch_size: int | None = None, publish: Publisher | None = None, max_seconds: float = 5.0
+    *, batch_size: int | None = None, publish: Publish | None = None, max_seconds: float = 5.0
 ) -> int:
-    """Relay batches until nothing is due (or the time budget is spent)."""
+    """Relay batches until nothing is due, a publish fails, or the time budget is spent."""
     deadline = time.monotonic() + max_seconds
     total = 0
     batch_size = batch_size or settings.OUTBOX["BATCH_SIZE"]
@@ -210,4 +271,83 @@ def relay_until_empty(
         total += published
         if published < batch_size:
             break
+    return total
+
+
+NOTIFY_CHANNEL = "keel_outbox"
+
+
+class CommitListener:
+    """Wakes a relay loop when a transaction that wrote outbox rows commits (PostgreSQL LISTEN/NOTIFY).
+
+    The `outbox_notify_commit` trigger (migration 0002) queues `NOTIFY keel_outbox` in every transaction
+    that inserts outbox rows; PostgreSQL delivers it at commit, once per transaction. The listener holds its
+    own autocommit connection (not one of Django's), used for nothing else.
+    """
+
+    def __init__(self) -> None:
+        import psycopg
+
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        params.pop("pool", None)
+        self._connection = psycopg.connect(autocommit=True, **params)
+        self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a commit notification arrives (True) or `timeout` passes (False); drains the backlog."""
+        woke = False
+        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+            woke = True
+        if woke:
+            for _ in self._connection.notifies(timeout=0.0001):
+                pass
+        return woke
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def relay_forever(
+    *,
+    batch_size: int | None = None,
+    idle_seconds: float = 1.0,
+    should_stop: Callable[[], bool] = lambda: False,
+    publish: Publish | None = None,
+) -> int:
+    """A dedicated relay process (`manage.py outbox_relay`): lowest commit → publish latency.
+
+    1. LISTEN for commit notifications (PostgreSQL; elsewhere poll every `idle_seconds`). Listening starts
+       before the first pass, so a commit during a pass is never missed: its notification waits in the
+       connection's queue and ends the next wait at once.
+    2. Relay until nothing is due.
+    3. Wait for a notification, at most `idle_seconds` (rows that became due by time — retries, delays,
+       expired leases — are picked up by this timeout), and go to 2.
+    A database error (restart, failover) drops the listener; the loop reconnects after a pause.
+    Returns how many messages it published (when `should_stop()` ends it).
+    """
+    total = 0
+    listener: CommitListener | None = None
+    while not should_stop():
+        try:
+            if listener is None and connection.vendor == "postgresql":
+                listener = CommitListener()
+            total += relay_until_empty(batch_size=batch_size, publish=publish, max_seconds=5.0)
+            if listener is not None:
+                listener.wait(idle_seconds)
+            else:
+                time.sleep(idle_seconds)
+        except Exception:
+            log.warning("outbox.relay_loop_error", exc_info=True)
+            if listener is not None:
+                try:
+                    listener.close()
+                except Exception:
+                    log.debug("outbox.listener_close_failed", exc_info=True)
+                listener = None
+            connection.close()
+            time.sleep(min(idle_seconds, 1.0))
+    if listener is not None:
+        listener.close()
     return total

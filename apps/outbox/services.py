@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -11,10 +12,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from apps.common.logging import current_correlation_id
-from apps.outbox.models import OutboxMessage, OutboxStatus
+from apps.outbox.models import InboxEntry, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,9 @@ def outbox_enqueue(
     """Write an event in the caller's transaction; it is published only if that transaction commits.
 
     Raises `OutboxError` outside a transaction (an event written in autocommit could be published for a change
-    that then fails). Payloads must be JSON (never pickles).
+    that then fails) and for a payload that is not JSON (never pickles; dates, decimals and UUIDs are
+    serialised by `DjangoJSONEncoder`). Events sharing a `key` take effect in id order (ADR 0002). The
+    request's correlation id travels in the headers into the consumer's logs.
     """
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
@@ -47,26 +51,27 @@ def outbox_enqueue(
         payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
     except (TypeError, ValueError) as exc:
         raise OutboxError(f"payload for {topic!r} is not JSON-serialisable: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise OutboxError(f"payload for {topic!r} must be a JSON object")
     now = timezone.now()
-    headers = {"correlation_id": current_correlation_id()} if current_correlation_id() else {}
     message = OutboxMessage.objects.create(
         topic=topic,
         key=key,
         payload=payload,
-        headers=headers,
+        headers={"correlation_id": current_correlation_id()},
         created_at=now,
-        available_at=now + timedelta(seconds=delay_seconds) if delay_seconds else now,
+        available_at=now + timedelta(seconds=delay_seconds) if delay_seconds > 0 else now,
     )
-    if settings.OUTBOX["NUDGE_ON_COMMIT"] and not getattr(connection, "_keel_outbox_nudge", False):
-        # One nudge per transaction, however many rows it writes.
-        connection._keel_outbox_nudge = True  # type: ignore[attr-defined]
+    if settings.OUTBOX["NUDGE_ON_COMMIT"] and not _nudge_registered(connection):
         transaction.on_commit(_nudge)
-        transaction.on_commit(_reset_nudge_flag)
     return message
 
 
-def _reset_nudge_flag() -> None:
-    transaction.get_connection()._keel_outbox_nudge = False  # type: ignore[attr-defined]
+def _nudge_registered(connection: BaseDatabaseWrapper) -> bool:
+    """One nudge per transaction, however many rows it writes. Django keeps the pending on-commit callbacks
+    on the connection and drops those of a rolled-back savepoint, so this stays right across savepoints
+    and rollbacks (a flag of our own would not be reset by a rollback)."""
+    return any(entry[1] is _nudge for entry in connection.run_on_commit)
 
 
 NUDGE_FLAG = "outbox:relay-queued"
@@ -84,7 +89,7 @@ def _nudge() -> None:
     try:
         if not cache.add(NUDGE_FLAG, 1, timeout=2):
             return
-        relay.apply_async(queue="outbox", retry=False, argsrepr="()", kwargsrepr="{}")
+        relay.apply_async(queue="outbox", retry=False, argsrepr="()", kwargsrepr="{}")  # type: ignore[call-arg]
     except Exception:  # the broker or cache is down: the beat safety net (and our own retries) will catch up
         log.warning("outbox.nudge_failed", exc_info=True)
 
@@ -96,32 +101,49 @@ def clear_nudge_flag() -> None:
         log.warning("outbox.nudge_flag_unavailable", exc_info=True)
 
 
-def outbox_requeue(*, ids: list[int] | None = None, topic: str | None = None) -> int:
-    """Dead rows → pending with a fresh attempt budget. Returns how many were requeued."""
+def outbox_requeue(*, ids: Sequence[int] | None = None, topic: str | None = None, all_dead: bool = False) -> int:
+    """Dead rows → `pending`, attempts 0, available now (a fresh attempt budget). Returns how many.
+
+    Say which rows: `ids`, `topic` (both narrow), or `all_dead=True`. An empty `ids` requeues nothing — an
+    admin selection with no dead rows in it must not requeue every dead row.
+    """
+    if ids is None and topic is None and not all_dead:
+        raise OutboxError("outbox_requeue needs ids, a topic or all_dead=True")
     qs = OutboxMessage.objects.filter(status=OutboxStatus.DEAD)
-    if ids:
-        qs = qs.filter(pk__in=ids)
-    if topic:
+    if ids is not None:
+        qs = qs.filter(pk__in=list(ids))
+    if topic is not None:
         qs = qs.filter(topic=topic)
     with transaction.atomic():
         count = qs.update(
-            status=OutboxStatus.PENDING, attempts=0, available_at=timezone.now(), leased_until=None, lease_token=None
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            available_at=timezone.now(),
+            leased_until=None,
+            lease_token=None,
         )
         if count and settings.OUTBOX["NUDGE_ON_COMMIT"]:
             transaction.on_commit(_nudge)
     return count
 
 
-def outbox_purge_dead(*, ids: list[int]) -> int:
+def outbox_purge_dead(*, ids: Sequence[int]) -> int:
     """Delete dead rows an operator has given up on (this also unblocks later events of their keys)."""
-    deleted, _ = OutboxMessage.objects.filter(pk__in=ids, status=OutboxStatus.DEAD).delete()
+    deleted, _ = OutboxMessage.objects.filter(pk__in=list(ids), status=OutboxStatus.DEAD).delete()
     return deleted
 
 
 def outbox_retention(*, batch_size: int | None = None, max_batches: int = 100) -> int:
-    """Delete consumed rows (and inbox entries) older than the retention window, in bounded batches."""
-    from apps.outbox.models import InboxEntry
+    """Delete `done` rows and inbox entries older than OUTBOX["RETENTION_HOURS"], in bounded batches.
 
+    1. Up to `max_batches` rounds of: select the oldest `batch_size` done ids (partial index on done_at),
+       delete them (re-checking `status='done'`). Each round is its own short statement, so retention never
+       holds many locks or one long transaction. `pending`, `inflight` and `dead` rows are never deleted.
+    2. The same for inbox entries. Forgetting an inbox entry is safe once its message is gone: a very late
+       duplicate delivery finds no outbox row (or a done one) and is dropped before its consumer runs.
+
+    Returns how many outbox rows were deleted.
+    """
     batch_size = batch_size or settings.OUTBOX["RETENTION_BATCH"]
     cutoff = timezone.now() - timedelta(hours=settings.OUTBOX["RETENTION_HOURS"])
     total = 0

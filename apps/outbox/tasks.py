@@ -1,4 +1,8 @@
-"""Celery entry points: the relay (nudged on commit + beat safety net), delivery to consumers, retention."""
+"""Celery entry points: the relay (nudged on commit + beat safety net), delivery to consumers, retention.
+
+Tasks are thin: the relay is `relay.relay_until_empty`, delivery is `deliver_envelope` (called directly by
+tests and `apps.outbox.testing`), retention is `services.outbox_retention`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ import traceback
 from datetime import timedelta
 from typing import Any
 
-import structlog
 from celery import shared_task
 from django.conf import settings
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
+from structlog.contextvars import bound_contextvars
 
 from apps.outbox import registry
 from apps.outbox.backoff import full_jitter_delay
@@ -23,12 +27,16 @@ from apps.outbox.services import RetryLater, clear_nudge_flag, outbox_retention
 
 log = logging.getLogger(__name__)
 
+# A relay task gives up after this long so the beat safety net and nudges interleave with other work.
+RELAY_TASK_SECONDS = 5.0
+
 
 @shared_task(name="outbox.relay", ignore_result=True)
 def relay() -> int:
+    """Nudged on commit and run by beat every second: relay until nothing is due (bounded in time)."""
     # Clear the "a relay is queued" flag before claiming, so a commit from now on queues the next relay.
     clear_nudge_flag()
-    return relay_until_empty(max_seconds=5.0)
+    return relay_until_empty(max_seconds=RELAY_TASK_SECONDS)
 
 
 @shared_task(name="outbox.deliver", ignore_result=True, acks_late=True)
@@ -52,61 +60,81 @@ def retention() -> int:
         return int(run.counts["deleted"])
 
 
-def deliver_envelope(envelope: dict[str, Any]) -> None:
-    """Run the topic's consumer; success marks the row done, failure schedules a retry or makes it dead."""
-    message = Message.from_envelope(envelope)
-    spec = registry.get(message.topic)
-    structlog.contextvars.bind_contextvars(
-        correlation_id=message.headers.get("correlation_id") or f"outbox:{message.id}", outbox_message=message.id
-    )
-    try:
-        if spec is None:
-            raise LookupError(f"no consumer is registered for topic {message.topic!r}")
-        spec.handler(message)
-    except RetryLater as exc:
-        record_failure(message, exc, delay_seconds=exc.delay_seconds)
-    except Exception as exc:
-        log.warning("outbox.consumer_failed", exc_info=True, extra={"topic": message.topic})
-        record_failure(message, exc)
-    else:
-        mark_done(message.id)
-    finally:
-        structlog.contextvars.unbind_contextvars("correlation_id", "outbox_message")
+def deliver_envelope(envelope: dict[str, Any]) -> bool:
+    """Run the topic's consumer for one message. Returns whether the consumer ran.
 
-
-def deliver_message(message_id: int) -> None:
-    """Deliver one row directly (tests, `outbox_relay --inline`)."""
-    row = OutboxMessage.objects.get(pk=message_id)
-    deliver_envelope(
-        Message(
-            id=row.pk,
-            topic=row.topic,
-            key=row.key,
-            payload=row.payload,
-            headers=row.headers,
-            attempt=row.attempts,
-            created_at=row.created_at,
-            lease_token=str(row.lease_token) if row.lease_token else None,
-        ).to_envelope()
-    )
-
-
-def record_failure(message: Message, exc: BaseException, *, delay_seconds: float | None = None) -> None:
-    """attempts + 1; back to pending after a full-jitter backoff (or the consumer's delay), or dead.
-
-    Conditional on this delivery's lease: if the row was meanwhile re-claimed by another relay (lease
-    expired) or finished, this stale failure changes nothing.
+    1. Bind the message's correlation id (from its headers) into every log line of the consumer.
+    2. Skip a delivery whose row is gone (retention), `done` or `dead`: a late duplicate of a consumed
+       message, or one an operator has parked. One primary-key lookup; it also spares consumers that do
+       external I/O a redundant call.
+    3. Run the consumer. Success marks the row `done` (already done if the consumer used `inbox_consume`,
+       in its own transaction). A failure records the error and schedules a retry, or makes the row dead.
     """
-    attempts = message.attempt + 1
-    dead = attempts >= settings.OUTBOX["MAX_ATTEMPTS"]
-    delay = delay_seconds if delay_seconds is not None else full_jitter_delay(attempts)
+    message = Message.from_envelope(envelope)
+    with bound_contextvars(
+        correlation_id=message.headers.get("correlation_id") or f"outbox:{message.id}", outbox_message=message.id
+    ):
+        status = OutboxMessage.objects.filter(pk=message.id).values_list("status", flat=True).first()
+        if status is None or status in (OutboxStatus.DONE, OutboxStatus.DEAD):
+            log.info("outbox.delivery_skipped", extra={"topic": message.topic, "status": status})
+            return False
+        spec = registry.get(message.topic)
+        try:
+            if spec is None:
+                raise LookupError(f"no consumer is registered for topic {message.topic!r}")
+            spec.handler(message)
+        except RetryLater as exc:
+            log.info("outbox.consumer_retry_later", extra={"topic": message.topic, "reason": str(exc)})
+            record_failure(message, exc, delay_seconds=exc.delay_seconds)
+        except Exception as exc:
+            log.warning("outbox.consumer_failed", exc_info=True, extra={"topic": message.topic})
+            record_failure(message, exc)
+        else:
+            # A consumer that used inbox_consume already marked the row in its own transaction; this then
+            # matches nothing.
+            mark_done(message.id)
+        return True
+
+
+def deliver_message(message_id: int) -> bool:
+    """Deliver one row by id, with its current lease (tests, debugging). Returns whether the consumer ran."""
+    row = OutboxMessage.objects.get(pk=message_id)
+    message = Message(
+        id=row.pk,
+        topic=row.topic,
+        key=row.key,
+        payload=row.payload,
+        headers=row.headers,
+        attempt=row.attempts,
+        created_at=row.created_at,
+        lease_token=str(row.lease_token) if row.lease_token else None,
+    )
+    return deliver_envelope(message.to_envelope())
+
+
+def record_failure(message: Message, exc: BaseException, *, delay_seconds: float | None = None) -> int:
+    """attempts + 1; back to `pending` after a full-jitter backoff (or the consumer's own delay), or `dead`
+    at OUTBOX["MAX_ATTEMPTS"], keeping the error and its traceback.
+
+    One conditional UPDATE, `WHERE id = … AND status = 'inflight' AND lease_token = <this delivery's>`:
+    - if the lease expired and another relay re-claimed the row, the newer delivery owns it and this stale
+      failure changes nothing (the newer one will count its own outcome);
+    - if a duplicate delivery already consumed it (`done`), a failure cannot resurrect it;
+    - the attempt count and the dead decision are computed in the database from the row's current count.
+    Returns 1 if the failure was recorded, else 0.
+    """
+    max_attempts = int(settings.OUTBOX["MAX_ATTEMPTS"])
+    delay = delay_seconds if delay_seconds is not None else full_jitter_delay(message.attempt + 1)
     filters: dict[str, Any] = {"pk": message.id, "status": OutboxStatus.INFLIGHT}
     if message.lease_token:
         filters["lease_token"] = message.lease_token
-    OutboxMessage.objects.filter(**filters).update(
-        status=OutboxStatus.DEAD if dead else OutboxStatus.PENDING,
+    return OutboxMessage.objects.filter(**filters).update(
+        status=Case(
+            When(attempts__gte=max_attempts - 1, then=Value(OutboxStatus.DEAD.value)),
+            default=Value(OutboxStatus.PENDING.value),
+        ),
         attempts=F("attempts") + 1,
-        available_at=timezone.now() + timedelta(seconds=delay),
+        available_at=timezone.now() + timedelta(seconds=max(0.0, delay)),
         leased_until=None,
         lease_token=None,
         last_error=f"{type(exc).__name__}: {exc}"[:4000],

@@ -8,6 +8,7 @@ Celery transport in ``var/`` so that ``make run`` needs nothing but Python. Sett
 
 from datetime import timedelta
 
+from celery.schedules import crontab
 from kombu import Queue
 
 from config.env import BASE_DIR, VAR_DIR, env
@@ -37,6 +38,8 @@ INSTALLED_APPS = [
     "apps.partners",
     "apps.employers",
     "apps.ledger",
+    "apps.insurers",
+    "apps.endorsements",
     "apps.loan_applications",
 ]
 
@@ -173,7 +176,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "outbox-relay-safety-net": {"task": "outbox.relay", "schedule": 1.0, "options": {"queue": "outbox"}},
     "outbox-retention": {"task": "outbox.retention", "schedule": 3600.0, "options": {"queue": "outbox"}},
-    "audit-seal": {"task": "audit.seal", "schedule": 10.0, "options": {"queue": "audit"}},
+    "audit-seal": {"task": "audit.seal", "schedule": 10.0, "options": {"queue": "audit", "expires": 10}},
+    "audit-verify": {"task": "audit.verify", "schedule": crontab(hour=2, minute=30), "options": {"queue": "audit"}},
     "idempotency-purge": {"task": "common.idempotency_purge", "schedule": 3600.0},
 }
 
@@ -199,6 +203,14 @@ ENDORSEMENT_SEND_MAX_ATTEMPTS = env.int("ENDORSEMENT_SEND_MAX_ATTEMPTS", default
 ENDORSEMENT_PARK_MAX_HOURS = env.int("ENDORSEMENT_PARK_MAX_HOURS", default=72)
 # Base URL of this deployment, used to register the built-in sandbox insurer.
 KEEL_BASE_URL = env.str("KEEL_BASE_URL", default="http://127.0.0.1:8000")
+# The built-in simulated insurer (/sandbox/…): on for development and tests, off in production unless asked.
+SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
+
+# --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
+# "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.
+PAN_ENCRYPTION_KEYS = env.str("PAN_ENCRYPTION_KEYS", default="")
+PAN_ACTIVE_KEY_VERSION = env.int("PAN_ACTIVE_KEY_VERSION", default=None)
+PAN_BLIND_INDEX_KEY = env.str("PAN_BLIND_INDEX_KEY", default="")
 
 # --- Partner API --------------------------------------------------------------------------------------
 API_DEFAULT_RATE_LIMITS = {
@@ -255,6 +267,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "EmployerStatusEnum": "apps.employers.models.EmployerStatus",
         "CoverageStatusEnum": "apps.employers.models.CoverageStatus",
+        "EndorsementStatusEnum": "apps.endorsements.models.EndorsementStatus",
+        "PremiumDirectionEnum": "apps.endorsements.models.PremiumDirection",
+        "EndorsementBatchStatusEnum": ["processing", "completed", "cancelled"],
+        "LoanApplicationStatusEnum": "apps.loan_applications.models.LoanStatus",
+        "LoanTypeEnum": "apps.loan_applications.models.LoanType",
     },
 }
 

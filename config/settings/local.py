@@ -4,3 +4,4 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=True)

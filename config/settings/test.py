@@ -6,6 +6,7 @@ from .base import *  # noqa: F403
 from .base import CACHES, DATABASES, OUTBOX, REDIS_URL, env
 
 DEBUG = False
+SANDBOX_INSURER_ENABLED = True
 SECRET_KEY = "test-secret-key-not-for-production-" + "x" * 20
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

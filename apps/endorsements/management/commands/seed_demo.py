@@ -2,15 +2,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from apps.common.actors import Actor
-from apps.employers.models import Employer, Insurer, InsurerProtocol
+from apps.employers.models import Employer, Insurer, InsurerProtocol, Policy
 from apps.employers.services import employer_create
+from apps.insurers.sandbox.setup import sandbox_register
+from apps.ledger.services import topup_post
+from apps.loan_applications.demo import seed_demo_loans
 from apps.partners.models import APIKey, Partner, Scope
 from apps.partners.services import partner_create
 
@@ -37,13 +43,18 @@ def demo_key_plaintext() -> str:
 
 
 class Command(BaseCommand):
-    help = "Load demo data (idempotent): sandbox insurers, a demo partner with employers, and a demo API key."
+    help = (
+        "Load demo data (idempotent): the sandbox insurers, a demo partner with employers, policies and funded "
+        "endorsement accounts, one loan application of each outcome, and a demo API key."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py seed_demo")
         with transaction.atomic():
             for code, name, protocol in SANDBOX_INSURERS:
                 Insurer.objects.get_or_create(code=code, defaults={"name": name, "protocol": protocol})
+            # The REST sandbox is a route of this app: its endpoint and callbacks point at KEEL_BASE_URL.
+            [sandbox] = sandbox_register(base_url=settings.KEEL_BASE_URL)
             partner = Partner.objects.filter(name=DEMO_PARTNER).first() or partner_create(
                 name=DEMO_PARTNER, actor=actor
             )
@@ -74,8 +85,12 @@ class Command(BaseCommand):
             elif api_key.revoked:
                 self.stdout.write(self.style.WARNING("The demo key was revoked; create one with apikey_create."))
                 return
+        seed_demo_loans(partner=partner, stdout=self.stdout)
         employers = Employer.objects.filter(partner=partner).order_by("id")
         self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
         self.stdout.write("Employers: " + ", ".join(f"{e.external_ref} (id {e.pk})" for e in employers))
+        self.stdout.write("Policies: " + ", ".join(
+            f"{p.policy_number} (id {p.pk})" for p in Policy.objects.filter(employer__partner=partner).order_by("id")
+        ))
         self.stdout.write("Demo API key (all scopes, all demo employers) — use `Authorization: Api-Key <key>`:")
         self.stdout.write(plaintext)

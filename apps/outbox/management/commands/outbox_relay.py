@@ -1,26 +1,39 @@
 from __future__ import annotations
 
-import time
+import signal
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.outbox.relay import relay_until_empty
+from apps.outbox.relay import relay_forever, relay_until_empty
 
 
 class Command(BaseCommand):
-    help = "Run a relay loop in the foreground (debugging, benchmarks); Ctrl-C stops it."
+    help = (
+        "Run a relay in the foreground: woken by each commit that wrote outbox rows (PostgreSQL LISTEN/NOTIFY), "
+        "else every --idle-seconds. Optional beside the Celery relay (nudge + beat); SIGTERM/Ctrl-C stop it."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="relay until nothing is due, then exit")
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--idle-sleep", type=float, default=0.05)
+        parser.add_argument("--batch-size", type=int, help="rows per claim (default OUTBOX['BATCH_SIZE'])")
+        parser.add_argument("--idle-seconds", type=float, default=1.0, help="longest wait between passes")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        while True:
-            published = relay_until_empty(batch_size=options["batch_size"], max_seconds=5.0)
-            if options["once"]:
-                self.stdout.write(f"Published {published} message(s).")
-                return
-            if not published:
-                time.sleep(options["idle_sleep"])
+        if options["once"]:
+            published = relay_until_empty(batch_size=options["batch_size"], max_seconds=3600.0)
+            self.stdout.write(f"Published {published} message(s).")
+            return
+        stopping = False
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        published = relay_forever(
+            batch_size=options["batch_size"], idle_seconds=options["idle_seconds"], should_stop=lambda: stopping
+        )
+        self.stdout.write(f"Published {published} message(s).")

@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.common.errors import DomainValidationError
+from apps.common.idempotency import idempotent
+from apps.employers import selectors as employer_selectors
+from apps.employers.models import Employer, Policy
+from apps.endorsements import selectors, services
+from apps.endorsements.api.serializers import (
+    EndorsementBatchCsvInputSerializer,
+    EndorsementBatchJsonInputSerializer,
+    EndorsementBatchProgressSerializer,
+    EndorsementBatchSerializer,
+    EndorsementCreateInputSerializer,
+    EndorsementDetailSerializer,
+    EndorsementQuoteSerializer,
+    EndorsementSerializer,
+    progress_payload,
+)
+from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
+from apps.endorsements.parsing import MAX_ROWS, ParseErrors, draft_from_csv_row, draft_from_request, read_csv
+from apps.endorsements.validation import EndorsementDraft
+from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
+from apps.partners.models import Scope
+
+
+def _int(value: Any, field: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise DomainValidationError({field: "A valid integer id is required."})
+    if number < 1:
+        raise DomainValidationError({field: "A valid integer id is required."})
+    return number
+
+
+def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[Employer, Policy]:
+    """The employer must be one this key acts for (404 otherwise); the policy must be the employer's (422)."""
+    errors: dict[str, str] = {}
+    employer_id = policy_id = None
+    try:
+        employer_id = _int(body.get("employer"), "employer")
+    except DomainValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.errors.items()})
+    try:
+        policy_id = _int(body.get("policy"), "policy")
+    except DomainValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.errors.items()})
+    if errors:
+        raise DomainValidationError(errors)
+    employer = employer_selectors.employer_get_for(principal_of(request), employer_id)  # type: ignore[arg-type]
+    policy = Policy.objects.filter(pk=policy_id, employer=employer).select_related("insurer").first()
+    if policy is None:
+        raise DomainValidationError({"policy": "No such policy for this employer."})
+    return employer, policy
+
+
+def parse_single(body: Any) -> EndorsementDraft:
+    if not isinstance(body, Mapping):
+        raise DomainValidationError({"": "The body must be a JSON object."})
+    try:
+        return draft_from_request(body)
+    except ParseErrors as exc:
+        raise DomainValidationError(_group(exc.errors))
+
+
+def _group(errors: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for field, detail in errors:
+        grouped.setdefault(field, []).append(detail)
+    return grouped
+
+
+class EndorsementFilter(django_filters.FilterSet):
+    employer = django_filters.NumberFilter(field_name="employer_id")
+    status = django_filters.ChoiceFilter(choices=EndorsementStatus.choices)
+    type = django_filters.ChoiceFilter(choices=EndorsementType.choices)
+    employee_code = django_filters.CharFilter()
+    batch = django_filters.NumberFilter(field_name="batch_id")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = Endorsement
+        fields = ("employer", "status", "type", "employee_code", "batch", "created_after")
+
+
+class EndorsementListCreateView(PartnerGenericAPIView):
+    read_scope = Scope.ENDORSEMENTS_READ
+    write_scope = Scope.ENDORSEMENTS_WRITE
+    serializer_class = EndorsementSerializer
+    filterset_class = EndorsementFilter
+
+    def get_queryset(self) -> QuerySet[Endorsement]:
+        return selectors.endorsements_visible_to(principal_of(self.request))
+
+    @extend_schema(operation_id="endorsements_list", responses=EndorsementSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(EndorsementSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=EndorsementCreateInputSerializer,
+        responses={202: EndorsementSerializer, 409: OpenApiResponse(description="duplicate within 24 h")},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        draft = parse_single(request.data)
+        employer, policy = resolve_employer_policy(request, request.data)
+        endorsement = services.endorsement_submit(
+            employer=employer,
+            policy=policy,
+            draft=draft,
+            partner_id=principal_of(request).partner_id,
+            actor=actor_from_request(request),
+        )
+        return Response(EndorsementSerializer(endorsement).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EndorsementDetailView(PartnerGenericAPIView):
+    read_scope = Scope.ENDORSEMENTS_READ
+    serializer_class = EndorsementDetailSerializer
+
+    def get(self, request: Request, pk: int) -> Response:
+        endorsement = selectors.endorsement_get_for(principal_of(request), pk)
+        return Response(EndorsementDetailSerializer(endorsement).data)
+
+
+class EndorsementCancelView(PartnerGenericAPIView):
+    write_scope = Scope.ENDORSEMENTS_WRITE
+    serializer_class = EndorsementSerializer
+
+    @extend_schema(
+        request=None, responses={200: EndorsementSerializer, 409: OpenApiResponse(description="already sent")}
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        endorsement = selectors.endorsement_get_for(principal_of(request), pk)
+        endorsement = services.endorsement_cancel(endorsement=endorsement, actor=actor_from_request(request))
+        return Response(EndorsementSerializer(endorsement).data)
+
+
+class EndorsementQuoteView(PartnerGenericAPIView):
+    # A quote changes nothing, but it is priced for a write: the key needs the write scope.
+    write_scope = Scope.ENDORSEMENTS_WRITE
+    serializer_class = EndorsementQuoteSerializer
+
+    @extend_schema(request=EndorsementCreateInputSerializer, responses=EndorsementQuoteSerializer)
+    def post(self, request: Request) -> Response:
+        draft = parse_single(request.data)
+        employer, policy = resolve_employer_policy(request, request.data)
+        priced = services.endorsement_quote(employer=employer, policy=policy, draft=draft)
+        q = priced.quote
+        return Response(
+            EndorsementQuoteSerializer(
+                {
+                    "premium_amount": q.premium_amount,
+                    "premium_direction": q.premium_direction,
+                    "annual_premium": q.annual_premium,
+                    "remaining_days": q.remaining_days,
+                    "term_days": q.term_days,
+                }
+            ).data
+        )
+
+
+class EndorsementBatchCreateView(PartnerGenericAPIView):
+    write_scope = Scope.ENDORSEMENTS_WRITE
+    serializer_class = EndorsementBatchSerializer
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(
+        request={
+            "application/json": EndorsementBatchJsonInputSerializer,
+            "multipart/form-data": EndorsementBatchCsvInputSerializer,
+        },
+        responses={202: EndorsementBatchSerializer},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        body = request.data
+        if not isinstance(body, Mapping):
+            raise DomainValidationError({"": "The body must be a JSON object or a multipart form."})
+        employer, policy = resolve_employer_policy(request, body)
+        drafts: list[EndorsementDraft | None] = []
+        row_errors: list[services.RowError] = []
+        upload = request.FILES.get("file") if hasattr(request, "FILES") else None
+        if upload is not None:
+            try:
+                rows, _ = read_csv(upload.read())
+            except ParseErrors as exc:
+                raise DomainValidationError(_group(exc.errors))
+            source = "csv"
+            parse = draft_from_csv_row
+        else:
+            rows = body.get("rows")
+            if not isinstance(rows, list) or not rows:
+                raise DomainValidationError({"rows": "A non-empty list of rows (or a CSV `file`) is required."})
+            if len(rows) > MAX_ROWS:
+                raise DomainValidationError({"rows": f"At most {MAX_ROWS} rows per batch."})
+            source = "json"
+            parse = _json_row
+        if not rows:
+            raise DomainValidationError({"file": "The file has no rows."})
+        for index, row in enumerate(rows, start=1):
+            try:
+                drafts.append(parse(row))
+            except ParseErrors as exc:
+                drafts.append(None)
+                row_errors += [
+                    services.RowError(index, field.split(".")[-1] if source == "csv" else field, detail)
+                    for field, detail in exc.errors
+                ]
+        batch = services.endorsement_batch_create(
+            employer=employer,
+            policy=policy,
+            drafts=drafts,
+            parse_errors=row_errors,
+            source=source,
+            partner_id=principal_of(request).partner_id,
+            actor=actor_from_request(request),
+        )
+        return Response(EndorsementBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _json_row(row: Any) -> EndorsementDraft:
+    if not isinstance(row, Mapping):
+        raise ParseErrors([("row", "Each row must be an object.")])
+    return draft_from_request(row)
+
+
+class EndorsementBatchDetailView(PartnerGenericAPIView):
+    read_scope = Scope.ENDORSEMENTS_READ
+    write_scope = Scope.ENDORSEMENTS_WRITE
+    serializer_class = EndorsementBatchProgressSerializer
+
+    def get(self, request: Request, pk: int) -> Response:
+        batch = selectors.batch_get_for(principal_of(request), pk)
+        return Response(progress_payload(batch, selectors.batch_progress(batch)))
+
+    @extend_schema(responses=EndorsementBatchProgressSerializer)
+    def delete(self, request: Request, pk: int) -> Response:
+        batch = selectors.batch_get_for(principal_of(request), pk)
+        services.endorsement_batch_cancel(batch=batch, actor=actor_from_request(request))
+        batch.refresh_from_db()
+        return Response(progress_payload(batch, selectors.batch_progress(batch)))

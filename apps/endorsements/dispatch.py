@@ -1,0 +1,61 @@
+"""What the insurer receives for each endorsement (read-only; built outside any transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from apps.employers.models import Employee
+from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
+from apps.insurers.contracts import EndorsementSubmission, MemberData
+
+
+def submissions_for(*, ids: Sequence[int]) -> list[EndorsementSubmission]:
+    """SENT endorsements among `ids`, in the given order (credits were put first by the scheduler)."""
+    rows = {
+        e.pk: e for e in Endorsement.objects.filter(pk__in=ids, status=EndorsementStatus.SENT).select_related("policy")
+    }
+    codes = {(e.employer_id, e.employee_code) for e in rows.values() if e.type != EndorsementType.ADDITION}
+    employees = {
+        (emp.employer_id, emp.employee_code): emp
+        for emp in Employee.objects.filter(
+            employer_id__in={c[0] for c in codes}, employee_code__in={c[1] for c in codes}
+        )
+    }
+    out = []
+    for pk in ids:
+        e = rows.get(pk)
+        if e is None:
+            continue
+        details = dict(e.details)
+        base = employees.get((e.employer_id, e.employee_code))
+        member = {
+            "first_name": base.first_name if base else "",
+            "last_name": base.last_name if base else "",
+            "date_of_birth": base.date_of_birth if base else None,
+            "gender": base.gender if base else "",
+            "email": base.email if base else "",
+        }
+        member.update({k: v for k, v in details.items() if k in member})
+        dob = member["date_of_birth"]
+        out.append(
+            EndorsementSubmission(
+                endorsement_id=e.pk,
+                idempotency_key=e.idempotency_key,
+                kind=e.type,  # type: ignore[arg-type]
+                policy_number=e.policy.policy_number,
+                effective_date=e.effective_date,
+                member=MemberData(
+                    employee_code=e.employee_code,
+                    first_name=str(member["first_name"]),
+                    last_name=str(member["last_name"]),
+                    date_of_birth=date.fromisoformat(dob) if isinstance(dob, str) else dob,  # type: ignore[arg-type]
+                    gender=str(member["gender"]),
+                    email=str(member["email"]),
+                ),
+                sum_insured=e.sum_insured or 0,
+                premium_amount=e.premium_amount,
+                premium_direction=e.premium_direction,  # type: ignore[arg-type]
+            )
+        )
+    return out

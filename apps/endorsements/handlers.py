@@ -1,0 +1,82 @@
+"""Outbox consumers of the endorsement pipeline. Each is idempotent: its writes and its inbox row commit
+together; the insurer is called outside any transaction, with the endorsement's own idempotency key."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from apps.common.actors import Actor
+from apps.endorsements import services
+from apps.endorsements.dispatch import submissions_for
+from apps.insurers.contracts import TransientInsurerError
+from apps.insurers.services import insurer_submit
+from apps.outbox.contracts import Message
+from apps.outbox.inbox import inbox_consume, inbox_seen
+from apps.outbox.registry import consumer
+from apps.outbox.services import RetryLater
+
+
+@consumer("endorsements.process", queue="endorsements")
+def handle_process(message: Message) -> None:
+    with inbox_consume(message) as first:
+        if first:
+            services.endorsements_process(ids=message.payload["ids"], actor=Actor.system("endorsements.process"))
+
+
+@consumer("endorsements.dispatch", queue="insurers")
+def handle_dispatch(message: Message) -> None:
+    """Send one batch to its insurer; apply the answers, or retry with backoff, or fail after the budget."""
+    if inbox_seen(message):
+        return
+    actor = Actor.system("endorsements.dispatch")
+    submissions = submissions_for(ids=message.payload["ids"])
+    if not submissions:
+        with inbox_consume(message):
+            return
+    try:
+        results = insurer_submit(insurer_code=message.payload["insurer_code"], submissions=submissions)
+    except TransientInsurerError as exc:
+        if message.attempt + 1 >= settings.ENDORSEMENT_SEND_MAX_ATTEMPTS:
+            with inbox_consume(message) as first:
+                if first:
+                    services.endorsements_fail(
+                        ids=[s.endorsement_id for s in submissions], reason=str(exc), actor=actor
+                    )
+            return
+        raise RetryLater(str(exc), delay_seconds=exc.retry_after)
+    outcomes = [
+        services.InsurerOutcome(r.endorsement_id, r.outcome, r.insurer_reference, r.rejection_class, r.rejection_reason)
+        for r in results
+    ]
+    with inbox_consume(message) as first:
+        if first:
+            services.results_apply(outcomes=outcomes, actor=actor)
+
+
+@consumer("insurer.result_received", queue="endorsements")
+def handle_insurer_result(message: Message) -> None:
+    """An insurer's asynchronous answer (signed callback or result file)."""
+    p = message.payload
+    with inbox_consume(message) as first:
+        if first:
+            services.results_apply(
+                outcomes=[
+                    services.InsurerOutcome(
+                        p["endorsement_id"],
+                        p["outcome"],
+                        p.get("insurer_reference"),
+                        p.get("rejection_class"),
+                        p.get("rejection_reason"),
+                    )
+                ],
+                actor=Actor.system("insurer.callback"),
+            )
+
+
+@consumer("ledger.funds_available", queue="endorsements")
+def handle_funds_available(message: Message) -> None:
+    with inbox_consume(message) as first:
+        if first:
+            services.endorsements_wake_parked(
+                employer_id=message.payload["employer_id"], actor=Actor.system("ledger.funds_available")
+            )

@@ -1,0 +1,159 @@
+"""`make demo`: an end-to-end run on the embedded defaults, printed as a readable timeline.
+
+It serves this Django app on a free local port (so the sandbox insurer is reached over real HTTP, as in
+production), then drives the outbox inline — relay, consumers, scheduler windows — instead of waiting for a
+worker, so the run is deterministic and takes seconds:
+
+1. a funded employer uploads a batch of additions and a deletion: all reach ACTIVE;
+2. one addition is of a 70-year-old: the sandbox rejects it (age_limit) and its hold is released;
+3. a lean employer's additions do not fit its balance: they park in ON_HOLD_FUNDS until a top-up wakes them.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from apps.common.actors import Actor
+from apps.common.money import format_minor
+from apps.employers.models import Employer, Policy
+from apps.employers.services import employer_create
+from apps.endorsements import services
+from apps.endorsements.models import Endorsement, EndorsementHistory
+from apps.endorsements.parsing import draft_from_request
+from apps.insurers.sandbox.setup import sandbox_register
+from apps.ledger import services as ledger
+from apps.ledger.selectors import balance_get
+from apps.outbox.testing import drain
+from apps.partners.models import Partner
+from apps.partners.services import partner_create
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self._handle, args=(request, client_address), daemon=True)
+        thread.start()
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Command(BaseCommand):
+    help = "Drive an end-to-end endorsement run on this machine and print its timeline."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        actor = Actor.system("manage.py demo")
+        port = _free_port()
+        server = make_server("127.0.0.1", port, WSGIHandler(), server_class=_ThreadingServer,
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started = timezone.now()
+        try:
+            [insurer] = sandbox_register(base_url=f"http://127.0.0.1:{port}")
+            run = started.strftime("%H%M%S")
+            partner = Partner.objects.filter(name="demo-partner").first() or partner_create(name="demo-partner",
+                                                                                              actor=actor)
+            today = timezone.localdate()
+            funded = self._employer(partner, f"DEMO-FUNDED-{run}", "Funded Industries", actor)
+            lean = self._employer(partner, f"DEMO-LEAN-{run}", "Lean Startups", actor)
+            funded_policy = self._policy(funded, insurer, f"GMC-F-{run}", today)
+            lean_policy = self._policy(lean, insurer, f"GMC-L-{run}", today)
+            ledger.topup_post(employer_id=funded.pk, amount=1_000_000_00, reference=f"demo-{run}-1", actor=actor)
+            ledger.topup_post(employer_id=lean.pk, amount=1_000_00, reference=f"demo-{run}-2", actor=actor)
+
+            self.stdout.write(self.style.MIGRATE_HEADING("1. Funded employer: a batch of additions, then a deletion"))
+            rows = [self._addition(f"F{i}", today, "1988-04-0%d" % (i + 1)) for i in range(4)]
+            rows.append(self._addition("F-SENIOR", today, "1950-01-15"))  # 70+: the insurer refuses
+            services.endorsement_batch_create(
+                employer=funded, policy=funded_policy, drafts=[draft_from_request(r) for r in rows],
+                parse_errors=[], source="json", partner_id=partner.pk, actor=actor,
+            )
+            self._pump(actor)
+            deletion = draft_from_request({"type": "deletion", "employee_code": "F0",
+                                           "effective_date": (today + timedelta(days=1)).isoformat()})
+            services.endorsement_submit(employer=funded, policy=funded_policy, draft=deletion, partner_id=partner.pk,
+                                        actor=actor)
+            self._pump(actor)
+
+            self.stdout.write(self.style.MIGRATE_HEADING("2. Lean employer: additions that do not fit its balance"))
+            for i in range(2):
+                services.endorsement_submit(employer=lean, policy=lean_policy,
+                                            draft=draft_from_request(self._addition(f"L{i}", today, "1992-07-11")),
+                                            partner_id=partner.pk, actor=actor)
+            self._pump(actor)
+            self.stdout.write(f"   balance before top-up: {self._balance(lean)}")
+            self.stdout.write(self.style.MIGRATE_HEADING("3. The lean employer tops up"))
+            ledger.topup_post(employer_id=lean.pk, amount=100_000_00, reference=f"demo-{run}-3", actor=actor)
+            self._pump(actor)
+            self.stdout.write(f"   balance after: {self._balance(lean)}")
+
+            self._timeline([funded.pk, lean.pk], started)
+        finally:
+            server.shutdown()
+
+    def _employer(self, partner: Partner, ref: str, name: str, actor: Actor) -> Employer:
+        return employer_create(partner_id=partner.pk, name=name, external_ref=ref, contact_email="hr@demo.example",
+                               low_balance_threshold=500_00, actor=actor)
+
+    def _policy(self, employer: Employer, insurer: Any, number: str, today: date) -> Policy:
+        return Policy.objects.create(employer=employer, insurer=insurer, policy_number=number,
+                                     start_date=today - timedelta(days=30), end_date=today + timedelta(days=334),
+                                     premium_rate_per_mille=Decimal("4.5"), default_sum_insured=300_000_00)
+
+    def _addition(self, code: str, today: date, dob: str) -> dict[str, Any]:
+        return {"type": "addition", "effective_date": today.isoformat(),
+                "employee": {"employee_code": code, "first_name": "Demo", "last_name": code, "date_of_birth": dob,
+                             "gender": "female", "email": f"{code.lower()}@demo.example"}}
+
+    def _pump(self, actor: Actor) -> None:
+        for _ in range(10):
+            drain()
+            if not services.scheduler_tick(actor=actor, force=True):
+                drain()
+                return
+
+    def _balance(self, employer: Employer) -> str:
+        b = balance_get(employer_id=employer.pk)
+        return f"posted ₹{format_minor(b.posted)}, held ₹{format_minor(b.held)}, available ₹{format_minor(b.available)}"
+
+    def _timeline(self, employer_ids: list[int], since: Any) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING("Timeline"))
+        rows = (
+            EndorsementHistory.objects.filter(endorsement__employer_id__in=employer_ids, at__gte=since)
+            .select_related("endorsement")
+            .order_by("id")
+        )
+        for h in rows:
+            e = h.endorsement
+            arrow = f"{h.from_status or '·'} → {h.to_status}"
+            self.stdout.write(f"  {h.at:%H:%M:%S.%f}"[:-3] + f"  #{e.pk:<5} {e.type:<10} {e.employee_code:<9} "
+                              f"{arrow:<32} {h.detail}")
+        self.stdout.write(self.style.MIGRATE_HEADING("Outcome"))
+        for e in Endorsement.objects.filter(employer_id__in=employer_ids).order_by("id"):
+            extra = f" ({e.rejection_class}: {e.rejection_reason})" if e.rejection_class else ""
+            self.stdout.write(f"  #{e.pk:<5} {e.employee_code:<9} {e.type:<10} {e.status:<14} "
+                              f"₹{format_minor(e.premium_amount)} {e.premium_direction}{extra}")

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class EndorsementType(models.TextChoices):
+    ADDITION = "addition"
+    DELETION = "deletion"
+    CORRECTION = "correction"
+
+
+class EndorsementStatus(models.TextChoices):
+    RECEIVED = "RECEIVED"
+    VALIDATED = "VALIDATED"
+    ON_HOLD_FUNDS = "ON_HOLD_FUNDS"
+    ON_HOLD_REVIEW = "ON_HOLD_REVIEW"
+    FUNDS_LOCKED = "FUNDS_LOCKED"
+    SENT = "SENT"
+    CONFIRMED = "CONFIRMED"
+    ACTIVE = "ACTIVE"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset(
+    {EndorsementStatus.ACTIVE, EndorsementStatus.REJECTED, EndorsementStatus.FAILED, EndorsementStatus.CANCELLED}
+)
+# A partner may cancel before the endorsement reaches the insurer.
+CANCELLABLE = frozenset(
+    {
+        EndorsementStatus.RECEIVED,
+        EndorsementStatus.VALIDATED,
+        EndorsementStatus.ON_HOLD_FUNDS,
+        EndorsementStatus.ON_HOLD_REVIEW,
+        EndorsementStatus.FUNDS_LOCKED,
+    }
+)
+
+
+class PremiumDirection(models.TextChoices):
+    DEBIT = "debit"
+    CREDIT = "credit"
+    NONE = "none"
+
+
+class EndorsementBatch(models.Model):
+    employer = models.ForeignKey("employers.Employer", on_delete=models.PROTECT, related_name="+")
+    policy = models.ForeignKey("employers.Policy", on_delete=models.PROTECT, related_name="+")
+    partner_id = models.BigIntegerField()
+    source = models.CharField(max_length=8)  # csv | json
+    total_rows = models.PositiveIntegerField()
+    accepted = models.PositiveIntegerField()
+    rejected = models.PositiveIntegerField()
+    errors = models.JSONField(default=list)  # [{row, field, detail}]
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("id",)
+        verbose_name_plural = "endorsement batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.pk}"
+
+
+class Endorsement(models.Model):
+    employer = models.ForeignKey("employers.Employer", on_delete=models.PROTECT, related_name="+")
+    policy = models.ForeignKey("employers.Policy", on_delete=models.PROTECT, related_name="+")
+    # Denormalised from the policy so the scheduler groups by insurer without a join.
+    insurer = models.ForeignKey("employers.Insurer", on_delete=models.PROTECT, related_name="+")
+    partner_id = models.BigIntegerField()
+    batch = models.ForeignKey(
+        EndorsementBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="endorsements"
+    )
+    type = models.CharField(max_length=12, choices=EndorsementType.choices)
+    status = models.CharField(max_length=16, choices=EndorsementStatus.choices, default=EndorsementStatus.RECEIVED)
+    employee_code = models.CharField(max_length=64)
+    # Member details for additions, the requested changes for corrections, {} for deletions.
+    details = models.JSONField(default=dict, blank=True)
+    effective_date = models.DateField()
+    sum_insured = models.BigIntegerField(null=True, blank=True, help_text="paise")
+    sum_insured_before = models.BigIntegerField(null=True, blank=True, help_text="paise")
+    premium_amount = models.BigIntegerField(default=0, help_text="paise, ≥ 0")
+    premium_direction = models.CharField(max_length=8, choices=PremiumDirection.choices)
+    annual_premium = models.BigIntegerField(default=0, help_text="paise")
+    remaining_days = models.PositiveIntegerField(default=0)
+    term_days = models.PositiveIntegerField(default=0)
+    content_hash = models.CharField(max_length=64)
+    # Sent to the insurer with every attempt, so a retried send is never applied twice.
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    review_approved = models.BooleanField(default=False)
+    # Bumped when an operator retries a FAILED endorsement: its earlier hold was released, so the new attempt
+    # needs a hold of its own (hold references are idempotency keys and are never reused).
+    funding_generation = models.PositiveSmallIntegerField(default=0)
+    insurer_reference = models.CharField(max_length=100, blank=True)
+    rejection_class = models.CharField(max_length=24, blank=True)
+    rejection_reason = models.CharField(max_length=500, blank=True)
+    last_error = models.TextField(blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True, help_text="when it became ready to send")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.CheckConstraint(condition=Q(premium_amount__gte=0), name="endorsement_premium_nonneg"),
+            models.CheckConstraint(
+                condition=Q(premium_direction="none", premium_amount=0)
+                | (~Q(premium_direction="none") & Q(premium_amount__gt=0)),
+                name="endorsement_direction_matches_amount",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["employer", "status"]),
+            models.Index(fields=["policy", "employee_code", "id"]),
+            models.Index(fields=["employer", "content_hash", "created_at"]),
+            models.Index(fields=["batch", "status"]),
+            models.Index(
+                fields=["insurer", "ready_at"],
+                condition=Q(status__in=["VALIDATED", "FUNDS_LOCKED"], ready_at__isnull=False),
+                name="endorsement_ready_idx",
+            ),
+            models.Index(fields=["employer", "id"], condition=Q(status="ON_HOLD_FUNDS"), name="endorsement_parked_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"endorsement {self.pk} ({self.type}, {self.status})"
+
+    @property
+    def hold_reference(self) -> str:
+        suffix = f":{self.funding_generation}" if self.funding_generation else ""
+        return f"endorsement:{self.pk}{suffix}"
+
+    @property
+    def member_key(self) -> str:
+        return f"member:{self.policy_id}:{self.employee_code}"
+
+
+class EndorsementHistory(models.Model):
+    endorsement = models.ForeignKey(Endorsement, on_delete=models.CASCADE, related_name="history")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    detail = models.CharField(max_length=500, blank=True)
+    actor = models.CharField(max_length=120)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("id",)
+        verbose_name_plural = "endorsement history"
+
+    def __str__(self) -> str:
+        return f"{self.endorsement_id}: {self.from_status}→{self.to_status}"

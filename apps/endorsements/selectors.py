@@ -1,0 +1,46 @@
+"""Reads of endorsements and batches, always through what the API key may see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, QuerySet
+from django.http import Http404
+
+from apps.employers.selectors import employers_visible_to
+from apps.endorsements.models import TERMINAL, Endorsement, EndorsementBatch
+from apps.partners.contracts import Principal
+
+
+def endorsements_visible_to(principal: Principal) -> QuerySet[Endorsement]:
+    return Endorsement.objects.filter(employer__in=employers_visible_to(principal))
+
+
+def endorsement_get_for(principal: Principal, endorsement_id: int | str) -> Endorsement:
+    try:
+        pk = int(endorsement_id)
+    except (TypeError, ValueError):
+        raise Http404
+    endorsement = endorsements_visible_to(principal).filter(pk=pk).first()
+    if endorsement is None:
+        raise Http404
+    return endorsement
+
+
+def batch_get_for(principal: Principal, batch_id: int | str) -> EndorsementBatch:
+    try:
+        pk = int(batch_id)
+    except (TypeError, ValueError):
+        raise Http404
+    batch = EndorsementBatch.objects.filter(employer__in=employers_visible_to(principal), pk=pk).first()
+    if batch is None:
+        raise Http404
+    return batch
+
+
+def batch_progress(batch: EndorsementBatch) -> dict[str, Any]:
+    """Counts per status (one GROUP BY) and the share of accepted rows in a terminal state (0–100)."""
+    counts = dict(Endorsement.objects.filter(batch=batch).values_list("status").annotate(n=Count("id")).order_by())
+    terminal = sum(n for status, n in counts.items() if status in TERMINAL)
+    percent = 100.0 if batch.accepted == 0 else round(100.0 * terminal / batch.accepted, 2)
+    return {"counts": counts, "percent_complete": percent}

@@ -1,0 +1,244 @@
+"""Endorsements end to end: the real API, outbox relay and consumers, ledger, and the sandbox insurer over
+real HTTP (pytest-django's live server). SPEC §6–§8."""
+
+from __future__ import annotations
+
+import io
+from datetime import date, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from apps.common.actors import Actor
+from apps.employers.models import Coverage, CoverageChange
+from apps.endorsements import services
+from apps.endorsements.models import Endorsement, EndorsementStatus
+from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
+from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+from apps.insurers.sandbox.setup import sandbox_register
+from apps.ledger import services as ledger
+from apps.ledger.selectors import balance_get
+from apps.outbox.testing import drain
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+
+S = EndorsementStatus
+SYSTEM = Actor.system("tests")
+TODAY = date(2026, 6, 1)
+
+
+@pytest.fixture
+def world(live_server, make_key, time_machine, require_postgres):
+    time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=True)
+    [insurer] = sandbox_register(base_url=live_server.url)
+    policy = PolicyFactory(insurer=insurer)
+    client = make_key(partner=policy.employer.partner, all_employers=True)
+    return policy, client
+
+
+def fund(policy, rupees: int) -> None:
+    ledger.topup_post(employer_id=policy.employer_id, amount=rupees * 100, reference=f"topup-{rupees}-{timezone.now()}",
+                      actor=SYSTEM)
+
+
+def run_pipeline(rounds: int = 6) -> None:
+    """Outbox → process → scheduler (window forced) → dispatch over HTTP → results, until quiet."""
+    for _ in range(rounds):
+        drain()
+        if not services.scheduler_tick(actor=SYSTEM, force=True):
+            drain()
+            return
+
+
+def test_addition_goes_received_to_active_through_api_outbox_and_sandbox(world):
+    policy, client = world
+    fund(policy, 10_000)
+
+    response = client.post("/api/v1/endorsements", addition(policy, "E-1", effective=TODAY))
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["status"], body["premium_direction"]) == ("RECEIVED", "debit")
+    run_pipeline()
+
+    e = Endorsement.objects.get(pk=body["id"])
+    assert e.status == S.ACTIVE
+    history = [h["status"] for h in client.get(f"/api/v1/endorsements/{e.pk}").json()["history"]]
+    assert history == ["RECEIVED", "VALIDATED", "FUNDS_LOCKED", "SENT", "CONFIRMED", "ACTIVE"]
+    coverage = Coverage.objects.get(policy=policy, employee__employee_code="E-1")
+    assert (coverage.status, coverage.sum_insured, coverage.start_date) == ("active", 500_000_00, TODAY)
+    assert CoverageChange.objects.get(coverage=coverage).endorsement_id == e.pk
+    balance = balance_get(employer_id=policy.employer_id)
+    assert (balance.posted, balance.held) == (10_000_00 - e.premium_amount, 0)
+    assert SandboxApplied.objects.get(idempotency_key=e.idempotency_key).times_seen == 1
+
+
+def test_addition_and_deletion_back_to_back_reach_the_insurer_in_order(world):
+    policy, client = world
+    fund(policy, 10_000)
+
+    add = client.post("/api/v1/endorsements", addition(policy, "E-2", effective=date(2026, 5, 15))).json()
+    delete = client.post("/api/v1/endorsements", deletion(policy, "E-2", effective=TODAY))
+    assert delete.status_code == 202, delete.content
+    run_pipeline(rounds=10)
+
+    applied = list(SandboxApplied.objects.order_by("id").values_list("kind", "employee_code"))
+    assert applied == [("addition", "E-2"), ("deletion", "E-2")]
+    assert Endorsement.objects.get(pk=add["id"]).status == S.ACTIVE
+    assert Endorsement.objects.get(pk=delete.json()["id"]).status == S.ACTIVE
+    coverage = Coverage.objects.get(policy=policy, employee__employee_code="E-2")
+    assert (coverage.status, coverage.start_date, coverage.end_date) == ("ended", date(2026, 5, 15),
+                                                                         date(2026, 5, 31))
+
+
+def test_future_dated_endorsement_waits_confirmed_until_its_date(world):
+    policy, client = world
+    fund(policy, 10_000)
+
+    body = client.post("/api/v1/endorsements", addition(policy, "FUT-1", effective=date(2026, 6, 20))).json()
+    run_pipeline()
+    assert Endorsement.objects.get(pk=body["id"]).status == S.CONFIRMED
+    assert balance_get(employer_id=policy.employer_id).held > 0  # captured only when it takes effect
+
+    assert services.endorsements_activate_due(actor=SYSTEM, today=date(2026, 6, 19)) == 0
+    assert services.endorsements_activate_due(actor=SYSTEM, today=date(2026, 6, 20)) == 1
+
+    assert Endorsement.objects.get(pk=body["id"]).status == S.ACTIVE
+    assert balance_get(employer_id=policy.employer_id).held == 0
+
+
+def test_insurer_age_limit_rejection_releases_the_hold(world):
+    policy, client = world
+    fund(policy, 10_000)
+
+    body = client.post("/api/v1/endorsements", addition(policy, "OLD-1", effective=TODAY, dob="1955-01-01")).json()
+    run_pipeline()
+
+    e = Endorsement.objects.get(pk=body["id"])
+    assert (e.status, e.rejection_class) == (S.REJECTED, "age_limit")
+    balance = balance_get(employer_id=policy.employer_id)
+    assert (balance.posted, balance.held, balance.available) == (10_000_00, 0, 10_000_00)
+    assert not Coverage.objects.filter(employee__employee_code="OLD-1").exists()
+
+
+def test_in_one_window_credits_reach_the_insurer_before_debits(world):
+    policy, client = world
+    fund(policy, 100_000)
+    for code in ("C-1", "C-2"):
+        client.post("/api/v1/endorsements", addition(policy, code, effective=TODAY))
+    run_pipeline()
+    SandboxApplied.objects.all().delete()
+
+    client.post("/api/v1/endorsements", addition(policy, "C-3", effective=TODAY))
+    client.post("/api/v1/endorsements", deletion(policy, "C-1", effective=TODAY))
+    client.post("/api/v1/endorsements", addition(policy, "C-4", effective=TODAY))
+    client.post("/api/v1/endorsements", deletion(policy, "C-2", effective=TODAY))
+    run_pipeline()
+
+    kinds = list(SandboxApplied.objects.order_by("id").values_list("kind", flat=True))
+    assert kinds == ["deletion", "deletion", "addition", "addition"]
+
+
+def test_debit_that_does_not_fit_is_parked_and_a_topup_wakes_it(world):
+    policy, client = world
+    fund(policy, 1)  # far less than one addition's premium
+
+    body = client.post("/api/v1/endorsements", addition(policy, "P-1", effective=TODAY)).json()
+    run_pipeline()
+    assert Endorsement.objects.get(pk=body["id"]).status == S.ON_HOLD_FUNDS
+
+    response = client.post("/api/v1/ledger/topups", {"employer": policy.employer_id, "amount": "50000.00",
+                                                     "reference": "wake-1"})
+    assert response.status_code == 201, response.content
+    run_pipeline()
+
+    assert Endorsement.objects.get(pk=body["id"]).status == S.ACTIVE
+
+
+def test_sandbox_failing_every_call_ends_failed_with_hold_released_then_retry_activates_once(
+    world, settings, time_machine
+):
+    policy, client = world
+    settings.ENDORSEMENT_SEND_MAX_ATTEMPTS = 2
+    settings.OUTBOX = {**settings.OUTBOX, "BACKOFF_BASE_SECONDS": 0.0, "BACKOFF_CAP_SECONDS": 0.0}
+    fund(policy, 10_000)
+    SandboxConfig.objects.filter(code="sandbox-rest").update(failure_rate=1.0)
+
+    body = client.post("/api/v1/endorsements", addition(policy, "F-1", effective=TODAY)).json()
+    run_pipeline()
+    for _ in range(3):  # the sandbox answers 503 with Retry-After: 1 — let the retries come due
+        time_machine.shift(timedelta(seconds=2))
+        drain()
+
+    e = Endorsement.objects.get(pk=body["id"])
+    assert e.status == S.FAILED
+    assert e.last_error
+    assert balance_get(employer_id=policy.employer_id).held == 0
+
+    SandboxConfig.objects.filter(code="sandbox-rest").update(failure_rate=0.0)
+    services.endorsement_retry(endorsement=e, actor=SYSTEM)
+    run_pipeline()
+
+    e.refresh_from_db()
+    assert e.status == S.ACTIVE
+    assert SandboxApplied.objects.get(idempotency_key=e.idempotency_key).times_seen == 1
+    out = io.StringIO()
+    call_command("ledger_verify", stdout=out)
+
+
+def test_batch_csv_of_1000_rows_with_10_malformed(world):
+    policy, client = world
+    fund(policy, 10_000_000)
+    lines = ["employee_code,first_name,last_name,date_of_birth,gender,email,type,effective_date"]
+    for i in range(1000):
+        dob = "1990-02-30" if i % 100 == 7 else "1990-02-03"  # 10 impossible dates
+        lines.append(f"B-{i},Asha,Rao,{dob},female,b{i}@example.com,addition,{TODAY.isoformat()}")
+    upload = io.BytesIO("\n".join(lines).encode())
+    upload.name = "census.csv"
+
+    response = client.client.post("/api/v1/endorsement-batches",
+                                  {"employer": policy.employer_id, "policy": policy.pk, "file": upload},
+                                  format="multipart")
+
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["total_rows"], body["accepted"], body["rejected"]) == (1000, 990, 10)
+    assert {(e["row"], e["field"]) for e in body["errors"]} == {(i + 1, "date_of_birth") for i in range(7, 1000, 100)}
+    run_pipeline(rounds=20)
+    progress = client.get(f"/api/v1/endorsement-batches/{body['id']}").json()
+    assert progress["counts"] == {"ACTIVE": 990}
+    assert progress["percent_complete"] == 100.0
+
+
+def test_batch_cancel_stops_rows_not_yet_sent(world):
+    policy, client = world
+    fund(policy, 10_000_000)
+    rows = [{k: v for k, v in addition(policy, f"X-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
+            for i in range(20)]
+
+    body = client.post("/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk,
+                                                        "rows": rows}).json()
+    drain()  # processed to FUNDS_LOCKED, not yet sent
+    response = client.delete(f"/api/v1/endorsement-batches/{body['id']}")
+
+    assert response.json()["counts"] == {"CANCELLED": 20}
+    assert balance_get(employer_id=policy.employer_id).held == 0
+    run_pipeline()
+    assert SandboxApplied.objects.count() == 0
+
+
+def test_correction_of_sum_insured_prices_the_difference_and_updates_cover(world):
+    policy, client = world
+    fund(policy, 100_000)
+    client.post("/api/v1/endorsements", addition(policy, "K-1", effective=TODAY))
+    run_pipeline()
+
+    body = client.post("/api/v1/endorsements",
+                       correction(policy, "K-1", effective=TODAY, sum_insured="600000.00", last_name="Iyer")).json()
+    run_pipeline()
+
+    e = Endorsement.objects.get(pk=body["id"])
+    assert (e.status, e.premium_direction) == (S.ACTIVE, "debit")
+    coverage = Coverage.objects.get(employee__employee_code="K-1")
+    assert coverage.sum_insured == 600_000_00
+    assert coverage.employee.last_name == "Iyer"

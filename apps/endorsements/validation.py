@@ -1,0 +1,173 @@
+"""Validation of endorsement requests (SPEC §7), shared by single requests and batch rows.
+
+Member state is *projected*: the active coverage, then every endorsement still in flight for the same member
+(policy, employee_code) applied in the order received. So an addition followed at once by a deletion of the
+same member is valid, and a second addition of a member whose first addition is still in flight is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from apps.employers.models import Coverage, CoverageStatus, Employer, EmployerStatus, Gender, Policy
+from apps.endorsements.models import TERMINAL, Endorsement, EndorsementType
+from apps.endorsements.pricing import Quote, quote
+
+MEMBER_FIELDS = ("first_name", "last_name", "date_of_birth", "gender", "email")
+CORRECTION_FIELDS = (*MEMBER_FIELDS, "sum_insured")
+
+
+@dataclass(slots=True)
+class MemberState:
+    covered: bool
+    sum_insured: int | None
+
+
+@dataclass(slots=True)
+class EndorsementDraft:
+    """A request that passed field validation, ready to be priced and stored."""
+
+    type: str
+    employee_code: str
+    effective_date: date
+    details: dict[str, Any] = field(default_factory=dict)  # member fields (addition) or changes (correction)
+    sum_insured: int | None = None  # requested SI (addition, correction)
+
+    def content_hash(self, *, employer_id: int, policy_id: int) -> str:
+        canonical = {
+            "employer": employer_id,
+            "policy": policy_id,
+            "type": self.type,
+            "employee_code": self.employee_code,
+            "effective_date": self.effective_date.isoformat(),
+            "details": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in sorted(self.details.items())},
+            "sum_insured": self.sum_insured,
+        }
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Priced:
+    draft: EndorsementDraft
+    quote: Quote
+    sum_insured: int | None  # SI after the change (addition/correction), current SI (deletion)
+    sum_insured_before: int | None
+
+
+def age_on(dob: date, on: date) -> int:
+    return on.year - dob.year - ((on.month, on.day) < (dob.month, dob.day))
+
+
+def check_context(
+    *, employer: Employer, policy: Policy, effective_date: date, today: date, check_backdating: bool = True
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if employer.status != EmployerStatus.ACTIVE:
+        errors["employer"] = "The employer is suspended and accepts no new endorsements."
+    if policy.employer_id != employer.pk:
+        errors["policy"] = "The policy does not belong to this employer."
+    elif not policy.start_date <= effective_date <= policy.end_date:
+        errors["effective_date"] = (
+            f"Must fall within the policy term {policy.start_date.isoformat()} – {policy.end_date.isoformat()}."
+        )
+    earliest = today - timedelta(days=policy.backdating_days)
+    if check_backdating and "effective_date" not in errors and effective_date < earliest:
+        errors["effective_date"] = (
+            f"Must not be earlier than {earliest.isoformat()} (backdating limit {policy.backdating_days} days)."
+        )
+    return errors
+
+
+def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[str, MemberState]:
+    """Projected state of each member: active coverage, then in-flight endorsements in order. Two queries."""
+    codes = list(set(employee_codes))
+    states = {code: MemberState(covered=False, sum_insured=None) for code in codes}
+    for code, sum_insured in Coverage.objects.filter(
+        policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code__in=codes
+    ).values_list("employee__employee_code", "sum_insured"):
+        states[code] = MemberState(covered=True, sum_insured=sum_insured)
+    in_flight = (
+        Endorsement.objects.filter(policy=policy, employee_code__in=codes)
+        .exclude(status__in=TERMINAL)
+        .order_by("id")
+        .values_list("employee_code", "type", "sum_insured")
+    )
+    for code, kind, sum_insured in in_flight:
+        apply_to_projection(states[code], kind=kind, sum_insured=sum_insured)
+    return states
+
+
+def apply_to_projection(state: MemberState, *, kind: str, sum_insured: int | None) -> None:
+    if kind == EndorsementType.ADDITION:
+        state.covered, state.sum_insured = True, sum_insured
+    elif kind == EndorsementType.DELETION:
+        state.covered, state.sum_insured = False, None
+    elif sum_insured is not None:
+        state.sum_insured = sum_insured
+
+
+def price_against(*, draft: EndorsementDraft, policy: Policy, state: MemberState, today: date) -> Priced:
+    """Member-level rules and pricing against the projected state; raises `MemberError` with field errors."""
+    errors: dict[str, str] = {}
+    if draft.type == EndorsementType.ADDITION:
+        if state.covered:
+            errors["employee.employee_code"] = "The member is already covered on this policy (or being added)."
+        dob = draft.details.get("date_of_birth")
+        if isinstance(dob, date) and not 0 <= age_on(dob, draft.effective_date) <= 100:
+            errors["employee.date_of_birth"] = "The member's age on the effective date must be 0–100."
+        sum_insured = draft.sum_insured or policy.default_sum_insured
+        if errors:
+            raise MemberError(errors)
+        q = quote(
+            kind="addition",
+            rate_per_mille=policy.premium_rate_per_mille,
+            policy_start=policy.start_date,
+            policy_end=policy.end_date,
+            effective_date=draft.effective_date,
+            sum_insured_new=sum_insured,
+        )
+        return Priced(draft=draft, quote=q, sum_insured=sum_insured, sum_insured_before=None)
+
+    if not state.covered:
+        raise MemberError({"employee_code": "The member is not covered on this policy."})
+    assert state.sum_insured is not None
+    if draft.type == EndorsementType.DELETION:
+        q = quote(
+            kind="deletion",
+            rate_per_mille=policy.premium_rate_per_mille,
+            policy_start=policy.start_date,
+            policy_end=policy.end_date,
+            effective_date=draft.effective_date,
+            sum_insured_old=state.sum_insured,
+        )
+        return Priced(draft=draft, quote=q, sum_insured=state.sum_insured, sum_insured_before=state.sum_insured)
+
+    dob = draft.details.get("date_of_birth")
+    if isinstance(dob, date) and not 0 <= age_on(dob, draft.effective_date) <= 100:
+        raise MemberError({"changes.date_of_birth": "The member's age on the effective date must be 0–100."})
+    q = quote(
+        kind="correction",
+        rate_per_mille=policy.premium_rate_per_mille,
+        policy_start=policy.start_date,
+        policy_end=policy.end_date,
+        effective_date=draft.effective_date,
+        sum_insured_old=state.sum_insured,
+        sum_insured_new=draft.sum_insured,
+    )
+    new_si = draft.sum_insured if draft.sum_insured is not None else state.sum_insured
+    return Priced(draft=draft, quote=q, sum_insured=new_si, sum_insured_before=state.sum_insured)
+
+
+class MemberError(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def valid_gender(value: str) -> bool:
+    return value in Gender.values

@@ -1,0 +1,85 @@
+"""Types other apps use to talk to insurers through this app (the endorsements app is the main caller).
+
+Dates are `datetime.date`, money is integer paise. These types carry no Django model, so a caller never
+imports this app's models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+from django.db.models import TextChoices
+
+EndorsementKind = Literal["addition", "deletion", "correction"]
+PremiumDirection = Literal["debit", "credit", "none"]
+SubmissionOutcome = Literal["confirmed", "rejected", "pending"]
+
+
+@dataclass(frozen=True)
+class MemberData:
+    employee_code: str
+    first_name: str
+    last_name: str
+    date_of_birth: date
+    gender: str
+    email: str
+
+
+@dataclass(frozen=True)
+class EndorsementSubmission:
+    endorsement_id: int
+    # Stable across retries of the same endorsement: the insurer applies one key at most once.
+    idempotency_key: str
+    kind: EndorsementKind
+    policy_number: str
+    effective_date: date
+    member: MemberData
+    sum_insured: int  # paise
+    premium_amount: int  # paise, >= 0
+    premium_direction: PremiumDirection
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    endorsement_id: int
+    # "pending": the insurer accepted the request and will send the result by callback
+    # (topic "insurer.result_received").
+    outcome: SubmissionOutcome
+    insurer_reference: str | None = None
+    rejection_class: str | None = None
+    rejection_reason: str | None = None
+
+
+class RejectionClass(TextChoices):
+    DUPLICATE_MEMBER = "duplicate_member"
+    DATA_MISMATCH = "data_mismatch"
+    AGE_LIMIT = "age_limit"
+    DOCUMENTS_REQUIRED = "documents_required"
+    TRANSIENT = "transient"
+    UNKNOWN = "unknown"
+
+
+class TransientInsurerError(Exception):
+    """The insurer could not take the request now (timeout, 5xx, 429, circuit open, local rate limit).
+
+    Nothing was decided about the submissions: retry them later with the same idempotency keys, not before
+    `retry_after` seconds when it is set.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownInsurerError(LookupError):
+    """No insurer has this code."""
+
+
+class ProtocolNotSupportedError(NotImplementedError):
+    """The insurer's protocol has no adapter yet (SOAP and file exchanges come in a later issue)."""
+
+
+# Topic the callback endpoint publishes insurer results on; the endorsements app consumes it.
+TOPIC_RESULT_RECEIVED = "insurer.result_received"

@@ -1,0 +1,77 @@
+"""The sandbox insurer's own state: how it behaves (per code) and every endorsement it applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+DEFAULT_AGE_LIMIT_REASON = "Member age exceeds 65"
+
+
+def default_rejection_rules() -> list[dict[str, Any]]:
+    """Rules are checked in order; the first whose conditions all match rejects the item with its reason.
+
+    Conditions: `kind` (str or list), `min_age_exclusive` (age on the effective date greater than this),
+    `employee_code_prefix`, `employee_code_in` (list), `policy_number`.
+    """
+    return [{"kind": "addition", "min_age_exclusive": 65, "reason": DEFAULT_AGE_LIMIT_REASON}]
+
+
+class SandboxMode(models.TextChoices):
+    SYNC = "sync"
+    CALLBACK = "callback"
+
+
+class SandboxConfig(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    # Share of requests answered 503 + Retry-After before anything is applied (0..1; not money).
+    failure_rate = models.FloatField(default=0.0)
+    mode = models.CharField(max_length=8, choices=SandboxMode.choices, default=SandboxMode.SYNC)
+    callback_url = models.CharField(max_length=500, blank=True)
+    callback_secret = models.CharField(max_length=200, blank=True, help_text="whsec_… (the Insurer's secret)")
+    rejection_rules = models.JSONField(default=default_rejection_rules, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("code",)
+        verbose_name = "sandbox insurer configuration"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(failure_rate__gte=0) & Q(failure_rate__lte=1), name="sandbox_failure_rate_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class SandboxApplied(models.Model):
+    """One endorsement the sandbox insurer applied. A repeated idempotency key increments `times_seen` and
+    returns the stored result; it never applies again (tests assert `times_seen` and the row count)."""
+
+    code = models.SlugField(max_length=40)
+    idempotency_key = models.CharField(max_length=255)
+    endorsement_id = models.BigIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=16)
+    employee_code = models.CharField(max_length=64, blank=True)
+    policy_number = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16)  # confirmed | rejected
+    insurer_reference = models.CharField(max_length=40, blank=True)
+    rejection_reason = models.CharField(max_length=500, blank=True)
+    times_seen = models.PositiveIntegerField(default=1)
+    applied_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    callback_delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("id",)
+        verbose_name = "sandbox applied endorsement"
+        constraints = [
+            models.UniqueConstraint(fields=["code", "idempotency_key"], name="sandbox_applied_key_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code}:{self.idempotency_key} ({self.outcome})"

@@ -1,0 +1,11 @@
+"""Included by the project at `sandbox/`: `POST /sandbox/<code>/endorsements[/batch]`."""
+
+from django.urls import path
+
+from apps.insurers.sandbox import views
+
+app_name = "sandbox"
+urlpatterns = [
+    path("<slug:code>/endorsements/batch", views.endorsements_batch, name="endorsements-batch"),
+    path("<slug:code>/endorsements", views.endorsement_single, name="endorsements"),
+]

@@ -1,0 +1,83 @@
+"""HTTP face of the sandbox insurer. Plain Django views, not part of the partner API: they simulate an
+external party, need no API key, and exist only when `SANDBOX_INSURER_ENABLED` is true."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from django.db import transaction
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from apps.insurers.conf import sandbox_enabled
+from apps.insurers.sandbox.callbacks import schedule_callbacks
+from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox_apply, sandbox_config_for
+from apps.insurers.sandbox.models import SandboxConfig
+
+
+def _prelude(code: str) -> tuple[SandboxConfig, JsonResponse | None]:
+    if not sandbox_enabled():
+        raise Http404("The sandbox insurer is disabled.")
+    config = sandbox_config_for(code)
+    if config.latency_ms:
+        time.sleep(config.latency_ms / 1000)
+    # A simulation, not security: the stdlib generator is fine.
+    if config.failure_rate and random.random() < config.failure_rate:  # noqa: S311
+        failure = JsonResponse({"detail": "The sandbox insurer is temporarily unavailable (simulated)."}, status=503)
+        failure["Retry-After"] = "1"
+        return config, failure
+    return config, None
+
+
+def _apply(config: SandboxConfig, raw_items: Any) -> list[dict[str, Any]]:
+    items = parse_items(raw_items)
+    results, owed = sandbox_apply(config=config, items=items)
+    if owed:
+        url, secret = config.callback_url, config.callback_secret
+        transaction.on_commit(lambda: schedule_callbacks(url=url, secret=secret, row_ids=owed))
+    return results
+
+
+@csrf_exempt
+@require_POST
+def endorsements_batch(request: HttpRequest, code: str) -> JsonResponse:
+    config, failure = _prelude(code)
+    if failure is not None:
+        return failure
+    try:
+        body = json.loads(request.body)
+        raw_items = body["endorsements"]
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"detail": "Expected a JSON object with an `endorsements` list."}, status=400)
+    try:
+        results = _apply(config, raw_items)
+    except SandboxInputError as exc:
+        return JsonResponse({"detail": str(exc)}, status=422)
+    return JsonResponse({"results": results})
+
+
+@csrf_exempt
+@require_POST
+def endorsement_single(request: HttpRequest, code: str) -> JsonResponse:
+    """One endorsement per request; the `Idempotency-Key` header is the endorsement's key."""
+    config, failure = _prelude(code)
+    if failure is not None:
+        return failure
+    try:
+        item = json.loads(request.body)
+        if not isinstance(item, dict):
+            raise TypeError
+    except (ValueError, TypeError):
+        return JsonResponse({"detail": "Expected a JSON object."}, status=400)
+    header_key = request.headers.get("Idempotency-Key")
+    if header_key:
+        item.setdefault("idempotency_key", header_key)
+    try:
+        results = _apply(config, [item])
+    except SandboxInputError as exc:
+        return JsonResponse({"detail": str(exc)}, status=422)
+    return JsonResponse(results[0])

@@ -1,0 +1,272 @@
+"""Sending endorsements to insurers, and receiving their callbacks.
+
+`insurer_submit` is the one place Keel talks to an insurer: it does network I/O and must be called outside
+any transaction (the endorsements app calls it from an outbox consumer). Retrying is the caller's job: on
+`TransientInsurerError` it reschedules the same submissions (same idempotency keys) through the outbox, with
+backoff and jitter honouring `retry_after`, and fails them after its retry budget (ADR 0011).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from apps.employers.models import Insurer
+from apps.insurers.classification import classify_insurer_error
+from apps.insurers.contracts import (
+    TOPIC_RESULT_RECEIVED,
+    EndorsementSubmission,
+    SubmissionResult,
+    TransientInsurerError,
+    UnknownInsurerError,
+)
+from apps.insurers.gateways import gateway_for
+from apps.insurers.models import CallbackEvent, InsurerSubmission, SubmissionState
+from apps.insurers.resilience import circuit_state, guarded_call, rate_limit_acquire
+from apps.outbox.services import outbox_enqueue
+
+__all__ = [
+    "CallbackItem",
+    "classify_insurer_error",
+    "insurer_callback_receive",
+    "insurer_circuit_state",
+    "insurer_submit",
+]
+
+log = structlog.get_logger(__name__)
+FINAL_STATES = (SubmissionState.CONFIRMED, SubmissionState.REJECTED)
+
+
+def insurer_submit(*, insurer_code: str, submissions: Sequence[EndorsementSubmission]) -> list[SubmissionResult]:
+    """Send endorsements to an insurer; one result per submission, in order.
+
+    1. Split into chunks of the insurer's `batch_size`; for each chunk:
+    2. take a token from the insurer's shared rate limit (else `TransientInsurerError`, nothing sent);
+    3. through the insurer's circuit breaker (open → `TransientInsurerError` at once, nothing sent):
+       record the submissions as sent (our `InsurerSubmission` log, so callbacks can find them), then
+       send them with the insurer's gateway (which logs the exchange);
+    4. record each result (a `pending` never overwrites a result a callback already delivered).
+
+    A chunk that fails transiently raises after earlier chunks were sent; the caller retries all of them
+    with the same keys and the insurer answers the earlier ones from its idempotency store.
+    """
+    assert not transaction.get_connection().in_atomic_block, (
+        "insurer_submit does network I/O: call it outside a transaction"
+    )
+    if not submissions:
+        return []
+    try:
+        insurer = Insurer.objects.get(code=insurer_code)
+    except Insurer.DoesNotExist:
+        raise UnknownInsurerError(f"no insurer with code {insurer_code!r}") from None
+    gateway = gateway_for(insurer)
+    size = max(int(insurer.batch_size), 1)
+    results: list[SubmissionResult] = []
+    for start in range(0, len(submissions), size):
+        chunk = list(submissions[start : start + size])
+        rate_limit_acquire(insurer_code=insurer.code, per_minute=insurer.rate_limit_per_minute)
+
+        def attempt(chunk: list[EndorsementSubmission] = chunk) -> list[SubmissionResult]:
+            _record_sent(insurer, chunk)
+            return gateway.submit(chunk)
+
+        try:
+            chunk_results: list[SubmissionResult] = guarded_call(insurer.code, attempt)
+        except TransientInsurerError as exc:
+            _record_transient(chunk, str(exc))
+            log.info("insurers.submit_transient", insurer=insurer.code, count=len(chunk), retry_after=exc.retry_after)
+            raise
+        if len(chunk_results) != len(chunk):
+            raise RuntimeError(f"gateway returned {len(chunk_results)} results for {len(chunk)} submissions")
+        _record_results(chunk, chunk_results)
+        results.extend(chunk_results)
+    return results
+
+
+def _record_sent(insurer: Insurer, chunk: Sequence[EndorsementSubmission]) -> None:
+    now = timezone.now()
+    InsurerSubmission.objects.bulk_create(
+        [
+            InsurerSubmission(
+                insurer=insurer,
+                endorsement_id=s.endorsement_id,
+                idempotency_key=s.idempotency_key,
+                kind=s.kind,
+                first_sent_at=now,
+                sent_at=now,
+            )
+            for s in chunk
+        ],
+        ignore_conflicts=True,
+    )
+    InsurerSubmission.objects.filter(idempotency_key__in=[s.idempotency_key for s in chunk]).update(
+        sent_at=now,
+        attempts=F("attempts") + 1,
+        last_outcome=Case(
+            When(last_outcome__in=FINAL_STATES, then=F("last_outcome")), default=Value(SubmissionState.SENT)
+        ),
+    )
+
+
+def _record_transient(chunk: Sequence[EndorsementSubmission], error: str) -> None:
+    InsurerSubmission.objects.filter(
+        idempotency_key__in=[s.idempotency_key for s in chunk], last_outcome=SubmissionState.SENT
+    ).update(last_outcome=SubmissionState.TRANSIENT_ERROR, last_error=error[:500])
+
+
+def _record_results(chunk: Sequence[EndorsementSubmission], results: Sequence[SubmissionResult]) -> None:
+    rows = InsurerSubmission.objects.in_bulk([s.idempotency_key for s in chunk], field_name="idempotency_key")
+    now = timezone.now()
+    changed: list[InsurerSubmission] = []
+    for submission, result in zip(chunk, results, strict=True):
+        row = rows.get(submission.idempotency_key)
+        if row is None:
+            continue
+        if result.outcome == "pending":
+            if row.last_outcome in FINAL_STATES:
+                continue  # the callback was faster than our own bookkeeping
+            row.last_outcome = SubmissionState.PENDING
+        else:
+            row.last_outcome = SubmissionState(result.outcome)
+            row.rejection_class = result.rejection_class or ""
+            row.rejection_reason = (result.rejection_reason or "")[:500]
+        row.insurer_reference = (result.insurer_reference or row.insurer_reference)[:120]
+        row.responded_at = now
+        row.last_error = ""
+        changed.append(row)
+    InsurerSubmission.objects.bulk_update(
+        changed,
+        ["last_outcome", "rejection_class", "rejection_reason", "insurer_reference", "responded_at", "last_error"],
+        batch_size=500,
+    )
+
+
+def insurer_circuit_state(insurer_code: str) -> dict[str, Any]:
+    """{state: closed|open|half_open, failure_count, opened_at (datetime or None)}."""
+    return circuit_state(insurer_code)
+
+
+# --- Callbacks ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackItem:
+    """One verified, well-formed event of an insurer callback."""
+
+    event_type: str  # endorsement.confirmed | endorsement.rejected
+    idempotency_key: str | None
+    endorsement_id: int | None
+    insurer_reference: str
+    reason: str
+
+
+def _find_submissions(
+    insurer: Insurer, items: Sequence[CallbackItem]
+) -> tuple[dict[str, InsurerSubmission], dict[int, InsurerSubmission]]:
+    keys = [i.idempotency_key for i in items if i.idempotency_key]
+    ids = [i.endorsement_id for i in items if not i.idempotency_key and i.endorsement_id is not None]
+    by_key = {s.idempotency_key: s for s in InsurerSubmission.objects.filter(insurer=insurer, idempotency_key__in=keys)}
+    by_id: dict[int, InsurerSubmission] = {}
+    # The latest submission of an endorsement wins (an endorsement may have been sent under several keys).
+    for row in InsurerSubmission.objects.filter(insurer=insurer, endorsement_id__in=ids).order_by("id"):
+        by_id[row.endorsement_id] = row
+    return by_key, by_id
+
+
+def insurer_callback_receive(
+    *, insurer: Insurer, webhook_id: str, items: Sequence[CallbackItem], received_at: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Apply a verified insurer callback; returns one `{index, status, detail}` per item.
+
+    One transaction for the whole callback. Per item:
+    1. unknown endorsement (never sent to this insurer) → 404 for that item, nothing recorded;
+    2. record a `CallbackEvent` in a savepoint; its unique (insurer, webhook_id, index) makes a redelivery
+       of the same webhook fail the insert → 200 "already processed", nothing else written (two concurrent
+       deliveries serialise on that index: the second waits for the first's commit, then sees the conflict);
+    3. a result equal to the one already recorded (e.g. the synchronous answer) is acknowledged without a
+       new event;
+    4. otherwise update our submission log and enqueue `insurer.result_received` keyed by endorsement, in
+       the same transaction, for the endorsements app.
+    """
+    now = received_at or timezone.now()
+    responses: list[dict[str, Any]] = []
+    with transaction.atomic():
+        by_key, by_id = _find_submissions(insurer, items)
+        for index, item in enumerate(items):
+            submission = (
+                by_key.get(item.idempotency_key)
+                if item.idempotency_key
+                else by_id.get(item.endorsement_id)
+                if item.endorsement_id is not None
+                else None
+            )
+            if submission is None:
+                responses.append(
+                    {"index": index, "status": 404, "detail": "No such endorsement was sent to this insurer."}
+                )
+                continue
+            outcome = "confirmed" if item.event_type == "endorsement.confirmed" else "rejected"
+            rejection_class = classify_insurer_error(item.reason).value if outcome == "rejected" else ""
+            reason = (item.reason or ("Rejected by the insurer without a reason." if outcome == "rejected" else ""))[
+                :500
+            ]
+            already = submission.last_outcome == outcome and (
+                not item.insurer_reference or submission.insurer_reference == item.insurer_reference
+            )
+            try:
+                with transaction.atomic():
+                    CallbackEvent.objects.create(
+                        insurer=insurer,
+                        webhook_id=webhook_id,
+                        item_index=index,
+                        submission=submission,
+                        event_type=item.event_type,
+                        outcome=outcome,
+                        insurer_reference=item.insurer_reference[:120],
+                        rejection_class=rejection_class,
+                        rejection_reason=reason,
+                        published=not already,
+                        received_at=now,
+                    )
+            except IntegrityError:
+                responses.append({"index": index, "status": 200, "detail": "Duplicate delivery; already processed."})
+                continue
+            if already:
+                responses.append({"index": index, "status": 200, "detail": "Result already recorded."})
+                continue
+            submission.last_outcome = SubmissionState(outcome)
+            submission.insurer_reference = item.insurer_reference[:120] or submission.insurer_reference
+            submission.rejection_class = rejection_class
+            submission.rejection_reason = reason if outcome == "rejected" else ""
+            submission.responded_at = now
+            submission.save(
+                update_fields=[
+                    "last_outcome",
+                    "insurer_reference",
+                    "rejection_class",
+                    "rejection_reason",
+                    "responded_at",
+                ]
+            )
+            outbox_enqueue(
+                topic=TOPIC_RESULT_RECEIVED,
+                payload={
+                    "endorsement_id": submission.endorsement_id,
+                    "outcome": outcome,
+                    "insurer_reference": submission.insurer_reference or None,
+                    "rejection_class": rejection_class or None,
+                    "rejection_reason": reason if outcome == "rejected" else None,
+                    "insurer": insurer.code,
+                    "idempotency_key": submission.idempotency_key,
+                },
+                key=f"endorsement:{submission.endorsement_id}",
+            )
+            responses.append({"index": index, "status": 200, "detail": f"Endorsement {outcome}."})
+    return responses

@@ -1,0 +1,725 @@
+"""Ledger operations (SPEC §6, docs/adr/0008-ledger.md).
+
+Every operation is atomic and idempotent by its reference: a retried call with the same reference returns the
+original result and writes nothing; the same reference with different parameters raises `ReferenceConflict`.
+
+Locking, in one sentence: the employer's own account row is the only row any operation locks, it is always the
+first lock an operation takes, and it is taken by the UPDATE that changes it. System accounts carry no cached
+balance (their balance is Σ of their entries), so employers never wait on each other.
+
+Balances change in the database, not in Python: one `UPDATE … SET posted = posted + %s, held = held + %s WHERE
+id = %s [AND posted - held >= %s] RETURNING …` per operation. It is the F-expression update the ORM would write,
+spelled in SQL only because Django's `update()` cannot return the new values (we need them for `balance_after`,
+`available_after` and the low-balance crossing without a second round trip while the row is locked). The CHECK
+constraints (`held >= 0`, `posted - held >= 0` on employer accounts) are the last line of defence; the unique
+constraints on (kind, reference), Hold.reference and HoldResolution.hold make a lost race fail instead of
+double-applying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Subquery
+
+from apps.audit.services import audit_record
+from apps.common.actors import Actor
+from apps.employers.models import Employer
+from apps.ledger.models import (
+    AccountKind,
+    Direction,
+    Hold,
+    HoldResolution,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    ResolutionKind,
+    TransactionKind,
+)
+from apps.ledger.selectors import VerifyReport, ledger_verify
+from apps.outbox.services import outbox_enqueue
+
+__all__ = [
+    "HoldAlreadyCaptured",
+    "HoldAlreadyReleased",
+    "HoldAlreadyResolved",
+    "HoldNotFound",
+    "HoldRequest",
+    "HoldResult",
+    "LedgerError",
+    "LedgerTopic",
+    "ReferenceConflict",
+    "UnknownEmployer",
+    "VerifyReport",
+    "hold_capture",
+    "hold_exists",
+    "hold_place",
+    "hold_release",
+    "holds_place_bulk",
+    "ledger_account_open",
+    "ledger_verify",
+    "refund_post",
+    "topup_post",
+]
+
+MAX_REFERENCE_LENGTH = 200
+# `reference__in` lookups and bulk inserts are chunked below PostgreSQL's 65,535 bind-parameter limit.
+_CHUNK = 5000
+
+
+class LedgerTopic:
+    """Outbox topics the ledger publishes. Values never change meaning once shipped."""
+
+    # {employer_id, available}: a top-up, refund or release added to `available` (park and wake, §6/§7).
+    FUNDS_AVAILABLE = "ledger.funds_available"
+    # {employer_id, available, threshold}: `available` crossed below the threshold (once per crossing). The
+    # e-mail consumer lives in handlers.py; the partner webhook (§10) will carry this payload as it is.
+    LOW_BALANCE = "ledger.low_balance"
+
+
+class LedgerError(Exception):
+    """Base class of every ledger refusal."""
+
+
+class InvalidLedgerRequest(LedgerError, ValueError):
+    """Amount not a positive integer, or an empty/too long reference."""
+
+
+class UnknownEmployer(LedgerError):
+    pass
+
+
+class ReferenceConflict(LedgerError):
+    """The reference was already used for an operation with different parameters."""
+
+
+class HoldNotFound(LedgerError):
+    pass
+
+
+class HoldAlreadyResolved(LedgerError):
+    """The opposite resolution was asked of a hold that already resolved (a hold resolves exactly once)."""
+
+
+class HoldAlreadyCaptured(HoldAlreadyResolved):
+    pass
+
+
+class HoldAlreadyReleased(HoldAlreadyResolved):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    reference: str
+    amount: int
+    endorsement_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    """`placed` False means nothing was written. A repeat of a placed reference reports the original hold."""
+
+    placed: bool
+    hold: Hold | None
+    # The employer's `available` right after this request was decided (for a replay: now).
+    available_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class _AccountState:
+    """An employer account row as the UPDATE left it (still locked by this transaction)."""
+
+    id: int
+    employer_id: int
+    posted: int
+    held: int
+    low_balance: bool
+    threshold: int
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.held
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def _check_amount(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise InvalidLedgerRequest(f"amounts are positive integer paise, got {amount!r}")
+
+
+def _check_reference(reference: str) -> None:
+    if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE_LENGTH:
+        raise InvalidLedgerRequest(f"a reference is 1–{MAX_REFERENCE_LENGTH} characters, got {reference!r}")
+
+
+def _returning_sql() -> str:
+    account = LedgerAccount._meta.db_table
+    employer = Employer._meta.db_table
+    template = (
+        " RETURNING id, employer_id, posted, held, low_balance,"
+        " (SELECT e.low_balance_threshold FROM {employer} e WHERE e.id = {account}.employer_id)"
+    )
+    return template.format(employer=employer, account=account)
+
+
+def _account_state(row: tuple[Any, ...] | None) -> _AccountState | None:
+    if row is None:
+        return None
+    return _AccountState(
+        id=int(row[0]),
+        employer_id=int(row[1]),
+        posted=int(row[2]),
+        held=int(row[3]),
+        low_balance=bool(row[4]),
+        threshold=int(row[5] or 0),
+    )
+
+
+def _account_apply(
+    *,
+    posted_delta: int = 0,
+    held_delta: int = 0,
+    account_id: int | None = None,
+    employer_id: int | None = None,
+    require_available: int | None = None,
+) -> _AccountState | None:
+    """Change an employer account's cached balances with one conditional UPDATE and return its new state.
+
+    1. `UPDATE … SET posted = posted + Δp, held = held + Δh WHERE <the account>` — this takes the row lock
+       (the first and only lock of every ledger operation), so no read-modify-write race exists.
+    2. With `require_available=x` the WHERE adds `posted - held >= x`: on PostgreSQL a concurrent writer that
+       waited for the lock re-evaluates it against the committed row (READ COMMITTED re-check), so two holds
+       can never both take the last rupee; on SQLite writers are serialised anyway. No row → `None`.
+    3. RETURNING gives the new balances and the employer's low-balance threshold in the same round trip.
+    """
+    table = LedgerAccount._meta.db_table
+    params: list[Any] = [posted_delta, held_delta]
+    if account_id is not None:
+        where = "id = %s"
+        params.append(account_id)
+    else:
+        where = "employer_id = %s AND kind = %s"
+        params += [employer_id, AccountKind.EMPLOYER.value]
+    if require_available is not None:
+        where += " AND posted - held >= %s"
+        params.append(require_available)
+    sql = f"UPDATE {table} SET posted = posted + %s, held = held + %s WHERE {where}" + _returning_sql()  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return _account_state(cursor.fetchone())
+
+
+def _available_now(employer_id: int) -> int:
+    row = (
+        LedgerAccount.objects.filter(kind=AccountKind.EMPLOYER, employer_id=employer_id)
+        .values_list("posted", "held")
+        .first()
+    )
+    return row[0] - row[1] if row else 0
+
+
+def _low_balance_track(state: _AccountState) -> None:
+    """Flip `low_balance` when `available` crosses the employer's threshold; one event per downward crossing.
+
+    1. The UPDATE that changed the balance returned the old flag and the new balances, and this transaction
+       still holds the row lock, so the decision below cannot race another writer.
+    2. Crossing down (available < threshold, flag clear): a conditional UPDATE `… WHERE low_balance = false`
+       sets the flag, and only when it changed a row is `ledger.low_balance` enqueued — same transaction.
+    3. Crossing back up clears the flag the same way (no event). No crossing → no query at all.
+    """
+    available = state.available
+    if available < state.threshold and not state.low_balance:
+        flipped = LedgerAccount.objects.filter(pk=state.id, low_balance=False).update(low_balance=True)
+        if flipped:
+            outbox_enqueue(
+                topic=LedgerTopic.LOW_BALANCE,
+                payload={"employer_id": state.employer_id, "available": available, "threshold": state.threshold},
+                key=f"employer:{state.employer_id}",
+            )
+    elif available >= state.threshold and state.low_balance:
+        LedgerAccount.objects.filter(pk=state.id, low_balance=True).update(low_balance=False)
+
+
+def _funds_available(state: _AccountState) -> None:
+    outbox_enqueue(
+        topic=LedgerTopic.FUNDS_AVAILABLE,
+        payload={"employer_id": state.employer_id, "available": state.available},
+        key=f"employer:{state.employer_id}",
+    )
+
+
+def _system_account_id(kind: str) -> int:
+    """The system account of `kind`, created on first use (race-safe: a partial unique constraint decides)."""
+    found = LedgerAccount.objects.filter(kind=kind, employer__isnull=True).values_list("pk", flat=True).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return LedgerAccount.objects.create(kind=kind).pk
+    except IntegrityError:
+        return LedgerAccount.objects.filter(kind=kind, employer__isnull=True).values_list("pk", flat=True).get()
+
+
+def _transaction_existing(kind: str, reference: str) -> LedgerTransaction | None:
+    return LedgerTransaction.objects.filter(kind=kind, reference=reference).first()
+
+
+def _transaction_replay(
+    existing: LedgerTransaction, *, employer_id: int, amount: int, endorsement_id: int | None = None
+) -> LedgerTransaction:
+    if existing.employer_id != employer_id or existing.amount != amount or existing.endorsement_id != endorsement_id:
+        raise ReferenceConflict(
+            f"reference {existing.reference!r} was already used for a different {existing.kind} "
+            f"(employer, amount or endorsement differ)"
+        )
+    return existing
+
+
+def _entries_insert(
+    *, txn: LedgerTransaction, state: _AccountState, employer_direction: str, system_account_id: int
+) -> None:
+    """The two balanced entries of a transaction: the employer side carries `balance_after`."""
+    other = Direction.CREDIT if employer_direction == Direction.DEBIT else Direction.DEBIT
+    entries = [
+        LedgerEntry(
+            transaction=txn,
+            account_id=state.id,
+            direction=employer_direction,
+            amount=txn.amount,
+            balance_after=state.posted,
+        ),
+        LedgerEntry(transaction=txn, account_id=system_account_id, direction=other, amount=txn.amount),
+    ]
+    debits = sum(e.amount for e in entries if e.direction == Direction.DEBIT)
+    credits = sum(e.amount for e in entries if e.direction == Direction.CREDIT)
+    if debits != credits:  # cannot happen with two mirrored entries; kept as the invariant's statement
+        raise LedgerError(f"transaction {txn.kind}:{txn.reference} does not balance ({debits} ≠ {credits})")
+    LedgerEntry.objects.bulk_create(entries)
+
+
+# --- accounts ------------------------------------------------------------------------------------------------
+
+
+def ledger_account_open(*, employer_id: int) -> LedgerAccount:
+    """The employer's endorsement account, created on first use.
+
+    Race-safe: two concurrent first uses both try to INSERT inside a savepoint; the partial unique constraint
+    (one endorsement account per employer) lets one win and the loser reads the winner's row.
+    """
+    account = LedgerAccount.objects.filter(kind=AccountKind.EMPLOYER, employer_id=employer_id).first()
+    if account is not None:
+        return account
+    if not Employer.objects.filter(pk=employer_id).exists():
+        raise UnknownEmployer(f"no employer {employer_id}")
+    try:
+        with transaction.atomic():
+            return LedgerAccount.objects.create(kind=AccountKind.EMPLOYER, employer_id=employer_id)
+    except IntegrityError:
+        return LedgerAccount.objects.get(kind=AccountKind.EMPLOYER, employer_id=employer_id)
+
+
+# --- postings ------------------------------------------------------------------------------------------------
+
+
+def _post(
+    *,
+    kind: str,
+    employer_id: int,
+    amount: int,
+    reference: str,
+    endorsement_id: int | None,
+    employer_direction: str,
+    system_kind: str,
+    actor: Actor,
+) -> LedgerTransaction:
+    """A top-up or refund: credit the employer, debit a system account.
+
+    1. Replay: a transaction with this (kind, reference) already exists → return it (or `ReferenceConflict`).
+    2. Resolve the employer account (created on first use) and the system account, outside the lock.
+    3. In one transaction: the balance UPDATE (row lock, first), the transaction row, both entries, the audit
+       row, the low-balance flag and the `ledger.funds_available` event.
+    4. A concurrent twin that got past step 1 fails on the (kind, reference) unique constraint; its
+       transaction rolls back and it returns the winner's transaction.
+    """
+    _check_amount(amount)
+    _check_reference(reference)
+    existing = _transaction_existing(kind, reference)
+    if existing is not None:
+        return _transaction_replay(existing, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id)
+    account_id = ledger_account_open(employer_id=employer_id).pk
+    system_account_id = _system_account_id(system_kind)
+    try:
+        with transaction.atomic():
+            state = _account_apply(account_id=account_id, posted_delta=amount)
+            assert state is not None  # the account exists and nothing is required of it
+            txn = LedgerTransaction.objects.create(
+                kind=kind, reference=reference, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id
+            )
+            _entries_insert(
+                txn=txn, state=state, employer_direction=employer_direction, system_account_id=system_account_id
+            )
+            audit_record(
+                actor=actor,
+                action=f"ledger.{kind}_posted",
+                object_type="ledger_transaction",
+                object_id=txn.pk,
+                employer_id=employer_id,
+                after={
+                    "kind": kind,
+                    "reference": reference,
+                    "amount": amount,
+                    "endorsement_id": endorsement_id,
+                    "posted": state.posted,
+                    "held": state.held,
+                },
+            )
+            _low_balance_track(state)
+            _funds_available(state)
+            return txn
+    except IntegrityError:
+        existing = _transaction_existing(kind, reference)
+        if existing is None:
+            raise
+        return _transaction_replay(existing, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id)
+
+
+def topup_post(*, employer_id: int, amount: int, reference: str, actor: Actor) -> LedgerTransaction:
+    """Credit the employer's account, debit top-up clearing; wakes parked endorsements (`funds_available`).
+
+    Atomic; idempotent by `reference` (unique per kind)."""
+    return _post(
+        kind=TransactionKind.TOPUP,
+        employer_id=employer_id,
+        amount=amount,
+        reference=reference,
+        endorsement_id=None,
+        employer_direction=Direction.CREDIT,
+        system_kind=AccountKind.TOPUP_CLEARING,
+        actor=actor,
+    )
+
+
+def refund_post(
+    *, employer_id: int, amount: int, reference: str, endorsement_id: int | None = None, actor: Actor
+) -> LedgerTransaction:
+    """Credit the employer for a confirmed deletion or a negative correction, debit insurer payable; wakes
+    parked endorsements. Atomic; idempotent by `reference`."""
+    return _post(
+        kind=TransactionKind.REFUND,
+        employer_id=employer_id,
+        amount=amount,
+        reference=reference,
+        endorsement_id=endorsement_id,
+        employer_direction=Direction.CREDIT,
+        system_kind=AccountKind.INSURER_PAYABLE,
+        actor=actor,
+    )
+
+
+# --- holds ---------------------------------------------------------------------------------------------------
+
+
+def _hold_existing(reference: str) -> Hold | None:
+    return Hold.objects.filter(reference=reference).select_related("account").first()
+
+
+def _hold_replay(existing: Hold, *, employer_id: int, amount: int, endorsement_id: int | None) -> HoldResult:
+    if existing.account.employer_id != employer_id or existing.amount != amount:
+        raise ReferenceConflict(f"hold reference {existing.reference!r} was already used with different terms")
+    if endorsement_id is not None and existing.endorsement_id not in (None, endorsement_id):
+        raise ReferenceConflict(f"hold reference {existing.reference!r} belongs to another endorsement")
+    return HoldResult(placed=True, hold=existing, available_after=_available_now(employer_id))
+
+
+class _DoesNotFit(Exception):
+    """Internal: rolls back a hold attempt whose conditional UPDATE matched no row."""
+
+
+def hold_place(
+    *, employer_id: int, amount: int, reference: str, endorsement_id: int | None = None, actor: Actor
+) -> HoldResult:
+    """Hold `amount` of the employer's `available` for an endorsement in flight, if it fits.
+
+    The hot path is one transaction of four statements, ordered so the employer's row lock is held as briefly
+    as possible (on one hot employer that lock, held until COMMIT returns, is what bounds throughput):
+
+    1. INSERT the audit row (it takes no contended lock; its object id is the hold's reference).
+    2. One conditional UPDATE `SET held = held + x WHERE employer_id = … AND posted - held >= x` decides and
+       locks in one statement (race-safe on PostgreSQL without SELECT FOR UPDATE: a waiter re-checks the
+       WHERE against the committed row; serialised on SQLite). No row → roll back steps 1–2: nothing written.
+    3. INSERT the hold (unique reference), track the low-balance crossing; COMMIT releases the row lock.
+    4. Replays are found without a pre-read: a repeated reference fails on `Hold.reference`'s unique
+       constraint in step 3 (the whole attempt, `held` included, rolls back) or — when the amount no longer
+       fits — is looked up after step 2 refused it; either way the original hold is reported placed.
+    """
+    _check_amount(amount)
+    _check_reference(reference)
+    try:
+        with transaction.atomic():
+            audit_record(
+                actor=actor,
+                action="ledger.hold_placed",
+                object_type="ledger_hold",
+                object_id=reference,
+                employer_id=employer_id,
+                after={"reference": reference, "amount": amount, "endorsement_id": endorsement_id},
+            )
+            state = _account_apply(employer_id=employer_id, held_delta=amount, require_available=amount)
+            if state is None:
+                raise _DoesNotFit
+            hold = Hold.objects.create(
+                reference=reference, account_id=state.id, amount=amount, endorsement_id=endorsement_id
+            )
+            _low_balance_track(state)
+            return HoldResult(placed=True, hold=hold, available_after=state.available)
+    except _DoesNotFit:
+        existing = _hold_existing(reference)
+        if existing is None:
+            return HoldResult(placed=False, hold=None, available_after=_available_now(employer_id))
+        return _hold_replay(existing, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id)
+    except IntegrityError:
+        existing = _hold_existing(reference)
+        if existing is None:
+            raise
+        return _hold_replay(existing, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id)
+
+
+def holds_place_bulk(*, employer_id: int, requests: Sequence[HoldRequest], actor: Actor) -> list[HoldResult]:
+    """Place many holds for one employer with one lock round, first-fit in the given (FIFO) order.
+
+    Also "park and wake": the endorsements app calls it with its parked endorsements, oldest first, when
+    `ledger.funds_available` arrives. Returns one result per request, in order.
+
+    1. Validate every request (nothing is written if one is malformed).
+    2. In one transaction: lock the employer's account row (`SELECT … FOR UPDATE`; SQLite's IMMEDIATE
+       transaction already serialises writers).
+    3. Under the lock, find which references already hold (replays: reported placed, nothing written).
+    4. Walk the new requests in order: place each that fits what is still available, skip each that does not
+       — a large one at the head never blocks smaller ones behind it. A reference repeated within the batch
+       gets the first occurrence's outcome.
+    5. One conditional UPDATE of `held` by the total (its `posted - held >= total` cannot fail under the lock;
+       it is the database's own check), bulk INSERT of the holds, one audit row, the low-balance crossing.
+    6. A unique violation (the same reference placed concurrently for another account) rolls the round back
+       and it is retried: the reference is then a replay (or a `ReferenceConflict`).
+    """
+    for request in requests:
+        _check_amount(request.amount)
+        _check_reference(request.reference)
+    if not requests:
+        return []
+    for attempt in range(3):
+        try:
+            return _holds_place_bulk_round(employer_id=employer_id, requests=requests, actor=actor)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _holds_place_bulk_round(*, employer_id: int, requests: Sequence[HoldRequest], actor: Actor) -> list[HoldResult]:
+    with transaction.atomic():
+        account = (
+            LedgerAccount.objects.select_for_update()
+            .filter(kind=AccountKind.EMPLOYER, employer_id=employer_id)
+            .only("id", "posted", "held")
+            .first()
+        )
+        references = list(dict.fromkeys(r.reference for r in requests))
+        existing: dict[str, Hold] = {}
+        for start in range(0, len(references), _CHUNK):
+            chunk = references[start : start + _CHUNK]
+            existing.update(
+                (h.reference, h) for h in Hold.objects.filter(reference__in=chunk).select_related("account")
+            )
+        remaining = account.posted - account.held if account is not None else 0
+        decided: dict[str, tuple[HoldRequest, Hold | None]] = {}
+        new_holds: list[Hold] = []
+        results: list[tuple[HoldRequest, int]] = []  # (request, available after it), resolved to holds below
+        for request in requests:
+            hold_terms = (request.amount, request.endorsement_id)
+            if request.reference in existing:
+                previous = existing[request.reference]
+                _hold_replay_check(previous, employer_id=employer_id, request=request)
+            elif request.reference in decided:
+                first, _ = decided[request.reference]
+                if (first.amount, first.endorsement_id) != hold_terms:
+                    raise ReferenceConflict(f"hold reference {request.reference!r} repeats with different terms")
+            elif account is not None and request.amount <= remaining:
+                remaining -= request.amount
+                hold = Hold(
+                    reference=request.reference,
+                    account_id=account.pk,
+                    amount=request.amount,
+                    endorsement_id=request.endorsement_id,
+                )
+                new_holds.append(hold)
+                decided[request.reference] = (request, hold)
+            else:
+                decided[request.reference] = (request, None)
+            results.append((request, remaining))
+        total = sum(h.amount for h in new_holds)
+        if new_holds:
+            assert account is not None
+            state = _account_apply(account_id=account.pk, held_delta=total, require_available=total)
+            if state is None:  # impossible under the row lock; refuse rather than overdraw
+                raise LedgerError(f"employer {employer_id}: bulk hold of {total} no longer fits")
+            Hold.objects.bulk_create(new_holds, batch_size=_CHUNK)
+            audit_record(
+                actor=actor,
+                action="ledger.holds_placed",
+                object_type="ledger_account",
+                object_id=account.pk,
+                employer_id=employer_id,
+                after={"count": len(new_holds), "amount": total, "references": [h.reference for h in new_holds]},
+            )
+            _low_balance_track(state)
+        out: list[HoldResult] = []
+        for request, available_after in results:
+            placed_hold = existing.get(request.reference) or decided[request.reference][1]
+            out.append(HoldResult(placed=placed_hold is not None, hold=placed_hold, available_after=available_after))
+        return out
+
+
+def _hold_replay_check(existing: Hold, *, employer_id: int, request: HoldRequest) -> None:
+    if existing.account.employer_id != employer_id or existing.amount != request.amount:
+        raise ReferenceConflict(f"hold reference {existing.reference!r} was already used with different terms")
+
+
+def _hold_for_resolution(reference: str) -> Hold:
+    """The hold with its resolution (and that resolution's transaction) and, annotated as `payable_id`, the
+    insurer-payable account's id — one query for everything a resolution needs to decide."""
+    payable = LedgerAccount.objects.filter(kind=AccountKind.INSURER_PAYABLE, employer__isnull=True).values("pk")
+    hold = (
+        Hold.objects.filter(reference=reference)
+        .select_related("resolution", "resolution__transaction", "account")
+        .annotate(payable_id=Subquery(payable[:1]))
+        .first()
+    )
+    if hold is None:
+        raise HoldNotFound(f"no hold with reference {reference!r}")
+    return hold
+
+
+def _resolution_of(hold: Hold) -> HoldResolution | None:
+    try:
+        return hold.resolution
+    except HoldResolution.DoesNotExist:
+        return None
+
+
+def _capture_outcome(hold: Hold) -> LedgerTransaction | None:
+    """The capture already made for this hold (replay), `HoldAlreadyReleased`, or None if unresolved."""
+    resolution = _resolution_of(hold)
+    if resolution is None:
+        return None
+    if resolution.kind == ResolutionKind.RELEASED:
+        raise HoldAlreadyReleased(f"hold {hold.reference!r} was released; it cannot be captured")
+    assert resolution.transaction is not None  # a CHECK constraint ties captures to their transaction
+    return resolution.transaction
+
+
+def hold_capture(*, reference: str, actor: Actor) -> LedgerTransaction:
+    """Turn a hold into a posted debit (on the insurer's confirmation): `held` and `posted` both drop by the
+    hold's amount (so `available` does not move), credit insurer payable, resolve the hold as captured.
+
+    1. Read the hold with its resolution. Captured already → return that transaction (replay); released →
+       `HoldAlreadyReleased`.
+    2. In one transaction: the audit row (no contended lock), then the balance UPDATE (the employer row lock,
+       the first lock taken), the capture transaction (kind=capture, reference = the hold's), both entries, the
+       `HoldResolution` row.
+    3. A concurrent capture or release of the same hold waits on the row lock, then fails on the unique
+       `HoldResolution.hold` (or `(kind, reference)`) and rolls back — including its balance change — so
+       exactly one resolution wins. The loser then answers as in step 1.
+    """
+    hold = _hold_for_resolution(reference)
+    done = _capture_outcome(hold)
+    if done is not None:
+        return done
+    payable_id: int | None = getattr(hold, "payable_id", None)
+    insurer_payable_id = payable_id if payable_id is not None else _system_account_id(AccountKind.INSURER_PAYABLE)
+    try:
+        with transaction.atomic():
+            audit_record(
+                actor=actor,
+                action="ledger.hold_captured",
+                object_type="ledger_hold",
+                object_id=hold.pk,
+                employer_id=hold.account.employer_id,
+                after={"reference": hold.reference, "amount": hold.amount},
+            )
+            state = _account_apply(account_id=hold.account_id, posted_delta=-hold.amount, held_delta=-hold.amount)
+            assert state is not None
+            txn = LedgerTransaction.objects.create(
+                kind=TransactionKind.CAPTURE,
+                reference=hold.reference,
+                employer_id=state.employer_id,
+                amount=hold.amount,
+                endorsement_id=hold.endorsement_id,
+            )
+            _entries_insert(
+                txn=txn, state=state, employer_direction=Direction.DEBIT, system_account_id=insurer_payable_id
+            )
+            HoldResolution.objects.create(hold=hold, kind=ResolutionKind.CAPTURED, transaction=txn)
+            _low_balance_track(state)
+            return txn
+    except IntegrityError:
+        done = _capture_outcome(_hold_for_resolution(reference))
+        if done is None:
+            raise
+        return done
+
+
+def hold_release(*, reference: str, actor: Actor, reason: str = "") -> HoldResolution:
+    """Void a hold (insurer rejection, cancel, failure): `held` drops by its amount; no money moved, so no
+    ledger transaction is written — the `HoldResolution` (kind released, reason) is the record. Wakes parked
+    endorsements (`ledger.funds_available`).
+
+    1. Read the hold with its resolution. Released already → return it (replay); captured →
+       `HoldAlreadyCaptured`.
+    2. In one transaction: the `held` UPDATE (employer row lock, first), the resolution row, the audit row,
+       the low-balance flag (it may clear), the funds-available event.
+    3. A concurrent resolution of the same hold fails on the unique `HoldResolution.hold`, rolls back and
+       answers as in step 1.
+    """
+    hold = _hold_for_resolution(reference)
+    resolution = _resolution_of(hold)
+    if resolution is not None:
+        return _release_outcome(hold, resolution)
+    try:
+        with transaction.atomic():
+            state = _account_apply(account_id=hold.account_id, held_delta=-hold.amount)
+            assert state is not None
+            resolution = HoldResolution.objects.create(hold=hold, kind=ResolutionKind.RELEASED, reason=reason[:200])
+            audit_record(
+                actor=actor,
+                action="ledger.hold_released",
+                object_type="ledger_hold",
+                object_id=hold.pk,
+                employer_id=state.employer_id,
+                after={"reference": hold.reference, "amount": hold.amount, "reason": reason[:200]},
+            )
+            _low_balance_track(state)
+            _funds_available(state)
+            return resolution
+    except IntegrityError:
+        hold = _hold_for_resolution(reference)
+        resolution = _resolution_of(hold)
+        if resolution is None:
+            raise
+        return _release_outcome(hold, resolution)
+
+
+def _release_outcome(hold: Hold, resolution: HoldResolution) -> HoldResolution:
+    if resolution.kind == ResolutionKind.CAPTURED:
+        raise HoldAlreadyCaptured(f"hold {hold.reference!r} was captured; it cannot be released")
+    return resolution
+
+
+def hold_exists(*, reference: str) -> bool:
+    return Hold.objects.filter(reference=reference).exists()

@@ -1,0 +1,174 @@
+"""Ledger benchmark (SPEC §12): `hold_place` + `hold_capture` pairs on ONE hot employer, at service level, with
+1, 2 and 4 threads. Targets: ≥ 1,000 pairs/s and p99 ≤ 50 ms per pair.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_ledger .venv/bin/python bench/ledger_hold_capture.py \
+        [--seconds 5] [--threads 1,2,4]
+
+Run `manage.py migrate` on that database first (this script migrates nothing). It creates its own partner and
+employer (and leaves them, with their ledger rows, behind: ledger rows are append-only).
+
+The limit measured in the same run: a raw single-row `UPDATE … SET x = x + 1 WHERE id = …; COMMIT` loop on the
+same PostgreSQL from one connection — one hot row, one commit per statement, which is the ceiling any design
+that serialises an employer on its account row can approach (each pair commits twice on that row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("DATABASE_POOL_MAX", "12")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def raw_update_commit_rate(seconds: float) -> float:
+    """Single-row `UPDATE … SET x = x + 1 WHERE id = 1; COMMIT` loop on one connection (a logged table)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_ledger_raw (id bigint primary key, x bigint not null)")
+        cursor.execute("INSERT INTO bench_ledger_raw VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+    connection.set_autocommit(False)
+    count = 0
+    try:
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            while time.perf_counter() < deadline:
+                cursor.execute("UPDATE bench_ledger_raw SET x = x + 1 WHERE id = %s", [1])
+                connection.commit()
+                count += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        connection.set_autocommit(True)
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS bench_ledger_raw")
+    return count / elapsed
+
+
+def setup_employer() -> int:
+    from apps.common.actors import Actor
+    from apps.employers.models import Employer
+    from apps.ledger.services import topup_post
+    from apps.partners.models import Partner
+
+    run = uuid.uuid4().hex[:8]
+    partner = Partner.objects.create(name=f"bench-ledger-{run}")
+    employer = Employer.objects.create(partner=partner, name=f"Bench {run}", external_ref=f"BENCH-{run}")
+    topup_post(employer_id=employer.pk, amount=10**13, reference=f"bench-fund-{run}", actor=Actor.system("bench"))
+    return employer.pk
+
+
+def pairs(employer_id: int, threads: int, seconds: float) -> tuple[int, float, list[float], int]:
+    """Each thread loops hold_place + hold_capture until the deadline. Returns (pairs, elapsed, latencies ms,
+    failures)."""
+    from django.db import connection
+
+    from apps.common.actors import Actor
+    from apps.ledger.services import hold_capture, hold_place
+
+    actor = Actor.system("bench")
+    run = uuid.uuid4().hex[:8]
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    failures = [0] * threads
+    barrier = threading.Barrier(threads + 1)
+    stop = threading.Event()
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            n = 0
+            while not stop.is_set():
+                reference = f"bench-{run}-{i}-{n}"
+                started = time.perf_counter()
+                result = hold_place(employer_id=employer_id, amount=1_00, reference=reference, actor=actor)
+                if result.placed:
+                    hold_capture(reference=reference, actor=actor)
+                else:
+                    failures[i] += 1
+                latencies[i].append((time.perf_counter() - started) * 1000)
+                n += 1
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    flat = [x for per in latencies for x in per]
+    return len(flat), elapsed, flat, sum(failures)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", default="1,2,4")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.db.utils import DatabaseError
+
+    from apps.ledger.models import LedgerAccount
+    from apps.ledger.selectors import ledger_verify
+
+    if connection.vendor != "postgresql":
+        print("This benchmark needs PostgreSQL: set DATABASE_URL=postgres://…", file=sys.stderr)
+        return 2
+    try:
+        LedgerAccount.objects.exists()
+    except DatabaseError:
+        print("Ledger tables are missing: run `manage.py migrate` on this database first.", file=sys.stderr)
+        return 2
+
+    print(f"PostgreSQL {connection.pg_version}; {args.seconds:.0f} s per measurement")
+    limit = raw_update_commit_rate(args.seconds)
+    print(f"limit: raw single-row UPDATE+COMMIT, 1 connection: {limit:,.0f} /s")
+    employer_id = setup_employer()
+    # Warm-up (connections, plans, system accounts).
+    pairs(employer_id, 1, 0.5)
+
+    ok = True
+    for threads in [int(t) for t in args.threads.split(",")]:
+        count, elapsed, latencies, failures = pairs(employer_id, threads, args.seconds)
+        rate = count / elapsed
+        p50, p99 = statistics.median(latencies), percentile(latencies, 99)
+        meets = rate >= 1000 and p99 <= 50
+        ok = ok and meets
+        print(
+            f"threads={threads}: {count} pairs in {elapsed:.1f} s = {rate:,.0f} pairs/s "
+            f"(= {2 * rate:,.0f} ledger commits/s), p50 {p50:.2f} ms, p99 {p99:.2f} ms per pair; "
+            f"ratio to raw UPDATE+COMMIT limit {rate / limit:.2f} (pairs) / {2 * rate / limit:.2f} (commits); "
+            f"not placed {failures}; target ≥1,000 pairs/s & p99 ≤50 ms: {'met' if meets else 'NOT met'}"
+        )
+    report = ledger_verify()
+    print("ledger_verify:", "OK" if report.ok else f"{len(report.problems)} problem(s): {report.problems[:5]}")
+    return 0 if ok and report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
