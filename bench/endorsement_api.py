@@ -52,26 +52,45 @@ def setup_world() -> tuple[str, int, int]:
 
     actor = Actor.system("bench")
     run = uuid.uuid4().hex[:8]
-    partner = Partner.objects.create(name=f"bench-{run}", rate_limit_per_minute=1_000_000,
-                                     rate_limit_per_hour=10_000_000, rate_limit_per_day=100_000_000)
-    employer = employer_create(partner_id=partner.pk, name="Bench Co", external_ref=f"B-{run}", actor=actor,
-                               velocity_limit_per_hour=1_000_000)
+    partner = Partner.objects.create(
+        name=f"bench-{run}",
+        rate_limit_per_minute=1_000_000,
+        rate_limit_per_hour=10_000_000,
+        rate_limit_per_day=100_000_000,
+    )
+    employer = employer_create(
+        partner_id=partner.pk, name="Bench Co", external_ref=f"B-{run}", actor=actor, velocity_limit_per_hour=1_000_000
+    )
     insurer, _ = Insurer.objects.get_or_create(code="sandbox-rest", defaults={"name": "Sandbox"})
     today = date.today()
-    policy = Policy.objects.create(employer=employer, insurer=insurer, policy_number=f"BENCH-{run}",
-                                   start_date=today - timedelta(days=10), end_date=today + timedelta(days=355),
-                                   premium_rate_per_mille=Decimal("4.5"), default_sum_insured=300_000_00)
+    policy = Policy.objects.create(
+        employer=employer,
+        insurer=insurer,
+        policy_number=f"BENCH-{run}",
+        start_date=today - timedelta(days=10),
+        end_date=today + timedelta(days=355),
+        premium_rate_per_mille=Decimal("4.5"),
+        default_sum_insured=300_000_00,
+    )
     topup_post(employer_id=employer.pk, amount=10**13, reference=f"bench-{run}", actor=actor)
-    _, key = api_key_create(partner=partner, name="bench", scopes=list(Scope.values), all_employers=True,
-                            actor=actor)
+    _, key = api_key_create(partner=partner, name="bench", scopes=list(Scope.values), all_employers=True, actor=actor)
     return key, employer.pk, policy.pk
 
 
 def body(employer: int, policy: int, code: str) -> dict:
     return {
-        "employer": employer, "policy": policy, "type": "addition", "effective_date": date.today().isoformat(),
-        "employee": {"employee_code": code, "first_name": "Bench", "last_name": "Member",
-                     "date_of_birth": "1990-01-01", "gender": "male", "email": f"{code.lower()}@bench.example"},
+        "employer": employer,
+        "policy": policy,
+        "type": "addition",
+        "effective_date": date.today().isoformat(),
+        "employee": {
+            "employee_code": code,
+            "first_name": "Bench",
+            "last_name": "Member",
+            "date_of_birth": "1990-01-01",
+            "gender": "male",
+            "email": f"{code.lower()}@bench.example",
+        },
     }
 
 
@@ -113,12 +132,16 @@ def raw_bulk_insert_seconds(rows: int) -> float:
     from django.db import connection, transaction
 
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS bench_rows (id bigserial primary key, code text, "
-                       "payload jsonb, created_at timestamptz default now())")
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS bench_rows (id bigserial primary key, code text, "
+            "payload jsonb, created_at timestamptz default now())"
+        )
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany("INSERT INTO bench_rows (code, payload) VALUES (%s, %s)",
-                           [(f"R{i}", '{"type": "addition"}') for i in range(rows)])
+        cursor.executemany(
+            "INSERT INTO bench_rows (code, payload) VALUES (%s, %s)",
+            [(f"R{i}", '{"type": "addition"}') for i in range(rows)],
+        )
     return time.perf_counter() - started
 
 
@@ -139,10 +162,25 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     key, employer, policy = setup_world()
     port = free_port()
-    server = subprocess.Popen(  # noqa: S603 - our own server
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--threads", "4", "--log-level", "warning"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     import requests
 
@@ -162,17 +200,25 @@ def main() -> None:
 
         health, _ = paced(base, args.rate, args.seconds, lambda s, i: s.get(f"{base}/health"))
         posts, errors = paced(
-            base, args.rate, args.seconds,
-            lambda s, i: s.post(f"{base}/api/v1/endorsements", json=body(employer, policy, f"P{run}{i}"),
-                                headers=headers),
+            base,
+            args.rate,
+            args.seconds,
+            lambda s, i: s.post(
+                f"{base}/api/v1/endorsements", json=body(employer, policy, f"P{run}{i}"), headers=headers
+            ),
         )
-        rows = [{k: v for k, v in body(employer, policy, f"B{run}{i}").items() if k not in ("employer", "policy")}
-                for i in range(args.rows)]
+        rows = [
+            {k: v for k, v in body(employer, policy, f"B{run}{i}").items() if k not in ("employer", "policy")}
+            for i in range(args.rows)
+        ]
         raw = raw_bulk_insert_seconds(args.rows)
         started = time.perf_counter()
-        response = requests.post(f"{base}/api/v1/endorsement-batches",
-                                 json={"employer": employer, "policy": policy, "rows": rows}, headers=headers,
-                                 timeout=120)
+        response = requests.post(
+            f"{base}/api/v1/endorsement-batches",
+            json={"employer": employer, "policy": policy, "rows": rows},
+            headers=headers,
+            timeout=120,
+        )
         batch_seconds = time.perf_counter() - started
         accepted = response.json().get("accepted") if response.status_code == 202 else response.text[:300]
     finally:
@@ -183,14 +229,19 @@ def main() -> None:
     print("\nEndorsement API benchmark")
     print(f"  machine: {os.cpu_count()} cores; gunicorn {args.workers} workers × 4 threads; PostgreSQL + Redis")
     print(f"  limit  GET /health at {args.rate}/s: p50 {percentile(health, 50):.1f} ms, p99 {h99:.1f} ms")
-    print(f"  POST /api/v1/endorsements at {args.rate}/s for {args.seconds:.0f} s: {len(posts)} requests, "
-          f"{errors} errors")
-    print(f"      p50 {p50:.1f} ms   p95 {p95:.1f} ms   p99 {p99:.1f} ms   p99 ratio to /health p99: {p99 / h99:.1f}×"
-          f"   target p99 ≤ 30 ms: {'MET' if p99 <= 30 else 'MISSED'}")
+    print(
+        f"  POST /api/v1/endorsements at {args.rate}/s for {args.seconds:.0f} s: {len(posts)} requests, {errors} errors"
+    )
+    print(
+        f"      p50 {p50:.1f} ms   p95 {p95:.1f} ms   p99 {p99:.1f} ms   p99 ratio to /health p99: {p99 / h99:.1f}×"
+        f"   target p99 ≤ 30 ms: {'MET' if p99 <= 30 else 'MISSED'}"
+    )
     print(f"  limit  raw bulk INSERT of {args.rows:,} rows in one transaction: {raw:.3f} s")
-    print(f"  batch of {args.rows:,} rows accepted and persisted with outbox rows: {batch_seconds:.2f} s "
-          f"(accepted {accepted}); ratio to raw insert: {batch_seconds / raw:.1f}×   target ≤ 2 s: "
-          f"{'MET' if batch_seconds <= 2 else 'MISSED'}")
+    print(
+        f"  batch of {args.rows:,} rows accepted and persisted with outbox rows: {batch_seconds:.2f} s "
+        f"(accepted {accepted}); ratio to raw insert: {batch_seconds / raw:.1f}×   target ≤ 2 s: "
+        f"{'MET' if batch_seconds <= 2 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

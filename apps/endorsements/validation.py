@@ -97,8 +97,8 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
         .order_by("id")
         .values_list("employee_code", "type", "sum_insured")
     )
-    for code, kind, sum_insured in in_flight:
-        apply_to_projection(states[code], kind=kind, sum_insured=sum_insured)
+    for code, kind, in_flight_si in in_flight:
+        apply_to_projection(states[code], kind=kind, sum_insured=in_flight_si)
     return states
 
 
@@ -120,7 +120,7 @@ def price_against(*, draft: EndorsementDraft, policy: Policy, state: MemberState
         dob = draft.details.get("date_of_birth")
         if isinstance(dob, date) and not 0 <= age_on(dob, draft.effective_date) <= 100:
             errors["employee.date_of_birth"] = "The member's age on the effective date must be 0–100."
-        sum_insured = draft.sum_insured or policy.default_sum_insured
+        sum_insured: int = draft.sum_insured or policy.default_sum_insured
         if errors:
             raise MemberError(errors)
         q = quote(

@@ -177,8 +177,28 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-relay-safety-net": {"task": "outbox.relay", "schedule": 1.0, "options": {"queue": "outbox"}},
     "outbox-retention": {"task": "outbox.retention", "schedule": 3600.0, "options": {"queue": "outbox"}},
     "audit-seal": {"task": "audit.seal", "schedule": 10.0, "options": {"queue": "audit", "expires": 10}},
-    "audit-verify": {"task": "audit.verify", "schedule": crontab(hour=2, minute=30), "options": {"queue": "audit"}},
+    "audit-verify": {"task": "audit.verify", "schedule": crontab(hour=21, minute=15), "options": {"queue": "audit"}},
     "idempotency-purge": {"task": "common.idempotency_purge", "schedule": 3600.0},
+    "ledger-verify-nightly": {
+        "task": "ledger.verify",
+        "schedule": crontab(hour=21, minute=0),  # 02:30 IST
+        "options": {"queue": "ledger"},
+    },
+    "endorsement-scheduler-windows": {
+        "task": "endorsements.schedule",
+        "schedule": 1.0,
+        "options": {"queue": "endorsements", "expires": 5},
+    },
+    "endorsement-activate-due": {
+        "task": "endorsements.activate_due",
+        "schedule": 900.0,
+        "options": {"queue": "endorsements"},
+    },
+    "endorsement-hold-expiry-sweeper": {
+        "task": "endorsements.expire_parked",
+        "schedule": 3600.0,
+        "options": {"queue": "endorsements"},
+    },
 }
 
 # --- Outbox -----------------------------------------------------------------------------------------
@@ -272,6 +292,8 @@ SPECTACULAR_SETTINGS = {
         "EndorsementBatchStatusEnum": ["processing", "completed", "cancelled"],
         "LoanApplicationStatusEnum": "apps.loan_applications.models.LoanStatus",
         "LoanTypeEnum": "apps.loan_applications.models.LoanType",
+        "LedgerTransactionKindEnum": "apps.ledger.models.TransactionKind",
+        "LedgerEntryDirectionEnum": "apps.ledger.models.Direction",
     },
 }
 

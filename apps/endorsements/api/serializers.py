@@ -87,8 +87,8 @@ class EndorsementDetailSerializer(EndorsementSerializer):
     history = EndorsementHistorySerializer(many=True, read_only=True)
 
     class Meta(EndorsementSerializer.Meta):
-        fields = (*EndorsementSerializer.Meta.fields, "history")
-        read_only_fields = fields
+        fields = (*EndorsementSerializer.Meta.fields, "history")  # type: ignore[assignment]
+        read_only_fields = fields  # type: ignore[assignment]
 
 
 class EndorsementQuoteSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -125,7 +125,7 @@ class EndorsementBatchRowErrorSerializer(serializers.Serializer):  # type: ignor
 
 class EndorsementBatchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     status = serializers.SerializerMethodField()
-    errors = EndorsementBatchRowErrorSerializer(many=True, read_only=True)
+    errors = EndorsementBatchRowErrorSerializer(many=True, read_only=True)  # type: ignore[assignment]
 
     class Meta:
         model = EndorsementBatch
@@ -156,8 +156,8 @@ class EndorsementBatchProgressSerializer(EndorsementBatchSerializer):
     percent_complete = serializers.FloatField(read_only=True)
 
     class Meta(EndorsementBatchSerializer.Meta):
-        fields = (*EndorsementBatchSerializer.Meta.fields, "counts", "percent_complete")
-        read_only_fields = fields
+        fields = (*EndorsementBatchSerializer.Meta.fields, "counts", "percent_complete")  # type: ignore[assignment]
+        read_only_fields = fields  # type: ignore[assignment]
 
 
 def progress_payload(batch: EndorsementBatch, progress: dict[str, Any]) -> dict[str, Any]:

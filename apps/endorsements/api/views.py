@@ -58,7 +58,9 @@ def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[
         errors.update({k: v[0] for k, v in exc.errors.items()})
     if errors:
         raise DomainValidationError(errors)
-    employer = employer_selectors.employer_get_for(principal_of(request), employer_id)  # type: ignore[arg-type]
+    assert employer_id is not None
+    assert policy_id is not None
+    employer = employer_selectors.employer_get_for(principal_of(request), employer_id)
     policy = Policy.objects.filter(pk=policy_id, employer=employer).select_related("insurer").first()
     if policy is None:
         raise DomainValidationError({"policy": "No such policy for this employer."})
@@ -193,6 +195,7 @@ class EndorsementBatchCreateView(PartnerGenericAPIView):
         drafts: list[EndorsementDraft | None] = []
         row_errors: list[services.RowError] = []
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
+        rows: list[Any]
         if upload is not None:
             try:
                 rows, _ = read_csv(upload.read())
@@ -201,11 +204,12 @@ class EndorsementBatchCreateView(PartnerGenericAPIView):
             source = "csv"
             parse = draft_from_csv_row
         else:
-            rows = body.get("rows")
-            if not isinstance(rows, list) or not rows:
+            json_rows = body.get("rows")
+            if not isinstance(json_rows, list) or not json_rows:
                 raise DomainValidationError({"rows": "A non-empty list of rows (or a CSV `file`) is required."})
-            if len(rows) > MAX_ROWS:
+            if len(json_rows) > MAX_ROWS:
                 raise DomainValidationError({"rows": f"At most {MAX_ROWS} rows per batch."})
+            rows = json_rows
             source = "json"
             parse = _json_row
         if not rows:

@@ -38,8 +38,9 @@ def world(live_server, make_key, time_machine, require_postgres):
 
 
 def fund(policy, rupees: int) -> None:
-    ledger.topup_post(employer_id=policy.employer_id, amount=rupees * 100, reference=f"topup-{rupees}-{timezone.now()}",
-                      actor=SYSTEM)
+    ledger.topup_post(
+        employer_id=policy.employer_id, amount=rupees * 100, reference=f"topup-{rupees}-{timezone.now()}", actor=SYSTEM
+    )
 
 
 def run_pipeline(rounds: int = 6) -> None:
@@ -87,8 +88,7 @@ def test_addition_and_deletion_back_to_back_reach_the_insurer_in_order(world):
     assert Endorsement.objects.get(pk=add["id"]).status == S.ACTIVE
     assert Endorsement.objects.get(pk=delete.json()["id"]).status == S.ACTIVE
     coverage = Coverage.objects.get(policy=policy, employee__employee_code="E-2")
-    assert (coverage.status, coverage.start_date, coverage.end_date) == ("ended", date(2026, 5, 15),
-                                                                         date(2026, 5, 31))
+    assert (coverage.status, coverage.start_date, coverage.end_date) == ("ended", date(2026, 5, 15), date(2026, 5, 31))
 
 
 def test_future_dated_endorsement_waits_confirmed_until_its_date(world):
@@ -147,8 +147,9 @@ def test_debit_that_does_not_fit_is_parked_and_a_topup_wakes_it(world):
     run_pipeline()
     assert Endorsement.objects.get(pk=body["id"]).status == S.ON_HOLD_FUNDS
 
-    response = client.post("/api/v1/ledger/topups", {"employer": policy.employer_id, "amount": "50000.00",
-                                                     "reference": "wake-1"})
+    response = client.post(
+        "/api/v1/ledger/topups", {"employer": policy.employer_id, "amount": "50000.00", "reference": "wake-1"}
+    )
     assert response.status_code == 201, response.content
     run_pipeline()
 
@@ -196,9 +197,11 @@ def test_batch_csv_of_1000_rows_with_10_malformed(world):
     upload = io.BytesIO("\n".join(lines).encode())
     upload.name = "census.csv"
 
-    response = client.client.post("/api/v1/endorsement-batches",
-                                  {"employer": policy.employer_id, "policy": policy.pk, "file": upload},
-                                  format="multipart")
+    response = client.client.post(
+        "/api/v1/endorsement-batches",
+        {"employer": policy.employer_id, "policy": policy.pk, "file": upload},
+        format="multipart",
+    )
 
     assert response.status_code == 202, response.content
     body = response.json()
@@ -213,11 +216,14 @@ def test_batch_csv_of_1000_rows_with_10_malformed(world):
 def test_batch_cancel_stops_rows_not_yet_sent(world):
     policy, client = world
     fund(policy, 10_000_000)
-    rows = [{k: v for k, v in addition(policy, f"X-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
-            for i in range(20)]
+    rows = [
+        {k: v for k, v in addition(policy, f"X-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
+        for i in range(20)
+    ]
 
-    body = client.post("/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk,
-                                                        "rows": rows}).json()
+    body = client.post(
+        "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
+    ).json()
     drain()  # processed to FUNDS_LOCKED, not yet sent
     response = client.delete(f"/api/v1/endorsement-batches/{body['id']}")
 
@@ -233,8 +239,9 @@ def test_correction_of_sum_insured_prices_the_difference_and_updates_cover(world
     client.post("/api/v1/endorsements", addition(policy, "K-1", effective=TODAY))
     run_pipeline()
 
-    body = client.post("/api/v1/endorsements",
-                       correction(policy, "K-1", effective=TODAY, sum_insured="600000.00", last_name="Iyer")).json()
+    body = client.post(
+        "/api/v1/endorsements", correction(policy, "K-1", effective=TODAY, sum_insured="600000.00", last_name="Iyer")
+    ).json()
     run_pipeline()
 
     e = Endorsement.objects.get(pk=body["id"])

@@ -26,8 +26,13 @@ SYSTEM = Actor.system("tests")
 
 
 def submit(policy: Policy, body: dict) -> Endorsement:
-    return services.endorsement_submit(employer=policy.employer, policy=policy, draft=draft_from_request(body),
-                                       partner_id=policy.employer.partner_id, actor=SYSTEM)
+    return services.endorsement_submit(
+        employer=policy.employer,
+        policy=policy,
+        draft=draft_from_request(body),
+        partner_id=policy.employer.partner_id,
+        actor=SYSTEM,
+    )
 
 
 @pytest.fixture
@@ -146,8 +151,12 @@ def test_8_workers_500_debits_funded_for_300_lock_exactly_300_and_park_200_then_
 ):
     time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=True)
     # A premium of exactly ₹1.00 per addition: SI ₹1,000 at 1 per mille over a term that starts today.
-    policy = PolicyFactory(start_date=date(2026, 6, 1), end_date=date(2027, 5, 31), premium_rate_per_mille=Decimal(1),
-                           default_sum_insured=1000_00)
+    policy = PolicyFactory(
+        start_date=date(2026, 6, 1),
+        end_date=date(2027, 5, 31),
+        premium_rate_per_mille=Decimal(1),
+        default_sum_insured=1000_00,
+    )
     policy.employer.velocity_limit_per_hour = 10_000
     policy.employer.save()
     ledger.topup_post(employer_id=policy.employer_id, amount=300_00, reference="fund-300", actor=SYSTEM)

@@ -52,7 +52,7 @@ class _ThreadingServer(WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -68,15 +68,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py demo")
         port = _free_port()
-        server = make_server("127.0.0.1", port, WSGIHandler(), server_class=_ThreadingServer,
-                             handler_class=_QuietHandler)
+        server = make_server(
+            "127.0.0.1", port, WSGIHandler(), server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started = timezone.now()
         try:
             [insurer] = sandbox_register(base_url=f"http://127.0.0.1:{port}")
             run = started.strftime("%H%M%S")
-            partner = Partner.objects.filter(name="demo-partner").first() or partner_create(name="demo-partner",
-                                                                                              actor=actor)
+            partner = Partner.objects.filter(name="demo-partner").first() or partner_create(
+                name="demo-partner", actor=actor
+            )
             today = timezone.localdate()
             funded = self._employer(partner, f"DEMO-FUNDED-{run}", "Funded Industries", actor)
             lean = self._employer(partner, f"DEMO-LEAN-{run}", "Lean Startups", actor)
@@ -86,24 +88,35 @@ class Command(BaseCommand):
             ledger.topup_post(employer_id=lean.pk, amount=1_000_00, reference=f"demo-{run}-2", actor=actor)
 
             self.stdout.write(self.style.MIGRATE_HEADING("1. Funded employer: a batch of additions, then a deletion"))
-            rows = [self._addition(f"F{i}", today, "1988-04-0%d" % (i + 1)) for i in range(4)]
+            rows = [self._addition(f"F{i}", today, f"1988-04-0{i + 1}") for i in range(4)]
             rows.append(self._addition("F-SENIOR", today, "1950-01-15"))  # 70+: the insurer refuses
             services.endorsement_batch_create(
-                employer=funded, policy=funded_policy, drafts=[draft_from_request(r) for r in rows],
-                parse_errors=[], source="json", partner_id=partner.pk, actor=actor,
+                employer=funded,
+                policy=funded_policy,
+                drafts=[draft_from_request(r) for r in rows],
+                parse_errors=[],
+                source="json",
+                partner_id=partner.pk,
+                actor=actor,
             )
             self._pump(actor)
-            deletion = draft_from_request({"type": "deletion", "employee_code": "F0",
-                                           "effective_date": (today + timedelta(days=1)).isoformat()})
-            services.endorsement_submit(employer=funded, policy=funded_policy, draft=deletion, partner_id=partner.pk,
-                                        actor=actor)
+            deletion = draft_from_request(
+                {"type": "deletion", "employee_code": "F0", "effective_date": (today + timedelta(days=1)).isoformat()}
+            )
+            services.endorsement_submit(
+                employer=funded, policy=funded_policy, draft=deletion, partner_id=partner.pk, actor=actor
+            )
             self._pump(actor)
 
             self.stdout.write(self.style.MIGRATE_HEADING("2. Lean employer: additions that do not fit its balance"))
             for i in range(2):
-                services.endorsement_submit(employer=lean, policy=lean_policy,
-                                            draft=draft_from_request(self._addition(f"L{i}", today, "1992-07-11")),
-                                            partner_id=partner.pk, actor=actor)
+                services.endorsement_submit(
+                    employer=lean,
+                    policy=lean_policy,
+                    draft=draft_from_request(self._addition(f"L{i}", today, "1992-07-11")),
+                    partner_id=partner.pk,
+                    actor=actor,
+                )
             self._pump(actor)
             self.stdout.write(f"   balance before top-up: {self._balance(lean)}")
             self.stdout.write(self.style.MIGRATE_HEADING("3. The lean employer tops up"))
@@ -116,18 +129,39 @@ class Command(BaseCommand):
             server.shutdown()
 
     def _employer(self, partner: Partner, ref: str, name: str, actor: Actor) -> Employer:
-        return employer_create(partner_id=partner.pk, name=name, external_ref=ref, contact_email="hr@demo.example",
-                               low_balance_threshold=500_00, actor=actor)
+        return employer_create(
+            partner_id=partner.pk,
+            name=name,
+            external_ref=ref,
+            contact_email="hr@demo.example",
+            low_balance_threshold=500_00,
+            actor=actor,
+        )
 
     def _policy(self, employer: Employer, insurer: Any, number: str, today: date) -> Policy:
-        return Policy.objects.create(employer=employer, insurer=insurer, policy_number=number,
-                                     start_date=today - timedelta(days=30), end_date=today + timedelta(days=334),
-                                     premium_rate_per_mille=Decimal("4.5"), default_sum_insured=300_000_00)
+        return Policy.objects.create(
+            employer=employer,
+            insurer=insurer,
+            policy_number=number,
+            start_date=today - timedelta(days=30),
+            end_date=today + timedelta(days=334),
+            premium_rate_per_mille=Decimal("4.5"),
+            default_sum_insured=300_000_00,
+        )
 
     def _addition(self, code: str, today: date, dob: str) -> dict[str, Any]:
-        return {"type": "addition", "effective_date": today.isoformat(),
-                "employee": {"employee_code": code, "first_name": "Demo", "last_name": code, "date_of_birth": dob,
-                             "gender": "female", "email": f"{code.lower()}@demo.example"}}
+        return {
+            "type": "addition",
+            "effective_date": today.isoformat(),
+            "employee": {
+                "employee_code": code,
+                "first_name": "Demo",
+                "last_name": code,
+                "date_of_birth": dob,
+                "gender": "female",
+                "email": f"{code.lower()}@demo.example",
+            },
+        }
 
     def _pump(self, actor: Actor) -> None:
         for _ in range(10):
@@ -150,10 +184,13 @@ class Command(BaseCommand):
         for h in rows:
             e = h.endorsement
             arrow = f"{h.from_status or '·'} → {h.to_status}"
-            self.stdout.write(f"  {h.at:%H:%M:%S.%f}"[:-3] + f"  #{e.pk:<5} {e.type:<10} {e.employee_code:<9} "
-                              f"{arrow:<32} {h.detail}")
+            self.stdout.write(
+                f"  {h.at:%H:%M:%S.%f}"[:-3] + f"  #{e.pk:<5} {e.type:<10} {e.employee_code:<9} {arrow:<32} {h.detail}"
+            )
         self.stdout.write(self.style.MIGRATE_HEADING("Outcome"))
         for e in Endorsement.objects.filter(employer_id__in=employer_ids).order_by("id"):
             extra = f" ({e.rejection_class}: {e.rejection_reason})" if e.rejection_class else ""
-            self.stdout.write(f"  #{e.pk:<5} {e.employee_code:<9} {e.type:<10} {e.status:<14} "
-                              f"₹{format_minor(e.premium_amount)} {e.premium_direction}{extra}")
+            self.stdout.write(
+                f"  #{e.pk:<5} {e.employee_code:<9} {e.type:<10} {e.status:<14} "
+                f"₹{format_minor(e.premium_amount)} {e.premium_direction}{extra}"
+            )

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from apps.common.actors import Actor
 from apps.employers.models import Employer, Insurer, InsurerProtocol, Policy
-from apps.employers.services import employer_create
+from apps.employers.services import employer_create, policy_create
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
@@ -58,9 +58,11 @@ class Command(BaseCommand):
             partner = Partner.objects.filter(name=DEMO_PARTNER).first() or partner_create(
                 name=DEMO_PARTNER, actor=actor
             )
+            today = timezone.localdate()
             for ref, name, email in DEMO_EMPLOYERS:
-                if not Employer.objects.filter(partner=partner, external_ref=ref).exists():
-                    employer_create(
+                employer = Employer.objects.filter(partner=partner, external_ref=ref).first()
+                if employer is None:
+                    employer = employer_create(
                         partner_id=partner.pk,
                         name=name,
                         external_ref=ref,
@@ -68,6 +70,19 @@ class Command(BaseCommand):
                         low_balance_threshold=50_000_00,
                         actor=actor,
                     )
+                if not Policy.objects.filter(insurer=sandbox, policy_number=f"GMC-{ref}").exists():
+                    policy_create(
+                        employer=employer,
+                        insurer_code=sandbox.code,
+                        policy_number=f"GMC-{ref}",
+                        start_date=today - timedelta(days=30),
+                        end_date=today + timedelta(days=334),
+                        premium_rate_per_mille=Decimal("4.5"),
+                        default_sum_insured=500_000_00,
+                        actor=actor,
+                    )
+                # Idempotent by reference: running seed_demo again posts nothing.
+                topup_post(employer_id=employer.pk, amount=5_00_000_00, reference=f"seed-demo-{ref}", actor=actor)
             plaintext = demo_key_plaintext()
             prefix = plaintext.split(".")[0]
             api_key = APIKey.objects.filter(prefix=prefix).first()
@@ -85,12 +100,16 @@ class Command(BaseCommand):
             elif api_key.revoked:
                 self.stdout.write(self.style.WARNING("The demo key was revoked; create one with apikey_create."))
                 return
-        seed_demo_loans(partner=partner, stdout=self.stdout)
+        seed_demo_loans(partner=partner, stdout=self.stdout)  # type: ignore[arg-type]
         employers = Employer.objects.filter(partner=partner).order_by("id")
         self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
         self.stdout.write("Employers: " + ", ".join(f"{e.external_ref} (id {e.pk})" for e in employers))
-        self.stdout.write("Policies: " + ", ".join(
-            f"{p.policy_number} (id {p.pk})" for p in Policy.objects.filter(employer__partner=partner).order_by("id")
-        ))
+        self.stdout.write(
+            "Policies: "
+            + ", ".join(
+                f"{p.policy_number} (id {p.pk})"
+                for p in Policy.objects.filter(employer__partner=partner).order_by("id")
+            )
+        )
         self.stdout.write("Demo API key (all scopes, all demo employers) — use `Authorization: Api-Key <key>`:")
         self.stdout.write(plaintext)
