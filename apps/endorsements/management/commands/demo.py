@@ -4,7 +4,7 @@ It serves this Django app on a free local port (so the sandbox insurer is reache
 production), then drives the outbox inline — relay, consumers, scheduler windows — instead of waiting for a
 worker, so the run is deterministic and takes seconds:
 
-1. a funded employer uploads a batch of additions and a deletion: all reach ACTIVE;
+1. a funded employer uploads a batch of additions, then a batch of leavers and joiners: all reach ACTIVE;
 2. one addition is of a 70-year-old: the sandbox rejects it (age_limit) and its hold is released;
 3. a lean employer's additions do not fit its balance: they park in ON_HOLD_FUNDS until a top-up wakes them.
 """
@@ -87,26 +87,20 @@ class Command(BaseCommand):
             ledger.topup_post(employer_id=funded.pk, amount=1_000_000_00, reference=f"demo-{run}-1", actor=actor)
             ledger.topup_post(employer_id=lean.pk, amount=1_000_00, reference=f"demo-{run}-2", actor=actor)
 
-            self.stdout.write(self.style.MIGRATE_HEADING("1. Funded employer: a batch of additions, then a deletion"))
-            rows = [self._addition(f"F{i}", today, f"1988-04-0{i + 1}") for i in range(4)]
-            rows.append(self._addition("F-SENIOR", today, "1950-01-15"))  # 70+: the insurer refuses
-            services.endorsement_batch_create(
-                employer=funded,
-                policy=funded_policy,
-                drafts=[draft_from_request(r) for r in rows],
-                parse_errors=[],
-                source="json",
-                partner_id=partner.pk,
-                actor=actor,
-            )
-            self._pump(actor)
-            deletion = draft_from_request(
-                {"type": "deletion", "employee_code": "F0", "effective_date": (today + timedelta(days=1)).isoformat()}
-            )
-            services.endorsement_submit(
-                employer=funded, policy=funded_policy, draft=deletion, partner_id=partner.pk, actor=actor
-            )
-            self._pump(actor)
+            self.stdout.write(self.style.MIGRATE_HEADING("1. Funded employer: a batch of additions (back-dated)"))
+            joined = today - timedelta(days=10)
+            rows = [self._addition(f"F{i}", joined, f"1988-04-0{i + 1}") for i in range(4)]
+            rows.append(self._addition("F-SENIOR", joined, "1950-01-15"))  # over 65: the insurer refuses
+            self._batch(funded, funded_policy, rows, partner, actor)
+            self.stdout.write(f"   balance: {self._balance(funded)} (the refused member's hold was released)")
+            self.stdout.write(self.style.MIGRATE_HEADING("   … then a batch of two leavers and two joiners"))
+            rows = [
+                {"type": "deletion", "employee_code": code, "effective_date": today.isoformat()}
+                for code in ("F0", "F1")
+            ]
+            rows += [self._addition(f"F{i}", today, "1991-09-09") for i in (4, 5)]
+            self._batch(funded, funded_policy, rows, partner, actor)
+            self.stdout.write(f"   balance: {self._balance(funded)}")
 
             self.stdout.write(self.style.MIGRATE_HEADING("2. Lean employer: additions that do not fit its balance"))
             for i in range(2):
@@ -162,6 +156,20 @@ class Command(BaseCommand):
                 "email": f"{code.lower()}@demo.example",
             },
         }
+
+    def _batch(
+        self, employer: Employer, policy: Policy, rows: list[dict[str, Any]], partner: Partner, actor: Actor
+    ) -> None:
+        services.endorsement_batch_create(
+            employer=employer,
+            policy=policy,
+            drafts=[draft_from_request(r) for r in rows],
+            parse_errors=[],
+            source="json",
+            partner_id=partner.pk,
+            actor=actor,
+        )
+        self._pump(actor)
 
     def _pump(self, actor: Actor) -> None:
         for _ in range(10):
