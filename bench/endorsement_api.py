@@ -190,7 +190,7 @@ def main() -> None:
             try:
                 if requests.get(f"{base}/health", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         headers = {"Authorization": f"Api-Key {key}"}
         run = uuid.uuid4().hex[:6]
@@ -220,7 +220,9 @@ def main() -> None:
             timeout=120,
         )
         batch_seconds = time.perf_counter() - started
-        accepted = response.json().get("accepted") if response.status_code == 202 else response.text[:300]
+        batch_ok = response.status_code == 202
+        accepted = response.json().get("accepted") if batch_ok else f"HTTP {response.status_code}: {response.text[:300]}"
+        probe = requests.post(f"{base}/api/v1/endorsements", json=body(employer, policy, f"Q{run}"), headers=headers)
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -29,9 +29,9 @@ class RequestSizeLimitMiddleware:
             except ValueError:
                 return problem_response(request, 400, "Content-Length is not a number.")
             content_type = request.META.get("CONTENT_TYPE", "")
-            limit = (
-                settings.API_MAX_UPLOAD_BYTES if content_type.startswith("multipart/") else settings.API_MAX_BODY_BYTES
-            )
+            # Uploads and JSON batches (up to 50,000 rows) get the upload limit; everything else the body limit.
+            is_upload = content_type.startswith("multipart/") or request.path.startswith(UPLOAD_PATHS)
+            limit = settings.API_MAX_UPLOAD_BYTES if is_upload else settings.API_MAX_BODY_BYTES
             if length > limit:
                 return problem_response(
                     request,
