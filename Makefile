@@ -60,8 +60,14 @@ check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
 	 elif docker compose version >/dev/null 2>&1; then DJANGO_SECRET_KEY=x docker compose -f docker-compose.yml config -q; \
 	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
 
-bench: install ## run the benchmarks (PostgreSQL + Redis) and print their figures
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(subst /15,/14,$(TEST_REDIS_URL)) $(BIN)/python bench/outbox_relay.py
+bench: install ## run every benchmark (PostgreSQL + Redis), each on its own database; figures go to docs/benchmarks.md
+	@for b in outbox_relay ledger_hold_capture endorsement_api loan_pipeline; do \
+	  echo "== bench/$$b.py"; \
+	  createdb -h 127.0.0.1 -U postgres keel_bench_$$b 2>/dev/null || true; \
+	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b $(BIN)/python manage.py migrate -v0 || exit 1; \
+	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b REDIS_URL=redis://127.0.0.1:6379/14 \
+	    $(BIN)/python bench/$$b.py || exit 1; \
+	done
 
 clean: ## remove the embedded database, broker folders and caches
 	rm -rf var .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Outbox relay benchmark (SPEC §12, ADR 0002). Needs PostgreSQL and Redis:
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench REDIS_URL=redis://127.0.0.1:6379/14 \\
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_outbox REDIS_URL=redis://127.0.0.1:6379/14 \\
         .venv/bin/python bench/outbox_relay.py [--events 20000] [--rate 200] [--seconds 10] [--pool threads]
 
 It measures, each against a limit measured in the same run on the same machine:
@@ -16,6 +16,9 @@ It measures, each against a limit measured in the same run on the same machine:
       2. "relay process": `manage.py outbox_relay` woken by PostgreSQL LISTEN/NOTIFY at commit, nudges off;
     target p99 ≤ 50 ms. The consumer is `apps/outbox/bench_consumer.py`, registered only in processes started
     with KEEL_BENCH=1 (set here for the worker).
+
+Use a database of its own (it is created if missing): a relay publishes every due row it finds, so a
+shared database would mix other work into the figures and this run into other work.
 
 Everything the benchmark writes (outbox rows of topic `bench.outbox`, the `bench` queue, the latency list)
 is removed at the end, and every subprocess it started is stopped.
@@ -54,7 +57,7 @@ def check_services() -> None:
     if not database_url.startswith(("postgres://", "postgresql://")) or not redis_url.startswith("redis://"):
         fail(
             "this benchmark needs PostgreSQL and Redis. Set DATABASE_URL=postgres://… and REDIS_URL=redis://…, "
-            "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench REDIS_URL=redis://127.0.0.1:6379/14"
+            "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_outbox REDIS_URL=redis://127.0.0.1:6379/14"
         )
     import psycopg
     import redis
@@ -189,7 +192,9 @@ def wait_for(condition: Any, *, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def latency_at_rate(*, rate: int, seconds: float, mode: str, pool: str, concurrency: int) -> dict[str, Any]:
+def latency_at_rate(
+    *, rate: int, seconds: float, mode: str, pool: str, concurrency: int, linger_ms: float
+) -> dict[str, Any]:
     import redis
     from django.conf import settings
     from django.db import transaction
@@ -212,7 +217,8 @@ def latency_at_rate(*, rate: int, seconds: float, mode: str, pool: str, concurre
     quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", "-n", name]
     processes = [start([*worker, *quiet], env)]
     if not nudge:
-        processes.append(start([sys.executable, "manage.py", "outbox_relay", "--idle-seconds", "1"], env))
+        relay = [sys.executable, "manage.py", "outbox_relay", "--idle-seconds", "1", "--linger-ms", str(linger_ms)]
+        processes.append(start(relay, env))
     try:
         hostname = name.replace("%h", os.uname().nodename)
         wait_for(lambda: bool(app.control.ping([hostname], timeout=0.5)), seconds=60, what="the Celery worker")
@@ -269,6 +275,7 @@ def main() -> None:
     parser.add_argument("--pool", default="threads", help="Celery pool of the latency runs' worker")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--modes", default="nudge,relay-process", help="latency set-ups to run")
+    parser.add_argument("--linger-ms", type=float, default=5.0, help="outbox_relay --linger-ms (relay-process)")
     args = parser.parse_args()
     check_services()
 
@@ -288,7 +295,12 @@ def main() -> None:
     runs = []
     for mode in args.modes.split(","):
         run = latency_at_rate(
-            rate=args.rate, seconds=args.seconds, mode=mode, pool=args.pool, concurrency=args.concurrency
+            rate=args.rate,
+            seconds=args.seconds,
+            mode=mode,
+            pool=args.pool,
+            concurrency=args.concurrency,
+            linger_ms=args.linger_ms,
         )
         print(f"  latency run '{mode}': {len(run['latency_ms'])}/{run['expected']} delivered", flush=True)
         runs.append(run)

@@ -102,7 +102,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         "loggers": {
             "django.server": {"level": "WARNING"},
             "django.db.backends": {"level": "WARNING"},
-            "celery": {"level": "INFO"},
+            # Celery logs two lines per task at INFO; under load that is measurable work, so LOG_LEVEL governs it.
+            "celery": {"level": level},
         },
     }
 

@@ -315,6 +315,7 @@ def relay_forever(
     idle_seconds: float = 1.0,
     should_stop: Callable[[], bool] = lambda: False,
     publish: Publish | None = None,
+    linger_seconds: float = 0.0,
 ) -> int:
     """A dedicated relay process (`manage.py outbox_relay`): lowest commit → publish latency.
 
@@ -323,7 +324,9 @@ def relay_forever(
        connection's queue and ends the next wait at once.
     2. Relay until nothing is due.
     3. Wait for a notification, at most `idle_seconds` (rows that became due by time — retries, delays,
-       expired leases — are picked up by this timeout), and go to 2.
+       expired leases — are picked up by this timeout). After a notification, linger `linger_seconds` so
+       commits arriving close together leave as one chunk (one Celery task) instead of one task each — the
+       consumers' per-task overhead, not the relay, limits throughput at a steady trickle. Go to 2.
     A database error (restart, failover) drops the listener; the loop reconnects after a pause.
     Returns how many messages it published (when `should_stop()` ends it).
     """
@@ -335,7 +338,8 @@ def relay_forever(
                 listener = CommitListener()
             total += relay_until_empty(batch_size=batch_size, publish=publish, max_seconds=5.0)
             if listener is not None:
-                listener.wait(idle_seconds)
+                if listener.wait(idle_seconds) and linger_seconds > 0:
+                    time.sleep(linger_seconds)
             else:
                 time.sleep(idle_seconds)
         except Exception:

@@ -19,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="relay until nothing is due, then exit")
         parser.add_argument("--batch-size", type=int, help="rows per claim (default OUTBOX['BATCH_SIZE'])")
         parser.add_argument("--idle-seconds", type=float, default=1.0, help="longest wait between passes")
+        parser.add_argument(
+            "--linger-ms", type=float, default=0.0, help="after a commit wakes it, wait this long to batch commits"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["once"]:
@@ -34,6 +37,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         published = relay_forever(
-            batch_size=options["batch_size"], idle_seconds=options["idle_seconds"], should_stop=lambda: stopping
+            batch_size=options["batch_size"],
+            idle_seconds=options["idle_seconds"],
+            linger_seconds=options["linger_ms"] / 1000,
+            should_stop=lambda: stopping,
         )
         self.stdout.write(f"Published {published} message(s).")
