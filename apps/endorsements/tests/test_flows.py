@@ -249,3 +249,65 @@ def test_correction_of_sum_insured_prices_the_difference_and_updates_cover(world
     coverage = Coverage.objects.get(employee__employee_code="K-1")
     assert coverage.sum_insured == 600_000_00
     assert coverage.employee.last_name == "Iyer"
+
+
+def test_1000_endorsements_reach_active_each_applied_once_and_the_ledger_verifies(world):
+    policy, client = world
+    fund(policy, 10_000_000)
+    rows = [
+        {k: v for k, v in addition(policy, f"T-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
+        for i in range(1000)
+    ]
+
+    response = client.post(
+        "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
+    )
+    assert response.status_code == 202, response.content
+    run_pipeline(rounds=20)
+
+    assert Endorsement.objects.filter(status=S.ACTIVE).count() == 1000
+    keys = list(Endorsement.objects.values_list("idempotency_key", flat=True))
+    assert SandboxApplied.objects.filter(idempotency_key__in=keys).count() == 1000
+    assert not SandboxApplied.objects.filter(times_seen__gt=1).exists()
+    assert Coverage.objects.filter(policy=policy, status="active").count() == 1000
+    call_command("ledger_verify", stdout=io.StringIO())
+
+
+def test_addition_then_deletion_with_4_concurrent_workers_reach_the_insurer_in_order(world):
+    import threading
+
+    from django.db import connection
+
+    policy, client = world
+    fund(policy, 1_000_000)
+    codes = [f"O-{i}" for i in range(10)]
+    for code in codes:
+        assert (
+            client.post("/api/v1/endorsements", addition(policy, code, effective=date(2026, 5, 20))).status_code == 202
+        )
+        assert client.post("/api/v1/endorsements", deletion(policy, code, effective=TODAY)).status_code == 202
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(30):
+                drain(batch_size=3)
+                services.scheduler_tick(actor=SYSTEM, force=True)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run_pipeline()
+
+    assert errors == []
+    for code in codes:
+        kinds = list(SandboxApplied.objects.filter(employee_code=code).order_by("id").values_list("kind", flat=True))
+        assert kinds == ["addition", "deletion"], (code, kinds)
+        assert Coverage.objects.get(policy=policy, employee__employee_code=code).status == "ended"
+    assert Endorsement.objects.exclude(status=S.ACTIVE).count() == 0

@@ -1,0 +1,260 @@
+"""End-to-end endorsement benchmark (SPEC §12): 10,000 endorsements from 50 employers over 3 sandbox
+insurers, from upload to ACTIVE, with nothing lost or doubled.
+
+The partner uploads go through the real API (one JSON batch per employer) to a gunicorn server that also
+serves the sandbox insurers over HTTP. The pipeline is then driven by `--workers` processes, each running
+relay + consumers + scheduler windows in a loop (`manage.py outbox_relay`-style inline delivery, no Celery
+hop): that isolates Keel's own work from broker configuration. Limit measured in the same run: the raw
+`INSERT … COMMIT` rate of the same PostgreSQL.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_e2e REDIS_URL=redis://127.0.0.1:6379/14 \
+        .venv/bin/python bench/endorsement_pipeline.py [--endorsements 10000] [--employers 50] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("OUTBOX_NUDGE_ON_COMMIT", "false")
+os.environ.setdefault("SANDBOX_INSURER_ENABLED", "true")
+
+INSURER_CODES = ("sandbox-rest", "sandbox-rest-2", "sandbox-rest-3")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pipeline_worker(stop_at: float) -> None:
+    """Relay + deliver inline + scheduler windows, until nothing is left or the time is up."""
+    import django
+
+    django.setup()
+    from apps.common.actors import Actor
+    from apps.endorsements import services
+    from apps.outbox.testing import drain
+
+    actor = Actor.system("bench.pipeline")
+    idle = 0
+    while time.time() < stop_at and idle < 40:
+        delivered = drain(batch_size=200)
+        dispatched = services.scheduler_tick(actor=actor, force=True)
+        if delivered or dispatched:
+            idle = 0
+        else:
+            idle += 1
+            time.sleep(0.05)
+
+
+def raw_insert_commit_rate(n: int = 2000) -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS bench_raw (id bigserial primary key, v int)")
+    connection.set_autocommit(False)
+    try:
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for i in range(n):
+                cursor.execute("INSERT INTO bench_raw (v) VALUES (%s)", [i])
+                connection.commit()
+        return n / (time.perf_counter() - started)
+    finally:
+        connection.set_autocommit(True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endorsements", type=int, default=10_000)
+    parser.add_argument("--employers", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
+        sys.exit("This benchmark needs PostgreSQL and Redis: set DATABASE_URL=postgres://… and REDIS_URL=redis://…")
+    import django
+
+    django.setup()
+    import requests
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    from apps.common.actors import Actor
+    from apps.employers.models import Insurer, InsurerProtocol, Policy
+    from apps.employers.services import employer_create
+    from apps.endorsements.models import Endorsement
+    from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+    from apps.insurers.sandbox.setup import generate_callback_secret
+    from apps.ledger.selectors import ledger_verify
+    from apps.ledger.services import topup_post
+    from apps.outbox.models import OutboxMessage
+    from apps.partners.models import Partner, Scope
+    from apps.partners.services import api_key_create
+
+    raw_rate = raw_insert_commit_rate()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    actor = Actor.system("bench")
+    run = uuid.uuid4().hex[:6]
+    # Leftovers of earlier runs must not be relayed by this one.
+    OutboxMessage.objects.exclude(status="done").delete()
+    for code in INSURER_CODES:
+        insurer, _ = Insurer.objects.update_or_create(
+            code=code,
+            defaults={
+                "name": code,
+                "protocol": InsurerProtocol.REST,
+                "endpoint": f"{base}/sandbox/{code}",
+                "batch_size": 500,
+                "batch_window_seconds": 1,
+                "rate_limit_per_minute": 100_000,
+                "callback_secret": generate_callback_secret(),
+            },
+        )
+        SandboxConfig.objects.update_or_create(
+            code=code, defaults={"mode": "sync", "failure_rate": 0.0, "latency_ms": 0}
+        )
+    partner = Partner.objects.create(
+        name=f"bench-e2e-{run}",
+        rate_limit_per_minute=1_000_000,
+        rate_limit_per_hour=10_000_000,
+        rate_limit_per_day=100_000_000,
+    )
+    _, key = api_key_create(partner=partner, name="bench", scopes=list(Scope.values), all_employers=True, actor=actor)
+    today = date.today()
+    per_employer = args.endorsements // args.employers
+    uploads = []
+    for n in range(args.employers):
+        employer = employer_create(
+            partner_id=partner.pk,
+            name=f"E2E {n}",
+            external_ref=f"E2E-{run}-{n}",
+            actor=actor,
+            velocity_limit_per_hour=1_000_000,
+        )
+        insurer = Insurer.objects.get(code=INSURER_CODES[n % len(INSURER_CODES)])
+        policy = Policy.objects.create(
+            employer=employer,
+            insurer=insurer,
+            policy_number=f"E2E-{run}-{n}",
+            start_date=today - timedelta(days=10),
+            end_date=today + timedelta(days=355),
+            premium_rate_per_mille=Decimal("4.5"),
+            default_sum_insured=300_000_00,
+        )
+        topup_post(employer_id=employer.pk, amount=10**12, reference=f"e2e-{run}-{n}", actor=actor)
+        rows = [
+            {
+                "type": "addition",
+                "effective_date": today.isoformat(),
+                "employee": {
+                    "employee_code": f"M{n}-{i}",
+                    "first_name": "Bench",
+                    "last_name": "Member",
+                    "date_of_birth": "1990-01-01",
+                    "gender": "female",
+                    "email": f"m{n}-{i}@bench.example",
+                },
+            }
+            for i in range(per_employer)
+        ]
+        uploads.append({"employer": employer.pk, "policy": policy.pk, "rows": rows})
+    total = per_employer * args.employers
+    connection.close()
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+            "--timeout",
+            "120",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        started = time.perf_counter()
+        headers = {"Authorization": f"Api-Key {key}"}
+        for upload in uploads:
+            response = requests.post(f"{base}/api/v1/endorsement-batches", json=upload, headers=headers, timeout=120)
+            if response.status_code != 202:
+                sys.exit(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
+        uploaded = time.perf_counter() - started
+        stop_at = time.time() + args.timeout
+        ctx = multiprocessing.get_context("spawn")
+        workers = [ctx.Process(target=pipeline_worker, args=(stop_at,)) for _ in range(args.workers)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    ids = Endorsement.objects.filter(partner_id=partner.pk)
+    by_status: dict[str, int] = {}
+    for status in ids.values_list("status", flat=True):
+        by_status[status] = by_status.get(status, 0) + 1
+    keys = list(ids.values_list("idempotency_key", flat=True))
+    applied = SandboxApplied.objects.filter(idempotency_key__in=keys)
+    doubled = applied.filter(times_seen__gt=1).count()
+    report = ledger_verify()
+    print("\nEnd-to-end endorsement benchmark")
+    print(
+        f"  machine: {os.cpu_count()} cores; gunicorn 2×4 serving the API and 3 sandbox insurers; "
+        f"{args.workers} pipeline worker process(es)"
+    )
+    print(f"  limit  raw INSERT…COMMIT: {raw_rate:,.0f} rows/s")
+    print(f"  {total:,} endorsements, {args.employers} employers, {len(INSURER_CODES)} insurers")
+    print(
+        f"      uploaded (50 batches through the API) in {uploaded:.1f} s; upload → all terminal in {elapsed:.1f} s "
+        f"({total / elapsed:,.0f} endorsements/s, {total / elapsed / raw_rate:.2f}× raw commit rate)"
+    )
+    print(f"      statuses: {by_status}")
+    print(
+        f"      sandbox applied {applied.count():,} keys; applied more than once: {doubled}; "
+        f"ledger_verify: {'OK' if report.ok else report.problems[:3]}"
+    )
+    ok = by_status.get("ACTIVE", 0) == total and doubled == 0 and report.ok
+    print(f"      target ≤ 30 s, nothing lost or doubled: {'MET' if ok and elapsed <= 30 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
