@@ -16,30 +16,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-os.environ.setdefault("DJANGO_DEBUG", "false")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("OUTBOX_NUDGE_ON_COMMIT", "false")
-os.environ.setdefault("SANDBOX_INSURER_ENABLED", "true")
+from _common import free_port, require_postgres_and_redis, setup_environment, start_gunicorn
 
+setup_environment()
 INSURER_CODES = ("sandbox-rest", "sandbox-rest-2", "sandbox-rest-3")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pipeline_worker(stop_at: float) -> None:
@@ -87,8 +73,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        sys.exit("This benchmark needs PostgreSQL and Redis: set DATABASE_URL=postgres://… and REDIS_URL=redis://…")
+    require_postgres_and_redis()
     import django
 
     django.setup()
@@ -180,35 +165,8 @@ def main() -> None:
     total = per_employer * args.employers
     connection.close()
 
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
-            "--timeout",
-            "120",
-        ],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_gunicorn(port)
     try:
-        for _ in range(200):
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
         started = time.perf_counter()
         headers = {"Authorization": f"Api-Key {key}"}
         for upload in uploads:
@@ -244,7 +202,8 @@ def main() -> None:
     print(f"  limit  raw INSERT…COMMIT: {raw_rate:,.0f} rows/s")
     print(f"  {total:,} endorsements, {args.employers} employers, {len(INSURER_CODES)} insurers")
     print(
-        f"      uploaded (50 batches through the API) in {uploaded:.1f} s; upload → all terminal in {elapsed:.1f} s "
+        f"      uploaded ({args.employers} batches through the API) in {uploaded:.1f} s; "
+        f"upload → all terminal in {elapsed:.1f} s "
         f"({total / elapsed:,.0f} endorsements/s, {total / elapsed / raw_rate:.2f}× raw commit rate)"
     )
     print(f"      statuses: {by_status}")

@@ -8,6 +8,8 @@ meaning when the models change later.
 
 from django.db import migrations
 
+from apps.common.migration_ops import append_only_triggers
+
 APPEND_ONLY_TABLES = (
     "audit_auditevent",
     "audit_piiaccessevent",
@@ -16,35 +18,14 @@ APPEND_ONLY_TABLES = (
     "audit_auditseal",
 )
 
-# schema_editor.execute() passes params, so a literal % is written %%.
-FUNCTION = """
-CREATE OR REPLACE FUNCTION keel_audit_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'audit tables are append-only: %% on %% is not allowed', TG_OP, TG_TABLE_NAME;
-END;
-$$ LANGUAGE plpgsql;
-"""
-
-
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    schema_editor.execute(FUNCTION)
-    for table in APPEND_ONLY_TABLES:
-        schema_editor.execute(
-            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION keel_audit_append_only()"
-        )
-
-
-def uninstall(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for table in APPEND_ONLY_TABLES:
-        schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
-    schema_editor.execute("DROP FUNCTION IF EXISTS keel_audit_append_only()")
-
 
 class Migration(migrations.Migration):
     dependencies = [("audit", "0001_initial")]
-    operations = [migrations.RunPython(install, uninstall)]
+    operations = [
+        append_only_triggers(
+            tables=APPEND_ONLY_TABLES,
+            function="keel_audit_append_only",
+            message="audit tables are append-only",
+            trigger_suffix="_append_only",
+        )
+    ]
