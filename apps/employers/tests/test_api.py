@@ -255,3 +255,17 @@ def test_insurers_are_listed_read_only(platform):
         {"code": "sandbox-rest", "name": "Sandbox REST", "protocol": "rest", "is_active": True}
     ]
     assert_problem(platform.post("/api/v1/insurers", {"code": "x"}), 405)
+
+
+def test_unexpected_error_is_500_problem_without_a_traceback(platform, monkeypatch):
+    from apps.employers import selectors
+
+    def broken(principal):
+        raise RuntimeError("database exploded: secret detail")
+
+    monkeypatch.setattr(selectors, "employers_visible_to", broken)
+
+    body = assert_problem(platform.get("/api/v1/employers"), 500)
+
+    assert body["detail"] == "An unexpected error occurred."
+    assert "secret detail" not in str(body)
