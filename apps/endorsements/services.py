@@ -17,6 +17,7 @@ Pipeline (see docs/adr/0012-endorsement-pipeline.md):
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ from django.db.models import Case, Count, IntegerField, Min, Q, Value, When
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.common import bulk
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
 from apps.employers import selectors as employer_selectors
@@ -46,6 +48,7 @@ from apps.endorsements.models import (
     PremiumDirection,
 )
 from apps.endorsements.validation import (
+    LARGE_IN_LIST,
     EndorsementDraft,
     MemberError,
     MemberState,
@@ -151,32 +154,47 @@ def _move(
 # --- submit --------------------------------------------------------------------------------------------------
 
 
-def _build(*, employer: Employer, policy: Policy, priced: Priced, partner_id: int, batch_id: int | None) -> Endorsement:
+def _fields(
+    *,
+    employer: Employer,
+    policy: Policy,
+    priced: Priced,
+    partner_id: int,
+    batch_id: int | None,
+    content_hash: str | None = None,
+) -> dict[str, Any]:
+    """Column values of a new RECEIVED endorsement (shared by single inserts and COPY of batches)."""
     d, q = priced.draft, priced.quote
-    return Endorsement(
-        employer=employer,
-        policy=policy,
-        insurer_id=policy.insurer_id,
-        partner_id=partner_id,
-        batch_id=batch_id,
-        type=d.type,
-        status=S.RECEIVED,
-        employee_code=d.employee_code,
-        details=_jsonable(
+    return {
+        "employer_id": employer.pk,
+        "policy_id": policy.pk,
+        "insurer_id": policy.insurer_id,
+        "partner_id": partner_id,
+        "batch_id": batch_id,
+        "type": d.type,
+        "status": S.RECEIVED,
+        "employee_code": d.employee_code,
+        "details": _jsonable(
             {**d.details, "sum_insured": d.sum_insured}
             if d.type == EndorsementType.CORRECTION and d.sum_insured is not None
             else d.details
         ),
-        effective_date=d.effective_date,
-        sum_insured=priced.sum_insured,
-        sum_insured_before=priced.sum_insured_before,
-        premium_amount=q.premium_amount,
-        premium_direction=q.premium_direction,
-        annual_premium=q.annual_premium,
-        remaining_days=q.remaining_days,
-        term_days=q.term_days,
-        content_hash=d.content_hash(employer_id=employer.pk, policy_id=policy.pk),
-        idempotency_key=uuid.uuid4().hex,
+        "effective_date": d.effective_date,
+        "sum_insured": priced.sum_insured,
+        "sum_insured_before": priced.sum_insured_before,
+        "premium_amount": q.premium_amount,
+        "premium_direction": q.premium_direction,
+        "annual_premium": q.annual_premium,
+        "remaining_days": q.remaining_days,
+        "term_days": q.term_days,
+        "content_hash": content_hash or d.content_hash(employer_id=employer.pk, policy_id=policy.pk),
+        "idempotency_key": uuid.uuid4().hex,
+    }
+
+
+def _build(*, employer: Employer, policy: Policy, priced: Priced, partner_id: int, batch_id: int | None) -> Endorsement:
+    return Endorsement(
+        **_fields(employer=employer, policy=policy, priced=priced, partner_id=partner_id, batch_id=batch_id)
     )
 
 
@@ -864,13 +882,13 @@ def endorsement_batch_create(
     _lock_members(policy.pk, employee_codes)
     states = project_members(policy=policy, employee_codes=employee_codes)
     hashes = {i: d.content_hash(employer_id=employer.pk, policy_id=policy.pk) for i, d in enumerate(drafts) if d}
-    recent = dict(
-        Endorsement.objects.filter(
-            employer=employer, content_hash__in=list(hashes.values()), created_at__gte=timezone.now() - DUPLICATE_WINDOW
-        ).values_list("content_hash", "id")
-    )
+    recent_rows = Endorsement.objects.filter(employer=employer, created_at__gte=timezone.now() - DUPLICATE_WINDOW)
+    wanted_hashes = set(hashes.values())
+    if len(wanted_hashes) <= LARGE_IN_LIST:
+        recent_rows = recent_rows.filter(content_hash__in=wanted_hashes)
+    recent = {h: pk for h, pk in recent_rows.values_list("content_hash", "id") if h in wanted_hashes}
     seen_in_file: dict[str, int] = {}
-    accepted: list[Priced] = []
+    accepted: list[tuple[Priced, str]] = []
     for index, draft in enumerate(drafts):
         if draft is None:
             continue
@@ -896,7 +914,7 @@ def endorsement_batch_create(
             continue
         apply_to_projection(state, kind=draft.type, sum_insured=priced.sum_insured)
         seen_in_file[content] = row
-        accepted.append(priced)
+        accepted.append((priced, content))
 
     errors.sort(key=lambda e: (e.row, e.field))
     rejected_rows = len({e.row for e in errors})
@@ -911,22 +929,8 @@ def endorsement_batch_create(
         errors=[{"row": e.row, "field": e.field, "detail": e.detail} for e in errors],
         completed_at=None if accepted else timezone.now(),
     )
-    rows = [
-        _build(employer=employer, policy=policy, priced=p, partner_id=partner_id, batch_id=batch.pk) for p in accepted
-    ]
-    created = Endorsement.objects.bulk_create(rows, batch_size=2000)
-    EndorsementHistory.objects.bulk_create(
-        [
-            EndorsementHistory(
-                endorsement_id=e.pk,
-                from_status="",
-                to_status=S.RECEIVED,
-                detail=f"received in batch {batch.pk}",
-                actor=actor.display[:120],
-            )
-            for e in created
-        ],
-        batch_size=2000,
+    ids = _insert_received(
+        employer=employer, policy=policy, accepted=accepted, partner_id=partner_id, batch_id=batch.pk, actor=actor
     )
     audit_record(
         actor=actor,
@@ -938,16 +942,117 @@ def endorsement_batch_create(
             "total_rows": batch.total_rows,
             "accepted": batch.accepted,
             "rejected": batch.rejected,
-            "first_endorsement_id": created[0].pk if created else None,
-            "last_endorsement_id": created[-1].pk if created else None,
+            "first_endorsement_id": ids[0] if ids else None,
+            "last_endorsement_id": ids[-1] if ids else None,
         },
     )
-    ids = [e.pk for e in created]
     for start in range(0, len(ids), PROCESS_CHUNK):
         outbox_enqueue(
             topic="endorsements.process", payload={"ids": ids[start : start + PROCESS_CHUNK]}, key=f"batch:{batch.pk}"
         )
     return batch
+
+
+_COPY_COLUMNS = (
+    "id",
+    "employer_id",
+    "policy_id",
+    "insurer_id",
+    "partner_id",
+    "batch_id",
+    "type",
+    "status",
+    "employee_code",
+    "details",
+    "effective_date",
+    "sum_insured",
+    "sum_insured_before",
+    "premium_amount",
+    "premium_direction",
+    "annual_premium",
+    "remaining_days",
+    "term_days",
+    "content_hash",
+    "idempotency_key",
+    "review_approved",
+    "funding_generation",
+    "insurer_reference",
+    "rejection_class",
+    "rejection_reason",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
+
+
+def _insert_received(
+    *,
+    employer: Employer,
+    policy: Policy,
+    accepted: Sequence[tuple[Priced, str]],
+    partner_id: int,
+    batch_id: int,
+    actor: Actor,
+) -> list[int]:
+    """Insert a batch's accepted rows (RECEIVED) and their first history rows; returns their ids in row order.
+
+    PostgreSQL: ids from the sequence, then `COPY` of both tables (a 10,000-row batch in one round trip each
+    instead of building and binding 10,000 model instances). Elsewhere: `bulk_create`.
+    """
+    values = [
+        _fields(
+            employer=employer,
+            policy=policy,
+            priced=priced,
+            partner_id=partner_id,
+            batch_id=batch_id,
+            content_hash=content,
+        )
+        for priced, content in accepted
+    ]
+    detail = f"received in batch {batch_id}"
+    actor_label = actor.display[:120]
+    if not bulk.supports_copy():
+        created = Endorsement.objects.bulk_create([Endorsement(**v) for v in values], batch_size=2000)
+        EndorsementHistory.objects.bulk_create(
+            [
+                EndorsementHistory(
+                    endorsement_id=e.pk, from_status="", to_status=S.RECEIVED, detail=detail, actor=actor_label
+                )
+                for e in created
+            ],
+            batch_size=2000,
+        )
+        return [e.pk for e in created]
+    ids = bulk.allocate_ids(Endorsement, len(values))
+    now = timezone.now()
+    constant = {
+        "review_approved": False,
+        "funding_generation": 0,
+        "insurer_reference": "",
+        "rejection_class": "",
+        "rejection_reason": "",
+        "last_error": "",
+        "created_at": now,
+        "updated_at": now,
+    }
+    bulk.copy_insert(
+        Endorsement,
+        _COPY_COLUMNS,
+        (
+            tuple(
+                pk if c == "id" else json.dumps(v["details"]) if c == "details" else v[c] if c in v else constant[c]
+                for c in _COPY_COLUMNS
+            )
+            for pk, v in zip(ids, values, strict=True)
+        ),
+    )
+    bulk.copy_insert(
+        EndorsementHistory,
+        ("endorsement_id", "from_status", "to_status", "detail", "actor", "at"),
+        ((pk, "", S.RECEIVED, detail, actor_label, now) for pk in ids),
+    )
+    return ids
 
 
 @transaction.atomic

@@ -195,3 +195,51 @@ def test_8_workers_500_debits_funded_for_300_lock_exactly_300_and_park_200_then_
     assert still_parked == parked_fifo[50:]  # the 50 that fit were the oldest parked (FIFO)
     assert Endorsement.objects.filter(status=S.FUNDS_LOCKED).count() == 350
     assert not Employee.objects.exists()  # nothing is covered before the insurer confirms
+
+
+@pytest.mark.django_db
+def test_large_batch_checks_members_and_duplicates_without_in_lists(policy):
+    """Over LARGE_IN_LIST rows, the projection and duplicate checks filter in Python: same answers."""
+    from apps.employers.models import Coverage
+    from apps.employers.services import coverage_start, employee_upsert
+    from apps.endorsements.validation import LARGE_IN_LIST
+
+    employee, _ = employee_upsert(
+        employer_id=policy.employer_id,
+        employee_code="COVERED",
+        details={"first_name": "A", "last_name": "B", "date_of_birth": date(1990, 1, 1), "gender": "male", "email": ""},
+    )
+    coverage_start(
+        employee=employee,
+        policy=policy,
+        sum_insured=100_000_00,
+        start_date=date(2026, 5, 1),
+        endorsement_id=None,
+        actor=SYSTEM,
+    )
+    earlier = submit(policy, addition(policy, "DUP", effective=date(2026, 6, 1)))
+    bodies = [addition(policy, f"L-{i}", effective=date(2026, 6, 1)) for i in range(LARGE_IN_LIST + 200)]
+    bodies += [
+        addition(policy, "COVERED", effective=date(2026, 6, 1)),
+        addition(policy, "DUP", effective=date(2026, 6, 1)),
+    ]
+    drafts = [draft_from_request(b) for b in bodies]
+
+    batch = services.endorsement_batch_create(
+        employer=policy.employer,
+        policy=policy,
+        drafts=drafts,
+        parse_errors=[],
+        source="json",
+        partner_id=policy.employer.partner_id,
+        actor=SYSTEM,
+    )
+
+    assert (batch.total_rows, batch.accepted, batch.rejected) == (LARGE_IN_LIST + 202, LARGE_IN_LIST + 200, 2)
+    assert [(e["row"], e["field"]) for e in batch.errors] == [
+        (LARGE_IN_LIST + 201, "employee_code"),
+        (LARGE_IN_LIST + 202, "row"),
+    ]
+    assert str(earlier.pk) in batch.errors[1]["detail"]
+    assert Endorsement.objects.filter(batch=batch).count() == LARGE_IN_LIST + 200
+    assert Coverage.objects.count() == 1
