@@ -8,7 +8,7 @@ from django.conf import settings
 from apps.common.actors import Actor
 from apps.endorsements import services
 from apps.endorsements.dispatch import submissions_for
-from apps.insurers.contracts import TransientInsurerError
+from apps.insurers.contracts import ProtocolNotSupportedError, TransientInsurerError, UnknownInsurerError
 from apps.insurers.services import insurer_submit
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
@@ -44,6 +44,14 @@ def handle_dispatch(message: Message) -> None:
                     )
             return
         raise RetryLater(str(exc), delay_seconds=exc.retry_after)
+    except (ProtocolNotSupportedError, UnknownInsurerError) as exc:
+        # Retrying cannot help (no adapter for this protocol yet, or no such insurer): fail now, release holds.
+        with inbox_consume(message) as first:
+            if first:
+                services.endorsements_fail(
+                    ids=[s.endorsement_id for s in submissions], reason=f"{type(exc).__name__}: {exc}", actor=actor
+                )
+        return
     outcomes = [
         services.InsurerOutcome(r.endorsement_id, r.outcome, r.insurer_reference, r.rejection_class, r.rejection_reason)
         for r in results

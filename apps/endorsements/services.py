@@ -692,7 +692,8 @@ def _on_terminal(finished: Sequence[Endorsement]) -> None:
 
 @transaction.atomic
 def endorsements_fail(*, ids: Sequence[int], reason: str, actor: Actor) -> list[Transition]:
-    """The insurer could not be reached within the retry budget: FAILED, hold released, error kept."""
+    """The insurer could not take the batch (retry budget spent, or a protocol with no adapter yet): FAILED,
+    hold released, error kept. An operator can retry once the cause is fixed."""
     endorsements = {e.pk: e for e in Endorsement.objects.select_for_update().filter(pk__in=ids, status=S.SENT)}
     transitions, finished = [], []
     for e in endorsements.values():
@@ -700,7 +701,7 @@ def endorsements_fail(*, ids: Sequence[int], reason: str, actor: Actor) -> list[
             e,
             S.FAILED,
             allowed_from=[S.SENT],
-            detail=f"retry budget exhausted: {reason}"[:500],
+            detail=f"insurer could not take it: {reason}"[:500],
             last_error=reason[:2000],
             rejection_class="transient",
         )

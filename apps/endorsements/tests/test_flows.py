@@ -311,3 +311,20 @@ def test_addition_then_deletion_with_4_concurrent_workers_reach_the_insurer_in_o
         assert kinds == ["addition", "deletion"], (code, kinds)
         assert Coverage.objects.get(policy=policy, employee__employee_code=code).status == "ended"
     assert Endorsement.objects.exclude(status=S.ACTIVE).count() == 0
+
+
+def test_an_insurer_protocol_without_an_adapter_fails_at_once_and_releases_the_hold(world):
+    from apps.employers.models import Insurer
+
+    policy, client = world
+    fund(policy, 10_000)
+    soap = Insurer.objects.create(code="sandbox-soap-x", name="SOAP", protocol="soap")
+    soap_policy = PolicyFactory(employer=policy.employer, insurer=soap)
+
+    body = client.post("/api/v1/endorsements", addition(soap_policy, "S-1", effective=TODAY)).json()
+    run_pipeline()
+
+    e = Endorsement.objects.get(pk=body["id"])
+    assert e.status == S.FAILED
+    assert "ProtocolNotSupportedError" in e.last_error
+    assert balance_get(employer_id=policy.employer_id).held == 0
