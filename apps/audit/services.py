@@ -10,7 +10,7 @@ import ipaddress
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -37,9 +37,11 @@ from apps.common.logging import current_correlation_id, scrub_text
 __all__ = [
     "DEFAULT_SENSITIVE_FIELDS",
     "REDACTED",
+    "AuditEntry",
     "AuditError",
     "JobRun",
     "audit_record",
+    "audit_record_many",
     "audit_verify",
     "insurer_exchange_record",
     "job_run",
@@ -151,6 +153,44 @@ def _ip(actor: Actor) -> str | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change for `audit_record_many`: the same fields `audit_record` takes, without the actor."""
+
+    action: str
+    object_type: str
+    object_id: str | int
+    employer_id: int | None = None
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+def _require_transaction(action: str) -> None:
+    if not transaction.get_connection().in_atomic_block:
+        raise AuditError(
+            f"audit_record({action!r}) must be called inside the transaction of the change it describes "
+            "(wrap the service in transaction.atomic)"
+        )
+
+
+def _audit_event(*, actor: Actor, entry: AuditEntry, sensitive: frozenset[str], now: datetime) -> AuditEvent:
+    changed_before, changed_after = _changed(entry.before, entry.after)
+    return AuditEvent(
+        actor=actor.display[:160],
+        actor_kind=actor.kind,
+        partner_id=actor.partner_id,
+        action=entry.action[:80],
+        object_type=entry.object_type[:60],
+        object_id=str(entry.object_id)[:80],
+        employer_id=entry.employer_id,
+        before=redact(changed_before, sensitive),
+        after=redact(changed_after, sensitive),
+        request_id=_request_id(actor),
+        ip=_ip(actor),
+        created_at=now,
+    )
+
+
 def audit_record(
     *,
     actor: Actor,
@@ -168,27 +208,26 @@ def audit_record(
     redacted at any depth. Raises `AuditError` outside an atomic block: an audit row written in its own
     transaction could survive a change that rolled back, or be lost while the change commits.
     """
-    if not transaction.get_connection().in_atomic_block:
-        raise AuditError(
-            f"audit_record({action!r}) must be called inside the transaction of the change it describes "
-            "(wrap the service in transaction.atomic)"
-        )
+    _require_transaction(action)
     sensitive = DEFAULT_SENSITIVE_FIELDS | {s.lower() for s in sensitive_fields}
-    changed_before, changed_after = _changed(before, after)
-    return AuditEvent.objects.create(
-        actor=actor.display[:160],
-        actor_kind=actor.kind,
-        partner_id=actor.partner_id,
-        action=action[:80],
-        object_type=object_type[:60],
-        object_id=str(object_id)[:80],
-        employer_id=employer_id,
-        before=redact(changed_before, sensitive),
-        after=redact(changed_after, sensitive),
-        request_id=_request_id(actor),
-        ip=_ip(actor),
-        created_at=timezone.now(),
-    )
+    entry = AuditEntry(action, object_type, object_id, employer_id, before, after)
+    event = _audit_event(actor=actor, entry=entry, sensitive=sensitive, now=timezone.now())
+    event.save(force_insert=True)
+    return event
+
+
+def audit_record_many(
+    *, actor: Actor, entries: Sequence[AuditEntry], sensitive_fields: Iterable[str] = ()
+) -> list[AuditEvent]:
+    """`audit_record` for many changes made by one actor in one transaction (bulk transitions): one INSERT
+    per 1,000 rows, the same redaction, the same refusal outside a transaction."""
+    if not entries:
+        return []
+    _require_transaction(entries[0].action)
+    sensitive = DEFAULT_SENSITIVE_FIELDS | {s.lower() for s in sensitive_fields}
+    now = timezone.now()
+    events = [_audit_event(actor=actor, entry=e, sensitive=sensitive, now=now) for e in entries]
+    return AuditEvent.objects.bulk_create(events, batch_size=1000)
 
 
 def _pii_event(

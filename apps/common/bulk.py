@@ -43,3 +43,46 @@ def copy_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
         with raw.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+def bulk_update(objs: Sequence[models.Model], fields: Sequence[str], *, batch_size: int = 1000) -> int:
+    """Write each object's own values of `fields` — Django's `bulk_update`, without its cost.
+
+    Django spells a bulk update as one `CASE WHEN id = … THEN …` per field and row, which costs ≈ 0.5 s of
+    Python for 500 rows × 5 fields. On PostgreSQL this sends one `UPDATE … FROM unnest(%s::type[], …)` per
+    batch: one array parameter per column, the values prepared by the fields themselves (JSON, dates, …).
+    Elsewhere (SQLite in `make run`) it falls back to Django's. Returns the number of rows updated.
+    """
+    if not objs or not fields:
+        return 0
+    model = type(objs[0])
+    if connection.vendor != "postgresql":
+        return model._default_manager.bulk_update(objs, fields, batch_size=batch_size)
+    meta = model._meta
+    pk = meta.pk
+    assert pk is not None
+    columns: list[models.Field[Any, Any]] = []
+    for name in fields:
+        column = meta.get_field(name)
+        if not isinstance(column, models.Field) or not column.concrete:
+            raise ValueError(f"{model.__name__}.{name} is not a concrete column")
+        columns.append(column)
+    qn = connection.ops.quote_name
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in [pk, *columns])
+    names = ", ".join(qn(f.column) for f in [pk, *columns])  # type: ignore[arg-type]
+    assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in columns)
+    table = qn(meta.db_table)
+    sql = (
+        f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({names}) "  # noqa: S608 - identifiers only
+        f"WHERE {table}.{qn(pk.column)} = v.{qn(pk.column)}"
+    )
+    updated = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), batch_size):
+            batch = objs[start : start + batch_size]
+            params = [[obj.pk for obj in batch]]
+            for f in columns:
+                params.append([f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in batch])
+            cursor.execute(sql, params)
+            updated += cursor.rowcount
+    return updated

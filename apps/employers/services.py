@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -11,6 +13,7 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.common import bulk
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
 from apps.employers.models import (
@@ -200,6 +203,73 @@ def coverage_start(
         diff={"sum_insured": [None, sum_insured], "start_date": [None, start_date.isoformat()]},
     )
     return coverage
+
+
+def employees_upsert_many(*, employer_id: int, members: dict[str, dict[str, Any]]) -> list[Employee]:
+    """`employee_upsert` for many members of one employer (bulk activation of additions): existing employees
+    are locked and updated where their details differ, the others created with one INSERT."""
+    codes = sorted(members)
+    existing = {
+        e.employee_code: e
+        for e in Employee.objects.select_for_update().filter(employer_id=employer_id, employee_code__in=codes)
+    }
+    changed: list[Employee] = []
+    changed_fields: set[str] = set()
+    for code, employee in existing.items():
+        details = members[code]
+        diff = [f for f, v in details.items() if getattr(employee, f) != v]
+        for f in diff:
+            setattr(employee, f, details[f])
+        if diff:
+            employee.updated_at = timezone.now()
+            changed.append(employee)
+            changed_fields.update(diff)
+    if changed:
+        bulk.bulk_update(changed, [*sorted(changed_fields), "updated_at"])
+    created = Employee.objects.bulk_create(
+        [
+            Employee(employer_id=employer_id, employee_code=code, **members[code])
+            for code in codes
+            if code not in existing
+        ],
+        batch_size=1000,
+    )
+    return [*existing.values(), *created]
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageStart:
+    employee: Employee
+    policy: Policy
+    sum_insured: int
+    start_date: date
+    endorsement_id: int | None
+
+
+def coverages_start_many(*, starts: Sequence[CoverageStart], actor: Actor) -> list[Coverage]:
+    """`coverage_start` for many members: the coverages and their "started" changes, one INSERT each (the
+    one-active-coverage constraint refuses a member already covered, as for a single start)."""
+    coverages = Coverage.objects.bulk_create(
+        [
+            Coverage(employee=c.employee, policy=c.policy, sum_insured=c.sum_insured, start_date=c.start_date)
+            for c in starts
+        ],
+        batch_size=1000,
+    )
+    CoverageChange.objects.bulk_create(
+        [
+            CoverageChange(
+                coverage=coverage,
+                endorsement_id=c.endorsement_id,
+                action="started",
+                changed_by=actor.display,
+                diff={"sum_insured": [None, c.sum_insured], "start_date": [None, c.start_date.isoformat()]},
+            )
+            for coverage, c in zip(coverages, starts, strict=True)
+        ],
+        batch_size=1000,
+    )
+    return coverages
 
 
 def coverage_end(*, coverage: Coverage, end_date: date, endorsement_id: int | None, actor: Actor) -> Coverage:

@@ -21,7 +21,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Count, IntegerField, Min, Q, Value, When
 from django.utils import timezone
 
-from apps.audit.services import audit_record
+from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.common import bulk
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
@@ -107,7 +107,7 @@ class Transition:
 
 
 def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: dict[int, Endorsement]) -> None:
-    """History rows, audit events and partner events for transitions that already happened (bulk inserts)."""
+    """History rows and audit events for transitions that already happened (one bulk insert each)."""
     if not transitions:
         return
     EndorsementHistory.objects.bulk_create(
@@ -120,19 +120,75 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
                 actor=actor.display[:120],
             )
             for t in transitions
-        ]
+        ],
+        batch_size=1000,
     )
-    for t in transitions:
-        e = endorsements[t.endorsement_id]
-        audit_record(
-            actor=actor,
-            action=f"endorsement.{t.to_status.lower()}",
-            object_type="endorsement",
-            object_id=t.endorsement_id,
-            employer_id=e.employer_id,
-            before={"status": t.from_status} if t.from_status else None,
-            after={"status": t.to_status, **({"detail": t.detail} if t.detail else {})},
+    audit_record_many(
+        actor=actor,
+        entries=[
+            AuditEntry(
+                action=f"endorsement.{t.to_status.lower()}",
+                object_type="endorsement",
+                object_id=t.endorsement_id,
+                employer_id=endorsements[t.endorsement_id].employer_id,
+                before={"status": t.from_status} if t.from_status else None,
+                after={"status": t.to_status, **({"detail": t.detail} if t.detail else {})},
+            )
+            for t in transitions
+        ],
+    )
+
+
+@dataclass(slots=True)
+class _Step:
+    """One endorsement's part in a `_move_many`: its history detail and its own column values."""
+
+    endorsement: Endorsement
+    detail: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _move_many(steps: Sequence[_Step], to: str, *, allowed_from: Iterable[str], **common: Any) -> list[Transition]:
+    """`_move` for many endorsements in three statements instead of one UPDATE each.
+
+    1. Lock the rows still in `allowed_from` (SELECT … FOR UPDATE, id order): the others lost a race and are
+       left out, exactly as a conditional UPDATE that matched no row.
+    2. One UPDATE moves the locked rows to `to` with the values common to all (`common`).
+    3. One bulk UPDATE writes each row's own values (`_Step.fields`), if any.
+    """
+    if not steps:
+        return []
+    allowed = list(allowed_from)
+    by_id = {s.endorsement.pk: s for s in steps}
+    movable: list[int] = []
+    ids = sorted(by_id)
+    for start in range(0, len(ids), 1000):
+        movable += (
+            Endorsement.objects.select_for_update()
+            .filter(pk__in=ids[start : start + 1000], status__in=allowed)
+            .order_by("id")
+            .values_list("pk", flat=True)
         )
+    if not movable:
+        return []
+    now = timezone.now()
+    for start in range(0, len(movable), 1000):
+        Endorsement.objects.filter(pk__in=movable[start : start + 1000]).update(status=to, updated_at=now, **common)
+    transitions: list[Transition] = []
+    own: set[str] = set()
+    for pk in movable:
+        step = by_id[pk]
+        e = step.endorsement
+        transitions.append(Transition(pk, e.status, to, step.detail))
+        e.status = to
+        e.updated_at = now
+        for name, value in (common | step.fields).items():
+            setattr(e, name, value)
+        own.update(step.fields)
+    if own:
+        with_own = [by_id[pk].endorsement for pk in movable if by_id[pk].fields]
+        bulk.bulk_update(with_own, sorted(own))
+    return transitions
 
 
 def _move(
@@ -295,8 +351,9 @@ def endorsements_process(*, ids: Sequence[int], actor: Actor) -> list[Transition
         return []
     now = timezone.now()
     today = _today()
-    transitions: list[Transition] = []
-    to_hold: dict[int, list[Endorsement]] = defaultdict(list)
+    rejected: list[_Step] = []
+    review: list[_Step] = []
+    validated: list[_Step] = []
 
     blocked = _blocked_members(endorsements)
     for group in _group(endorsements).values():
@@ -314,30 +371,15 @@ def endorsements_process(*, ids: Sequence[int], actor: Actor) -> list[Transition
                 employer=employer, policy=policy, effective_date=e.effective_date, today=today, check_backdating=False
             )
             if context_errors:
-                t = _move(
-                    e,
-                    S.REJECTED,
-                    allowed_from=[S.RECEIVED],
-                    detail="; ".join(context_errors.values()),
-                    rejection_class="data_mismatch",
-                    rejection_reason="; ".join(context_errors.values())[:500],
-                )
-                transitions += [t] if t else []
+                reason = "; ".join(context_errors.values())
+                rejected.append(_Step(e, reason, {"rejection_reason": reason[:500]}))
                 continue
             state = states.setdefault(e.employee_code, MemberState(covered=False, sum_insured=None))
             try:
                 priced = price_against(draft=_draft_of(e), policy=policy, state=state, today=today)
             except MemberError as exc:
                 reason = "; ".join(exc.errors.values())
-                t = _move(
-                    e,
-                    S.REJECTED,
-                    allowed_from=[S.RECEIVED],
-                    detail=reason,
-                    rejection_class="data_mismatch",
-                    rejection_reason=reason[:500],
-                )
-                transitions += [t] if t else []
+                rejected.append(_Step(e, reason, {"rejection_reason": reason[:500]}))
                 continue
             apply_to_projection(state, kind=e.type, sum_insured=priced.sum_insured)
             price_fields = {
@@ -348,38 +390,52 @@ def endorsements_process(*, ids: Sequence[int], actor: Actor) -> list[Transition
                 "sum_insured_before": priced.sum_insured_before,
             }
             if velocity_count > velocity_limit and not e.review_approved:
-                t = _move(
-                    e,
-                    S.ON_HOLD_REVIEW,
-                    allowed_from=[S.RECEIVED],
-                    detail=f"velocity breaker: over {velocity_limit} endorsements in the last hour",
-                    **price_fields,
-                )
-                transitions += [t] if t else []
+                detail = f"velocity breaker: over {velocity_limit} endorsements in the last hour"
+                review.append(_Step(e, detail, price_fields))
                 continue
-            t = _move(e, S.VALIDATED, allowed_from=[S.RECEIVED], detail="validated", **price_fields)
-            if t is None:
-                continue
-            transitions.append(t)
-            transitions += _after_validation(e, to_hold, now)
+            validated.append(_Step(e, "validated", price_fields))
 
+    transitions = _move_many(rejected, S.REJECTED, allowed_from=[S.RECEIVED], rejection_class="data_mismatch")
+    transitions += _move_many(review, S.ON_HOLD_REVIEW, allowed_from=[S.RECEIVED])
+    moved = _move_many(validated, S.VALIDATED, allowed_from=[S.RECEIVED])
+    transitions += moved
+    to_hold: dict[int, list[Endorsement]] = defaultdict(list)
+    by_id = {e.pk: e for e in endorsements}
+    ready_now = []
+    for t in moved:
+        e = by_id[t.endorsement_id]
+        if e.premium_direction == PremiumDirection.DEBIT:
+            to_hold[e.employer_id].append(e)
+        else:
+            ready_now.append(e)
+    _mark_ready(ready_now, now)
     transitions += _place_holds(to_hold, actor=actor, now=now)
-    _record(transitions, actor=actor, endorsements={e.pk: e for e in endorsements})
+    _record(transitions, actor=actor, endorsements=by_id)
+    # A rejected endorsement is terminal: the member's next one (blocked behind it) may go now.
+    _on_terminal([s.endorsement for s in rejected if s.endorsement.status == S.REJECTED])
     return transitions
+
+
+def _mark_ready(endorsements: Sequence[Endorsement], now: Any) -> None:
+    """Credits and zero-priced endorsements need no hold: ready to send at once."""
+    if endorsements:
+        Endorsement.objects.filter(pk__in=[e.pk for e in endorsements]).update(ready_at=now)
+    for e in endorsements:
+        e.ready_at = now
 
 
 def _after_validation(e: Endorsement, to_hold: dict[int, list[Endorsement]], now: Any) -> list[Transition]:
     if e.premium_direction == PremiumDirection.DEBIT:
         to_hold[e.employer_id].append(e)
-        return []
-    Endorsement.objects.filter(pk=e.pk).update(ready_at=now)
-    e.ready_at = now
+    else:
+        _mark_ready([e], now)
     return []
 
 
 def _place_holds(to_hold: dict[int, list[Endorsement]], *, actor: Actor, now: Any) -> list[Transition]:
     """Debits: holds for each employer in one lock round, first-fit in id order (FIFO for parked ones)."""
-    transitions: list[Transition] = []
+    locked: list[_Step] = []
+    parked: list[_Step] = []
     for employer_id in sorted(to_hold):
         group = to_hold[employer_id]
         results = ledger.holds_place_bulk(
@@ -391,24 +447,11 @@ def _place_holds(to_hold: dict[int, list[Endorsement]], *, actor: Actor, now: An
         )
         for e, result in zip(group, results, strict=True):
             if result.placed:
-                t = _move(
-                    e,
-                    S.FUNDS_LOCKED,
-                    allowed_from=[S.VALIDATED, S.ON_HOLD_FUNDS],
-                    detail=f"hold of {e.premium_amount} paise placed",
-                    ready_at=now,
-                )
+                locked.append(_Step(e, f"hold of {e.premium_amount} paise placed"))
             elif e.status == S.VALIDATED:
-                t = _move(
-                    e,
-                    S.ON_HOLD_FUNDS,
-                    allowed_from=[S.VALIDATED],
-                    detail="insufficient available balance; parked until funds arrive",
-                )
-            else:
-                t = None
-            transitions += [t] if t else []
-    return transitions
+                parked.append(_Step(e, "insufficient available balance; parked until funds arrive"))
+    transitions = _move_many(locked, S.FUNDS_LOCKED, allowed_from=[S.VALIDATED, S.ON_HOLD_FUNDS], ready_at=now)
+    return transitions + _move_many(parked, S.ON_HOLD_FUNDS, allowed_from=[S.VALIDATED])
 
 
 def _group(endorsements: list[Endorsement]) -> dict[tuple[int, int], list[Endorsement]]:
@@ -526,20 +569,15 @@ def _dispatch_batch(*, insurer: Insurer, actor: Actor) -> int:
     if not ids:
         return 0
     endorsements = {e.pk: e for e in Endorsement.objects.filter(pk__in=ids)}
-    now = timezone.now()
-    transitions = []
-    ordered = []
-    for pk in ids:
-        t = _move(
-            endorsements[pk],
-            S.SENT,
-            allowed_from=[S.VALIDATED, S.FUNDS_LOCKED],
-            detail=f"sent to {insurer.code}",
-            sent_at=now,
-        )
-        if t:
-            transitions.append(t)
-            ordered.append(pk)
+    detail = f"sent to {insurer.code}"
+    transitions = _move_many(
+        [_Step(endorsements[pk], detail) for pk in ids],
+        S.SENT,
+        allowed_from=[S.VALIDATED, S.FUNDS_LOCKED],
+        sent_at=timezone.now(),
+    )
+    sent = {t.endorsement_id for t in transitions}
+    ordered = [pk for pk in ids if pk in sent]  # credits first, then oldest first, as claimed
     _record(transitions, actor=actor, endorsements=endorsements)
     if ordered:
         outbox_enqueue(
@@ -575,98 +613,113 @@ def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[T
         .filter(pk__in=[o.endorsement_id for o in decided])
         .order_by("id")
     }
-    transitions: list[Transition] = []
-    finished: list[Endorsement] = []
-    to_activate: list[Endorsement] = []
+    confirmed: list[_Step] = []
+    rejected: list[_Step] = []
     for o in decided:
         e = endorsements.get(o.endorsement_id)
         if e is None or e.status != S.SENT:
             continue
         if o.outcome == "confirmed":
-            t = _move(
-                e,
-                S.CONFIRMED,
-                allowed_from=[S.SENT],
-                detail=f"confirmed by insurer ({o.insurer_reference})",
-                insurer_reference=(o.insurer_reference or "")[:100],
+            reference = (o.insurer_reference or "")[:100]
+            confirmed.append(
+                _Step(e, f"confirmed by insurer ({o.insurer_reference})", {"insurer_reference": reference})
             )
-            if t:
-                transitions.append(t)
-                if e.effective_date <= _today():
-                    to_activate.append(e)
         else:
             reason = (o.rejection_reason or "rejected by insurer")[:500]
-            t = _move(
-                e,
-                S.REJECTED,
-                allowed_from=[S.SENT],
-                detail=reason,
-                rejection_class=(o.rejection_class or "unknown")[:24],
-                rejection_reason=reason,
-            )
-            if t:
-                transitions.append(t)
-                _release_hold(e, actor=actor, reason=reason)
-                finished.append(e)
-    for e in to_activate:
-        t = _activate(e, actor=actor)
-        if t:
-            transitions.append(t)
-            finished.append(e)
-    _record(transitions, actor=actor, endorsements=endorsements)
+            fields = {"rejection_class": (o.rejection_class or "unknown")[:24], "rejection_reason": reason}
+            rejected.append(_Step(e, reason, fields))
+    transitions = _move_many(confirmed, S.CONFIRMED, allowed_from=[S.SENT])
+    rejections = _move_many(rejected, S.REJECTED, allowed_from=[S.SENT])
+    finished = [endorsements[t.endorsement_id] for t in rejections]
+    for e in finished:
+        _release_hold(e, actor=actor, reason=e.rejection_reason)
+    today = _today()
+    due = [
+        endorsements[t.endorsement_id] for t in transitions if endorsements[t.endorsement_id].effective_date <= today
+    ]
+    activations = _activate_many(due, actor=actor)
+    finished += [endorsements[t.endorsement_id] for t in activations]
+    _record(transitions + rejections + activations, actor=actor, endorsements=endorsements)
     _on_terminal(finished)
+    return transitions + rejections + activations
+
+
+def _activate_many(confirmed: Sequence[Endorsement], *, actor: Actor) -> list[Transition]:
+    """CONFIRMED → ACTIVE for many endorsements in the caller's transaction: the moves in bulk, the holds of
+    debits captured in one lock round per employer, refunds posted for credits, the coverage changed."""
+    transitions = _move_many(
+        [_Step(e, "cover in force") for e in confirmed],
+        S.ACTIVE,
+        allowed_from=[S.CONFIRMED],
+        activated_at=timezone.now(),
+    )
+    if not transitions:
+        return []
+    by_id = {e.pk: e for e in confirmed}
+    active = [by_id[t.endorsement_id] for t in transitions]
+    debits = [e.hold_reference for e in active if e.premium_direction == PremiumDirection.DEBIT]
+    ledger.holds_capture_bulk(references=debits, actor=actor)
+    for e in active:
+        if e.premium_direction == PremiumDirection.CREDIT:
+            ledger.refund_post(
+                employer_id=e.employer_id,
+                amount=e.premium_amount,
+                reference=f"refund:{e.hold_reference}",
+                endorsement_id=e.pk,
+                actor=actor,
+            )
+    policies = Policy.objects.in_bulk({e.policy_id for e in active})
+    additions = [e for e in active if e.type == EndorsementType.ADDITION]
+    if additions:
+        _coverage_start_many(additions, policies=policies, actor=actor)
+    for e in active:
+        if e.type != EndorsementType.ADDITION:
+            _coverage_change(e, actor=actor)
     return transitions
 
 
-def _activate(e: Endorsement, *, actor: Actor) -> Transition | None:
-    """CONFIRMED → ACTIVE: capture the hold (or post the refund) and change the coverage, in one transaction."""
-    t = _move(e, S.ACTIVE, allowed_from=[S.CONFIRMED], detail="cover in force", activated_at=timezone.now())
-    if t is None:
-        return None
-    if e.premium_direction == PremiumDirection.DEBIT:
-        ledger.hold_capture(reference=e.hold_reference, actor=actor)
-    elif e.premium_direction == PremiumDirection.CREDIT:
-        ledger.refund_post(
-            employer_id=e.employer_id,
-            amount=e.premium_amount,
-            reference=f"refund:{e.hold_reference}",
-            endorsement_id=e.pk,
-            actor=actor,
-        )
-    policy = Policy.objects.get(pk=e.policy_id)
-    details = _draft_of(e).details
-    if e.type == EndorsementType.ADDITION:
-        employee, _ = employer_services.employee_upsert(
-            employer_id=e.employer_id, employee_code=e.employee_code, details=details
-        )
+def _coverage_start_many(additions: Sequence[Endorsement], *, policies: dict[int, Policy], actor: Actor) -> None:
+    by_employer: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for e in additions:
+        by_employer[e.employer_id][e.employee_code] = _draft_of(e).details
+    employees = {
+        (employer_id, employee.employee_code): employee
+        for employer_id, members in by_employer.items()
+        for employee in employer_services.employees_upsert_many(employer_id=employer_id, members=members)
+    }
+    starts = []
+    for e in additions:
         assert e.sum_insured is not None
-        employer_services.coverage_start(
-            employee=employee,
-            policy=policy,
-            sum_insured=e.sum_insured,
-            start_date=e.effective_date,
-            endorsement_id=e.pk,
-            actor=actor,
+        starts.append(
+            employer_services.CoverageStart(
+                employee=employees[(e.employer_id, e.employee_code)],
+                policy=policies[e.policy_id],
+                sum_insured=e.sum_insured,
+                start_date=e.effective_date,
+                endorsement_id=e.pk,
+            )
         )
-    else:
-        coverage = employer_selectors.coverage_active(policy_id=e.policy_id, employee_code=e.employee_code)
-        if coverage is None:
-            raise DomainValidationError({"employee_code": "The member is no longer covered."})
-        if e.type == EndorsementType.DELETION:
-            last_day = max(coverage.start_date, e.effective_date - timedelta(days=1))
-            employer_services.coverage_end(coverage=coverage, end_date=last_day, endorsement_id=e.pk, actor=actor)
-        else:
-            _, diff = (
-                employer_services.employee_upsert(
-                    employer_id=e.employer_id, employee_code=e.employee_code, details=details
-                )
-                if details
-                else (None, {})
-            )
-            employer_services.coverage_update(
-                coverage=coverage, sum_insured=e.sum_insured, employee_diff=diff, endorsement_id=e.pk, actor=actor
-            )
-    return t
+    employer_services.coverages_start_many(starts=starts, actor=actor)
+
+
+def _coverage_change(e: Endorsement, *, actor: Actor) -> None:
+    """A deletion ends the member's cover; a correction updates it (and the employee's details)."""
+    coverage = employer_selectors.coverage_active(policy_id=e.policy_id, employee_code=e.employee_code)
+    if coverage is None:
+        raise DomainValidationError({"employee_code": "The member is no longer covered."})
+    if e.type == EndorsementType.DELETION:
+        last_day = max(coverage.start_date, e.effective_date - timedelta(days=1))
+        employer_services.coverage_end(coverage=coverage, end_date=last_day, endorsement_id=e.pk, actor=actor)
+        return
+    details = _draft_of(e).details
+    _, diff = (
+        employer_services.employee_upsert(employer_id=e.employer_id, employee_code=e.employee_code, details=details)
+        if details
+        else (None, {})
+    )
+    employer_services.coverage_update(
+        coverage=coverage, sum_insured=e.sum_insured, employee_diff=diff, endorsement_id=e.pk, actor=actor
+    )
 
 
 def _release_hold(e: Endorsement, *, actor: Actor, reason: str) -> None:
@@ -676,15 +729,20 @@ def _release_hold(e: Endorsement, *, actor: Actor, reason: str) -> None:
 
 def _on_terminal(finished: Sequence[Endorsement]) -> None:
     """Wake each member's next waiting endorsement; mark batches whose rows are all terminal as completed."""
-    members = {(e.policy_id, e.employee_code) for e in finished}
-    for policy_id, code in sorted(members):
-        nxt = (
-            Endorsement.objects.filter(policy_id=policy_id, employee_code=code, status=S.RECEIVED)
+    codes_by_policy: dict[int, set[str]] = defaultdict(set)
+    for e in finished:
+        codes_by_policy[e.policy_id].add(e.employee_code)
+    for policy_id, codes in sorted(codes_by_policy.items()):
+        waiting = (
+            Endorsement.objects.filter(policy_id=policy_id, employee_code__in=sorted(codes), status=S.RECEIVED)
             .order_by("id")
-            .first()
+            .only("id", "policy_id", "employee_code")
         )
-        if nxt is not None:
-            outbox_enqueue(topic="endorsements.process", payload={"ids": [nxt.pk]}, key=nxt.member_key)
+        woken: set[str] = set()
+        for nxt in waiting:
+            if nxt.employee_code not in woken:
+                woken.add(nxt.employee_code)
+                outbox_enqueue(topic="endorsements.process", payload={"ids": [nxt.pk]}, key=nxt.member_key)
     for batch_id in {e.batch_id for e in finished if e.batch_id}:
         if not Endorsement.objects.filter(batch_id=batch_id).exclude(status__in=TERMINAL).exists():
             EndorsementBatch.objects.filter(pk=batch_id, completed_at__isnull=True).update(completed_at=timezone.now())
@@ -695,20 +753,17 @@ def endorsements_fail(*, ids: Sequence[int], reason: str, actor: Actor) -> list[
     """The insurer could not take the batch (retry budget spent, or a protocol with no adapter yet): FAILED,
     hold released, error kept. An operator can retry once the cause is fixed."""
     endorsements = {e.pk: e for e in Endorsement.objects.select_for_update().filter(pk__in=ids, status=S.SENT)}
-    transitions, finished = [], []
-    for e in endorsements.values():
-        t = _move(
-            e,
-            S.FAILED,
-            allowed_from=[S.SENT],
-            detail=f"insurer could not take it: {reason}"[:500],
-            last_error=reason[:2000],
-            rejection_class="transient",
-        )
-        if t:
-            transitions.append(t)
-            _release_hold(e, actor=actor, reason="failed")
-            finished.append(e)
+    detail = f"insurer could not take it: {reason}"[:500]
+    transitions = _move_many(
+        [_Step(e, detail) for e in endorsements.values()],
+        S.FAILED,
+        allowed_from=[S.SENT],
+        last_error=reason[:2000],
+        rejection_class="transient",
+    )
+    finished = [endorsements[t.endorsement_id] for t in transitions]
+    for e in finished:
+        _release_hold(e, actor=actor, reason="failed")
     _record(transitions, actor=actor, endorsements=endorsements)
     _on_terminal(finished)
     return transitions
@@ -723,7 +778,7 @@ def endorsements_activate_due(*, actor: Actor, today: date | None = None, limit:
         .filter(status=S.CONFIRMED, effective_date__lte=today)
         .order_by("id")[:limit]
     )
-    transitions = [t for e in due if (t := _activate(e, actor=actor))]
+    transitions = _activate_many(due, actor=actor)
     _record(transitions, actor=actor, endorsements={e.pk: e for e in due})
     _on_terminal([e for e in due if e.status == S.ACTIVE])
     return len(transitions)
@@ -829,19 +884,12 @@ def endorsements_expire_parked(*, actor: Actor, older_than: timedelta | None = N
         .filter(status=S.ON_HOLD_FUNDS, updated_at__lt=timezone.now() - older_than)
         .order_by("id")[:1000]
     )
-    transitions = [
-        t
-        for e in stale
-        if (
-            t := _move(
-                e,
-                S.FAILED,
-                allowed_from=[S.ON_HOLD_FUNDS],
-                detail="funds did not arrive in time",
-                last_error="parked without funds past the limit",
-            )
-        )
-    ]
+    transitions = _move_many(
+        [_Step(e, "funds did not arrive in time") for e in stale],
+        S.FAILED,
+        allowed_from=[S.ON_HOLD_FUNDS],
+        last_error="parked without funds past the limit",
+    )
     _record(transitions, actor=actor, endorsements={e.pk: e for e in stale})
     _on_terminal([e for e in stale if e.status == S.FAILED])
     return len(transitions)

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from apps.common import bulk
 from apps.employers.models import Insurer
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.contracts import (
@@ -141,10 +142,9 @@ def _record_results(chunk: Sequence[EndorsementSubmission], results: Sequence[Su
         row.responded_at = now
         row.last_error = ""
         changed.append(row)
-    InsurerSubmission.objects.bulk_update(
+    bulk.bulk_update(
         changed,
         ["last_outcome", "rejection_class", "rejection_reason", "insurer_reference", "responded_at", "last_error"],
-        batch_size=500,
     )
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "hold_exists",
     "hold_place",
     "hold_release",
+    "holds_capture_bulk",
     "holds_place_bulk",
     "ledger_account_open",
     "ledger_verify",
@@ -673,6 +674,123 @@ def hold_capture(*, reference: str, actor: Actor) -> LedgerTransaction:
         if done is None:
             raise
         return done
+
+
+def holds_capture_bulk(*, references: Sequence[str], actor: Actor) -> dict[str, LedgerTransaction]:
+    """`hold_capture` for many holds at once (an insurer's confirmations of a batch): one lock round per
+    employer account instead of one transaction per hold. Returns {reference: capture transaction}.
+
+    1. Read the holds with their resolutions (chunked). An unknown reference → `HoldNotFound`, a released
+       hold → `HoldAlreadyReleased` (nothing is written); a captured one is a replay (its transaction).
+    2. Per account, in account-id order (a fixed lock order, so two bulk captures cannot deadlock), inside a
+       savepoint: one UPDATE `posted -= total, held -= total` (the employer row lock, taken first), bulk
+       INSERTs of the capture transactions, their entries (the employer side with its running
+       `balance_after`, in id order) and the resolutions, one audit row for the round, the low-balance flag.
+    3. A unique violation (the same hold captured concurrently) rolls that account's round back and it is
+       retried once: those holds are then replays.
+    """
+    wanted = list(dict.fromkeys(references))
+    for reference in wanted:
+        _check_reference(reference)
+    out: dict[str, LedgerTransaction] = {}
+    if not wanted:
+        return out
+    by_account = _holds_to_capture(wanted, out)
+    if not by_account:
+        return out
+    payable_id = _system_account_id(AccountKind.INSURER_PAYABLE)
+    for account_id in sorted(by_account):
+        holds = by_account[account_id]
+        try:
+            out.update(_capture_round(account_id, holds, payable_id=payable_id, actor=actor))
+        except IntegrityError:
+            retry: dict[str, LedgerTransaction] = {}
+            again = _holds_to_capture([h.reference for h in holds], retry).get(account_id, [])
+            out.update(retry)
+            if again:
+                out.update(_capture_round(account_id, again, payable_id=payable_id, actor=actor))
+    return out
+
+
+def _holds_to_capture(references: Sequence[str], replays: dict[str, LedgerTransaction]) -> dict[int, list[Hold]]:
+    """Unresolved holds of `references` grouped by account (in the given order); fills `replays` with the
+    captures already made; raises for unknown or released holds."""
+    found: dict[str, Hold] = {}
+    for start in range(0, len(references), _CHUNK):
+        chunk = references[start : start + _CHUNK]
+        found.update(
+            (h.reference, h)
+            for h in Hold.objects.filter(reference__in=chunk).select_related(
+                "account", "resolution", "resolution__transaction"
+            )
+        )
+    by_account: dict[int, list[Hold]] = {}
+    for reference in references:
+        hold = found.get(reference)
+        if hold is None:
+            raise HoldNotFound(f"no hold with reference {reference!r}")
+        done = _capture_outcome(hold)
+        if done is not None:
+            replays[reference] = done
+        else:
+            by_account.setdefault(hold.account_id, []).append(hold)
+    return by_account
+
+
+def _capture_round(
+    account_id: int, holds: list[Hold], *, payable_id: int, actor: Actor
+) -> dict[str, LedgerTransaction]:
+    total = sum(h.amount for h in holds)
+    with transaction.atomic():
+        state = _account_apply(account_id=account_id, posted_delta=-total, held_delta=-total)
+        assert state is not None
+        txns = LedgerTransaction.objects.bulk_create(
+            [
+                LedgerTransaction(
+                    kind=TransactionKind.CAPTURE,
+                    reference=h.reference,
+                    employer_id=state.employer_id,
+                    amount=h.amount,
+                    endorsement_id=h.endorsement_id,
+                )
+                for h in holds
+            ],
+            batch_size=_CHUNK,
+        )
+        entries: list[LedgerEntry] = []
+        running = state.posted + total
+        for txn in txns:
+            running -= txn.amount
+            entries.append(
+                LedgerEntry(
+                    transaction=txn,
+                    account_id=account_id,
+                    direction=Direction.DEBIT,
+                    amount=txn.amount,
+                    balance_after=running,
+                )
+            )
+            entries.append(
+                LedgerEntry(transaction=txn, account_id=payable_id, direction=Direction.CREDIT, amount=txn.amount)
+            )
+        LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
+        HoldResolution.objects.bulk_create(
+            [
+                HoldResolution(hold=h, kind=ResolutionKind.CAPTURED, transaction=txn)
+                for h, txn in zip(holds, txns, strict=True)
+            ],
+            batch_size=_CHUNK,
+        )
+        audit_record(
+            actor=actor,
+            action="ledger.holds_captured",
+            object_type="ledger_account",
+            object_id=account_id,
+            employer_id=state.employer_id,
+            after={"count": len(holds), "amount": total, "references": [h.reference for h in holds]},
+        )
+        _low_balance_track(state)
+    return {txn.reference: txn for txn in txns}
 
 
 def hold_release(*, reference: str, actor: Actor, reason: str = "") -> HoldResolution:

@@ -14,8 +14,10 @@ from django.db import transaction
 from apps.audit.models import AuditEvent, InsurerExchangeEvent, JobRunEvent, PiiAccessEvent
 from apps.audit.services import (
     MAX_BODY_BYTES,
+    AuditEntry,
     AuditError,
     audit_record,
+    audit_record_many,
     insurer_exchange_record,
     job_run,
     job_run_finish,
@@ -29,6 +31,38 @@ pytestmark = pytest.mark.django_db
 
 
 # --- audit_record -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_record_many_outside_a_transaction_is_refused_and_writes_nothing(actor):
+    with pytest.raises(AuditError, match="inside the transaction"):
+        audit_record_many(actor=actor, entries=[AuditEntry("thing.updated", "thing", 1, after={"a": 1})])
+
+    assert AuditEvent.objects.count() == 0
+
+
+def test_audit_record_many_writes_one_row_per_entry_changed_fields_only_and_redacted(actor):
+    entries = [
+        AuditEntry("thing.moved", "thing", 1, employer_id=7, before={"s": "A", "k": 1}, after={"s": "B", "k": 1}),
+        AuditEntry("thing.created", "thing", "x-2", after={"email": "a@b.example", "n": Decimal("1.50")}),
+    ]
+
+    with transaction.atomic():
+        events = audit_record_many(actor=actor, entries=entries)
+
+    rows = list(AuditEvent.objects.order_by("id").values("action", "object_id", "employer_id", "before", "after"))
+    assert [e.pk for e in events] == list(AuditEvent.objects.order_by("id").values_list("pk", flat=True))
+    assert rows == [
+        {"action": "thing.moved", "object_id": "1", "employer_id": 7, "before": {"s": "A"}, "after": {"s": "B"}},
+        {
+            "action": "thing.created",
+            "object_id": "x-2",
+            "employer_id": None,
+            "before": None,
+            "after": {"email": "[redacted]", "n": "1.50"},
+        },
+    ]
+    assert audit_record_many(actor=actor, entries=[]) == []
 
 
 @pytest.mark.django_db(transaction=True)

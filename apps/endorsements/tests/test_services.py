@@ -128,6 +128,25 @@ def test_velocity_breaker_holds_endorsements_past_the_hourly_limit_for_review(po
 
 
 @pytest.mark.django_db
+def test_a_rejection_while_processing_lets_the_members_next_endorsement_go(policy):
+    first = submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1)))
+    second = submit(policy, deletion(policy, "E-1", effective=date(2026, 6, 20)))
+    policy.employer.status = "suspended"
+    policy.employer.save()
+    OutboxMessage.objects.all().delete()
+
+    services.endorsements_process(ids=[first.pk, second.pk], actor=SYSTEM)
+
+    assert Endorsement.objects.get(pk=first.pk).status == S.REJECTED
+    assert Endorsement.objects.get(pk=second.pk).status == S.RECEIVED  # blocked behind the first, until now
+    [wake] = OutboxMessage.objects.filter(topic="endorsements.process")
+    assert wake.payload == {"ids": [second.pk]}
+    services.endorsements_process(ids=wake.payload["ids"], actor=SYSTEM)
+    assert Endorsement.objects.get(pk=second.pk).status == S.REJECTED
+    assert Endorsement.objects.get(pk=second.pk).rejection_class == "data_mismatch"
+
+
+@pytest.mark.django_db
 def test_cancel_before_sent_releases_the_hold_and_after_sent_is_409(policy):
     ledger.topup_post(employer_id=policy.employer_id, amount=10_000_000, reference="t", actor=SYSTEM)
     e = submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1)))

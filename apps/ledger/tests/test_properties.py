@@ -21,6 +21,7 @@ operations = st.lists(
         st.tuples(st.just("hold"), amounts, refs),
         st.tuples(st.just("bulk"), st.lists(st.tuples(amounts, refs), min_size=1, max_size=4), st.just(0)),
         st.tuples(st.just("capture"), st.just(0), refs),
+        st.tuples(st.just("capture_bulk"), st.just(0), st.lists(refs, min_size=1, max_size=4)),
         st.tuples(st.just("release"), st.just(0), refs),
     ),
     min_size=1,
@@ -55,6 +56,13 @@ def test_random_operations_keep_entries_equal_to_balances_and_available_nonnegat
                 captured_before = HoldResolution.objects.filter(hold=hold).exists() if hold else True
                 services.hold_capture(reference=f"{tag}-h{ref}", actor=SYSTEM)
                 expected_posted -= 0 if captured_before else hold.amount
+            elif kind == "capture_bulk":
+                holds = {h.reference: h for h in Hold.objects.filter(reference__in=[f"{tag}-h{r}" for r in ref])}
+                open_amount = sum(
+                    h.amount for h in holds.values() if not HoldResolution.objects.filter(hold=h).exists()
+                )
+                services.holds_capture_bulk(references=[f"{tag}-h{r}" for r in ref], actor=SYSTEM)
+                expected_posted -= open_amount  # all or nothing: a refusal below leaves it unchanged
             else:
                 services.hold_release(reference=f"{tag}-h{ref}", actor=SYSTEM)
         except (services.ReferenceConflict, services.HoldNotFound, services.HoldAlreadyResolved):

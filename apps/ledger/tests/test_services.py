@@ -301,6 +301,86 @@ def test_database_refuses_a_second_resolution_of_a_hold():
         HoldResolution.objects.create(hold=hold, kind=ResolutionKind.RELEASED)
 
 
+def test_bulk_capture_posts_each_hold_with_a_running_balance_in_one_lock_round(django_assert_num_queries):
+    employer = funded_employer(1_100_00)
+    services.hold_place(employer_id=employer.pk, amount=100_00, reference="c0", actor=SYSTEM)
+    services.hold_capture(reference="c0", actor=SYSTEM)  # opens the insurer-payable account
+    services.holds_place_bulk(
+        employer_id=employer.pk,
+        requests=[HoldRequest("c1", 100_00, 1), HoldRequest("c2", 250_00, 2), HoldRequest("c3", 50_00, 3)],
+        actor=SYSTEM,
+    )
+
+    # holds with resolutions, payable account, SAVEPOINT, UPDATE, 3 bulk INSERTs, audit INSERT, RELEASE.
+    with django_assert_num_queries(9):
+        captured = services.holds_capture_bulk(references=["c1", "c2", "c3"], actor=SYSTEM)
+
+    assert sorted(captured) == ["c1", "c2", "c3"]
+    assert [(t.kind, t.amount, t.endorsement_id) for t in (captured["c1"], captured["c2"], captured["c3"])] == [
+        (TransactionKind.CAPTURE, 100_00, 1),
+        (TransactionKind.CAPTURE, 250_00, 2),
+        (TransactionKind.CAPTURE, 50_00, 3),
+    ]
+    assert balances(employer.pk) == (600_00, 0, 600_00)
+    employer_side = LedgerEntry.objects.filter(account__kind=AccountKind.EMPLOYER, direction=Direction.DEBIT)
+    assert list(employer_side.order_by("id").values_list("amount", "balance_after")) == [
+        (100_00, 1_000_00),
+        (100_00, 900_00),
+        (250_00, 650_00),
+        (50_00, 600_00),
+    ]
+    assert set(HoldResolution.objects.values_list("kind", flat=True)) == {ResolutionKind.CAPTURED}
+    assert AuditEvent.objects.filter(action="ledger.holds_captured").count() == 1
+    assert system_account_balances()[AccountKind.INSURER_PAYABLE] == 500_00
+    assert ledger_verify().ok
+
+
+def test_bulk_capture_repeated_or_overlapping_replays_what_was_captured_and_captures_the_rest():
+    employer = funded_employer(1_000_00)
+    for ref in ("a", "b"):
+        services.hold_place(employer_id=employer.pk, amount=100_00, reference=ref, actor=SYSTEM)
+    first = services.hold_capture(reference="a", actor=SYSTEM)
+
+    captured = services.holds_capture_bulk(references=["a", "b", "a"], actor=SYSTEM)
+    before = snapshot(employer.pk)
+    again = services.holds_capture_bulk(references=["b", "a"], actor=SYSTEM)
+
+    assert captured["a"].pk == first.pk
+    assert again["b"].pk == captured["b"].pk
+    assert snapshot(employer.pk) == before
+    assert balances(employer.pk) == (800_00, 0, 800_00)
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.CAPTURE).count() == 2
+
+
+def test_bulk_capture_with_a_released_or_unknown_hold_is_refused_and_changes_nothing():
+    employer = funded_employer(1_000_00)
+    for ref in ("ok", "gone"):
+        services.hold_place(employer_id=employer.pk, amount=100_00, reference=ref, actor=SYSTEM)
+    services.hold_release(reference="gone", actor=SYSTEM)
+    before = snapshot(employer.pk)
+
+    with pytest.raises(services.HoldAlreadyReleased):
+        services.holds_capture_bulk(references=["ok", "gone"], actor=SYSTEM)
+    with pytest.raises(services.HoldNotFound):
+        services.holds_capture_bulk(references=["ok", "nope"], actor=SYSTEM)
+
+    assert snapshot(employer.pk) == before
+
+
+def test_bulk_capture_over_several_employers_locks_each_account_once():
+    first, second = funded_employer(500_00), funded_employer(500_00)
+    services.hold_place(employer_id=first.pk, amount=100_00, reference="f1", actor=SYSTEM)
+    services.hold_place(employer_id=second.pk, amount=200_00, reference="s1", actor=SYSTEM)
+    services.hold_place(employer_id=first.pk, amount=50_00, reference="f2", actor=SYSTEM)
+
+    services.holds_capture_bulk(references=["f1", "s1", "f2"], actor=SYSTEM)
+
+    assert balances(first.pk) == (350_00, 0, 350_00)
+    assert balances(second.pk) == (300_00, 0, 300_00)
+    assert AuditEvent.objects.filter(action="ledger.holds_captured").count() == 2
+    assert ledger_verify().ok
+
+
 # --- bulk holds ----------------------------------------------------------------------------------------------
 
 
