@@ -56,6 +56,7 @@ from apps.endorsements.validation import (
     apply_to_projection,
     check_context,
     price_against,
+    project_member,
     project_members,
 )
 from apps.ledger import services as ledger
@@ -259,7 +260,7 @@ def endorsement_quote(*, employer: Employer, policy: Policy, draft: EndorsementD
     errors = check_context(employer=employer, policy=policy, effective_date=draft.effective_date, today=_today())
     if errors:
         raise DomainValidationError(errors)
-    state = project_members(policy=policy, employee_codes=[draft.employee_code])[draft.employee_code]
+    state = project_member(policy=policy, employee_code=draft.employee_code)
     try:
         return price_against(draft=draft, policy=policy, state=state, today=_today())
     except MemberError as exc:

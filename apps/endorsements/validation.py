@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from django.db.models import BigIntegerField, CharField, Value
+
 from apps.employers.models import Coverage, CoverageStatus, Employer, EmployerStatus, Gender, Policy
 from apps.endorsements.models import TERMINAL, Endorsement, EndorsementType
 from apps.endorsements.pricing import Quote, quote
@@ -108,6 +110,28 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
         if code in wanted:
             apply_to_projection(states[code], kind=kind, sum_insured=in_flight_si)
     return states
+
+
+def project_member(*, policy: Policy, employee_code: str) -> MemberState:
+    """`project_members` for one member in one query (the single-endorsement hot path): its active coverage
+    and its in-flight endorsements, as one `UNION ALL` ordered so the coverage comes first, then by id."""
+    covered = (
+        Coverage.objects.filter(policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code)
+        .annotate(kind=Value("", output_field=CharField()), seq=Value(0, output_field=BigIntegerField()))
+        .values_list("kind", "sum_insured", "seq")
+    )
+    in_flight = (
+        Endorsement.objects.filter(policy=policy, employee_code=employee_code)
+        .exclude(status__in=TERMINAL)
+        .values_list("type", "sum_insured", "id")
+    )
+    state = MemberState(covered=False, sum_insured=None)
+    for kind, sum_insured, _ in covered.union(in_flight, all=True).order_by("seq"):
+        if kind == "":
+            state = MemberState(covered=True, sum_insured=sum_insured)
+        else:
+            apply_to_projection(state, kind=kind, sum_insured=sum_insured)
+    return state
 
 
 def apply_to_projection(state: MemberState, *, kind: str, sum_insured: int | None) -> None:

@@ -62,16 +62,41 @@ def _increment(key: str, ttl: int) -> int:
         return int(cache.incr(key))
 
 
+def _increment_all(counters: list[tuple[str, int]]) -> list[int]:
+    """Increment each (key, ttl) counter and return the new counts.
+
+    On Redis this is one round trip: a pipeline of `INCR`s. A counter the pipeline created (count 1) gets its
+    TTL in a second, rare round trip, once per window, so it expires with its window. Other caches (the file
+    cache of `make run`) go key by key through the cache API."""
+    client = getattr(cache, "client", None)
+    if client is None or not hasattr(client, "get_client"):
+        return [_increment(key, ttl) for key, ttl in counters]
+    redis = client.get_client(write=True)
+    keys = [(cache.make_key(key), ttl) for key, ttl in counters]
+    pipe = redis.pipeline(transaction=False)
+    for full, _ in keys:
+        pipe.incr(full)
+    counts = [int(c) for c in pipe.execute()]
+    fresh = [(full, ttl) for (full, ttl), count in zip(keys, counts, strict=True) if count == 1]
+    if fresh:
+        pipe = redis.pipeline(transaction=False)
+        for full, ttl in fresh:
+            pipe.expire(full, ttl)
+        pipe.execute()
+    return counts
+
+
 def rate_limit_hit(*, key_prefix: str, limits: dict[str, int], now: float | None = None) -> RateDecision:
     """Count one request for the key and decide whether it may proceed."""
     now = time.time() if now is None else now
+    buckets = {window: int(now // size) for window, size in WINDOWS.items()}
+    counts = _increment_all(
+        [(_counter_key(key_prefix, window, buckets[window]), size + 60) for window, size in WINDOWS.items()]
+    )
     usage: list[WindowUsage] = []
-    for window, size in WINDOWS.items():
-        limit = limits[window]
-        bucket = int(now // size)
-        count = _increment(_counter_key(key_prefix, window, bucket), ttl=size + 60)
-        reset = max(1, math.ceil((bucket + 1) * size - now))
-        usage.append(WindowUsage(window=window, limit=limit, count=count, reset_seconds=reset))
+    for (window, size), count in zip(WINDOWS.items(), counts, strict=True):
+        reset = max(1, math.ceil((buckets[window] + 1) * size - now))
+        usage.append(WindowUsage(window=window, limit=limits[window], count=count, reset_seconds=reset))
 
     grace_ratio = settings.API_RATE_LIMIT_GRACE_RATIO
     over_hard = [u for u in usage if u.count > u.limit * grace_ratio]

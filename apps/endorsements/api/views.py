@@ -60,11 +60,18 @@ def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[
         raise DomainValidationError(errors)
     assert employer_id is not None
     assert policy_id is not None
-    employer = employer_selectors.employer_get_for(principal_of(request), employer_id)
-    policy = Policy.objects.filter(pk=policy_id, employer=employer).select_related("insurer").first()
-    if policy is None:
-        raise DomainValidationError({"policy": "No such policy for this employer."})
-    return employer, policy
+    principal = principal_of(request)
+    # One query when both are right (the common case); the slower path below only tells the errors apart.
+    policy = (
+        Policy.objects.filter(pk=policy_id, employer__in=employer_selectors.employers_visible_to(principal))
+        .filter(employer_id=employer_id)
+        .select_related("employer")
+        .first()
+    )
+    if policy is not None:
+        return policy.employer, policy
+    employer_selectors.employer_get_for(principal, employer_id)  # 404 if the employer is not this key's
+    raise DomainValidationError({"policy": "No such policy for this employer."})
 
 
 def parse_single(body: Any) -> EndorsementDraft:

@@ -107,3 +107,30 @@ def test_limits_are_per_key(client, make_key, time_machine):
     hit(client, 12)
 
     assert hit(other).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "backend", ["default", {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rl-test"}]
+)
+def test_counters_count_per_window_on_redis_and_on_other_caches(backend, settings, time_machine):
+    from django.core.cache import cache
+
+    from apps.partners.ratelimit import rate_limit_hit
+
+    if backend != "default":
+        settings.CACHES = {"default": backend}
+    time_machine.move_to(datetime(2026, 6, 1, 10, 0, 30, tzinfo=UTC), tick=False)
+    limits = {"minute": 10, "hour": 100, "day": 1000}
+
+    counts = [[u.count for u in rate_limit_hit(key_prefix="abc", limits=limits).usage] for _ in range(3)]
+    time_machine.move_to(datetime(2026, 6, 1, 10, 1, 5, tzinfo=UTC), tick=False)
+    next_minute = [u.count for u in rate_limit_hit(key_prefix="abc", limits=limits).usage]
+
+    assert counts == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    assert next_minute == [1, 4, 4]
+    if backend == "default" and hasattr(cache, "client"):  # Redis: each counter expires with its window
+        redis = cache.client.get_client()
+        ttl = redis.ttl(
+            cache.make_key(f"rl:abc:minute:{int(datetime(2026, 6, 1, 10, 1, 5, tzinfo=UTC).timestamp() // 60)}")
+        )
+        assert 0 < ttl <= 120
