@@ -118,11 +118,13 @@ def project_member(*, policy: Policy, employee_code: str) -> MemberState:
     covered = (
         Coverage.objects.filter(policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code)
         .annotate(kind=Value("", output_field=CharField()), seq=Value(0, output_field=BigIntegerField()))
+        .order_by()  # no ORDER BY inside a compound statement (SQLite refuses it); the union is ordered below
         .values_list("kind", "sum_insured", "seq")
     )
     in_flight = (
         Endorsement.objects.filter(policy=policy, employee_code=employee_code)
         .exclude(status__in=TERMINAL)
+        .order_by()
         .values_list("type", "sum_insured", "id")
     )
     state = MemberState(covered=False, sum_insured=None)
