@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     args = parser.parse_args()
     require_postgres_and_redis()
     import django
@@ -143,7 +144,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     key, employer, policy = setup_world()
     port = free_port()
-    server = start_gunicorn(port, workers=args.workers)
+    server = start_gunicorn(port, workers=args.workers, threads=args.threads)
     import requests
 
     base = f"http://127.0.0.1:{port}"
@@ -185,7 +186,10 @@ def main() -> None:
 
     h99, p50, p95, p99 = percentile(health, 99), percentile(posts, 50), percentile(posts, 95), percentile(posts, 99)
     print("\nEndorsement API benchmark")
-    print(f"  machine: {os.cpu_count()} cores; gunicorn {args.workers} workers × 4 threads; PostgreSQL + Redis")
+    print(
+        f"  machine: {os.cpu_count()} cores; gunicorn {args.workers} workers × {args.threads} threads; "
+        "PostgreSQL + Redis"
+    )
     print(f"  limit  GET /health at {args.rate}/s: p50 {percentile(health, 50):.1f} ms, p99 {h99:.1f} ms")
     print(
         f"  POST /api/v1/endorsements at {args.rate}/s for {args.seconds:.0f} s: {len(posts)} requests, {errors} errors"

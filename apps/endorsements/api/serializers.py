@@ -7,7 +7,13 @@ from rest_framework import serializers
 
 from apps.common.fields import MoneyField
 from apps.employers.models import Gender
-from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementHistory, EndorsementType
+from apps.endorsements.models import (
+    EndorsementBatch,
+    EndorsementHistory,
+    EndorsementStatus,
+    EndorsementType,
+    PremiumDirection,
+)
 
 
 class EndorsementMemberInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -48,31 +54,27 @@ class EndorsementCreateInputSerializer(serializers.Serializer):  # type: ignore[
     )
 
 
-class EndorsementSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    sum_insured = MoneyField(allow_null=True)
-    premium_amount = MoneyField()
+class EndorsementSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Read-only representation of an endorsement. Fields are declared, not introspected from the model:
+    a `ModelSerializer` rebuilds its fields from model metadata on every instantiation (≈ 0.5 ms per
+    response, on the hot `POST /endorsements` path)."""
 
-    class Meta:
-        model = Endorsement
-        fields = (
-            "id",
-            "employer",
-            "policy",
-            "type",
-            "status",
-            "employee_code",
-            "effective_date",
-            "sum_insured",
-            "premium_amount",
-            "premium_direction",
-            "batch",
-            "insurer_reference",
-            "rejection_class",
-            "rejection_reason",
-            "created_at",
-            "updated_at",
-        )
-        read_only_fields = fields
+    id = serializers.IntegerField(read_only=True)
+    employer = serializers.IntegerField(source="employer_id", read_only=True)
+    policy = serializers.IntegerField(source="policy_id", read_only=True)
+    type = serializers.ChoiceField(choices=EndorsementType.choices, read_only=True)
+    status = serializers.ChoiceField(choices=EndorsementStatus.choices, read_only=True)
+    employee_code = serializers.CharField(read_only=True)
+    effective_date = serializers.DateField(read_only=True)
+    sum_insured = MoneyField(allow_null=True, read_only=True)
+    premium_amount = MoneyField(read_only=True)
+    premium_direction = serializers.ChoiceField(choices=PremiumDirection.choices, read_only=True)
+    batch = serializers.IntegerField(source="batch_id", allow_null=True, read_only=True)
+    insurer_reference = serializers.CharField(read_only=True)
+    rejection_class = serializers.CharField(read_only=True)
+    rejection_reason = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
 
 
 class EndorsementHistorySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -85,10 +87,6 @@ class EndorsementHistorySerializer(serializers.ModelSerializer):  # type: ignore
 
 class EndorsementDetailSerializer(EndorsementSerializer):
     history = EndorsementHistorySerializer(many=True, read_only=True)
-
-    class Meta(EndorsementSerializer.Meta):
-        fields = (*EndorsementSerializer.Meta.fields, "history")  # type: ignore[assignment]
-        read_only_fields = fields  # type: ignore[assignment]
 
 
 class EndorsementQuoteSerializer(serializers.Serializer):  # type: ignore[type-arg]
