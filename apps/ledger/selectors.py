@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When, Window
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -164,7 +164,9 @@ def ledger_verify() -> VerifyReport:
     1. each employer account's cached `posted` == Σ credits − Σ debits of its entries, cached `held` ==
        Σ of its unresolved holds, and `posted − held >= 0`; system accounts keep no cache (both 0);
     2. every transaction balances: Σ debits == Σ credits == its amount (so no transaction lacks entries);
-    3. no hold has more than one resolution, and each capture's transaction is a capture of the hold's amount.
+    3. no hold has more than one resolution, and each capture's transaction is a capture of the hold's amount;
+    4. each employer entry's `balance_after` is its account's running balance in entry-id order (entries are
+       numbered under the account's row lock, so id order is the order the balance changed in).
 
     On PostgreSQL, when called outside a transaction, everything is read in one REPEATABLE READ snapshot so
     concurrent postings cannot show up as false differences. A handful of GROUP BY queries, no per-row loop
@@ -246,4 +248,17 @@ def _verify() -> VerifyReport:
     )
     for hold_id in bad_captures[:100]:
         report.problems.append(f"hold {hold_id}: its capture transaction does not match the hold")
+
+    signed = Case(When(direction=Direction.CREDIT, then=F("amount")), default=-F("amount"))
+    off_running = (
+        LedgerEntry.objects.filter(account__kind=AccountKind.EMPLOYER)
+        .annotate(running=Window(Sum(signed), partition_by=[F("account_id")], order_by=F("id").asc()))
+        .exclude(balance_after=F("running"))
+        .order_by("id")
+        .values_list("id", "account_id", "balance_after", "running")
+    )
+    for entry_id, account_id, balance_after, running in off_running[:100]:
+        report.problems.append(
+            f"entry {entry_id} (account {account_id}): balance_after {balance_after} != running balance {running}"
+        )
     return report

@@ -10,20 +10,23 @@ balance (their balance is Σ of their entries), so employers never wait on each 
 Balances change in the database, not in Python: one `UPDATE … SET posted = posted + %s, held = held + %s WHERE
 id = %s [AND posted - held >= %s] RETURNING …` per operation. It is the F-expression update the ORM would write,
 spelled in SQL only because Django's `update()` cannot return the new values (we need them for `balance_after`,
-`available_after` and the low-balance crossing without a second round trip while the row is locked). The CHECK
-constraints (`held >= 0`, `posted - held >= 0` on employer accounts) are the last line of defence; the unique
-constraints on (kind, reference), Hold.reference and HoldResolution.hold make a lost race fail instead of
-double-applying.
+`available_after` and the low-balance crossing without a second round trip while the row is locked). On PostgreSQL
+the single-hold operations put that UPDATE at the head of one data-modifying statement that also writes the rows
+following from it (see "the single-operation hot path" below), so the row is locked for that statement and the
+COMMIT only. The CHECK constraints (`held >= 0`, `posted - held >= 0` on employer accounts) are the last line of
+defence; the unique constraints on (kind, reference), Hold.reference and HoldResolution.hold make a lost race
+fail instead of double-applying.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Subquery
+from django.db.models import Model, OuterRef, Subquery
+from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
@@ -304,6 +307,147 @@ def _entries_insert(
     LedgerEntry.objects.bulk_create(entries)
 
 
+# --- the single-operation hot path on PostgreSQL -------------------------------------------------------------
+#
+# On one hot employer, throughput is bounded by how long each operation holds that employer's account row
+# (from its UPDATE until COMMIT returns) and latency by Python work and round trips. So on PostgreSQL each
+# single-hold operation writes everything that has to follow the balance change in ONE statement: a
+# data-modifying CTE whose first part is the conditional UPDATE (the row lock — still the first lock taken)
+# and whose other parts INSERT the hold, or the capture transaction with its two entries and the resolution,
+# from the UPDATE's RETURNING (`balance_after` is the `posted` it returned, so entries stay consistent in id
+# order: they are numbered under the lock). The row is then locked for that one statement and the COMMIT.
+# These are the INSERTs the ORM would write (same columns; `created_at` set here as `auto_now_add` would),
+# spelled in SQL because Django cannot chain writes through RETURNING. Unique constraints fire inside the
+# statement exactly as they did for the separate INSERTs, so every race and replay rule is unchanged. SQLite
+# (`make run`, one writer at a time) has no data-modifying CTEs: it takes the same steps through the ORM.
+
+_ACCOUNT_TABLE = LedgerAccount._meta.db_table
+_HOLD_TABLE = Hold._meta.db_table
+_RESOLUTION_TABLE = HoldResolution._meta.db_table
+_TRANSACTION_TABLE = LedgerTransaction._meta.db_table
+_ENTRY_TABLE = LedgerEntry._meta.db_table
+# The CTE's columns are what `_account_state` reads from the first six columns of each statement's row.
+_ACCOUNT_CTE = "account (id, employer_id, posted, held, low_balance, threshold)"
+
+_HOLD_PLACE_SQL = f"""
+WITH {_ACCOUNT_CTE} AS (
+    UPDATE {_ACCOUNT_TABLE} SET held = held + %(amount)s
+    WHERE employer_id = %(employer_id)s AND kind = %(kind)s AND posted - held >= %(amount)s
+    {_returning_sql()}
+), hold AS (
+    INSERT INTO {_HOLD_TABLE} (reference, account_id, amount, endorsement_id, created_at)
+    SELECT %(reference)s, account.id, %(amount)s, %(endorsement_id)s, %(now)s FROM account
+    RETURNING id
+)
+SELECT account.*, hold.id FROM account, hold
+"""  # noqa: S608 — table names come from model metadata; every value is a bound parameter
+
+_HOLD_CAPTURE_SQL = f"""
+WITH {_ACCOUNT_CTE} AS (
+    UPDATE {_ACCOUNT_TABLE} SET posted = posted - %(amount)s, held = held - %(amount)s
+    WHERE id = %(account_id)s
+    {_returning_sql()}
+), txn AS (
+    INSERT INTO {_TRANSACTION_TABLE} (kind, reference, employer_id, amount, endorsement_id, created_at)
+    SELECT %(kind)s, %(reference)s, account.employer_id, %(amount)s, %(endorsement_id)s, %(now)s FROM account
+    RETURNING id
+), entries AS (
+    INSERT INTO {_ENTRY_TABLE} (transaction_id, account_id, direction, amount, balance_after, created_at)
+    SELECT txn.id, account.id, %(debit)s, %(amount)s, account.posted, %(now)s FROM account, txn
+    UNION ALL
+    SELECT txn.id, %(payable_id)s, %(credit)s, %(amount)s, NULL, %(now)s FROM txn
+), resolution AS (
+    INSERT INTO {_RESOLUTION_TABLE} (hold_id, kind, transaction_id, reason, resolved_at)
+    SELECT %(hold_id)s, %(captured)s, txn.id, '', %(now)s FROM txn
+)
+SELECT account.*, txn.id FROM account, txn
+"""  # noqa: S608 — as above
+
+_HOLD_RELEASE_SQL = f"""
+WITH {_ACCOUNT_CTE} AS (
+    UPDATE {_ACCOUNT_TABLE} SET held = held - %(amount)s WHERE id = %(account_id)s
+    {_returning_sql()}
+), resolution AS (
+    INSERT INTO {_RESOLUTION_TABLE} (hold_id, kind, transaction_id, reason, resolved_at)
+    SELECT %(hold_id)s, %(released)s, NULL, %(reason)s, %(now)s FROM account
+    RETURNING id
+)
+SELECT account.*, resolution.id FROM account, resolution
+"""  # noqa: S608 — as above
+
+# `holds_capture_bulk`'s round for one account: `_HOLD_CAPTURE_SQL` for many holds, passed as arrays in capture
+# order. Each employer entry's `balance_after` is the running balance (the `posted` before the round minus the
+# captures so far); rows are inserted in that order, so entry ids follow the running balance.
+_HOLDS_CAPTURE_SQL = f"""
+WITH {_ACCOUNT_CTE} AS (
+    UPDATE {_ACCOUNT_TABLE} SET posted = posted - %(total)s, held = held - %(total)s
+    WHERE id = %(account_id)s
+    {_returning_sql()}
+), holds AS (
+    SELECT h.n, h.hold_id, h.reference, h.amount, h.endorsement_id,
+           account.posted + %(total)s - sum(h.amount) OVER (ORDER BY h.n) AS balance_after
+    FROM unnest(%(hold_ids)s::bigint[], %(references)s::text[], %(amounts)s::bigint[], %(endorsement_ids)s::bigint[])
+         WITH ORDINALITY AS h (hold_id, reference, amount, endorsement_id, n)
+    CROSS JOIN account
+), txn AS (
+    INSERT INTO {_TRANSACTION_TABLE} (kind, reference, employer_id, amount, endorsement_id, created_at)
+    SELECT %(kind)s, holds.reference, account.employer_id, holds.amount, holds.endorsement_id, %(now)s
+    FROM holds CROSS JOIN account ORDER BY holds.n
+    RETURNING id, reference
+), entries AS (
+    INSERT INTO {_ENTRY_TABLE} (transaction_id, account_id, direction, amount, balance_after, created_at)
+    SELECT txn.id, side.account_id, side.direction, holds.amount, side.balance_after, %(now)s
+    FROM txn JOIN holds USING (reference) CROSS JOIN account
+    CROSS JOIN LATERAL (
+        VALUES (1, account.id, %(debit)s, holds.balance_after), (2, %(payable_id)s::bigint, %(credit)s, NULL::bigint)
+    ) AS side (n, account_id, direction, balance_after)
+    ORDER BY holds.n, side.n
+), resolution AS (
+    INSERT INTO {_RESOLUTION_TABLE} (hold_id, kind, transaction_id, reason, resolved_at)
+    SELECT holds.hold_id, %(captured)s, txn.id, '', %(now)s FROM txn JOIN holds USING (reference) ORDER BY holds.n
+)
+SELECT account.*, txn.id, txn.reference FROM account, txn
+"""  # noqa: S608 — as above
+
+# Plain SQL for both backends: the hold, its employer, how it resolved (if it did) and the insurer-payable
+# account. Scalar subqueries rather than joins: PostgreSQL plans this statement on every call (Django binds
+# parameters client-side, so nothing is prepared) and planning a three-way join costs ~5× its execution.
+_HOLD_ROW_SQL = f"""
+SELECT h.id, h.account_id, h.amount, h.endorsement_id,
+       (SELECT a.employer_id FROM {_ACCOUNT_TABLE} a WHERE a.id = h.account_id),
+       (SELECT r.kind FROM {_RESOLUTION_TABLE} r WHERE r.hold_id = h.id),
+       (SELECT p.id FROM {_ACCOUNT_TABLE} p WHERE p.kind = %s AND p.employer_id IS NULL)
+FROM {_HOLD_TABLE} h
+WHERE h.reference = %s
+"""  # noqa: S608 — as above
+
+
+def _is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _write_returning(sql: str, params: dict[str, Any]) -> tuple[_AccountState, int] | None:
+    """Run one of the statements above: the account's new state and the id of the row it inserted, or None
+    when its UPDATE matched no row (then it wrote nothing)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    state = _account_state(row)
+    if row is None or state is None:
+        return None
+    return state, int(row[6])
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def _loaded(instance: _M) -> _M:
+    """Mark an instance built from values this transaction just wrote as a saved row (what `from_db` does)."""
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
 # --- accounts ------------------------------------------------------------------------------------------------
 
 
@@ -447,16 +591,18 @@ def hold_place(
 ) -> HoldResult:
     """Hold `amount` of the employer's `available` for an endorsement in flight, if it fits.
 
-    The hot path is one transaction of four statements, ordered so the employer's row lock is held as briefly
-    as possible (on one hot employer that lock, held until COMMIT returns, is what bounds throughput):
+    The hot path is one transaction of two statements, ordered so the employer's row lock is held only for
+    the last statement and the COMMIT (on one hot employer that lock is what bounds throughput):
 
     1. INSERT the audit row (it takes no contended lock; its object id is the hold's reference).
-    2. One conditional UPDATE `SET held = held + x WHERE employer_id = … AND posted - held >= x` decides and
-       locks in one statement (race-safe on PostgreSQL without SELECT FOR UPDATE: a waiter re-checks the
-       WHERE against the committed row; serialised on SQLite). No row → roll back steps 1–2: nothing written.
-    3. INSERT the hold (unique reference), track the low-balance crossing; COMMIT releases the row lock.
+    2. `_hold_write`: the conditional UPDATE `SET held = held + x WHERE employer_id = … AND posted - held >= x`
+       decides and locks in one statement (race-safe on PostgreSQL without SELECT FOR UPDATE: a waiter
+       re-checks the WHERE against the committed row; serialised on SQLite), and the hold row (unique
+       reference) is inserted from its RETURNING — on PostgreSQL in the same statement. No row → roll back
+       step 1: nothing written.
+    3. The low-balance crossing (no query unless it crosses); COMMIT releases the row lock.
     4. Replays are found without a pre-read: a repeated reference fails on `Hold.reference`'s unique
-       constraint in step 3 (the whole attempt, `held` included, rolls back) or — when the amount no longer
+       constraint in step 2 (the whole attempt, `held` included, rolls back) or — when the amount no longer
        fits — is looked up after step 2 refused it; either way the original hold is reported placed.
     """
     _check_amount(amount)
@@ -471,12 +617,12 @@ def hold_place(
                 employer_id=employer_id,
                 after={"reference": reference, "amount": amount, "endorsement_id": endorsement_id},
             )
-            state = _account_apply(employer_id=employer_id, held_delta=amount, require_available=amount)
-            if state is None:
-                raise _DoesNotFit
-            hold = Hold.objects.create(
-                reference=reference, account_id=state.id, amount=amount, endorsement_id=endorsement_id
+            placed = _hold_write(
+                employer_id=employer_id, amount=amount, reference=reference, endorsement_id=endorsement_id
             )
+            if placed is None:
+                raise _DoesNotFit
+            state, hold = placed
             _low_balance_track(state)
             return HoldResult(placed=True, hold=hold, available_after=state.available)
     except _DoesNotFit:
@@ -491,6 +637,42 @@ def hold_place(
         return _hold_replay(existing, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id)
 
 
+def _hold_write(
+    *, employer_id: int, amount: int, reference: str, endorsement_id: int | None
+) -> tuple[_AccountState, Hold] | None:
+    """`held += amount` if it fits, and the hold row; None (nothing written) when it does not fit or the employer
+    has no account. One statement (`_HOLD_PLACE_SQL`) on PostgreSQL, the same two steps through the ORM elsewhere."""
+    if not _is_postgres():
+        state = _account_apply(employer_id=employer_id, held_delta=amount, require_available=amount)
+        if state is None:
+            return None
+        return state, Hold.objects.create(
+            reference=reference, account_id=state.id, amount=amount, endorsement_id=endorsement_id
+        )
+    now = timezone.now()
+    params = {
+        "amount": amount,
+        "employer_id": employer_id,
+        "kind": AccountKind.EMPLOYER.value,
+        "reference": reference,
+        "endorsement_id": endorsement_id,
+        "now": now,
+    }
+    written = _write_returning(_HOLD_PLACE_SQL, params)
+    if written is None:
+        return None
+    state, hold_id = written
+    hold = Hold(
+        id=hold_id,
+        reference=reference,
+        account_id=state.id,
+        amount=amount,
+        endorsement_id=endorsement_id,
+        created_at=now,
+    )
+    return state, _loaded(hold)
+
+
 def holds_place_bulk(*, employer_id: int, requests: Sequence[HoldRequest], actor: Actor) -> list[HoldResult]:
     """Place many holds for one employer with one lock round, first-fit in the given (FIFO) order.
 
@@ -498,9 +680,10 @@ def holds_place_bulk(*, employer_id: int, requests: Sequence[HoldRequest], actor
     `ledger.funds_available` arrives. Returns one result per request, in order.
 
     1. Validate every request (nothing is written if one is malformed).
-    2. In one transaction: lock the employer's account row (`SELECT … FOR UPDATE`; SQLite's IMMEDIATE
+    2. Find which references already hold (replays: reported placed, nothing written) — before taking the
+       lock, see step 6 for a reference placed meanwhile.
+    3. In one transaction: lock the employer's account row (`SELECT … FOR UPDATE`; SQLite's IMMEDIATE
        transaction already serialises writers).
-    3. Under the lock, find which references already hold (replays: reported placed, nothing written).
     4. Walk the new requests in order: place each that fits what is still available, skip each that does not
        — a large one at the head never blocks smaller ones behind it. A reference repeated within the batch
        gets the first occurrence's outcome.
@@ -524,6 +707,13 @@ def holds_place_bulk(*, employer_id: int, requests: Sequence[HoldRequest], actor
 
 
 def _holds_place_bulk_round(*, employer_id: int, requests: Sequence[HoldRequest], actor: Actor) -> list[HoldResult]:
+    # Read outside the lock: a hold never disappears, and one placed concurrently after this read makes the
+    # bulk INSERT below fail on the unique reference, so the round is retried and then sees it.
+    references = list(dict.fromkeys(r.reference for r in requests))
+    existing: dict[str, Hold] = {}
+    for start in range(0, len(references), _CHUNK):
+        chunk = references[start : start + _CHUNK]
+        existing.update((h.reference, h) for h in Hold.objects.filter(reference__in=chunk).select_related("account"))
     with transaction.atomic():
         account = (
             LedgerAccount.objects.select_for_update()
@@ -531,13 +721,6 @@ def _holds_place_bulk_round(*, employer_id: int, requests: Sequence[HoldRequest]
             .only("id", "posted", "held")
             .first()
         )
-        references = list(dict.fromkeys(r.reference for r in requests))
-        existing: dict[str, Hold] = {}
-        for start in range(0, len(references), _CHUNK):
-            chunk = references[start : start + _CHUNK]
-            existing.update(
-                (h.reference, h) for h in Hold.objects.filter(reference__in=chunk).select_related("account")
-            )
         remaining = account.posted - account.held if account is not None else 0
         decided: dict[str, tuple[HoldRequest, Hold | None]] = {}
         new_holds: list[Hold] = []
@@ -592,100 +775,148 @@ def _hold_replay_check(existing: Hold, *, employer_id: int, request: HoldRequest
         raise ReferenceConflict(f"hold reference {existing.reference!r} was already used with different terms")
 
 
-def _hold_for_resolution(reference: str) -> Hold:
-    """The hold with its resolution (and that resolution's transaction) and, annotated as `payable_id`, the
-    insurer-payable account's id — one query for everything a resolution needs to decide."""
-    payable = LedgerAccount.objects.filter(kind=AccountKind.INSURER_PAYABLE, employer__isnull=True).values("pk")
-    hold = (
-        Hold.objects.filter(reference=reference)
-        .select_related("resolution", "resolution__transaction", "account")
-        .annotate(payable_id=Subquery(payable[:1]))
-        .first()
-    )
-    if hold is None:
+@dataclass(frozen=True, slots=True)
+class _HoldRow:
+    """What resolving one hold needs, read by one plain query (`_HOLD_ROW_SQL`, no model instances): the hold,
+    its employer, how it resolved (None while open) and the insurer-payable account (None before its first
+    use). The resolution's own row is read only for a replay."""
+
+    id: int
+    reference: str
+    account_id: int
+    amount: int
+    endorsement_id: int | None
+    employer_id: int
+    resolution_kind: str | None
+    payable_id: int | None
+
+
+def _hold_row(reference: str) -> _HoldRow:
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD_ROW_SQL, [AccountKind.INSURER_PAYABLE.value, reference])
+        row = cursor.fetchone()
+    if row is None:
         raise HoldNotFound(f"no hold with reference {reference!r}")
-    return hold
+    hold_id, account_id, amount, endorsement_id, employer_id, resolution_kind, payable_id = row
+    return _HoldRow(
+        id=hold_id,
+        reference=reference,
+        account_id=account_id,
+        amount=amount,
+        endorsement_id=endorsement_id,
+        employer_id=employer_id,
+        resolution_kind=resolution_kind,
+        payable_id=payable_id,
+    )
 
 
-def _resolution_of(hold: Hold) -> HoldResolution | None:
-    try:
-        return hold.resolution
-    except HoldResolution.DoesNotExist:
+def _capture_replay(hold: _HoldRow) -> LedgerTransaction | None:
+    """The capture already made for this hold (replay, its transaction read only now), `HoldAlreadyReleased`,
+    or None while the hold is open."""
+    if hold.resolution_kind is None:
         return None
-
-
-def _capture_outcome(hold: Hold) -> LedgerTransaction | None:
-    """The capture already made for this hold (replay), `HoldAlreadyReleased`, or None if unresolved."""
-    resolution = _resolution_of(hold)
-    if resolution is None:
-        return None
-    if resolution.kind == ResolutionKind.RELEASED:
+    if hold.resolution_kind == ResolutionKind.RELEASED:
         raise HoldAlreadyReleased(f"hold {hold.reference!r} was released; it cannot be captured")
-    assert resolution.transaction is not None  # a CHECK constraint ties captures to their transaction
-    return resolution.transaction
+    return LedgerTransaction.objects.get(hold_resolution__hold_id=hold.id)
 
 
 def hold_capture(*, reference: str, actor: Actor) -> LedgerTransaction:
     """Turn a hold into a posted debit (on the insurer's confirmation): `held` and `posted` both drop by the
     hold's amount (so `available` does not move), credit insurer payable, resolve the hold as captured.
 
-    1. Read the hold with its resolution. Captured already → return that transaction (replay); released →
-       `HoldAlreadyReleased`.
-    2. In one transaction: the audit row (no contended lock), then the balance UPDATE (the employer row lock,
-       the first lock taken), the capture transaction (kind=capture, reference = the hold's), both entries, the
-       `HoldResolution` row.
+    1. Read the hold with its resolution (one plain query). Captured already → return that transaction
+       (replay); released → `HoldAlreadyReleased`.
+    2. In one transaction: the audit row (no contended lock), then `_capture_write` — the balance UPDATE (the
+       employer row lock, the first lock taken) with the capture transaction (kind=capture, reference = the
+       hold's), both entries and the `HoldResolution` row, one statement on PostgreSQL — then the low-balance
+       crossing and COMMIT.
     3. A concurrent capture or release of the same hold waits on the row lock, then fails on the unique
        `HoldResolution.hold` (or `(kind, reference)`) and rolls back — including its balance change — so
        exactly one resolution wins. The loser then answers as in step 1.
     """
-    hold = _hold_for_resolution(reference)
-    done = _capture_outcome(hold)
+    hold = _hold_row(reference)
+    done = _capture_replay(hold)
     if done is not None:
         return done
-    payable_id: int | None = getattr(hold, "payable_id", None)
-    insurer_payable_id = payable_id if payable_id is not None else _system_account_id(AccountKind.INSURER_PAYABLE)
+    payable_id = hold.payable_id if hold.payable_id is not None else _system_account_id(AccountKind.INSURER_PAYABLE)
     try:
         with transaction.atomic():
             audit_record(
                 actor=actor,
                 action="ledger.hold_captured",
                 object_type="ledger_hold",
-                object_id=hold.pk,
-                employer_id=hold.account.employer_id,
+                object_id=hold.id,
+                employer_id=hold.employer_id,
                 after={"reference": hold.reference, "amount": hold.amount},
             )
-            state = _account_apply(account_id=hold.account_id, posted_delta=-hold.amount, held_delta=-hold.amount)
-            assert state is not None
-            txn = LedgerTransaction.objects.create(
-                kind=TransactionKind.CAPTURE,
-                reference=hold.reference,
-                employer_id=state.employer_id,
-                amount=hold.amount,
-                endorsement_id=hold.endorsement_id,
-            )
-            _entries_insert(
-                txn=txn, state=state, employer_direction=Direction.DEBIT, system_account_id=insurer_payable_id
-            )
-            HoldResolution.objects.create(hold=hold, kind=ResolutionKind.CAPTURED, transaction=txn)
+            state, txn = _capture_write(hold, payable_id=payable_id)
             _low_balance_track(state)
             return txn
     except IntegrityError:
-        done = _capture_outcome(_hold_for_resolution(reference))
+        done = _capture_replay(_hold_row(reference))
         if done is None:
             raise
         return done
+
+
+def _capture_write(hold: _HoldRow, *, payable_id: int) -> tuple[_AccountState, LedgerTransaction]:
+    """`posted -= amount, held -= amount` on the hold's account, the capture transaction, its two balanced
+    entries (the same amount on each side; the employer's carries `balance_after`) and the resolution.
+    One statement (`_HOLD_CAPTURE_SQL`) on PostgreSQL, the same steps through the ORM elsewhere."""
+    if not _is_postgres():
+        state = _account_apply(account_id=hold.account_id, posted_delta=-hold.amount, held_delta=-hold.amount)
+        assert state is not None
+        txn = LedgerTransaction.objects.create(
+            kind=TransactionKind.CAPTURE,
+            reference=hold.reference,
+            employer_id=state.employer_id,
+            amount=hold.amount,
+            endorsement_id=hold.endorsement_id,
+        )
+        _entries_insert(txn=txn, state=state, employer_direction=Direction.DEBIT, system_account_id=payable_id)
+        HoldResolution.objects.create(hold_id=hold.id, kind=ResolutionKind.CAPTURED, transaction=txn)
+        return state, txn
+    now = timezone.now()
+    params = {
+        "amount": hold.amount,
+        "account_id": hold.account_id,
+        "kind": TransactionKind.CAPTURE.value,
+        "reference": hold.reference,
+        "endorsement_id": hold.endorsement_id,
+        "debit": Direction.DEBIT.value,
+        "credit": Direction.CREDIT.value,
+        "payable_id": payable_id,
+        "hold_id": hold.id,
+        "captured": ResolutionKind.CAPTURED.value,
+        "now": now,
+    }
+    written = _write_returning(_HOLD_CAPTURE_SQL, params)
+    assert written is not None  # the hold's account exists and nothing is required of it
+    state, new_id = written
+    txn = LedgerTransaction(
+        id=new_id,
+        kind=TransactionKind.CAPTURE,
+        reference=hold.reference,
+        employer_id=state.employer_id,
+        amount=hold.amount,
+        endorsement_id=hold.endorsement_id,
+        created_at=now,
+    )
+    return state, _loaded(txn)
 
 
 def holds_capture_bulk(*, references: Sequence[str], actor: Actor) -> dict[str, LedgerTransaction]:
     """`hold_capture` for many holds at once (an insurer's confirmations of a batch): one lock round per
     employer account instead of one transaction per hold. Returns {reference: capture transaction}.
 
-    1. Read the holds with their resolutions (chunked). An unknown reference → `HoldNotFound`, a released
-       hold → `HoldAlreadyReleased` (nothing is written); a captured one is a replay (its transaction).
+    1. Read the holds and how they resolved, as plain rows (chunked). An unknown reference → `HoldNotFound`, a
+       released hold → `HoldAlreadyReleased` (nothing is written); a captured one is a replay (its transaction,
+       read only then).
     2. Per account, in account-id order (a fixed lock order, so two bulk captures cannot deadlock), inside a
-       savepoint: one UPDATE `posted -= total, held -= total` (the employer row lock, taken first), bulk
-       INSERTs of the capture transactions, their entries (the employer side with its running
-       `balance_after`, in id order) and the resolutions, one audit row for the round, the low-balance flag.
+       savepoint: the round's audit row (no contended lock), then one UPDATE `posted -= total, held -= total`
+       (the employer row lock, the first lock taken) with the INSERTs of the capture transactions, their
+       entries (the employer side with its running `balance_after`, in id order) and the resolutions — one
+       statement on PostgreSQL (`_HOLDS_CAPTURE_SQL`), bulk INSERTs elsewhere — then the low-balance flag.
     3. A unique violation (the same hold captured concurrently) rolls that account's round back and it is
        retried once: those holds are then replays.
     """
@@ -712,85 +943,161 @@ def holds_capture_bulk(*, references: Sequence[str], actor: Actor) -> dict[str, 
     return out
 
 
-def _holds_to_capture(references: Sequence[str], replays: dict[str, LedgerTransaction]) -> dict[int, list[Hold]]:
-    """Unresolved holds of `references` grouped by account (in the given order); fills `replays` with the
-    captures already made; raises for unknown or released holds."""
-    found: dict[str, Hold] = {}
+def _holds_to_capture(references: Sequence[str], replays: dict[str, LedgerTransaction]) -> dict[int, list[_HoldRow]]:
+    """Unresolved holds of `references` grouped by account (in the given order), as plain rows; fills `replays`
+    with the captures already made; raises for unknown or released holds."""
+    found: dict[str, _HoldRow] = {}
+    # Correlated subqueries, as in `_HOLD_ROW_SQL`: index lookups per hold whatever the planner's statistics
+    # say (a join here can turn into a scan of every resolution).
+    rows = Hold.objects.annotate(
+        employer_id=Subquery(LedgerAccount.objects.filter(pk=OuterRef("account_id")).values("employer_id")),
+        resolution_kind=Subquery(HoldResolution.objects.filter(hold_id=OuterRef("pk")).values("kind")),
+    )
+    columns = ("id", "account_id", "amount", "endorsement_id", "employer_id", "resolution_kind")
     for start in range(0, len(references), _CHUNK):
         chunk = references[start : start + _CHUNK]
-        found.update(
-            (h.reference, h)
-            for h in Hold.objects.filter(reference__in=chunk).select_related(
-                "account", "resolution", "resolution__transaction"
+        for reference, *values in rows.filter(reference__in=chunk).values_list("reference", *columns):
+            hold_id, account_id, amount, endorsement_id, employer_id, resolution_kind = values
+            found[reference] = _HoldRow(
+                id=hold_id,
+                reference=reference,
+                account_id=account_id,
+                amount=amount,
+                endorsement_id=endorsement_id,
+                employer_id=employer_id,
+                resolution_kind=resolution_kind,
+                payable_id=None,
             )
-        )
-    by_account: dict[int, list[Hold]] = {}
+    by_account: dict[int, list[_HoldRow]] = {}
+    captured: list[str] = []
     for reference in references:
         hold = found.get(reference)
         if hold is None:
             raise HoldNotFound(f"no hold with reference {reference!r}")
-        done = _capture_outcome(hold)
-        if done is not None:
-            replays[reference] = done
-        else:
+        if hold.resolution_kind == ResolutionKind.RELEASED:
+            raise HoldAlreadyReleased(f"hold {reference!r} was released; it cannot be captured")
+        if hold.resolution_kind is None:
             by_account.setdefault(hold.account_id, []).append(hold)
+        else:
+            captured.append(reference)
+    for start in range(0, len(captured), _CHUNK):  # replays: the captures' own rows, read only when there are any
+        chunk = captured[start : start + _CHUNK]
+        replays.update(
+            (txn.reference, txn)
+            for txn in LedgerTransaction.objects.filter(kind=TransactionKind.CAPTURE, reference__in=chunk)
+        )
     return by_account
 
 
 def _capture_round(
-    account_id: int, holds: list[Hold], *, payable_id: int, actor: Actor
+    account_id: int, holds: list[_HoldRow], *, payable_id: int, actor: Actor
 ) -> dict[str, LedgerTransaction]:
     total = sum(h.amount for h in holds)
     with transaction.atomic():
-        state = _account_apply(account_id=account_id, posted_delta=-total, held_delta=-total)
-        assert state is not None
-        txns = LedgerTransaction.objects.bulk_create(
-            [
-                LedgerTransaction(
-                    kind=TransactionKind.CAPTURE,
-                    reference=h.reference,
-                    employer_id=state.employer_id,
-                    amount=h.amount,
-                    endorsement_id=h.endorsement_id,
-                )
-                for h in holds
-            ],
-            batch_size=_CHUNK,
-        )
-        entries: list[LedgerEntry] = []
-        running = state.posted + total
-        for txn in txns:
-            running -= txn.amount
-            entries.append(
-                LedgerEntry(
-                    transaction=txn,
-                    account_id=account_id,
-                    direction=Direction.DEBIT,
-                    amount=txn.amount,
-                    balance_after=running,
-                )
-            )
-            entries.append(
-                LedgerEntry(transaction=txn, account_id=payable_id, direction=Direction.CREDIT, amount=txn.amount)
-            )
-        LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
-        HoldResolution.objects.bulk_create(
-            [
-                HoldResolution(hold=h, kind=ResolutionKind.CAPTURED, transaction=txn)
-                for h, txn in zip(holds, txns, strict=True)
-            ],
-            batch_size=_CHUNK,
-        )
+        # The audit row first: it takes no contended lock, so the employer row is locked only from the UPDATE.
         audit_record(
             actor=actor,
             action="ledger.holds_captured",
             object_type="ledger_account",
             object_id=account_id,
-            employer_id=state.employer_id,
+            employer_id=holds[0].employer_id,
             after={"count": len(holds), "amount": total, "references": [h.reference for h in holds]},
         )
+        if _is_postgres():
+            state, txns = _capture_round_write(account_id, holds, total=total, payable_id=payable_id)
+        else:
+            state, txns = _capture_round_orm(account_id, holds, total=total, payable_id=payable_id)
         _low_balance_track(state)
     return {txn.reference: txn for txn in txns}
+
+
+def _capture_round_write(
+    account_id: int, holds: list[_HoldRow], *, total: int, payable_id: int
+) -> tuple[_AccountState, list[LedgerTransaction]]:
+    """A capture round in one statement (`_HOLDS_CAPTURE_SQL`): the UPDATE, the transactions, their entries with
+    the running `balance_after` and the resolutions."""
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "total": total,
+        "account_id": account_id,
+        "hold_ids": [h.id for h in holds],
+        "references": [h.reference for h in holds],
+        "amounts": [h.amount for h in holds],
+        "endorsement_ids": [h.endorsement_id for h in holds],
+        "kind": TransactionKind.CAPTURE.value,
+        "debit": Direction.DEBIT.value,
+        "credit": Direction.CREDIT.value,
+        "payable_id": payable_id,
+        "captured": ResolutionKind.CAPTURED.value,
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDS_CAPTURE_SQL, params)
+        rows = cursor.fetchall()
+    state = _account_state(rows[0] if rows else None)
+    assert state is not None  # the account exists and nothing is required of it
+    txn_ids = {reference: txn_id for *_, txn_id, reference in rows}
+    txns = [
+        _loaded(
+            LedgerTransaction(
+                id=txn_ids[h.reference],
+                kind=TransactionKind.CAPTURE,
+                reference=h.reference,
+                employer_id=state.employer_id,
+                amount=h.amount,
+                endorsement_id=h.endorsement_id,
+                created_at=now,
+            )
+        )
+        for h in holds
+    ]
+    return state, txns
+
+
+def _capture_round_orm(
+    account_id: int, holds: list[_HoldRow], *, total: int, payable_id: int
+) -> tuple[_AccountState, list[LedgerTransaction]]:
+    """`_capture_round_write` step by step through the ORM (SQLite)."""
+    state = _account_apply(account_id=account_id, posted_delta=-total, held_delta=-total)
+    assert state is not None
+    txns = LedgerTransaction.objects.bulk_create(
+        [
+            LedgerTransaction(
+                kind=TransactionKind.CAPTURE,
+                reference=h.reference,
+                employer_id=state.employer_id,
+                amount=h.amount,
+                endorsement_id=h.endorsement_id,
+            )
+            for h in holds
+        ],
+        batch_size=_CHUNK,
+    )
+    entries: list[LedgerEntry] = []
+    running = state.posted + total
+    for txn in txns:
+        running -= txn.amount
+        entries.append(
+            LedgerEntry(
+                transaction=txn,
+                account_id=account_id,
+                direction=Direction.DEBIT,
+                amount=txn.amount,
+                balance_after=running,
+            )
+        )
+        entries.append(
+            LedgerEntry(transaction=txn, account_id=payable_id, direction=Direction.CREDIT, amount=txn.amount)
+        )
+    LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
+    HoldResolution.objects.bulk_create(
+        [
+            HoldResolution(hold_id=h.id, kind=ResolutionKind.CAPTURED, transaction=txn)
+            for h, txn in zip(holds, txns, strict=True)
+        ],
+        batch_size=_CHUNK,
+    )
+    return state, txns
 
 
 def hold_release(*, reference: str, actor: Actor, reason: str = "") -> HoldResolution:
@@ -798,45 +1105,68 @@ def hold_release(*, reference: str, actor: Actor, reason: str = "") -> HoldResol
     ledger transaction is written — the `HoldResolution` (kind released, reason) is the record. Wakes parked
     endorsements (`ledger.funds_available`).
 
-    1. Read the hold with its resolution. Released already → return it (replay); captured →
+    1. Read the hold with its resolution (one plain query). Released already → return it (replay); captured →
        `HoldAlreadyCaptured`.
-    2. In one transaction: the `held` UPDATE (employer row lock, first), the resolution row, the audit row,
-       the low-balance flag (it may clear), the funds-available event.
+    2. In one transaction: the audit row (no contended lock), then the `held` UPDATE (employer row lock, the
+       first lock taken) with the resolution row — one statement on PostgreSQL — then the low-balance flag (it
+       may clear) and the funds-available event.
     3. A concurrent resolution of the same hold fails on the unique `HoldResolution.hold`, rolls back and
        answers as in step 1.
     """
-    hold = _hold_for_resolution(reference)
-    resolution = _resolution_of(hold)
-    if resolution is not None:
-        return _release_outcome(hold, resolution)
+    reason = reason[:200]
+    hold = _hold_row(reference)
+    if hold.resolution_kind is not None:
+        return _release_outcome(hold)
     try:
         with transaction.atomic():
-            state = _account_apply(account_id=hold.account_id, held_delta=-hold.amount)
-            assert state is not None
-            resolution = HoldResolution.objects.create(hold=hold, kind=ResolutionKind.RELEASED, reason=reason[:200])
             audit_record(
                 actor=actor,
                 action="ledger.hold_released",
                 object_type="ledger_hold",
-                object_id=hold.pk,
-                employer_id=state.employer_id,
-                after={"reference": hold.reference, "amount": hold.amount, "reason": reason[:200]},
+                object_id=hold.id,
+                employer_id=hold.employer_id,
+                after={"reference": hold.reference, "amount": hold.amount, "reason": reason},
             )
+            state, resolution = _release_write(hold, reason=reason)
             _low_balance_track(state)
             _funds_available(state)
             return resolution
     except IntegrityError:
-        hold = _hold_for_resolution(reference)
-        resolution = _resolution_of(hold)
-        if resolution is None:
+        hold = _hold_row(reference)
+        if hold.resolution_kind is None:
             raise
-        return _release_outcome(hold, resolution)
+        return _release_outcome(hold)
 
 
-def _release_outcome(hold: Hold, resolution: HoldResolution) -> HoldResolution:
-    if resolution.kind == ResolutionKind.CAPTURED:
+def _release_write(hold: _HoldRow, *, reason: str) -> tuple[_AccountState, HoldResolution]:
+    """`held -= amount` on the hold's account and the released resolution; one statement on PostgreSQL."""
+    if not _is_postgres():
+        state = _account_apply(account_id=hold.account_id, held_delta=-hold.amount)
+        assert state is not None
+        return state, HoldResolution.objects.create(hold_id=hold.id, kind=ResolutionKind.RELEASED, reason=reason)
+    now = timezone.now()
+    params = {
+        "amount": hold.amount,
+        "account_id": hold.account_id,
+        "hold_id": hold.id,
+        "released": ResolutionKind.RELEASED.value,
+        "reason": reason,
+        "now": now,
+    }
+    written = _write_returning(_HOLD_RELEASE_SQL, params)
+    assert written is not None
+    state, new_id = written
+    resolution = HoldResolution(
+        id=new_id, hold_id=hold.id, kind=ResolutionKind.RELEASED, transaction=None, reason=reason, resolved_at=now
+    )
+    return state, _loaded(resolution)
+
+
+def _release_outcome(hold: _HoldRow) -> HoldResolution:
+    """The release already made (replay), or `HoldAlreadyCaptured`."""
+    if hold.resolution_kind == ResolutionKind.CAPTURED:
         raise HoldAlreadyCaptured(f"hold {hold.reference!r} was captured; it cannot be released")
-    return resolution
+    return HoldResolution.objects.get(hold_id=hold.id)
 
 
 def hold_exists(*, reference: str) -> bool:

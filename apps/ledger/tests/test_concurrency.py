@@ -175,3 +175,30 @@ def test_concurrent_bulk_and_single_holds_never_overdraw(require_postgres):
     balance = balance_get(employer_id=employer.pk)
     assert (balance.held, balance.available) == (7 * (1000 // 7), 1000 % 7)
     assert ledger_verify().ok
+
+
+def test_concurrent_place_capture_and_release_on_one_employer_keep_balance_after_in_id_order(require_postgres):
+    """The hot path on one employer from several threads: every entry's `balance_after` is the account's running
+    balance in id order (entries are numbered under the row lock), and the cached balances match the rows."""
+    employer = funded_employer(1_000_00)
+
+    def work(i: int) -> int:
+        captured = 0
+        for j in range(25):
+            reference = f"pair-{i}-{j}"
+            services.hold_place(employer_id=employer.pk, amount=1_00 + i, reference=reference, actor=SYSTEM)
+            if j % 5 == 4:
+                services.hold_release(reference=reference, actor=SYSTEM)
+            else:
+                services.hold_capture(reference=reference, actor=SYSTEM)
+                captured += 1_00 + i
+        return captured
+
+    results = run_threads(6, work)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    balance = balance_get(employer_id=employer.pk)
+    assert (balance.posted, balance.held) == (1_000_00 - sum(results), 0)
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.CAPTURE).count() == 6 * 20
+    report = ledger_verify()
+    assert report.ok, report.problems
