@@ -38,7 +38,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_gunicorn(port: int, *, workers: int = 2, threads: int = 4) -> subprocess.Popen[bytes]:
+def start_gunicorn(port: int, *, workers: int = 3, threads: int = 1) -> subprocess.Popen[bytes]:
     """Serve this project on 127.0.0.1:port and wait until /health answers."""
     import requests
 

@@ -196,7 +196,7 @@ def main() -> None:
     report = ledger_verify()
     print("\nEnd-to-end endorsement benchmark")
     print(
-        f"  machine: {os.cpu_count()} cores; gunicorn 2×4 serving the API and 3 sandbox insurers; "
+        f"  machine: {os.cpu_count()} cores; gunicorn 3 sync workers serving the API and 3 sandbox insurers; "
         f"{args.workers} pipeline worker process(es)"
     )
     print(f"  limit  raw INSERT…COMMIT: {raw_rate:,.0f} rows/s")

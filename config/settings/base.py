@@ -96,6 +96,12 @@ else:
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         "max_idle": 300,
     }
+    # Server-side parameter binding, so psycopg prepares a statement after its 5th use on a connection and
+    # PostgreSQL stops planning hot queries on every call (ADR 0013). Turn it off behind a transaction-mode
+    # pooler that cannot keep prepared statements (e.g. PgBouncer < 1.21).
+    if env.bool("DATABASE_SERVER_SIDE_BINDING", default=True):
+        DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
