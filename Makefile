@@ -61,13 +61,13 @@ check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
 	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
 
 bench: install ## run every benchmark (PostgreSQL + Redis), each on its own database; figures go to docs/benchmarks.md
-	@for b in outbox_relay ledger_hold_capture endorsement_api loan_pipeline; do \
+	@status=0; for b in outbox_relay ledger_hold_capture endorsement_api endorsement_pipeline loan_pipeline; do \
 	  echo "== bench/$$b.py"; \
 	  createdb -h 127.0.0.1 -U postgres keel_bench_$$b 2>/dev/null || true; \
 	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b $(BIN)/python manage.py migrate -v0 || exit 1; \
 	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b REDIS_URL=redis://127.0.0.1:6379/14 \
-	    $(BIN)/python bench/$$b.py || exit 1; \
-	done
+	    $(BIN)/python bench/$$b.py || { echo "bench/$$b.py exited $$? (a missed target or an error: see above)"; status=1; }; \
+	done; exit $$status
 
 clean: ## remove the embedded database, broker folders and caches
 	rm -rf var .mypy_cache .ruff_cache
