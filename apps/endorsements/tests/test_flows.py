@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db.models import Count
 from django.utils import timezone
 
 from apps.common.actors import Actor
@@ -328,3 +329,72 @@ def test_an_insurer_protocol_without_an_adapter_fails_at_once_and_releases_the_h
     assert e.status == S.FAILED
     assert "ProtocolNotSupportedError" in e.last_error
     assert balance_get(employer_id=policy.employer_id).held == 0
+
+
+def test_insurer_failing_half_the_calls_and_a_crashing_step_lose_nothing_and_apply_nothing_twice(
+    world, settings, time_machine, monkeypatch
+):
+    """SPEC §12 fault drill for the endorsement pipeline: the sandbox fails 50% of its calls (503 +
+    Retry-After) and the step that records the insurer's answers crashes twice after the insurer applied them
+    (a worker killed mid-step). After recovery every endorsement is ACTIVE, the insurer applied each once, the
+    coverage and captures exist once each and the ledger verifies."""
+    from apps.ledger.models import LedgerTransaction
+    from apps.ledger.selectors import ledger_verify
+
+    policy, client = world
+    settings.ENDORSEMENT_SEND_MAX_ATTEMPTS = 3
+    settings.OUTBOX = {**settings.OUTBOX, "BACKOFF_BASE_SECONDS": 0.0, "BACKOFF_CAP_SECONDS": 0.0}
+    policy.insurer.batch_size = 20
+    policy.insurer.save()
+    SandboxConfig.objects.filter(code="sandbox-rest").update(failure_rate=0.5)
+    fund(policy, 10_000_000)
+    real_results_apply = services.results_apply
+    crashes = {"left": 2}
+
+    def crashing_results_apply(**kwargs):
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("worker killed after the insurer answered")
+        return real_results_apply(**kwargs)
+
+    monkeypatch.setattr(services, "results_apply", crashing_results_apply)
+    rows = [
+        {k: v for k, v in addition(policy, f"X-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
+        for i in range(120)
+    ]
+    response = client.post(
+        "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
+    )
+    assert response.status_code == 202, response.content
+    ids = list(Endorsement.objects.filter(batch_id=response.json()["id"]).values_list("id", flat=True))
+    assert len(ids) == 120
+
+    retried = 0
+    for _ in range(60):
+        run_pipeline()
+        time_machine.shift(timedelta(seconds=2))  # the sandbox's Retry-After: 1 comes due
+        drain()
+        failed = list(Endorsement.objects.filter(pk__in=ids, status=S.FAILED))
+        for e in failed:  # the operator's retry, with the same idempotency key
+            services.endorsement_retry(endorsement=e, actor=SYSTEM)
+        retried += len(failed)
+        if not Endorsement.objects.filter(pk__in=ids).exclude(status=S.ACTIVE).exists():
+            break
+
+    print(f"operator retries: {retried}")
+    assert crashes["left"] == 0
+    assert dict(Endorsement.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("id"))) == {S.ACTIVE: 120}
+    keys = set(Endorsement.objects.filter(pk__in=ids).values_list("idempotency_key", flat=True))
+    applied = list(SandboxApplied.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True))
+    assert sorted(applied) == sorted(keys)  # one applied row per key: nothing applied twice
+    assert SandboxApplied.objects.filter(idempotency_key__in=keys, times_seen__gt=1).exists()  # replays were seen
+    assert Coverage.objects.filter(policy=policy, status="active").count() == 120
+    assert LedgerTransaction.objects.filter(kind="capture", endorsement_id__in=ids).count() == 120
+    assert all(
+        list(Endorsement.objects.get(pk=pk).history.values_list("to_status", flat=True)).count("ACTIVE") == 1
+        for pk in ids
+    )
+    balance = balance_get(employer_id=policy.employer_id)
+    assert balance.held == 0
+    report = ledger_verify()
+    assert report.ok, report.problems
