@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,96 +81,80 @@ def setup_employer() -> int:
     return employer.pk
 
 
+def run_threads(threads: int, seconds: float, step: Callable[[int, int], int]) -> tuple[float, list[float], int]:
+    """Start `threads` threads together; each calls `step(thread, n)` for n = 0, 1, … until `seconds` have
+    passed, timing every call. `step` returns how many of its requests were not placed. Returns (elapsed,
+    latencies in ms, not placed)."""
+    from django.db import connection
+
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    failures = [0] * threads
+    barrier = threading.Barrier(threads + 1)
+    stop = threading.Event()
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            n = 0
+            while not stop.is_set():
+                started = time.perf_counter()
+                failures[i] += step(i, n)
+                latencies[i].append((time.perf_counter() - started) * 1000)
+                n += 1
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - started, [x for per in latencies for x in per], sum(failures)
+
+
 def pairs(employer_id: int, threads: int, seconds: float) -> tuple[int, float, list[float], int]:
     """Each thread loops hold_place + hold_capture until the deadline. Returns (pairs, elapsed, latencies ms,
     failures)."""
-    from django.db import connection
-
     from apps.common.actors import Actor
     from apps.ledger.services import hold_capture, hold_place
 
     actor = Actor.system("bench")
     run = uuid.uuid4().hex[:8]
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    failures = [0] * threads
-    barrier = threading.Barrier(threads + 1)
-    stop = threading.Event()
 
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            n = 0
-            while not stop.is_set():
-                reference = f"bench-{run}-{i}-{n}"
-                started = time.perf_counter()
-                result = hold_place(employer_id=employer_id, amount=1_00, reference=reference, actor=actor)
-                if result.placed:
-                    hold_capture(reference=reference, actor=actor)
-                else:
-                    failures[i] += 1
-                latencies[i].append((time.perf_counter() - started) * 1000)
-                n += 1
-        finally:
-            connection.close()
+    def pair(i: int, n: int) -> int:
+        reference = f"bench-{run}-{i}-{n}"
+        result = hold_place(employer_id=employer_id, amount=1_00, reference=reference, actor=actor)
+        if not result.placed:
+            return 1
+        hold_capture(reference=reference, actor=actor)
+        return 0
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    started = time.perf_counter()
-    time.sleep(seconds)
-    stop.set()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - started
-    flat = [x for per in latencies for x in per]
-    return len(flat), elapsed, flat, sum(failures)
+    elapsed, latencies, failures = run_threads(threads, seconds, pair)
+    return len(latencies), elapsed, latencies, failures
 
 
 def bulk_rounds(employer_id: int, threads: int, seconds: float, size: int) -> tuple[int, float, list[float], int]:
     """Each thread loops rounds of `holds_place_bulk` of `size` holds, then `holds_capture_bulk` of the references
     that were placed, until the deadline. Returns (pairs, elapsed, round latencies ms, requests not placed)."""
-    from django.db import connection
-
     from apps.common.actors import Actor
     from apps.ledger.services import HoldRequest, holds_capture_bulk, holds_place_bulk
 
     actor = Actor.system("bench")
     run = uuid.uuid4().hex[:8]
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    captured = [0] * threads
-    failures = [0] * threads
-    barrier = threading.Barrier(threads + 1)
-    stop = threading.Event()
 
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            n = 0
-            while not stop.is_set():
-                requests = [HoldRequest(f"bench-bulk-{run}-{i}-{n}-{j}", 1_00) for j in range(size)]
-                started = time.perf_counter()
-                results = holds_place_bulk(employer_id=employer_id, requests=requests, actor=actor)
-                placed = [r.hold.reference for r in results if r.placed and r.hold is not None]
-                holds_capture_bulk(references=placed, actor=actor)
-                latencies[i].append((time.perf_counter() - started) * 1000)
-                captured[i] += len(placed)
-                failures[i] += size - len(placed)
-                n += 1
-        finally:
-            connection.close()
+    def round_trip(i: int, n: int) -> int:
+        requests = [HoldRequest(f"bench-bulk-{run}-{i}-{n}-{j}", 1_00) for j in range(size)]
+        results = holds_place_bulk(employer_id=employer_id, requests=requests, actor=actor)
+        placed = [r.hold.reference for r in results if r.placed and r.hold is not None]
+        holds_capture_bulk(references=placed, actor=actor)
+        return size - len(placed)
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    started = time.perf_counter()
-    time.sleep(seconds)
-    stop.set()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - started
-    return sum(captured), elapsed, [x for per in latencies for x in per], sum(failures)
+    elapsed, latencies, failures = run_threads(threads, seconds, round_trip)
+    return len(latencies) * size - failures, elapsed, latencies, failures
 
 
 def main() -> int:
