@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from django.db.models import BigIntegerField, CharField, Value
-
 from apps.employers.models import Coverage, CoverageStatus, Employer, EmployerStatus, Gender, Policy
 from apps.endorsements.models import TERMINAL, Endorsement, EndorsementType
 from apps.endorsements.pricing import Quote, quote
@@ -113,26 +111,22 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
 
 
 def project_member(*, policy: Policy, employee_code: str) -> MemberState:
-    """`project_members` for one member in one query (the single-endorsement hot path): its active coverage
-    and its in-flight endorsements, as one `UNION ALL` ordered so the coverage comes first, then by id."""
-    covered = (
-        Coverage.objects.filter(policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code)
-        .annotate(kind=Value("", output_field=CharField()), seq=Value(0, output_field=BigIntegerField()))
-        .order_by()  # no ORDER BY inside a compound statement (SQLite refuses it); the union is ordered below
-        .values_list("kind", "sum_insured", "seq")
-    )
+    """`project_members` for one member (the single-endorsement hot path): its active coverage, then its
+    in-flight endorsements in order. Two index lookups, kept as plain `values_list` queries: a `UNION` of the
+    two measured slower (Django compiles a compound query at ≈ 1 ms of Python per call)."""
+    state = MemberState(covered=False, sum_insured=None)
+    for sum_insured in Coverage.objects.filter(
+        policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
+    ).values_list("sum_insured", flat=True):
+        state = MemberState(covered=True, sum_insured=sum_insured)
     in_flight = (
         Endorsement.objects.filter(policy=policy, employee_code=employee_code)
         .exclude(status__in=TERMINAL)
-        .order_by()
-        .values_list("type", "sum_insured", "id")
+        .order_by("id")
+        .values_list("type", "sum_insured")
     )
-    state = MemberState(covered=False, sum_insured=None)
-    for kind, sum_insured, _ in covered.union(in_flight, all=True).order_by("seq"):
-        if kind == "":
-            state = MemberState(covered=True, sum_insured=sum_insured)
-        else:
-            apply_to_projection(state, kind=kind, sum_insured=sum_insured)
+    for kind, sum_insured in in_flight:
+        apply_to_projection(state, kind=kind, sum_insured=sum_insured)
     return state
 
 
