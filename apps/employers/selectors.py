@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -65,3 +67,17 @@ def coverage_active(*, policy_id: int, employee_code: str) -> Coverage | None:
         .select_related("employee")
         .first()
     )
+
+
+def coverages_active_for(*, members: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Coverage]:
+    """The active coverage of each (policy_id, employee_code) that has one, in one query per policy."""
+    codes_by_policy: dict[int, set[str]] = {}
+    for policy_id, code in members:
+        codes_by_policy.setdefault(policy_id, set()).add(code)
+    found: dict[tuple[int, str], Coverage] = {}
+    for policy_id, codes in codes_by_policy.items():
+        for coverage in Coverage.objects.filter(
+            policy_id=policy_id, employee__employee_code__in=sorted(codes), status=CoverageStatus.ACTIVE
+        ).select_related("employee"):
+            found[(policy_id, coverage.employee.employee_code)] = coverage
+    return found

@@ -272,6 +272,46 @@ def coverages_start_many(*, starts: Sequence[CoverageStart], actor: Actor) -> li
     return coverages
 
 
+@dataclass(frozen=True, slots=True)
+class CoverageEnd:
+    coverage: Coverage
+    end_date: date
+    endorsement_id: int | None
+
+
+def coverages_end_many(*, ends: Sequence[CoverageEnd], actor: Actor) -> None:
+    """`coverage_end` for many coverages: each must still be active (checked under a row lock; otherwise the
+    whole call is refused with nothing written), one UPDATE of their own end dates, one INSERT of the changes."""
+    if not ends:
+        return
+    ids = [c.coverage.pk for c in ends]
+    still_active = set(
+        Coverage.objects.select_for_update()
+        .filter(pk__in=ids, status=CoverageStatus.ACTIVE)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if len(still_active) != len(set(ids)):
+        raise DomainValidationError({"employee_code": "The member is not covered on this policy."})
+    now = timezone.now()
+    for c in ends:
+        c.coverage.status, c.coverage.end_date, c.coverage.updated_at = CoverageStatus.ENDED, c.end_date, now
+    bulk.bulk_update([c.coverage for c in ends], ["status", "end_date", "updated_at"])
+    CoverageChange.objects.bulk_create(
+        [
+            CoverageChange(
+                coverage=c.coverage,
+                endorsement_id=c.endorsement_id,
+                action="ended",
+                changed_by=actor.display,
+                diff={"status": ["active", "ended"], "end_date": [None, c.end_date.isoformat()]},
+            )
+            for c in ends
+        ],
+        batch_size=1000,
+    )
+
+
 def coverage_end(*, coverage: Coverage, end_date: date, endorsement_id: int | None, actor: Actor) -> Coverage:
     updated = Coverage.objects.filter(pk=coverage.pk, status=CoverageStatus.ACTIVE).update(
         status=CoverageStatus.ENDED, end_date=end_date, updated_at=timezone.now()

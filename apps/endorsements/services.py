@@ -632,8 +632,7 @@ def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[T
     transitions = _move_many(confirmed, S.CONFIRMED, allowed_from=[S.SENT])
     rejections = _move_many(rejected, S.REJECTED, allowed_from=[S.SENT])
     finished = [endorsements[t.endorsement_id] for t in rejections]
-    for e in finished:
-        _release_hold(e, actor=actor, reason=e.rejection_reason)
+    _release_holds([(e, e.rejection_reason) for e in finished], actor=actor)
     today = _today()
     due = [
         endorsements[t.endorsement_id] for t in transitions if endorsements[t.endorsement_id].effective_date <= today
@@ -660,22 +659,29 @@ def _activate_many(confirmed: Sequence[Endorsement], *, actor: Actor) -> list[Tr
     active = [by_id[t.endorsement_id] for t in transitions]
     debits = [e.hold_reference for e in active if e.premium_direction == PremiumDirection.DEBIT]
     ledger.holds_capture_bulk(references=debits, actor=actor)
-    for e in active:
-        if e.premium_direction == PremiumDirection.CREDIT:
-            ledger.refund_post(
+    ledger.refunds_post_bulk(
+        requests=[
+            ledger.RefundRequest(
                 employer_id=e.employer_id,
                 amount=e.premium_amount,
                 reference=f"refund:{e.hold_reference}",
                 endorsement_id=e.pk,
-                actor=actor,
             )
+            for e in active
+            if e.premium_direction == PremiumDirection.CREDIT
+        ],
+        actor=actor,
+    )
     policies = Policy.objects.in_bulk({e.policy_id for e in active})
     additions = [e for e in active if e.type == EndorsementType.ADDITION]
     if additions:
         _coverage_start_many(additions, policies=policies, actor=actor)
+    deletions = [e for e in active if e.type == EndorsementType.DELETION]
+    if deletions:
+        _coverage_end_many(deletions, actor=actor)
     for e in active:
-        if e.type != EndorsementType.ADDITION:
-            _coverage_change(e, actor=actor)
+        if e.type == EndorsementType.CORRECTION:
+            _coverage_correct(e, actor=actor)
     return transitions
 
 
@@ -703,15 +709,25 @@ def _coverage_start_many(additions: Sequence[Endorsement], *, policies: dict[int
     employer_services.coverages_start_many(starts=starts, actor=actor)
 
 
-def _coverage_change(e: Endorsement, *, actor: Actor) -> None:
-    """A deletion ends the member's cover; a correction updates it (and the employee's details)."""
+def _coverage_end_many(deletions: Sequence[Endorsement], *, actor: Actor) -> None:
+    """Deletions end the members' cover: the last covered day is the day before the effective date (never
+    before the cover started)."""
+    found = employer_selectors.coverages_active_for(members=[(e.policy_id, e.employee_code) for e in deletions])
+    ends = []
+    for e in deletions:
+        coverage = found.get((e.policy_id, e.employee_code))
+        if coverage is None:
+            raise DomainValidationError({"employee_code": "The member is no longer covered."})
+        last_day = max(coverage.start_date, e.effective_date - timedelta(days=1))
+        ends.append(employer_services.CoverageEnd(coverage=coverage, end_date=last_day, endorsement_id=e.pk))
+    employer_services.coverages_end_many(ends=ends, actor=actor)
+
+
+def _coverage_correct(e: Endorsement, *, actor: Actor) -> None:
+    """A correction updates the member's cover (sum insured) and the employee's details."""
     coverage = employer_selectors.coverage_active(policy_id=e.policy_id, employee_code=e.employee_code)
     if coverage is None:
         raise DomainValidationError({"employee_code": "The member is no longer covered."})
-    if e.type == EndorsementType.DELETION:
-        last_day = max(coverage.start_date, e.effective_date - timedelta(days=1))
-        employer_services.coverage_end(coverage=coverage, end_date=last_day, endorsement_id=e.pk, actor=actor)
-        return
     details = _draft_of(e).details
     _, diff = (
         employer_services.employee_upsert(employer_id=e.employer_id, employee_code=e.employee_code, details=details)
@@ -724,8 +740,14 @@ def _coverage_change(e: Endorsement, *, actor: Actor) -> None:
 
 
 def _release_hold(e: Endorsement, *, actor: Actor, reason: str) -> None:
-    if e.premium_direction == PremiumDirection.DEBIT and ledger.hold_exists(reference=e.hold_reference):
-        ledger.hold_release(reference=e.hold_reference, actor=actor, reason=reason[:200])
+    _release_holds([(e, reason)], actor=actor)
+
+
+def _release_holds(items: Sequence[tuple[Endorsement, str]], *, actor: Actor) -> None:
+    """Release the holds of debits that have one (one lock round per employer), each with its reason."""
+    reasons = {e.hold_reference: reason[:200] for e, reason in items if e.premium_direction == PremiumDirection.DEBIT}
+    held = ledger.holds_existing(references=list(reasons))
+    ledger.holds_release_bulk(reasons={ref: why for ref, why in reasons.items() if ref in held}, actor=actor)
 
 
 def _on_terminal(finished: Sequence[Endorsement]) -> None:
@@ -763,8 +785,7 @@ def endorsements_fail(*, ids: Sequence[int], reason: str, actor: Actor) -> list[
         rejection_class="transient",
     )
     finished = [endorsements[t.endorsement_id] for t in transitions]
-    for e in finished:
-        _release_hold(e, actor=actor, reason="failed")
+    _release_holds([(e, "failed") for e in finished], actor=actor)
     _record(transitions, actor=actor, endorsements=endorsements)
     _on_terminal(finished)
     return transitions
@@ -1111,15 +1132,12 @@ def endorsement_batch_cancel(*, batch: EndorsementBatch, actor: Actor) -> int:
     rows = list(
         Endorsement.objects.select_for_update().filter(batch=batch, status__in=list(CANCELLABLE)).order_by("id")
     )
-    transitions, finished = [], []
-    for e in rows:
-        previous = e.status
-        t = _move(e, S.CANCELLED, allowed_from=CANCELLABLE, detail=f"batch cancelled by {actor.display}")
-        if t:
-            transitions.append(t)
-            finished.append(e)
-            if previous == S.FUNDS_LOCKED:
-                _release_hold(e, actor=actor, reason="batch cancelled")
+    held = {e.pk for e in rows if e.status == S.FUNDS_LOCKED}
+    detail = f"batch cancelled by {actor.display}"
+    transitions = _move_many([_Step(e, detail) for e in rows], S.CANCELLED, allowed_from=CANCELLABLE)
+    by_id = {e.pk: e for e in rows}
+    finished = [by_id[t.endorsement_id] for t in transitions]
+    _release_holds([(e, "batch cancelled") for e in finished if e.pk in held], actor=actor)
     EndorsementBatch.objects.filter(pk=batch.pk, cancelled_at__isnull=True).update(cancelled_at=timezone.now())
     _record(transitions, actor=actor, endorsements={e.pk: e for e in rows})
     _on_terminal(finished)

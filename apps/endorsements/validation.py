@@ -112,21 +112,21 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
 
 def project_member(*, policy: Policy, employee_code: str) -> MemberState:
     """`project_members` for one member (the single-endorsement hot path): its active coverage, then its
-    in-flight endorsements in order. Two index lookups, kept as plain `values_list` queries: a `UNION` of the
-    two measured slower (Django compiles a compound query at ≈ 1 ms of Python per call)."""
+    in-flight endorsements in order. Two index lookups as plain `values_list` queries (a `UNION` of the two
+    measured no faster: Django compiles a compound query at ≈ 1 ms of Python per call)."""
     state = MemberState(covered=False, sum_insured=None)
-    for sum_insured in Coverage.objects.filter(
+    for covered_si in Coverage.objects.filter(
         policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
     ).values_list("sum_insured", flat=True):
-        state = MemberState(covered=True, sum_insured=sum_insured)
+        state = MemberState(covered=True, sum_insured=covered_si)
     in_flight = (
         Endorsement.objects.filter(policy=policy, employee_code=employee_code)
         .exclude(status__in=TERMINAL)
         .order_by("id")
         .values_list("type", "sum_insured")
     )
-    for kind, sum_insured in in_flight:
-        apply_to_projection(state, kind=kind, sum_insured=sum_insured)
+    for kind, in_flight_si in in_flight:
+        apply_to_projection(state, kind=kind, sum_insured=in_flight_si)
     return state
 
 

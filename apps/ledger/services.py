@@ -20,7 +20,7 @@ fail instead of double-applying.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,6 +55,7 @@ __all__ = [
     "LedgerError",
     "LedgerTopic",
     "ReferenceConflict",
+    "RefundRequest",
     "UnknownEmployer",
     "VerifyReport",
     "hold_capture",
@@ -62,10 +63,13 @@ __all__ = [
     "hold_place",
     "hold_release",
     "holds_capture_bulk",
+    "holds_existing",
     "holds_place_bulk",
+    "holds_release_bulk",
     "ledger_account_open",
     "ledger_verify",
     "refund_post",
+    "refunds_post_bulk",
     "topup_post",
 ]
 
@@ -943,9 +947,8 @@ def holds_capture_bulk(*, references: Sequence[str], actor: Actor) -> dict[str, 
     return out
 
 
-def _holds_to_capture(references: Sequence[str], replays: dict[str, LedgerTransaction]) -> dict[int, list[_HoldRow]]:
-    """Unresolved holds of `references` grouped by account (in the given order), as plain rows; fills `replays`
-    with the captures already made; raises for unknown or released holds."""
+def _hold_rows(references: Sequence[str]) -> dict[str, _HoldRow]:
+    """The holds of `references` as plain rows with how they resolved (chunked); `HoldNotFound` for any unknown."""
     found: dict[str, _HoldRow] = {}
     # Correlated subqueries, as in `_HOLD_ROW_SQL`: index lookups per hold whatever the planner's statistics
     # say (a join here can turn into a scan of every resolution).
@@ -968,12 +971,20 @@ def _holds_to_capture(references: Sequence[str], replays: dict[str, LedgerTransa
                 resolution_kind=resolution_kind,
                 payable_id=None,
             )
+    for reference in references:
+        if reference not in found:
+            raise HoldNotFound(f"no hold with reference {reference!r}")
+    return found
+
+
+def _holds_to_capture(references: Sequence[str], replays: dict[str, LedgerTransaction]) -> dict[int, list[_HoldRow]]:
+    """Unresolved holds of `references` grouped by account (in the given order), as plain rows; fills `replays`
+    with the captures already made; raises for unknown or released holds."""
+    found = _hold_rows(references)
     by_account: dict[int, list[_HoldRow]] = {}
     captured: list[str] = []
     for reference in references:
-        hold = found.get(reference)
-        if hold is None:
-            raise HoldNotFound(f"no hold with reference {reference!r}")
+        hold = found[reference]
         if hold.resolution_kind == ResolutionKind.RELEASED:
             raise HoldAlreadyReleased(f"hold {reference!r} was released; it cannot be captured")
         if hold.resolution_kind is None:
@@ -1167,6 +1178,208 @@ def _release_outcome(hold: _HoldRow) -> HoldResolution:
     if hold.resolution_kind == ResolutionKind.CAPTURED:
         raise HoldAlreadyCaptured(f"hold {hold.reference!r} was captured; it cannot be released")
     return HoldResolution.objects.get(hold_id=hold.id)
+
+
+def holds_release_bulk(*, reasons: Mapping[str, str], actor: Actor) -> dict[str, HoldResolution]:
+    """`hold_release` for many holds ({reference: reason}, e.g. an insurer's rejections of a batch): one lock
+    round per employer account. Returns {reference: resolution}.
+
+    1. Read the holds and how they resolved. Unknown → `HoldNotFound`, captured → `HoldAlreadyCaptured`
+       (nothing is written); released already → a replay (its resolution).
+    2. Per account, in account-id order, inside a savepoint: one audit row, one UPDATE `held -= total` (the
+       employer row lock), one bulk INSERT of the resolutions, the low-balance flag and one
+       `ledger.funds_available` event (parked endorsements wake).
+    3. A unique violation (a hold resolved concurrently) rolls that round back; it is retried once, and the
+       holds resolved meanwhile are then replays (or refusals).
+    """
+    for reference in reasons:
+        _check_reference(reference)
+    out: dict[str, HoldResolution] = {}
+    if not reasons:
+        return out
+    for account_id, holds in sorted(_holds_to_release(list(reasons), out).items()):
+        try:
+            out.update(_release_round(account_id, holds, reasons=reasons, actor=actor))
+        except IntegrityError:
+            again = _holds_to_release([h.reference for h in holds], out).get(account_id, [])
+            if again:
+                out.update(_release_round(account_id, again, reasons=reasons, actor=actor))
+    return out
+
+
+def _holds_to_release(references: Sequence[str], replays: dict[str, HoldResolution]) -> dict[int, list[_HoldRow]]:
+    found = _hold_rows(references)
+    by_account: dict[int, list[_HoldRow]] = {}
+    released: list[int] = []
+    for reference in references:
+        hold = found[reference]
+        if hold.resolution_kind == ResolutionKind.CAPTURED:
+            raise HoldAlreadyCaptured(f"hold {reference!r} was captured; it cannot be released")
+        if hold.resolution_kind is None:
+            by_account.setdefault(hold.account_id, []).append(hold)
+        else:
+            released.append(hold.id)
+    for start in range(0, len(released), _CHUNK):
+        for resolution in HoldResolution.objects.filter(hold_id__in=released[start : start + _CHUNK]).select_related(
+            "hold"
+        ):
+            replays[resolution.hold.reference] = resolution
+    return by_account
+
+
+def _release_round(
+    account_id: int, holds: list[_HoldRow], *, reasons: Mapping[str, str], actor: Actor
+) -> dict[str, HoldResolution]:
+    total = sum(h.amount for h in holds)
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="ledger.holds_released",
+            object_type="ledger_account",
+            object_id=account_id,
+            employer_id=holds[0].employer_id,
+            after={"count": len(holds), "amount": total, "references": [h.reference for h in holds]},
+        )
+        state = _account_apply(account_id=account_id, held_delta=-total)
+        assert state is not None
+        resolutions = HoldResolution.objects.bulk_create(
+            [
+                HoldResolution(hold_id=h.id, kind=ResolutionKind.RELEASED, reason=reasons[h.reference][:200])
+                for h in holds
+            ],
+            batch_size=_CHUNK,
+        )
+        _low_balance_track(state)
+        _funds_available(state)
+    return {h.reference: r for h, r in zip(holds, resolutions, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    employer_id: int
+    amount: int
+    reference: str
+    endorsement_id: int | None = None
+
+
+def refunds_post_bulk(*, requests: Sequence[RefundRequest], actor: Actor) -> dict[str, LedgerTransaction]:
+    """`refund_post` for many refunds (confirmed deletions of a batch): one lock round per employer. Returns
+    {reference: refund transaction}.
+
+    1. Validate every request (nothing is written if one is malformed). References already posted are
+       replays (the original transaction; other terms → `ReferenceConflict`); a reference repeated within the
+       call gets the first occurrence's transaction.
+    2. Per employer, in employer order, inside a savepoint: one audit row, one UPDATE `posted += total` (the
+       row lock), the transactions and their entries (the employer side with its running `balance_after`,
+       insurer payable on the other) as bulk INSERTs, the low-balance flag, one `ledger.funds_available`.
+    3. A unique violation (the same reference posted concurrently) rolls that round back; it is retried once
+       and those references are then replays.
+    """
+    for r in requests:
+        _check_amount(r.amount)
+        _check_reference(r.reference)
+    wanted: dict[str, RefundRequest] = {}
+    for r in requests:
+        first = wanted.setdefault(r.reference, r)
+        if first != r:
+            raise ReferenceConflict(f"refund reference {r.reference!r} repeats with different terms")
+    out: dict[str, LedgerTransaction] = {}
+    if not wanted:
+        return out
+    by_employer = _refunds_to_post(list(wanted.values()), out)
+    payable_id = _system_account_id(AccountKind.INSURER_PAYABLE)
+    for employer_id, group in sorted(by_employer.items()):
+        account_id = ledger_account_open(employer_id=employer_id).pk
+        try:
+            out.update(_refund_round(employer_id, account_id, group, payable_id=payable_id, actor=actor))
+        except IntegrityError:
+            again = _refunds_to_post(group, out).get(employer_id, [])
+            if again:
+                out.update(_refund_round(employer_id, account_id, again, payable_id=payable_id, actor=actor))
+    return out
+
+
+def _refunds_to_post(
+    requests: Sequence[RefundRequest], replays: dict[str, LedgerTransaction]
+) -> dict[int, list[RefundRequest]]:
+    references = [r.reference for r in requests]
+    existing: dict[str, LedgerTransaction] = {}
+    for start in range(0, len(references), _CHUNK):
+        existing.update(
+            (t.reference, t)
+            for t in LedgerTransaction.objects.filter(
+                kind=TransactionKind.REFUND, reference__in=references[start : start + _CHUNK]
+            )
+        )
+    by_employer: dict[int, list[RefundRequest]] = {}
+    for r in requests:
+        if r.reference in existing:
+            replays[r.reference] = _transaction_replay(
+                existing[r.reference], employer_id=r.employer_id, amount=r.amount, endorsement_id=r.endorsement_id
+            )
+        else:
+            by_employer.setdefault(r.employer_id, []).append(r)
+    return by_employer
+
+
+def _refund_round(
+    employer_id: int, account_id: int, group: list[RefundRequest], *, payable_id: int, actor: Actor
+) -> dict[str, LedgerTransaction]:
+    total = sum(r.amount for r in group)
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="ledger.refunds_posted",
+            object_type="ledger_account",
+            object_id=account_id,
+            employer_id=employer_id,
+            after={"count": len(group), "amount": total, "references": [r.reference for r in group]},
+        )
+        state = _account_apply(account_id=account_id, posted_delta=total)
+        assert state is not None
+        txns = LedgerTransaction.objects.bulk_create(
+            [
+                LedgerTransaction(
+                    kind=TransactionKind.REFUND,
+                    reference=r.reference,
+                    employer_id=employer_id,
+                    amount=r.amount,
+                    endorsement_id=r.endorsement_id,
+                )
+                for r in group
+            ],
+            batch_size=_CHUNK,
+        )
+        entries: list[LedgerEntry] = []
+        running = state.posted - total
+        for txn in txns:
+            running += txn.amount
+            entries.append(
+                LedgerEntry(
+                    transaction=txn,
+                    account_id=account_id,
+                    direction=Direction.CREDIT,
+                    amount=txn.amount,
+                    balance_after=running,
+                )
+            )
+            entries.append(
+                LedgerEntry(transaction=txn, account_id=payable_id, direction=Direction.DEBIT, amount=txn.amount)
+            )
+        LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
+        _low_balance_track(state)
+        _funds_available(state)
+    return {txn.reference: txn for txn in txns}
+
+
+def holds_existing(*, references: Sequence[str]) -> set[str]:
+    """Which of `references` name a hold (one query per 5,000)."""
+    found: set[str] = set()
+    for start in range(0, len(references), _CHUNK):
+        found.update(
+            Hold.objects.filter(reference__in=references[start : start + _CHUNK]).values_list("reference", flat=True)
+        )
+    return found
 
 
 def hold_exists(*, reference: str) -> bool:

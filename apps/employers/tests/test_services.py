@@ -8,6 +8,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from apps.common.actors import Actor
+from apps.common.errors import DomainValidationError
 from apps.employers import services
 from apps.employers.models import Coverage, CoverageChange, Employee
 from apps.employers.tests.factories import EmployerFactory
@@ -65,3 +66,38 @@ def test_coverages_start_many_writes_each_coverage_with_its_started_change():
     with pytest.raises(IntegrityError), transaction.atomic():  # one active coverage per member and policy
         services.coverages_start_many(starts=starts[:1], actor=SYSTEM)
     assert Coverage.objects.count() == 2
+
+
+def test_coverages_end_many_ends_each_with_its_date_and_refuses_a_coverage_no_longer_active():
+    policy = PolicyFactory()
+    [a, b] = services.employees_upsert_many(
+        employer_id=policy.employer_id, members={"A": details("A"), "B": details("B")}
+    )
+    started = services.coverages_start_many(
+        starts=[
+            services.CoverageStart(
+                employee=e, policy=policy, sum_insured=100, start_date=date(2026, 6, 1), endorsement_id=n
+            )
+            for n, e in enumerate((a, b), start=1)
+        ],
+        actor=SYSTEM,
+    )
+
+    services.coverages_end_many(
+        ends=[services.CoverageEnd(coverage=started[0], end_date=date(2026, 6, 30), endorsement_id=3)], actor=SYSTEM
+    )
+    before = list(Coverage.objects.order_by("id").values_list("status", "end_date"))
+    with pytest.raises(DomainValidationError):
+        services.coverages_end_many(
+            ends=[
+                services.CoverageEnd(coverage=started[1], end_date=date(2026, 7, 31), endorsement_id=4),
+                services.CoverageEnd(coverage=started[0], end_date=date(2026, 7, 31), endorsement_id=4),
+            ],
+            actor=SYSTEM,
+        )
+
+    assert before == [("ended", date(2026, 6, 30)), ("active", None)]
+    assert list(Coverage.objects.order_by("id").values_list("status", "end_date")) == before
+    assert list(CoverageChange.objects.filter(action="ended").values_list("endorsement_id", "diff")) == [
+        (3, {"status": ["active", "ended"], "end_date": [None, "2026-06-30"]})
+    ]

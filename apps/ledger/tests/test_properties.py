@@ -22,6 +22,8 @@ operations = st.lists(
         st.tuples(st.just("bulk"), st.lists(st.tuples(amounts, refs), min_size=1, max_size=4), st.just(0)),
         st.tuples(st.just("capture"), st.just(0), refs),
         st.tuples(st.just("capture_bulk"), st.just(0), st.lists(refs, min_size=1, max_size=4)),
+        st.tuples(st.just("release_bulk"), st.just(0), st.lists(refs, min_size=1, max_size=4)),
+        st.tuples(st.just("refund_bulk"), st.lists(st.tuples(amounts, refs), min_size=1, max_size=4), st.just(0)),
         st.tuples(st.just("release"), st.just(0), refs),
     ),
     min_size=1,
@@ -63,6 +65,13 @@ def test_random_operations_keep_entries_equal_to_balances_and_available_nonnegat
                 )
                 services.holds_capture_bulk(references=[f"{tag}-h{r}" for r in ref], actor=SYSTEM)
                 expected_posted -= open_amount  # all or nothing: a refusal below leaves it unchanged
+            elif kind == "release_bulk":
+                services.holds_release_bulk(reasons={f"{tag}-h{r}": "bulk" for r in ref}, actor=SYSTEM)
+            elif kind == "refund_bulk":
+                requests = [services.RefundRequest(employer.pk, a, f"{tag}-r{r}") for a, r in amount]
+                new = {r.reference: r.amount for r in reversed(requests) if not _exists("refund", r.reference)}
+                services.refunds_post_bulk(requests=requests, actor=SYSTEM)
+                expected_posted += sum(new.values())  # all or nothing: a refusal raises before this line
             else:
                 services.hold_release(reference=f"{tag}-h{ref}", actor=SYSTEM)
         except (services.ReferenceConflict, services.HoldNotFound, services.HoldAlreadyResolved):

@@ -382,6 +382,98 @@ def test_bulk_capture_over_several_employers_locks_each_account_once():
     assert ledger_verify().ok
 
 
+def test_bulk_release_frees_each_hold_with_its_reason_in_one_round_and_wakes_parked_once(outbox_topics):
+    employer = funded_employer(1_000_00)
+    for ref in ("r1", "r2", "r3"):
+        services.hold_place(employer_id=employer.pk, amount=100_00, reference=ref, actor=SYSTEM)
+    wakes_before = len(outbox_topics(LedgerTopic.FUNDS_AVAILABLE))
+
+    released = services.holds_release_bulk(reasons={"r1": "age limit", "r3": "duplicate"}, actor=SYSTEM)
+
+    assert {ref: (r.kind, r.reason) for ref, r in released.items()} == {
+        "r1": (ResolutionKind.RELEASED, "age limit"),
+        "r3": (ResolutionKind.RELEASED, "duplicate"),
+    }
+    assert balances(employer.pk) == (1_000_00, 100_00, 900_00)
+    assert AuditEvent.objects.filter(action="ledger.holds_released").count() == 1
+    assert len(outbox_topics(LedgerTopic.FUNDS_AVAILABLE)) == wakes_before + 1
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.CAPTURE).count() == 0
+    assert ledger_verify().ok
+
+
+def test_bulk_release_replays_released_holds_and_refuses_captured_ones_changing_nothing():
+    employer = funded_employer(1_000_00)
+    for ref in ("a", "b", "c"):
+        services.hold_place(employer_id=employer.pk, amount=100_00, reference=ref, actor=SYSTEM)
+    first = services.holds_release_bulk(reasons={"a": "x"}, actor=SYSTEM)
+    services.hold_capture(reference="c", actor=SYSTEM)
+    before = snapshot(employer.pk)
+
+    again = services.holds_release_bulk(reasons={"a": "other reason"}, actor=SYSTEM)
+    with pytest.raises(services.HoldAlreadyCaptured):
+        services.holds_release_bulk(reasons={"b": "x", "c": "x"}, actor=SYSTEM)
+    with pytest.raises(services.HoldNotFound):
+        services.holds_release_bulk(reasons={"b": "x", "nope": "x"}, actor=SYSTEM)
+
+    assert again["a"].pk == first["a"].pk
+    assert again["a"].reason == "x"
+    assert snapshot(employer.pk) == before
+
+
+def test_bulk_refunds_credit_each_with_a_running_balance_in_one_round_per_employer(outbox_topics):
+    first, second = funded_employer(100_00), funded_employer(50_00)
+    requests = [
+        services.RefundRequest(first.pk, 10_00, "ref-1", 1),
+        services.RefundRequest(second.pk, 5_00, "ref-2", 2),
+        services.RefundRequest(first.pk, 20_00, "ref-3", 3),
+    ]
+    wakes_before = len(outbox_topics(LedgerTopic.FUNDS_AVAILABLE))
+
+    posted = services.refunds_post_bulk(requests=requests, actor=SYSTEM)
+
+    assert {ref: (t.kind, t.amount, t.endorsement_id) for ref, t in posted.items()} == {
+        "ref-1": (TransactionKind.REFUND, 10_00, 1),
+        "ref-2": (TransactionKind.REFUND, 5_00, 2),
+        "ref-3": (TransactionKind.REFUND, 20_00, 3),
+    }
+    assert balances(first.pk) == (130_00, 0, 130_00)
+    assert balances(second.pk) == (55_00, 0, 55_00)
+    credits = LedgerEntry.objects.filter(
+        account__employer=first, direction=Direction.CREDIT, transaction__kind="refund"
+    )
+    assert list(credits.order_by("id").values_list("amount", "balance_after")) == [(10_00, 110_00), (20_00, 130_00)]
+    assert AuditEvent.objects.filter(action="ledger.refunds_posted").count() == 2
+    assert len(outbox_topics(LedgerTopic.FUNDS_AVAILABLE)) == wakes_before + 2  # one per employer
+    assert system_account_balances()[AccountKind.INSURER_PAYABLE] == -35_00
+    assert ledger_verify().ok
+
+
+def test_bulk_refunds_repeated_are_replays_and_other_terms_are_conflicts_changing_nothing():
+    employer = funded_employer(100_00)
+    original = services.refunds_post_bulk(
+        requests=[services.RefundRequest(employer.pk, 10_00, "ref-1", 1)], actor=SYSTEM
+    )
+    before = snapshot(employer.pk)
+
+    again = services.refunds_post_bulk(requests=[services.RefundRequest(employer.pk, 10_00, "ref-1", 1)], actor=SYSTEM)
+    with pytest.raises(services.ReferenceConflict):
+        services.refunds_post_bulk(
+            requests=[
+                services.RefundRequest(employer.pk, 99_00, "ref-1", 1),
+                services.RefundRequest(employer.pk, 1, "n"),
+            ],
+            actor=SYSTEM,
+        )
+    with pytest.raises(services.ReferenceConflict):
+        services.refunds_post_bulk(
+            requests=[services.RefundRequest(employer.pk, 1, "dup"), services.RefundRequest(employer.pk, 2, "dup")],
+            actor=SYSTEM,
+        )
+
+    assert again["ref-1"].pk == original["ref-1"].pk
+    assert snapshot(employer.pk) == before
+
+
 # --- bulk holds ----------------------------------------------------------------------------------------------
 
 
