@@ -72,6 +72,12 @@ def main() -> None:
     parser.add_argument("--employers", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--deletions",
+        type=int,
+        default=0,
+        help="then delete this many of the members (spread over the employers) and time that run too",
+    )
     args = parser.parse_args()
     require_postgres_and_redis()
     import django
@@ -166,10 +172,12 @@ def main() -> None:
     connection.close()
 
     server = start_gunicorn(port)
-    try:
+    headers = {"Authorization": f"Api-Key {key}"}
+
+    def upload_and_run(batches: list[dict]) -> tuple[float, float]:
+        """Upload the batches through the API, run the pipeline workers until quiet: (upload s, total s)."""
         started = time.perf_counter()
-        headers = {"Authorization": f"Api-Key {key}"}
-        for upload in uploads:
+        for upload in batches:
             response = requests.post(f"{base}/api/v1/endorsement-batches", json=upload, headers=headers, timeout=120)
             if response.status_code != 202:
                 sys.exit(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
@@ -181,7 +189,30 @@ def main() -> None:
             w.start()
         for w in workers:
             w.join()
-        elapsed = time.perf_counter() - started
+        return uploaded, time.perf_counter() - started
+
+    deletion_run: tuple[float, float] | None = None
+    try:
+        uploaded, elapsed = upload_and_run(uploads)
+        if args.deletions:
+            per = max(1, args.deletions // args.employers)
+            deletion_run = upload_and_run(
+                [
+                    {
+                        "employer": u["employer"],
+                        "policy": u["policy"],
+                        "rows": [
+                            {
+                                "type": "deletion",
+                                "effective_date": today.isoformat(),
+                                "employee_code": r["employee"]["employee_code"],
+                            }
+                            for r in u["rows"][:per]
+                        ],
+                    }
+                    for u in uploads
+                ]
+            )
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -211,7 +242,14 @@ def main() -> None:
         f"      sandbox applied {applied.count():,} keys; applied more than once: {doubled}; "
         f"ledger_verify: {'OK' if report.ok else report.problems[:3]}"
     )
-    ok = by_status.get("ACTIVE", 0) == total and doubled == 0 and report.ok
+    expected = total + (max(1, args.deletions // args.employers) * args.employers if args.deletions else 0)
+    ok = by_status.get("ACTIVE", 0) == expected and doubled == 0 and report.ok
+    if deletion_run is not None:
+        deleted = expected - total
+        print(
+            f"  then {deleted:,} deletions (refunds + coverage ends): uploaded in {deletion_run[0]:.1f} s; "
+            f"upload → all terminal in {deletion_run[1]:.1f} s ({deleted / deletion_run[1]:,.0f} endorsements/s)"
+        )
     print(f"      target ≤ 30 s, nothing lost or doubled: {'MET' if ok and elapsed <= 30 else 'MISSED'}")
 
 
