@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
@@ -44,3 +46,26 @@ def batch_progress(batch: EndorsementBatch) -> dict[str, Any]:
     terminal = sum(n for status, n in counts.items() if status in TERMINAL)
     percent = 100.0 if batch.accepted == 0 else round(100.0 * terminal / batch.accepted, 2)
     return {"counts": counts, "percent_complete": percent}
+
+
+_DUPLICATE_SQL = f"""
+SELECT id FROM {Endorsement._meta.db_table}
+ WHERE employer_id = %s AND content_hash = %s AND created_at >= %s
+ ORDER BY id LIMIT 1
+"""  # noqa: S608 - the table name from model metadata; every value is a bound parameter
+
+
+def endorsement_duplicate_of(*, employer_id: int, content_hash: str, since: datetime) -> int | None:
+    """The first endorsement of this employer with the same content received since `since`, if any. Plain
+    SQL on PostgreSQL: it runs on every single `POST /endorsements` (ADR 0013)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_DUPLICATE_SQL, [employer_id, content_hash, since])
+            row = cursor.fetchone()
+        return int(row[0]) if row else None
+    return (
+        Endorsement.objects.filter(employer_id=employer_id, content_hash=content_hash, created_at__gte=since)
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+    )

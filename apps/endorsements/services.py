@@ -37,6 +37,7 @@ from apps.common.errors import Conflict, DomainValidationError
 from apps.employers import selectors as employer_selectors
 from apps.employers import services as employer_services
 from apps.employers.models import Employer, Insurer, Policy
+from apps.endorsements import selectors
 from apps.endorsements.models import (
     CANCELLABLE,
     TERMINAL,
@@ -84,7 +85,10 @@ def _lock_members(policy_id: int, employee_codes: Iterable[str]) -> None:
     if connection.vendor != "postgresql":
         return
     keys = sorted({_member_lock_key(policy_id, code) for code in employee_codes})
-    if keys:
+    if len(keys) == 1:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s::bigint)", keys)
+    elif keys:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", [keys])
 
@@ -281,13 +285,8 @@ def endorsement_submit(
     _lock_members(policy.pk, [draft.employee_code])
     priced = endorsement_quote(employer=employer, policy=policy, draft=draft)
     content_hash = draft.content_hash(employer_id=employer.pk, policy_id=policy.pk)
-    existing = (
-        Endorsement.objects.filter(
-            employer=employer, content_hash=content_hash, created_at__gte=timezone.now() - DUPLICATE_WINDOW
-        )
-        .order_by("id")
-        .values_list("id", flat=True)
-        .first()
+    existing = selectors.endorsement_duplicate_of(
+        employer_id=employer.pk, content_hash=content_hash, since=timezone.now() - DUPLICATE_WINDOW
     )
     if existing is not None:
         raise Conflict(

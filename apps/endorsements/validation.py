@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from apps.employers.models import Coverage, CoverageStatus, Employer, EmployerStatus, Gender, Policy
+from django.db import connection
+
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Gender, Policy
 from apps.endorsements.models import TERMINAL, Endorsement, EndorsementType
 from apps.endorsements.pricing import Quote, quote
 
@@ -110,23 +112,50 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
     return states
 
 
+# The single-member projection on PostgreSQL, as one statement: the active coverage (ordered first), then the
+# in-flight endorsements by id. Hand-written because it runs on every single `POST /endorsements`, where the
+# ORM's compilation of the same two queries cost more than executing them (ADR 0013).
+_MEMBER_SQL = f"""
+SELECT 0 AS seq, '' AS kind, c.sum_insured
+  FROM {Coverage._meta.db_table} c JOIN {Employee._meta.db_table} e ON e.id = c.employee_id
+ WHERE c.policy_id = %s AND c.status = %s AND e.employee_code = %s
+UNION ALL
+SELECT n.id, n.type, n.sum_insured
+  FROM {Endorsement._meta.db_table} n
+ WHERE n.policy_id = %s AND n.employee_code = %s AND NOT (n.status = ANY(%s))
+ORDER BY seq
+"""  # noqa: S608 - table names from model metadata; every value is a bound parameter
+
+
 def project_member(*, policy: Policy, employee_code: str) -> MemberState:
     """`project_members` for one member (the single-endorsement hot path): its active coverage, then its
-    in-flight endorsements in order. Two index lookups as plain `values_list` queries (a `UNION` of the two
-    measured no faster: Django compiles a compound query at ≈ 1 ms of Python per call)."""
+    in-flight endorsements in order — one statement on PostgreSQL, two ORM queries elsewhere."""
     state = MemberState(covered=False, sum_insured=None)
-    for covered_si in Coverage.objects.filter(
-        policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
-    ).values_list("sum_insured", flat=True):
-        state = MemberState(covered=True, sum_insured=covered_si)
-    in_flight = (
-        Endorsement.objects.filter(policy=policy, employee_code=employee_code)
-        .exclude(status__in=TERMINAL)
-        .order_by("id")
-        .values_list("type", "sum_insured")
-    )
-    for kind, in_flight_si in in_flight:
-        apply_to_projection(state, kind=kind, sum_insured=in_flight_si)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MEMBER_SQL,
+                [policy.pk, CoverageStatus.ACTIVE.value, employee_code, policy.pk, employee_code, list(TERMINAL)],
+            )
+            rows = [(kind, sum_insured) for _, kind, sum_insured in cursor.fetchall()]
+    else:
+        rows = [
+            ("", covered_si)
+            for covered_si in Coverage.objects.filter(
+                policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
+            ).values_list("sum_insured", flat=True)
+        ]
+        rows += list(
+            Endorsement.objects.filter(policy=policy, employee_code=employee_code)
+            .exclude(status__in=TERMINAL)
+            .order_by("id")
+            .values_list("type", "sum_insured")
+        )
+    for kind, sum_insured in rows:
+        if kind == "":
+            state = MemberState(covered=True, sum_insured=sum_insured)
+        else:
+            apply_to_projection(state, kind=kind, sum_insured=sum_insured)
     return state
 
 
