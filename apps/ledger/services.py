@@ -452,6 +452,33 @@ def _loaded(instance: _M) -> _M:
     return instance
 
 
+def _transactions_insert(
+    txns: list[LedgerTransaction], *, state: _AccountState, employer_direction: str, system_account_id: int
+) -> list[LedgerTransaction]:
+    """Bulk-insert transactions that one balance UPDATE (now `state`) already applied, with their two mirrored
+    entries each: the employer side carries the running `balance_after`, in insertion (= id) order, so the last
+    one equals `state.posted`."""
+    txns = LedgerTransaction.objects.bulk_create(txns, batch_size=_CHUNK)
+    sign = 1 if employer_direction == Direction.CREDIT else -1
+    other = Direction.DEBIT if employer_direction == Direction.CREDIT else Direction.CREDIT
+    running = state.posted - sign * sum(t.amount for t in txns)
+    entries: list[LedgerEntry] = []
+    for txn in txns:
+        running += sign * txn.amount
+        entries.append(
+            LedgerEntry(
+                transaction=txn,
+                account_id=state.id,
+                direction=employer_direction,
+                amount=txn.amount,
+                balance_after=running,
+            )
+        )
+        entries.append(LedgerEntry(transaction=txn, account_id=system_account_id, direction=other, amount=txn.amount))
+    LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
+    return txns
+
+
 # --- accounts ------------------------------------------------------------------------------------------------
 
 
@@ -1071,7 +1098,7 @@ def _capture_round_orm(
     """`_capture_round_write` step by step through the ORM (SQLite)."""
     state = _account_apply(account_id=account_id, posted_delta=-total, held_delta=-total)
     assert state is not None
-    txns = LedgerTransaction.objects.bulk_create(
+    txns = _transactions_insert(
         [
             LedgerTransaction(
                 kind=TransactionKind.CAPTURE,
@@ -1082,25 +1109,10 @@ def _capture_round_orm(
             )
             for h in holds
         ],
-        batch_size=_CHUNK,
+        state=state,
+        employer_direction=Direction.DEBIT,
+        system_account_id=payable_id,
     )
-    entries: list[LedgerEntry] = []
-    running = state.posted + total
-    for txn in txns:
-        running -= txn.amount
-        entries.append(
-            LedgerEntry(
-                transaction=txn,
-                account_id=account_id,
-                direction=Direction.DEBIT,
-                amount=txn.amount,
-                balance_after=running,
-            )
-        )
-        entries.append(
-            LedgerEntry(transaction=txn, account_id=payable_id, direction=Direction.CREDIT, amount=txn.amount)
-        )
-    LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
     HoldResolution.objects.bulk_create(
         [
             HoldResolution(hold_id=h.id, kind=ResolutionKind.CAPTURED, transaction=txn)
@@ -1337,7 +1349,7 @@ def _refund_round(
         )
         state = _account_apply(account_id=account_id, posted_delta=total)
         assert state is not None
-        txns = LedgerTransaction.objects.bulk_create(
+        txns = _transactions_insert(
             [
                 LedgerTransaction(
                     kind=TransactionKind.REFUND,
@@ -1348,25 +1360,10 @@ def _refund_round(
                 )
                 for r in group
             ],
-            batch_size=_CHUNK,
+            state=state,
+            employer_direction=Direction.CREDIT,
+            system_account_id=payable_id,
         )
-        entries: list[LedgerEntry] = []
-        running = state.posted - total
-        for txn in txns:
-            running += txn.amount
-            entries.append(
-                LedgerEntry(
-                    transaction=txn,
-                    account_id=account_id,
-                    direction=Direction.CREDIT,
-                    amount=txn.amount,
-                    balance_after=running,
-                )
-            )
-            entries.append(
-                LedgerEntry(transaction=txn, account_id=payable_id, direction=Direction.DEBIT, amount=txn.amount)
-            )
-        LedgerEntry.objects.bulk_create(entries, batch_size=_CHUNK)
         _low_balance_track(state)
         _funds_available(state)
     return {txn.reference: txn for txn in txns}
