@@ -23,20 +23,7 @@ from apps.audit.models import (
     JobRunEvent,
     PiiAccessEvent,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    show_full_result_count = False
-    list_per_page = 50
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from apps.common.admin import ReadOnlyAdmin
 
 
 def pretty_json(value: Any) -> SafeString:

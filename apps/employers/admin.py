@@ -6,7 +6,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.common.actors import Actor
-from apps.employers.models import Employer, Insurer
+from apps.common.admin import ReadOnlyAdmin
+from apps.common.money import format_minor
+from apps.employers.models import Coverage, CoverageChange, Employee, Employer, Insurer, Policy
 from apps.employers.services import EMPLOYER_MUTABLE_FIELDS, employer_update
 
 
@@ -58,3 +60,60 @@ class EmployerAdmin(admin.ModelAdmin):
             return
         changes = {f: form.cleaned_data[f] for f in form.changed_data if f in EMPLOYER_MUTABLE_FIELDS}
         employer_update(employer=obj, changes=changes, actor=actor)
+
+
+@admin.register(Policy)
+class PolicyAdmin(ReadOnlyAdmin):
+    """Policies are created through the API (`policy_create`, audited); operators browse them here."""
+
+    list_display = ("id", "policy_number", "employer", "insurer", "start_date", "end_date", "rate", "default_si")
+    list_filter = ("insurer",)
+    search_fields = ("policy_number", "employer__name", "employer__external_ref")
+    list_select_related = ("employer", "insurer")
+
+    @admin.display(description="rate ‰")
+    def rate(self, obj: Policy) -> str:
+        return f"{obj.premium_rate_per_mille}"
+
+    @admin.display(description="default sum insured (₹)")
+    def default_si(self, obj: Policy) -> str:
+        return format_minor(obj.default_sum_insured)
+
+
+@admin.register(Employee)
+class EmployeeAdmin(ReadOnlyAdmin):
+    """Members change only through endorsements; their personal fields are not listed (PII)."""
+
+    list_display = ("id", "employee_code", "employer", "created_at", "updated_at")
+    search_fields = ("=employee_code", "employer__name", "employer__external_ref")
+    list_select_related = ("employer",)
+
+
+class CoverageChangeInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = CoverageChange
+    fields = ("at", "action", "endorsement_id", "changed_by", "diff")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Coverage)
+class CoverageAdmin(ReadOnlyAdmin):
+    """Cover as endorsements left it, with its field-level history (every start, end and update)."""
+
+    list_display = ("id", "employee_code", "policy", "status", "sum_insured_inr", "start_date", "end_date")
+    list_filter = ("status", "policy__insurer")
+    search_fields = ("=employee__employee_code", "policy__policy_number")
+    list_select_related = ("employee", "policy")
+    inlines = (CoverageChangeInline,)
+
+    @admin.display(description="employee", ordering="employee__employee_code")
+    def employee_code(self, obj: Coverage) -> str:
+        return obj.employee.employee_code
+
+    @admin.display(description="sum insured (₹)")
+    def sum_insured_inr(self, obj: Coverage) -> str:
+        return format_minor(obj.sum_insured)
