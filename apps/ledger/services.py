@@ -59,7 +59,6 @@ __all__ = [
     "UnknownEmployer",
     "VerifyReport",
     "hold_capture",
-    "hold_exists",
     "hold_place",
     "hold_release",
     "holds_capture_bulk",
@@ -1377,7 +1376,3 @@ def holds_existing(*, references: Sequence[str]) -> set[str]:
             Hold.objects.filter(reference__in=references[start : start + _CHUNK]).values_list("reference", flat=True)
         )
     return found
-
-
-def hold_exists(*, reference: str) -> bool:
-    return Hold.objects.filter(reference=reference).exists()
