@@ -27,3 +27,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class _ReadOnlyInline:
+    """An inline that shows a row's history or children and never edits them."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyTabularInline(_ReadOnlyInline, admin.TabularInline):  # type: ignore[type-arg]
+    pass
+
+
+class ReadOnlyStackedInline(_ReadOnlyInline, admin.StackedInline):  # type: ignore[type-arg]
+    pass

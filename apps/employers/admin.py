@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.common.actors import Actor
-from apps.common.admin import ReadOnlyAdmin
+from apps.common.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from apps.common.money import format_minor
 from apps.employers.models import Coverage, CoverageChange, Employee, Employer, Insurer, Policy
 from apps.employers.services import EMPLOYER_MUTABLE_FIELDS, employer_update
@@ -89,15 +89,10 @@ class EmployeeAdmin(ReadOnlyAdmin):
     list_select_related = ("employer",)
 
 
-class CoverageChangeInline(admin.TabularInline):  # type: ignore[type-arg]
+class CoverageChangeInline(ReadOnlyTabularInline):
     model = CoverageChange
     fields = ("at", "action", "endorsement_id", "changed_by", "diff")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Coverage)

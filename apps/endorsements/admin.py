@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.common.actors import Actor
+from apps.common.admin import ReadOnlyTabularInline
 from apps.common.errors import Conflict
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementHistory
@@ -16,15 +17,10 @@ def _operator(request: HttpRequest) -> Actor:
     )
 
 
-class HistoryInline(admin.TabularInline):
+class HistoryInline(ReadOnlyTabularInline):
     model = EndorsementHistory
-    extra = 0
-    can_delete = False
     fields = ("at", "from_status", "to_status", "detail", "actor")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Endorsement)

@@ -16,20 +16,10 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from apps.common.actors import Actor
+from apps.common.admin import ReadOnlyAdmin, ReadOnlyStackedInline
 from apps.common.money import MoneyError, format_minor, to_minor
 from apps.ledger.models import AccountKind, Hold, HoldResolution, LedgerAccount, LedgerEntry, LedgerTransaction
 from apps.ledger.services import LedgerError, topup_post
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _rupees(minor: int | None) -> str:
@@ -159,16 +149,8 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         return _rupees(obj.balance_after)
 
 
-class HoldResolutionInline(admin.StackedInline):  # type: ignore[type-arg]
+class HoldResolutionInline(ReadOnlyStackedInline):
     model = HoldResolution
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class HoldStateFilter(admin.SimpleListFilter):

@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from apps.common.actors import Actor
+from apps.common.admin import ReadOnlyTabularInline
 from apps.common.errors import ProblemError
 from apps.common.money import format_minor
 from apps.loan_applications import services
@@ -34,26 +35,16 @@ class LoanDecisionActionForm(ActionForm):
     )
 
 
-class CreditReportInline(admin.TabularInline):
+class CreditReportInline(ReadOnlyTabularInline):
     model = CreditReport
-    extra = 0
-    can_delete = False
     fields = ("bureau", "score", "factors", "created_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-
-class LoanDecisionInline(admin.TabularInline):
+class LoanDecisionInline(ReadOnlyTabularInline):
     model = LoanDecision
-    extra = 0
-    can_delete = False
     fields = ("kind", "status", "reasons", "rule_set_version", "input_hash", "note", "decided_by", "created_at")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(LoanApplication)
