@@ -253,12 +253,6 @@ def _fields(
     }
 
 
-def _build(*, employer: Employer, policy: Policy, priced: Priced, partner_id: int, batch_id: int | None) -> Endorsement:
-    return Endorsement(
-        **_fields(employer=employer, policy=policy, priced=priced, partner_id=partner_id, batch_id=batch_id)
-    )
-
-
 def endorsement_quote(*, employer: Employer, policy: Policy, draft: EndorsementDraft) -> Priced:
     """Validate and price without any side effect (POST /endorsements/quote)."""
     errors = check_context(employer=employer, policy=policy, effective_date=draft.effective_date, today=_today())
@@ -294,7 +288,16 @@ def endorsement_submit(
             slug="duplicate-endorsement",
             extra={"existing_id": existing},
         )
-    endorsement = _build(employer=employer, policy=policy, priced=priced, partner_id=partner_id, batch_id=None)
+    endorsement = Endorsement(
+        **_fields(
+            employer=employer,
+            policy=policy,
+            priced=priced,
+            partner_id=partner_id,
+            batch_id=None,
+            content_hash=content_hash,  # computed once, for the duplicate check above
+        )
+    )
     endorsement.save()
     _record(
         [Transition(endorsement.pk, "", S.RECEIVED, "received")],
