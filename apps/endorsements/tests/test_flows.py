@@ -53,6 +53,19 @@ def run_pipeline(rounds: int = 6) -> None:
             return
 
 
+def upload_additions(client, policy, prefix: str, count: int):
+    """A JSON batch of `count` additions through the API; asserts it was accepted and returns the response."""
+    rows = [
+        {k: v for k, v in addition(policy, f"{prefix}{i}", effective=TODAY).items() if k not in ("employer", "policy")}
+        for i in range(count)
+    ]
+    response = client.post(
+        "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
+    )
+    assert response.status_code == 202, response.content
+    return response
+
+
 def test_addition_goes_received_to_active_through_api_outbox_and_sandbox(world):
     policy, client = world
     fund(policy, 10_000)
@@ -255,15 +268,7 @@ def test_correction_of_sum_insured_prices_the_difference_and_updates_cover(world
 def test_1000_endorsements_reach_active_each_applied_once_and_the_ledger_verifies(world):
     policy, client = world
     fund(policy, 10_000_000)
-    rows = [
-        {k: v for k, v in addition(policy, f"T-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
-        for i in range(1000)
-    ]
-
-    response = client.post(
-        "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
-    )
-    assert response.status_code == 202, response.content
+    upload_additions(client, policy, "T-", 1000)
     run_pipeline(rounds=20)
 
     assert Endorsement.objects.filter(status=S.ACTIVE).count() == 1000
@@ -358,14 +363,7 @@ def test_insurer_failing_half_the_calls_and_a_crashing_step_lose_nothing_and_app
         return real_results_apply(**kwargs)
 
     monkeypatch.setattr(services, "results_apply", crashing_results_apply)
-    rows = [
-        {k: v for k, v in addition(policy, f"X-{i}", effective=TODAY).items() if k not in ("employer", "policy")}
-        for i in range(120)
-    ]
-    response = client.post(
-        "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
-    )
-    assert response.status_code == 202, response.content
+    response = upload_additions(client, policy, "X-", 120)
     ids = list(Endorsement.objects.filter(batch_id=response.json()["id"]).values_list("id", flat=True))
     assert len(ids) == 120
 
