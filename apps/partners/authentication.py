@@ -40,8 +40,7 @@ def authenticate_key(raw_key: str) -> APIKey:
     prefix, dot, _secret = raw_key.partition(".")
     if not dot or len(raw_key) > 200:
         raise exceptions.AuthenticationFailed("The API key is not valid.")
-    found = list(APIKey.objects.select_related("partner").filter(prefix=prefix)[:1])  # prefix is unique
-    api_key = found[0] if found else None
+    api_key = APIKey.objects.select_related("partner").filter(prefix=prefix).first()
     if api_key is None or not api_key.is_valid(raw_key):
         raise exceptions.AuthenticationFailed("The API key is not valid.")
     if api_key.revoked:
