@@ -61,16 +61,9 @@ def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[
     assert employer_id is not None
     assert policy_id is not None
     principal = principal_of(request)
-    # One query when both are right (the common case): the policy with its employer, scoped to the key's
-    # partner (and, for a non-platform key, to its employers). The slower path only tells the errors apart.
-    if principal.all_employers or employer_id in principal.employer_ids:
-        found = list(
-            Policy.objects.select_related("employer").filter(
-                pk=policy_id, employer_id=employer_id, employer__partner_id=principal.partner_id
-            )
-        )
-        if found:
-            return found[0].employer, found[0]
+    policy = employer_selectors.policy_with_employer_for(principal, employer_id=employer_id, policy_id=policy_id)
+    if policy is not None:
+        return policy.employer, policy
     employer_selectors.employer_get_for(principal, employer_id)  # 404 if the employer is not this key's
     raise DomainValidationError({"policy": "No such policy for this employer."})
 
