@@ -288,28 +288,6 @@ def _transaction_replay(
     return existing
 
 
-def _entries_insert(
-    *, txn: LedgerTransaction, state: _AccountState, employer_direction: str, system_account_id: int
-) -> None:
-    """The two balanced entries of a transaction: the employer side carries `balance_after`."""
-    other = Direction.CREDIT if employer_direction == Direction.DEBIT else Direction.DEBIT
-    entries = [
-        LedgerEntry(
-            transaction=txn,
-            account_id=state.id,
-            direction=employer_direction,
-            amount=txn.amount,
-            balance_after=state.posted,
-        ),
-        LedgerEntry(transaction=txn, account_id=system_account_id, direction=other, amount=txn.amount),
-    ]
-    debits = sum(e.amount for e in entries if e.direction == Direction.DEBIT)
-    credits = sum(e.amount for e in entries if e.direction == Direction.CREDIT)
-    if debits != credits:  # cannot happen with two mirrored entries; kept as the invariant's statement
-        raise LedgerError(f"transaction {txn.kind}:{txn.reference} does not balance ({debits} ≠ {credits})")
-    LedgerEntry.objects.bulk_create(entries)
-
-
 # --- the single-operation hot path on PostgreSQL -------------------------------------------------------------
 #
 # On one hot employer, throughput is bounded by how long each operation holds that employer's account row
@@ -533,11 +511,19 @@ def _post(
         with transaction.atomic():
             state = _account_apply(account_id=account_id, posted_delta=amount)
             assert state is not None  # the account exists and nothing is required of it
-            txn = LedgerTransaction.objects.create(
-                kind=kind, reference=reference, employer_id=employer_id, amount=amount, endorsement_id=endorsement_id
-            )
-            _entries_insert(
-                txn=txn, state=state, employer_direction=employer_direction, system_account_id=system_account_id
+            [txn] = _transactions_insert(
+                [
+                    LedgerTransaction(
+                        kind=kind,
+                        reference=reference,
+                        employer_id=employer_id,
+                        amount=amount,
+                        endorsement_id=endorsement_id,
+                    )
+                ],
+                state=state,
+                employer_direction=employer_direction,
+                system_account_id=system_account_id,
             )
             audit_record(
                 actor=actor,
@@ -896,14 +882,20 @@ def _capture_write(hold: _HoldRow, *, payable_id: int) -> tuple[_AccountState, L
     if not _is_postgres():
         state = _account_apply(account_id=hold.account_id, posted_delta=-hold.amount, held_delta=-hold.amount)
         assert state is not None
-        txn = LedgerTransaction.objects.create(
-            kind=TransactionKind.CAPTURE,
-            reference=hold.reference,
-            employer_id=state.employer_id,
-            amount=hold.amount,
-            endorsement_id=hold.endorsement_id,
+        [txn] = _transactions_insert(
+            [
+                LedgerTransaction(
+                    kind=TransactionKind.CAPTURE,
+                    reference=hold.reference,
+                    employer_id=state.employer_id,
+                    amount=hold.amount,
+                    endorsement_id=hold.endorsement_id,
+                )
+            ],
+            state=state,
+            employer_direction=Direction.DEBIT,
+            system_account_id=payable_id,
         )
-        _entries_insert(txn=txn, state=state, employer_direction=Direction.DEBIT, system_account_id=payable_id)
         HoldResolution.objects.create(hold_id=hold.id, kind=ResolutionKind.CAPTURED, transaction=txn)
         return state, txn
     now = timezone.now()
