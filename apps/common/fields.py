@@ -8,16 +8,17 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.common.money import MoneyError, format_minor, to_minor
+from apps.common.money import MAX_MINOR, MONEY_PATTERN, MoneyError, format_minor, to_minor
 
 
 @extend_schema_field(
     {
         "type": "string",
         "format": "decimal",
-        "pattern": r"^\d+\.\d{2}$",
+        "pattern": MONEY_PATTERN,
         "example": "1234.50",
-        "description": "Indian rupees with two decimal places",
+        "description": "Indian rupees as a decimal string: digits, optionally a point and one or two places "
+        "(responses always carry two). No exponent, separators, sign or spaces.",
     }
 )
 class MoneyField(serializers.Field):  # type: ignore[type-arg]
@@ -25,7 +26,7 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
 
     default_error_messages = {"invalid": "Enter an amount as a decimal string with at most two places."}
 
-    def __init__(self, *, min_minor: int = 0, max_minor: int = 10**15, **kwargs: Any) -> None:
+    def __init__(self, *, min_minor: int = 0, max_minor: int = MAX_MINOR, **kwargs: Any) -> None:
         self.min_minor, self.max_minor = min_minor, max_minor
         super().__init__(**kwargs)
 

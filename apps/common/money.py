@@ -1,30 +1,58 @@
-"""Money: integer minor units (paise) inside, decimal strings with two places at the API. Never float."""
+"""Money: integer minor units (paise) inside, decimal strings with two places at the API. Never float.
+
+The API grammar for an amount (ADR 0014) is one regular expression, `MONEY_PATTERN`: optional sign only
+where a caller allows it, 1–15 integer digits without leading zeros, optionally a point and one or two
+digits. Exponents (`1e3`), digit separators (`1_000`, `1,000`), whitespace, `NaN`/`Infinity` and more
+than two places are rejected before any arithmetic, so no input can overflow or raise
+`decimal.InvalidOperation`.
+"""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Decimal
 
 CURRENCY = "INR"
 _CENT = Decimal("0.01")
+#: The largest amount any money field accepts: ₹999,999,999,999,999.99 (fits a bigint in paise).
+MAX_MINOR = 10**17 - 1
+#: Decimal strings at the API (documented as the schema `pattern` of every money field).
+MONEY_PATTERN = r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,2})?$"
+_MONEY_RE = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,2})?")
 
 
 class MoneyError(ValueError):
     pass
 
 
-def to_minor(amount: Decimal | str | int) -> int:
-    """Decimal rupees → integer paise. Rejects floats, more than two places, NaN and infinities."""
-    if isinstance(amount, float):
-        raise MoneyError("money must not be a float")
-    try:
-        value = Decimal(amount)
-    except (InvalidOperation, ValueError) as exc:
-        raise MoneyError(f"not a decimal amount: {amount!r}") from exc
-    if not value.is_finite():
-        raise MoneyError("amount must be finite")
-    if value != value.quantize(_CENT):
-        raise MoneyError("amount has more than two decimal places")
-    return int(value.quantize(_CENT) * 100)
+def to_minor(amount: Decimal | str | int, *, allow_negative: bool = False) -> int:
+    """Rupees → integer paise, by the API grammar (`MONEY_PATTERN`).
+
+    Accepts a decimal string (`"1234.5"`, `"1234.50"`), an `int` (whole rupees) or a finite `Decimal`
+    with at most two places. Raises `MoneyError` for floats, booleans, exponents, separators, blanks,
+    more than two places, more than 15 integer digits, and a sign unless `allow_negative`.
+    """
+    if isinstance(amount, (bool, float)):
+        raise MoneyError("money must be a decimal string, not a float")
+    if isinstance(amount, int):
+        text = str(amount)
+    elif isinstance(amount, Decimal):
+        if not amount.is_finite():
+            raise MoneyError("amount must be finite")
+        text = format(amount, "f")
+        if "." in text:  # Decimal("1.500") → "1.500": trailing zeros are not extra precision
+            text = text.rstrip("0").rstrip(".") or "0"
+    elif isinstance(amount, str):
+        text = amount
+    else:
+        raise MoneyError(f"not a decimal amount: {type(amount).__name__}")
+    if len(text) > 24 or not _MONEY_RE.fullmatch(text):
+        raise MoneyError("enter an amount as a decimal string with at most two places, like 1234.50")
+    if text.startswith("-") and not allow_negative:
+        raise MoneyError("amount must not be negative")
+    whole, _, frac = text.lstrip("-").partition(".")
+    minor = int(whole) * 100 + int((frac + "00")[:2])
+    return -minor if text.startswith("-") else minor
 
 
 def round_to_minor(value: Decimal) -> int:
