@@ -7,12 +7,15 @@ import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import DomainValidationError
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
+from apps.common.parsers import GuardedJSONParser
+from apps.common.serializers import BIGINT_MAX
 from apps.employers import selectors as employer_selectors
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors, services
@@ -35,13 +38,13 @@ from apps.partners.models import Scope
 
 
 def _int(value: Any, field: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise DomainValidationError({field: "A valid integer id is required."})
-    if number < 1:
-        raise DomainValidationError({field: "A valid integer id is required."})
-    return number
+    """An id from a JSON body (an integer) or a multipart form (a string of digits): 1 to the bigint maximum,
+    else 422 naming the field. Floats, booleans and ids beyond the column's range are refused (ADR 0015)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= BIGINT_MAX:
+        raise DomainValidationError({field: f"A valid integer id (1 to {BIGINT_MAX}) is required."})
+    return value
 
 
 def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[Employer, Policy]:
@@ -84,12 +87,12 @@ def _group(errors: list[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-class EndorsementFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="employer_id")
+class EndorsementFilter(FilterSet):
+    employer = IdFilter(field_name="employer_id")
     status = django_filters.ChoiceFilter(choices=EndorsementStatus.choices)
     type = django_filters.ChoiceFilter(choices=EndorsementType.choices)
     employee_code = django_filters.CharFilter()
-    batch = django_filters.NumberFilter(field_name="batch_id")
+    batch = IdFilter(field_name="batch_id")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
@@ -178,7 +181,7 @@ class EndorsementQuoteView(PartnerGenericAPIView):
 class EndorsementBatchCreateView(PartnerGenericAPIView):
     write_scope = Scope.ENDORSEMENTS_WRITE
     serializer_class = EndorsementBatchSerializer
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [GuardedJSONParser, MultiPartParser]
 
     @extend_schema(
         request={
