@@ -13,7 +13,7 @@ import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from apps.common.serializers import BIGINT_MAX, BIGINT_MIN
+from apps.common.ids import BIGINT_MAX, BIGINT_MIN
 from apps.common.text import ControlCharacterValidator
 
 

@@ -24,7 +24,7 @@ from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 
 from apps.common.errors import PROBLEM_CONTENT_TYPE, problem_response
-from apps.common.parsers import json_nesting_exceeds, max_json_depth
+from apps.common.parsers import NESTING_CHECKED_META, json_nesting_exceeds, max_json_depth
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_META = "HTTP_X_REQUEST_ID"
@@ -181,7 +181,8 @@ class JsonNestingGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(API_PREFIX) and request.META.get("CONTENT_LENGTH") not in (None, "", "0"):
             limit = max_json_depth()
-            if json_nesting_exceeds(request.body, limit):
+            body = request.body
+            if json_nesting_exceeds(body, limit):
                 return problem_response(
                     request,
                     400,
@@ -189,4 +190,5 @@ class JsonNestingGuardMiddleware:
                     slug="nesting-too-deep",
                     title="Bad Request",
                 )
+            request.META[NESTING_CHECKED_META] = len(body)
         return self.get_response(request)

@@ -22,10 +22,9 @@ from typing import Any
 from django.core.validators import EmailValidator, MaxValueValidator, MinValueValidator
 from rest_framework import serializers
 
+from apps.common.ids import BIGINT_MAX, BIGINT_MIN
 from apps.common.text import EMAIL_VALIDATOR, ControlCharacterValidator
 
-#: The range of PostgreSQL's bigint (every Keel id and counter column fits in it).
-BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 HARDENED_FLAG = "_keel_hardened"
 _MAX_MESSAGE = f"Ensure this value is less than or equal to {BIGINT_MAX}."
 _MIN_MESSAGE = f"Ensure this value is greater than or equal to {BIGINT_MIN}."
@@ -62,9 +61,11 @@ class HardenedFieldsMixin:
         return fields
 
 
+# No docstrings on the two bases: drf-spectacular would publish them as the description of every schema
+# component whose serializer has none of its own.
 class Serializer(HardenedFieldsMixin, serializers.Serializer):  # type: ignore[type-arg]
-    """`rest_framework.serializers.Serializer` with every writable field hardened (see the module docstring)."""
+    pass
 
 
 class ModelSerializer(HardenedFieldsMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
-    """`rest_framework.serializers.ModelSerializer` with every writable field hardened."""
+    pass
