@@ -38,7 +38,15 @@ class EmployerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = Employer
-        fields = "__all__"
+        fields = (
+            "partner",
+            "name",
+            "external_ref",
+            "status",
+            "low_balance_threshold",
+            "velocity_limit_per_hour",
+            "contact_email",
+        )
 
     def clean_low_balance_threshold(self) -> int:
         value = self.cleaned_data.get("low_balance_threshold")

@@ -58,7 +58,16 @@ def test_brackets_inside_strings_do_not_count():
 
 @pytest.mark.parametrize(
     ("body", "expected"),
-    [(b"", 0), (b"12", 0), (b"[]", 1), (b"[[]]", 2), (b'{"a": [1, {"b": "[[["}]}', 3), (b"]]]][[", 2), (b"]][[]][[[", 3)],
+    [
+        (b"", 0),
+        (b"12", 0),
+        (b"[]", 1),
+        (b"[[]]", 2),
+        (b'{"a": [1, {"b": "[[["}]}', 3),
+        (b'["\\", "\\"[[", {"": []}]', 3),
+        (b"]]]][[", 2),
+        (b"]][[]][[[", 3),
+    ],
 )
 def test_depth_of_small_bodies(body, expected):
     assert json_nesting_depth(body) == expected

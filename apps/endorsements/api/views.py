@@ -14,8 +14,8 @@ from rest_framework.response import Response
 from apps.common.errors import DomainValidationError
 from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
-from apps.common.parsers import GuardedJSONParser
 from apps.common.ids import BIGINT_MAX
+from apps.common.parsers import GuardedJSONParser
 from apps.employers import selectors as employer_selectors
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors, services

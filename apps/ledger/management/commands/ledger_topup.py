@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.common.actors import Actor
-from apps.common.money import MoneyError, format_minor, to_minor
 from apps.common.ids import BIGINT_MAX
+from apps.common.money import MoneyError, format_minor, to_minor
 from apps.common.text import control_character_error
 from apps.ledger.services import LedgerError, topup_post
 
