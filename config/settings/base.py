@@ -336,6 +336,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_JSON = env.bool("LOG_JSON", default=True)
 DJANGO_STRUCTLOG_CELERY_ENABLED = True
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+# Safe to trust: `RequestIdMiddleware` runs first and replaces any X-Request-ID that is not a valid id, so the
+# logs carry the id the client sees in its response (ADR 0015).
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
 
 from apps.common.logging import configure_structlog, logging_config  # noqa: E402
 
