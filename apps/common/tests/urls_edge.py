@@ -9,7 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.urls import handler400, handler403, handler404, handler500, urlpatterns as real_urlpatterns
+from config.urls import handler400, handler403, handler404, handler500
+from config.urls import urlpatterns as real_urlpatterns
 
 __all__ = ["handler400", "handler403", "handler404", "handler500", "urlpatterns"]
 
