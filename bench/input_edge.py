@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import setup_environment  # noqa: E402
+from _common import setup_environment
 
 TARGET_RATIO = 0.5
 
@@ -82,7 +82,7 @@ def main() -> None:
         "50,000-row batch": json.dumps({"employer": 1, "policy": 1, "rows": [row(i) for i in range(50_000)]}).encode(),
     }
     missed = False
-    print("(a) nesting guard vs json.loads of the same body (best of %d)" % args.repeat)
+    print(f"(a) nesting guard vs json.loads of the same body (best of {args.repeat})")
     for name, body in bodies.items():
         assert not json_nesting_exceeds(body, 32)
         n = 2000 if len(body) < 10_000 else 1
