@@ -16,6 +16,9 @@ from apps.endorsements.models import (
     PremiumDirection,
 )
 
+# The quote's exact amounts: at least two places, as many more as the value needs.
+EXACT_AMOUNT_PATTERN = r"^(0|[1-9][0-9]*)\.[0-9]{2,}$"
+
 
 class EndorsementMemberInputSerializer(Serializer):
     employee_code = serializers.CharField(max_length=64)
@@ -84,10 +87,27 @@ class EndorsementDetailSerializer(EndorsementSerializer):
     history = EndorsementHistorySerializer(many=True, read_only=True)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": EXACT_AMOUNT_PATTERN,
+        "example": "16.425",
+        "description": "Indian rupees, exact: a decimal string with as many places as the value needs (at least "
+        "two), never rounded, so the premium can be recomputed from it (SPEC §7).",
+    }
+)
+class ExactAmountField(serializers.CharField):
+    """An exact amount already formatted by `pricing.format_exact_rupees` (read-only)."""
+
+
 class EndorsementQuoteSerializer(Serializer):
+    """The arithmetic behind a premium (SPEC §7): premium_amount = round_half_up(annual_premium ×
+    remaining_days / term_days), or the difference of two annual premiums for a correction."""
+
     premium_amount = MoneyField()
     premium_direction = serializers.ChoiceField(choices=["debit", "credit", "none"])
-    annual_premium = MoneyField()
+    annual_premium = ExactAmountField(read_only=True)
     remaining_days = serializers.IntegerField()
     term_days = serializers.IntegerField()
 
@@ -111,7 +131,10 @@ class EndorsementBatchCsvInputSerializer(Serializer):
 
 
 class EndorsementBatchRowErrorSerializer(Serializer):
-    row = serializers.IntegerField()
+    row = serializers.IntegerField(help_text="1-based data row (the CSV header and blank rows are not counted)")
+    line = serializers.IntegerField(
+        allow_null=True, required=False, help_text="CSV: the file line on which the row starts (header = 1)"
+    )
     field = serializers.CharField()
     detail = serializers.CharField()
 
