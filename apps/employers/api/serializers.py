@@ -6,7 +6,8 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.common.fields import MoneyField
-from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Insurer, Policy
+from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Policy
+from apps.insurers.models import Insurer
 
 
 class EmployerSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
