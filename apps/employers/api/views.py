@@ -23,7 +23,8 @@ from apps.employers.api.serializers import (
     PolicyCreateInputSerializer,
     PolicySerializer,
 )
-from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Insurer, Policy
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
+from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.models import Scope
 
