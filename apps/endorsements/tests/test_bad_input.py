@@ -22,6 +22,7 @@ from rest_framework import serializers
 
 from apps.audit.models import AuditEvent
 from apps.common.actors import Actor
+from apps.common.fields import MoneyField
 from apps.employers.services import coverage_start, employee_upsert
 from apps.endorsements.api.serializers import EndorsementCreateInputSerializer
 from apps.endorsements.models import Endorsement, EndorsementBatch
@@ -53,8 +54,10 @@ BAD: dict[type, list[Any]] = {
         1.5,
         True,
     ],
+    MoneyField: [],  # filled below: the same bad amounts as a DecimalField
     serializers.IntegerField: [10**30, 2**63, "1e30", True, 1.5, -1, 0, "abc", None, "١٢"],
 }
+BAD[MoneyField] = BAD[serializers.DecimalField]
 # Where a top-level field belongs (SPEC §7 request bodies); nested fields follow their container.
 APPLIES = {
     "employee": ["addition"],
@@ -74,7 +77,13 @@ def _leaves(serializer: serializers.Serializer, prefix: tuple[str, ...] = ()) ->
 
 
 def _bad_values(field: Any) -> list[Any]:
-    for kind in (serializers.EmailField, serializers.ChoiceField, serializers.DecimalField, serializers.DateField):
+    for kind in (
+        serializers.EmailField,
+        serializers.ChoiceField,
+        serializers.DecimalField,
+        MoneyField,
+        serializers.DateField,
+    ):
         if isinstance(field, kind):
             return BAD[kind]
     for kind in (serializers.CharField, serializers.IntegerField):
