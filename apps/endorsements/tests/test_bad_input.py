@@ -40,7 +40,7 @@ BAD: dict[type, list[Any]] = {
     serializers.CharField: [*CONTROL, "x" * 101, 12345, ["x"], {"x": 1}],
     serializers.DateField: ["1990-02-30", "2026-13-01", "01/05/2026", "20260501", "1990-02-3\u0000", 19900101],
     serializers.ChoiceField: ["unknown", "M\u0000", 1, ["m"]],
-    serializers.DecimalField: [
+    MoneyField: [
         "1e30",
         "1" * 30,
         "1e3",
@@ -54,10 +54,8 @@ BAD: dict[type, list[Any]] = {
         1.5,
         True,
     ],
-    MoneyField: [],  # filled below: the same bad amounts as a DecimalField
     serializers.IntegerField: [10**30, 2**63, "1e30", True, 1.5, -1, 0, "abc", None, "١٢"],
 }
-BAD[MoneyField] = BAD[serializers.DecimalField]
 # Where a top-level field belongs (SPEC §7 request bodies); nested fields follow their container.
 APPLIES = {
     "employee": ["addition"],
@@ -77,13 +75,7 @@ def _leaves(serializer: serializers.Serializer, prefix: tuple[str, ...] = ()) ->
 
 
 def _bad_values(field: Any) -> list[Any]:
-    for kind in (
-        serializers.EmailField,
-        serializers.ChoiceField,
-        serializers.DecimalField,
-        MoneyField,
-        serializers.DateField,
-    ):
+    for kind in (serializers.EmailField, serializers.ChoiceField, MoneyField, serializers.DateField):
         if isinstance(field, kind):
             return BAD[kind]
     for kind in (serializers.CharField, serializers.IntegerField):
