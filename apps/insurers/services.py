@@ -165,13 +165,15 @@ class CallbackItem:
     endorsement_id: int | None
     insurer_reference: str
     reason: str
+    # False when the item's id or key cannot name any endorsement (out of range, wrong type): 404 for it.
+    resolvable: bool = True
 
 
 def _find_submissions(
     insurer: Insurer, items: Sequence[CallbackItem]
 ) -> tuple[dict[str, InsurerSubmission], dict[int, InsurerSubmission]]:
-    keys = [i.idempotency_key for i in items if i.idempotency_key]
-    ids = [i.endorsement_id for i in items if not i.idempotency_key and i.endorsement_id is not None]
+    keys = [i.idempotency_key for i in items if i.resolvable and i.idempotency_key]
+    ids = [i.endorsement_id for i in items if i.resolvable and not i.idempotency_key and i.endorsement_id is not None]
     by_key = {s.idempotency_key: s for s in InsurerSubmission.objects.filter(insurer=insurer, idempotency_key__in=keys)}
     by_id: dict[int, InsurerSubmission] = {}
     # The latest submission of an endorsement wins (an endorsement may have been sent under several keys).
@@ -201,7 +203,9 @@ def insurer_callback_receive(
         by_key, by_id = _find_submissions(insurer, items)
         for index, item in enumerate(items):
             submission = (
-                by_key.get(item.idempotency_key)
+                None
+                if not item.resolvable
+                else by_key.get(item.idempotency_key)
                 if item.idempotency_key
                 else by_id.get(item.endorsement_id)
                 if item.endorsement_id is not None
