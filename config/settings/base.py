@@ -293,6 +293,12 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
+    # per view (apps/common/openapi.py, ADR 0020).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.common.openapi.problem_responses_hook",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "EmployerStatusEnum": "apps.employers.models.EmployerStatus",
         "CoverageStatusEnum": "apps.employers.models.CoverageStatus",
