@@ -8,7 +8,8 @@ derived from what the operation is — so a new view is covered without a line o
 | --- | --- | --- |
 | 400 | malformed request: unparsable or too deeply nested JSON, a bad header (`Idempotency-Key`) | all |
 | 401, 403 | no/invalid API key; key without the scope (or not allowed to do this) | API-key operations |
-| 404 | an object the key may not see or that does not exist — in the path, in a filter or in the body (tenant isolation, SPEC §2), or a stale `cursor` | API-key operations; those with path parameters |
+| 404 | an object the key may not see or that does not exist (path, filter or body; SPEC §2), a stale cursor | \
+  API-key operations and those with path parameters |
 | 409 | a conflict with the current state (idempotent request still running, state changed) | writes |
 | 413, 415 | body over its limit; a content type the operation does not parse | operations with a body |
 | 422 | a field that fails validation (`errors: [{pointer, detail}]`) | writes and filtered reads |

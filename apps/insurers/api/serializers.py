@@ -113,8 +113,13 @@ class InsurerCallbackBatchSerializer(serializers.Serializer[dict[str, Any]]):
 
 class InsurerCallbackItemResultSerializer(serializers.Serializer[dict[str, Any]]):
     index = serializers.IntegerField()
-    status = serializers.IntegerField(help_text="200 (applied or already processed) or 404 (unknown endorsement)")
+    status = serializers.IntegerField(
+        help_text="200 (applied or already processed), 404 (unknown endorsement) or 409 (contradicts the "
+        "endorsement's decided state: not applied, recorded as an insurer conflict)"
+    )
     detail = serializers.CharField()
+    endorsement_status = serializers.CharField(required=False, help_text="With 409: the endorsement's state now")
+    conflict_id = serializers.IntegerField(required=False, help_text="With 409: the recorded insurer conflict")
 
 
 class InsurerCallbackResponseSerializer(serializers.Serializer[dict[str, Any]]):
