@@ -25,8 +25,8 @@ from apps.endorsements import services
 from apps.endorsements.conflicts import decided_state
 from apps.endorsements.dispatch import submissions_for
 from apps.endorsements.models import Endorsement, EndorsementHistory, EndorsementStatus
-from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.endorsements.parsing import draft_from_request
+from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.insurers.conflicts import contradicts, insurer_conflict_accept, insurer_conflict_request_reversal
 from apps.insurers.contracts import EndorsementSubmission, MemberData
 from apps.insurers.models import CallbackEvent, ConflictStatus, InsurerConflict, InsurerSubmission, SubmissionState
