@@ -18,9 +18,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from apps.audit.models import AuditEvent
-from apps.employers.models import Insurer, InsurerProtocol
 from apps.insurers.contracts import EndorsementSubmission, MemberData
-from apps.insurers.models import SandboxConfig
+from apps.insurers.models import Insurer, InsurerProtocol, SandboxConfig
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.insurers.services import insurer_submit
 

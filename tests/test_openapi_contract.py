@@ -26,9 +26,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from apps.common.actors import Actor
-from apps.employers.models import InsurerProtocol
 from apps.employers.tests.factories import EmployerFactory, InsurerFactory
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.setup import generate_callback_secret
 from apps.ledger.services import topup_post
 from apps.partners.tests.factories import PartnerFactory

@@ -10,8 +10,24 @@ from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import Conflict
 from apps.insurers.conflicts import insurer_conflict_accept, insurer_conflict_request_reversal
-from apps.insurers.models import CallbackEvent, InsurerConflict, InsurerSubmission
+from apps.insurers.models import CallbackEvent, Insurer, InsurerConflict, InsurerSubmission
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+
+
+@admin.register(Insurer)
+class InsurerAdmin(admin.ModelAdmin):
+    list_display = (
+        "code",
+        "name",
+        "protocol",
+        "is_active",
+        "rate_limit_per_minute",
+        "batch_size",
+        "batch_window_seconds",
+    )
+    list_filter = ("protocol", "is_active")
+    search_fields = ("code", "name")
+    exclude = ("credentials",)
 
 
 @admin.register(InsurerSubmission)
