@@ -10,24 +10,8 @@ from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from apps.common.forms import MoneyFormField, StrictEmailFormField
 from apps.common.money import format_minor
-from apps.employers.models import Coverage, CoverageChange, Employee, Employer, Insurer, Policy
+from apps.employers.models import Coverage, CoverageChange, Employee, Employer, Policy
 from apps.employers.services import EMPLOYER_MUTABLE_FIELDS, employer_update
-
-
-@admin.register(Insurer)
-class InsurerAdmin(admin.ModelAdmin):
-    list_display = (
-        "code",
-        "name",
-        "protocol",
-        "is_active",
-        "rate_limit_per_minute",
-        "batch_size",
-        "batch_window_seconds",
-    )
-    list_filter = ("protocol", "is_active")
-    search_fields = ("code", "name")
-    exclude = ("credentials",)
 
 
 class EmployerAdminForm(forms.ModelForm):  # type: ignore[type-arg]

@@ -7,7 +7,8 @@ from rest_framework import serializers
 
 from apps.common.fields import MoneyField
 from apps.common.serializers import ModelSerializer, Serializer
-from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Insurer, Policy
+from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Policy
+from apps.insurers.models import Insurer
 
 
 class EmployerSerializer(ModelSerializer):

@@ -23,7 +23,8 @@ from apps.employers.api.serializers import (
     PolicyCreateInputSerializer,
     PolicySerializer,
 )
-from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Insurer, Policy
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
+from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.models import Scope
 
@@ -97,6 +98,7 @@ class InsurerListView(PartnerGenericAPIView):
     def get_queryset(self) -> QuerySet[Insurer]:
         return selectors.insurers_active()
 
+    @extend_schema(operation_id="insurers_list", responses=InsurerSerializer(many=True))
     def get(self, request: Request, *args: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(InsurerSerializer(page, many=True).data)
