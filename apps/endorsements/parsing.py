@@ -6,7 +6,7 @@ field of every source gets it (issue 8, kinds 1, 3, 5, 6):
 - text: a string, stripped, bounded, without control characters (`apps.common.text.control_character_error`);
 - money: the one API grammar (`apps.common.money.to_minor`, `MONEY_PATTERN`), then the field's range;
 - dates: `YYYY-MM-DD` only; a well-formed date that does not exist (`1990-02-30`) says so;
-- e-mail: Django's `EmailValidator` without the `localhost` allow-list;
+- e-mail: `apps.common.text.EMAIL_VALIDATOR` (Django's, without the `localhost` allow-list);
 - gender: the spellings HR exports use (`M`/`F`/`O`, `Male`, `female`, any case) → the canonical value;
 - ids (`employer`, `policy`): positive integers within the bigint column's range (`parse_id`).
 
@@ -27,10 +27,10 @@ from datetime import date
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.validators import EmailValidator
 
+from apps.common.ids import BIGINT_MAX
 from apps.common.money import MoneyError, format_minor, to_minor
-from apps.common.text import control_character_error
+from apps.common.text import EMAIL_VALIDATOR, control_character_error
 from apps.employers.models import Gender
 from apps.endorsements.models import EndorsementType
 from apps.endorsements.validation import EndorsementDraft
@@ -39,7 +39,7 @@ CSV_COLUMNS = ("employee_code", "first_name", "last_name", "date_of_birth", "gen
 CSV_OPTIONAL = ("sum_insured",)
 MAX_ROWS = 50_000
 MAX_SUM_INSURED = 10**12  # paise: ₹1,000 crore
-MAX_ID = 2**63 - 1  # ids are bigint columns (DEFAULT_AUTO_FIELD = BigAutoField)
+MAX_ID = BIGINT_MAX  # ids are bigint columns (ADR 0015)
 MEMBER_TEXT_FIELDS = {"first_name": 100, "last_name": 100}
 CORRECTABLE_FIELDS = ("first_name", "last_name", "date_of_birth", "gender", "email", "sum_insured")
 # HR exports spell gender many ways; each maps to the stored value (SPEC §7; issue 8, kind 6).
@@ -54,9 +54,6 @@ MONEY_MESSAGE = "Enter an amount as a decimal string with at most two places, li
 _CODE_RE = re.compile(r"[A-Za-z0-9._/-]{1,64}")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ID_RE = re.compile(r"[1-9][0-9]{0,18}")
-# Django's validator, without its default `localhost` allow-list (issue 8, kind 5): `x@localhost`, `a@b.c` and
-# `dev..sen@example.com` are not addresses anyone can be written to.
-_EMAIL = EmailValidator(allowlist=[])
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
 
 
@@ -125,7 +122,7 @@ def _email(value: Any, field: str, errors: list[tuple[str, str]]) -> str | None:
     if email is None:
         return None
     try:
-        _EMAIL(email)
+        EMAIL_VALIDATOR(email)
     except ValidationError:
         errors.append((field, "Enter a valid e-mail address."))
         return None

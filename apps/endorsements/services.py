@@ -36,7 +36,7 @@ from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
 from apps.employers import selectors as employer_selectors
 from apps.employers import services as employer_services
-from apps.employers.models import Employer, Insurer, Policy
+from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors
 from apps.endorsements.models import (
     CANCELLABLE,
@@ -59,6 +59,7 @@ from apps.endorsements.validation import (
     project_member,
     project_members,
 )
+from apps.insurers.models import Insurer
 from apps.ledger import services as ledger
 from apps.ledger.services import HoldRequest
 from apps.outbox.services import outbox_enqueue

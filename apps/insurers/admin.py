@@ -3,8 +3,24 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.common.admin import ReadOnlyAdmin
-from apps.insurers.models import CallbackEvent, InsurerSubmission
+from apps.insurers.models import CallbackEvent, Insurer, InsurerSubmission
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+
+
+@admin.register(Insurer)
+class InsurerAdmin(admin.ModelAdmin):
+    list_display = (
+        "code",
+        "name",
+        "protocol",
+        "is_active",
+        "rate_limit_per_minute",
+        "batch_size",
+        "batch_window_seconds",
+    )
+    list_filter = ("protocol", "is_active")
+    search_fields = ("code", "name")
+    exclude = ("credentials",)
 
 
 @admin.register(InsurerSubmission)

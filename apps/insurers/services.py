@@ -19,7 +19,6 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.common import bulk
-from apps.employers.models import Insurer
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.contracts import (
     TOPIC_RESULT_RECEIVED,
@@ -29,7 +28,7 @@ from apps.insurers.contracts import (
     UnknownInsurerError,
 )
 from apps.insurers.gateways import gateway_for
-from apps.insurers.models import CallbackEvent, InsurerSubmission, SubmissionState
+from apps.insurers.models import CallbackEvent, Insurer, InsurerSubmission, SubmissionState
 from apps.insurers.resilience import circuit_state, guarded_call, rate_limit_acquire
 from apps.outbox.services import outbox_enqueue
 

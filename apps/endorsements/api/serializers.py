@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.fields import MoneyField
+from apps.common.serializers import ModelSerializer, Serializer
 from apps.employers.models import Gender
 from apps.endorsements.models import (
     EndorsementBatch,
@@ -21,7 +22,7 @@ GENDER_HELP = "Stored as male, female or other; M, F, O and any case of the thre
 EXACT_AMOUNT_PATTERN = r"^(0|[1-9][0-9]*)\.[0-9]{2,}$"
 
 
-class EndorsementMemberInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementMemberInputSerializer(Serializer):
     employee_code = serializers.CharField(max_length=64)
     first_name = serializers.CharField(max_length=100)
     last_name = serializers.CharField(max_length=100)
@@ -30,7 +31,7 @@ class EndorsementMemberInputSerializer(serializers.Serializer):  # type: ignore[
     email = serializers.EmailField(required=False, allow_blank=True)
 
 
-class EndorsementChangesInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementChangesInputSerializer(Serializer):
     first_name = serializers.CharField(max_length=100, required=False)
     last_name = serializers.CharField(max_length=100, required=False)
     date_of_birth = serializers.DateField(required=False)
@@ -39,7 +40,7 @@ class EndorsementChangesInputSerializer(serializers.Serializer):  # type: ignore
     sum_insured = MoneyField(required=False, min_minor=1, max_minor=MAX_SUM_INSURED)
 
 
-class EndorsementCreateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementCreateInputSerializer(Serializer):
     """Documents the request shape; bodies are parsed by apps.endorsements.parsing (one parser for
     singles and batch rows)."""
 
@@ -55,7 +56,7 @@ class EndorsementCreateInputSerializer(serializers.Serializer):  # type: ignore[
     )
 
 
-class EndorsementSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementSerializer(Serializer):
     """Read-only representation of an endorsement. Fields are declared, not introspected from the model:
     a `ModelSerializer` rebuilds its fields from model metadata on every instantiation (≈ 0.5 ms per
     response, on the hot `POST /endorsements` path)."""
@@ -78,7 +79,7 @@ class EndorsementSerializer(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField(read_only=True)
 
 
-class EndorsementHistorySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class EndorsementHistorySerializer(ModelSerializer):
     status = serializers.CharField(source="to_status")
 
     class Meta:
@@ -104,7 +105,7 @@ class ExactAmountField(serializers.CharField):
     """An exact amount already formatted by `pricing.format_exact_rupees` (read-only)."""
 
 
-class EndorsementQuoteSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementQuoteSerializer(Serializer):
     """The arithmetic behind a premium (SPEC §7): premium_amount = round_half_up(annual_premium ×
     remaining_days / term_days), or the difference of two annual premiums for a correction."""
 
@@ -115,7 +116,7 @@ class EndorsementQuoteSerializer(serializers.Serializer):  # type: ignore[type-a
     term_days = serializers.IntegerField()
 
 
-class EndorsementBatchJsonInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementBatchJsonInputSerializer(Serializer):
     employer = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     policy = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     rows = serializers.ListField(
@@ -125,7 +126,7 @@ class EndorsementBatchJsonInputSerializer(serializers.Serializer):  # type: igno
     )
 
 
-class EndorsementBatchCsvInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementBatchCsvInputSerializer(Serializer):
     employer = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     policy = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     file = serializers.FileField(
@@ -133,7 +134,7 @@ class EndorsementBatchCsvInputSerializer(serializers.Serializer):  # type: ignor
     )
 
 
-class EndorsementBatchRowErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndorsementBatchRowErrorSerializer(Serializer):
     row = serializers.IntegerField(help_text="1-based data row (the CSV header and blank rows are not counted)")
     line = serializers.IntegerField(
         allow_null=True, required=False, help_text="CSV: the file line on which the row starts (header = 1)"
@@ -142,7 +143,7 @@ class EndorsementBatchRowErrorSerializer(serializers.Serializer):  # type: ignor
     detail = serializers.CharField()
 
 
-class EndorsementBatchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class EndorsementBatchSerializer(ModelSerializer):
     status = serializers.SerializerMethodField()
     errors = EndorsementBatchRowErrorSerializer(many=True, read_only=True)  # type: ignore[assignment]
 

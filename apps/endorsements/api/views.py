@@ -4,16 +4,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import django_filters
-from django import forms
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import DomainValidationError
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
+from apps.common.parsers import GuardedJSONParser
 from apps.employers import selectors as employer_selectors
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors, services
@@ -30,7 +31,6 @@ from apps.endorsements.api.serializers import (
 )
 from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
 from apps.endorsements.parsing import (
-    MAX_ID,
     MAX_ROWS,
     ParseErrors,
     csv_field_name,
@@ -82,16 +82,7 @@ def _group(errors: list[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-class IdFilter(django_filters.Filter):
-    """An integer id filter bounded to the bigint column: `1e30`, `1.5` or `-1` is 422, never a query."""
-
-    field_class = forms.IntegerField
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, min_value=1, max_value=MAX_ID, **kwargs)
-
-
-class EndorsementFilter(django_filters.FilterSet):
+class EndorsementFilter(FilterSet):
     employer = IdFilter(field_name="employer_id")
     status = django_filters.ChoiceFilter(choices=EndorsementStatus.choices)
     type = django_filters.ChoiceFilter(choices=EndorsementType.choices)
@@ -185,7 +176,7 @@ class EndorsementQuoteView(PartnerGenericAPIView):
 class EndorsementBatchCreateView(PartnerGenericAPIView):
     write_scope = Scope.ENDORSEMENTS_WRITE
     serializer_class = EndorsementBatchSerializer
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [GuardedJSONParser, MultiPartParser]
 
     @extend_schema(
         request={

@@ -15,7 +15,6 @@ from rest_framework.response import Response
 
 from apps.audit.services import insurer_exchange_record
 from apps.common.errors import ProblemError
-from apps.employers.models import Insurer
 from apps.insurers import services
 from apps.insurers.api.serializers import (
     InsurerCallbackBatchSerializer,
@@ -23,6 +22,7 @@ from apps.insurers.api.serializers import (
     InsurerCallbackResponseSerializer,
     InsurerCircuitSerializer,
 )
+from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView
 from apps.partners.models import Scope
 

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
-from apps.employers.models import Insurer, InsurerProtocol
+from apps.insurers.models import Insurer, InsurerProtocol
 from apps.insurers.sandbox.models import SandboxConfig
 
 SANDBOX_REST_CODE = "sandbox-rest"

@@ -10,9 +10,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.audit.models import InsurerExchangeEvent
-from apps.employers.models import Insurer, InsurerProtocol
 from apps.employers.tests.factories import InsurerFactory
-from apps.insurers.models import CallbackEvent, InsurerSubmission, SubmissionState
+from apps.insurers.models import CallbackEvent, Insurer, InsurerProtocol, InsurerSubmission, SubmissionState
 from apps.insurers.sandbox.callbacks import sign_headers
 from apps.insurers.sandbox.setup import generate_callback_secret
 from apps.outbox.models import OutboxMessage

@@ -12,8 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.common.actors import Actor
-from apps.employers.models import Employer, Insurer, InsurerProtocol, Policy
+from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create, policy_create
+from apps.insurers.models import Insurer, InsurerProtocol
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
