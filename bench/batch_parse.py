@@ -10,7 +10,7 @@ the same run:
     same bytes — tokenising the file, the least work any CSV import must do. Also the peak Python heap of
     reading the 50,000-row file (tracemalloc), against the size of the file itself.
 (b) the same rows as a JSON batch through `draft_from_request` against `json.loads` of the body.
-(c) 10,000 exact quotes (`pricing.quote`, `Fraction` arithmetic) against the same formula in 28-digit
+(c) 10,000 exact quotes (`pricing.quote`, integer-ratio arithmetic) against the same formula in 28-digit
     `Decimal` (what it replaced, and which rounded 0.855 to 0.85).
 
 Targets, as ratios to the limit of the same run (absolute times move with the machine's load, which is
@@ -168,7 +168,7 @@ def main() -> None:
     decimal_s = best_of(args.repeat, decimal_formula)
     ratios["pricing"] = exact_s / decimal_s
     print(
-        f"(c) 10,000 exact quotes (Fraction) {exact_s * 1000:.0f} ms; the 28-digit Decimal formula "
+        f"(c) 10,000 exact quotes (integer ratios) {exact_s * 1000:.0f} ms; the 28-digit Decimal formula "
         f"{decimal_s * 1000:.0f} ms (ratio {exact_s / decimal_s:.1f}×)"
     )
 
