@@ -38,6 +38,7 @@ from apps.employers import selectors as employer_selectors
 from apps.employers import services as employer_services
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors
+from apps.endorsements.conflicts import contradictions_record
 from apps.endorsements.models import (
     CANCELLABLE,
     TERMINAL,
@@ -607,10 +608,11 @@ class InsurerOutcome:
 
 
 @transaction.atomic
-def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[Transition]:
+def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor, source: str = "gateway") -> list[Transition]:
     """Apply the insurer's answers to SENT endorsements: CONFIRMED (→ ACTIVE when effective) or REJECTED.
 
-    Endorsements not in SENT any more (a redelivered result, a late callback) are left alone.
+    Endorsements not in SENT any more (a redelivered result, a late callback) are left alone; a result that
+    contradicts their decided state is recorded as an insurer conflict (`source`: gateway | callback).
     """
     decided = [o for o in outcomes if o.outcome in ("confirmed", "rejected")]
     endorsements = {
@@ -621,9 +623,12 @@ def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[T
     }
     confirmed: list[_Step] = []
     rejected: list[_Step] = []
+    moved_on: list[tuple[Endorsement, InsurerOutcome]] = []
     for o in decided:
         e = endorsements.get(o.endorsement_id)
         if e is None or e.status != S.SENT:
+            if e is not None:
+                moved_on.append((e, o))
             continue
         if o.outcome == "confirmed":
             reference = (o.insurer_reference or "")[:100]
@@ -634,6 +639,8 @@ def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[T
             reason = (o.rejection_reason or "rejected by insurer")[:500]
             fields = {"rejection_class": (o.rejection_class or "unknown")[:24], "rejection_reason": reason}
             rejected.append(_Step(e, reason, fields))
+    # A result contradicting a decided state (e.g. confirmed after FAILED) is an insurer conflict (kind 11).
+    contradictions_record(pairs=moved_on, source=source)
     transitions = _move_many(confirmed, S.CONFIRMED, allowed_from=[S.SENT])
     rejections = _move_many(rejected, S.REJECTED, allowed_from=[S.SENT])
     finished = [endorsements[t.endorsement_id] for t in rejections]

@@ -232,8 +232,11 @@ OUTBOX = {
 ENDORSEMENT_SEND_MAX_ATTEMPTS = env.int("ENDORSEMENT_SEND_MAX_ATTEMPTS", default=6)
 # Debits parked for lack of funds longer than this fail (hold-expiry sweeper).
 ENDORSEMENT_PARK_MAX_HOURS = env.int("ENDORSEMENT_PARK_MAX_HOURS", default=72)
-# Base URL of this deployment, used to register the built-in sandbox insurer.
-KEEL_BASE_URL = env.str("KEEL_BASE_URL", default="http://127.0.0.1:8000")
+# The port `make run` serves the web process on (config/Procfile), and the one place it is set (ADR 0019).
+KEEL_PORT = env.int("KEEL_PORT", default=8000)
+# Base URL of this deployment, used to register the built-in sandbox insurer (`seed_demo` repairs a stored
+# one). Derived from KEEL_PORT unless set, so a first run on any port reaches its own sandbox.
+KEEL_BASE_URL = env.str("KEEL_BASE_URL", default=f"http://127.0.0.1:{KEEL_PORT}")
 # The built-in simulated insurer (/sandbox/…): on for development and tests, off in production unless asked.
 SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
 
@@ -297,6 +300,12 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
+    # per view (apps/common/openapi.py, ADR 0020).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.common.openapi.problem_responses_hook",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "EmployerStatusEnum": "apps.employers.models.EmployerStatus",
         "CoverageStatusEnum": "apps.employers.models.CoverageStatus",
