@@ -76,8 +76,9 @@ def json_nesting_exceeds(body: bytes, limit: int) -> bool:
 
     1. A body with at most `limit` bytes `[`/`{` in all cannot nest deeper: two `bytes.count` calls decide
        almost every request (in UTF-16/32 text each bracket is still one such byte).
-    2. Otherwise, on the brackets outside strings, innermost pairs `[]` are removed, one level per round
-       (C-level `bytes.replace`), at most `limit` rounds. Nothing left → not deeper than `limit`.
+    2. Otherwise, on the brackets outside strings: more than `limit` openers in a row → deeper (the usual
+       attack, found by one search). Then innermost pairs `[]` are removed, one level per round (C-level
+       `bytes.replace`), at most `limit` rounds. Nothing left → not deeper than `limit`.
     3. An opener that survives `limit` rounds that each removed a level encloses more than `limit` levels
        → deeper. If the rounds stopped changing earlier, what is left is closers followed by openers: a
        closer there is stray (the parser fails at it, having nested at most `limit` deep); openers left
@@ -87,6 +88,8 @@ def json_nesting_exceeds(body: bytes, limit: int) -> bool:
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
     remaining = _brackets_outside_strings(body)
+    if b"[" * (limit + 1) in remaining:
+        return True
     rounds = 0
     while rounds < limit:
         reduced = remaining.replace(b"[]", b"")

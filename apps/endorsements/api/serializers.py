@@ -15,7 +15,9 @@ from apps.endorsements.models import (
     EndorsementType,
     PremiumDirection,
 )
+from apps.endorsements.parsing import MAX_ID, MAX_SUM_INSURED
 
+GENDER_HELP = "Stored as male, female or other; M, F, O and any case of the three words are accepted."
 # The quote's exact amounts: at least two places, as many more as the value needs.
 EXACT_AMOUNT_PATTERN = r"^(0|[1-9][0-9]*)\.[0-9]{2,}$"
 
@@ -25,7 +27,7 @@ class EndorsementMemberInputSerializer(Serializer):
     first_name = serializers.CharField(max_length=100)
     last_name = serializers.CharField(max_length=100)
     date_of_birth = serializers.DateField()
-    gender = serializers.ChoiceField(choices=Gender.choices)
+    gender = serializers.ChoiceField(choices=Gender.choices, help_text=GENDER_HELP)
     email = serializers.EmailField(required=False, allow_blank=True)
 
 
@@ -33,23 +35,25 @@ class EndorsementChangesInputSerializer(Serializer):
     first_name = serializers.CharField(max_length=100, required=False)
     last_name = serializers.CharField(max_length=100, required=False)
     date_of_birth = serializers.DateField(required=False)
-    gender = serializers.ChoiceField(choices=Gender.choices, required=False)
+    gender = serializers.ChoiceField(choices=Gender.choices, required=False, help_text=GENDER_HELP)
     email = serializers.EmailField(required=False, allow_blank=True)
-    sum_insured = MoneyField(min_minor=1, required=False)
+    sum_insured = MoneyField(required=False, min_minor=1, max_minor=MAX_SUM_INSURED)
 
 
 class EndorsementCreateInputSerializer(Serializer):
     """Documents the request shape; bodies are parsed by apps.endorsements.parsing (one parser for
     singles and batch rows)."""
 
-    employer = serializers.IntegerField(min_value=1)
-    policy = serializers.IntegerField(min_value=1)
+    employer = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    policy = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     type = serializers.ChoiceField(choices=EndorsementType.choices)
     effective_date = serializers.DateField()
     employee = EndorsementMemberInputSerializer(required=False, help_text="addition only")
     employee_code = serializers.CharField(required=False, help_text="deletion and correction")
     changes = EndorsementChangesInputSerializer(required=False, help_text="correction only")
-    sum_insured = MoneyField(min_minor=1, required=False, help_text="addition only; default: the policy's")
+    sum_insured = MoneyField(
+        required=False, min_minor=1, max_minor=MAX_SUM_INSURED, help_text="addition only; default: the policy's"
+    )
 
 
 class EndorsementSerializer(Serializer):
@@ -113,8 +117,8 @@ class EndorsementQuoteSerializer(Serializer):
 
 
 class EndorsementBatchJsonInputSerializer(Serializer):
-    employer = serializers.IntegerField(min_value=1)
-    policy = serializers.IntegerField(min_value=1)
+    employer = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    policy = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     rows = serializers.ListField(
         child=serializers.DictField(),
         max_length=50_000,
@@ -123,8 +127,8 @@ class EndorsementBatchJsonInputSerializer(Serializer):
 
 
 class EndorsementBatchCsvInputSerializer(Serializer):
-    employer = serializers.IntegerField(min_value=1)
-    policy = serializers.IntegerField(min_value=1)
+    employer = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    policy = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     file = serializers.FileField(
         help_text="CSV: employee_code,first_name,last_name,date_of_birth,gender,email,type,effective_date[,sum_insured]"
     )

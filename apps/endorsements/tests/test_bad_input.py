@@ -22,6 +22,7 @@ from rest_framework import serializers
 
 from apps.audit.models import AuditEvent
 from apps.common.actors import Actor
+from apps.common.fields import MoneyField
 from apps.employers.services import coverage_start, employee_upsert
 from apps.endorsements.api.serializers import EndorsementCreateInputSerializer
 from apps.endorsements.models import Endorsement, EndorsementBatch
@@ -39,7 +40,7 @@ BAD: dict[type, list[Any]] = {
     serializers.CharField: [*CONTROL, "x" * 101, 12345, ["x"], {"x": 1}],
     serializers.DateField: ["1990-02-30", "2026-13-01", "01/05/2026", "20260501", "1990-02-3\u0000", 19900101],
     serializers.ChoiceField: ["unknown", "M\u0000", 1, ["m"]],
-    serializers.DecimalField: [
+    MoneyField: [
         "1e30",
         "1" * 30,
         "1e3",
@@ -74,7 +75,7 @@ def _leaves(serializer: serializers.Serializer, prefix: tuple[str, ...] = ()) ->
 
 
 def _bad_values(field: Any) -> list[Any]:
-    for kind in (serializers.EmailField, serializers.ChoiceField, serializers.DecimalField, serializers.DateField):
+    for kind in (serializers.EmailField, serializers.ChoiceField, MoneyField, serializers.DateField):
         if isinstance(field, kind):
             return BAD[kind]
     for kind in (serializers.CharField, serializers.IntegerField):
