@@ -301,7 +301,7 @@ SPECTACULAR_SETTINGS = {
     },
     "SECURITY": [{"ApiKeyAuth": []}],
     # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
-    # per view (apps/common/openapi.py, ADR 0020).
+    # per view (apps/common/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.common.openapi.problem_responses_hook",
