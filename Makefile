@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= $(if $(DATABASE_URL),$(DATABASE_URL),$(PG_URL))
 TEST_REDIS_URL ?= $(if $(REDIS_URL),$(REDIS_URL),redis://127.0.0.1:6379/15)
 PYTEST_ARGS ?=
 
-.PHONY: help install run demo test check lint fmt bench migrate seed clean
+.PHONY: help install run demo test faults check lint fmt bench migrate seed clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -30,15 +30,18 @@ migrate: install ## apply migrations
 seed: migrate ## load the demo data (idempotent) and print a demo API key
 	$(BIN)/python manage.py seed_demo
 
-run: seed ## install, migrate, seed, then start web (:8000) + worker + beat
+run: seed ## install, migrate, seed, then start web (:8000) + worker + relay + beat, restarting any that dies
 	$(BIN)/python manage.py collectstatic --noinput >/dev/null
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho -f config/Procfile -d . start
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m config.supervise config/Procfile
 
 demo: seed ## drive an end-to-end endorsement run on the embedded defaults and print its timeline
 	$(BIN)/python manage.py demo
 
 test: install ## run the whole suite (PostgreSQL + Redis on this machine by default)
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+faults: install ## the five fault drills (SPEC §12): own PostgreSQL + Redis, the real Procfile processes (~10 min)
+	KEEL_FAULT_DRILLS=1 $(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check
 	$(BIN)/ruff check .
