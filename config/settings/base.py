@@ -233,7 +233,7 @@ OUTBOX = {
     "BATCH_SIZE": env.int("OUTBOX_BATCH_SIZE", default=500),
     # Seconds a claimed row stays invisible to other relays; the worker holding it renews the lease every
     # LEASE_SECONDS / 3 (ADR 0024), so a killed worker's rows are re-published within this many seconds.
-    "LEASE_SECONDS": env.float("OUTBOX_LEASE_SECONDS", default=15),
+    "LEASE_SECONDS": env.float("OUTBOX_LEASE_SECONDS", default=10),
     # A row a worker has received (prefetched) but not started keeps its lease at most this long.
     "HOLD_UNSTARTED_SECONDS": env.float("OUTBOX_HOLD_UNSTARTED_SECONDS", default=60),
     "MAX_ATTEMPTS": env.int("OUTBOX_MAX_ATTEMPTS", default=10),

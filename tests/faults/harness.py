@@ -236,7 +236,7 @@ class Drill:
     env: dict[str, str]
     api_key: str
     procs: dict[str, Proc] = field(default_factory=dict)
-    marks: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     # --- processes -------------------------------------------------------------------------------------
     def start(self, name: str) -> None:
@@ -377,7 +377,20 @@ def addition_row(code: str, effective: str) -> dict[str, Any]:
 
 
 def policies(drill: Drill) -> list[tuple[int, int]]:
-    """(employer id, policy id) of the seeded REST-sandbox policies."""
+    """(employer id, policy id) of the seeded REST-sandbox policies (read once: later calls may come while
+    the drill's PostgreSQL is down)."""
+    if "policies" not in drill.cache:
+        drill.cache["policies"] = _policies(drill)
+    return list(drill.cache["policies"])
+
+
+def today(drill: Drill) -> str:
+    if "today" not in drill.cache:
+        drill.cache["today"] = drill.scalar("SELECT (now() AT TIME ZONE 'Asia/Kolkata')::date").isoformat()
+    return str(drill.cache["today"])
+
+
+def _policies(drill: Drill) -> list[tuple[int, int]]:
     return [
         (int(e), int(p))
         for e, p in drill.query(
@@ -389,7 +402,6 @@ def policies(drill: Drill) -> list[tuple[int, int]]:
 
 def submit_endorsements(drill: Drill, count: int, *, prefix: str) -> int:
     """`count` additions as JSON batches spread over the seeded policies; returns how many were accepted."""
-    today = drill.scalar("SELECT (now() AT TIME ZONE 'Asia/Kolkata')::date").isoformat()
     targets = policies(drill)
     per = -(-count // len(targets))
     accepted = 0
@@ -397,7 +409,7 @@ def submit_endorsements(drill: Drill, count: int, *, prefix: str) -> int:
         n = min(per, count - accepted)
         if n <= 0:
             break
-        rows = [addition_row(f"{prefix}-{index}-{i}", today) for i in range(n)]
+        rows = [addition_row(f"{prefix}-{index}-{i}", today(drill)) for i in range(n)]
         response = drill.http(
             "POST", "/api/v1/endorsement-batches", json={"employer": employer, "policy": policy, "rows": rows},
             headers={"Idempotency-Key": str(uuid.uuid4())}, timeout=60,
@@ -409,8 +421,7 @@ def submit_endorsements(drill: Drill, count: int, *, prefix: str) -> int:
 
 def submit_single_endorsement(drill: Drill, code: str) -> requests.Response:
     employer, policy = policies(drill)[0]
-    today = drill.scalar("SELECT (now() AT TIME ZONE 'Asia/Kolkata')::date").isoformat()
-    body = {"employer": employer, "policy": policy, **addition_row(code, today)}
+    body = {"employer": employer, "policy": policy, **addition_row(code, today(drill))}
     return drill.http("POST", "/api/v1/endorsements", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
 
 
