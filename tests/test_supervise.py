@@ -57,4 +57,5 @@ def test_the_procfile_runs_beat_as_its_own_process_never_inside_a_worker():
     processes = parse_procfile((Path(__file__).parents[1] / "config" / "Procfile").read_text()).processes
     assert set(processes) == {"web", "worker", "beat", "relay"}
     assert processes["beat"].startswith("celery -A config beat")
-    assert " -B" not in processes["worker"] and "--beat" not in processes["worker"]
+    assert " -B" not in processes["worker"]
+    assert "--beat" not in processes["worker"]

@@ -66,7 +66,7 @@ def check_broker() -> dict[str, Any]:
     with Connection(
         url, connect_timeout=READY_DEADLINE_SECONDS, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS
     ) as conn:
-        conn.ensure_connection(max_retries=1, timeout=READY_DEADLINE_SECONDS)
+        conn.ensure_connection(max_retries=1, timeout=READY_DEADLINE_SECONDS)  # type: ignore[arg-type]
         conn.default_channel  # noqa: B018 - opens a channel: a real round trip to the broker
     return {"backend": backend}
 

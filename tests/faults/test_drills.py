@@ -51,15 +51,26 @@ def _mid_step(drill: Drill) -> None:
     wait_until(lambda: progress(drill).done >= total // 10, timeout=120)
 
 
-def _finish(drill: Drill, *, recovered_at: float, expected: int, killed: str | None, report: list[str]) -> Verdict:
+def _finish(
+    drill: Drill,
+    *,
+    recovered_at: float,
+    expected: int,
+    killed: str | None,
+    report: list[str],
+    notes: dict[str, object] | None = None,
+    check_resume: bool = True,
+) -> Verdict:
     resumed, all_terminal = measure_recovery(drill, recovered_at=recovered_at, timeout=TERMINAL_BOUND_S)
     verdict = verify(drill, resumed_s=resumed, all_terminal_s=all_terminal, expected_endorsements=expected)
+    verdict.notes.update(notes or {})
     report.append(verdict.line())
     print(verdict.line())
     assert verdict.lost == 0, verdict
     assert verdict.doubled == 0, verdict
     assert verdict.dead_rows == 0, verdict
-    assert resumed <= RESUME_BOUND_S, verdict
+    if check_resume:
+        assert resumed <= RESUME_BOUND_S, verdict
     assert drill.dead_processes() == [], {name: drill.logs(name) for name in drill.dead_processes()}
     restarts = {name: proc.restarts for name, proc in drill.procs.items()}
     assert restarts == {name: int(name == killed) for name in drill.procs}, restarts
@@ -111,6 +122,7 @@ def test_redis_down_for_a_minute_api_keeps_accepting_and_pipeline_resumes(drill_
         assert ready.json()["checks"]["database"]["status"] == "up"
         assert ready_seconds <= 2.0, ready_seconds
         accepted = [submit_single_endorsement(drill, f"REDIS-DOWN-{i}") for i in range(5)]
+        ready_notes = {"ready_while_down_s": round(ready_seconds, 2), "ready_status": ready.json()["status"]}
         assert [r.status_code for r in accepted] == [202] * 5, [r.text for r in accepted]
         submit_loans(drill, 5, start=LOANS)
         time.sleep(max(0.0, REDIS_DOWN_S - (time.monotonic() - down_at)))
@@ -145,7 +157,10 @@ def test_postgres_restart_api_answers_503_then_pipeline_resumes(drill_cluster, d
         time.sleep(max(0.0, POSTGRES_DOWN_S - (time.monotonic() - down_at)))
         drill_cluster.pg.start()
         recovered_at = time.monotonic()
-        _finish(drill, recovered_at=recovered_at, expected=ENDORSEMENTS, killed=None, report=drill_report)
+        notes = {"ready_503_s": round(ready_seconds, 2), "api_503_s": round(refused_seconds, 2)}
+        _finish(
+            drill, recovered_at=recovered_at, expected=ENDORSEMENTS, killed=None, report=drill_report, notes=notes
+        )
         # Nothing of the refused request was written.
         assert drill.scalar("SELECT count(*) FROM endorsements_endorsement WHERE employee_code = 'PG-DOWN-1'") == 0
     finally:
@@ -157,16 +172,20 @@ def test_sandbox_failing_half_its_calls_all_300_reach_active_unattended(drill_cl
     try:
         result = drill_cluster.manage(drill.env, "sandbox_insurer", "--failure-rate", "0.5")
         assert result.returncode == 0, result.stderr
-        started = time.monotonic()
         _load(drill, endorsements=300)
-        verdict = _finish(drill, recovered_at=started, expected=300, killed=None, report=drill_report)
-        failed = drill.scalar("SELECT count(*) FROM endorsements_endorsement WHERE status = 'FAILED'")
-        assert failed == 0
-        calls = drill.scalar("SELECT count(*) FROM audit_insurerexchange") if _has_table(drill) else None
-        verdict.notes["insurer_exchanges"] = calls
+        submitted_at = time.monotonic()  # the fault lasts throughout: measured from the last submission
+        failed_before = drill.scalar("SELECT count(*) FROM endorsements_endorsement WHERE status = 'FAILED'")
+        assert failed_before == 0
+        _finish(
+            drill, recovered_at=submitted_at, expected=300, killed=None, report=drill_report, check_resume=False
+        )
+        assert drill.scalar("SELECT count(*) FROM endorsements_endorsement WHERE status = 'FAILED'") == 0
+        calls, failed_calls = drill.query(
+            "SELECT count(*), count(*) FILTER (WHERE response_status >= 500 OR response_status IS NULL) FROM audit_insurerexchangeevent"
+        )[0]
+        line = f"drill=flaky insurer_calls={calls} insurer_calls_failed={failed_calls}"
+        drill_report.append(line)
+        print(line)
+        assert failed_calls > 0  # the fault really happened
     finally:
         drill.stop_all()
-
-
-def _has_table(drill: Drill) -> bool:
-    return bool(drill.scalar("SELECT to_regclass('audit_insurerexchange') IS NOT NULL"))

@@ -62,9 +62,7 @@ def test_calls_held_back_by_our_breaker_are_deferred_without_spending_the_budget
     assert row.available_at - timezone.now() > timedelta(seconds=3)
     assert Endorsement.objects.get(pk=e.pk).status == S.SENT
 
-    monkeypatch.setattr(
-        handlers, "insurer_submit", lambda **kw: [SubmissionResult(e.pk, "confirmed", "REF-1")]
-    )
+    monkeypatch.setattr(handlers, "insurer_submit", lambda **kw: [SubmissionResult(e.pk, "confirmed", "REF-1")])
     deliver_once(row.pk)
     assert Endorsement.objects.get(pk=e.pk).status == S.ACTIVE
 
