@@ -12,7 +12,15 @@ from typing import Any
 from celery import shared_task
 from celery.signals import task_received
 
-from apps.outbox.delivery import deliver_envelope, deliver_message, envelopes_of_task, leases, record_failure
+from apps.outbox.contracts import Message
+from apps.outbox.delivery import (
+    deliver_envelope,
+    deliver_message,
+    envelopes_of_task,
+    holding,
+    leases,
+    record_failure,
+)
 from apps.outbox.relay import relay_until_empty
 from apps.outbox.services import clear_nudge_flag, outbox_retention
 
@@ -37,9 +45,11 @@ def deliver(envelope: dict[str, Any]) -> None:
 
 @shared_task(name="outbox.deliver_many", ignore_result=True, acks_late=True)
 def deliver_many(envelopes: list[dict[str, Any]]) -> None:
-    """A chunk published under backlog: each row is delivered (and succeeds or fails) on its own."""
-    for envelope in envelopes:
-        deliver_envelope(envelope)
+    """A chunk published under backlog: each row is delivered (and succeeds or fails) on its own; the rows
+    still waiting in the chunk keep their leases while earlier ones run."""
+    with holding([Message.from_envelope(e) for e in envelopes]):
+        for envelope in envelopes:
+            deliver_envelope(envelope)
 
 
 @shared_task(name="outbox.retention", ignore_result=True)
