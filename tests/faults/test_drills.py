@@ -176,6 +176,8 @@ def test_sandbox_failing_half_its_calls_all_300_reach_active_unattended(drill_cl
     try:
         result = drill_cluster.manage(drill.env, "sandbox_insurer", "--failure-rate", "0.5")
         assert result.returncode == 0, result.stderr
+        # Batches of 10: enough insurer calls (30+) for the breaker to open, defer and probe half-open.
+        drill.query("UPDATE employers_insurer SET batch_size = 10 WHERE code = 'sandbox-rest' RETURNING id")
         _load(drill, endorsements=300)
         submitted_at = time.monotonic()  # the fault lasts throughout: measured from the last submission
         failed_before = drill.scalar("SELECT count(*) FROM endorsements_endorsement WHERE status = 'FAILED'")
