@@ -59,3 +59,22 @@ def test_the_procfile_runs_beat_as_its_own_process_never_inside_a_worker():
     assert processes["beat"].startswith("celery -A config beat")
     assert " -B" not in processes["worker"]
     assert "--beat" not in processes["worker"]
+
+
+def test_compose_runs_the_procfile_commands_and_restarts_every_long_lived_service():
+    """The drills run the Procfile; compose must run the same worker, relay and beat, supervised."""
+    from pathlib import Path
+
+    import yaml
+    from honcho.environ import parse_procfile
+
+    root = Path(__file__).parents[1]
+    procfile = parse_procfile((root / "config" / "Procfile").read_text()).processes
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+
+    for name in ("worker", "relay", "beat"):
+        assert " ".join(services[name]["command"]) == procfile[name], name
+    for name, service in services.items():
+        expected = "no" if name == "migrate" else "unless-stopped"
+        assert service.get("restart") == expected, name
