@@ -360,6 +360,9 @@ def _threaded_run(claim: Claim) -> int:
     except Exception:
         log.warning("webhooks.endpoint_run_failed", exc_info=True, extra={"endpoint": claim.endpoint_id})
         return 0
+    finally:
+        # Back to the pool (PostgreSQL settings pool connections): no idle connection per pool thread.
+        connection.close()
 
 
 def dispatch_forever(
@@ -405,6 +408,7 @@ def dispatch_forever(
     finally:
         if listener is not None:
             listener.close()
+        connection.close()
     return total
 
 
