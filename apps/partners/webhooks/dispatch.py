@@ -378,10 +378,19 @@ def dispatch_forever(
     here), so a slow endpoint holds one thread and never the others' turns. Idle: wait for the sequencer's
     NOTIFY (PostgreSQL) or `idle_seconds`. Returns how many deliveries were delivered.
     """
-    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    if connection.vendor != "postgresql":
+        # SQLite (the embedded default) has one writer: run the endpoints one after another in this thread.
+        total = 0
+        while not should_stop() and (deadline is None or time.monotonic() < deadline):
+            delivered = dispatch_once(inline=True)
+            total += delivered
+            if not delivered:
+                time.sleep(min(idle_seconds, 0.2))
+        return total
+    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
     running: dict[Future[int], int] = {}
-    listener = _Listener() if listen and connection.vendor == "postgresql" else None
+    listener = _Listener() if listen else None
     total = 0
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
