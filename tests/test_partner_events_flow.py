@@ -1,4 +1,5 @@
-"""Partner events from their real producers, end to end: API → services → outbox → sequencer → dispatcher →
+"""Partner events from their real producers, end to end: API → services (events in the same transaction) →
+pipeline through the outbox → sequencer → dispatcher →
 a local receiver verifying with the Standard Webhooks library (SPEC §6, §7, §9, §10)."""
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def run_pipeline(rounds: int = 6) -> None:
 
 
 def deliver_all() -> None:
-    drain()  # the sequencer runs as the `partners.events_committed` consumer
-    while dispatch_once():
+    drain()
+    while dispatch_once():  # each pass sequences committed events first
         pass
 
 

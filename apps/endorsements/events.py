@@ -16,10 +16,14 @@ from apps.partners.webhooks.events import partner_events_record
 
 
 class _Transition(Protocol):
-    endorsement_id: int
-    from_status: str
-    to_status: str
-    detail: str
+    @property
+    def endorsement_id(self) -> int: ...
+    @property
+    def from_status(self) -> str: ...
+    @property
+    def to_status(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
 
 
 def _data(e: Endorsement, *, previous: str, detail: str) -> dict[str, Any]:

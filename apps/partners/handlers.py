@@ -1,5 +1,4 @@
-"""Outbox consumers of the partners app: put committed events in order and fan them out; e-mail a partner
-whose endpoint was disabled (SPEC §10, ADR 0030)."""
+"""Outbox consumer of the partners app: e-mail a partner whose webhook endpoint was disabled (SPEC §10, ADR 0030)."""
 
 from __future__ import annotations
 
@@ -13,18 +12,8 @@ from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
 from apps.partners.models import Partner, WebhookEndpoint
 from apps.partners.webhooks.dispatch import TOPIC_ENDPOINT_DISABLED
-from apps.partners.webhooks.events import TOPIC_EVENTS_COMMITTED, events_sequence
 
 log = logging.getLogger(__name__)
-
-
-@consumer(TOPIC_EVENTS_COMMITTED, queue="webhooks")
-def handle_events_committed(message: Message) -> None:
-    """Position every committed event (not only this message's) and create their deliveries, with the inbox
-    row in the same transaction. A later message finding nothing to do is the normal case under load."""
-    with inbox_consume(message) as first:
-        if first:
-            events_sequence()
 
 
 @consumer(TOPIC_ENDPOINT_DISABLED, queue="webhooks")
@@ -34,8 +23,8 @@ def handle_endpoint_disabled(message: Message) -> None:
     if inbox_seen(message):
         return
     payload = message.payload
-    partner = Partner.objects.filter(pk=payload.get("partner_id")).first()
-    endpoint = WebhookEndpoint.objects.filter(pk=payload.get("endpoint_id")).first()
+    partner = Partner.objects.filter(pk=int(payload.get("partner_id") or 0)).first()
+    endpoint = WebhookEndpoint.objects.filter(pk=int(payload.get("endpoint_id") or 0)).first()
     if partner is not None and partner.contact_email and endpoint is not None:
         send_mail(
             subject=f"Keel: webhook endpoint {endpoint.pk} was disabled",

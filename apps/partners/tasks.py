@@ -1,4 +1,4 @@
-"""Celery entry points for webhooks: dispatch (nudged after fan-out, beat every second), sequencer safety net,
+"""Celery entry points for webhooks: dispatch (sequencer + sends; nudged on commit, beat every second) and
 retention (SPEC §10)."""
 
 from __future__ import annotations
@@ -18,14 +18,6 @@ def webhooks_dispatch() -> int:
 
     cache.delete(NUDGE_FLAG)
     return dispatch_forever(max_seconds=DISPATCH_TASK_SECONDS, idle_seconds=0.2, listen=False)
-
-
-@shared_task(name="webhooks.sequence", ignore_result=True)
-def webhooks_sequence() -> int:
-    """Safety net: position events whose outbox message is delayed (normally the consumer did it)."""
-    from apps.partners.webhooks.events import events_sequence
-
-    return events_sequence()
 
 
 @shared_task(name="webhooks.retention", ignore_result=True)

@@ -191,7 +191,6 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "ledger"},
     },
     "webhooks-dispatch": {"task": "webhooks.dispatch", "schedule": 1.0, "options": {"queue": "webhooks", "expires": 5}},
-    "webhooks-sequence": {"task": "webhooks.sequence", "schedule": 5.0, "options": {"queue": "webhooks", "expires": 5}},
     "webhooks-retention": {"task": "webhooks.retention", "schedule": 3600.0, "options": {"queue": "webhooks"}},
     "endorsement-scheduler-windows": {
         "task": "endorsements.schedule",

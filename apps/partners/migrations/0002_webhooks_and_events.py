@@ -5,6 +5,34 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
+# PostgreSQL only: every statement that inserts partner events queues NOTIFY keel_events, delivered at commit
+# (once per transaction), which wakes `manage.py webhook_dispatch` to sequence and send them (ADR 0030).
+EVENTS_NOTIFY_SQL = """
+CREATE OR REPLACE FUNCTION partners_event_notify_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keel_events', '');
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS partners_event_notify_commit ON partners_event;
+CREATE TRIGGER partners_event_notify_commit AFTER INSERT ON partners_event
+    FOR EACH STATEMENT EXECUTE FUNCTION partners_event_notify_commit();
+"""
+DROP_EVENTS_NOTIFY_SQL = """
+DROP TRIGGER IF EXISTS partners_event_notify_commit ON partners_event;
+DROP FUNCTION IF EXISTS partners_event_notify_commit();
+"""
+
+
+def create_notify_trigger(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(EVENTS_NOTIFY_SQL)
+
+
+def drop_notify_trigger(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP_EVENTS_NOTIFY_SQL)
+
 
 class Migration(migrations.Migration):
 
@@ -167,4 +195,5 @@ class Migration(migrations.Migration):
             model_name='webhookattempt',
             index=models.Index(fields=['at'], name='partners_attempt_at'),
         ),
+        migrations.RunPython(create_notify_trigger, drop_notify_trigger, elidable=False),
     ]

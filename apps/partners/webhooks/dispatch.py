@@ -336,8 +336,11 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def dispatch_once(*, inline: bool = True) -> int:
-    """Claim every ready endpoint once and run them; `inline` runs them one after another in this thread
-    (tests, the Celery safety net on SQLite). Returns how many deliveries were delivered."""
+    """Sequence committed events, then claim every ready endpoint once and run them; `inline` runs them one
+    after another in this thread (tests, SQLite). Returns how many deliveries were delivered."""
+    from apps.partners.webhooks.events import events_sequence
+
+    events_sequence()
     total = 0
     threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
     claims = endpoints_claim(limit=threads)
@@ -374,9 +377,11 @@ def dispatch_forever(
 ) -> int:
     """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds`.
 
-    A finished run frees its thread at once and the loop claims again (excluding endpoints still running
-    here), so a slow endpoint holds one thread and never the others' turns. Idle: wait for the sequencer's
-    NOTIFY (PostgreSQL) or `idle_seconds`. Returns how many deliveries were delivered.
+    Each pass first runs the sequencer (positions + deliveries of newly committed events). A finished run
+    frees its thread at once and the loop claims again (excluding endpoints still running here), so a slow
+    endpoint holds one thread and never the others' turns. Idle: wait for a commit that wrote events or
+    deliveries (PostgreSQL NOTIFY `keel_events` / `keel_webhooks`) or `idle_seconds`. Returns how many
+    deliveries were delivered.
     """
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if connection.vendor != "postgresql":
@@ -392,10 +397,13 @@ def dispatch_forever(
     running: dict[Future[int], int] = {}
     listener = _Listener() if listen else None
     total = 0
+    from apps.partners.webhooks.events import events_sequence
+
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
             claimed: list[Claim] = []
             try:
+                events_sequence()
                 claimed = endpoints_claim(limit=threads - len(running), exclude=set(running.values()))
             except Exception:
                 log.warning("webhooks.claim_failed", exc_info=True)
@@ -422,22 +430,27 @@ def dispatch_forever(
 
 
 class _Listener:
-    """LISTEN keel_webhooks on a connection of its own (the sequencer NOTIFYs at commit)."""
+    """LISTEN keel_events and keel_webhooks on a connection of its own (both are NOTIFYed at commit)."""
 
     def __init__(self) -> None:
         import psycopg
 
-        from apps.partners.webhooks.events import NOTIFY_CHANNEL
+        from apps.partners.webhooks.events import EVENTS_CHANNEL, NOTIFY_CHANNEL
 
         params = connection.get_connection_params()
         for name in ("cursor_factory", "context", "pool"):
             params.pop(name, None)
         self._connection = psycopg.connect(autocommit=True, **params)
         self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self._connection.execute(f"LISTEN {EVENTS_CHANNEL}")
 
     def wait(self, timeout: float) -> None:
+        woke = False
         for _ in self._connection.notifies(timeout=timeout, stop_after=1):
-            pass
+            woke = True
+        if woke:  # drain the backlog: one pass serves every commit so far
+            for _ in self._connection.notifies(timeout=0.0001):
+                pass
 
     def close(self) -> None:
         self._connection.close()
@@ -447,8 +460,8 @@ NUDGE_FLAG = "webhooks:dispatch-queued"
 
 
 def dispatcher_nudge() -> None:
-    """After the sequencer committed deliveries: queue one Celery dispatch run (collapsed by a cache flag);
-    beat runs one every second anyway, and a `webhook_dispatch` process is woken by NOTIFY."""
+    """After a commit that wrote events or deliveries: queue one Celery dispatch run (collapsed by a cache
+    flag); beat runs one every second anyway, and a `webhook_dispatch` process is woken by NOTIFY."""
     if not settings.WEBHOOKS["NUDGE_ON_COMMIT"]:
         return
     from apps.partners.tasks import webhooks_dispatch

@@ -1,35 +1,38 @@
 """Recording partner events (in the producer's transaction) and putting them in commit order (after commit).
 
 1. `partner_events_record(drafts)` — called by the service that makes a change, inside its transaction:
-   numbers each object's events (`EventSequence` upsert), inserts the `Event` rows (position null) and one
-   outbox row `partners.events_committed` for the whole call. Nothing leaves Keel unless that commits.
-2. `events_sequence()` — run by the `partners.events_committed` consumer after commit (and by the
-   dispatcher's safety net): under one transaction-scoped lock it gives every committed, unpositioned event
-   the next positions in insert order, and creates one `WebhookDelivery` per subscribed active endpoint, in
-   the same transaction. Positions therefore commit in increasing order (the lock is held until commit):
-   a reader that has seen position N has seen every position below N (SPEC §10, ADR 0030).
+   numbers each object's events (`EventSequence` upsert) and inserts the `Event` rows (position null). The
+   `Event` table is the transactional outbox of partner events: a row exists if and only if its change
+   committed, and nothing leaves Keel before that. A statement trigger queues `NOTIFY keel_events` at commit
+   (PostgreSQL) and an on-commit nudge queues a `webhooks.dispatch` task; beat runs one every second anyway.
+2. `events_sequence()` — run by every dispatcher pass (`dispatch.dispatch_once` / `dispatch_forever`, the
+   `webhooks.dispatch` task): under one transaction-scoped lock it gives every committed, unpositioned event
+   the next positions in insert order, and creates one `WebhookDelivery` per subscribed active endpoint, in the
+   same transaction. Positions therefore commit in increasing order (the lock is held until commit): a reader
+   that has seen position N has seen every position below N (SPEC §10, ADR 0030).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from apps.outbox.services import outbox_enqueue
+from apps.outbox.services import OutboxError
 from apps.partners.webhooks.contracts import EventDraft, EventType
 from apps.partners.webhooks.models import Event, EventSequence, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
-TOPIC_EVENTS_COMMITTED = "partners.events_committed"
 # pg_advisory_xact_lock key of the sequencer ("keel-seq" as a number).
 SEQUENCER_LOCK = 0x6B65656C2D736571
-NOTIFY_CHANNEL = "keel_webhooks"
+NOTIFY_CHANNEL = "keel_webhooks"  # the sequencer created deliveries
+EVENTS_CHANNEL = "keel_events"  # a transaction that wrote events committed (trigger, migration 0002)
 SEQUENCE_BATCH = 2000
 
 
@@ -40,9 +43,9 @@ class UnknownEventType(ValueError):
 def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
     """Write `drafts` as `Event` rows in the caller's transaction; returns them (ids and sequences set).
 
-    Must run inside the transaction of the change (raises `OutboxError` otherwise, via `outbox_enqueue`).
-    Raises `UnknownEventType` for a type not in `EventType`. Cost: one upsert per distinct object, one bulk
-    insert, one outbox row — whatever the number of drafts.
+    Must run inside the transaction of the change (raises `OutboxError` otherwise). Raises `UnknownEventType`
+    for a type not in `EventType`. Cost: one upsert per distinct object and one bulk insert, whatever the
+    number of drafts.
     """
     if not drafts:
         return []
@@ -50,8 +53,6 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
         if draft.type not in EventType.values:
             raise UnknownEventType(draft.type)
     if not connection.in_atomic_block:
-        from apps.outbox.services import OutboxError
-
         raise OutboxError("partner_events_record must be called inside the transaction of the change")
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for draft in drafts:
@@ -77,7 +78,8 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
         )
         next_of[obj] += 1
     Event.objects.bulk_create(rows, batch_size=2000)
-    outbox_enqueue(topic=TOPIC_EVENTS_COMMITTED, payload={"count": len(rows)})
+    if not any(entry[1] is _nudge_dispatcher for entry in connection.run_on_commit):
+        transaction.on_commit(_nudge_dispatcher)  # one nudge per transaction, dropped with a rollback
     return rows
 
 
@@ -100,7 +102,7 @@ def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], 
     table = EventSequence._meta.db_table
     items = sorted(counts.items())
     placeholders = ", ".join(["(%s, %s, %s)"] * len(items))
-    params: list[object] = []
+    params: list[Any] = []
     for (object_type, object_id), n in items:
         params += [object_type, object_id, n]
     sql = (
@@ -135,7 +137,7 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
        object's row locks and `EventSequence`), so their positions keep that order.
     3. Create the deliveries of those events to every active endpoint subscribed to them (partner, type,
        employer binding), in position order — which is the order the dispatcher sends one object's events.
-    4. After commit, wake the dispatcher (PostgreSQL NOTIFY `keel_webhooks`, plus a Celery nudge).
+    4. At commit, wake other idle dispatcher processes (PostgreSQL NOTIFY `keel_webhooks`).
     """
     with transaction.atomic():
         now = timezone.now()
@@ -153,11 +155,9 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
         if not ids:
             return 0
         created = deliveries_create(Event.objects.filter(pk__in=ids).order_by("position"))
-        if created:
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
-            transaction.on_commit(_nudge_dispatcher)
+        if created and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # wakes other idle dispatcher processes at commit
+                cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     return len(ids)
 
 
@@ -170,9 +170,9 @@ def endpoint_wants(endpoint: WebhookEndpoint, event: Event) -> bool:
     return event.employer_id in endpoint.employer_ids
 
 
-def deliveries_create(events: object, *, endpoints: Sequence[WebhookEndpoint] | None = None) -> int:
+def deliveries_create(events: Iterable[Event], *, endpoints: Sequence[WebhookEndpoint] | None = None) -> int:
     """One pending delivery per (event, active subscribed endpoint), in the events' order."""
-    events = list(events)  # type: ignore[call-overload]
+    events = list(events)
     if not events:
         return 0
     if endpoints is None:
