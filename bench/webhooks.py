@@ -30,10 +30,8 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -61,44 +59,53 @@ def fail(message: str) -> None:
 
 
 def serve(port: int) -> None:
-    """Answer 204 to /e<N>; /slow sleeps past the dispatcher's read timeout. GET /arrivals returns
+    """An asyncio HTTP/1.1 keep-alive receiver (one thread: no GIL contention between connections). Answers
+    204 to /e<N>; /slow sleeps past the dispatcher's read timeout. GET /arrivals returns
     [[webhook-id, path, unix time], …] and clears them; GET /count the number of arrivals."""
+    import asyncio
+
     arrivals: list[tuple[str, str, float]] = []
-    lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            now = time.time()
-            if self.path == "/slow":
-                time.sleep(30)
-            with lock:
-                arrivals.append((self.headers.get("webhook-id", ""), self.path, now))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def do_GET(self) -> None:
-            with lock:
-                if self.path == "/count":
-                    body = str(len(arrivals)).encode()
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                now = time.time()
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, value = line.split(":", 1)
+                        headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length") or 0)
+                if length:
+                    await reader.readexactly(length)
+                if method == "GET":
+                    body = str(len(arrivals)).encode() if path == "/count" else json.dumps(arrivals).encode()
+                    if path != "/count":
+                        arrivals.clear()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                 else:
-                    body = json.dumps(arrivals).encode()
-                    arrivals.clear()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                    if path == "/slow":
+                        await asyncio.sleep(30)
+                    arrivals.append((headers.get("webhook-id", ""), path, now))
+                    writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=256)
+        loop = asyncio.get_running_loop()
+        stopped = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, lambda: stopped.done() or stopped.set_result(None))
+        async with server:
+            await stopped
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    server.serve_forever()
+    asyncio.run(main())
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
