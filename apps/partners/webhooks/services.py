@@ -218,14 +218,14 @@ def webhooks_retention(*, batch_size: int = 5000, max_batches: int = 100) -> int
         WebhookAttempt.objects.filter(pk__in=ids).delete()
     total = 0
     for _ in range(max_batches):
-        ids = list(Event.objects.filter(created_at__lt=cutoff).order_by("id").values_list("pk", flat=True)[:batch_size])
+        ids = list(
+            Event.objects.filter(created_at__lt=cutoff)
+            .exclude(deliveries__status=DeliveryStatus.PENDING)
+            .order_by("id")
+            .values_list("pk", flat=True)[:batch_size]
+        )
         if not ids:
             break
-        WebhookDelivery.objects.filter(event_id__in=ids).exclude(status=DeliveryStatus.PENDING).delete()
-        total += (
-            Event.objects.filter(pk__in=ids)
-            .exclude(deliveries__status=DeliveryStatus.PENDING)
-            .delete()[1]
-            .get("partners.Event", 0)
-        )
+        # Deliveries and their attempts go with their event (CASCADE).
+        total += Event.objects.filter(pk__in=ids).delete()[1].get("partners.Event", 0)
     return total
