@@ -171,10 +171,10 @@ class ReceiverClient:
         self.pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=2)
 
     def count(self) -> int:
-        return int(self.pool.request("GET", "/count").data)
+        return int(self.pool.request("GET", "/count", retries=False).data)
 
     def arrivals(self) -> list[tuple[str, str, float]]:
-        return [tuple(a) for a in json.loads(self.pool.request("GET", "/arrivals").data)]  # type: ignore[misc]
+        return [tuple(a) for a in json.loads(self.pool.request("GET", "/arrivals", retries=False).data)]  # type: ignore[misc]
 
 
 # --- measurements ----------------------------------------------------------------------------------------------
@@ -461,6 +461,8 @@ def main() -> None:
     print()
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if any("MISSED" in row[3] for row in rows):
+        sys.exit(1)
 
 
 def _up(port: int) -> bool:
