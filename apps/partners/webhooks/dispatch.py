@@ -399,27 +399,36 @@ def dispatch_forever(
     total = 0
     from apps.partners.webhooks.events import events_sequence
 
+    # A pass (sequence + claim) runs when a commit was notified, a run finished, or `idle_seconds` passed — so
+    # new events are picked up within ~10 ms even while slow endpoints keep their threads busy.
+    due_pass = True
+    last_pass = 0.0
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
             claimed: list[Claim] = []
-            try:
-                events_sequence()
-                claimed = endpoints_claim(limit=threads - len(running), exclude=set(running.values()))
-            except Exception:
-                log.warning("webhooks.claim_failed", exc_info=True)
-                connection.close()
-                time.sleep(0.5)
-            for c in claimed:
-                running[_pool().submit(_threaded_run, c)] = c.endpoint_id
+            if due_pass or time.monotonic() - last_pass >= idle_seconds:
+                last_pass = time.monotonic()
+                try:
+                    events_sequence()
+                    claimed = endpoints_claim(limit=threads - len(running), exclude=set(running.values()))
+                except Exception:
+                    log.warning("webhooks.claim_failed", exc_info=True)
+                    connection.close()
+                    time.sleep(0.5)
+                for c in claimed:
+                    running[_pool().submit(_threaded_run, c)] = c.endpoint_id
+            due_pass = bool(claimed)
             if running:
-                done, _ = wait(list(running), timeout=0.05 if claimed else idle_seconds, return_when=FIRST_COMPLETED)
+                done, _ = wait(list(running), timeout=0.01, return_when=FIRST_COMPLETED)
                 for f in done:
                     running.pop(f)
                     total += f.result()
+                due_pass = due_pass or bool(done) or (listener is None) or listener.wait(0)
             elif listener is not None:
-                listener.wait(idle_seconds)
+                due_pass = listener.wait(idle_seconds) or True
             else:
                 time.sleep(min(idle_seconds, 0.2))
+                due_pass = True
         for f in list(running):
             total += f.result()
     finally:
@@ -444,13 +453,15 @@ class _Listener:
         self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
         self._connection.execute(f"LISTEN {EVENTS_CHANNEL}")
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification (True) or `timeout` (False); drains the backlog (one pass serves all)."""
         woke = False
-        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+        for _ in self._connection.notifies(timeout=max(timeout, 0.0001), stop_after=1):
             woke = True
-        if woke:  # drain the backlog: one pass serves every commit so far
+        if woke:
             for _ in self._connection.notifies(timeout=0.0001):
                 pass
+        return woke
 
     def close(self) -> None:
         self._connection.close()
