@@ -175,7 +175,11 @@ def _endpoint_run(claim: Claim) -> int:
     blocked: set[str] = set()
     endpoint_failed = False
     gone = False
+    # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
+    stop_at = time.monotonic() + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
     for delivery in deliveries:
+        if time.monotonic() > stop_at:
+            break
         at = timezone.now()
         if delivery.order_key in blocked:
             continue
