@@ -13,9 +13,10 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
 from apps.common.pagination import CursorPagination
-from apps.common.text import control_character_error
+from apps.common.serializers import ModelSerializer, Serializer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.models import Scope
 from apps.partners.webhooks import selectors, services
@@ -26,24 +27,15 @@ from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookEndpoint
 _422 = OpenApiResponse(description="Validation failed (problem+json with per-field `errors`).")
 
 
-class _PlainText(serializers.CharField):
-    def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
-        error = control_character_error(value)
-        if error:
-            raise serializers.ValidationError(error)
-        return value
-
-
-class WebhookEndpointCreateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class WebhookEndpointCreateInputSerializer(Serializer):
     url = serializers.CharField(max_length=2000, help_text="https URL; no private, loopback or metadata addresses.")
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=EventType.choices), min_length=1, max_length=len(EventType.values)
     )
-    description = _PlainText(max_length=500, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
-class WebhookEndpointUpdateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class WebhookEndpointUpdateInputSerializer(Serializer):
     url = serializers.CharField(max_length=2000, required=False)
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=EventType.choices),
@@ -51,11 +43,11 @@ class WebhookEndpointUpdateInputSerializer(serializers.Serializer):  # type: ign
         max_length=len(EventType.values),
         required=False,
     )
-    description = _PlainText(max_length=500, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
     is_active = serializers.BooleanField(required=False, help_text="false disables, true re-enables (new events only).")
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class WebhookEndpointSerializer(ModelSerializer):
     employers = serializers.ListField(
         source="employer_ids", child=serializers.IntegerField(), allow_null=True, read_only=True
     )
@@ -89,12 +81,12 @@ class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
         return str(self.context["secret"])
 
 
-class WebhookSecretRotatedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class WebhookSecretRotatedSerializer(Serializer):
     secret = serializers.CharField(help_text="The new `whsec_…` secret, shown once.")
     previous_secrets_expire_at = serializers.DateTimeField()
 
 
-class WebhookAttemptSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class WebhookAttemptSerializer(ModelSerializer):
     event = serializers.CharField(source="event_public_id")
 
     class Meta:
@@ -114,7 +106,7 @@ class WebhookAttemptSerializer(serializers.ModelSerializer):  # type: ignore[typ
         read_only_fields = fields
 
 
-class EventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EventSerializer(Serializer):
     id = serializers.CharField()
     type = serializers.CharField()
     timestamp = serializers.DateTimeField()
@@ -134,12 +126,12 @@ class PositionPagination(CursorPagination):
     ordering = "position"
 
 
-class EventFilter(django_filters.FilterSet):
+class EventFilter(FilterSet):
     type = django_filters.MultipleChoiceFilter(choices=EventType.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     object_id = django_filters.CharFilter(field_name="object_id", max_length=64)
     object_type = django_filters.CharFilter(field_name="object_type", max_length=32)
-    employer = django_filters.NumberFilter(field_name="employer_id", min_value=1, max_value=2**63 - 1)
+    employer = IdFilter(field_name="employer_id")
     after = django_filters.NumberFilter(
         field_name="position", lookup_expr="gt", min_value=0, max_value=2**63 - 1, label="Events after this position."
     )
@@ -266,7 +258,7 @@ class EventDetailView(PartnerGenericAPIView):
         return Response(EventSerializer(selectors.event_get_for(principal_of(request), public_id)).data)
 
 
-class EventRedeliveredSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EventRedeliveredSerializer(Serializer):
     queued = serializers.IntegerField(help_text="Deliveries queued (one per subscribed active endpoint).")
 
 
