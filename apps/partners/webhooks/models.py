@@ -147,6 +147,12 @@ class WebhookDelivery(models.Model):
         ordering = ("id",)
         indexes = [
             models.Index(fields=["endpoint", "id"], condition=Q(status="pending"), name="partners_delivery_pending"),
+            # Per-object order: is an earlier delivery of this object to this endpoint still backing off?
+            models.Index(
+                fields=["endpoint", "order_key", "id"],
+                condition=Q(status="pending"),
+                name="partners_delivery_key_pending",
+            ),
             models.Index(fields=["created_at"], name="partners_delivery_created"),
         ]
         constraints = [
