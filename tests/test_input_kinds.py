@@ -33,6 +33,7 @@ from apps.common.text import CONTROL_CHARACTER_MESSAGE
 from apps.employers.models import Employer
 from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.loan_applications.tests.factories import LoanApplicationPayloadFactory
+from apps.partners.tests.webhook_helpers import resolver_stub
 
 pytestmark = pytest.mark.django_db
 
@@ -83,7 +84,18 @@ def world(make_key, time_machine):
     policy = PolicyFactory()
     employer = policy.employer
     client = make_key(partner=employer.partner, all_employers=True)
-    return {"client": client, "employer": employer, "policy": policy}
+    with resolver_stub(WEBHOOK_DNS):  # webhook URLs are resolved at registration; no traffic leaves the test
+        created = client.post("/api/v1/webhook-endpoints", {"url": WEBHOOK_URL, "event_types": ["ledger.topup_posted"]})
+        assert created.status_code == 201, created.content
+        yield {"client": client, "employer": employer, "policy": policy, "webhook_endpoint": created.json()["id"]}
+
+
+WEBHOOK_DNS = {"hooks.partner.example": ["93.184.215.14"]}
+WEBHOOK_URL = "https://hooks.partner.example/in"
+# A path's other parameters get a real object of the world, so only the parameter under test is bad.
+PATH_IDS: dict[str, Callable[[dict], Any]] = {
+    "/api/v1/webhook-endpoints/{id}": lambda w: w["webhook_endpoint"],
+}
 
 
 def _loan_body(world: dict) -> dict:
@@ -112,6 +124,14 @@ BASES: dict[tuple[str, str], Callable[[dict], tuple[str, dict]]] = {
         {"employer": w["employer"].pk, "amount": "2500.00", "reference": "NEFT-1"},
     ),
     ("post", "/api/v1/loan-applications"): lambda w: ("/api/v1/loan-applications", _loan_body(w)),
+    ("post", "/api/v1/webhook-endpoints"): lambda w: (
+        "/api/v1/webhook-endpoints",
+        {"url": WEBHOOK_URL, "event_types": ["ledger.topup_posted"], "description": "HR sync"},
+    ),
+    ("patch", "/api/v1/webhook-endpoints/{id}"): lambda w: (
+        f"/api/v1/webhook-endpoints/{w['webhook_endpoint']}",
+        {"url": WEBHOOK_URL, "description": "HR sync"},
+    ),
 }
 
 
@@ -238,6 +258,8 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
         ("post", "/api/v1/policies"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
         ("post", "/api/v1/ledger/topups"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
         ("post", "/api/v1/loan-applications"): {"kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
+        ("post", "/api/v1/webhook-endpoints"): {"kind3-text"},
+        ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text"},
     }
 
 
@@ -315,7 +337,9 @@ def _parameter_cases() -> list[tuple[str, str, str, Any, int]]:
             elif name == "cursor":
                 cases += [(path, name, where, v, 404) for v in ("a\u0000b", "not-a-cursor", "x" * 5000)]
             elif schema.get("type") == "integer":
-                cases += [(path, name, where, v, 422) for v in (2**63, 10**30, "1e30", "1.5", "abc", 0, -1)]
+                # `after` is a position in commit order, where 0 (from the start) is valid; ids start at 1.
+                floor = (-1,) if name == "after" else (0, -1)
+                cases += [(path, name, where, v, 422) for v in (2**63, 10**30, "1e30", "1.5", "abc", *floor)]
             elif schema.get("format") == "date-time":
                 cases += [(path, name, where, v, 422) for v in ("2026-13-45T00:00:00Z", "a\u0000b", "10000-01-01")]
             elif schema.get("type") == "string":
@@ -348,6 +372,9 @@ def test_the_parameter_table_walks_every_filter_and_path_id():
 )
 def test_a_bad_query_or_path_parameter_is_a_4xx_naming_it(world, path, name, where, value, expected):
     url = path.replace("{" + name + "}", str(value)) if where == "path" else path
+    for prefix, real_id in PATH_IDS.items():
+        if url.startswith(prefix):
+            url = url.replace(prefix, prefix.replace("{id}", str(real_id(world))), 1)
     query = {} if where == "path" else {name: str(value)}
     # Required query parameters get a valid value when another one is the subject.
     if "ledger" in path and name != "employer":

@@ -132,9 +132,8 @@ class EventFilter(FilterSet):
     object_id = django_filters.CharFilter(field_name="object_id", max_length=64)
     object_type = django_filters.CharFilter(field_name="object_type", max_length=32)
     employer = IdFilter(field_name="employer_id")
-    after = django_filters.NumberFilter(
-        field_name="position", lookup_expr="gt", min_value=0, max_value=2**63 - 1, label="Events after this position."
-    )
+    # A position is an integer ≥ 0 (0 = from the start); `1.5` or `1e3` is 422, not a decimal comparison.
+    after = IdFilter(field_name="position", lookup_expr="gt", min_value=0, label="Events after this position.")
 
     class Meta:
         model = Event
