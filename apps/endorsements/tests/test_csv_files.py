@@ -200,3 +200,16 @@ def test_more_than_50000_rows_is_422_and_exactly_50000_is_read(client, policy):
     assert response.status_code == 422
     assert response.json()["errors"] == [{"pointer": "/file", "detail": f"At most {MAX_ROWS} rows per batch."}]
     assert nothing_written()
+
+
+def test_a_column_without_a_name_may_only_hold_blanks(client, policy):
+    content = "\n".join([HEADER + ",", row("E-1") + ",", row("E-2") + ",stray", row("E-3") + ", "]).encode()
+
+    response = upload(client, policy, content)
+
+    body = response.json()
+    assert (body["total_rows"], body["accepted"], body["rejected"]) == (3, 2, 1)
+    assert body["errors"] == [
+        {"row": 2, "line": 3, "field": "row", "detail": "Cell 9 has a value but its column has no name."}
+    ]
+    assert accepted_codes(body["id"]) == {"E-1", "E-3"}
