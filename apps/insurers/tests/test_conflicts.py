@@ -375,3 +375,28 @@ def test_asking_the_insurer_to_reverse_keeps_keel_s_decision_and_is_audited(poli
     # A redelivery of the insurer's confirmation counts on the same conflict
     assert callback(policy, [event(e, "confirmed")], msg_id="msg_z").json()["results"][0]["status"] == 409
     assert InsurerConflict.objects.get().occurrences == 2
+
+
+def test_admin_lists_conflicts_and_its_actions_go_through_the_services(policy, admin_client):
+    fund(policy, 10_000_00)
+    failed = endorsement_in(policy, S.FAILED)
+    active = endorsement_in(policy, S.ACTIVE, code="E-2")
+    accept = conflict_for(policy, failed, "confirmed")
+    reverse = conflict_for(policy, active, "rejected")
+    url = "/admin/insurers/insurerconflict/"
+
+    listing = admin_client.get(url, {"status__exact": "open"})
+    accepted = admin_client.post(url, {"action": "accept_insurer_result", "_selected_action": [accept.pk]}, follow=True)
+    reversed_ = admin_client.post(url, {"action": "request_reversal", "_selected_action": [reverse.pk]}, follow=True)
+
+    assert listing.status_code == 200
+    rows = listing.content.decode()
+    assert f">{accept.pk}<" in rows
+    assert f">{reverse.pk}<" in rows
+    assert (accepted.status_code, reversed_.status_code) == (200, 200)
+    accept.refresh_from_db()
+    reverse.refresh_from_db()
+    failed.refresh_from_db()
+    assert (accept.status, failed.status) == (ConflictStatus.RESOLVED, S.ACTIVE)
+    assert reverse.status == ConflictStatus.REVERSAL_REQUESTED
+    assert accept.resolved_by == reverse.resolved_by == "user:admin"
