@@ -217,6 +217,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=21, minute=0),  # 02:30 IST
         "options": {"queue": "ledger"},
     },
+    "webhooks-dispatch": {"task": "webhooks.dispatch", "schedule": 1.0, "options": {"queue": "webhooks", "expires": 5}},
+    "webhooks-retention": {"task": "webhooks.retention", "schedule": 3600.0, "options": {"queue": "webhooks"}},
     "endorsement-scheduler-windows": {
         "task": "endorsements.schedule",
         "schedule": 1.0,
@@ -251,6 +253,27 @@ OUTBOX = {
     # Under backlog, up to this many rows of one queue travel in one Celery task.
     "PUBLISH_CHUNK": env.int("OUTBOX_PUBLISH_CHUNK", default=50),
 }
+
+# --- Partner webhooks and events (SPEC §10, ADR 0030) ---------------------------------------------------
+WEBHOOKS = {
+    "CONNECT_TIMEOUT_SECONDS": env.float("WEBHOOKS_CONNECT_TIMEOUT_SECONDS", default=3.0),
+    "READ_TIMEOUT_SECONDS": env.float("WEBHOOKS_READ_TIMEOUT_SECONDS", default=10.0),
+    "TOTAL_TIMEOUT_SECONDS": env.float("WEBHOOKS_TOTAL_TIMEOUT_SECONDS", default=15.0),
+    "RESPONSE_MAX_BYTES": env.int("WEBHOOKS_RESPONSE_MAX_BYTES", default=65_536),
+    # Retries: exponential backoff with jitter from BASE to CAP, for up to RETRY_WINDOW_HOURS (3 days).
+    "BACKOFF_BASE_SECONDS": env.float("WEBHOOKS_BACKOFF_BASE_SECONDS", default=10.0),
+    "BACKOFF_CAP_SECONDS": env.float("WEBHOOKS_BACKOFF_CAP_SECONDS", default=43_200.0),
+    "RETRY_WINDOW_HOURS": env.float("WEBHOOKS_RETRY_WINDOW_HOURS", default=72.0),
+    "RETENTION_DAYS": env.int("WEBHOOKS_RETENTION_DAYS", default=30),
+    "ROTATION_OVERLAP_HOURS": env.float("WEBHOOKS_ROTATION_OVERLAP_HOURS", default=24.0),
+    # Endpoints sent to at once by one dispatcher process (one thread each; one sender per endpoint).
+    "DISPATCH_THREADS": env.int("WEBHOOKS_DISPATCH_THREADS", default=16),
+    "DISPATCH_BATCH": env.int("WEBHOOKS_DISPATCH_BATCH", default=200),
+    "ENDPOINT_LEASE_SECONDS": env.float("WEBHOOKS_ENDPOINT_LEASE_SECONDS", default=120.0),
+    "NUDGE_ON_COMMIT": env.bool("WEBHOOKS_NUDGE_ON_COMMIT", default=True),
+}
+# http and loopback targets for a local receiver (`manage.py webhook_listen`): config.settings.local only.
+WEBHOOKS_ALLOW_LOCAL_HTTP = False
 
 # --- Endorsements ---------------------------------------------------------------------------------------
 # The retry budget of one dispatch to an insurer (ADR 0025): calls that reached the insurer and failed
@@ -338,7 +361,7 @@ SPECTACULAR_SETTINGS = {
     },
     "SECURITY": [{"ApiKeyAuth": []}],
     # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
-    # per view (apps/common/openapi.py, ADR 0020).
+    # per view (apps/common/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.common.openapi.problem_responses_hook",
