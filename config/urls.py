@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.common import health
 
@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("apps.insurers.api.urls")),
     path("", include("apps.endorsements.api.urls")),
     path("", include("apps.loan_applications.api.urls")),
+    path("", include("apps.ops.api.urls")),
 ]
 
 urlpatterns = [
@@ -25,6 +26,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
+    path("ops/", include("apps.ops.urls")),
     path("sandbox/", include("apps.insurers.sandbox.urls")),
 ]

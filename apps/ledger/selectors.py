@@ -262,3 +262,17 @@ def _verify() -> VerifyReport:
             f"entry {entry_id} (account {account_id}): balance_after {balance_after} != running balance {running}"
         )
     return report
+
+
+def low_balance_employers(*, limit: int = 20) -> tuple[int, list[Balance]]:
+    """(how many employer accounts are flagged low-balance, the balances — with runway — of the first
+    `limit` of them, lowest available first). The flag is the one `low_balance` keeps per crossing (ADR
+    0008), read through its account rows; the runway of each listed employer costs one `balance_get`."""
+    flagged = LedgerAccount.objects.filter(kind=AccountKind.EMPLOYER, low_balance=True)
+    count = flagged.count()
+    ids = list(
+        flagged.annotate(available=F("posted") - F("held"))
+        .order_by("available", "employer_id")
+        .values_list("employer_id", flat=True)[:limit]
+    )
+    return count, [balance_get(employer_id=employer_id) for employer_id in ids if employer_id is not None]

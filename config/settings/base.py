@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_prometheus",
     "django_structlog",
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "apps.insurers",
     "apps.endorsements",
     "apps.loan_applications",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +224,11 @@ OUTBOX = {
     "PUBLISH_CHUNK": env.int("OUTBOX_PUBLISH_CHUNK", default=50),
 }
 
+# --- Operations (issue 14) ------------------------------------------------------------------------------
+# Seconds between the /ops/ dashboard's self-refreshes, and how long an analytics answer is cached (ADR 0033).
+OPS_REFRESH_SECONDS = env.float("OPS_REFRESH_SECONDS", default=5.0)
+ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=15)
+
 # --- Endorsements ---------------------------------------------------------------------------------------
 # Sends to an insurer per dispatch (first try + retries with backoff) before the endorsements are FAILED.
 ENDORSEMENT_SEND_MAX_ATTEMPTS = env.int("ENDORSEMENT_SEND_MAX_ATTEMPTS", default=6)
@@ -290,6 +297,10 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: the docs work offline, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "EmployerStatusEnum": "apps.employers.models.EmployerStatus",
         "CoverageStatusEnum": "apps.employers.models.CoverageStatus",
