@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic.base import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.common import health
@@ -21,6 +23,7 @@ api_v1 = [
 
 urlpatterns = [
     path("health", health.liveness, name="health"),
+    path("favicon.ico", RedirectView.as_view(url=static("ops/favicon.svg"), permanent=True)),
     path("ready", health.readiness, name="ready"),
     path("metrics", health.metrics, name="metrics"),
     path("api/v1/", include(api_v1)),

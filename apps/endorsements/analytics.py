@@ -94,7 +94,8 @@ def analytics_range_parse(*, from_raw: str | None, to_raw: str | None, now: date
         errors.update({k: v[0] for k, v in exc.errors.items()})
     if errors:
         raise DomainValidationError(errors)
-    assert from_date is not None and to_date is not None
+    assert from_date is not None
+    assert to_date is not None
     if from_date > to_date:
         raise DomainValidationError({"from": "`from` must not be after `to`."})
     if (to_date - from_date).days + 1 > MAX_RANGE_DAYS:
