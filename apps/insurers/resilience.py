@@ -21,6 +21,7 @@ from django.core.cache import cache
 
 from apps.insurers.conf import gateway_setting, key_prefix, redis_url
 from apps.insurers.contracts import TransientInsurerError
+from apps.insurers.metrics import CALL_SECONDS, CALLS
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -234,13 +235,21 @@ def guarded_call(insurer_code: str, func: Any, *args: Any) -> Any:
     """Run `func` through the insurer's breaker. While the circuit is open, fail fast with
     `TransientInsurerError` (retry_after = the time left until half-open) without calling out."""
     breaker = circuit_breaker_for(insurer_code)
+    started = time.perf_counter()
+    outcome = "error"
     try:
-        return breaker.call(func, *args)
+        result = breaker.call(func, *args)
+        outcome = "ok"
+        return result
     except pybreaker.CircuitBreakerError:
+        outcome = "circuit_open"
         retry_after = _open_remaining(breaker)
         raise TransientInsurerError(
             f"circuit open for insurer {insurer_code}", retry_after=math.ceil(retry_after * 1000) / 1000 or 0.001
         ) from None
+    finally:
+        CALLS.labels(insurer_code, outcome).inc()
+        CALL_SECONDS.labels(insurer_code, outcome).observe(time.perf_counter() - started)
 
 
 def circuit_state(insurer_code: str) -> dict[str, Any]:

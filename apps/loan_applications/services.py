@@ -21,6 +21,7 @@ from apps.common.errors import Conflict, DomainValidationError
 from apps.common.money import format_minor
 from apps.loan_applications import pan as pan_crypto
 from apps.loan_applications.bureau import BureauReport
+from apps.loan_applications.metrics import decision_committed
 from apps.loan_applications.models import (
     MAX_REQUESTED_AMOUNT,
     CreditReport,
@@ -332,6 +333,7 @@ def loan_application_decide(*, application_id: uuid.UUID, actor: Actor) -> LoanD
         },
     )
     outbox_enqueue_loan(topic=TOPIC_DECIDED, application=application, extra=decided_payload(application))
+    decision_committed(outcome=outcome.status, by="rules")
     return decision
 
 
@@ -412,6 +414,7 @@ def loan_application_decide_manually(
         after={"status": status, "max_approved_amount": max_amount, "reason": reason[:500]},
     )
     outbox_enqueue_loan(topic=TOPIC_DECIDED, application=current, extra=decided_payload(current))
+    decision_committed(outcome=status, by="operator")
     application.refresh_from_db()
     return decision
 

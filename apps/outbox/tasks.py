@@ -7,6 +7,7 @@ tests and `apps.outbox.testing`), retention is `services.outbox_retention`.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from apps.outbox import registry
 from apps.outbox.backoff import full_jitter_delay
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import mark_done
+from apps.outbox.metrics import CONSUMER_SECONDS
 from apps.outbox.models import OutboxMessage, OutboxStatus
 from apps.outbox.relay import relay_until_empty
 from apps.outbox.services import RetryLater, clear_nudge_flag, outbox_retention
@@ -79,17 +81,21 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
             log.info("outbox.delivery_skipped", extra={"topic": message.topic, "status": status})
             return False
         spec = registry.get(message.topic)
+        started = time.perf_counter()
         try:
             if spec is None:
                 raise LookupError(f"no consumer is registered for topic {message.topic!r}")
             spec.handler(message)
         except RetryLater as exc:
+            CONSUMER_SECONDS.labels(message.topic, "retry").observe(time.perf_counter() - started)
             log.info("outbox.consumer_retry_later", extra={"topic": message.topic, "reason": str(exc)})
             record_failure(message, exc, delay_seconds=exc.delay_seconds)
         except Exception as exc:
+            CONSUMER_SECONDS.labels(message.topic, "error").observe(time.perf_counter() - started)
             log.warning("outbox.consumer_failed", exc_info=True, extra={"topic": message.topic})
             record_failure(message, exc)
         else:
+            CONSUMER_SECONDS.labels(message.topic, "ok").observe(time.perf_counter() - started)
             # A consumer that used inbox_consume already marked the row in its own transaction; this then
             # matches nothing.
             mark_done(message.id)
