@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= $(if $(DATABASE_URL),$(DATABASE_URL),$(PG_URL))
 TEST_REDIS_URL ?= $(if $(REDIS_URL),$(REDIS_URL),redis://127.0.0.1:6379/15)
 PYTEST_ARGS ?=
 
-.PHONY: help install run demo test check lint fmt bench migrate seed clean
+.PHONY: help install run demo test check lint fmt bench migrate seed key clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -30,9 +30,14 @@ migrate: install ## apply migrations
 seed: migrate ## load the demo data (idempotent) and print a demo API key
 	$(BIN)/python manage.py seed_demo
 
-run: seed ## install, migrate, seed, then start web (:8000) + worker + beat
+run: seed ## install, migrate, seed, then start web (127.0.0.1:8000) + worker + beat + relay; prints the demo key last
 	$(BIN)/python manage.py collectstatic --noinput >/dev/null
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho -f config/Procfile -d . start
+	rm -rf var/prometheus && mkdir -p var/prometheus
+	PROMETHEUS_MULTIPROC_DIR="$(abspath var/prometheus)" PATH="$(abspath $(BIN)):$$PATH" \
+	  $(BIN)/honcho -f config/Procfile -d . start
+
+key: seed ## issue a fresh demo API key (revokes the previous one) and print it
+	$(BIN)/python manage.py demo_key --fresh
 
 demo: seed ## drive an end-to-end endorsement run on the embedded defaults and print its timeline
 	$(BIN)/python manage.py demo

@@ -65,3 +65,41 @@ def mark_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def start_metrics_server_from_env() -> int | None:
+    """Serve this host's /metrics on `KEEL_METRICS_PORT` from a daemon thread (Celery workers and the relay
+    in docker-compose, each container its own scrape target: docs/ops/scrape-targets.md). Returns the port."""
+    port = os.environ.get("KEEL_METRICS_PORT")
+    if not port:
+        return None
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = render_latest()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # scrapes are not worth a log line
+            return
+
+    server = ThreadingHTTPServer((os.environ.get("KEEL_METRICS_BIND", "0.0.0.0"), int(port)), Handler)  # noqa: S104
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return int(port)
+
+
+def connect_celery_metrics_server() -> None:
+    """Start the metrics server once a Celery worker process is ready (connected from AppConfig.ready)."""
+    from celery.signals import worker_ready
+
+    def on_ready(**_: object) -> None:
+        start_metrics_server_from_env()
+
+    worker_ready.connect(on_ready, weak=False, dispatch_uid="keel-metrics-server")

@@ -16,7 +16,6 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-
 BY_STATUS = ("keel_endorsements", "Endorsements per status and type")
 RECEIVED = ("keel_endorsements_received_last_hour", "Endorsements received in the last hour")
 FAILED = ("keel_endorsements_failed_last_hour", "Endorsements that became FAILED in the last hour")
