@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When, Window
@@ -276,3 +277,15 @@ def low_balance_employers(*, limit: int = 20) -> tuple[int, list[Balance]]:
         .values_list("employer_id", flat=True)[:limit]
     )
     return count, [balance_get(employer_id=employer_id) for employer_id in ids if employer_id is not None]
+
+
+def ledger_trail_for_endorsement(*, endorsement_id: int) -> dict[str, list[Any]]:
+    """What the ledger did for one endorsement (the admin's endorsement page): its holds with their
+    resolution, and its transactions' entries on the employer account (paise), oldest first."""
+    holds = list(Hold.objects.filter(endorsement_id=endorsement_id).select_related("resolution").order_by("id"))
+    entries = list(
+        LedgerEntry.objects.filter(transaction__endorsement_id=endorsement_id, account__kind=AccountKind.EMPLOYER)
+        .select_related("transaction")
+        .order_by("id")
+    )
+    return {"holds": holds, "entries": entries}
