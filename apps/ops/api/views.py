@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from apps.common.errors import DomainValidationError
 from apps.employers.selectors import employer_get_for, employers_visible_to
-from apps.endorsements.analytics import analytics_range_parse, endorsement_analytics
+from apps.endorsements.analytics import EmployerScope, analytics_range_parse, endorsement_analytics
 from apps.ops.api.serializers import EndorsementAnalyticsSerializer
 from apps.partners.api.base import PartnerGenericAPIView, principal_of
 from apps.partners.models import Scope
@@ -49,16 +49,21 @@ class EndorsementAnalyticsView(PartnerGenericAPIView):
             except ValueError:
                 raise DomainValidationError({"employer": "A valid integer id is required."}) from None
             employer_get_for(principal, employer_id)  # 404 for an employer this key may not act for
-            employer_ids = [employer_id]
+            scope = EmployerScope(employer_ids=(employer_id,))
+        elif principal.all_employers:
+            scope = EmployerScope(partner_id=principal.partner_id)
         else:
-            employer_ids = sorted(employers_visible_to(principal).values_list("pk", flat=True))
-        scope = hashlib.sha256(",".join(map(str, employer_ids)).encode()).hexdigest()[:24]
+            scope = EmployerScope(
+                partner_id=principal.partner_id,
+                employer_ids=tuple(sorted(employers_visible_to(principal).values_list("pk", flat=True))),
+            )
+        scope_key = hashlib.sha256(repr(scope).encode()).hexdigest()[:24]
         trend_hour = rng.trend_end.strftime("%Y%m%d%H")
-        key = f"analytics:endorsements:v1:{scope}:{rng.from_date}:{rng.to_date}:{trend_hour}"
+        key = f"analytics:endorsements:v1:{scope_key}:{rng.from_date}:{rng.to_date}:{trend_hour}"
         # A short TTL bounds how stale a figure can be (ADR 0033); the key includes the key's employer scope.
         ttl = settings.ANALYTICS_CACHE_SECONDS
         body = cache.get(key)
         if body is None:
-            body = {"employer": employer_id, **endorsement_analytics(employer_ids=employer_ids, rng=rng)}
+            body = {"employer": employer_id, **endorsement_analytics(scope=scope, rng=rng)}
             cache.set(key, body, timeout=ttl)
         return Response(body, headers={"Cache-Control": f"private, max-age={ttl}"})
