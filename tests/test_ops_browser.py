@@ -140,7 +140,15 @@ def test_operator_sees_every_panel_follows_failed_and_watches_a_batch(browser, l
     Endorsement.objects.filter(pk__in=[rows[0].pk, rows[1].pk]).update(status="ACTIVE")
     WebDriverWait(browser, 10).until(lambda d: attribute(d, bar, "value") == "75.00")
     assert browser.execute_script("return window.__same_page === true;")
-    assert text(browser, "funnel-ACTIVE") == "5"
+    # One snapshot per refresh: the funnel moved with the bar.
+    assert (
+        browser.execute_script(
+            "return document.getElementById('funnel-ACTIVE').textContent.trim() + '/' + "
+            "document.getElementById(arguments[0]).getAttribute('value')",
+            bar,
+        )
+        == "5/75.00"
+    )
     full_page_screenshot(browser, "dashboard-batch-progress.png")
 
     # FAILED opens the admin list filtered to the two FAILED endorsements.
@@ -149,7 +157,18 @@ def test_operator_sees_every_panel_follows_failed_and_watches_a_batch(browser, l
     result_rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     assert len(result_rows) == 2
     assert all("failed" in row.text.lower() for row in result_rows)
+    assert all("₹2,071.23" in row.text for row in result_rows)  # money in rupees, never paise
     full_page_screenshot(browser, "admin-failed-endorsements.png")
+
+    # The endorsement page: money in rupees, its history, ledger and insurer-exchange sections together.
+    result_rows[0].find_element(By.CSS_SELECTOR, "th a").click()
+    WebDriverWait(browser, 10).until(ec.url_contains("/change/"))
+    page = browser.find_element(By.ID, "content").text
+    assert "₹2,071.23" in page
+    assert "207123" not in page
+    for section in ("Ledger entries and holds of this endorsement", "Insurer exchanges of this endorsement"):
+        assert section in page
+    full_page_screenshot(browser, "admin-endorsement.png")
 
 
 def test_anonymous_and_non_staff_are_redirected_to_the_login(browser, live_server, django_user_model):

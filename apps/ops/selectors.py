@@ -17,6 +17,7 @@ from typing import Any
 
 from django.apps import apps as django_apps
 from django.conf import settings
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from kombu import Connection
@@ -62,7 +63,9 @@ class Panel:
 def _panel(name: str, read: Callable[[], Any]) -> Panel:
     started = time.perf_counter()
     try:
-        return Panel(name=name, data=read(), ms=round((time.perf_counter() - started) * 1000, 1))
+        with transaction.atomic():  # a savepoint: a failing panel leaves the snapshot usable for the others
+            data = read()
+        return Panel(name=name, data=data, ms=round((time.perf_counter() - started) * 1000, 1))
     except Exception as exc:  # one broken source must not take the dashboard down
         return Panel(name=name, error=f"{type(exc).__name__}: {exc}"[:200])
 
@@ -148,7 +151,17 @@ def optional_model_rows(label: str, order_by: str = "-id", limit: int = 10) -> l
 
 
 def dashboard(now: datetime | None = None) -> dict[str, Panel]:
-    """Every panel of /ops/, keyed by name."""
+    """Every panel of /ops/, keyed by name, read from ONE snapshot on PostgreSQL (REPEATABLE READ, read only),
+    so the funnel, the batches and the outbox agree with each other even while the pipeline moves."""
+    nested = connection.in_atomic_block  # e.g. a test's transaction: its snapshot is already one
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and not nested:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return _panels(now)
+
+
+def _panels(now: datetime | None) -> dict[str, Panel]:
     now = now or timezone.now()
     readers: dict[str, Callable[[], Any]] = {
         "outbox": lambda: outbox_stats(include_done=False),

@@ -69,7 +69,8 @@ def ops_world(django_user_model):
     now = timezone.now()
     for status, n in {"RECEIVED": 1, "ACTIVE": 2, "FAILED": 2, "ON_HOLD_FUNDS": 1, "ON_HOLD_REVIEW": 1}.items():
         for _ in range(n):
-            make_endorsement(policy, status=status, received=now - timedelta(minutes=30))
+            premium = {"premium": 2_071_23, "direction": "debit"} if status == "FAILED" else {}
+            make_endorsement(policy, status=status, received=now - timedelta(minutes=30), **premium)
     batch = EndorsementBatch.objects.create(
         employer=policy.employer,
         policy=policy,
