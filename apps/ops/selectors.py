@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps as django_apps
@@ -24,7 +24,12 @@ from kombu import Connection
 
 from apps.audit.selectors import last_job_runs
 from apps.employers.selectors import insurers_active
-from apps.endorsements.analytics import batches_running, endorsement_funnel, endorsements_per_hour
+from apps.endorsements.analytics import (
+    batches_running,
+    endorsement_funnel,
+    endorsement_status_counts,
+    endorsements_per_hour,
+)
 from apps.endorsements.models import EndorsementStatus
 from apps.insurers.resilience import circuit_state
 from apps.ledger.selectors import low_balance_employers
@@ -90,14 +95,19 @@ def queue_depths() -> list[dict[str, Any]]:
     return depths
 
 
-def funnel() -> dict[str, Any]:
-    counts = endorsement_funnel()
+def funnel(now: datetime) -> dict[str, Any]:
+    """The last 24 hours' endorsements by current state (the pipeline as it is now; the same rows as the
+    chart), and the all-time FAILED / ON_HOLD counts an operator must act on, each linking to its admin list."""
+    counts = endorsement_funnel(since=now - timedelta(hours=24))
+    attention = endorsement_status_counts(ATTENTION)
     widest = max([counts[s] for s in FUNNEL_PATH] + [1])
     admin_list = reverse("admin:endorsements_endorsement_changelist")
     return {
         "path": [{"status": s, "count": counts[s], "pct": round(100 * counts[s] / widest, 1)} for s in FUNNEL_PATH],
         "side": [{"status": s, "count": counts[s]} for s in FUNNEL_SIDE],
-        "attention": [{"status": s, "count": counts[s], "url": f"{admin_list}?status__exact={s}"} for s in ATTENTION],
+        "attention": [
+            {"status": s, "count": attention[s], "url": f"{admin_list}?status__exact={s}"} for s in ATTENTION
+        ],
         "total": sum(counts.values()),
     }
 
@@ -153,6 +163,7 @@ def optional_model_rows(label: str, order_by: str = "-id", limit: int = 10) -> l
 def dashboard(now: datetime | None = None) -> dict[str, Panel]:
     """Every panel of /ops/, keyed by name, read from ONE snapshot on PostgreSQL (REPEATABLE READ, read only),
     so the funnel, the batches and the outbox agree with each other even while the pipeline moves."""
+    now = now or timezone.now()
     nested = connection.in_atomic_block  # e.g. a test's transaction: its snapshot is already one
     with transaction.atomic():
         if connection.vendor == "postgresql" and not nested:
@@ -161,12 +172,11 @@ def dashboard(now: datetime | None = None) -> dict[str, Panel]:
         return _panels(now)
 
 
-def _panels(now: datetime | None) -> dict[str, Panel]:
-    now = now or timezone.now()
+def _panels(now: datetime) -> dict[str, Panel]:
     readers: dict[str, Callable[[], Any]] = {
         "outbox": lambda: outbox_stats(include_done=False),
         "queues": queue_depths,
-        "funnel": funnel,
+        "funnel": lambda: funnel(now),
         "chart": lambda: hourly_chart(now),
         "batches": lambda: batches_running(limit=10),
         "reconciliations": lambda: optional_model_rows("reconciliation.Reconciliation"),
