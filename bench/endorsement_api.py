@@ -27,8 +27,9 @@ setup_environment()
 
 def setup_world() -> tuple[str, int, int]:
     from apps.common.actors import Actor
-    from apps.employers.models import Insurer, Policy
+    from apps.employers.models import Policy
     from apps.employers.services import employer_create
+    from apps.insurers.models import Insurer
     from apps.ledger.services import topup_post
     from apps.partners.models import Partner, Scope
     from apps.partners.services import api_key_create

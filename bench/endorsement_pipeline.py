@@ -89,9 +89,10 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     from apps.common.actors import Actor
-    from apps.employers.models import Insurer, InsurerProtocol, Policy
+    from apps.employers.models import Policy
     from apps.employers.services import employer_create
     from apps.endorsements.models import Endorsement
+    from apps.insurers.models import Insurer, InsurerProtocol
     from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
     from apps.insurers.sandbox.setup import generate_callback_secret
     from apps.ledger.selectors import ledger_verify

@@ -4,40 +4,6 @@ from django.db import models
 from django.db.models import Q
 
 
-class InsurerProtocol(models.TextChoices):
-    REST = "rest", "REST (JSON over HTTPS)"
-    SOAP = "soap", "SOAP"
-    FILE = "file", "File exchange"
-
-
-class Insurer(models.Model):
-    """An insurance company Keel sends endorsements to. Managed by operators only."""
-
-    code = models.SlugField(max_length=40, unique=True)
-    name = models.CharField(max_length=120)
-    protocol = models.CharField(max_length=8, choices=InsurerProtocol.choices, default=InsurerProtocol.REST)
-    endpoint = models.CharField(max_length=500, blank=True, help_text="Base URL (rest/soap) or WSDL.")
-    outbound_folder = models.CharField(max_length=500, blank=True)
-    inbound_folder = models.CharField(max_length=500, blank=True)
-    # Encrypted at rest by the insurers app once it exists (§8); never returned by the API.
-    credentials = models.TextField(blank=True)
-    callback_secret = models.CharField(max_length=200, blank=True, help_text="whsec_… shared secret")
-    rate_limit_per_minute = models.PositiveIntegerField(default=600)
-    batch_size = models.PositiveIntegerField(default=100)
-    batch_window_seconds = models.PositiveIntegerField(default=5)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ("code",)
-        constraints = [
-            models.CheckConstraint(condition=Q(batch_size__gte=1), name="insurer_batch_size_positive"),
-        ]
-
-    def __str__(self) -> str:
-        return self.code
-
-
 class EmployerStatus(models.TextChoices):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -95,7 +61,7 @@ class Employee(models.Model):
 
 class Policy(models.Model):
     employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="policies")
-    insurer = models.ForeignKey(Insurer, on_delete=models.PROTECT, related_name="policies")
+    insurer = models.ForeignKey("insurers.Insurer", on_delete=models.PROTECT, related_name="policies")
     policy_number = models.CharField(max_length=64)
     start_date = models.DateField()
     end_date = models.DateField()

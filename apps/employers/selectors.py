@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 from django.http import Http404
 
-from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, Insurer, Policy
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, Policy
+from apps.insurers.models import Insurer
 from apps.partners.contracts import Principal
 
 

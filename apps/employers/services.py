@@ -16,16 +16,8 @@ from apps.audit.services import audit_record
 from apps.common import bulk
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
-from apps.employers.models import (
-    Coverage,
-    CoverageChange,
-    CoverageStatus,
-    Employee,
-    Employer,
-    EmployerStatus,
-    Insurer,
-    Policy,
-)
+from apps.employers.models import Coverage, CoverageChange, CoverageStatus, Employee, Employer, EmployerStatus, Policy
+from apps.insurers.models import Insurer
 
 EMPLOYER_FIELDS = (
     "name",

@@ -78,6 +78,7 @@ def handle_insurer_result(message: Message) -> None:
                     )
                 ],
                 actor=Actor.system("insurer.callback"),
+                source="callback",
             )
 
 

@@ -70,7 +70,7 @@ class Endorsement(models.Model):
     employer = models.ForeignKey("employers.Employer", on_delete=models.PROTECT, related_name="+")
     policy = models.ForeignKey("employers.Policy", on_delete=models.PROTECT, related_name="+")
     # Denormalised from the policy so the scheduler groups by insurer without a join.
-    insurer = models.ForeignKey("employers.Insurer", on_delete=models.PROTECT, related_name="+")
+    insurer = models.ForeignKey("insurers.Insurer", on_delete=models.PROTECT, related_name="+")
     partner_id = models.BigIntegerField()
     batch = models.ForeignKey(
         EndorsementBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="endorsements"

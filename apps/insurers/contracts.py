@@ -83,3 +83,24 @@ class ProtocolNotSupportedError(NotImplementedError):
 
 # Topic the callback endpoint publishes insurer results on; the endorsements app consumes it.
 TOPIC_RESULT_RECEIVED = "insurer.result_received"
+
+
+# --- Results that contradict a decided state (issue 8, kind 11; ADR 0020) ----------------------------------
+
+
+@dataclass(frozen=True)
+class DecidedState:
+    """What Keel holds about an endorsement, as the endorsements app reports it to this app.
+
+    `covered`: True once Keel holds it confirmed by the insurer (CONFIRMED, ACTIVE), False once Keel decided it
+    will not be (FAILED, CANCELLED, REJECTED), None while undecided (in flight).
+    """
+
+    status: str
+    covered: bool | None
+
+
+# Audit actions of the conflict lifecycle.
+AUDIT_CONFLICT_RECORDED = "insurer.result_conflict_recorded"
+AUDIT_CONFLICT_ACCEPTED = "insurer.result_conflict_accepted"
+AUDIT_CONFLICT_REVERSAL_REQUESTED = "insurer.result_conflict_reversal_requested"

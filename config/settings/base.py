@@ -47,7 +47,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The API edge (ADR 0015): request id on every response, problem+json for every API error, body
+    # limits, then the JSON nesting guard — all before anything reads or parses a body.
+    "apps.common.middleware.RequestIdMiddleware",
+    "apps.common.middleware.ApiProblemMiddleware",
     "apps.common.middleware.RequestSizeLimitMiddleware",
+    "apps.common.middleware.JsonNestingGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -234,8 +239,11 @@ ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=15)
 ENDORSEMENT_SEND_MAX_ATTEMPTS = env.int("ENDORSEMENT_SEND_MAX_ATTEMPTS", default=6)
 # Debits parked for lack of funds longer than this fail (hold-expiry sweeper).
 ENDORSEMENT_PARK_MAX_HOURS = env.int("ENDORSEMENT_PARK_MAX_HOURS", default=72)
-# Base URL of this deployment, used to register the built-in sandbox insurer.
-KEEL_BASE_URL = env.str("KEEL_BASE_URL", default="http://127.0.0.1:8000")
+# The port `make run` serves the web process on (config/Procfile), and the one place it is set (ADR 0019).
+KEEL_PORT = env.int("KEEL_PORT", default=8000)
+# Base URL of this deployment, used to register the built-in sandbox insurer (`seed_demo` repairs a stored
+# one). Derived from KEEL_PORT unless set, so a first run on any port reaches its own sandbox.
+KEEL_BASE_URL = env.str("KEEL_BASE_URL", default=f"http://127.0.0.1:{KEEL_PORT}")
 # The built-in simulated insurer (/sandbox/…): on for development and tests, off in production unless asked.
 SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
 
@@ -262,6 +270,8 @@ API_MAX_UPLOAD_BYTES = env.int("API_MAX_UPLOAD_BYTES", default=20 * 1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_UPLOAD_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1_048_576
 API_MAX_LIST_LENGTH = 50_000
+# Deepest JSON nesting a request body may have (Keel's deepest legitimate body has 4 levels); deeper → 400.
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.partners.authentication.ApiKeyAuthentication"],
@@ -269,7 +279,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "apps.common.parsers.GuardedJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -301,6 +311,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
+    # per view (apps/common/openapi.py, ADR 0020).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.common.openapi.problem_responses_hook",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "EmployerStatusEnum": "apps.employers.models.EmployerStatus",
         "CoverageStatusEnum": "apps.employers.models.CoverageStatus",
@@ -340,6 +356,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_JSON = env.bool("LOG_JSON", default=True)
 DJANGO_STRUCTLOG_CELERY_ENABLED = True
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+# Safe to trust: `RequestIdMiddleware` runs first and replaces any X-Request-ID that is not a valid id, so the
+# logs carry the id the client sees in its response (ADR 0015).
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
 
 from apps.common.logging import configure_structlog, logging_config  # noqa: E402
 

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import ProblemError
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
 from apps.employers import selectors, services
 from apps.employers.api.serializers import (
@@ -22,12 +23,13 @@ from apps.employers.api.serializers import (
     PolicyCreateInputSerializer,
     PolicySerializer,
 )
-from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Insurer, Policy
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
+from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.models import Scope
 
 
-class EmployerFilter(django_filters.FilterSet):
+class EmployerFilter(FilterSet):
     status = django_filters.ChoiceFilter(choices=EmployerStatus.choices)
     external_ref = django_filters.CharFilter()
 
@@ -96,13 +98,14 @@ class InsurerListView(PartnerGenericAPIView):
     def get_queryset(self) -> QuerySet[Insurer]:
         return selectors.insurers_active()
 
+    @extend_schema(operation_id="insurers_list", responses=InsurerSerializer(many=True))
     def get(self, request: Request, *args: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(InsurerSerializer(page, many=True).data)
 
 
-class PolicyFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="employer_id")
+class PolicyFilter(FilterSet):
+    employer = IdFilter(field_name="employer_id")
 
     class Meta:
         model = Policy
@@ -144,8 +147,8 @@ class PolicyDetailView(PartnerGenericAPIView):
         return Response(PolicySerializer(selectors.policy_get_for(principal_of(request), pk)).data)
 
 
-class EmployeeFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="employer_id")
+class EmployeeFilter(FilterSet):
+    employer = IdFilter(field_name="employer_id")
     employee_code = django_filters.CharFilter()
 
     class Meta:
@@ -167,9 +170,9 @@ class EmployeeListView(PartnerGenericAPIView):
         return self.get_paginated_response(EmployeeSerializer(page, many=True).data)
 
 
-class CoverageFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="policy__employer_id")
-    policy = django_filters.NumberFilter(field_name="policy_id")
+class CoverageFilter(FilterSet):
+    employer = IdFilter(field_name="policy__employer_id")
+    policy = IdFilter(field_name="policy_id")
     employee_code = django_filters.CharFilter(field_name="employee__employee_code")
     status = django_filters.ChoiceFilter(choices=CoverageStatus.choices)
 

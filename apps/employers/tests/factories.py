@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import factory
 
-from apps.employers.models import Employer, Insurer
+from apps.employers.models import Employer
+from apps.insurers.models import Insurer
 from apps.partners.tests.factories import PartnerFactory
 
 

@@ -320,7 +320,7 @@ def test_addition_then_deletion_with_4_concurrent_workers_reach_the_insurer_in_o
 
 
 def test_an_insurer_protocol_without_an_adapter_fails_at_once_and_releases_the_hold(world):
-    from apps.employers.models import Insurer
+    from apps.insurers.models import Insurer
 
     policy, client = world
     fund(policy, 10_000)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Protocol
 from apps.insurers.contracts import EndorsementSubmission, ProtocolNotSupportedError, SubmissionResult
 
 if TYPE_CHECKING:
-    from apps.employers.models import Insurer
+    from apps.insurers.models import Insurer
 
 
 class InsurerGateway(Protocol):
@@ -21,8 +21,8 @@ class InsurerGateway(Protocol):
 
 
 def gateway_for(insurer: Insurer) -> InsurerGateway:
-    from apps.employers.models import InsurerProtocol
     from apps.insurers.gateways.rest import RestGateway
+    from apps.insurers.models import InsurerProtocol
 
     if insurer.protocol == InsurerProtocol.REST:
         return RestGateway(insurer_code=insurer.code, endpoint=insurer.endpoint)

@@ -8,12 +8,11 @@ import responses
 from responses import matchers
 
 from apps.audit.models import InsurerExchangeEvent
-from apps.employers.models import Insurer, InsurerProtocol
 from apps.employers.tests.factories import InsurerFactory
 from apps.insurers.contracts import ProtocolNotSupportedError, TransientInsurerError
 from apps.insurers.gateways import gateway_for
 from apps.insurers.gateways.rest import RestGateway, batch_idempotency_key, parse_retry_after
-from apps.insurers.models import InsurerSubmission
+from apps.insurers.models import Insurer, InsurerProtocol, InsurerSubmission
 from apps.insurers.services import insurer_submit
 
 BASE = "https://insurer.example/api"

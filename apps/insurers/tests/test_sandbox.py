@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from apps.audit.models import AuditEvent
-from apps.employers.models import Insurer
+from apps.insurers.models import Insurer
 from apps.insurers.sandbox.engine import SandboxItem, age_on, decide, sandbox_apply
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig, default_rejection_rules
 from apps.insurers.sandbox.setup import sandbox_register

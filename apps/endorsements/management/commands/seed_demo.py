@@ -10,9 +10,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.common.actors import Actor
-from apps.employers.models import Employer, Insurer, InsurerProtocol, Policy
+from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create, policy_create
-from apps.insurers.sandbox.setup import sandbox_register
+from apps.insurers.models import Insurer, InsurerProtocol
+from apps.insurers.sandbox.setup import sandbox_addresses_repair, sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
 from apps.partners.models import Partner
@@ -42,7 +43,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             for code, name, protocol in SANDBOX_INSURERS:
                 Insurer.objects.get_or_create(code=code, defaults={"name": name, "protocol": protocol})
-            # The REST sandbox is a route of this app: its endpoint and callbacks point at KEEL_BASE_URL.
+            # The sandboxes are routes of this app: their endpoints and callbacks point at KEEL_BASE_URL (derived
+            # from KEEL_PORT), and an address stored by an earlier run on another port is repaired (ADR 0019).
+            repaired = sandbox_addresses_repair(base_url=settings.KEEL_BASE_URL)
             [sandbox] = sandbox_register(base_url=settings.KEEL_BASE_URL)
             partner = Partner.objects.filter(name=DEMO_PARTNER).first() or partner_create(
                 name=DEMO_PARTNER, actor=actor
@@ -75,6 +78,9 @@ class Command(BaseCommand):
         seed_demo_loans(partner=partner, stdout=self.stdout)  # type: ignore[arg-type]
         employers = Employer.objects.filter(partner=partner).order_by("id")
         self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
+        for what, before, after in repaired:
+            self.stdout.write(f"Repaired the {what} address: {before} -> {after}")
+        self.stdout.write(f"Sandbox insurer reached at {sandbox.endpoint} (KEEL_BASE_URL; KEEL_PORT sets its port)")
         self.stdout.write("Employers: " + ", ".join(f"{e.external_ref} (id {e.pk})" for e in employers))
         self.stdout.write(
             "Policies: "
