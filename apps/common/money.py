@@ -77,7 +77,7 @@ def display_rupees(minor: int | None) -> str:
         return ""
     whole, fraction = f"{from_minor(abs(minor)):.2f}".split(".")
     head, tail = whole[:-3], whole[-3:]
-    groups = []
+    groups: list[str] = []
     while len(head) > 2:
         groups.insert(0, head[-2:])
         head = head[:-2]

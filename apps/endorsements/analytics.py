@@ -84,11 +84,11 @@ def analytics_range_parse(*, from_raw: str | None, to_raw: str | None, now: date
     errors: dict[str, str] = {}
     to_date = from_date = None
     try:
-        to_date = _parse_date(to_raw, "to") if to_raw not in (None, "") else now.astimezone(IST).date()
+        to_date = _parse_date(to_raw, "to") if to_raw else now.astimezone(IST).date()
     except DomainValidationError as exc:
         errors.update({k: v[0] for k, v in exc.errors.items()})
     try:
-        if from_raw not in (None, ""):
+        if from_raw:
             from_date = _parse_date(from_raw, "from")
         elif to_date is not None:
             from_date = to_date - timedelta(days=DEFAULT_RANGE_DAYS - 1)
@@ -216,6 +216,7 @@ def _orm_summary(rows: QuerySet[Endorsement]) -> dict[str, Any]:
         for received, activated in rows.filter(active, activated_at__isnull=False).values_list(
             "created_at", "activated_at"
         )
+        if activated is not None
     )
     return {
         "total": figures["total"],

@@ -30,12 +30,12 @@ class CircuitCollector(Collector):
         yield GaugeMetricFamily("keel_insurer_circuit_state", "0 closed, 1 half-open, 2 open", labels=["insurer"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from apps.employers.selectors import insurers_active
+        from apps.insurers.models import Insurer
         from apps.insurers.resilience import circuit_state
 
         family = GaugeMetricFamily("keel_insurer_circuit_state", "0 closed, 1 half-open, 2 open", labels=["insurer"])
         try:
-            for insurer in insurers_active():
+            for insurer in Insurer.objects.filter(is_active=True).order_by("code"):
                 family.add_metric([insurer.code], CIRCUIT_VALUES.get(circuit_state(insurer.code)["state"], 2))
         except Exception:
             return

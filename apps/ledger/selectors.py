@@ -272,8 +272,8 @@ def low_balance_employers(*, limit: int = 20) -> tuple[int, list[Balance]]:
     flagged = LedgerAccount.objects.filter(kind=AccountKind.EMPLOYER, low_balance=True)
     count = flagged.count()
     ids = list(
-        flagged.annotate(available=F("posted") - F("held"))
-        .order_by("available", "employer_id")
+        flagged.annotate(available_now=F("posted") - F("held"))
+        .order_by("available_now", "employer_id")
         .values_list("employer_id", flat=True)[:limit]
     )
     return count, [balance_get(employer_id=employer_id) for employer_id in ids if employer_id is not None]

@@ -88,7 +88,8 @@ def queue_depths() -> list[dict[str, Any]]:
         channel = conn.default_channel
         for name in settings.KEEL_QUEUES:
             try:
-                depth: int | None = channel.queue_declare(queue=name, passive=True).message_count
+                declared = channel.queue_declare(queue=name, passive=True)  # type: ignore[attr-defined]
+                depth: int | None = declared.message_count
             except Exception:  # a queue never declared on this broker holds nothing yet
                 depth = 0
             depths.append({"queue": name, "depth": depth})

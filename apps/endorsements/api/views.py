@@ -174,12 +174,12 @@ class EndorsementQuoteView(PartnerGenericAPIView):
         )
 
 
-class EndorsementBatchFilter(django_filters.FilterSet):
+class EndorsementBatchFilter(FilterSet):
     """`GET /endorsement-batches` filters: employer, status (processing | completed | cancelled), policy,
     source, and the upload time (`created_after` ≤ created_at < `created_before`)."""
 
-    employer = django_filters.NumberFilter(field_name="employer_id")
-    policy = django_filters.NumberFilter(field_name="policy_id")
+    employer = IdFilter(field_name="employer_id")
+    policy = IdFilter(field_name="policy_id")
     source = django_filters.ChoiceFilter(choices=[("csv", "csv"), ("json", "json")])
     status = django_filters.ChoiceFilter(
         choices=[("processing", "processing"), ("completed", "completed"), ("cancelled", "cancelled")],

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('employers', '0002_initial'),
-        ('endorsements', '0001_initial'),
+        ('endorsements', '0002_insurer_fk_to_insurers_app'),
     ]
 
     operations = [
