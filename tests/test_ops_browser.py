@@ -129,6 +129,7 @@ def test_operator_sees_every_panel_follows_failed_and_watches_a_batch(browser, l
     assert text(browser, "circuit-sandbox-rest") == "closed"
     assert text(browser, "job-ledger.verify") == "failed"
     assert text(browser, "queue-endorsements") == "0"
+    assert text(browser, "conflicts-count") == "1"
     bar = f"batch-{ops_world['batch'].pk}"
     assert attribute(browser, bar, "value") == "25.00"
     full_page_screenshot(browser, "dashboard.png")

@@ -32,6 +32,7 @@ from apps.endorsements.analytics import (
 )
 from apps.endorsements.models import EndorsementStatus
 from apps.insurers.resilience import circuit_state
+from apps.insurers.selectors import insurer_conflicts_unresolved
 from apps.ledger.selectors import low_balance_employers
 from apps.outbox.selectors import outbox_stats
 
@@ -151,6 +152,11 @@ def low_balance() -> dict[str, Any]:
     return {"count": count, "employers": balances}
 
 
+def conflicts() -> dict[str, Any]:
+    count, rows = insurer_conflicts_unresolved(limit=10)
+    return {"count": count, "rows": rows}
+
+
 def optional_model_rows(label: str, order_by: str = "-id", limit: int = 10) -> list[Any] | None:
     """Rows of a model another issue adds (insurer conflicts, reconciliations, webhook deliveries), or None
     when this deployment does not have that model yet: the panel then says so instead of inventing data."""
@@ -184,7 +190,7 @@ def _panels(now: datetime) -> dict[str, Panel]:
         "low_balance": low_balance,
         "circuits": circuits,
         "jobs": lambda: last_job_runs(limit=12),
-        "conflicts": lambda: optional_model_rows("insurers.InsurerConflict"),
+        "conflicts": conflicts,
         "webhooks": lambda: optional_model_rows("webhooks.WebhookDelivery"),
     }
     return {name: _panel(name, read) for name, read in readers.items()}

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import job_run_finish, job_run_start
@@ -15,6 +16,7 @@ from apps.employers.models import Employer
 from apps.employers.tests.factories import EmployerFactory
 from apps.endorsements.models import Endorsement, EndorsementBatch
 from apps.endorsements.tests.factories import PolicyFactory
+from apps.insurers.conflicts import insurer_conflict_record
 from apps.ledger.models import AccountKind, LedgerAccount
 from apps.ledger.services import topup_post
 from apps.outbox.models import OutboxMessage
@@ -64,13 +66,22 @@ def make_endorsement(
 @pytest.fixture
 def ops_world(django_user_model):
     """Counted state for every panel: 9 endorsements (2 FAILED, 1 ON_HOLD_FUNDS, 1 ON_HOLD_REVIEW), a running
-    batch at 25 %, 3 pending and 1 dead outbox rows, one low-balance employer (₹500.00), two job runs."""
+    batch at 25 %, 3 pending and 1 dead outbox rows, one low-balance employer (₹500.00), two job runs, one
+    unresolved insurer conflict."""
     policy = PolicyFactory()
     now = timezone.now()
+    made = []
     for status, n in {"RECEIVED": 1, "ACTIVE": 2, "FAILED": 2, "ON_HOLD_FUNDS": 1, "ON_HOLD_REVIEW": 1}.items():
         for _ in range(n):
             premium = {"premium": 2_071_23, "direction": "debit"} if status == "FAILED" else {}
-            make_endorsement(policy, status=status, received=now - timedelta(minutes=30), **premium)
+            made.append(make_endorsement(policy, status=status, received=now - timedelta(minutes=30), **premium))
+    # The insurer rejected an endorsement Keel had already made ACTIVE: one unresolved conflict.
+    active = next(e for e in made if e.status == "ACTIVE")
+    with transaction.atomic():  # the service runs in its caller's transaction
+        insurer_conflict_record(
+            insurer_id=policy.insurer_id, endorsement_id=active.pk, source="callback", outcome="rejected",
+            keel_status="ACTIVE", rejection_class="age_limit",
+        )  # fmt: skip
     batch = EndorsementBatch.objects.create(
         employer=policy.employer,
         policy=policy,
