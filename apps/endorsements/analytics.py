@@ -41,6 +41,7 @@ from apps.endorsements.models import (
 
 IST = ZoneInfo("Asia/Kolkata")
 MAX_RANGE_DAYS = 366
+EARLIEST_DATE, LATEST_DATE = date(1970, 1, 1), date(9998, 12, 31)
 DEFAULT_RANGE_DAYS = 30
 TOP_REJECTION_CLASSES = 5
 TREND_HOURS = 24
@@ -68,9 +69,13 @@ def _parse_date(raw: str, field: str) -> date:
     try:
         if len(raw) != 10:
             raise ValueError
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise DomainValidationError({field: "A date as YYYY-MM-DD (Asia/Kolkata) is required."}) from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        # Before 1970 Asia/Kolkata had other offsets (+05:21:10 LMT, +06:30 in wartime); no endorsement is that old.
+        raise DomainValidationError({field: f"A date from {EARLIEST_DATE} to {LATEST_DATE} is required."})
+    return day
 
 
 def analytics_range_parse(*, from_raw: str | None, to_raw: str | None, now: datetime | None = None) -> AnalyticsRange:

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import DomainValidationError
+from apps.common.ids import BIGINT_MAX
 from apps.employers.selectors import employer_get_for, employers_visible_to
 from apps.endorsements.analytics import EmployerScope, analytics_range_parse, endorsement_analytics
 from apps.ops.api.serializers import EndorsementAnalyticsSerializer
@@ -48,6 +49,8 @@ class EndorsementAnalyticsView(PartnerGenericAPIView):
                 employer_id = int(raw_employer)  # type: ignore[arg-type]
             except ValueError:
                 raise DomainValidationError({"employer": "A valid integer id is required."}) from None
+            if not 1 <= employer_id <= BIGINT_MAX:  # never reaches the database (ADR 0015)
+                raise DomainValidationError({"employer": f"An id from 1 to {BIGINT_MAX} is required."})
             employer_get_for(principal, employer_id)  # 404 for an employer this key may not act for
             scope = EmployerScope(employer_ids=(employer_id,))
         elif principal.all_employers:

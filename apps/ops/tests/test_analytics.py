@@ -184,6 +184,9 @@ def test_defaults_and_the_trend_of_the_24_hours_before_now(crafted, make_key):
         ({"from": "2026-11-01T00:00:00"}, "from"),
         ({"employer": "abc"}, "employer"),
         ({"to": "9999-12-31"}, "to"),
+        ({"to": "1331-05-19"}, "to"),
+        ({"employer": "0"}, "employer"),
+        ({"employer": str(2**63)}, "employer"),
     ],
 )
 def test_bad_ranges_are_422_naming_the_field(crafted, make_key, params, field):
