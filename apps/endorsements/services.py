@@ -39,6 +39,11 @@ from apps.employers import services as employer_services
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors
 from apps.endorsements.conflicts import contradictions_record
+from apps.endorsements.events import (
+    batch_completed_events_record,
+    endorsement_events_record,
+    endorsements_received_events_record,
+)
 from apps.endorsements.models import (
     CANCELLABLE,
     TERMINAL,
@@ -143,6 +148,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
             for t in transitions
         ],
     )
+    endorsement_events_record(transitions, endorsements)  # partner events (SPEC §10, issue 13)
 
 
 @dataclass(slots=True)
@@ -542,7 +548,7 @@ def scheduler_tick(*, actor: Actor, force: bool = False, now: Any = None) -> int
        is waiting (`force` ignores the window: tests and the demo).
     3. Each batch is claimed in its own short transaction with FOR UPDATE SKIP LOCKED (a concurrent tick or a
        partner's cancel never blocks on it), credits first then debits, oldest first; it moves to SENT and one
-       `endorsements.dispatch` event carries its ids, keyed per insurer so batches reach the insurer in order.
+       `endorsements.dispatch` event carries its ids (no ordering key: a member has one endorsement in flight).
     """
     now = now or timezone.now()
     dispatched = 0
@@ -590,7 +596,7 @@ def _dispatch_batch(*, insurer: Insurer, actor: Actor) -> int:
         outbox_enqueue(
             topic="endorsements.dispatch",
             payload={"insurer_code": insurer.code, "ids": ordered},
-            key=f"dispatch:{insurer.code}",
+            key=None,  # no ordering key: see apps/endorsements/dispatch.py (issue 10)
         )
     return len(ordered)
 
@@ -779,8 +785,11 @@ def _on_terminal(finished: Sequence[Endorsement]) -> None:
                 woken.add(nxt.employee_code)
                 outbox_enqueue(topic="endorsements.process", payload={"ids": [nxt.pk]}, key=nxt.member_key)
     for batch_id in {e.batch_id for e in finished if e.batch_id}:
-        if not Endorsement.objects.filter(batch_id=batch_id).exclude(status__in=TERMINAL).exists():
-            EndorsementBatch.objects.filter(pk=batch_id, completed_at__isnull=True).update(completed_at=timezone.now())
+        all_terminal = not Endorsement.objects.filter(batch_id=batch_id).exclude(status__in=TERMINAL).exists()
+        if all_terminal and EndorsementBatch.objects.filter(pk=batch_id, completed_at__isnull=True).update(
+            completed_at=timezone.now()
+        ):
+            batch_completed_events_record([batch_id])  # partner event (SPEC §10, issue 13)
 
 
 @transaction.atomic
@@ -1027,6 +1036,9 @@ def endorsement_batch_create(
     ids = _insert_received(
         employer=employer, policy=policy, accepted=accepted, partner_id=partner_id, batch_id=batch.pk, actor=actor
     )
+    endorsements_received_events_record(ids)  # partner events (SPEC §10, issue 13)
+    if not accepted:
+        batch_completed_events_record([batch.pk])  # nothing to wait for: complete at once (issue 13)
     audit_record(
         actor=actor,
         action="endorsement_batch.created",

@@ -191,6 +191,6 @@ def _panels(now: datetime) -> dict[str, Panel]:
         "circuits": circuits,
         "jobs": lambda: last_job_runs(limit=12),
         "conflicts": conflicts,
-        "webhooks": lambda: optional_model_rows("webhooks.WebhookDelivery"),
+        "webhooks": lambda: optional_model_rows("partners.WebhookDelivery"),
     }
     return {name: _panel(name, read) for name, read in readers.items()}
