@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 KEEL_PORT ?= $(or $(shell sed -n 's/^KEEL_PORT=\([0-9]*\).*/\1/p' .env 2>/dev/null | tail -1),8000)
 export KEEL_PORT
 
-.PHONY: help install run demo test faults check lint fmt bench migrate seed clean
+.PHONY: help install run demo test faults check lint fmt bench migrate seed key clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -34,10 +34,15 @@ migrate: install ## apply migrations
 seed: migrate ## load the demo data (idempotent) and print a demo API key
 	$(BIN)/python manage.py seed_demo
 
-run: seed ## install, migrate, seed, then web (:$KEEL_PORT, default 8000) + worker + relay + beat, restarting any that dies
+run: seed ## install, migrate, seed, then web (127.0.0.1:$KEEL_PORT, default 8000) + worker + relay + beat, restarting any that dies; prints the demo key last
 	$(BIN)/python manage.py collectstatic --noinput >/dev/null
 	@echo "Keel on http://127.0.0.1:$(KEEL_PORT)/ (KEEL_PORT; the sandbox insurer is reached there too)"
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m config.supervise config/Procfile
+	rm -rf var/prometheus && mkdir -p var/prometheus
+	PROMETHEUS_MULTIPROC_DIR="$(abspath var/prometheus)" PATH="$(abspath $(BIN)):$$PATH" \
+	  $(BIN)/python -m config.supervise config/Procfile
+
+key: seed ## issue a fresh demo API key (revokes the previous one) and print it
+	$(BIN)/python manage.py demo_key --fresh
 
 demo: seed ## drive an end-to-end endorsement run on the embedded defaults and print its timeline
 	$(BIN)/python manage.py demo
@@ -69,7 +74,7 @@ check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
 	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
 
 bench: install ## run every benchmark (PostgreSQL + Redis), each on its own database; figures go to docs/benchmarks.md
-	@status=0; for b in outbox_relay ledger_hold_capture endorsement_api endorsement_pipeline loan_pipeline input_edge batch_parse webhooks; do \
+	@status=0; for b in outbox_relay ledger_hold_capture endorsement_api endorsement_pipeline loan_pipeline input_edge batch_parse webhooks analytics; do \
 	  echo "== bench/$$b.py"; \
 	  createdb -h 127.0.0.1 -U postgres keel_bench_$$b 2>/dev/null || true; \
 	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b $(BIN)/python manage.py migrate -v0 || exit 1; \

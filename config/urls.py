@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.generic.base import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.common import health
 
@@ -16,15 +18,19 @@ api_v1 = [
     path("", include("apps.insurers.api.urls")),
     path("", include("apps.endorsements.api.urls")),
     path("", include("apps.loan_applications.api.urls")),
+    path("", include("apps.ops.api.urls")),
 ]
 
 urlpatterns = [
     path("health", health.liveness, name="health"),
+    path("favicon.ico", RedirectView.as_view(url=static("ops/favicon.svg"), permanent=True)),
     path("ready", health.readiness, name="ready"),
     path("metrics", health.metrics, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
+    path("ops/", include("apps.ops.urls")),
     path("sandbox/", include("apps.insurers.sandbox.urls")),
 ]

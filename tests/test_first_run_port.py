@@ -71,7 +71,7 @@ def test_make_run_serves_on_keel_port_from_the_command_line_env_or_dotenv(tmp_pa
     assert "http://127.0.0.1:8134/" in _make_run_dry(tmp_path, KEEL_PORT="8134")  # the environment wins
 
 
-def test_procfile_web_listens_on_keel_port() -> None:
+def test_procfile_web_listens_on_keel_port_on_loopback_only() -> None:
     web = next(line for line in (ROOT / "config" / "Procfile").read_text().splitlines() if line.startswith("web:"))
     command = web.removeprefix("web:").strip()
 
@@ -83,7 +83,9 @@ def test_procfile_web_listens_on_keel_port() -> None:
         check=True,
     ).stdout
 
-    assert re.search(r"0\.0\.0\.0:8133\b", expanded), expanded
+    # The development server is reachable from this machine only (issue 14): 127.0.0.1, never 0.0.0.0.
+    assert re.search(r"\b127\.0\.0\.1:8133\b", expanded), expanded
+    assert "0.0.0.0" not in expanded
 
 
 def test_port_setting_is_documented() -> None:

@@ -22,8 +22,10 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from django_prometheus.exports import ExportToDjangoView
 from kombu import Connection
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from apps.common.metrics import render_latest
 
 CHECK_TIMEOUT_SECONDS = 2.0
 # The whole of /ready, all checks together: under CHECK_TIMEOUT_SECONDS with room for the response.
@@ -143,4 +145,6 @@ def readiness(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    return ExportToDjangoView(request)
+    """Prometheus exposition of this host: every process's event metrics merged in multiprocess mode, plus
+    the scrape-time state metrics (apps.common.metrics)."""
+    return HttpResponse(render_latest(), content_type=CONTENT_TYPE_LATEST)

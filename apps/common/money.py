@@ -67,3 +67,21 @@ def from_minor(minor: int) -> Decimal:
 def format_minor(minor: int) -> str:
     """Integer paise → "1234.50" (the API's representation)."""
     return f"{from_minor(minor):.2f}"
+
+
+def display_rupees(minor: int | None) -> str:
+    """Integer paise → what an operator reads: "₹20,71,230.50" (Indian digit grouping: thousands, then
+    lakhs and crores in twos), "−₹12.00" for a negative amount, "" for None. Display only (admin, /ops/);
+    the API keeps `format_minor`'s plain decimal string."""
+    if minor is None:
+        return ""
+    whole, fraction = f"{from_minor(abs(minor)):.2f}".split(".")
+    head, tail = whole[:-3], whole[-3:]
+    groups: list[str] = []
+    while len(head) > 2:
+        groups.insert(0, head[-2:])
+        head = head[:-2]
+    if head:
+        groups.insert(0, head)
+    grouped = ",".join([*groups, tail]) if groups else tail
+    return f"{'−' if minor < 0 else ''}₹{grouped}.{fraction}"

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin, ReadOnlyTabularInline
 from apps.common.forms import MoneyFormField, StrictEmailFormField
-from apps.common.money import format_minor
+from apps.common.money import display_rupees, format_minor
 from apps.employers.models import Coverage, CoverageChange, Employee, Employer, Policy
 from apps.employers.services import EMPLOYER_MUTABLE_FIELDS, employer_update
 
@@ -40,10 +40,15 @@ class EmployerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
 @admin.register(Employer)
 class EmployerAdmin(admin.ModelAdmin):
     form = EmployerAdminForm
-    list_display = ("id", "name", "external_ref", "partner", "status", "low_balance_threshold", "created_at")
+    list_display = ("id", "name", "external_ref", "partner", "status", "threshold", "created_at")
     list_filter = ("status", "partner")
     search_fields = ("name", "external_ref")
     readonly_fields = ("partner", "external_ref", "created_at", "updated_at")
+    list_per_page = 50
+
+    @admin.display(description="low-balance threshold (₹)", ordering="low_balance_threshold")
+    def threshold(self, obj: Employer) -> str:
+        return display_rupees(obj.low_balance_threshold)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Employer | None = None) -> Any:
         return self.readonly_fields if obj else ("created_at", "updated_at")

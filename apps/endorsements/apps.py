@@ -12,3 +12,7 @@ class EndorsementsConfig(AppConfig):
         from apps.endorsements.conflicts import wire
 
         wire()
+
+        from apps.endorsements.metrics import register_collector
+
+        register_collector()

@@ -126,6 +126,15 @@ class Endorsement(models.Model):
                 name="endorsement_ready_idx",
             ),
             models.Index(fields=["employer", "id"], condition=Q(status="ON_HOLD_FUNDS"), name="endorsement_parked_idx"),
+            # /ops/ funnel and the per-status metrics: an index-only GROUP BY status (ADR 0033).
+            models.Index(fields=["status"], name="endorsement_status_idx"),
+            # Analytics percentiles (RECEIVED → ACTIVE): only ACTIVE rows, read index-only (ADR 0033).
+            models.Index(
+                fields=["created_at"],
+                include=["activated_at", "employer"],
+                condition=Q(status="ACTIVE"),
+                name="endorsement_active_recv_idx",
+            ),
         ]
 
     def __str__(self) -> str:

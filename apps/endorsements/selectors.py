@@ -38,6 +38,10 @@ def endorsement_get_for(principal: Principal, endorsement_id: int | str) -> Endo
     return endorsement
 
 
+def batches_visible_to(principal: Principal) -> QuerySet[EndorsementBatch]:
+    return EndorsementBatch.objects.filter(employer__in=employers_visible_to(principal))
+
+
 def batch_get_for(principal: Principal, batch_id: int | str) -> EndorsementBatch:
     pk = _path_id(batch_id)
     batch = EndorsementBatch.objects.filter(employer__in=employers_visible_to(principal), pk=pk).first()

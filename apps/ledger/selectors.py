@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When, Window
@@ -262,3 +263,29 @@ def _verify() -> VerifyReport:
             f"entry {entry_id} (account {account_id}): balance_after {balance_after} != running balance {running}"
         )
     return report
+
+
+def low_balance_employers(*, limit: int = 20) -> tuple[int, list[Balance]]:
+    """(how many employer accounts are flagged low-balance, the balances — with runway — of the first
+    `limit` of them, lowest available first). The flag is the one `low_balance` keeps per crossing (ADR
+    0008), read through its account rows; the runway of each listed employer costs one `balance_get`."""
+    flagged = LedgerAccount.objects.filter(kind=AccountKind.EMPLOYER, low_balance=True)
+    count = flagged.count()
+    ids = list(
+        flagged.annotate(available_now=F("posted") - F("held"))
+        .order_by("available_now", "employer_id")
+        .values_list("employer_id", flat=True)[:limit]
+    )
+    return count, [balance_get(employer_id=employer_id) for employer_id in ids if employer_id is not None]
+
+
+def ledger_trail_for_endorsement(*, endorsement_id: int) -> dict[str, list[Any]]:
+    """What the ledger did for one endorsement (the admin's endorsement page): its holds with their
+    resolution, and its transactions' entries on the employer account (paise), oldest first."""
+    holds = list(Hold.objects.filter(endorsement_id=endorsement_id).select_related("resolution").order_by("id"))
+    entries = list(
+        LedgerEntry.objects.filter(transaction__endorsement_id=endorsement_id, account__kind=AccountKind.EMPLOYER)
+        .select_related("transaction")
+        .order_by("id")
+    )
+    return {"holds": holds, "entries": entries}

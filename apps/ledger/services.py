@@ -32,6 +32,7 @@ from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.employers.models import Employer
 from apps.ledger.events import low_balance_event_record, topup_posted_event_record
+from apps.ledger.metrics import holds_placed, transactions_committed
 from apps.ledger.models import (
     AccountKind,
     Direction,
@@ -440,6 +441,7 @@ def _transactions_insert(
     entries each: the employer side carries the running `balance_after`, in insertion (= id) order, so the last
     one equals `state.posted`."""
     txns = LedgerTransaction.objects.bulk_create(txns, batch_size=_CHUNK)
+    transactions_committed([t.kind for t in txns])
     sign = 1 if employer_direction == Direction.CREDIT else -1
     other = Direction.DEBIT if employer_direction == Direction.CREDIT else Direction.CREDIT
     running = state.posted - sign * sum(t.amount for t in txns)
@@ -675,6 +677,7 @@ def _hold_write(
         state = _account_apply(employer_id=employer_id, held_delta=amount, require_available=amount)
         if state is None:
             return None
+        holds_placed(1)
         return state, Hold.objects.create(
             reference=reference, account_id=state.id, amount=amount, endorsement_id=endorsement_id
         )
@@ -699,6 +702,7 @@ def _hold_write(
         endorsement_id=endorsement_id,
         created_at=now,
     )
+    holds_placed(1)
     return state, _loaded(hold)
 
 
@@ -783,6 +787,7 @@ def _holds_place_bulk_round(*, employer_id: int, requests: Sequence[HoldRequest]
             if state is None:  # impossible under the row lock; refuse rather than overdraw
                 raise LedgerError(f"employer {employer_id}: bulk hold of {total} no longer fits")
             Hold.objects.bulk_create(new_holds, batch_size=_CHUNK)
+            holds_placed(len(new_holds))
             audit_record(
                 actor=actor,
                 action="ledger.holds_placed",

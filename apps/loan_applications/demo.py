@@ -25,12 +25,14 @@ class DemoApplicant:
 
 
 DEMO_APPLICANTS = (
-    # The bureau's fixed test identity scoring 790; income 75,000 × 48 far above 5,00,000 requested.
-    DemoApplicant("demo-loan-approved@keel.example", "ABCDE1234F", "Asha", 7_500_000, 50_000_000,
-                  LoanType.PERSONAL, "PRE_APPROVED"),
-    # The fixed test identity scoring 610: below the 650 threshold.
-    DemoApplicant("demo-loan-rejected@keel.example", "FGHIJ5678K", "Bharat", 4_000_000, 20_000_000,
-                  LoanType.AUTO, "REJECTED"),
+    # The SPEC's test PANs (ABCDE1234F → 790, FGHIJ5678K → 610) stay free for the user to try: a PAN
+    # already used here would answer 409 (duplicate within 24 h).
+    # 650 + 40 (income > 75,000) + 10 (HOME) ± 5 ≥ 650; income 80,000 × 48 far above 5,00,000 requested.
+    DemoApplicant("demo-loan-approved@keel.example", "KEELA2001A", "Asha", 8_000_000, 50_000_000,
+                  LoanType.HOME, "PRE_APPROVED"),
+    # 650 − 20 (income < 30,000) − 10 (PERSONAL) ± 5 < 650.
+    DemoApplicant("demo-loan-rejected@keel.example", "KEELB2002B", "Bharat", 2_500_000, 10_000_000,
+                  LoanType.PERSONAL, "REJECTED"),
     # Scores 700 ± 5 (income > 75,000: +40, HOME: +10) but asks for more than income × 48.
     DemoApplicant("demo-loan-review@keel.example", "KLMNP4321Q", "Chitra", 8_000_000, 500_000_000,
                   LoanType.HOME, "MANUAL_REVIEW"),

@@ -22,6 +22,7 @@ from apps.common.money import format_minor
 from apps.loan_applications import pan as pan_crypto
 from apps.loan_applications.bureau import BureauReport
 from apps.loan_applications.events import loan_decided_event_record
+from apps.loan_applications.metrics import decision_committed
 from apps.loan_applications.models import (
     MAX_REQUESTED_AMOUNT,
     CreditReport,
@@ -333,6 +334,7 @@ def loan_application_decide(*, application_id: uuid.UUID, actor: Actor) -> LoanD
         },
     )
     outbox_enqueue_loan(topic=TOPIC_DECIDED, application=application, extra=decided_payload(application))
+    decision_committed(outcome=outcome.status, by="rules")
     loan_decided_event_record(  # partner event (SPEC §10, issue 13)
         application_id=application.pk, partner_id=application.partner_id, decided=decided_payload(application)
     )
@@ -416,6 +418,7 @@ def loan_application_decide_manually(
         after={"status": status, "max_approved_amount": max_amount, "reason": reason[:500]},
     )
     outbox_enqueue_loan(topic=TOPIC_DECIDED, application=current, extra=decided_payload(current))
+    decision_committed(outcome=status, by="operator")
     loan_decided_event_record(  # partner event (SPEC §10, issue 13)
         application_id=current.pk, partner_id=current.partner_id, decided=decided_payload(current)
     )

@@ -183,14 +183,19 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
             log.info("outbox.delivery_skipped", extra={"topic": message.topic, "status": status})
             return False
         spec = registry.get(message.topic)
+        started = time.perf_counter()
+        outcome = "error"
         try:
             if spec is None:
                 raise LookupError(f"no consumer is registered for topic {message.topic!r}")
             spec.handler(message)
+            outcome = "ok"
         except Defer as exc:
+            outcome = "deferred"
             log.info("outbox.consumer_deferred", extra={"topic": message.topic, "reason": str(exc)})
             record_deferral(message, exc)
         except RetryLater as exc:
+            outcome = "retry"
             log.info("outbox.consumer_retry_later", extra={"topic": message.topic, "reason": str(exc)})
             delay = exc.delay_seconds
             if delay is None and exc.min_delay_seconds is not None:
@@ -203,6 +208,9 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
             # A consumer that used inbox_consume already marked the row in its own transaction; this then
             # matches nothing.
             mark_done(message.id)
+        finally:
+            # Pipeline stage latency by topic (issue 14), observed in the worker that ran the consumer.
+            metrics.CONSUMER_SECONDS.labels(message.topic, outcome).observe(time.perf_counter() - started)
         return True
 
 

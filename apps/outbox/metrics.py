@@ -4,6 +4,8 @@
   `keel_outbox_oldest_pending_age_seconds`: computed at scrape time by one cheap query
   (`selectors.outbox_stats(include_done=False)`), so every web process reports the same truth and nothing
   has to keep them up to date.
+- Histogram `keel_outbox_consumer_seconds{topic,outcome}`: each consumer run (the pipeline's stage
+  latency: `endorsements.process`, `endorsements.dispatch`, … are topics), observed by `deliver_envelope`.
 - Histogram `keel_outbox_commit_to_publish_seconds`: observed by the relay for every published row
   (`created_at`, set inside the writer's transaction, → handed to the broker).
 - Counters `keel_outbox_leases_renewed_total`, `keel_outbox_deferred_total{topic}` (per process).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,12 +63,16 @@ class OutboxCollector(Collector):
             yield GaugeMetricFamily(name, documentation, value=float(stats[key]))
 
 
-_collector: OutboxCollector | None = None
+CONSUMER_SECONDS = Histogram(
+    "keel_outbox_consumer_seconds",
+    "Time a topic's consumer took for one message (pipeline stage latency), by topic and outcome",
+    ["topic", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 
 def register_collector() -> None:
-    """Register the collector once per process (AppConfig.ready() may run more than once in tests)."""
-    global _collector
-    if _collector is None:
-        _collector = OutboxCollector()
-        REGISTRY.register(_collector)
+    """Register the scrape-time collector once per process (AppConfig.ready() may run more than once)."""
+    from apps.common.metrics import register_scrape_collector
+
+    register_scrape_collector("outbox", OutboxCollector())

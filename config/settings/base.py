@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_prometheus",
     "django_structlog",
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "apps.insurers",
     "apps.endorsements",
     "apps.loan_applications",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
@@ -254,6 +256,11 @@ OUTBOX = {
     "PUBLISH_CHUNK": env.int("OUTBOX_PUBLISH_CHUNK", default=50),
 }
 
+# --- Operations (issue 14) ------------------------------------------------------------------------------
+# Seconds between the /ops/ dashboard's self-refreshes, and how long an analytics answer is cached (ADR 0033).
+OPS_REFRESH_SECONDS = env.float("OPS_REFRESH_SECONDS", default=5.0)
+ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=15)
+
 # --- Partner webhooks and events (SPEC §10, ADR 0030) ---------------------------------------------------
 WEBHOOKS = {
     "CONNECT_TIMEOUT_SECONDS": env.float("WEBHOOKS_CONNECT_TIMEOUT_SECONDS", default=3.0),
@@ -360,6 +367,10 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: the docs work offline, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
     # per view (apps/common/openapi.py).
     "POSTPROCESSING_HOOKS": [

@@ -171,6 +171,15 @@ class EndorsementBatchSerializer(ModelSerializer):
         return "completed" if batch.completed_at else "processing"
 
 
+class EndorsementBatchListItemSerializer(EndorsementBatchSerializer):
+    """A batch in `GET /endorsement-batches`: everything but the row errors (up to 50,000 of them per batch:
+    `GET /endorsement-batches/{id}` has them)."""
+
+    class Meta(EndorsementBatchSerializer.Meta):
+        fields = tuple(f for f in EndorsementBatchSerializer.Meta.fields if f != "errors")  # type: ignore[assignment]
+        read_only_fields = fields  # type: ignore[assignment]
+
+
 class EndorsementBatchProgressSerializer(EndorsementBatchSerializer):
     counts = serializers.DictField(child=serializers.IntegerField(), read_only=True)
     percent_complete = serializers.FloatField(read_only=True)

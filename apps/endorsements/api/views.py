@@ -21,6 +21,7 @@ from apps.endorsements import selectors, services
 from apps.endorsements.api.serializers import (
     EndorsementBatchCsvInputSerializer,
     EndorsementBatchJsonInputSerializer,
+    EndorsementBatchListItemSerializer,
     EndorsementBatchProgressSerializer,
     EndorsementBatchSerializer,
     EndorsementCreateInputSerializer,
@@ -29,7 +30,7 @@ from apps.endorsements.api.serializers import (
     EndorsementSerializer,
     progress_payload,
 )
-from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
+from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementStatus, EndorsementType
 from apps.endorsements.parsing import (
     MAX_ROWS,
     ParseErrors,
@@ -173,10 +174,47 @@ class EndorsementQuoteView(PartnerGenericAPIView):
         )
 
 
+class EndorsementBatchFilter(FilterSet):
+    """`GET /endorsement-batches` filters: employer, status (processing | completed | cancelled), policy,
+    source, and the upload time (`created_after` ≤ created_at < `created_before`)."""
+
+    employer = IdFilter(field_name="employer_id")
+    policy = IdFilter(field_name="policy_id")
+    source = django_filters.ChoiceFilter(choices=[("csv", "csv"), ("json", "json")])
+    status = django_filters.ChoiceFilter(
+        choices=[("processing", "processing"), ("completed", "completed"), ("cancelled", "cancelled")],
+        method="filter_status",
+    )
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = EndorsementBatch
+        fields = ("employer", "policy", "source", "status", "created_after", "created_before")
+
+    def filter_status(self, queryset: QuerySet[EndorsementBatch], name: str, value: str) -> QuerySet[EndorsementBatch]:
+        if value == "cancelled":
+            return queryset.filter(cancelled_at__isnull=False)
+        if value == "completed":
+            return queryset.filter(cancelled_at__isnull=True, completed_at__isnull=False)
+        return queryset.filter(cancelled_at__isnull=True, completed_at__isnull=True)
+
+
 class EndorsementBatchCreateView(PartnerGenericAPIView):
+    read_scope = Scope.ENDORSEMENTS_READ
     write_scope = Scope.ENDORSEMENTS_WRITE
     serializer_class = EndorsementBatchSerializer
     parser_classes = [GuardedJSONParser, MultiPartParser]
+    filterset_class = EndorsementBatchFilter
+
+    def get_queryset(self) -> QuerySet[EndorsementBatch]:
+        return selectors.batches_visible_to(principal_of(self.request))
+
+    @extend_schema(operation_id="endorsement_batches_list", responses=EndorsementBatchListItemSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        """The batches of the employers this key may act for, newest first, with filters."""
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(EndorsementBatchListItemSerializer(page, many=True).data)
 
     @extend_schema(
         request={

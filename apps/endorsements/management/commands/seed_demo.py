@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,7 +16,7 @@ from apps.insurers.models import Insurer, InsurerProtocol
 from apps.insurers.sandbox.setup import sandbox_addresses_repair, sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
-from apps.partners.models import APIKey, Partner, Scope
+from apps.partners.models import Partner
 from apps.partners.services import partner_create
 
 DEMO_PARTNER = "demo-partner"
@@ -34,19 +32,10 @@ DEMO_EMPLOYERS = [
 ]
 
 
-def demo_key_plaintext() -> str:
-    """The demo key is derived from SECRET_KEY, so re-running seed_demo prints the same key and stores
-    nothing new (only its hash is stored, like every key)."""
-    digest = hmac.new(settings.SECRET_KEY.encode(), b"keel-demo-api-key", hashlib.sha512).digest()
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    chars = "".join(alphabet[b % len(alphabet)] for b in digest)  # 64 characters
-    return f"demo{chars[:4]}.{chars[4:36]}"
-
-
 class Command(BaseCommand):
     help = (
         "Load demo data (idempotent): the sandbox insurers, a demo partner with employers, policies and funded "
-        "endorsement accounts, one loan application of each outcome, and a demo API key."
+        "endorsement accounts, and one loan application of each outcome (the API key: `manage.py demo_key`)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -86,23 +75,6 @@ class Command(BaseCommand):
                     )
                 # Idempotent by reference: running seed_demo again posts nothing.
                 topup_post(employer_id=employer.pk, amount=5_00_000_00, reference=f"seed-demo-{ref}", actor=actor)
-            plaintext = demo_key_plaintext()
-            prefix = plaintext.split(".")[0]
-            api_key = APIKey.objects.filter(prefix=prefix).first()
-            if api_key is None:
-                hashed = APIKey.objects.key_generator.hash(plaintext)
-                APIKey.objects.create(
-                    id=f"{prefix}.{hashed}",
-                    prefix=prefix,
-                    hashed_key=hashed,
-                    name="demo key",
-                    partner=partner,
-                    scopes=list(Scope.values),
-                    all_employers=True,
-                )
-            elif api_key.revoked:
-                self.stdout.write(self.style.WARNING("The demo key was revoked; create one with apikey_create."))
-                return
         seed_demo_loans(partner=partner, stdout=self.stdout)  # type: ignore[arg-type]
         employers = Employer.objects.filter(partner=partner).order_by("id")
         self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
@@ -117,5 +89,7 @@ class Command(BaseCommand):
                 for p in Policy.objects.filter(employer__partner=partner).order_by("id")
             )
         )
-        self.stdout.write("Demo API key (all scopes, all demo employers) — use `Authorization: Api-Key <key>`:")
-        self.stdout.write(plaintext)
+        self.stdout.write(
+            "The demo API key is random per install: `make run` prints it once everything is up, "
+            "`make key` issues a fresh one (manage.py demo_key)."
+        )

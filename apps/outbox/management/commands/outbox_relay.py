@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from apps.common.metrics import start_metrics_server_from_env
 from apps.outbox.relay import relay_forever, relay_until_empty
 
 
@@ -28,6 +29,8 @@ class Command(BaseCommand):
             published = relay_until_empty(batch_size=options["batch_size"], max_seconds=3600.0)
             self.stdout.write(f"Published {published} message(s).")
             return
+        # Under docker-compose the relay is its own scrape target (KEEL_METRICS_PORT; docs/ops/).
+        start_metrics_server_from_env()
         stopping = False
 
         def stop(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,379 @@
+"""Endorsement analytics (SPEC §11, issue 14, ADR 0033): every figure computed by the database.
+
+`analytics_range_parse` turns the query string into an `AnalyticsRange` (422 on a bad range);
+`endorsement_analytics` answers one range for a set of employers with four statements on PostgreSQL:
+
+1. one aggregate pass over the rows received in range: totals by status and type (`COUNT(*) FILTER`) and
+   premium debited/credited (`SUM … FILTER`), parallel-safe;
+2. the exact median and p95 of RECEIVED → ACTIVE (`percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER
+   BY …)`) over the ACTIVE rows only, read from their partial covering index;
+3. the top rejection classes (`GROUP BY rejection_class`, REJECTED and FAILED rows of the range);
+4. the hourly trend of the 24 hours before the request (or before the end of `to`), one bucket per
+   Asia/Kolkata hour, every hour present.
+
+SQLite (the embedded `make run` default) runs the same definitions through the ORM and computes the
+percentiles in Python with `percentile_cont`'s linear interpolation: slower, equally exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from apps.common.errors import DomainValidationError
+from apps.employers.models import Employer
+from apps.endorsements.models import (
+    TERMINAL,
+    Endorsement,
+    EndorsementBatch,
+    EndorsementStatus,
+    EndorsementType,
+    PremiumDirection,
+)
+
+IST = ZoneInfo("Asia/Kolkata")
+MAX_RANGE_DAYS = 366
+EARLIEST_DATE, LATEST_DATE = date(1970, 1, 1), date(9998, 12, 31)
+DEFAULT_RANGE_DAYS = 30
+TOP_REJECTION_CLASSES = 5
+TREND_HOURS = 24
+FAILURE_STATUSES = (EndorsementStatus.FAILED, EndorsementStatus.REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsRange:
+    """`from_date`..`to_date` inclusive, Asia/Kolkata dates of receipt; `start`/`end` the matching aware
+    instants (end exclusive: midnight IST after `to_date`); `trend_end` where the 24-hour trend stops
+    (the request time, or `end` when `to` is past)."""
+
+    from_date: date
+    to_date: date
+    start: datetime
+    end: datetime
+    trend_end: datetime
+
+
+def _ist_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=IST)
+
+
+def _parse_date(raw: str, field: str) -> date:
+    try:
+        if len(raw) != 10:
+            raise ValueError
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise DomainValidationError({field: "A date as YYYY-MM-DD (Asia/Kolkata) is required."}) from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        # Before 1970 Asia/Kolkata had other offsets (+05:21:10 LMT, +06:30 in wartime); no endorsement is that old.
+        raise DomainValidationError({field: f"A date from {EARLIEST_DATE} to {LATEST_DATE} is required."})
+    return day
+
+
+def analytics_range_parse(*, from_raw: str | None, to_raw: str | None, now: datetime | None = None) -> AnalyticsRange:
+    """The range of `?from=&to=` (dates in Asia/Kolkata, inclusive, on the time an endorsement was received).
+
+    Missing `to` is today (IST); missing `from` is `to` − 29 days (30 days in all). Raises
+    `DomainValidationError` (→ 422 naming the field) for a value that is not a date, `from` after `to`, or a
+    range over 366 days.
+    """
+    now = now or timezone.now()
+    errors: dict[str, str] = {}
+    to_date = from_date = None
+    try:
+        to_date = _parse_date(to_raw, "to") if to_raw else now.astimezone(IST).date()
+    except DomainValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.errors.items()})
+    try:
+        if from_raw:
+            from_date = _parse_date(from_raw, "from")
+        elif to_date is not None:
+            from_date = to_date - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    except DomainValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.errors.items()})
+    if errors:
+        raise DomainValidationError(errors)
+    assert from_date is not None
+    assert to_date is not None
+    if from_date > to_date:
+        raise DomainValidationError({"from": "`from` must not be after `to`."})
+    if (to_date - from_date).days + 1 > MAX_RANGE_DAYS:
+        raise DomainValidationError({"to": f"A range covers at most {MAX_RANGE_DAYS} days."})
+    try:
+        start, end = _ist_midnight(from_date), _ist_midnight(to_date + timedelta(days=1))
+    except OverflowError:  # 9999-12-31 + 1 day
+        raise DomainValidationError({"to": "The date is out of range."}) from None
+    return AnalyticsRange(from_date=from_date, to_date=to_date, start=start, end=end, trend_end=min(now, end))
+
+
+def trend_buckets(trend_end: datetime) -> list[datetime]:
+    """The 24 Asia/Kolkata hour starts ending with the hour that contains the instant just before
+    `trend_end` (an hour-aligned `trend_end`, such as midnight after `to`, is not a bucket of its own)."""
+    last = (trend_end - timedelta(microseconds=1)).astimezone(IST).replace(minute=0, second=0, microsecond=0)
+    return [last - timedelta(hours=TREND_HOURS - 1 - i) for i in range(TREND_HOURS)]
+
+
+def percentile_cont(sorted_values: list[float], fraction: float) -> float | None:
+    """PostgreSQL's `percentile_cont`: linear interpolation between the two nearest ranks."""
+    if not sorted_values:
+        return None
+    position = fraction * (len(sorted_values) - 1)
+    lower = int(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (position - lower)
+
+
+def _paise_to_rupees(paise: int) -> str:
+    return str((Decimal(paise) / 100).quantize(Decimal("0.01")))
+
+
+_TABLE = Endorsement._meta.db_table
+_STATUS_COLUMNS = ", ".join(f"COUNT(*) FILTER (WHERE status = '{s}')" for s in EndorsementStatus.values)
+_TYPE_COLUMNS = ", ".join(f"COUNT(*) FILTER (WHERE type = '{t}')" for t in EndorsementType.values)
+# Counts and sums in one pass (parallel-safe aggregates: PostgreSQL may split the scan across workers).
+_PG_COUNTS_SQL = f"""
+SELECT COUNT(*), {_STATUS_COLUMNS}, {_TYPE_COLUMNS},
+       COALESCE(SUM(premium_amount) FILTER (WHERE status = 'ACTIVE' AND premium_direction = 'debit'), 0),
+       COALESCE(SUM(premium_amount) FILTER (WHERE status = 'ACTIVE' AND premium_direction = 'credit'), 0)
+  FROM {_TABLE}
+ WHERE created_at >= %s AND created_at < %s {{employer_clause}}
+"""  # noqa: S608 - table name from model metadata, status/type values from TextChoices; values bound
+# The exact percentiles over the ACTIVE rows only, read from their partial covering index
+# (`endorsement_active_recv_idx`); an ordered-set aggregate cannot run in parallel, so it reads no more
+# than it must.
+_PG_PERCENTILES_SQL = f"""
+SELECT COUNT(*),
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
+           ORDER BY EXTRACT(EPOCH FROM activated_at - created_at)::float8)
+  FROM {_TABLE}
+ WHERE status = 'ACTIVE' AND activated_at IS NOT NULL AND created_at >= %s AND created_at < %s {{employer_clause}}
+"""  # noqa: S608 - as above
+
+
+@dataclass(frozen=True, slots=True)
+class EmployerScope:
+    """Whose endorsements: every employer of `partner_id` (`employer_ids` None: a partner-wide key), the
+    listed employers, or — both None — every employer (operators)."""
+
+    partner_id: int | None = None
+    employer_ids: tuple[int, ...] | None = None
+
+
+_EMPLOYERS_TABLE = Employer._meta.db_table
+
+
+def _employer_clause(scope: EmployerScope) -> tuple[str, list[Any]]:
+    if scope.employer_ids is not None:
+        return "AND employer_id = ANY(%s)", [list(scope.employer_ids)]
+    if scope.partner_id is not None:
+        # A semi-join the planner can estimate (a 5,000-element array bound as a parameter misleads it).
+        sql = f"AND employer_id IN (SELECT id FROM {_EMPLOYERS_TABLE} WHERE partner_id = %s)"  # noqa: S608 - metadata
+        return sql, [scope.partner_id]
+    return "", []
+
+
+def _pg_summary(rng: AnalyticsRange, scope: EmployerScope) -> dict[str, Any]:
+    clause, params = _employer_clause(scope)
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_COUNTS_SQL.format(employer_clause=clause), [rng.start, rng.end, *params])
+        row = cursor.fetchone()
+        cursor.execute(_PG_PERCENTILES_SQL.format(employer_clause=clause), [rng.start, rng.end, *params])
+        percentile_row = cursor.fetchone()
+    assert row is not None
+    assert percentile_row is not None
+    values = list(row) + list(percentile_row)
+    total = values.pop(0)
+    by_status = {s: values.pop(0) for s in EndorsementStatus.values}
+    by_type = {t: values.pop(0) for t in EndorsementType.values}
+    debited, credited, activated, percentiles = values
+    median, p95 = (float(percentiles[0]), float(percentiles[1])) if percentiles else (None, None)
+    return {
+        "total": total,
+        "by_status": by_status,
+        "by_type": by_type,
+        "debited": int(debited),
+        "credited": int(credited),
+        "activated": activated,
+        "median": median,
+        "p95": p95,
+    }
+
+
+def _orm_summary(rows: QuerySet[Endorsement]) -> dict[str, Any]:
+    active = Q(status=EndorsementStatus.ACTIVE)
+    figures = rows.aggregate(
+        total=Count("id"),
+        **{f"s_{s}": Count("id", filter=Q(status=s)) for s in EndorsementStatus.values},
+        **{f"t_{t}": Count("id", filter=Q(type=t)) for t in EndorsementType.values},
+        debited=Sum("premium_amount", filter=active & Q(premium_direction=PremiumDirection.DEBIT)),
+        credited=Sum("premium_amount", filter=active & Q(premium_direction=PremiumDirection.CREDIT)),
+    )
+    durations = sorted(
+        (activated - received).total_seconds()
+        for received, activated in rows.filter(active, activated_at__isnull=False).values_list(
+            "created_at", "activated_at"
+        )
+        if activated is not None
+    )
+    return {
+        "total": figures["total"],
+        "by_status": {s: figures[f"s_{s}"] for s in EndorsementStatus.values},
+        "by_type": {t: figures[f"t_{t}"] for t in EndorsementType.values},
+        "debited": figures["debited"] or 0,
+        "credited": figures["credited"] or 0,
+        "activated": len(durations),
+        "median": percentile_cont(durations, 0.5),
+        "p95": percentile_cont(durations, 0.95),
+    }
+
+
+def _rows(scope: EmployerScope, start: datetime, end: datetime) -> QuerySet[Endorsement]:
+    rows = Endorsement.objects.filter(created_at__gte=start, created_at__lt=end).order_by()
+    if scope.employer_ids is not None:
+        return rows.filter(employer_id__in=scope.employer_ids)
+    if scope.partner_id is not None:
+        return rows.filter(employer__partner_id=scope.partner_id)
+    return rows
+
+
+def endorsement_analytics(*, scope: EmployerScope, rng: AnalyticsRange) -> dict[str, Any]:
+    """The analytics of the endorsements received in `rng` by the employers of `scope`.
+
+    Shape (JSON-ready): `total`; `by_status` / `by_type` (every value present, zeros included);
+    `terminal` and `failure_ratio` = (FAILED + REJECTED) ÷ terminal (ACTIVE, REJECTED, FAILED, CANCELLED),
+    4 decimals, null with no terminal row; `received_to_active_seconds` {median, p95, count}: exact
+    (`percentile_cont`) over the ACTIVE rows of the range, seconds with 3 decimals, null when none;
+    `premium` {debited, credited}: rupee decimal strings, the premium of ACTIVE debit/credit endorsements
+    (what was captured from / refunded to the employer's account); `top_rejection_classes` [{class, count}],
+    at most 5, REJECTED and FAILED rows with a class, most frequent first; `hourly` 24 × {hour (IST ISO),
+    count} received per hour. Source: SPEC §11, issue 14; definitions in ADR 0033.
+    """
+    if scope.employer_ids is not None and not scope.employer_ids:
+        summary: dict[str, Any] = {
+            "total": 0,
+            "by_status": dict.fromkeys(EndorsementStatus.values, 0),
+            "by_type": dict.fromkeys(EndorsementType.values, 0),
+            "debited": 0,
+            "credited": 0,
+            "activated": 0,
+            "median": None,
+            "p95": None,
+        }
+    elif connection.vendor == "postgresql":
+        summary = _pg_summary(rng, scope)
+    else:
+        summary = _orm_summary(_rows(scope, rng.start, rng.end))
+    in_range = _rows(scope, rng.start, rng.end)
+    rejection_classes = list(
+        in_range.filter(status__in=FAILURE_STATUSES)
+        .exclude(rejection_class="")
+        .values("rejection_class")
+        .annotate(n=Count("id"))
+        .order_by("-n", "rejection_class")
+        .values_list("rejection_class", "n")[:TOP_REJECTION_CLASSES]
+    )
+    buckets = trend_buckets(rng.trend_end)
+    per_hour = dict(
+        _rows(scope, buckets[0], rng.trend_end)
+        .annotate(hour=TruncHour("created_at", tzinfo=IST))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .values_list("hour", "n")
+    )
+    per_hour = {hour.astimezone(IST): n for hour, n in per_hour.items()}
+    terminal = sum(summary["by_status"][s] for s in TERMINAL)
+    failed = sum(summary["by_status"][s] for s in FAILURE_STATUSES)
+
+    def seconds(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "from": rng.from_date.isoformat(),
+        "to": rng.to_date.isoformat(),
+        "timezone": "Asia/Kolkata",
+        "total": summary["total"],
+        "by_status": summary["by_status"],
+        "by_type": summary["by_type"],
+        "terminal": terminal,
+        "failure_ratio": round(failed / terminal, 4) if terminal else None,
+        "received_to_active_seconds": {
+            "median": seconds(summary["median"]),
+            "p95": seconds(summary["p95"]),
+            "count": summary["activated"],
+        },
+        "premium": {
+            "currency": "INR",
+            "debited": _paise_to_rupees(summary["debited"]),
+            "credited": _paise_to_rupees(summary["credited"]),
+        },
+        "top_rejection_classes": [{"class": c, "count": n} for c, n in rejection_classes],
+        "hourly": [{"hour": b.isoformat(), "count": per_hour.get(b, 0)} for b in buckets],
+    }
+
+
+def endorsement_funnel(*, since: datetime | None = None) -> dict[str, int]:
+    """Endorsements per current status, every status present: those received since `since` (a range scan of
+    the `created_at` index: the /ops/ funnel shows the last 24 hours), or all of them."""
+    rows = Endorsement.objects.order_by()
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    counts = dict(rows.values_list("status").annotate(n=Count("id")))
+    return {s: counts.get(s, 0) for s in EndorsementStatus.values}
+
+
+def endorsement_status_counts(statuses: tuple[str, ...]) -> dict[str, int]:
+    """All-time counts of a few statuses (FAILED, ON_HOLD_*: the rows an operator must act on), read
+    index-only from `endorsement_status_idx` whatever the table's size."""
+    counts = dict(
+        Endorsement.objects.filter(status__in=statuses).order_by().values_list("status").annotate(n=Count("id"))
+    )
+    return {s: counts.get(s, 0) for s in statuses}
+
+
+def endorsements_per_hour(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Received per Asia/Kolkata hour for the 24 hours before `now`, every hour present (the /ops/ chart)."""
+    now = now or timezone.now()
+    buckets = trend_buckets(now)
+    per_hour = dict(
+        Endorsement.objects.filter(created_at__gte=buckets[0], created_at__lt=now)
+        .order_by()
+        .annotate(hour=TruncHour("created_at", tzinfo=IST))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .values_list("hour", "n")
+    )
+    per_hour = {hour.astimezone(IST): n for hour, n in per_hour.items()}
+    return [{"hour": b, "count": per_hour.get(b, 0)} for b in buckets]
+
+
+def batches_running(*, limit: int = 10) -> list[dict[str, Any]]:
+    """Batches neither completed nor cancelled, newest first, each with its progress (`batch_progress`:
+    counts per status and the percentage of accepted rows in a terminal state)."""
+    from apps.endorsements.selectors import batch_progress
+
+    batches = EndorsementBatch.objects.filter(completed_at__isnull=True, cancelled_at__isnull=True).select_related(
+        "employer"
+    )
+    return [{"batch": batch, **batch_progress(batch)} for batch in batches.order_by("-id")[:limit]]
+
+
+__all__ = [
+    "AnalyticsRange",
+    "EmployerScope",
+    "analytics_range_parse",
+    "batches_running",
+    "endorsement_analytics",
+    "endorsement_funnel",
+    "endorsement_status_counts",
+    "endorsements_per_hour",
+    "percentile_cont",
+    "trend_buckets",
+]
