@@ -8,7 +8,7 @@ from django.conf import settings
 from apps.common.actors import Actor
 from apps.endorsements import services
 from apps.endorsements.dispatch import submissions_for
-from apps.insurers.contracts import ProtocolNotSupportedError, TransientInsurerError, UnknownInsurerError
+from apps.insurers.contracts import InsurerConfigurationError, RejectionClass, TransientInsurerError
 from apps.insurers.services import insurer_submit
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
@@ -44,12 +44,16 @@ def handle_dispatch(message: Message) -> None:
                     )
             return
         raise RetryLater(str(exc), delay_seconds=exc.retry_after)
-    except (ProtocolNotSupportedError, UnknownInsurerError) as exc:
-        # Retrying cannot help (no adapter for this protocol yet, or no such insurer): fail now, release holds.
+    except InsurerConfigurationError as exc:
+        # Retrying cannot help (no adapter, no such insurer, bad or missing configuration or credentials):
+        # fail now with class `configuration` and the reason, release holds (SPEC §8).
         with inbox_consume(message) as first:
             if first:
                 services.endorsements_fail(
-                    ids=[s.endorsement_id for s in submissions], reason=f"{type(exc).__name__}: {exc}", actor=actor
+                    ids=[s.endorsement_id for s in submissions],
+                    reason=str(exc),
+                    actor=actor,
+                    rejection_class=RejectionClass.CONFIGURATION,
                 )
         return
     outcomes = [
@@ -78,6 +82,26 @@ def handle_insurer_result(message: Message) -> None:
                     )
                 ],
                 actor=Actor.system("insurer.callback"),
+            )
+
+
+@consumer("insurer.results_received", queue="endorsements")
+def handle_insurer_results(message: Message) -> None:
+    """A chunk of an insurer's results (a result file's rows), applied in one transaction."""
+    with inbox_consume(message) as first:
+        if first:
+            services.results_apply(
+                outcomes=[
+                    services.InsurerOutcome(
+                        r["endorsement_id"],
+                        r["outcome"],
+                        r.get("insurer_reference"),
+                        r.get("rejection_class"),
+                        r.get("rejection_reason"),
+                    )
+                    for r in message.payload["results"]
+                ],
+                actor=Actor.system("insurer.result_file"),
             )
 
 
