@@ -330,9 +330,7 @@ def test_addition_then_deletion_with_4_concurrent_workers_reach_the_insurer_in_o
         ("fax", {}, "no gateway adapter"),
     ],
 )
-def test_an_insurer_keel_cannot_send_to_fails_at_once_as_configuration_with_the_reason(
-    world, protocol, setup, reason
-):
+def test_an_insurer_keel_cannot_send_to_fails_at_once_as_configuration_with_the_reason(world, protocol, setup, reason):
     from apps.insurers.models import Insurer
 
     policy, client = world

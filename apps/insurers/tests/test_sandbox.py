@@ -156,3 +156,27 @@ def test_concurrent_requests_with_one_key_apply_it_once(require_postgres) -> Non
     assert len(results) == 4
     assert {r.get("insurer_reference") for r in results} == {f"SBX-{applied.pk}"}
     assert sorted(r["replayed"] for r in results) == [False, True, True, True]
+
+
+def test_registering_the_three_sandboxes_gives_each_a_working_gateway(settings) -> None:
+    from apps.insurers.gateways import gateway_for
+    from apps.insurers.gateways.file import FileGateway
+    from apps.insurers.gateways.rest import RestGateway
+    from apps.insurers.gateways.soap import SoapGateway
+
+    insurers = sandbox_register(
+        base_url="http://127.0.0.1:8123/", codes=("sandbox-rest", "sandbox-soap", "sandbox-file")
+    )
+
+    assert [(i.code, i.protocol) for i in insurers] == [
+        ("sandbox-rest", "rest"),
+        ("sandbox-soap", "soap"),
+        ("sandbox-file", "file"),
+    ]
+    rest, soap, file = (gateway_for(i) for i in insurers)
+    assert isinstance(rest, RestGateway) and rest.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-rest"
+    assert isinstance(soap, SoapGateway) and soap.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-soap/soap"
+    assert isinstance(file, FileGateway)
+    assert file.outbound.describe() == f"file://{settings.VAR_DIR}/insurers/sandbox-file/outbound"
+    assert insurers[2].inbound_folder == "insurers/sandbox-file/inbound"
+    assert len({i.callback_secret for i in insurers}) == 3

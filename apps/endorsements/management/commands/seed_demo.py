@@ -14,7 +14,7 @@ from django.utils import timezone
 from apps.common.actors import Actor
 from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create, policy_create
-from apps.insurers.models import Insurer, InsurerProtocol
+from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
@@ -52,15 +52,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py seed_demo")
         with transaction.atomic():
-            for code, name, protocol in SANDBOX_INSURERS:
-                Insurer.objects.get_or_create(code=code, defaults={"name": name, "protocol": protocol})
-            # The REST sandbox is a route of this app: its endpoint and callbacks point at KEEL_BASE_URL.
-            [sandbox] = sandbox_register(base_url=settings.KEEL_BASE_URL)
+            # The REST and SOAP sandboxes are routes of this app (endpoints and callbacks at KEEL_BASE_URL); the
+            # file sandbox's folders are under var/insurers/, answered by the `insurers.sandbox_files` beat job.
+            sandboxes = sandbox_register(
+                base_url=settings.KEEL_BASE_URL, codes=tuple(code for code, _, _ in SANDBOX_INSURERS)
+            )
             partner = Partner.objects.filter(name=DEMO_PARTNER).first() or partner_create(
                 name=DEMO_PARTNER, actor=actor
             )
             today = timezone.localdate()
-            for ref, name, email in DEMO_EMPLOYERS:
+            # One demo employer per protocol: ACME on REST, GLOBEX on SOAP, INITECH on files.
+            for (ref, name, email), sandbox in zip(DEMO_EMPLOYERS, sandboxes, strict=True):
                 employer = Employer.objects.filter(partner=partner, external_ref=ref).first()
                 if employer is None:
                     employer = employer_create(
@@ -71,7 +73,7 @@ class Command(BaseCommand):
                         low_balance_threshold=50_000_00,
                         actor=actor,
                     )
-                if not Policy.objects.filter(insurer=sandbox, policy_number=f"GMC-{ref}").exists():
+                if not Policy.objects.filter(employer=employer, policy_number=f"GMC-{ref}").exists():
                     policy_create(
                         employer=employer,
                         insurer_code=sandbox.code,
