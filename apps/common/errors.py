@@ -1,7 +1,9 @@
 """RFC 9457 problem details for every error the API returns.
 
 DRF errors go through `problem_exception_handler`; errors raised before DRF runs (404 for an unknown URL,
-413 from the size-limit middleware, 500) go through `problem_response` via the URLconf handlers. Field
+413 from the size-limit middleware, 500) go through `problem_response` via the URLconf handlers, and
+`apps.common.middleware.ApiProblemMiddleware` rewrites any other error response under /api/ (ADR 0015).
+Every problem body under /api/ carries the request's `request_id` (added by `RequestIdMiddleware`). Field
 validation failures are 422 with `errors: [{pointer, detail}]` (JSON Pointers into the request body).
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import structlog
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -153,6 +156,15 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable or refused the connection: a retryable 503, not a 500 (SPEC §2).
+        log.warning("api.database_unavailable", exc_type=type(exc).__name__)
+        exc = ProblemError(
+            status_code=503,
+            detail="The service is temporarily unavailable; retry shortly.",
+            slug="service-unavailable",
+            headers={"Retry-After": "5"},
+        )
 
     if isinstance(exc, exceptions.ValidationError):
         body = problem_body(
@@ -178,7 +190,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     title = getattr(exc, "title", None)
     extra = getattr(exc, "extra", None)
     if isinstance(exc, exceptions.ParseError):
-        slug = "malformed-request"
+        slug = slug or "malformed-request"
     body = problem_body(
         status_code=response.status_code, detail=str(detail), instance=instance, slug=slug, title=title, extra=extra
     )

@@ -7,6 +7,13 @@
 3. A later request with the same key: different body → 422; still running → 409; completed → the stored
    status and body with `Idempotent-Replayed: true`. A claim left by a crashed process expires after
    `IDEMPOTENCY_LOCK_SECONDS` and may be taken over.
+4. "Same body" is judged on what the request means, not its bytes (issue 8, kind 8; ADR 0017): a JSON body
+   canonicalised (key order, white space); a form or multipart body by its parsed fields and each file's
+   SHA-256 — a multipart boundary differs on every send. A body too deeply nested to canonicalise is hashed
+   as its bytes rather than recursed into.
+5. A stored response is replayed only to a key that may see it (issue 8, kind 9): a key of the same partner
+   bound to other employers than the stored response's `employer` has its request handled as its own (the
+   view then answers, typically 404) and nothing is stored for it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from functools import wraps
 from typing import Any, Literal
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.request import Request
@@ -34,6 +42,8 @@ from apps.common.models import IdempotencyRecord, IdempotencyStatus
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 REPLAYED_HEADER = "Idempotent-Replayed"
+# The member of a stored response body that names the employer it belongs to (replays respect tenancy).
+RESPONSE_EMPLOYER_FIELD = "employer"
 _STORED_HEADERS = ("Location",)
 
 
@@ -44,10 +54,10 @@ class Claim:
 
 
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
-    """SHA-256 of method, path and body; a JSON body is canonicalised first, so key order and white
-    space do not make the "same" request look different."""
-    # A body that is not JSON (a multipart upload) is hashed as its raw bytes.
-    with contextlib.suppress(ValueError, UnicodeDecodeError):
+    """HMAC-SHA-256 (hex, 64 chars) of method, path and body; a JSON body is canonicalised first, so key order
+    and white space do not make the "same" request look different. Never raises: a body that is not JSON, or
+    one nested too deeply to canonicalise (RecursionError), is hashed as its raw bytes."""
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
     # Keyed (HMAC): bodies can carry a PAN, and a plain hash of a mostly-known body would let anyone who
     # reads the table guess it.
@@ -55,6 +65,47 @@ def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
     for part in (method.encode(), b"\0", path.encode(), b"\0", body):
         digest.update(part)
     return digest.hexdigest()
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def form_fingerprint_body(data: Any) -> bytes:
+    """The canonical bytes of a parsed form (`request.data`: a QueryDict of fields and uploaded files):
+    fields sorted by name with their values in order, each file as its SHA-256 and size (file names and the
+    multipart boundary do not count). Files are read in chunks and rewound for the view."""
+    items: list[list[Any]] = []
+    for name in sorted(str(k) for k in data):
+        values = data.getlist(name) if hasattr(data, "getlist") else [data[name]]
+        parts: list[list[Any]] = []
+        for value in values:
+            if isinstance(value, UploadedFile):
+                digest = hashlib.sha256()
+                for chunk in value.chunks():
+                    digest.update(chunk)
+                value.seek(0)
+                parts.append(["file", digest.hexdigest(), value.size])
+            else:
+                parts.append(["field", str(value)])
+        items.append([name, parts])
+    return json.dumps(["form", items], separators=(",", ":")).encode()
+
+
+def request_fingerprint_of(request: Request) -> str:
+    """`request_fingerprint` of a DRF request: forms and multipart uploads by their parsed fields and files'
+    SHA-256 (a multipart boundary changes on every send), anything else by its body."""
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    body = form_fingerprint_body(request.data) if content_type in _FORM_TYPES else request.body
+    return request_fingerprint(method=request.method or "POST", path=request.path, body=body)
+
+
+def replay_visible_to(user: Any, body: Any) -> bool:
+    """May this caller (a `Principal` of the record's partner) see a stored response body? Bodies naming an
+    `employer` are visible to platform keys and to keys bound to that employer; others to the whole partner."""
+    employer = body.get(RESPONSE_EMPLOYER_FIELD) if isinstance(body, dict) else None
+    if not isinstance(employer, int) or isinstance(employer, bool):
+        return True
+    return bool(getattr(user, "all_employers", False)) or employer in getattr(user, "employer_ids", ())
 
 
 def idempotency_claim(*, partner_id: int, key: str, fingerprint: str) -> Claim:
@@ -130,7 +181,7 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                 detail=f"{HEADER} must be 1–{MAX_KEY_LENGTH} printable characters.",
                 slug="invalid-idempotency-key",
             )
-        fingerprint = request_fingerprint(method=request.method or "POST", path=request.path, body=request.body)
+        fingerprint = request_fingerprint_of(request)
         claim = idempotency_claim(partner_id=int(getattr(request.user, "partner_id")), key=key, fingerprint=fingerprint)  # noqa: B009
         if claim.outcome == "mismatch":
             raise ProblemError(
@@ -147,8 +198,12 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
             )
         if claim.outcome == "replay":
             record = claim.record
-            headers = {**record.response_headers, REPLAYED_HEADER: "true"}
             body = json.loads(record.response_body) if record.response_body else None
+            if not replay_visible_to(request.user, body):
+                # Another employer's response: this key's request is its own (and is not stored under a key
+                # that already holds another response).
+                return view_method(self, request, *args, **kwargs)
+            headers = {**record.response_headers, REPLAYED_HEADER: "true"}
             return Response(body, status=record.response_status, headers=headers)
 
         record = claim.record

@@ -1,42 +1,194 @@
-"""Request-size limits, answered as 413 problem+json before anything reads the body."""
+"""The API's edge (issue 8, kinds 4, 12, 13; ADR 0015). In request order:
+
+1. `RequestIdMiddleware` — every response carries `X-Request-ID`: a valid client-sent id is kept, anything
+   else is replaced by a fresh one; django-structlog logs the same id, and every problem+json body under
+   /api/ carries it as `request_id`.
+2. `ApiProblemMiddleware` — under /api/, every error response is problem+json, whoever produced it
+   (Django's router 404, a 405, a 500 rendered by Django, a 503).
+3. `RequestSizeLimitMiddleware` — 413 before anything reads a body larger than its endpoint accepts
+   (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked.
+4. `JsonNestingGuardMiddleware` — 400 for a body nested deeper than `API_MAX_JSON_DEPTH`, before any code
+   that parses JSON runs (the Idempotency-Key fingerprint, DRF's parser, insurer callbacks).
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import re
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 
-from apps.common.errors import problem_response
+from apps.common.errors import PROBLEM_CONTENT_TYPE, problem_response
+from apps.common.parsers import NESTING_CHECKED_META, json_nesting_exceeds, max_json_depth
 
-UPLOAD_PATHS = ("/api/v1/endorsement-batches",)
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_META = "HTTP_X_REQUEST_ID"
+#: A client's request id is kept when it is 1–128 characters of this set (UUIDs, ULIDs, trace ids);
+#: anything else (control characters, spaces, very long values) is replaced, never echoed.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=/+-]{0,127}")
+API_PREFIX = "/api/"
+#: The one endpoint with the upload limit (CSV or JSON batches of up to 50,000 rows); only for POST.
+UPLOAD_ENDPOINTS = frozenset({("POST", "/api/v1/endorsement-batches")})
+# Headers an error response keeps when it is rewritten as problem+json.
+_DROPPED_HEADERS = frozenset({"content-type", "content-length"})
+
+Handler = Callable[[HttpRequest], HttpResponse]
 
 
-class RequestSizeLimitMiddleware:
-    """Reject API bodies over the limit by their declared length (uploads have a larger limit).
+def request_id_of(request: HttpRequest) -> str | None:
+    """The id `RequestIdMiddleware` gave this request (None outside a request that went through it)."""
+    return getattr(request, "request_id", None)
 
-    Bodies sent without a Content-Length are still bounded: Django raises `RequestDataTooBig` past
-    `DATA_UPLOAD_MAX_MEMORY_SIZE`, which the API's exception handler also turns into 413.
-    """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+class RequestIdMiddleware:
+    def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/"):
+        sent = request.META.get(_REQUEST_ID_META, "")
+        request_id = sent if isinstance(sent, str) and REQUEST_ID_RE.fullmatch(sent) else str(uuid.uuid4())
+        # django-structlog reads the header later in the chain: it logs the id the client will see.
+        request.META[_REQUEST_ID_META] = request_id
+        request.__dict__.pop("headers", None)  # `request.headers` is cached; drop a copy made before us
+        request.request_id = request_id  # type: ignore[attr-defined]
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        if request.path.startswith(API_PREFIX) and _is_problem(response):
+            _add_request_id(response, request_id)
+        return response
+
+
+def _is_problem(response: HttpResponse) -> bool:
+    return not response.streaming and response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
+
+
+def _add_request_id(response: HttpResponse, request_id: str) -> None:
+    if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+        response.render()
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return
+    if isinstance(body, dict) and "request_id" not in body:
+        body["request_id"] = request_id
+        response.content = json.dumps(body).encode()
+
+
+class ApiProblemMiddleware:
+    """Rewrites any non-problem error response under /api/ as problem+json with the same status and headers.
+
+    DRF views already answer problem+json (`problem_exception_handler`); this catches what happens outside
+    them: URL resolution (404, also with `DEBUG=True`), Django's own 400/403/500 pages, a 405 from a plain
+    view, and anything a middleware answers."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code < 400 or not request.path.startswith(API_PREFIX) or _is_problem(response):
+            return response
+        if response.streaming:
+            return response
+        problem = problem_response(request, response.status_code, _generic_detail(response.status_code))
+        for name, value in response.items():
+            if name.lower() not in _DROPPED_HEADERS:
+                problem[name] = value
+        return problem
+
+
+def _generic_detail(status_code: int) -> str:
+    if status_code == 404:
+        return "No resource exists at this address."
+    if status_code == 405:
+        return "This method is not allowed on this resource."
+    if status_code >= 500:
+        return "An unexpected error occurred."
+    return "The request could not be processed."
+
+
+def body_limit_for(request: HttpRequest) -> int:
+    """Bytes a request body may have (SPEC §2 "Bounded input"): the upload limit for the batch endpoint's
+    POST, the body limit for everything else — whatever the content type (multipart included)."""
+    path = request.path.rstrip("/")
+    if (request.method, path) in UPLOAD_ENDPOINTS:
+        return int(settings.API_MAX_UPLOAD_BYTES)
+    return int(settings.API_MAX_BODY_BYTES)
+
+
+class RequestSizeLimitMiddleware:
+    """413 for an API body over its endpoint's limit, before anything reads it.
+
+    1. A declared `Content-Length` over the limit → 413 at once (the body is never read).
+    2. A chunked body (no `Content-Length`): when the server hands it over de-chunked (gunicorn sets
+       `wsgi.input_terminated`), at most limit + 1 bytes are read; more → 413, otherwise the bytes read
+       become the request's body. A server that cannot terminate the input gets 411 (Length Required)
+       rather than a read that never ends.
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        limit = body_limit_for(request)
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared:
             try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
+                length = int(declared)
             except ValueError:
-                return problem_response(request, 400, "Content-Length is not a number.")
-            content_type = request.META.get("CONTENT_TYPE", "")
-            # Uploads and JSON batches (up to 50,000 rows) get the upload limit; everything else the body limit.
-            is_upload = content_type.startswith("multipart/") or request.path.startswith(UPLOAD_PATHS)
-            limit = settings.API_MAX_UPLOAD_BYTES if is_upload else settings.API_MAX_BODY_BYTES
+                return problem_response(request, 400, "Content-Length is not a number.", slug="malformed-request")
             if length > limit:
+                return _too_large(request, limit, f"The request body is {length} bytes")
+        elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            if not request.META.get("wsgi.input_terminated"):
+                return problem_response(request, 411, "Send a Content-Length with the request body.")
+            data = request.META["wsgi.input"].read(limit + 1)
+            if len(data) > limit:
+                return _too_large(request, limit, "The request body is larger than that")
+            request.META["CONTENT_LENGTH"] = str(len(data))
+            request._stream = LimitedStream(io.BytesIO(data), len(data))  # type: ignore[assignment]
+        return self.get_response(request)
+
+
+def _too_large(request: HttpRequest, limit: int, what: str) -> HttpResponse:
+    return problem_response(
+        request,
+        413,
+        f"{what}; this endpoint accepts at most {limit} bytes.",
+        slug="payload-too-large",
+        extra={"max_bytes": limit},
+    )
+
+
+class JsonNestingGuardMiddleware:
+    """400 problem+json for an API body nested deeper than `API_MAX_JSON_DEPTH` (see `apps.common.parsers`).
+
+    It runs before the view, so the Idempotency-Key fingerprint (which canonicalises JSON bodies) and the
+    insurer callback view (which parses its raw body itself) never see such a body. Any body is checked, not
+    only `application/json`: the fingerprint parses whatever parses. Bodies are bounded by
+    `RequestSizeLimitMiddleware`, which runs first."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(API_PREFIX) and request.META.get("CONTENT_LENGTH") not in (None, "", "0"):
+            limit = max_json_depth()
+            body = request.body
+            if json_nesting_exceeds(body, limit):
                 return problem_response(
                     request,
-                    413,
-                    f"The request body is {length} bytes; this endpoint accepts at most {limit}.",
-                    slug="payload-too-large",
+                    400,
+                    f"The JSON body is nested more than {limit} levels deep.",
+                    slug="nesting-too-deep",
+                    title="Bad Request",
                 )
+            request.META[NESTING_CHECKED_META] = len(body)
         return self.get_response(request)

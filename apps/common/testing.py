@@ -21,3 +21,21 @@ def is_postgres() -> bool:
 def require_postgres() -> None:
     if not is_postgres():
         pytest.skip("needs PostgreSQL")
+
+
+def row_counts() -> dict[str, int]:
+    """Rows in every table of every Keel app, in one query: compare before/after to prove nothing was written
+    (no domain row, no outbox event, no audit event, no ledger entry, no idempotency record)."""
+    from django.apps import apps
+
+    models = sorted(
+        (m for m in apps.get_models() if m.__module__.startswith("apps.") and not m._meta.proxy),
+        key=lambda m: m._meta.db_table,
+    )
+    qn = connection.ops.quote_name
+    # Table names come from the models, quoted: no outside input reaches this SQL.
+    sql = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {qn(m._meta.db_table)})" for m in models)  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        counts = cursor.fetchone()
+    return {m._meta.label: int(n) for m, n in zip(models, counts, strict=True)}

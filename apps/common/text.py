@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+from django.utils.deconstruct import deconstructible
+
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_EXCEPT_NEWLINES_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 CONTROL_CHARACTER_MESSAGE = "Must not contain control characters."
@@ -18,3 +22,26 @@ def control_character_error(value: str, *, allow_newlines: bool = False) -> str 
     """The error message for `value` if it holds a control character (or a lone surrogate), else None."""
     pattern = _CONTROL_EXCEPT_NEWLINES_RE if allow_newlines else _CONTROL_RE
     return CONTROL_CHARACTER_MESSAGE if pattern.search(value) else None
+
+
+#: The one e-mail rule of the API (issue 8, kind 5): Django's validator **without** its default
+#: `localhost` allow-list, so `x@localhost`, `a@b.c` and `dev..sen@example.com` are all refused.
+EMAIL_VALIDATOR = EmailValidator(allowlist=[])
+
+
+@deconstructible
+class ControlCharacterValidator:
+    """A Django/DRF validator wrapping `control_character_error` (raises `ValidationError` with its message)."""
+
+    def __init__(self, *, allow_newlines: bool = False) -> None:
+        self.allow_newlines = allow_newlines
+
+    def __call__(self, value: object) -> None:
+        if isinstance(value, str) and (message := control_character_error(value, allow_newlines=self.allow_newlines)):
+            raise ValidationError(message, code="control_characters")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ControlCharacterValidator) and other.allow_newlines == self.allow_newlines
+
+    def __hash__(self) -> int:
+        return hash((ControlCharacterValidator, self.allow_newlines))

@@ -2,18 +2,44 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin, ReadOnlyTabularInline
+from apps.common.forms import MoneyFormField, StrictEmailFormField
 from apps.common.money import format_minor
 from apps.employers.models import Coverage, CoverageChange, Employee, Employer, Policy
 from apps.employers.services import EMPLOYER_MUTABLE_FIELDS, employer_update
 
 
+class EmployerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Operators type the threshold in rupees (ADR 0014) and the contact e-mail by the API's rule (ADR 0015)."""
+
+    low_balance_threshold = MoneyFormField(required=False, initial=0)
+    contact_email = StrictEmailFormField(required=False)
+
+    class Meta:
+        model = Employer
+        fields = (
+            "partner",
+            "name",
+            "external_ref",
+            "status",
+            "low_balance_threshold",
+            "velocity_limit_per_hour",
+            "contact_email",
+        )
+
+    def clean_low_balance_threshold(self) -> int:
+        value = self.cleaned_data.get("low_balance_threshold")
+        return 0 if value is None else int(value)
+
+
 @admin.register(Employer)
 class EmployerAdmin(admin.ModelAdmin):
+    form = EmployerAdminForm
     list_display = ("id", "name", "external_ref", "partner", "status", "low_balance_threshold", "created_at")
     list_filter = ("status", "partner")
     search_fields = ("name", "external_ref")

@@ -1,7 +1,19 @@
-"""Turn a request body or a batch row into an `EndorsementDraft`, or field errors.
+"""Turn a request body, a JSON batch row or a CSV row into an `EndorsementDraft`, or field errors (SPEC §7).
 
-One parser serves the single-endorsement API, JSON batches and CSV batches, so a rule is written once. It is
-hand-written rather than a DRF serializer per row because a 50,000-row batch must parse in well under a second.
+One parser serves the single-endorsement API, JSON batches and CSV batches, so a rule is written once and every
+field of every source gets it (issue 8, kinds 1, 3, 5, 6):
+
+- text: a string, stripped, bounded, without control characters (`apps.common.text.control_character_error`);
+- money: the one API grammar (`apps.common.money.to_minor`, `MONEY_PATTERN`), then the field's range;
+- dates: `YYYY-MM-DD` only; a well-formed date that does not exist (`1990-02-30`) says so;
+- e-mail: Django's `EmailValidator` without the `localhost` allow-list;
+- gender: the spellings HR exports use (`M`/`F`/`O`, `Male`, `female`, any case) → the canonical value;
+- ids (`employer`, `policy`): positive integers within the bigint column's range (`parse_id`).
+
+It is hand-written rather than a DRF serializer per row because a 50,000-row batch must parse in well under a
+second. `read_csv` turns the bytes of an upload into rows without ever losing a valid one: a file-level fault
+(encoding, delimiter, header, an unclosed quote, too many rows) is one `ParseErrors` on `file`; a row-level
+fault (cell count, undecodable bytes, a malformed quote) is that row's error; blank rows are skipped.
 """
 
 from __future__ import annotations
@@ -9,11 +21,16 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from apps.common.money import MoneyError, to_minor
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+
+from apps.common.money import MoneyError, format_minor, to_minor
+from apps.common.text import control_character_error
 from apps.employers.models import Gender
 from apps.endorsements.models import EndorsementType
 from apps.endorsements.validation import EndorsementDraft
@@ -21,27 +38,64 @@ from apps.endorsements.validation import EndorsementDraft
 CSV_COLUMNS = ("employee_code", "first_name", "last_name", "date_of_birth", "gender", "email", "type", "effective_date")
 CSV_OPTIONAL = ("sum_insured",)
 MAX_ROWS = 50_000
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CODE_RE = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
 MAX_SUM_INSURED = 10**12  # paise: ₹1,000 crore
+MAX_ID = 2**63 - 1  # ids are bigint columns (DEFAULT_AUTO_FIELD = BigAutoField)
+MEMBER_TEXT_FIELDS = {"first_name": 100, "last_name": 100}
+CORRECTABLE_FIELDS = ("first_name", "last_name", "date_of_birth", "gender", "email", "sum_insured")
+# HR exports spell gender many ways; each maps to the stored value (SPEC §7; issue 8, kind 6).
+GENDER_SPELLINGS = {
+    **{g.value: g.value for g in Gender},
+    "m": Gender.MALE.value,
+    "f": Gender.FEMALE.value,
+    "o": Gender.OTHER.value,
+}
+GENDER_MESSAGE = "Must be one of: male, female, other (also M, F, O; any case)."
+MONEY_MESSAGE = "Enter an amount as a decimal string with at most two places, like 500000.00."
+_CODE_RE = re.compile(r"[A-Za-z0-9._/-]{1,64}")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ID_RE = re.compile(r"[1-9][0-9]{0,18}")
+# Django's validator, without its default `localhost` allow-list (issue 8, kind 5): `x@localhost`, `a@b.c` and
+# `dev..sen@example.com` are not addresses anyone can be written to.
+_EMAIL = EmailValidator(allowlist=[])
+MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
 
 
 class ParseErrors(Exception):
+    """Field errors of one request or row: `errors` is `[(field path, message)]`, e.g. `("employee.email", …)`."""
+
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{f}: {d}" for f, d in errors))
         self.errors = errors
 
 
+def parse_id(value: Any) -> int | None:
+    """An id from a JSON body (int) or a form field (decimal digits) → int in 1 … 2**63−1, else None.
+
+    Booleans, floats, signs, blanks, non-ASCII digits and anything beyond the bigint column are refused here, so
+    no lookup can overflow (issue 8, kind 1: beyond the column's range in a body → 422)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 1 <= value <= MAX_ID else None
+    if isinstance(value, str) and _ID_RE.fullmatch(value):
+        number = int(value)
+        return number if number <= MAX_ID else None
+    return None
+
+
 def _date(value: Any, field: str, errors: list[tuple[str, str]]) -> date | None:
-    if isinstance(value, date):
-        return value
-    if not isinstance(value, str) or not value.strip():
+    if isinstance(value, str):
+        value = value.strip()
+    if value is None or value == "":
         errors.append((field, "A date (YYYY-MM-DD) is required."))
         return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         errors.append((field, "Enter a date as YYYY-MM-DD."))
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append((field, f"{value} is not a real date."))
         return None
 
 
@@ -55,6 +109,10 @@ def _text(
     if not isinstance(value, str):
         errors.append((field, "Must be a string."))
         return None
+    problem = control_character_error(value)
+    if problem:
+        errors.append((field, problem))
+        return None
     value = value.strip()
     if len(value) > max_length:
         errors.append((field, f"At most {max_length} characters."))
@@ -62,61 +120,84 @@ def _text(
     return value
 
 
+def _email(value: Any, field: str, errors: list[tuple[str, str]]) -> str | None:
+    email = _text(value, field, errors, max_length=MAX_EMAIL_LENGTH, required=False)
+    if email is None:
+        return None
+    try:
+        _EMAIL(email)
+    except ValidationError:
+        errors.append((field, "Enter a valid e-mail address."))
+        return None
+    return email
+
+
+def _gender(value: Any, field: str, errors: list[tuple[str, str]]) -> str | None:
+    canonical = GENDER_SPELLINGS.get(value.strip().lower()) if isinstance(value, str) else None
+    if canonical is None:
+        errors.append((field, GENDER_MESSAGE))
+    return canonical
+
+
 def _member_fields(
     source: Mapping[str, Any], prefix: str, errors: list[tuple[str, str]], *, required: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("first_name", "last_name"):
-        value = _text(source.get(name), f"{prefix}{name}", errors, required=required)
+    for name, max_length in MEMBER_TEXT_FIELDS.items():
+        value = _text(source.get(name), f"{prefix}{name}", errors, required=required, max_length=max_length)
         if value is not None:
             out[name] = value
     if required or source.get("date_of_birth") not in (None, ""):
         dob = _date(source.get("date_of_birth"), f"{prefix}date_of_birth", errors)
         if dob is not None:
             out["date_of_birth"] = dob
-    gender = source.get("gender")
-    if required or gender not in (None, ""):
-        if not isinstance(gender, str) or gender.strip().lower() not in Gender.values:
-            errors.append((f"{prefix}gender", f"Must be one of: {', '.join(Gender.values)}."))
-        else:
-            out["gender"] = gender.strip().lower()
-    email = source.get("email")
-    if email not in (None, ""):
-        if not isinstance(email, str) or len(email) > 254 or not _EMAIL_RE.match(email.strip()):
-            errors.append((f"{prefix}email", "Enter a valid e-mail address."))
-        else:
-            out["email"] = email.strip()
-    elif required:
+    if required or source.get("gender") not in (None, ""):
+        gender = _gender(source.get("gender"), f"{prefix}gender", errors)
+        if gender is not None:
+            out["gender"] = gender
+    email = _email(source.get("email"), f"{prefix}email", errors)
+    if email is not None:
+        out["email"] = email
+    elif required and not any(f == f"{prefix}email" for f, _ in errors):
         out["email"] = ""
     return out
 
 
 def _sum_insured(value: Any, field: str, errors: list[tuple[str, str]]) -> int | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, (bool, float)):
-        errors.append((field, "Enter an amount as a decimal string with at most two places."))
+    if value is None or value == "":
         return None
     try:
         minor = to_minor(value)
     except MoneyError:
-        errors.append((field, "Enter an amount as a decimal string with at most two places."))
+        errors.append((field, MONEY_MESSAGE))
         return None
     if not 0 < minor <= MAX_SUM_INSURED:
-        errors.append((field, "Must be greater than 0 and at most 10000000000.00."))
+        errors.append((field, f"Must be greater than 0 and at most {format_minor(MAX_SUM_INSURED)}."))
         return None
     return minor
 
 
+def _code(value: Any, field: str, errors: list[tuple[str, str]]) -> str | None:
+    code = _text(value, field, errors, max_length=64)
+    if code is not None and not _CODE_RE.fullmatch(code):
+        errors.append((field, "Letters, digits and . _ / - only."))
+        return None
+    return code
+
+
 def draft_from_request(body: Mapping[str, Any]) -> EndorsementDraft:
-    """A single-request body (or a JSON batch row) → draft. Raises ParseErrors with JSON-pointer-like fields."""
+    """A single-request body or a JSON batch row → draft (SPEC §7 request bodies).
+
+    Raises `ParseErrors` listing every bad field with its path (`employee.email`, `changes.sum_insured`). Money is
+    returned in paise; `employer`/`policy` are not read here (see `parse_id`)."""
     errors: list[tuple[str, str]] = []
     kind = body.get("type")
-    if kind not in EndorsementType.values:
+    if not isinstance(kind, str) or kind not in EndorsementType.values:
         raise ParseErrors([("type", f"Must be one of: {', '.join(EndorsementType.values)}.")])
     effective_date = _date(body.get("effective_date"), "effective_date", errors)
     sum_insured = _sum_insured(body.get("sum_insured"), "sum_insured", errors)
     details: dict[str, Any] = {}
+    employee_code: str | None
     if kind == EndorsementType.ADDITION:
         employee = body.get("employee")
         if not isinstance(employee, Mapping):
@@ -132,8 +213,7 @@ def draft_from_request(body: Mapping[str, Any]) -> EndorsementDraft:
             if not isinstance(changes, Mapping) or not changes:
                 errors.append(("changes", "A correction needs at least one change."))
             else:
-                unknown = set(changes) - {"first_name", "last_name", "date_of_birth", "gender", "email", "sum_insured"}
-                for name in sorted(unknown):
+                for name in sorted(str(k) for k in changes if k not in CORRECTABLE_FIELDS):
                     errors.append((f"changes.{name}", "This field cannot be corrected."))
                 details = _member_fields(changes, "changes.", errors, required=False)
                 if "sum_insured" in changes:
@@ -151,16 +231,8 @@ def draft_from_request(body: Mapping[str, Any]) -> EndorsementDraft:
     )
 
 
-def _code(value: Any, field: str, errors: list[tuple[str, str]]) -> str | None:
-    code = _text(value, field, errors, max_length=64)
-    if code is not None and not _CODE_RE.match(code):
-        errors.append((field, "Letters, digits and . _ / - only."))
-        return None
-    return code
-
-
 def draft_from_csv_row(row: Mapping[str, str]) -> EndorsementDraft:
-    """A CSV row (flat columns) → the same shape as a request, then `draft_from_request`."""
+    """A CSV row (flat columns, cells already stripped) → the request shape, then `draft_from_request`."""
     kind = (row.get("type") or "").strip().lower()
     member = {
         k: row.get(k, "") for k in ("employee_code", "first_name", "last_name", "date_of_birth", "gender", "email")
@@ -177,38 +249,131 @@ def draft_from_csv_row(row: Mapping[str, str]) -> EndorsementDraft:
         if row.get("sum_insured"):
             changes["sum_insured"] = row["sum_insured"]
         body["changes"] = changes
-    draft = draft_from_request(body)
-    return draft
+    return draft_from_request(body)
 
 
 def csv_field_name(field: str) -> str:
-    """Request-shaped error fields → the CSV column a user can find."""
+    """Request-shaped error fields → the CSV column a user can find (`employee.email` → `email`)."""
     return field.split(".")[-1]
 
 
-def read_csv(content: bytes) -> tuple[list[dict[str, str]], list[str]]:
-    """Rows and the header. Raises ParseErrors for an unreadable file or missing columns."""
+# --- CSV files ---------------------------------------------------------------------------------------------------
+
+_UNDECODABLE_RE = re.compile(r"[\udc80-\udcff]")
+_FOREIGN_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+_OTHER_DELIMITERS = (";", "\t", "|")
+_DELIMITER_NAMES = {";": "semicolon (;)", "\t": "tab", "|": "pipe (|)"}
+
+
+@dataclass(slots=True)
+class CsvRow:
+    """One non-blank data row of an uploaded CSV."""
+
+    row: int  # 1-based among data rows (the header and blank rows are not counted)
+    line: int  # 1-based line of the file on which the row starts (the header is line 1)
+    cells: dict[str, str] = field(default_factory=dict)  # column → stripped cell
+    errors: list[tuple[str, str]] = field(default_factory=list)  # structural faults: the row cannot be parsed
+
+
+def read_csv(content: bytes) -> list[CsvRow]:
+    """The rows of an uploaded CSV (UTF-8, optional BOM, LF/CRLF/CR line ends, RFC 4180 quoting).
+
+    Raises `ParseErrors([("file", …)])` for what makes the whole file unreadable: another encoding's BOM, an
+    empty file, a header delimited by something other than commas, missing/unknown/duplicate columns, a quoted
+    field never closed (the rest of the file would be one cell), more than `MAX_ROWS` rows. Everything else is
+    a `CsvRow.errors` entry of its own row, so the other rows are kept: a different number of cells than the
+    header, bytes that are not UTF-8 (reported on their column), a malformed quote. Blank rows (`,,,,`) are
+    skipped and not counted.
+    """
+    for bom, name in _FOREIGN_BOMS.items():
+        if content.startswith(bom):
+            raise ParseErrors([("file", f"The file is {name}-encoded; save it as UTF-8 CSV.")])
+    # Undecodable bytes become lone surrogates, reported on the row and column that holds them.
+    text = content.decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header = _read_header(reader)
+    width = len(header)
+    named = [(i, name) for i, name in enumerate(header) if name]
+    optional = {i for i, name in named if name in CSV_OPTIONAL}
+    rows: list[CsvRow] = []
+    previous_line = reader.line_num
+    while True:
+        start = previous_line + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):  # only at the end of the file, inside quotes
+                raise ParseErrors([("file", f"Line {start}: a quoted field is never closed.")])
+            previous_line = reader.line_num
+            rows.append(CsvRow(len(rows) + 1, start, errors=[("row", f"Malformed CSV: {exc}.")]))
+            _check_count(rows)
+            continue
+        previous_line = reader.line_num
+        stripped = [c.strip() for c in cells]
+        if not any(stripped):
+            continue
+        current = CsvRow(len(rows) + 1, start)
+        rows.append(current)
+        _check_count(rows)
+        extra = stripped[width:]
+        missing = range(len(stripped), width)
+        if any(extra) or any(i not in optional for i in missing):
+            current.errors.append(("row", f"This row has {len(cells)} cells; the header has {width}."))
+            continue
+        unnamed = [i for i in range(min(width, len(stripped))) if not header[i] and stripped[i]]
+        if unnamed:
+            current.errors.append(("row", f"Cell {unnamed[0] + 1} has a value but its column has no name."))
+            continue
+        for i, name in named:
+            cell = stripped[i] if i < len(stripped) else ""
+            if _UNDECODABLE_RE.search(cell):
+                current.errors.append((name, "Not valid UTF-8; save the file as UTF-8 CSV."))
+            current.cells[name] = cell
+    if not rows:
+        raise ParseErrors([("file", "The file has a header but no rows.")])
+    return rows
+
+
+def _check_count(rows: list[CsvRow]) -> None:
+    if len(rows) > MAX_ROWS:
+        raise ParseErrors([("file", f"At most {MAX_ROWS} rows per batch.")])
+
+
+def _read_header(reader: Any) -> list[str]:
+    """The header row, lower-cased and stripped; `ParseErrors` on `file` if it cannot be Keel's header."""
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
+        raw = next(reader)
+        while not any(c.strip() for c in raw):  # blank lines above the header
+            raw = next(reader)
+    except StopIteration:
+        raise ParseErrors([("file", "The file is empty.")])
+    except csv.Error as exc:
+        raise ParseErrors([("file", f"Line {reader.line_num}: the header is not valid CSV ({exc}).")])
+    header = [c.strip().lower() for c in raw]
+    if any(_UNDECODABLE_RE.search(h) for h in header):
         raise ParseErrors([("file", "The file must be UTF-8 encoded CSV.")])
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in CSV_COLUMNS if c not in header]
+    if len(header) == 1:
+        found = max(_OTHER_DELIMITERS, key=header[0].count)
+        if header[0].count(found):
+            detail = f"The file is delimited by {_DELIMITER_NAMES[found]}, not commas; save it as comma-separated CSV."
+            raise ParseErrors([("file", detail)])
+    names = [h for h in header if h]
+    duplicate = sorted({h for h in names if names.count(h) > 1})
+    if duplicate:
+        raise ParseErrors([("file", f"Duplicate column(s): {', '.join(duplicate)}.")])
+    missing = [c for c in CSV_COLUMNS if c not in names]
     if missing:
         raise ParseErrors([("file", f"Missing column(s): {', '.join(missing)}.")])
-    unknown = [c for c in header if c not in CSV_COLUMNS + CSV_OPTIONAL]
+    unknown = [c for c in names if c not in CSV_COLUMNS + CSV_OPTIONAL]
     if unknown:
-        raise ParseErrors([("file", f"Unknown column(s): {', '.join(unknown)}.")])
-    reader.fieldnames = header
-    rows: list[dict[str, str]] = []
-    for row in _limited(reader):
-        rows.append({k: (v or "").strip() for k, v in row.items() if k is not None})
-    return rows, header
-
-
-def _limited(reader: csv.DictReader) -> Iterator[dict[str, str]]:  # type: ignore[type-arg]
-    for count, row in enumerate(reader, start=1):
-        if count > MAX_ROWS:
-            raise ParseErrors([("file", f"At most {MAX_ROWS} rows per batch.")])
-        yield row
+        raise ParseErrors(
+            [("file", f"Unknown column(s): {', '.join(unknown)}. Known: {', '.join(CSV_COLUMNS + CSV_OPTIONAL)}.")]
+        )
+    return header

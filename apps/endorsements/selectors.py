@@ -10,19 +10,29 @@ from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from apps.employers.selectors import employers_visible_to
-from apps.endorsements.models import TERMINAL, Endorsement, EndorsementBatch
+from apps.endorsements.models import TERMINAL, Endorsement, EndorsementBatch, EndorsementStatus
 from apps.partners.contracts import Principal
+
+MAX_ID = 2**63 - 1  # bigint primary keys
 
 
 def endorsements_visible_to(principal: Principal) -> QuerySet[Endorsement]:
     return Endorsement.objects.filter(employer__in=employers_visible_to(principal))
 
 
-def endorsement_get_for(principal: Principal, endorsement_id: int | str) -> Endorsement:
+def _path_id(value: int | str) -> int:
+    """An id from the URL; anything that is not a bigint id is 404 (issue 8, kind 1: ids in a path)."""
     try:
-        pk = int(endorsement_id)
+        pk = int(value)
     except (TypeError, ValueError):
         raise Http404
+    if not 1 <= pk <= MAX_ID:
+        raise Http404
+    return pk
+
+
+def endorsement_get_for(principal: Principal, endorsement_id: int | str) -> Endorsement:
+    pk = _path_id(endorsement_id)
     endorsement = endorsements_visible_to(principal).filter(pk=pk).first()
     if endorsement is None:
         raise Http404
@@ -30,10 +40,7 @@ def endorsement_get_for(principal: Principal, endorsement_id: int | str) -> Endo
 
 
 def batch_get_for(principal: Principal, batch_id: int | str) -> EndorsementBatch:
-    try:
-        pk = int(batch_id)
-    except (TypeError, ValueError):
-        raise Http404
+    pk = _path_id(batch_id)
     batch = EndorsementBatch.objects.filter(employer__in=employers_visible_to(principal), pk=pk).first()
     if batch is None:
         raise Http404
@@ -48,23 +55,29 @@ def batch_progress(batch: EndorsementBatch) -> dict[str, Any]:
     return {"counts": counts, "percent_complete": percent}
 
 
+# Endorsements that ended in one of these do not make a resubmission a duplicate: the partner may try again
+# after a failure (SPEC §7; issue 8, kind 10).
+NOT_DUPLICATED_BY = (EndorsementStatus.FAILED, EndorsementStatus.REJECTED, EndorsementStatus.CANCELLED)
+
 _DUPLICATE_SQL = f"""
 SELECT id FROM {Endorsement._meta.db_table}
- WHERE employer_id = %s AND content_hash = %s AND created_at >= %s
+ WHERE employer_id = %s AND content_hash = %s AND created_at >= %s AND NOT (status = ANY(%s))
  ORDER BY id LIMIT 1
 """  # noqa: S608 - the table name from model metadata; every value is a bound parameter
 
 
 def endorsement_duplicate_of(*, employer_id: int, content_hash: str, since: datetime) -> int | None:
-    """The first endorsement of this employer with the same content received since `since`, if any. Plain
-    SQL on PostgreSQL: it runs on every single `POST /endorsements` (ADR 0013)."""
+    """The first endorsement of this employer with the same content received since `since` that did not end
+    FAILED, REJECTED or CANCELLED, if any. Plain SQL on PostgreSQL: it runs on every single
+    `POST /endorsements` (ADR 0013)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_DUPLICATE_SQL, [employer_id, content_hash, since])
+            cursor.execute(_DUPLICATE_SQL, [employer_id, content_hash, since, [str(s) for s in NOT_DUPLICATED_BY]])
             row = cursor.fetchone()
         return int(row[0]) if row else None
     return (
         Endorsement.objects.filter(employer_id=employer_id, content_hash=content_hash, created_at__gte=since)
+        .exclude(status__in=NOT_DUPLICATED_BY)
         .order_by("id")
         .values_list("id", flat=True)
         .first()

@@ -48,15 +48,14 @@ from apps.endorsements.models import (
     EndorsementType,
     PremiumDirection,
 )
+from apps.endorsements.pricing import Priced, price_against
 from apps.endorsements.validation import (
     LARGE_IN_LIST,
     EndorsementDraft,
     MemberError,
     MemberState,
-    Priced,
     apply_to_projection,
     check_context,
-    price_against,
     project_member,
     project_members,
 )
@@ -272,13 +271,15 @@ def endorsement_submit(
 ) -> Endorsement:
     """Validate, price and store one endorsement (RECEIVED) and enqueue its processing.
 
+    The caller has authenticated, resolved tenancy (employer/policy) and parsed the body into `draft`.
     1. Lock the member (advisory lock) so concurrent requests for the same member are serialised.
-    2. Validate the context and the member against the projected state (in-flight endorsements count).
-    3. Refuse a duplicate of the same content received in the last 24 h (409 with the existing id).
+    2. Refuse a duplicate — the same content received in the last 24 h for this employer and not FAILED,
+       REJECTED or CANCELLED — with 409 and the existing id, *before* the member rules (SPEC §7; issue 8,
+       kind 10): a resent addition is a duplicate, not "already covered".
+    3. Validate the context and the member against the projected state (in-flight endorsements count); 422.
     4. Insert, record history + audit, enqueue `endorsements.process` keyed by member (ordered per member).
     """
     _lock_members(policy.pk, [draft.employee_code])
-    priced = endorsement_quote(employer=employer, policy=policy, draft=draft)
     content_hash = draft.content_hash(employer_id=employer.pk, policy_id=policy.pk)
     existing = selectors.endorsement_duplicate_of(
         employer_id=employer.pk, content_hash=content_hash, since=timezone.now() - DUPLICATE_WINDOW
@@ -289,6 +290,7 @@ def endorsement_submit(
             slug="duplicate-endorsement",
             extra={"existing_id": existing},
         )
+    priced = endorsement_quote(employer=employer, policy=policy, draft=draft)
     endorsement = Endorsement(
         **_fields(
             employer=employer,
@@ -932,9 +934,10 @@ def endorsements_expire_parked(*, actor: Actor, older_than: timedelta | None = N
 
 @dataclass(frozen=True, slots=True)
 class RowError:
-    row: int  # 1-based data row (the CSV header is not a row)
+    row: int  # 1-based data row (the CSV header and blank rows are not rows)
     field: str
     detail: str
+    line: int | None = None  # 1-based line of the CSV file on which the row starts (None for JSON rows)
 
 
 @transaction.atomic
@@ -947,14 +950,19 @@ def endorsement_batch_create(
     source: str,
     partner_id: int,
     actor: Actor,
+    lines: Sequence[int] | None = None,
 ) -> EndorsementBatch:
-    """Accept the valid rows of a batch and report the invalid ones; nothing valid is lost.
+    """Accept the valid rows of a batch and report the invalid ones; nothing valid is lost (SPEC §7).
 
-    1. Context (employer active, policy term, backdating) per row; every member locked (sorted advisory locks).
-    2. Members projected once for the whole batch (2 queries) and each accepted row applied to the projection
-       in row order, so "add then delete" in one file is valid and "add twice" is not.
-    3. Duplicates of content received in the last 24 h (one query) or earlier in the same file are row errors.
-    4. Bulk inserts of endorsements and history; one audit event for the batch; one `endorsements.process`
+    `drafts[i]` is data row i+1 (None where parsing failed: its errors are in `parse_errors`); `lines[i]` is the
+    CSV line it starts on, reported with each of its errors.
+    1. Every member locked (sorted advisory locks); members projected once for the whole batch (2 queries).
+    2. Per row, in row order: a duplicate of content received in the last 24 h (one query; endorsements that
+       ended FAILED, REJECTED or CANCELLED do not count) or earlier in the same file is a row error naming the
+       original — checked before the context and member rules, as for single requests (issue 8, kind 10);
+       then context (employer active, policy term, backdating); then member rules against the projection,
+       each accepted row applied to it, so "add then delete" in one file is valid and "add twice" is not.
+    3. Bulk inserts of endorsements and history; one audit event for the batch; one `endorsements.process`
        event per 500 rows, keyed by batch so its chunks are processed in order.
     """
     today = _today()
@@ -963,35 +971,41 @@ def endorsement_batch_create(
     _lock_members(policy.pk, employee_codes)
     states = project_members(policy=policy, employee_codes=employee_codes)
     hashes = {i: d.content_hash(employer_id=employer.pk, policy_id=policy.pk) for i, d in enumerate(drafts) if d}
-    recent_rows = Endorsement.objects.filter(employer=employer, created_at__gte=timezone.now() - DUPLICATE_WINDOW)
+    recent_rows = Endorsement.objects.filter(
+        employer=employer, created_at__gte=timezone.now() - DUPLICATE_WINDOW
+    ).exclude(status__in=selectors.NOT_DUPLICATED_BY)
     wanted_hashes = set(hashes.values())
     if len(wanted_hashes) <= LARGE_IN_LIST:
         recent_rows = recent_rows.filter(content_hash__in=wanted_hashes)
-    recent = {h: pk for h, pk in recent_rows.values_list("content_hash", "id") if h in wanted_hashes}
+    recent: dict[str, int] = {}
+    for content_hash, pk in recent_rows.order_by("id").values_list("content_hash", "id"):
+        if content_hash in wanted_hashes:
+            recent.setdefault(content_hash, pk)
     seen_in_file: dict[str, int] = {}
     accepted: list[tuple[Priced, str]] = []
     for index, draft in enumerate(drafts):
         if draft is None:
             continue
         row = index + 1
-        context = check_context(employer=employer, policy=policy, effective_date=draft.effective_date, today=today)
-        if context:
-            errors += [RowError(row, f, d) for f, d in context.items()]
-            continue
+        line = lines[index] if lines is not None else None
         content = hashes[index]
         if content in recent:
-            errors.append(
-                RowError(row, "row", f"Duplicate of endorsement {recent[content]} received in the last 24 h.")
-            )
+            detail = f"Duplicate of endorsement {recent[content]} received in the last 24 h."
+            errors.append(RowError(row, "row", detail, line))
             continue
         if content in seen_in_file:
-            errors.append(RowError(row, "row", f"Duplicate of row {seen_in_file[content]}."))
+            errors.append(RowError(row, "row", f"Duplicate of row {seen_in_file[content]}.", line))
+            continue
+        context = check_context(employer=employer, policy=policy, effective_date=draft.effective_date, today=today)
+        if context:
+            errors += [RowError(row, f, d, line) for f, d in context.items()]
             continue
         state = states.setdefault(draft.employee_code, MemberState(covered=False, sum_insured=None))
         try:
             priced = price_against(draft=draft, policy=policy, state=state, today=today)
         except MemberError as exc:
-            errors += [RowError(row, f.split(".")[-1], d) for f, d in exc.errors.items()]
+            named = {f.split(".")[-1] if source == "csv" else f: d for f, d in exc.errors.items()}
+            errors += [RowError(row, f, d, line) for f, d in named.items()]
             continue
         apply_to_projection(state, kind=draft.type, sum_insured=priced.sum_insured)
         seen_in_file[content] = row
@@ -1007,7 +1021,7 @@ def endorsement_batch_create(
         total_rows=len(drafts),
         accepted=len(accepted),
         rejected=rejected_rows,
-        errors=[{"row": e.row, "field": e.field, "detail": e.detail} for e in errors],
+        errors=[{"row": e.row, "line": e.line, "field": e.field, "detail": e.detail} for e in errors],
         completed_at=None if accepted else timezone.now(),
     )
     ids = _insert_received(

@@ -16,9 +16,8 @@ from typing import Any
 
 from django.db import connection
 
-from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Gender, Policy
+from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
 from apps.endorsements.models import TERMINAL, Endorsement, EndorsementType
-from apps.endorsements.pricing import Quote, quote
 
 # Above this many values, filter in Python rather than send an `IN (…)` list to the database.
 LARGE_IN_LIST = 1000
@@ -53,14 +52,6 @@ class EndorsementDraft:
             "sum_insured": self.sum_insured,
         }
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(slots=True)
-class Priced:
-    draft: EndorsementDraft
-    quote: Quote
-    sum_insured: int | None  # SI after the change (addition/correction), current SI (deletion)
-    sum_insured_before: int | None
 
 
 def age_on(dob: date, on: date) -> int:
@@ -168,63 +159,28 @@ def apply_to_projection(state: MemberState, *, kind: str, sum_insured: int | Non
         state.sum_insured = sum_insured
 
 
-def price_against(*, draft: EndorsementDraft, policy: Policy, state: MemberState, today: date) -> Priced:
-    """Member-level rules and pricing against the projected state; raises `MemberError` with field errors."""
+def member_errors(*, draft: EndorsementDraft, state: MemberState) -> dict[str, str]:
+    """The member rules of SPEC §7 against the projected state, as {field path: message} (empty if none):
+    an addition's member must not be covered (or being added) and be 0–100 on the effective date; a deletion's
+    or correction's member must be covered; a corrected date of birth must give an age of 0–100."""
     errors: dict[str, str] = {}
+    dob = draft.details.get("date_of_birth")
     if draft.type == EndorsementType.ADDITION:
         if state.covered:
             errors["employee.employee_code"] = "The member is already covered on this policy (or being added)."
-        dob = draft.details.get("date_of_birth")
         if isinstance(dob, date) and not 0 <= age_on(dob, draft.effective_date) <= 100:
             errors["employee.date_of_birth"] = "The member's age on the effective date must be 0–100."
-        sum_insured: int = draft.sum_insured or policy.default_sum_insured
-        if errors:
-            raise MemberError(errors)
-        q = quote(
-            kind="addition",
-            rate_per_mille=policy.premium_rate_per_mille,
-            policy_start=policy.start_date,
-            policy_end=policy.end_date,
-            effective_date=draft.effective_date,
-            sum_insured_new=sum_insured,
-        )
-        return Priced(draft=draft, quote=q, sum_insured=sum_insured, sum_insured_before=None)
-
+        return errors
     if not state.covered:
-        raise MemberError({"employee_code": "The member is not covered on this policy."})
-    assert state.sum_insured is not None
-    if draft.type == EndorsementType.DELETION:
-        q = quote(
-            kind="deletion",
-            rate_per_mille=policy.premium_rate_per_mille,
-            policy_start=policy.start_date,
-            policy_end=policy.end_date,
-            effective_date=draft.effective_date,
-            sum_insured_old=state.sum_insured,
-        )
-        return Priced(draft=draft, quote=q, sum_insured=state.sum_insured, sum_insured_before=state.sum_insured)
-
-    dob = draft.details.get("date_of_birth")
-    if isinstance(dob, date) and not 0 <= age_on(dob, draft.effective_date) <= 100:
-        raise MemberError({"changes.date_of_birth": "The member's age on the effective date must be 0–100."})
-    q = quote(
-        kind="correction",
-        rate_per_mille=policy.premium_rate_per_mille,
-        policy_start=policy.start_date,
-        policy_end=policy.end_date,
-        effective_date=draft.effective_date,
-        sum_insured_old=state.sum_insured,
-        sum_insured_new=draft.sum_insured,
-    )
-    new_si = draft.sum_insured if draft.sum_insured is not None else state.sum_insured
-    return Priced(draft=draft, quote=q, sum_insured=new_si, sum_insured_before=state.sum_insured)
+        return {"employee_code": "The member is not covered on this policy."}
+    if not isinstance(dob, date) or draft.type != EndorsementType.CORRECTION:
+        return errors
+    if not 0 <= age_on(dob, draft.effective_date) <= 100:
+        errors["changes.date_of_birth"] = "The member's age on the effective date must be 0–100."
+    return errors
 
 
 class MemberError(Exception):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
-
-
-def valid_gender(value: str) -> bool:
-    return value in Gender.values

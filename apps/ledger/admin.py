@@ -17,7 +17,9 @@ from django.utils.html import format_html
 
 from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin, ReadOnlyStackedInline
-from apps.common.money import MoneyError, format_minor, to_minor
+from apps.common.forms import MoneyFormField
+from apps.common.money import format_minor
+from apps.common.text import ControlCharacterValidator
 from apps.ledger.models import AccountKind, Hold, HoldResolution, LedgerAccount, LedgerEntry, LedgerTransaction
 from apps.ledger.services import LedgerError, topup_post
 
@@ -27,17 +29,12 @@ def _rupees(minor: int | None) -> str:
 
 
 class OperatorTopupForm(forms.Form):
-    amount = forms.CharField(help_text="Rupees with at most two decimals, e.g. 25000.00")
-    reference = forms.CharField(max_length=200, help_text="Bank reference; repeating it changes nothing.")
-
-    def clean_amount(self) -> int:
-        try:
-            minor = to_minor(self.cleaned_data["amount"])
-        except MoneyError as exc:
-            raise forms.ValidationError(str(exc))
-        if minor <= 0:
-            raise forms.ValidationError("The amount must be positive.")
-        return minor
+    amount = MoneyFormField(min_minor=1)
+    reference = forms.CharField(
+        max_length=200,
+        validators=[ControlCharacterValidator()],
+        help_text="Bank reference; repeating it changes nothing.",
+    )
 
 
 @admin.register(LedgerAccount)

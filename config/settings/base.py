@@ -45,7 +45,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The API edge (ADR 0015): request id on every response, problem+json for every API error, body
+    # limits, then the JSON nesting guard — all before anything reads or parses a body.
+    "apps.common.middleware.RequestIdMiddleware",
+    "apps.common.middleware.ApiProblemMiddleware",
     "apps.common.middleware.RequestSizeLimitMiddleware",
+    "apps.common.middleware.JsonNestingGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -267,6 +272,8 @@ API_MAX_UPLOAD_BYTES = env.int("API_MAX_UPLOAD_BYTES", default=20 * 1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_UPLOAD_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1_048_576
 API_MAX_LIST_LENGTH = 50_000
+# Deepest JSON nesting a request body may have (Keel's deepest legitimate body has 4 levels); deeper → 400.
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.partners.authentication.ApiKeyAuthentication"],
@@ -274,7 +281,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "apps.common.parsers.GuardedJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -341,6 +348,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_JSON = env.bool("LOG_JSON", default=True)
 DJANGO_STRUCTLOG_CELERY_ENABLED = True
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+# Safe to trust: `RequestIdMiddleware` runs first and replaces any X-Request-ID that is not a valid id, so the
+# logs carry the id the client sees in its response (ADR 0015).
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
 
 from apps.common.logging import configure_structlog, logging_config  # noqa: E402
 

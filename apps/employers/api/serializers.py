@@ -6,11 +6,12 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.common.fields import MoneyField
+from apps.common.serializers import ModelSerializer, Serializer
 from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Policy
 from apps.insurers.models import Insurer
 
 
-class EmployerSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class EmployerSerializer(ModelSerializer):
     low_balance_threshold = MoneyField(required=False)
 
     class Meta:
@@ -29,7 +30,7 @@ class EmployerSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = ("id", "created_at", "updated_at")
 
 
-class EmployerCreateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EmployerCreateInputSerializer(Serializer):
     name = serializers.CharField(max_length=200)
     external_ref = serializers.CharField(max_length=100)
     status = serializers.ChoiceField(choices=EmployerStatus.choices, default=EmployerStatus.ACTIVE)
@@ -38,7 +39,7 @@ class EmployerCreateInputSerializer(serializers.Serializer):  # type: ignore[typ
     contact_email = serializers.EmailField(required=False, default="", allow_blank=True)
 
 
-class EmployerUpdateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EmployerUpdateInputSerializer(Serializer):
     name = serializers.CharField(max_length=200, required=False)
     status = serializers.ChoiceField(choices=EmployerStatus.choices, required=False)
     low_balance_threshold = MoneyField(required=False)
@@ -52,13 +53,13 @@ class EmployerUpdateInputSerializer(serializers.Serializer):  # type: ignore[typ
         return attrs
 
 
-class InsurerSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class InsurerSerializer(ModelSerializer):
     class Meta:
         model = Insurer
         fields = ("code", "name", "protocol", "is_active")
 
 
-class PolicySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class PolicySerializer(ModelSerializer):
     insurer = serializers.SlugRelatedField(slug_field="code", read_only=True)  # type: ignore[var-annotated]
     default_sum_insured = MoneyField()
     premium_rate_per_mille = serializers.DecimalField(max_digits=10, decimal_places=4)
@@ -81,7 +82,7 @@ class PolicySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = fields
 
 
-class PolicyCreateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PolicyCreateInputSerializer(Serializer):
     employer = serializers.IntegerField(min_value=1)
     insurer = serializers.CharField(max_length=40, help_text="insurer code, e.g. sandbox-rest")
     policy_number = serializers.CharField(max_length=64)
@@ -92,7 +93,7 @@ class PolicyCreateInputSerializer(serializers.Serializer):  # type: ignore[type-
     backdating_days = serializers.IntegerField(min_value=0, max_value=365, default=30)
 
 
-class EmployeeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class EmployeeSerializer(ModelSerializer):
     class Meta:
         model = Employee
         fields = (
@@ -110,7 +111,7 @@ class EmployeeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = fields
 
 
-class CoverageSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class CoverageSerializer(ModelSerializer):
     employee_code = serializers.CharField(source="employee.employee_code", read_only=True)
     employer = serializers.IntegerField(source="policy.employer_id", read_only=True)
     sum_insured = MoneyField()

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import ProblemError
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
 from apps.employers import selectors, services
 from apps.employers.api.serializers import (
@@ -28,7 +29,7 @@ from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, pr
 from apps.partners.models import Scope
 
 
-class EmployerFilter(django_filters.FilterSet):
+class EmployerFilter(FilterSet):
     status = django_filters.ChoiceFilter(choices=EmployerStatus.choices)
     external_ref = django_filters.CharFilter()
 
@@ -102,8 +103,8 @@ class InsurerListView(PartnerGenericAPIView):
         return self.get_paginated_response(InsurerSerializer(page, many=True).data)
 
 
-class PolicyFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="employer_id")
+class PolicyFilter(FilterSet):
+    employer = IdFilter(field_name="employer_id")
 
     class Meta:
         model = Policy
@@ -145,8 +146,8 @@ class PolicyDetailView(PartnerGenericAPIView):
         return Response(PolicySerializer(selectors.policy_get_for(principal_of(request), pk)).data)
 
 
-class EmployeeFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="employer_id")
+class EmployeeFilter(FilterSet):
+    employer = IdFilter(field_name="employer_id")
     employee_code = django_filters.CharFilter()
 
     class Meta:
@@ -168,9 +169,9 @@ class EmployeeListView(PartnerGenericAPIView):
         return self.get_paginated_response(EmployeeSerializer(page, many=True).data)
 
 
-class CoverageFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="policy__employer_id")
-    policy = django_filters.NumberFilter(field_name="policy_id")
+class CoverageFilter(FilterSet):
+    employer = IdFilter(field_name="policy__employer_id")
+    policy = IdFilter(field_name="policy_id")
     employee_code = django_filters.CharFilter(field_name="employee__employee_code")
     status = django_filters.ChoiceFilter(choices=CoverageStatus.choices)
 

@@ -7,12 +7,14 @@ import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import DomainValidationError
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
+from apps.common.parsers import GuardedJSONParser
 from apps.employers import selectors as employer_selectors
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors, services
@@ -28,34 +30,30 @@ from apps.endorsements.api.serializers import (
     progress_payload,
 )
 from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
-from apps.endorsements.parsing import MAX_ROWS, ParseErrors, draft_from_csv_row, draft_from_request, read_csv
+from apps.endorsements.parsing import (
+    MAX_ROWS,
+    ParseErrors,
+    csv_field_name,
+    draft_from_csv_row,
+    draft_from_request,
+    parse_id,
+    read_csv,
+)
+from apps.endorsements.pricing import format_exact_rupees
 from apps.endorsements.validation import EndorsementDraft
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.models import Scope
 
-
-def _int(value: Any, field: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise DomainValidationError({field: "A valid integer id is required."})
-    if number < 1:
-        raise DomainValidationError({field: "A valid integer id is required."})
-    return number
+ID_MESSAGE = "A positive integer id (at most 9223372036854775807) is required."
 
 
 def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[Employer, Policy]:
-    """The employer must be one this key acts for (404 otherwise); the policy must be the employer's (422)."""
-    errors: dict[str, str] = {}
-    employer_id = policy_id = None
-    try:
-        employer_id = _int(body.get("employer"), "employer")
-    except DomainValidationError as exc:
-        errors.update({k: v[0] for k, v in exc.errors.items()})
-    try:
-        policy_id = _int(body.get("policy"), "policy")
-    except DomainValidationError as exc:
-        errors.update({k: v[0] for k, v in exc.errors.items()})
+    """The employer must be one this key acts for (404 otherwise); the policy must be the employer's (422).
+
+    Ids that are not integers in the bigint range (`parsing.parse_id`) are 422 on their field (issue 8, kind 1)."""
+    employer_id = parse_id(body.get("employer"))
+    policy_id = parse_id(body.get("policy"))
+    errors = {name: ID_MESSAGE for name, value in (("employer", employer_id), ("policy", policy_id)) if value is None}
     if errors:
         raise DomainValidationError(errors)
     assert employer_id is not None
@@ -84,12 +82,12 @@ def _group(errors: list[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-class EndorsementFilter(django_filters.FilterSet):
-    employer = django_filters.NumberFilter(field_name="employer_id")
+class EndorsementFilter(FilterSet):
+    employer = IdFilter(field_name="employer_id")
     status = django_filters.ChoiceFilter(choices=EndorsementStatus.choices)
     type = django_filters.ChoiceFilter(choices=EndorsementType.choices)
     employee_code = django_filters.CharFilter()
-    batch = django_filters.NumberFilter(field_name="batch_id")
+    batch = IdFilter(field_name="batch_id")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
@@ -167,7 +165,7 @@ class EndorsementQuoteView(PartnerGenericAPIView):
                 {
                     "premium_amount": q.premium_amount,
                     "premium_direction": q.premium_direction,
-                    "annual_premium": q.annual_premium,
+                    "annual_premium": format_exact_rupees(q.annual_premium_exact),
                     "remaining_days": q.remaining_days,
                     "term_days": q.term_days,
                 }
@@ -178,7 +176,7 @@ class EndorsementQuoteView(PartnerGenericAPIView):
 class EndorsementBatchCreateView(PartnerGenericAPIView):
     write_scope = Scope.ENDORSEMENTS_WRITE
     serializer_class = EndorsementBatchSerializer
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [GuardedJSONParser, MultiPartParser]
 
     @extend_schema(
         request={
@@ -193,37 +191,14 @@ class EndorsementBatchCreateView(PartnerGenericAPIView):
         if not isinstance(body, Mapping):
             raise DomainValidationError({"": "The body must be a JSON object or a multipart form."})
         employer, policy = resolve_employer_policy(request, body)
-        drafts: list[EndorsementDraft | None] = []
-        row_errors: list[services.RowError] = []
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
-        rows: list[Any]
         if upload is not None:
-            try:
-                rows, _ = read_csv(upload.read())
-            except ParseErrors as exc:
-                raise DomainValidationError(_group(exc.errors))
+            drafts, row_errors, lines = _parse_csv(upload.read())
             source = "csv"
-            parse = draft_from_csv_row
         else:
-            json_rows = body.get("rows")
-            if not isinstance(json_rows, list) or not json_rows:
-                raise DomainValidationError({"rows": "A non-empty list of rows (or a CSV `file`) is required."})
-            if len(json_rows) > MAX_ROWS:
-                raise DomainValidationError({"rows": f"At most {MAX_ROWS} rows per batch."})
-            rows = json_rows
+            drafts, row_errors = _parse_json_rows(body.get("rows"))
+            lines = None
             source = "json"
-            parse = _json_row
-        if not rows:
-            raise DomainValidationError({"file": "The file has no rows."})
-        for index, row in enumerate(rows, start=1):
-            try:
-                drafts.append(parse(row))
-            except ParseErrors as exc:
-                drafts.append(None)
-                row_errors += [
-                    services.RowError(index, field.split(".")[-1] if source == "csv" else field, detail)
-                    for field, detail in exc.errors
-                ]
         batch = services.endorsement_batch_create(
             employer=employer,
             policy=policy,
@@ -232,14 +207,50 @@ class EndorsementBatchCreateView(PartnerGenericAPIView):
             source=source,
             partner_id=principal_of(request).partner_id,
             actor=actor_from_request(request),
+            lines=lines,
         )
         return Response(EndorsementBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
 
 
-def _json_row(row: Any) -> EndorsementDraft:
-    if not isinstance(row, Mapping):
-        raise ParseErrors([("row", "Each row must be an object.")])
-    return draft_from_request(row)
+def _parse_csv(content: bytes) -> tuple[list[EndorsementDraft | None], list[services.RowError], list[int]]:
+    """An uploaded CSV → a draft (or None) per data row, the row errors (named by column, row and line), and
+    each row's first line. A fault of the whole file is 422 on `file`."""
+    try:
+        rows = read_csv(content)
+    except ParseErrors as exc:
+        raise DomainValidationError(_group(exc.errors))
+    drafts: list[EndorsementDraft | None] = []
+    errors: list[services.RowError] = []
+    for row in rows:
+        problems = row.errors
+        if not problems:
+            try:
+                drafts.append(draft_from_csv_row(row.cells))
+                continue
+            except ParseErrors as exc:
+                problems = exc.errors
+        drafts.append(None)
+        errors += [services.RowError(row.row, csv_field_name(f), d, row.line) for f, d in problems]
+    return drafts, errors, [row.line for row in rows]
+
+
+def _parse_json_rows(rows: Any) -> tuple[list[EndorsementDraft | None], list[services.RowError]]:
+    """JSON batch rows → a draft (or None) per row and the row errors, named by their path in the row."""
+    if not isinstance(rows, list) or not rows:
+        raise DomainValidationError({"rows": "A non-empty list of rows (or a CSV `file`) is required."})
+    if len(rows) > MAX_ROWS:
+        raise DomainValidationError({"rows": f"At most {MAX_ROWS} rows per batch."})
+    drafts: list[EndorsementDraft | None] = []
+    errors: list[services.RowError] = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            if not isinstance(row, Mapping):
+                raise ParseErrors([("row", "Each row must be an object.")])
+            drafts.append(draft_from_request(row))
+        except ParseErrors as exc:
+            drafts.append(None)
+            errors += [services.RowError(number, f, d) for f, d in exc.errors]
+    return drafts, errors
 
 
 class EndorsementBatchDetailView(PartnerGenericAPIView):

@@ -94,14 +94,14 @@ def test_correction_of_sum_insured_only():
 
 
 def test_csv_rows_map_to_the_request_shapes():
-    rows, _header = read_csv(
+    rows = read_csv(
         b"employee_code,first_name,last_name,date_of_birth,gender,email,type,effective_date,sum_insured\n"
         b"E-1,Asha,Rao,1990-05-17,female,a@example.com,addition,2026-05-01,\n"
         b"E-2,,,,,,deletion,2026-05-01,\n"
         b"E-3,,Iyer,,,,correction,2026-05-01,600000\n"
     )
 
-    drafts = [draft_from_csv_row(r) for r in rows]
+    drafts = [draft_from_csv_row(r.cells) for r in rows]
 
     assert [d.type for d in drafts] == ["addition", "deletion", "correction"]
     assert drafts[0].sum_insured is None  # the policy default applies later

@@ -98,16 +98,31 @@ def test_deletion_of_an_unknown_member_is_422(policy):
 
 
 @pytest.mark.django_db
-def test_same_content_within_24h_is_409_with_the_existing_id(policy, time_machine):
+@pytest.mark.parametrize("status", sorted(set(S) - {S.FAILED, S.REJECTED, S.CANCELLED}))
+def test_same_content_within_24h_is_409_with_the_existing_id(policy, time_machine, status):
     first = submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1)))
-    Endorsement.objects.filter(pk=first.pk).update(status=S.REJECTED)  # even after it finished
+    Endorsement.objects.filter(pk=first.pk).update(status=status)  # in flight, or finished well
 
     with pytest.raises(Conflict) as exc:
         submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1)))
     assert exc.value.extra == {"existing_id": first.pk}
+    assert Endorsement.objects.count() == 1
 
     time_machine.shift(timedelta(hours=25))
+    Endorsement.objects.filter(pk=first.pk).update(status=S.ACTIVE)  # its member may be added again later
     assert submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1))).pk != first.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [S.FAILED, S.REJECTED, S.CANCELLED])
+def test_content_that_ended_failed_rejected_or_cancelled_may_be_sent_again(policy, status):
+    first = submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1)))
+    Endorsement.objects.filter(pk=first.pk).update(status=status)
+
+    again = submit(policy, addition(policy, "E-1", effective=date(2026, 6, 1)))
+
+    assert again.pk != first.pk
+    assert again.content_hash == first.content_hash
 
 
 @pytest.mark.django_db
@@ -256,7 +271,7 @@ def test_large_batch_checks_members_and_duplicates_without_in_lists(policy):
 
     assert (batch.total_rows, batch.accepted, batch.rejected) == (LARGE_IN_LIST + 202, LARGE_IN_LIST + 200, 2)
     assert [(e["row"], e["field"]) for e in batch.errors] == [
-        (LARGE_IN_LIST + 201, "employee_code"),
+        (LARGE_IN_LIST + 201, "employee.employee_code"),  # a JSON row's errors carry their path in the row
         (LARGE_IN_LIST + 202, "row"),
     ]
     assert str(earlier.pk) in batch.errors[1]["detail"]

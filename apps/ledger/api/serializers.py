@@ -3,11 +3,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.common.fields import MoneyField
+from apps.common.serializers import ModelSerializer, Serializer
 from apps.ledger.models import Direction, LedgerEntry, LedgerTransaction, TransactionKind
 from apps.ledger.services import MAX_REFERENCE_LENGTH
 
 
-class LedgerEmployerQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LedgerEmployerQuerySerializer(Serializer):
     employer = serializers.IntegerField(min_value=1)
 
 
@@ -22,7 +23,7 @@ class LedgerEntriesQuerySerializer(LedgerEmployerQuerySerializer):
         return attrs
 
 
-class LedgerBalanceSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LedgerBalanceSerializer(Serializer):
     employer = serializers.IntegerField(source="employer_id")
     currency = serializers.CharField()
     posted = MoneyField()
@@ -40,7 +41,7 @@ class LedgerBalanceSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
-class LedgerTopupInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LedgerTopupInputSerializer(Serializer):
     employer = serializers.IntegerField(min_value=1)
     amount = MoneyField(min_minor=1)
     reference = serializers.CharField(
@@ -50,7 +51,7 @@ class LedgerTopupInputSerializer(serializers.Serializer):  # type: ignore[type-a
     )
 
 
-class LedgerTransactionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class LedgerTransactionSerializer(ModelSerializer):
     amount = MoneyField()
     kind = serializers.ChoiceField(choices=TransactionKind.choices)
 
@@ -60,7 +61,7 @@ class LedgerTransactionSerializer(serializers.ModelSerializer):  # type: ignore[
         read_only_fields = fields
 
 
-class LedgerEntrySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class LedgerEntrySerializer(ModelSerializer):
     transaction_id = serializers.IntegerField()
     kind = serializers.ChoiceField(source="transaction.kind", choices=TransactionKind.choices)
     amount = MoneyField()

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.fields import MoneyField
+from apps.common.serializers import ModelSerializer, Serializer
 from apps.loan_applications.models import (
     MAX_MONTHLY_INCOME,
     MAX_REQUESTED_AMOUNT,
@@ -29,7 +30,7 @@ def age_on(born: date, today: date) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-class LoanApplicationCreateInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LoanApplicationCreateInputSerializer(Serializer):
     pan_number = serializers.CharField(
         max_length=10, min_length=10, help_text="Permanent Account Number, e.g. ABCDE1234F. Never returned."
     )
@@ -72,13 +73,13 @@ class LoanApplicationCreateInputSerializer(serializers.Serializer):  # type: ign
         return value
 
 
-class LoanApplicationAcceptedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LoanApplicationAcceptedSerializer(Serializer):
     id = serializers.UUIDField()
     # Always PENDING on acceptance; GET the application for its progress.
     status = serializers.ChoiceField(choices=[(LoanStatus.PENDING.value, LoanStatus.PENDING.label)])
 
 
-class LoanApplicationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class LoanApplicationSerializer(ModelSerializer):
     pan_masked = serializers.SerializerMethodField()
     decision_reasons = serializers.ListField(child=serializers.CharField(), read_only=True)
     requested_amount = MoneyField(read_only=True)

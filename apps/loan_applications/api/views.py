@@ -10,6 +10,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.common.filters import FilterSet
 from apps.common.idempotency import idempotent
 from apps.loan_applications import selectors, services
 from apps.loan_applications.api.serializers import (
@@ -22,7 +23,7 @@ from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, pr
 from apps.partners.models import Scope
 
 
-class LoanApplicationFilter(django_filters.FilterSet):
+class LoanApplicationFilter(FilterSet):
     status = django_filters.ChoiceFilter(choices=LoanStatus.choices)
     loan_type = django_filters.ChoiceFilter(choices=LoanType.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")

@@ -5,7 +5,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.common.actors import Actor
+from apps.common.ids import BIGINT_MAX
 from apps.common.money import MoneyError, format_minor, to_minor
+from apps.common.text import control_character_error
 from apps.ledger.services import LedgerError, topup_post
 
 
@@ -18,6 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--reference", required=True, help="bank reference; repeating it changes nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The same input rules as the API (ADRs 0014, 0015): a clean message, never a traceback.
+        if not 1 <= options["employer"] <= BIGINT_MAX:
+            raise CommandError(f"--employer must be an id from 1 to {BIGINT_MAX}.")
+        if reason := control_character_error(options["reference"]):
+            raise CommandError(f"--reference: {reason}")
         try:
             txn = topup_post(
                 employer_id=options["employer"],

@@ -1,0 +1,71 @@
+"""Base serializers for every API input and output shape: the input rules of ADR 0015, applied to every field.
+
+Every serializer in Keel derives from `Serializer` or `ModelSerializer` here (ruff's banned-API rule holds
+it), and `harden_field` runs over each writable field when the serializer builds its fields — so a field
+added tomorrow is covered without anyone remembering to be careful (issue 8, kinds 1, 3, 5):
+
+- **text** (`CharField` and its kin: e-mail, slug, regex, URL…): no control characters
+  (`apps.common.text.control_character_error`; a field declared with `allow_newlines=True` keeps CR/LF);
+- **e-mail** (`EmailField`): Django's `EmailValidator` without the `localhost` allow-list;
+- **integers** (`IntegerField`): bounded to the signed 64-bit range of the columns they end up in, so an id
+  of 10^30 in a body or query is 422 naming the field, never an overflow;
+- **lists and dicts**: their child field is hardened the same way.
+
+Money fields are `apps.common.fields.MoneyField` (the grammar of ADR 0014); decimals keep DRF's
+`max_digits` / `decimal_places` checks, which bound them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import EmailValidator, MaxValueValidator, MinValueValidator
+from rest_framework import serializers
+
+from apps.common.ids import BIGINT_MAX, BIGINT_MIN
+from apps.common.text import EMAIL_VALIDATOR, ControlCharacterValidator
+
+HARDENED_FLAG = "_keel_hardened"
+_MAX_MESSAGE = f"Ensure this value is less than or equal to {BIGINT_MAX}."
+_MIN_MESSAGE = f"Ensure this value is greater than or equal to {BIGINT_MIN}."
+
+
+def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore[type-arg]
+    """Apply the input rules to one field (idempotent; read-only fields are left alone). Returns `field`."""
+    if getattr(field, HARDENED_FLAG, False) or field.read_only:
+        return field
+    if isinstance(field, serializers.CharField):
+        allow_newlines = bool(getattr(field, "allow_newlines", False))
+        field.validators.append(ControlCharacterValidator(allow_newlines=allow_newlines))
+    if isinstance(field, serializers.EmailField):
+        field.validators = [v for v in field.validators if not isinstance(v, EmailValidator)]
+        field.validators.append(EMAIL_VALIDATOR)
+    if isinstance(field, serializers.IntegerField):
+        if field.max_value is None or field.max_value > BIGINT_MAX:
+            field.max_value = BIGINT_MAX
+            field.validators.append(MaxValueValidator(BIGINT_MAX, message=_MAX_MESSAGE))
+        if field.min_value is None or field.min_value < BIGINT_MIN:
+            field.min_value = BIGINT_MIN
+            field.validators.append(MinValueValidator(BIGINT_MIN, message=_MIN_MESSAGE))
+    if isinstance(field, (serializers.ListField, serializers.DictField)):
+        harden_field(field.child)
+    setattr(field, HARDENED_FLAG, True)
+    return field
+
+
+class HardenedFieldsMixin:
+    def get_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = super().get_fields()  # type: ignore[misc]
+        for field in fields.values():
+            harden_field(field)
+        return fields
+
+
+# No docstrings on the two bases: drf-spectacular would publish them as the description of every schema
+# component whose serializer has none of its own.
+class Serializer(HardenedFieldsMixin, serializers.Serializer):  # type: ignore[type-arg]
+    pass
+
+
+class ModelSerializer(HardenedFieldsMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
+    pass

@@ -1,0 +1,415 @@
+"""Bad input of every kind, on every field of every endpoint, generated from the OpenAPI schema (issue 8 part A).
+
+The tables below are built at collection time from the schema drf-spectacular generates from the real views
+and serializers, so a field or endpoint added tomorrow is walked without a new line here:
+
+- kind 1 — integers beyond the bigint range and decimals beyond their digits, in bodies (422 on the field),
+  query parameters (422 on the parameter; `limit` of any size is never an error) and paths (404);
+- kind 2 — every money field (the schema `pattern` is `MONEY_PATTERN`) refuses every other spelling (ADR 0014);
+- kind 3 — every writable text field refuses control characters;
+- kind 5 — every e-mail field refuses `x@localhost`, `a@b.c` and `dev..sen@example.com`.
+
+Each rejection asserts the exact status, the field's JSON pointer, and that **nothing was written** (row counts
+of every Keel table: no domain row, outbox event, audit event, ledger entry or idempotency record). Bodies parsed
+outside DRF serializers (endorsements and batches: `apps/endorsements/parsing.py`; signed insurer callbacks) are
+listed in `PARSED_ELSEWHERE` and walked by their own tests; their `employer`/`policy` ids are walked here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from drf_spectacular.generators import SchemaGenerator
+
+from apps.common.money import MONEY_PATTERN
+from apps.common.testing import row_counts
+from apps.common.text import CONTROL_CHARACTER_MESSAGE
+from apps.employers.models import Employer
+from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.loan_applications.tests.factories import LoanApplicationPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM = "application/problem+json"
+SCHEMA = SchemaGenerator().get_schema(request=None, public=True)
+WRITE_METHODS = ("post", "put", "patch")
+
+# Operations whose JSON body is not validated by a DRF serializer; their own tests walk them.
+PARSED_ELSEWHERE = {
+    ("post", "/api/v1/endorsements"): "apps/endorsements/parsing.py (issue 8 part B)",
+    ("post", "/api/v1/endorsements/quote"): "apps/endorsements/parsing.py (issue 8 part B)",
+    ("post", "/api/v1/endorsement-batches"): "apps/endorsements/parsing.py (issue 8 part B)",
+    ("post", "/api/v1/insurer-callbacks/{insurer_code}"): "signed insurer callbacks (issue 8 part C)",
+}
+
+BAD_INTEGERS = [2**63, 10**30, -(2**63) - 1, "1e30", 1.5, True]
+BAD_DECIMALS = ["1e30", "9" * 27, "1" + "0" * 30 + ".5", "NaN", "Infinity", "-Infinity"]
+BAD_MONEY = [
+    "1_000",
+    "1e3",
+    "1E3",
+    "1,000",
+    " 100",
+    "100 ",
+    "1.234",
+    "-1",
+    "+1",
+    "01",
+    ".5",
+    "5.",
+    "0x10",
+    "\u0661\u0660\u0660",  # Arabic-Indic digits: int() would accept them
+    "1" * 16,
+    1.5,
+    True,
+    None,
+]
+BAD_TEXT = ["Ra\u0000vi", "a\u0001b", "tab\there", "new\nline", "a\u007fb", "a\u0085b", "a\u009fb"]
+BAD_EMAILS = ["x@localhost", "a@b.c", "dev..sen@example.com", "x@localhost.", "@example.com", "a@"]
+
+
+# --- the fixtures every base body needs -----------------------------------------------------------------
+
+
+@pytest.fixture
+def world(make_key, time_machine):
+    time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=False)
+    policy = PolicyFactory()
+    employer = policy.employer
+    client = make_key(partner=employer.partner, all_employers=True)
+    return {"client": client, "employer": employer, "policy": policy}
+
+
+def _loan_body(world: dict) -> dict:
+    return dict(LoanApplicationPayloadFactory(pan_number="KLMNP4321Q"))
+
+
+# (method, path template) → (path, a body the endpoint accepts). Every JSON-body operation outside
+# PARSED_ELSEWHERE must be here: `test_every_writable_operation_is_in_the_table` holds it.
+BASES: dict[tuple[str, str], Callable[[dict], tuple[str, dict]]] = {
+    ("post", "/api/v1/employers"): lambda w: ("/api/v1/employers", {"name": "Globex", "external_ref": "GLX-9"}),
+    ("patch", "/api/v1/employers/{id}"): lambda w: (f"/api/v1/employers/{w['employer'].pk}", {"name": "Renamed"}),
+    ("post", "/api/v1/policies"): lambda w: (
+        "/api/v1/policies",
+        {
+            "employer": w["employer"].pk,
+            "insurer": w["policy"].insurer.code,
+            "policy_number": "GMC-NEW-1",
+            "start_date": "2026-04-01",
+            "end_date": "2027-03-31",
+            "premium_rate_per_mille": "4.5",
+            "default_sum_insured": "500000.00",
+        },
+    ),
+    ("post", "/api/v1/ledger/topups"): lambda w: (
+        "/api/v1/ledger/topups",
+        {"employer": w["employer"].pk, "amount": "2500.00", "reference": "NEFT-1"},
+    ),
+    ("post", "/api/v1/loan-applications"): lambda w: ("/api/v1/loan-applications", _loan_body(w)),
+}
+
+
+# --- walking the schema ---------------------------------------------------------------------------------
+
+
+def _resolve(schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = SCHEMA["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if "allOf" in schema and len(schema["allOf"]) == 1:
+        return _resolve(schema["allOf"][0])
+    if "oneOf" in schema:  # `allow_blank=True`: the field's schema or an empty string
+        return _resolve(next(s for s in schema["oneOf"] if s.get("maxLength") != 0))
+    return schema
+
+
+def _fields(schema: dict, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
+    """Every writable leaf field of a request schema, with its path (nested objects walked)."""
+    schema = _resolve(schema)
+    for name, prop in schema.get("properties", {}).items():
+        prop = _resolve(prop)
+        if prop.get("readOnly"):
+            continue
+        if prop.get("type") == "object" and "properties" in prop:
+            yield from _fields(prop, (*path, name))
+        else:
+            yield (*path, name), prop
+
+
+def _json_operations() -> Iterator[tuple[str, str, dict]]:
+    for path, operations in SCHEMA["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if method in WRITE_METHODS and "application/json" in content:
+                yield method, path, content["application/json"]["schema"]
+
+
+def _is_text(prop: dict) -> bool:
+    return (
+        prop.get("type") == "string"
+        and "enum" not in prop
+        and prop.get("format") not in ("date", "date-time", "decimal", "uuid", "binary", "uri")
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    field: tuple[str, ...]
+    kind: str
+    value: Any
+
+    @property
+    def id(self) -> str:
+        return f"{self.method.upper()} {self.path} {'/'.join(self.field)} {self.kind} {self.value!r}"[:150]
+
+
+def _body_cases() -> list[Case]:
+    cases = []
+    for method, path, schema in _json_operations():
+        if (method, path) in PARSED_ELSEWHERE:
+            continue
+        for field, prop in _fields(schema):
+            if prop.get("type") == "integer":
+                cases += [Case(method, path, field, "kind1-integer", v) for v in BAD_INTEGERS]
+            if prop.get("format") == "decimal":
+                money = prop.get("pattern") == MONEY_PATTERN
+                cases += [Case(method, path, field, "kind1-decimal", v) for v in BAD_DECIMALS]
+                cases += [Case(method, path, field, "kind2-money", v) for v in BAD_MONEY if money]
+            if _is_text(prop):
+                cases += [Case(method, path, field, "kind3-text", v) for v in BAD_TEXT]
+            if prop.get("format") == "email":
+                cases += [Case(method, path, field, "kind5-email", v) for v in BAD_EMAILS]
+    return cases
+
+
+BODY_CASES = _body_cases()
+
+
+def _set(body: dict, field: tuple[str, ...], value: Any) -> dict:
+    body = json.loads(json.dumps(body))
+    target = body
+    for part in field[:-1]:
+        target = target.setdefault(part, {})
+    target[field[-1]] = value
+    return body
+
+
+def _employer_row(employer: Employer) -> dict:
+    return Employer.objects.filter(pk=employer.pk).values().get()
+
+
+def assert_422_on(response, pointer: str, message: str | None = None) -> None:
+    assert response.status_code == 422, (pointer, response.status_code, response.content[:400])
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["type"].endswith("/validation-error")
+    details = [e["detail"] for e in body["errors"] if e["pointer"] == pointer]
+    assert details, (pointer, body["errors"])
+    if message is not None:
+        assert message in details, (pointer, details)
+
+
+# --- the tables -------------------------------------------------------------------------------------------
+
+
+def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
+    kinds_by_operation: dict[tuple[str, str], set[str]] = {}
+    for case in BODY_CASES:
+        kinds_by_operation.setdefault((case.method, case.path), set()).add(case.kind)
+
+    # The schema yields each kind where the endpoints have such fields (a table that came out empty would pass
+    # vacuously); the exact sets document what each endpoint takes.
+    assert kinds_by_operation == {
+        ("post", "/api/v1/employers"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
+        ("patch", "/api/v1/employers/{id}"): {
+            "kind1-integer",
+            "kind1-decimal",
+            "kind2-money",
+            "kind3-text",
+            "kind5-email",
+        },
+        ("post", "/api/v1/policies"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
+        ("post", "/api/v1/ledger/topups"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
+        ("post", "/api/v1/loan-applications"): {"kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
+    }
+
+
+def test_every_writable_operation_is_in_the_table():
+    operations = {(method, path) for method, path, _ in _json_operations()}
+
+    assert operations == set(BASES) | set(PARSED_ELSEWHERE)
+
+
+@pytest.mark.parametrize("operation", sorted(BASES))
+def test_the_base_body_of_every_operation_is_accepted(world, operation):
+    """The bodies the tables mutate are valid: each rejection below is caused by the one bad field."""
+    path, body = BASES[operation](world)
+
+    response = getattr(world["client"], operation[0])(path, body)
+
+    assert 200 <= response.status_code < 300, response.content
+
+
+@pytest.mark.parametrize("case", BODY_CASES, ids=lambda c: c.id)
+def test_a_bad_value_in_any_body_field_is_422_on_that_field_and_writes_nothing(world, case):
+    path, base = BASES[(case.method, case.path)](world)
+    body = _set(base, case.field, case.value)
+    before, employer_before = row_counts(), _employer_row(world["employer"])
+
+    response = getattr(world["client"], case.method)(path, body)
+
+    message = CONTROL_CHARACTER_MESSAGE if case.kind == "kind3-text" else None
+    assert_422_on(response, "/" + "/".join(case.field), message)
+    assert row_counts() == before
+    assert _employer_row(world["employer"]) == employer_before
+
+
+# --- ids in endorsement bodies (parsed by part B's parser; the ids are resolved by the view) ---------------
+
+ENDORSEMENT_ID_CASES = [
+    (path, field, value)
+    for path in ("/api/v1/endorsements", "/api/v1/endorsements/quote", "/api/v1/endorsement-batches")
+    for field in ("employer", "policy")
+    for value in [*BAD_INTEGERS, "12abc", 0, -1, None, [1]]
+]
+
+
+@pytest.mark.parametrize(("path", "field", "value"), ENDORSEMENT_ID_CASES)
+def test_an_endorsement_id_out_of_range_is_422_on_that_field_and_writes_nothing(world, path, field, value):
+    base = addition(world["policy"], "E-1", effective=date(2026, 6, 1))
+    if path.endswith("batches"):
+        base = {"employer": base.pop("employer"), "policy": base.pop("policy"), "rows": [base]}
+    before = row_counts()
+
+    response = world["client"].post(path, {**base, field: value})
+
+    assert_422_on(response, f"/{field}")
+    assert row_counts() == before
+
+
+# --- query and path parameters ----------------------------------------------------------------------------
+
+
+def _parameter_cases() -> list[tuple[str, str, str, Any, int]]:
+    """(path template, parameter, where, value, expected status) for every GET parameter in the schema."""
+    cases = []
+    for path, operations in SCHEMA["paths"].items():
+        operation = operations.get("get")
+        if operation is None:
+            continue
+        for parameter in operation.get("parameters", []):
+            name, where, schema = parameter["name"], parameter["in"], parameter["schema"]
+            if where == "path":
+                if schema.get("type") == "integer":
+                    cases += [(path, name, where, v, 404) for v in (2**63, 10**30, 10**400)]
+                continue
+            if name == "limit":
+                cases += [(path, name, where, v, 200) for v in (10**30, "9" * 5000, -1, 0, "abc", "1e3", "")]
+            elif name == "cursor":
+                cases += [(path, name, where, v, 404) for v in ("a\u0000b", "not-a-cursor", "x" * 5000)]
+            elif schema.get("type") == "integer":
+                cases += [(path, name, where, v, 422) for v in (2**63, 10**30, "1e30", "1.5", "abc", 0, -1)]
+            elif schema.get("format") == "date-time":
+                cases += [(path, name, where, v, 422) for v in ("2026-13-45T00:00:00Z", "a\u0000b", "10000-01-01")]
+            elif schema.get("type") == "string":
+                cases += [(path, name, where, v, 422) for v in ("a\u0000b", "a\u0001b", "a\u007fb")]
+    return cases
+
+
+PARAMETER_CASES = _parameter_cases()
+
+
+def test_the_parameter_table_walks_every_filter_and_path_id():
+    walked = {(path, name) for path, name, *_ in PARAMETER_CASES}
+
+    assert {
+        ("/api/v1/employers/{id}", "id"),
+        ("/api/v1/policies", "employer"),
+        ("/api/v1/coverages", "policy"),
+        ("/api/v1/endorsements", "batch"),
+        ("/api/v1/ledger/balance", "employer"),
+        ("/api/v1/employers", "external_ref"),
+        ("/api/v1/loan-applications", "created_after"),
+        ("/api/v1/endorsement-batches/{id}", "id"),
+    } <= walked
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "where", "value", "expected"),
+    PARAMETER_CASES,
+    ids=[f"{p} {n}={v!r}"[:120] for p, n, _, v, _ in PARAMETER_CASES],
+)
+def test_a_bad_query_or_path_parameter_is_a_4xx_naming_it(world, path, name, where, value, expected):
+    url = path.replace("{" + name + "}", str(value)) if where == "path" else path
+    query = {} if where == "path" else {name: str(value)}
+    # Required query parameters get a valid value when another one is the subject.
+    if "ledger" in path and name != "employer":
+        query["employer"] = str(world["employer"].pk)
+
+    response = world["client"].get(url, query)
+
+    assert response.status_code == expected, (url, query, response.content[:300])
+    if expected == 422:
+        assert_422_on(response, f"/{name}")
+    elif expected >= 400:
+        assert response["Content-Type"] == PROBLEM
+
+
+# --- kind 4: deep nesting, on every operation that takes a body ----------------------------------------------
+
+NESTED_25_KB = b'{"a":' * 5000 + b"1" + b"}" * 5000
+BODY_OPERATIONS = sorted(
+    (method, path)
+    for path, operations in SCHEMA["paths"].items()
+    for method, operation in operations.items()
+    if method in (*WRITE_METHODS, "delete") and ("requestBody" in operation or method == "delete")
+)
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_OPERATIONS)
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize("idempotency_key", [None, "nested-1"])
+def test_a_deeply_nested_body_is_400_before_anything_parses_it(world, method, path, content_type, idempotency_key):
+    """Refused at the edge — before the Idempotency-Key fingerprint (which canonicalises JSON bodies) and before
+    the insurer callback view, which parses its raw body itself."""
+    url = path.replace("{id}", str(world["employer"].pk)).replace("{insurer_code}", "sandbox-rest")
+    extra = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
+    before = row_counts()
+
+    response = getattr(world["client"].client, method)(url, NESTED_25_KB, content_type=content_type, **extra)
+
+    assert response.status_code == 400, response.content[:300]
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["type"].endswith("/nesting-too-deep")
+    assert body["detail"] == "The JSON body is nested more than 32 levels deep."
+    assert row_counts() == before
+
+
+def test_the_nesting_table_walks_every_body_endpoint():
+    assert {
+        ("post", "/api/v1/employers"),
+        ("post", "/api/v1/endorsements"),
+        ("post", "/api/v1/endorsement-batches"),
+        ("post", "/api/v1/insurer-callbacks/{insurer_code}"),
+        ("post", "/api/v1/ledger/topups"),
+        ("patch", "/api/v1/employers/{id}"),
+    } <= set(BODY_OPERATIONS)
+
+
+def test_a_body_just_within_the_nesting_limit_is_parsed(world):
+    nested = {"name": "Deep", "external_ref": "D-1"}
+    for _ in range(30):  # 31 levels with the outer object: within the limit of 32
+        nested = {"x": nested}
+    body = {"name": "Deep", "external_ref": "D-1", "extra": nested}
+
+    response = world["client"].post("/api/v1/employers", body)
+
+    assert response.status_code == 201, response.content
