@@ -33,13 +33,16 @@ from _common import free_port, require_postgres_and_redis, setup_environment, st
 setup_environment()
 
 
-def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] = ()) -> None:
-    """Relay + deliver inline + scheduler windows, until nothing is left or the time is up."""
+def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] = (), partner_id: int = 0) -> None:
+    """Relay + deliver inline + scheduler windows, until this run's endorsements are all terminal (or, for a
+    worker that finds nothing to do, 40 idle rounds pass while none is left in flight) or the time is up."""
     import django
 
     django.setup()
     from apps.common.actors import Actor
     from apps.endorsements import services
+    from apps.endorsements.models import Endorsement
+    from apps.endorsements.models import EndorsementStatus as S
     from apps.insurers.files.importer import result_files_import
     from apps.insurers.sandbox.files import sandbox_file_process
     from apps.outbox.testing import drain
@@ -53,8 +56,16 @@ def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] 
             if index == 0:
                 dispatched += sandbox_file_process(code=code)
             dispatched += sum(result_files_import(insurer_code=code).values())
-        if delivered or dispatched:
+        in_flight = (
+            Endorsement.objects.filter(partner_id=partner_id)
+            .exclude(status__in=[S.ACTIVE, S.REJECTED, S.FAILED, S.CANCELLED])
+            .exists()
+        )
+        if delivered or dispatched or (in_flight and index == 0):
+            # Worker 0 also plays the file insurer: it stays while anything of this run is in flight.
             idle = 0
+            if not (delivered or dispatched):
+                time.sleep(0.05)
         else:
             idle += 1
             time.sleep(0.05)
@@ -212,7 +223,8 @@ def main() -> None:
         ctx = multiprocessing.get_context("spawn")
         file_codes = tuple(c for c, p in zip(insurer_codes, insurer_protocols, strict=True) if p == "file")
         workers = [
-            ctx.Process(target=pipeline_worker, args=(stop_at, index, file_codes)) for index in range(args.workers)
+            ctx.Process(target=pipeline_worker, args=(stop_at, index, file_codes, partner.pk))
+            for index in range(args.workers)
         ]
         for w in workers:
             w.start()

@@ -130,7 +130,7 @@ def main() -> None:
         actor=actor,
     )
     drain()  # RECEIVED → FUNDS_LOCKED
-    assert services.scheduler_tick(actor=actor, force=True) == args.rows  # SENT + one dispatch event
+    assert services.scheduler_tick(actor=actor, force=True) == 1  # one batch: SENT + one dispatch event
     ours = Endorsement.objects.filter(employer=employer)
     assert ours.filter(status="SENT").count() == args.rows
 

@@ -174,8 +174,10 @@ def test_registering_the_three_sandboxes_gives_each_a_working_gateway(settings) 
         ("sandbox-file", "file"),
     ]
     rest, soap, file = (gateway_for(i) for i in insurers)
-    assert isinstance(rest, RestGateway) and rest.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-rest"
-    assert isinstance(soap, SoapGateway) and soap.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-soap/soap"
+    assert isinstance(rest, RestGateway)
+    assert rest.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-rest"
+    assert isinstance(soap, SoapGateway)
+    assert soap.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-soap/soap"
     assert isinstance(file, FileGateway)
     assert file.outbound.describe() == f"file://{settings.VAR_DIR}/insurers/sandbox-file/outbound"
     assert insurers[2].inbound_folder == "insurers/sandbox-file/inbound"
