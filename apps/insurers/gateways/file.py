@@ -33,6 +33,7 @@ BATCH_SCHEMA_VERSION = "keel.endorsements.batch.v1"
 RESULT_SCHEMA_VERSION = "keel.endorsements.results.v1"
 MANIFEST_SUFFIX = ".manifest.json"
 OPERATION = "endorsements.file_write"
+EXCHANGE_LOG_ROWS = 20
 
 
 def batch_id_for(submissions: Sequence[EndorsementSubmission]) -> str:
@@ -110,7 +111,9 @@ class FileGateway:
             operation=OPERATION,
             direction="outbound",
             endpoint=f"{self.outbound.describe()}/{batch_id}.jsonl",
-            request_body={"batch_id": batch_id, "endorsements": rows},
+            # The stored body is capped at 16 KiB anyway: log the batch's identity and its first rows (redacted)
+            # instead of redacting all of a 10,000-row batch only to cut it.
+            request_body={"batch_id": batch_id, "row_count": len(rows), "endorsements": rows[:EXCHANGE_LOG_ROWS]},
             response_body=manifest,
             duration_ms=int((time.monotonic() - started) * 1000),
             error=error,
