@@ -275,9 +275,10 @@ def pii_access_record_many(
 
 
 def _cap(text: str) -> str:
-    encoded = text.encode()
+    # A lone surrogate (a JSON "\\ud800" escape) cannot be stored: it becomes "?" instead of a 500.
+    encoded = text.encode("utf-8", errors="replace")
     if len(encoded) <= MAX_BODY_BYTES:
-        return text
+        return encoded.decode("utf-8")
     marker = _TRUNCATED.format(len(encoded))
     keep = MAX_BODY_BYTES - len(marker.encode())
     return encoded[:keep].decode("utf-8", errors="ignore") + marker

@@ -38,6 +38,12 @@ from apps.employers import selectors as employer_selectors
 from apps.employers import services as employer_services
 from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors
+from apps.endorsements.conflicts import contradictions_record
+from apps.endorsements.events import (
+    batch_completed_events_record,
+    endorsement_events_record,
+    endorsements_received_events_record,
+)
 from apps.endorsements.models import (
     CANCELLABLE,
     TERMINAL,
@@ -142,6 +148,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
             for t in transitions
         ],
     )
+    endorsement_events_record(transitions, endorsements)  # partner events (SPEC §10, issue 13)
 
 
 @dataclass(slots=True)
@@ -541,7 +548,7 @@ def scheduler_tick(*, actor: Actor, force: bool = False, now: Any = None) -> int
        is waiting (`force` ignores the window: tests and the demo).
     3. Each batch is claimed in its own short transaction with FOR UPDATE SKIP LOCKED (a concurrent tick or a
        partner's cancel never blocks on it), credits first then debits, oldest first; it moves to SENT and one
-       `endorsements.dispatch` event carries its ids, keyed per insurer so batches reach the insurer in order.
+       `endorsements.dispatch` event carries its ids (no ordering key: a member has one endorsement in flight).
     """
     now = now or timezone.now()
     dispatched = 0
@@ -589,7 +596,7 @@ def _dispatch_batch(*, insurer: Insurer, actor: Actor) -> int:
         outbox_enqueue(
             topic="endorsements.dispatch",
             payload={"insurer_code": insurer.code, "ids": ordered},
-            key=f"dispatch:{insurer.code}",
+            key=None,  # no ordering key: see apps/endorsements/dispatch.py (issue 10)
         )
     return len(ordered)
 
@@ -607,10 +614,11 @@ class InsurerOutcome:
 
 
 @transaction.atomic
-def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[Transition]:
+def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor, source: str = "gateway") -> list[Transition]:
     """Apply the insurer's answers to SENT endorsements: CONFIRMED (→ ACTIVE when effective) or REJECTED.
 
-    Endorsements not in SENT any more (a redelivered result, a late callback) are left alone.
+    Endorsements not in SENT any more (a redelivered result, a late callback) are left alone; a result that
+    contradicts their decided state is recorded as an insurer conflict (`source`: gateway | callback).
     """
     decided = [o for o in outcomes if o.outcome in ("confirmed", "rejected")]
     endorsements = {
@@ -621,9 +629,12 @@ def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[T
     }
     confirmed: list[_Step] = []
     rejected: list[_Step] = []
+    moved_on: list[tuple[Endorsement, InsurerOutcome]] = []
     for o in decided:
         e = endorsements.get(o.endorsement_id)
         if e is None or e.status != S.SENT:
+            if e is not None:
+                moved_on.append((e, o))
             continue
         if o.outcome == "confirmed":
             reference = (o.insurer_reference or "")[:100]
@@ -634,6 +645,8 @@ def results_apply(*, outcomes: Sequence[InsurerOutcome], actor: Actor) -> list[T
             reason = (o.rejection_reason or "rejected by insurer")[:500]
             fields = {"rejection_class": (o.rejection_class or "unknown")[:24], "rejection_reason": reason}
             rejected.append(_Step(e, reason, fields))
+    # A result contradicting a decided state (e.g. confirmed after FAILED) is an insurer conflict (kind 11).
+    contradictions_record(pairs=moved_on, source=source)
     transitions = _move_many(confirmed, S.CONFIRMED, allowed_from=[S.SENT])
     rejections = _move_many(rejected, S.REJECTED, allowed_from=[S.SENT])
     finished = [endorsements[t.endorsement_id] for t in rejections]
@@ -772,8 +785,11 @@ def _on_terminal(finished: Sequence[Endorsement]) -> None:
                 woken.add(nxt.employee_code)
                 outbox_enqueue(topic="endorsements.process", payload={"ids": [nxt.pk]}, key=nxt.member_key)
     for batch_id in {e.batch_id for e in finished if e.batch_id}:
-        if not Endorsement.objects.filter(batch_id=batch_id).exclude(status__in=TERMINAL).exists():
-            EndorsementBatch.objects.filter(pk=batch_id, completed_at__isnull=True).update(completed_at=timezone.now())
+        all_terminal = not Endorsement.objects.filter(batch_id=batch_id).exclude(status__in=TERMINAL).exists()
+        if all_terminal and EndorsementBatch.objects.filter(pk=batch_id, completed_at__isnull=True).update(
+            completed_at=timezone.now()
+        ):
+            batch_completed_events_record([batch_id])  # partner event (SPEC §10, issue 13)
 
 
 @transaction.atomic
@@ -1027,6 +1043,9 @@ def endorsement_batch_create(
     ids = _insert_received(
         employer=employer, policy=policy, accepted=accepted, partner_id=partner_id, batch_id=batch.pk, actor=actor
     )
+    endorsements_received_events_record(ids)  # partner events (SPEC §10, issue 13)
+    if not accepted:
+        batch_completed_events_record([batch.pk])  # nothing to wait for: complete at once (issue 13)
     audit_record(
         actor=actor,
         action="endorsement_batch.created",

@@ -76,6 +76,12 @@ class TransientInsurerError(Exception):
         self.retry_after = retry_after
 
 
+class InsurerCallDeferred(TransientInsurerError):
+    """Nothing was sent: our own circuit breaker for this insurer is open (or its half-open probes are all
+    taken) or our outbound rate limit is spent. Retry after `retry_after` seconds; the insurer did not fail,
+    so the caller's retry budget is not spent (ADR 0025)."""
+
+
 class InsurerConfigurationError(Exception):
     """Keel cannot send to this insurer as it is set up: no adapter for its protocol, a missing or malformed
     endpoint or folder, missing credentials, or no such insurer. Nothing was sent; retrying cannot help, so
@@ -92,6 +98,28 @@ class ProtocolNotSupportedError(InsurerConfigurationError, NotImplementedError):
 
 # Topic the callback endpoint publishes insurer results on; the endorsements app consumes it.
 TOPIC_RESULT_RECEIVED = "insurer.result_received"
+
+
+# --- Results that contradict a decided state (issue 8, kind 11; ADR 0020) ----------------------------------
+
+
+@dataclass(frozen=True)
+class DecidedState:
+    """What Keel holds about an endorsement, as the endorsements app reports it to this app.
+
+    `covered`: True once Keel holds it confirmed by the insurer (CONFIRMED, ACTIVE), False once Keel decided it
+    will not be (FAILED, CANCELLED, REJECTED), None while undecided (in flight).
+    """
+
+    status: str
+    covered: bool | None
+
+
+# Audit actions of the conflict lifecycle.
+AUDIT_CONFLICT_RECORDED = "insurer.result_conflict_recorded"
+AUDIT_CONFLICT_ACCEPTED = "insurer.result_conflict_accepted"
+AUDIT_CONFLICT_REVERSAL_REQUESTED = "insurer.result_conflict_reversal_requested"
+
 # Topic of a batch of insurer results (a result file's rows, in chunks), payload
 # `{"insurer", "source", "results": [{endorsement_id, outcome, insurer_reference, rejection_class,
 # rejection_reason, idempotency_key}]}`; the endorsements app applies each chunk in one transaction.

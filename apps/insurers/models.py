@@ -16,7 +16,9 @@ from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
 
 __all__ = [
     "CallbackEvent",
+    "ConflictStatus",
     "Insurer",
+    "InsurerConflict",
     "InsurerProtocol",
     "InsurerSubmission",
     "ResultFile",
@@ -118,6 +120,55 @@ class CallbackEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.webhook_id}#{self.item_index} {self.event_type}"
+
+
+class ConflictStatus(models.TextChoices):
+    OPEN = "open"  # an operator has to decide
+    REVERSAL_REQUESTED = "reversal_requested"  # Keel's decision stands; the insurer was asked to reverse its result
+    RESOLVED = "resolved"  # the insurer's result was accepted and applied
+
+
+class InsurerConflict(models.Model):
+    """An insurer result that contradicts a state Keel already decided (issue 8, kind 11; ADR 0020).
+
+    A rejection for an endorsement Keel holds CONFIRMED/ACTIVE, or a confirmation for one Keel FAILED,
+    CANCELLED or REJECTED (its hold released, yet the insurer now covers the member). The result is not
+    applied and nothing is overwritten; operators resolve it through `apps.insurers.conflicts` (admin list).
+    One unresolved row per (endorsement, insurer outcome): a redelivered contradiction finds it again.
+    """
+
+    insurer = models.ForeignKey(Insurer, on_delete=models.PROTECT, null=True, blank=True, related_name="conflicts")
+    endorsement_id = models.BigIntegerField()
+    submission = models.ForeignKey(
+        InsurerSubmission, on_delete=models.PROTECT, null=True, blank=True, related_name="conflicts"
+    )
+    source = models.CharField(max_length=16, help_text="callback (signed webhook) or gateway (synchronous answer)")
+    insurer_outcome = models.CharField(max_length=16)  # confirmed | rejected
+    insurer_reference = models.CharField(max_length=120, blank=True)
+    rejection_class = models.CharField(max_length=24, blank=True)
+    rejection_reason = models.CharField(max_length=500, blank=True)
+    keel_status = models.CharField(max_length=16, help_text="The endorsement's state when the result arrived")
+    occurrences = models.PositiveIntegerField(default=1)
+    detected_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    status = models.CharField(max_length=20, choices=ConflictStatus.choices, default=ConflictStatus.OPEN)
+    resolution_note = models.CharField(max_length=500, blank=True)
+    resolved_by = models.CharField(max_length=120, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [models.Index(fields=["status", "detected_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endorsement_id", "insurer_outcome"],
+                condition=~models.Q(status="resolved"),
+                name="insurer_conflict_one_open_per_result",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"endorsement {self.endorsement_id}: insurer {self.insurer_outcome}, Keel {self.keel_status}"
 
 
 class ResultFileStatus(models.TextChoices):

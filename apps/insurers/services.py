@@ -22,8 +22,10 @@ from apps.audit.services import audit_record
 from apps.common import bulk
 from apps.common.actors import Actor
 from apps.insurers.classification import classify_insurer_error
+from apps.insurers.conflicts import contradicts, decided_states, insurer_conflict_record
 from apps.insurers.contracts import (
     TOPIC_RESULT_RECEIVED,
+    DecidedState,
     EndorsementSubmission,
     SubmissionResult,
     TransientInsurerError,
@@ -125,13 +127,32 @@ def _record_transient(chunk: Sequence[EndorsementSubmission], error: str) -> Non
     ).update(last_outcome=SubmissionState.TRANSIENT_ERROR, last_error=error[:500])
 
 
+@transaction.atomic
 def _record_results(chunk: Sequence[EndorsementSubmission], results: Sequence[SubmissionResult]) -> None:
+    """Our submission log takes each answer, except one that contradicts a state Keel already decided (a
+    callback was faster and Keel moved on): that is recorded as an `InsurerConflict` and overwrites nothing
+    (issue 8, kind 11). The endorsements app sees the same answer under its row lock and leaves it alone."""
     rows = InsurerSubmission.objects.in_bulk([s.idempotency_key for s in chunk], field_name="idempotency_key")
+    states = decided_states([s.endorsement_id for s in chunk])
     now = timezone.now()
     changed: list[InsurerSubmission] = []
     for submission, result in zip(chunk, results, strict=True):
         row = rows.get(submission.idempotency_key)
         if row is None:
+            continue
+        state = states.get(submission.endorsement_id)
+        if result.outcome != "pending" and state is not None and contradicts(result.outcome, state):
+            insurer_conflict_record(
+                insurer_id=row.insurer_id,
+                endorsement_id=submission.endorsement_id,
+                source="gateway",
+                outcome=result.outcome,
+                keel_status=state.status,
+                insurer_reference=result.insurer_reference or "",
+                rejection_class=result.rejection_class or "",
+                rejection_reason=result.rejection_reason or "",
+                now=now,
+            )
             continue
         if result.outcome == "pending":
             if row.last_outcome in FINAL_STATES:
@@ -168,13 +189,15 @@ class CallbackItem:
     endorsement_id: int | None
     insurer_reference: str
     reason: str
+    # False when the item's id or key cannot name any endorsement (out of range, wrong type): 404 for it.
+    resolvable: bool = True
 
 
 def _find_submissions(
     insurer: Insurer, items: Sequence[CallbackItem]
 ) -> tuple[dict[str, InsurerSubmission], dict[int, InsurerSubmission]]:
-    keys = [i.idempotency_key for i in items if i.idempotency_key]
-    ids = [i.endorsement_id for i in items if not i.idempotency_key and i.endorsement_id is not None]
+    keys = [i.idempotency_key for i in items if i.resolvable and i.idempotency_key]
+    ids = [i.endorsement_id for i in items if i.resolvable and not i.idempotency_key and i.endorsement_id is not None]
     by_key = {s.idempotency_key: s for s in InsurerSubmission.objects.filter(insurer=insurer, idempotency_key__in=keys)}
     by_id: dict[int, InsurerSubmission] = {}
     # The latest submission of an endorsement wins (an endorsement may have been sent under several keys).
@@ -189,7 +212,11 @@ def insurer_callback_receive(
     """Apply a verified insurer callback; returns one `{index, status, detail}` per item.
 
     One transaction for the whole callback. Per item:
-    1. unknown endorsement (never sent to this insurer) → 404 for that item, nothing recorded;
+    1. unknown endorsement (never sent to this insurer, or an id/key that cannot name one) → 404 for that item,
+       nothing recorded;
+    1b. a result that contradicts a state Keel already decided (rejected while CONFIRMED/ACTIVE, confirmed
+       while FAILED/CANCELLED/REJECTED) → 409 for that item with the current state; nothing is overwritten,
+       the conflict is recorded for operators (`apps.insurers.conflicts`; issue 8, kind 11);
     2. record a `CallbackEvent` in a savepoint; its unique (insurer, webhook_id, index) makes a redelivery
        of the same webhook fail the insert → 200 "already processed", nothing else written (two concurrent
        deliveries serialise on that index: the second waits for the first's commit, then sees the conflict);
@@ -202,9 +229,12 @@ def insurer_callback_receive(
     responses: list[dict[str, Any]] = []
     with transaction.atomic():
         by_key, by_id = _find_submissions(insurer, items)
+        states = decided_states({s.endorsement_id for s in (*by_key.values(), *by_id.values())})
         for index, item in enumerate(items):
             submission = (
-                by_key.get(item.idempotency_key)
+                None
+                if not item.resolvable
+                else by_key.get(item.idempotency_key)
                 if item.idempotency_key
                 else by_id.get(item.endorsement_id)
                 if item.endorsement_id is not None
@@ -220,6 +250,15 @@ def insurer_callback_receive(
             reason = (item.reason or ("Rejected by the insurer without a reason." if outcome == "rejected" else ""))[
                 :500
             ]
+            state = states.get(submission.endorsement_id)
+            if state is not None and contradicts(outcome, state):
+                responses.append(
+                    _conflict_response(index, insurer, submission, item, outcome, rejection_class, state, now)
+                )
+                _callback_event_once(
+                    insurer, webhook_id, index, submission, item, outcome, rejection_class, reason, now
+                )
+                continue
             already = submission.last_outcome == outcome and (
                 not item.insurer_reference or submission.insurer_reference == item.insurer_reference
             )
@@ -273,6 +312,70 @@ def insurer_callback_receive(
             )
             responses.append({"index": index, "status": 200, "detail": f"Endorsement {outcome}."})
     return responses
+
+
+def _conflict_response(
+    index: int,
+    insurer: Insurer,
+    submission: InsurerSubmission,
+    item: CallbackItem,
+    outcome: str,
+    rejection_class: str,
+    state: DecidedState,
+    now: datetime,
+) -> dict[str, Any]:
+    conflict = insurer_conflict_record(
+        insurer_id=insurer.pk,
+        endorsement_id=submission.endorsement_id,
+        source="callback",
+        outcome=outcome,
+        keel_status=state.status,
+        insurer_reference=item.insurer_reference,
+        rejection_class=rejection_class,
+        rejection_reason=item.reason,
+        now=now,
+    )
+    return {
+        "index": index,
+        "status": 409,
+        "detail": (
+            f"The endorsement is {state.status}: this {outcome} result contradicts it and was not applied. "
+            f"Recorded as insurer conflict {conflict.pk} for an operator."
+        ),
+        "endorsement_status": state.status,
+        "conflict_id": conflict.pk,
+    }
+
+
+def _callback_event_once(
+    insurer: Insurer,
+    webhook_id: str,
+    index: int,
+    submission: InsurerSubmission,
+    item: CallbackItem,
+    outcome: str,
+    rejection_class: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Keep the delivered item (unpublished) like any other; a redelivery finds it and adds nothing."""
+    try:
+        with transaction.atomic():
+            CallbackEvent.objects.create(
+                insurer=insurer,
+                webhook_id=webhook_id,
+                item_index=index,
+                submission=submission,
+                event_type=item.event_type,
+                outcome=outcome,
+                insurer_reference=item.insurer_reference[:120],
+                rejection_class=rejection_class,
+                rejection_reason=reason,
+                published=False,
+                received_at=now,
+            )
+    except IntegrityError:
+        pass
 
 
 @transaction.atomic

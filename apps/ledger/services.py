@@ -31,6 +31,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.employers.models import Employer
+from apps.ledger.events import low_balance_event_record, topup_posted_event_record
 from apps.ledger.models import (
     AccountKind,
     Direction,
@@ -244,6 +245,9 @@ def _low_balance_track(state: _AccountState) -> None:
     if available < state.threshold and not state.low_balance:
         flipped = LedgerAccount.objects.filter(pk=state.id, low_balance=False).update(low_balance=True)
         if flipped:
+            low_balance_event_record(  # partner event (SPEC §10, issue 13)
+                employer_id=state.employer_id, available=available, threshold=state.threshold
+            )
             outbox_enqueue(
                 topic=LedgerTopic.LOW_BALANCE,
                 payload={"employer_id": state.employer_id, "available": available, "threshold": state.threshold},
@@ -540,6 +544,15 @@ def _post(
                     "held": state.held,
                 },
             )
+            if kind == TransactionKind.TOPUP:  # partner event (SPEC §10, issue 13)
+                topup_posted_event_record(
+                    transaction_id=txn.pk,
+                    employer_id=employer_id,
+                    amount=amount,
+                    reference=reference,
+                    posted=state.posted,
+                    held=state.held,
+                )
             _low_balance_track(state)
             _funds_available(state)
             return txn

@@ -21,6 +21,7 @@ from apps.common.errors import Conflict, DomainValidationError
 from apps.common.money import format_minor
 from apps.loan_applications import pan as pan_crypto
 from apps.loan_applications.bureau import BureauReport
+from apps.loan_applications.events import loan_decided_event_record
 from apps.loan_applications.models import (
     MAX_REQUESTED_AMOUNT,
     CreditReport,
@@ -332,6 +333,9 @@ def loan_application_decide(*, application_id: uuid.UUID, actor: Actor) -> LoanD
         },
     )
     outbox_enqueue_loan(topic=TOPIC_DECIDED, application=application, extra=decided_payload(application))
+    loan_decided_event_record(  # partner event (SPEC §10, issue 13)
+        application_id=application.pk, partner_id=application.partner_id, decided=decided_payload(application)
+    )
     return decision
 
 
@@ -412,6 +416,9 @@ def loan_application_decide_manually(
         after={"status": status, "max_approved_amount": max_amount, "reason": reason[:500]},
     )
     outbox_enqueue_loan(topic=TOPIC_DECIDED, application=current, extra=decided_payload(current))
+    loan_decided_event_record(  # partner event (SPEC §10, issue 13)
+        application_id=current.pk, partner_id=current.partner_id, decided=decided_payload(current)
+    )
     application.refresh_from_db()
     return decision
 

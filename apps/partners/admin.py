@@ -29,6 +29,7 @@ class PartnerAdmin(admin.ModelAdmin):
         "rate_limit_per_minute",
         "rate_limit_per_hour",
         "rate_limit_per_day",
+        "contact_email",
         "created_at",
     )
     search_fields = ("name",)
@@ -87,3 +88,7 @@ class PartnerAPIKeyAdmin(APIKeyModelAdmin):
         for api_key in queryset:
             api_key_reset_rate_limits(api_key=api_key, actor=_operator(request))
         self.message_user(request, f"Reset rate limits of {queryset.count()} key(s).")
+
+
+# Webhook endpoints, events, deliveries and attempts (SPEC §10) register themselves.
+from apps.partners.webhooks import admin as webhooks_admin  # noqa: E402, F401

@@ -13,7 +13,9 @@ class Scope(models.TextChoices):
     LEDGER_WRITE = "ledger:write"
     LOANS_READ = "loans:read"
     LOANS_WRITE = "loans:write"
+    RECONCILIATION_READ = "reconciliation:read"
     RECONCILIATION_WRITE = "reconciliation:write"
+    WEBHOOKS_READ = "webhooks:read"
     WEBHOOKS_WRITE = "webhooks:write"
     ANALYTICS_READ = "analytics:read"
 
@@ -27,6 +29,8 @@ class Partner(models.Model):
     rate_limit_per_hour = models.PositiveIntegerField(null=True, blank=True)
     rate_limit_per_day = models.PositiveIntegerField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+    # Where Keel writes when the partner's webhook deliveries keep failing (SPEC §10).
+    contact_email = models.EmailField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -56,3 +60,26 @@ class APIKey(AbstractAPIKey):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+# Webhooks and events live in their own module (SPEC §10); imported here so Django registers them.
+from apps.partners.webhooks.models import (  # noqa: E402
+    Event,
+    EventSequence,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
+)
+
+__all__ = [
+    "APIKey",
+    "Event",
+    "EventSequence",
+    "Partner",
+    "Scope",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
+]

@@ -5,3 +5,5 @@ from .base import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=True)
+# A developer's receiver (`manage.py webhook_listen`) runs on this machine over http, whatever DEBUG says.
+WEBHOOKS_ALLOW_LOCAL_HTTP = True

@@ -17,3 +17,5 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+# Webhook targets: https and public addresses only, never a local receiver (SPEC §10).
+WEBHOOKS_ALLOW_LOCAL_HTTP = False

@@ -3,7 +3,7 @@
 import os
 
 from .base import *  # noqa: F403
-from .base import CACHES, DATABASES, OUTBOX, REDIS_URL, env
+from .base import CACHES, DATABASES, OUTBOX, REDIS_URL, WEBHOOKS, env
 
 DEBUG = False
 SANDBOX_INSURER_ENABLED = True
@@ -14,6 +14,9 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="memory://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 OUTBOX = {**OUTBOX, "NUDGE_ON_COMMIT": False}
+# Production's URL rules by default; tests that run a loopback receiver turn local http on for themselves.
+WEBHOOKS = {**WEBHOOKS, "NUDGE_ON_COMMIT": False}
+WEBHOOKS_ALLOW_LOCAL_HTTP = False
 if REDIS_URL:
     # Tests share the machine's Redis: use their own database number and prefix.
     CACHES["default"]["KEY_PREFIX"] = "keel-test"

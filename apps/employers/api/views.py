@@ -98,6 +98,7 @@ class InsurerListView(PartnerGenericAPIView):
     def get_queryset(self) -> QuerySet[Insurer]:
         return selectors.insurers_active()
 
+    @extend_schema(operation_id="insurers_list", responses=InsurerSerializer(many=True))
     def get(self, request: Request, *args: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(InsurerSerializer(page, many=True).data)

@@ -21,6 +21,7 @@ from apps.insurers.api.serializers import (
     InsurerCallbackEventSerializer,
     InsurerCallbackResponseSerializer,
     InsurerCircuitSerializer,
+    Unresolvable,
 )
 from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView
@@ -42,6 +43,22 @@ class InsurerCircuitView(PartnerGenericAPIView):
         insurer = get_object_or_404(Insurer, code=code)
         state = services.insurer_circuit_state(insurer.code)
         return Response(InsurerCircuitSerializer({"insurer": insurer.code, **state}).data)
+
+
+def _callback_item(event: dict[str, Any]) -> services.CallbackItem:
+    """A validated event → the service's item; an id or key that can name nothing makes it unresolvable
+    (404 for that item, SPEC §8), never a database error."""
+    key = event["data"].get("idempotency_key")
+    endorsement_id = event["data"].get("endorsement_id")
+    resolvable = not isinstance(key, Unresolvable) and (key is not None or not isinstance(endorsement_id, Unresolvable))
+    return services.CallbackItem(
+        event_type=event["type"],
+        idempotency_key=key if isinstance(key, str) else None,
+        endorsement_id=endorsement_id if isinstance(endorsement_id, int) else None,
+        insurer_reference=event["data"].get("insurer_reference") or "",
+        reason=event["data"].get("reason") or "",
+        resolvable=resolvable,
+    )
 
 
 def _unauthorized(detail: str) -> ProblemError:
@@ -107,16 +124,7 @@ class InsurerCallbackView(views.APIView):
         if not data.is_valid():
             self._record(insurer_code, raw, 422, "invalid events")
             data.is_valid(raise_exception=True)
-        items = [
-            services.CallbackItem(
-                event_type=event["type"],
-                idempotency_key=event["data"].get("idempotency_key"),
-                endorsement_id=event["data"].get("endorsement_id"),
-                insurer_reference=event["data"].get("insurer_reference") or "",
-                reason=event["data"].get("reason") or "",
-            )
-            for event in data.validated_data["events"]
-        ]
+        items = [_callback_item(event) for event in data.validated_data["events"]]
         results = services.insurer_callback_receive(insurer=insurer, webhook_id=headers["webhook-id"], items=items)
         response_body = {"results": results}
         self._record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from urllib.parse import urlsplit
 
 from django.db import transaction
 
@@ -82,3 +83,49 @@ def sandbox_register(
         config.save(update_fields=["callback_url", "callback_secret", "updated_at"])
         registered.append(insurer)
     return registered
+
+
+SANDBOX_CODE_PREFIX = "sandbox-"
+_SANDBOX_PATHS = ("/sandbox/", "/api/v1/insurer-callbacks/")
+
+
+def _rebased(url: str, base: str) -> str:
+    """`url` moved onto `base` when it is an absolute address of this app's sandbox routes, else unchanged."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.path.startswith(_SANDBOX_PATHS):
+        return url
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{base}{parts.path}{query}"
+
+
+@transaction.atomic
+def sandbox_addresses_repair(*, base_url: str) -> list[tuple[str, str, str]]:
+    """Point every built-in sandbox insurer (code `sandbox-…`, endpoint on this app's `/sandbox/` routes) and
+    every sandbox callback URL at `base_url` — e.g. after `make run KEEL_PORT=8130` or a `make demo` that
+    registered a temporary port (issue 8, kind 14; ADR 0019). Returns `(code, before, after)` per change,
+    each audited as `insurer.sandbox_address_repaired`. Addresses elsewhere (a real WSDL, an SFTP folder)
+    are left alone."""
+    base = base_url.rstrip("/")
+    actor = Actor.system("sandbox_addresses_repair")
+    changes: list[tuple[str, str, str]] = []
+    for insurer in Insurer.objects.select_for_update().filter(code__startswith=SANDBOX_CODE_PREFIX).order_by("code"):
+        after = _rebased(insurer.endpoint, base)
+        if after != insurer.endpoint:
+            changes.append((insurer.code, insurer.endpoint, after))
+            audit_record(
+                actor=actor,
+                action="insurer.sandbox_address_repaired",
+                object_type="insurer",
+                object_id=insurer.pk,
+                before={"endpoint": insurer.endpoint},
+                after={"endpoint": after},
+            )
+            insurer.endpoint = after
+            insurer.save(update_fields=["endpoint"])
+    for config in SandboxConfig.objects.select_for_update().order_by("code"):
+        after = _rebased(config.callback_url, base)
+        if after != config.callback_url:
+            changes.append((f"{config.code} callbacks", config.callback_url, after))
+            config.callback_url = after
+            config.save(update_fields=["callback_url", "updated_at"])
+    return changes

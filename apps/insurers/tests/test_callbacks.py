@@ -235,3 +235,72 @@ def test_stored_bodies_are_redacted(insurer, sent) -> None:
     exchange = InsurerExchangeEvent.objects.get()
     assert "asha@example.com" not in exchange.request_body
     assert "asha@example.com" not in exchange.response_body
+
+
+# Kind 1 (issue 8): an id or key that cannot name an endorsement is a 404 for its item, never a 5xx, and the
+# other items of the batch still apply. Generated over both lookup fields and every way of being unresolvable.
+UNRESOLVABLE_LOOKUPS = [
+    *[
+        ("endorsement_id", value)
+        for value in (10**30, 2**63, -(2**63) - 1, -1, 0, "abc", "1e3", "12345678901234567890", 1.5, True, [], {})
+    ],
+    *[("idempotency_key", value) for value in (123, "", "k" * 256, "a\u0000b", "\ud800", [], {"k": 1}, True)],
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), UNRESOLVABLE_LOOKUPS, ids=[f"{f}={v!r}"[:40] for f, v in UNRESOLVABLE_LOOKUPS]
+)
+def test_unresolvable_id_is_404_for_its_item_and_the_rest_apply(insurer, sent, field, value) -> None:
+    body = {
+        "events": [
+            {"type": "endorsement.confirmed", "data": {field: value, "insurer_reference": "X"}},
+            {"type": "endorsement.confirmed", "data": {"endorsement_id": 502, "insurer_reference": "B"}},
+        ]
+    }
+
+    response = post(body, secret=insurer.callback_secret)
+
+    assert response.status_code == 200
+    assert response.json()["results"] == [
+        {"index": 0, "status": 404, "detail": "No such endorsement was sent to this insurer."},
+        {"index": 1, "status": 200, "detail": "Endorsement confirmed."},
+    ]
+    assert [e.payload["endorsement_id"] for e in result_events()] == [502]
+    assert dict(InsurerSubmission.objects.values_list("endorsement_id", "last_outcome")) == {
+        501: "pending",
+        502: "confirmed",
+    }
+    assert CallbackEvent.objects.count() == 1
+
+
+def test_largest_bigint_id_is_a_plain_404(insurer, sent) -> None:
+    body = {"type": "endorsement.confirmed", "data": {"endorsement_id": 2**63 - 1}}
+
+    response = post(body, secret=insurer.callback_secret)
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["status"] == 404
+    _assert_nothing_changed()
+
+
+def test_digits_string_id_still_names_the_endorsement(insurer, sent) -> None:
+    body = {"type": "endorsement.confirmed", "data": {"endorsement_id": "501", "insurer_reference": "S"}}
+
+    response = post(body, secret=insurer.callback_secret)
+
+    assert response.json()["results"] == [{"index": 0, "status": 200, "detail": "Endorsement confirmed."}]
+    assert [e.payload["endorsement_id"] for e in result_events()] == [501]
+
+
+@pytest.mark.parametrize("field", ["insurer_reference", "reason"])
+def test_control_characters_in_callback_text_are_422_naming_the_field(insurer, sent, field) -> None:
+    body = {"events": [{"type": "endorsement.rejected", "data": {"endorsement_id": 501, field: "a\u0007b"}}]}
+
+    response = post(body, secret=insurer.callback_secret)
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"pointer": f"/events/0/data/{field}", "detail": "Must not contain control characters."}
+    ]
+    _assert_nothing_changed()

@@ -15,7 +15,7 @@ from apps.common.actors import Actor
 from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create, policy_create
 from apps.insurers.models import InsurerProtocol
-from apps.insurers.sandbox.setup import sandbox_register
+from apps.insurers.sandbox.setup import sandbox_addresses_repair, sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
 from apps.partners.models import APIKey, Partner, Scope
@@ -52,8 +52,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py seed_demo")
         with transaction.atomic():
-            # The REST and SOAP sandboxes are routes of this app (endpoints and callbacks at KEEL_BASE_URL); the
-            # file sandbox's folders are under var/insurers/, answered by the `insurers.sandbox_files` beat job.
+            # The REST and SOAP sandboxes are routes of this app: their endpoints and callbacks point at
+            # KEEL_BASE_URL (derived from KEEL_PORT), and an address stored by an earlier run on another port is
+            # repaired (ADR 0019). The file sandbox's folders are under var/insurers/, answered by the
+            # `insurers.sandbox_files` beat job.
+            repaired = sandbox_addresses_repair(base_url=settings.KEEL_BASE_URL)
             sandboxes = sandbox_register(
                 base_url=settings.KEEL_BASE_URL, codes=tuple(code for code, _, _ in SANDBOX_INSURERS)
             )
@@ -106,6 +109,12 @@ class Command(BaseCommand):
         seed_demo_loans(partner=partner, stdout=self.stdout)  # type: ignore[arg-type]
         employers = Employer.objects.filter(partner=partner).order_by("id")
         self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
+        for what, before, after in repaired:
+            self.stdout.write(f"Repaired the {what} address: {before} -> {after}")
+        for sandbox in sandboxes:
+            where = sandbox.endpoint or f"folders var/{sandbox.outbound_folder} and var/{sandbox.inbound_folder}"
+            self.stdout.write(f"Sandbox insurer {sandbox.code} ({sandbox.protocol}) reached at {where}")
+        self.stdout.write("(REST and SOAP addresses come from KEEL_BASE_URL; KEEL_PORT sets its port)")
         self.stdout.write("Employers: " + ", ".join(f"{e.external_ref} (id {e.pk})" for e in employers))
         self.stdout.write(
             "Policies: "

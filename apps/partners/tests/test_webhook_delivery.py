@@ -1,0 +1,290 @@
+"""Deliveries: Standard Webhooks signatures checked by the library's own `Webhook.verify`, the same
+`webhook-id` across retries, 410 disables, retries end with the 3-day window (time-machine), rotation,
+per-object order, and a slow endpoint never holding up another (SPEC §10)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from apps.common.actors import Actor
+from apps.outbox.models import OutboxMessage
+from apps.outbox.testing import drain
+from apps.partners.tests.factories import PartnerFactory
+from apps.partners.tests.webhook_helpers import endpoint_for, record
+from apps.partners.webhooks import dispatch
+from apps.partners.webhooks.contracts import EventType
+from apps.partners.webhooks.dispatch import dispatch_forever, dispatch_once
+from apps.partners.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from apps.partners.webhooks.receiver import Receiver
+from apps.partners.webhooks.services import webhook_endpoint_rotate_secret, webhook_endpoint_update
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _local_receivers(settings):
+    settings.WEBHOOKS_ALLOW_LOCAL_HTTP = True
+
+
+def until_due(endpoint: WebhookEndpoint) -> None:
+    """Make the endpoint's backoff and its deliveries' next attempts due now (instead of sleeping)."""
+    now = timezone.now()
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(retry_at=now)
+    WebhookDelivery.objects.filter(endpoint=endpoint, status="pending").update(next_attempt_at=now)
+
+
+def test_every_event_type_is_signed_and_verified_by_the_library():
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, secret = endpoint_for(partner.pk, receiver.url)
+        receiver.secrets = [secret]
+        events = [record(partner.pk, type=t, object_id=str(i)) for i, t in enumerate(EventType.values)]
+        assert dispatch_once() == len(EventType.values)
+    assert [r.json["type"] for r in receiver.received] == list(EventType.values)
+    for request, event in zip(receiver.received, events, strict=True):
+        payload = Webhook(secret).verify(request.body, request.headers)  # raises on a bad signature
+        assert payload["id"] == event.public_id == request.webhook_id
+        assert (payload["position"], payload["sequence"], payload["data"]) == (event.position, 1, event.data)
+        assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+    assert WebhookDelivery.objects.filter(endpoint=endpoint, status="delivered").count() == len(EventType.values)
+
+
+def test_a_tampered_body_or_a_wrong_secret_does_not_verify():
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        _, secret = endpoint_for(partner.pk, receiver.url)
+        record(partner.pk)
+        dispatch_once()
+    [request] = receiver.received
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(request.body.replace(b'"n"', b'"m"'), request.headers)
+    other = "whsec_" + "A" * 43 + "="
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(request.body, request.headers)
+
+
+def test_500_then_200_is_delivered_once_with_the_same_webhook_id():
+    partner = PartnerFactory()
+    answers = iter([500, 200])
+    with Receiver(respond=lambda _r: (next(answers), {}, b"oops")) as receiver:
+        endpoint, secret = endpoint_for(partner.pk, receiver.url)
+        event = record(partner.pk)
+        assert dispatch_once() == 0
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+        assert (delivery.status, delivery.attempts) == ("pending", 1)
+        assert delivery.next_attempt_at > timezone.now()
+        assert dispatch_once() == 0  # backing off: nothing sent
+        until_due(endpoint)
+        assert dispatch_once() == 1
+        until_due(endpoint)
+        assert dispatch_once() == 0  # delivered: never again
+    assert [r.webhook_id for r in receiver.received] == [event.public_id, event.public_id]
+    assert receiver.received[0].body == receiver.received[1].body
+    for r in receiver.received:
+        Webhook(secret).verify(r.body, r.headers)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("delivered", 2)
+    attempts = list(WebhookAttempt.objects.filter(endpoint=endpoint).order_by("id"))
+    assert [(a.attempt, a.status_code, a.succeeded, a.response_excerpt) for a in attempts] == [
+        (1, 500, False, "oops"),
+        (2, 200, True, "oops"),
+    ]
+
+
+def test_410_disables_the_endpoint_and_nothing_more_is_sent():
+    partner = PartnerFactory()
+    with Receiver(respond=lambda _r: (410, {}, b"")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        record(partner.pk, object_id="1")
+        record(partner.pk, object_id="2")
+        dispatch_once()
+        endpoint.refresh_from_db()
+        assert (endpoint.is_active, endpoint.disabled_reason) == (False, "the endpoint answered 410 Gone")
+        record(partner.pk, object_id="3")  # a new event: no delivery for a disabled endpoint
+        until_due(endpoint)
+        dispatch_once()
+    assert len(receiver.received) == 1
+    assert list(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("status", flat=True)) == [
+        "failed",
+        "failed",
+    ]
+    assert WebhookAttempt.objects.filter(endpoint=endpoint).count() == 1
+    assert len(mail.outbox) == 0  # a 410 is the partner's own doing: no e-mail
+
+
+def test_retries_stop_after_the_window_and_the_partner_is_emailed(time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    partner = PartnerFactory(contact_email="ops@partner.example")
+    with Receiver(respond=lambda _r: (503, {}, b"down")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(created_at=timezone.now() - timedelta(days=10))
+        record(partner.pk)
+        # Every attempt the schedule allows within the window fails...
+        for _ in range(40):
+            delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+            if delivery.status != "pending":
+                break
+            time_machine.move_to(max(delivery.next_attempt_at, WebhookEndpoint.objects.get(pk=endpoint.pk).retry_at))
+            dispatch_once()
+        attempts_in_window = len(receiver.received)
+        # ...then the delivery has failed, the endpoint is disabled, and nothing more is sent.
+        time_machine.shift(timedelta(days=1))
+        dispatch_once()
+    delivery.refresh_from_db()
+    endpoint.refresh_from_db()
+    assert delivery.status == "failed"
+    assert delivery.last_error.startswith("retry window passed")
+    assert 10 <= attempts_in_window == len(receiver.received) == delivery.attempts <= 25
+    times = list(WebhookAttempt.objects.filter(endpoint=endpoint).order_by("id").values_list("at", flat=True))
+    first, last = times[0], times[-1]
+    assert timedelta(hours=60) < last - first <= timedelta(hours=72)
+    assert endpoint.is_active is False
+    assert endpoint.disabled_reason == "every delivery failed for 72.0 hours"
+    # The e-mail goes through the outbox (its consumer sends it after commit).
+    assert OutboxMessage.objects.filter(topic="partners.endpoint_disabled").count() == 1
+    drain()
+    assert [m.to for m in mail.outbox] == [["ops@partner.example"]]
+    assert f"endpoint {endpoint.pk} was disabled" in mail.outbox[0].subject
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(settings):
+    delays = [[dispatch.backoff_seconds(n) for _ in range(50)] for n in range(1, 16)]
+    for n, values in enumerate(delays, start=1):
+        ceiling = min(43_200.0, 10.0 * 2 ** (n - 1))
+        assert all(ceiling / 2 <= v <= ceiling for v in values)
+        assert len(set(values)) > 1  # jittered
+    assert max(delays[-1]) <= 43_200.0
+
+
+def test_rotated_secret_keeps_the_old_one_verifying_for_24_hours(time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, old = endpoint_for(partner.pk, receiver.url)
+        _, new = webhook_endpoint_rotate_secret(endpoint=endpoint, actor=Actor.system("tests"))
+        record(partner.pk, object_id="1")
+        dispatch_once()
+        time_machine.shift(timedelta(hours=24, seconds=1))
+        record(partner.pk, object_id="2")
+        dispatch_once()
+    during, after = receiver.received
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    # Verify with the library at the time each was sent (its timestamp tolerance is 5 minutes).
+    time_machine.shift(timedelta(hours=-24))
+    Webhook(old).verify(during.body, during.headers)
+    Webhook(new).verify(during.body, during.headers)
+    time_machine.shift(timedelta(hours=24))
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    Webhook(new).verify(after.body, after.headers)
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(after.body, after.headers)
+
+
+def test_one_objects_events_are_delivered_in_order_while_others_proceed():
+    partner = PartnerFactory()
+    refused_once: set[str] = set()
+
+    def respond(item):
+        body = item.json
+        if body["object"]["id"] == "A" and body["sequence"] == 1 and "A1" not in refused_once:
+            refused_once.add("A1")
+            return 400, {}, b"not yet"
+        return 200, {}, b""
+
+    with Receiver(respond=respond) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        record(partner.pk, object_id="A")
+        record(partner.pk, object_id="A")
+        record(partner.pk, object_id="B")
+        record(partner.pk, object_id="A")
+        dispatch_once()
+        # A#1 was refused (a 4xx: this delivery backs off, the endpoint does not): A#2, A#3 wait, B goes.
+        assert [(r.json["object"]["id"], r.json["sequence"]) for r in receiver.received] == [("A", 1), ("B", 1)]
+        until_due(endpoint)
+        dispatch_once()
+    assert [(r.json["object"]["id"], r.json["sequence"]) for r in receiver.received] == [
+        ("A", 1),
+        ("B", 1),
+        ("A", 1),
+        ("A", 2),
+        ("A", 3),
+    ]
+
+
+def test_disabled_then_reenabled_endpoint_gets_new_events_only():
+    partner = PartnerFactory()
+    principal_actor = Actor.system("tests")
+    from apps.partners.tests.webhook_helpers import principal
+
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        webhook_endpoint_update(
+            principal=principal(partner.pk), endpoint=endpoint, is_active=False, actor=principal_actor
+        )
+        record(partner.pk, object_id="missed")
+        webhook_endpoint_update(
+            principal=principal(partner.pk), endpoint=endpoint, is_active=True, actor=principal_actor
+        )
+        record(partner.pk, object_id="new")
+        dispatch_once()
+    assert [r.json["object"]["id"] for r in receiver.received] == ["new"]
+
+
+def test_response_is_read_up_to_the_cap(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RESPONSE_MAX_BYTES": 1000}
+    partner = PartnerFactory()
+    with Receiver(respond=lambda _r: (200, {}, b"x" * 100_000)) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        record(partner.pk)
+        dispatch_once()
+    [attempt] = WebhookAttempt.objects.filter(endpoint=endpoint)
+    assert attempt.succeeded
+    assert attempt.response_excerpt == "x" * 1000
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_a_slow_endpoint_never_holds_up_another_partners_deliveries(require_postgres):
+    released = threading.Event()
+    slow_partner, fast_partner = PartnerFactory(), PartnerFactory()
+
+    def slow(_item):
+        released.wait(30)
+        return 200, {}, b""
+
+    with Receiver(respond=slow) as slow_receiver, Receiver() as fast_receiver:
+        endpoint_for(slow_partner.pk, slow_receiver.url)
+        endpoint_for(fast_partner.pk, fast_receiver.url)
+        record(slow_partner.pk, object_id="s1")
+        stop = threading.Event()
+        loop = threading.Thread(target=lambda: dispatch_forever(should_stop=stop.is_set, idle_seconds=0.05))
+        loop.start()
+        try:
+            for _ in range(200):  # wait until the slow endpoint's request is being held
+                if slow_receiver.count:
+                    break
+                time.sleep(0.05)
+            for i in range(20):
+                record(fast_partner.pk, object_id=f"f{i}")
+            for _ in range(400):
+                if fast_receiver.count == 20:
+                    break
+                time.sleep(0.05)
+            # Every fast delivery arrived while the slow endpoint still held its first request.
+            assert (fast_receiver.count, slow_receiver.count, released.is_set()) == (20, 1, False)
+        finally:
+            released.set()
+            stop.set()
+            loop.join(30)
+    assert WebhookDelivery.objects.filter(status="delivered").count() == 21

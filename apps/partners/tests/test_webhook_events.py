@@ -1,0 +1,132 @@
+"""Recording events: same transaction as the change, per-object sequences under concurrency, commit-order
+positions with concurrent sequencers, retention (SPEC §10, ADR 0030)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.outbox.services import OutboxError
+from apps.partners.tests.factories import PartnerFactory
+from apps.partners.tests.webhook_helpers import endpoint_for, record
+from apps.partners.webhooks.contracts import EventDraft
+from apps.partners.webhooks.dispatch import dispatch_once
+from apps.partners.webhooks.events import UnknownEventType, events_sequence, partner_events_record
+from apps.partners.webhooks.models import Event, EventSequence, WebhookAttempt, WebhookDelivery
+from apps.partners.webhooks.receiver import Receiver
+from apps.partners.webhooks.services import webhooks_retention
+
+pytestmark = pytest.mark.django_db
+
+
+def draft(partner_id: int, object_id: str = "1", type: str = "ledger.topup_posted") -> EventDraft:
+    return EventDraft(type=type, partner_id=partner_id, employer_id=None, object_type="x", object_id=object_id)
+
+
+def test_events_roll_back_with_the_change_that_recorded_them():
+    partner = PartnerFactory()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        partner_events_record([draft(partner.pk)])
+        raise RuntimeError("the change failed")
+    assert not Event.objects.exists()
+    assert not EventSequence.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_outside_a_transaction_is_refused():
+    partner = PartnerFactory()
+    with pytest.raises(OutboxError):
+        partner_events_record([draft(partner.pk)])
+    assert not Event.objects.exists()
+
+
+def test_recording_an_unknown_type_is_refused():
+    partner = PartnerFactory()
+    with pytest.raises(UnknownEventType), transaction.atomic():
+        partner_events_record([draft(partner.pk, type="ledger.nope")])
+    assert not Event.objects.exists()
+
+
+def test_one_call_numbers_each_objects_events_in_order():
+    partner = PartnerFactory()
+    with transaction.atomic():
+        partner_events_record([draft(partner.pk, "a"), draft(partner.pk, "b"), draft(partner.pk, "a")])
+    with transaction.atomic():
+        partner_events_record([draft(partner.pk, "a")])
+    assert list(Event.objects.order_by("id").values_list("object_id", "sequence")) == [
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("a", 3),
+    ]
+    assert events_sequence() == 4
+    assert list(Event.objects.order_by("id").values_list("position", flat=True)) == [1, 2, 3, 4]
+    assert events_sequence() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_concurrent_recorders_and_sequencers_keep_sequences_and_positions_gapless(require_postgres):
+    partner = PartnerFactory()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def recorder(n: int) -> None:
+        try:
+            for i in range(25):
+                with transaction.atomic():
+                    partner_events_record([draft(partner.pk, object_id=f"obj-{i % 3}")])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def sequencer() -> None:
+        try:
+            while not stop.is_set():
+                events_sequence(limit=7)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    sequencers = [threading.Thread(target=sequencer) for _ in range(2)]
+    recorders = [threading.Thread(target=recorder, args=(n,)) for n in range(4)]
+    for t in sequencers + recorders:
+        t.start()
+    for t in recorders:
+        t.join(60)
+    stop.set()
+    for t in sequencers:
+        t.join(60)
+    events_sequence()
+    assert errors == []
+    rows = list(Event.objects.order_by("position").values_list("object_id", "sequence", "position", "id"))
+    assert [r[2] for r in rows] == list(range(1, 101))
+    for obj in ("obj-0", "obj-1", "obj-2"):
+        seqs = [r[1] for r in rows if r[0] == obj]
+        assert seqs == list(range(1, len(seqs) + 1))  # in position order, each object's sequence is 1, 2, …
+    assert sum(1 for _ in rows) == 100
+
+
+def test_retention_deletes_what_is_older_than_30_days_only(settings):
+    settings.WEBHOOKS_ALLOW_LOCAL_HTTP = True
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint_for(partner.pk, receiver.url)
+        old, new = record(partner.pk, object_id="old"), record(partner.pk, object_id="new")
+        dispatch_once()
+    long_ago = timezone.now() - timedelta(days=31)
+    Event.objects.filter(pk=old.pk).update(created_at=long_ago)
+    WebhookAttempt.objects.filter(event_public_id=old.public_id).update(at=long_ago)
+    assert webhooks_retention() == 1
+    assert list(Event.objects.values_list("public_id", flat=True)) == [new.public_id]
+    assert list(WebhookDelivery.objects.values_list("event_id", flat=True)) == [new.pk]
+    assert list(WebhookAttempt.objects.values_list("event_public_id", flat=True)) == [new.public_id]
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RETENTION_DAYS": 0}
+    assert webhooks_retention() == 1
+    assert not Event.objects.exists()

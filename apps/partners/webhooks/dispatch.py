@@ -1,0 +1,488 @@
+"""Delivering webhooks: per-endpoint runs on their own schedule, outside the outbox (SPEC §10, ADR 0030).
+
+The outbox hands events to the sequencer within milliseconds; deliveries then live in `WebhookDelivery`
+with their own attempt schedule, so a partner endpoint that is down for days never shows as outbox
+pending age or dead rows.
+
+`dispatch_once()` / `dispatch_forever()`:
+1. **Claim endpoints** (short transaction, `FOR UPDATE SKIP LOCKED`): active, not in endpoint backoff, not
+   leased, with a due pending delivery. Each claimed endpoint gets a lease (token + expiry): one sender per
+   endpoint at a time across every process — deliveries of one object leave in order, and a slow endpoint
+   ties up only its own sender.
+2. **Run each endpoint** on a thread of the process's pool (`WEBHOOKS["DISPATCH_THREADS"]`), no transaction
+   open while sending: load up to `DISPATCH_BATCH` due deliveries in id (= position) order, skipping an
+   object whose earlier delivery is still backing off, and send each (`sender.send`): signed with every
+   active secret, `webhook-id` = the event's id (the same on every retry and redelivery).
+3. **Record** each outcome in one transaction per run: attempt rows; delivered rows; failed rows back off
+   (`backoff_seconds`) and give up after `RETRY_WINDOW_HOURS`; a 410 disables the endpoint; a
+   connection error, timeout or 5xx/429 also puts the whole endpoint in backoff and ends the run (no
+   hammering a dead receiver; its other deliveries wait, nobody else's do). The lease is released.
+4. Giving up on a delivery when the endpoint has not succeeded for the whole window disables it and
+   e-mails the partner's contact (outbox `partners.endpoint_disabled`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from apps.outbox.services import outbox_enqueue
+from apps.partners.webhooks import sender
+from apps.partners.webhooks.models import (
+    DeliveryStatus,
+    Event,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
+)
+
+log = logging.getLogger(__name__)
+
+TOPIC_ENDPOINT_DISABLED = "partners.endpoint_disabled"
+
+
+def backoff_seconds(failures: int) -> float:
+    """Delay after the `failures`-th consecutive failure: exponential with equal jitter,
+    uniform(d/2, d) with d = min(cap, base · 2^(failures−1)). Defaults (base 10 s, cap 12 h): ~10 s, 20 s,
+    40 s, … 5.7 h, then every 6–12 h until the 72 h window ends (~17 attempts)."""
+    conf = settings.WEBHOOKS
+    base, cap = float(conf["BACKOFF_BASE_SECONDS"]), float(conf["BACKOFF_CAP_SECONDS"])
+    delay = min(cap, base * (2 ** min(max(failures, 1) - 1, 40)))
+    return random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not crypto
+
+
+def window() -> timedelta:
+    return timedelta(hours=float(settings.WEBHOOKS["RETRY_WINDOW_HOURS"]))
+
+
+def event_body(event: Event) -> str:
+    """The JSON body every endpoint receives for `event` (also the events API's shape)."""
+    return json.dumps(event_payload(event), separators=(",", ":"), sort_keys=True)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.public_id,
+        "type": event.type,
+        "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
+        "position": event.position,
+        "sequence": event.sequence,
+        "object": {"type": event.object_type, "id": event.object_id},
+        "employer": event.employer_id,
+        "data": event.data,
+    }
+
+
+# --- 1. claim ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    endpoint_id: int
+    token: str
+
+
+def endpoints_claim(*, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[Claim]:
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    token = uuid.uuid4()
+    due = WebhookDelivery.objects.filter(
+        endpoint_id=OuterRef("pk"), status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    )
+    with transaction.atomic():
+        ids = list(
+            WebhookEndpoint.objects.select_for_update(skip_locked=True)
+            .filter(is_active=True, retry_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .exclude(pk__in=list(exclude))
+            .filter(Exists(due))
+            .order_by("retry_at", "id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        lease = now + timedelta(seconds=float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"]))
+        WebhookEndpoint.objects.filter(pk__in=ids).update(leased_until=lease, lease_token=token)
+    return [Claim(pk, str(token)) for pk in ids]
+
+
+# --- 2. run one endpoint -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outcome:
+    delivery: WebhookDelivery
+    result: sender.SendResult | None  # None: given up without sending (window passed)
+    at: datetime
+
+
+def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[WebhookDelivery]:
+    backing_off = WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id,
+        order_key=OuterRef("order_key"),
+        id__lt=OuterRef("id"),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__gt=now,
+    )
+    return list(
+        WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .exclude(Exists(backing_off))
+        .select_related("event")
+        .order_by("id")[:limit]
+    )
+
+
+def endpoint_run(claim: Claim) -> int:
+    """Steps 2–3 for one claimed endpoint. Returns how many deliveries were delivered."""
+    try:
+        return _endpoint_run(claim)
+    finally:
+        WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
+            leased_until=None, lease_token=None
+        )
+
+
+def _endpoint_run(claim: Claim) -> int:
+    endpoint = WebhookEndpoint.objects.filter(pk=claim.endpoint_id, is_active=True).first()
+    if endpoint is None:
+        return 0
+    now = timezone.now()
+    secrets = list(
+        WebhookSecret.objects.filter(endpoint_id=endpoint.pk)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by("-id")
+        .values_list("secret", flat=True)
+    )
+    deliveries = _due_deliveries(endpoint.pk, now=now, limit=int(settings.WEBHOOKS["DISPATCH_BATCH"]))
+    outcomes: list[_Outcome] = []
+    blocked: set[str] = set()
+    endpoint_failed = False
+    gone = False
+    # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
+    stop_at = time.monotonic() + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
+    for delivery in deliveries:
+        if time.monotonic() > stop_at:
+            break
+        at = timezone.now()
+        if delivery.order_key in blocked:
+            continue
+        if at > delivery.created_at + window():
+            outcomes.append(_Outcome(delivery, None, at))
+            continue
+        body = event_body(delivery.event)
+        headers = sender.sign_headers(msg_id=delivery.event.public_id, body=body, secrets=secrets)
+        result = sender.send(url=endpoint.url, body=body.encode(), headers=headers)
+        outcomes.append(_Outcome(delivery, result, at))
+        if result.ok:
+            continue
+        blocked.add(delivery.order_key)
+        if result.status_code == 410:
+            gone = True
+            break
+        if result.status_code is None or result.status_code >= 500 or result.status_code == 429:
+            endpoint_failed = True
+            break
+    return _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
+
+
+# --- 3. record -----------------------------------------------------------------------------------------
+
+
+def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, endpoint_failed: bool) -> int:
+    if not outcomes:
+        return 0
+    now = timezone.now()
+    attempts: list[WebhookAttempt] = []
+    delivered: list[int] = []
+    given_up: list[tuple[int, int, str]] = []
+    retry: list[tuple[int, int, datetime, str]] = []
+    for o in outcomes:
+        d = o.delivery
+        if o.result is None:
+            given_up.append((d.pk, d.attempts, "retry window passed"))
+            continue
+        number = d.attempts + 1
+        attempts.append(
+            WebhookAttempt(
+                delivery_id=d.pk,
+                endpoint_id=endpoint.pk,
+                event_public_id=d.event.public_id,
+                event_type=d.event.type,
+                attempt=number,
+                at=o.at,
+                status_code=o.result.status_code,
+                latency_ms=o.result.latency_ms,
+                response_excerpt=o.result.excerpt[:1000],
+                error=o.result.error[:500],
+                succeeded=o.result.ok,
+            )
+        )
+        if o.result.ok:
+            delivered.append(d.pk)
+        elif o.result.status_code == 410:
+            given_up.append((d.pk, number, "410 Gone: endpoint disabled"))
+        else:
+            next_at = now + timedelta(seconds=backoff_seconds(number))
+            if next_at > d.created_at + window():
+                given_up.append((d.pk, number, f"retry window passed; last: {o.result.error}"[:500]))
+            else:
+                retry.append((d.pk, number, next_at, o.result.error[:500]))
+    with transaction.atomic():
+        WebhookAttempt.objects.bulk_create(attempts, batch_size=1000)
+        if delivered:
+            WebhookDelivery.objects.filter(pk__in=delivered, status=DeliveryStatus.PENDING).update(
+                status=DeliveryStatus.DELIVERED, finished_at=now, attempts=F("attempts") + 1, last_error=""
+            )
+        for pk, number, next_at, error in retry:
+            WebhookDelivery.objects.filter(pk=pk, status=DeliveryStatus.PENDING).update(
+                attempts=number, next_attempt_at=next_at, last_error=error
+            )
+        for pk, number, reason in given_up:
+            WebhookDelivery.objects.filter(pk=pk, status=DeliveryStatus.PENDING).update(
+                status=DeliveryStatus.FAILED, finished_at=now, attempts=number, last_error=reason
+            )
+        if delivered and not (endpoint_failed or gone):
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+                consecutive_failures=0, failing_since=None, last_success_at=now, retry_at=now
+            )
+        elif delivered:
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_success_at=now)
+        if endpoint_failed:
+            failures = endpoint.consecutive_failures + 1
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+                consecutive_failures=failures,
+                retry_at=now + timedelta(seconds=backoff_seconds(failures)),
+                failing_since=endpoint.failing_since or now,
+            )
+            endpoint.failing_since = endpoint.failing_since or now
+        if gone:
+            endpoint_disable(endpoint_id=endpoint.pk, reason="the endpoint answered 410 Gone", notify=False)
+        elif given_up and not delivered and _failing_for_whole_window(endpoint, now):
+            endpoint_disable(
+                endpoint_id=endpoint.pk,
+                reason=f"every delivery failed for {settings.WEBHOOKS['RETRY_WINDOW_HOURS']} hours",
+                notify=True,
+            )
+    return len(delivered)
+
+
+def _failing_for_whole_window(endpoint: WebhookEndpoint, now: datetime) -> bool:
+    """No successful delivery within the retry window, and the endpoint existed for all of it."""
+    start = now - window()
+    if endpoint.created_at > start:
+        return False
+    return endpoint.last_success_at is None or endpoint.last_success_at < start
+
+
+def endpoint_disable(*, endpoint_id: int, reason: str, notify: bool) -> bool:
+    """Disable an endpoint (conditional: once) and give up its pending deliveries; with `notify`, e-mail the
+    partner's contact through the outbox. Returns whether this call disabled it. Must run in a transaction."""
+    now = timezone.now()
+    changed = WebhookEndpoint.objects.filter(pk=endpoint_id, is_active=True).update(
+        is_active=False, disabled_at=now, disabled_reason=reason[:300], leased_until=None, lease_token=None
+    )
+    if not changed:
+        return False
+    WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.FAILED, finished_at=now, last_error=f"endpoint disabled: {reason}"[:500]
+    )
+    from apps.audit.services import audit_record
+    from apps.common.actors import Actor
+
+    partner_id = WebhookEndpoint.objects.filter(pk=endpoint_id).values_list("partner_id", flat=True).first()
+    audit_record(
+        actor=Actor.system("webhooks.dispatch"),
+        action="webhook_endpoint.disabled",
+        object_type="webhook_endpoint",
+        object_id=endpoint_id,
+        after={"is_active": False, "reason": reason},
+    )
+    if notify:
+        outbox_enqueue(
+            topic=TOPIC_ENDPOINT_DISABLED,
+            payload={"endpoint_id": endpoint_id, "partner_id": partner_id, "reason": reason},
+            key=f"webhook_endpoint:{endpoint_id}",
+        )
+    return True
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=int(settings.WEBHOOKS["DISPATCH_THREADS"]), thread_name_prefix="webhooks"
+            )
+        return _executor
+
+
+def dispatch_once(*, inline: bool = True) -> int:
+    """Sequence committed events, then claim every ready endpoint once and run them; `inline` runs them one
+    after another in this thread (tests, SQLite). Returns how many deliveries were delivered."""
+    from apps.partners.webhooks.events import events_sequence
+
+    events_sequence()
+    total = 0
+    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
+    claims = endpoints_claim(limit=threads)
+    if inline or connection.vendor != "postgresql":
+        for c in claims:
+            total += endpoint_run(c)
+        return total
+    futures = [_pool().submit(_threaded_run, c) for c in claims]
+    for f in futures:
+        total += f.result()
+    return total
+
+
+def _threaded_run(claim: Claim) -> int:
+    from django.db import close_old_connections
+
+    close_old_connections()
+    try:
+        return endpoint_run(claim)
+    except Exception:
+        log.warning("webhooks.endpoint_run_failed", exc_info=True, extra={"endpoint": claim.endpoint_id})
+        return 0
+    finally:
+        # Back to the pool (PostgreSQL settings pool connections): no idle connection per pool thread.
+        connection.close()
+
+
+def dispatch_forever(
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    max_seconds: float | None = None,
+    idle_seconds: float = 1.0,
+    listen: bool = True,
+) -> int:
+    """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds`.
+
+    Each pass first runs the sequencer (positions + deliveries of newly committed events). A finished run
+    frees its thread at once and the loop claims again (excluding endpoints still running here), so a slow
+    endpoint holds one thread and never the others' turns. Idle: wait for a commit that wrote events or
+    deliveries (PostgreSQL NOTIFY `keel_events` / `keel_webhooks`) or `idle_seconds`. Returns how many
+    deliveries were delivered.
+    """
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    if connection.vendor != "postgresql":
+        # SQLite (the embedded default) has one writer: run the endpoints one after another in this thread.
+        total = 0
+        while not should_stop() and (deadline is None or time.monotonic() < deadline):
+            delivered = dispatch_once(inline=True)
+            total += delivered
+            if not delivered:
+                time.sleep(min(idle_seconds, 0.2))
+        return total
+    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
+    running: dict[Future[int], int] = {}
+    listener = _Listener() if listen else None
+    total = 0
+    from apps.partners.webhooks.events import events_sequence
+
+    # A pass (sequence + claim) runs when a commit was notified, a run finished, or `idle_seconds` passed — so
+    # new events are picked up within ~10 ms even while slow endpoints keep their threads busy.
+    due_pass = True
+    last_pass = 0.0
+    try:
+        while not should_stop() and (deadline is None or time.monotonic() < deadline):
+            claimed: list[Claim] = []
+            if due_pass or time.monotonic() - last_pass >= idle_seconds:
+                last_pass = time.monotonic()
+                try:
+                    events_sequence()
+                    claimed = endpoints_claim(limit=threads - len(running), exclude=set(running.values()))
+                except Exception:
+                    log.warning("webhooks.claim_failed", exc_info=True)
+                    connection.close()
+                    time.sleep(0.5)
+                for c in claimed:
+                    running[_pool().submit(_threaded_run, c)] = c.endpoint_id
+            due_pass = bool(claimed)
+            if running:
+                done, _ = wait(list(running), timeout=0.01, return_when=FIRST_COMPLETED)
+                for f in done:
+                    running.pop(f)
+                    total += f.result()
+                due_pass = due_pass or bool(done) or (listener is None) or listener.wait(0)
+            elif listener is not None:
+                due_pass = listener.wait(idle_seconds) or True
+            else:
+                time.sleep(min(idle_seconds, 0.2))
+                due_pass = True
+        for f in list(running):
+            total += f.result()
+    finally:
+        if listener is not None:
+            listener.close()
+        connection.close()
+    return total
+
+
+class _Listener:
+    """LISTEN keel_events and keel_webhooks on a connection of its own (both are NOTIFYed at commit)."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        from apps.partners.webhooks.events import EVENTS_CHANNEL, NOTIFY_CHANNEL
+
+        params = connection.get_connection_params()
+        for name in ("cursor_factory", "context", "pool"):
+            params.pop(name, None)
+        self._connection = psycopg.connect(autocommit=True, **params)
+        self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self._connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification (True) or `timeout` (False); drains the backlog (one pass serves all)."""
+        woke = False
+        for _ in self._connection.notifies(timeout=max(timeout, 0.0001), stop_after=1):
+            woke = True
+        if woke:
+            for _ in self._connection.notifies(timeout=0.0001):
+                pass
+        return woke
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+NUDGE_FLAG = "webhooks:dispatch-queued"
+
+
+def dispatcher_nudge() -> None:
+    """After a commit that wrote events or deliveries: queue one Celery dispatch run (collapsed by a cache
+    flag); beat runs one every second anyway, and a `webhook_dispatch` process is woken by NOTIFY."""
+    if not settings.WEBHOOKS["NUDGE_ON_COMMIT"]:
+        return
+    from apps.partners.tasks import webhooks_dispatch
+
+    try:
+        if cache.add(NUDGE_FLAG, 1, timeout=2):
+            webhooks_dispatch.apply_async(queue="webhooks", retry=False)
+    except Exception:
+        log.warning("webhooks.nudge_failed", exc_info=True)

@@ -1,0 +1,203 @@
+"""Recording partner events (in the producer's transaction) and putting them in commit order (after commit).
+
+1. `partner_events_record(drafts)` — called by the service that makes a change, inside its transaction:
+   numbers each object's events (`EventSequence` upsert) and inserts the `Event` rows (position null). The
+   `Event` table is the transactional outbox of partner events: a row exists if and only if its change
+   committed, and nothing leaves Keel before that. A statement trigger queues `NOTIFY keel_events` at commit
+   (PostgreSQL) and an on-commit nudge queues a `webhooks.dispatch` task; beat runs one every second anyway.
+2. `events_sequence()` — run by every dispatcher pass (`dispatch.dispatch_once` / `dispatch_forever`, the
+   `webhooks.dispatch` task): under one transaction-scoped lock it gives every committed, unpositioned event
+   the next positions in insert order, and creates one `WebhookDelivery` per subscribed active endpoint, in the
+   same transaction. Positions therefore commit in increasing order (the lock is held until commit): a reader
+   that has seen position N has seen every position below N (SPEC §10, ADR 0030).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.outbox.services import OutboxError
+from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.models import Event, EventSequence, WebhookDelivery, WebhookEndpoint
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key of the sequencer ("keel-seq" as a number).
+SEQUENCER_LOCK = 0x6B65656C2D736571
+NOTIFY_CHANNEL = "keel_webhooks"  # the sequencer created deliveries
+EVENTS_CHANNEL = "keel_events"  # a transaction that wrote events committed (trigger, migration 0002)
+SEQUENCE_BATCH = 2000
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
+    """Write `drafts` as `Event` rows in the caller's transaction; returns them (ids and sequences set).
+
+    Must run inside the transaction of the change (raises `OutboxError` otherwise). Raises `UnknownEventType`
+    for a type not in `EventType`. Cost: one upsert per distinct object and one bulk insert, whatever the
+    number of drafts.
+    """
+    if not drafts:
+        return []
+    for draft in drafts:
+        if draft.type not in EventType.values:
+            raise UnknownEventType(draft.type)
+    if not connection.in_atomic_block:
+        raise OutboxError("partner_events_record must be called inside the transaction of the change")
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for draft in drafts:
+        counts[(draft.object_type, str(draft.object_id))] += 1
+    partner_of = _partners_of_employers({d.employer_id for d in drafts if d.partner_id is None and d.employer_id})
+    last = _sequence_take(counts)
+    next_of = {obj: last[obj] - n + 1 for obj, n in counts.items()}
+    now = timezone.now()
+    rows: list[Event] = []
+    for draft in drafts:
+        obj = (draft.object_type, str(draft.object_id))
+        rows.append(
+            Event(
+                partner_id=draft.partner_id if draft.partner_id is not None else partner_of[draft.employer_id or 0],
+                employer_id=draft.employer_id,
+                type=draft.type,
+                object_type=draft.object_type,
+                object_id=str(draft.object_id),
+                sequence=next_of[obj],
+                data=draft.data,
+                created_at=now,
+            )
+        )
+        next_of[obj] += 1
+    Event.objects.bulk_create(rows, batch_size=2000)
+    if not any(entry[1] is _nudge_dispatcher for entry in connection.run_on_commit):
+        transaction.on_commit(_nudge_dispatcher)  # one nudge per transaction, dropped with a rollback
+    return rows
+
+
+def _partners_of_employers(employer_ids: set[int]) -> dict[int, int]:
+    if not employer_ids:
+        return {}
+    from django.apps import apps
+
+    employer_model = apps.get_model("employers", "Employer")
+    return dict(employer_model.objects.filter(pk__in=sorted(employer_ids)).values_list("pk", "partner_id"))
+
+
+def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """Add `counts` to each object's counter and return the new `last` per object (one statement).
+
+    `INSERT … ON CONFLICT DO UPDATE … RETURNING` (PostgreSQL and SQLite ≥ 3.35): the conflicting row is locked
+    until the caller commits, so two transactions recording events of one object are serialised and their
+    sequences never collide.
+    """
+    table = EventSequence._meta.db_table
+    items = sorted(counts.items())
+    placeholders = ", ".join(["(%s, %s, %s)"] * len(items))
+    params: list[Any] = []
+    for (object_type, object_id), n in items:
+        params += [object_type, object_id, n]
+    sql = (
+        f"INSERT INTO {table} (object_type, object_id, last) VALUES {placeholders} "  # noqa: S608 - no user input
+        f"ON CONFLICT (object_type, object_id) DO UPDATE SET last = {table}.last + excluded.last "
+        "RETURNING object_type, object_id, last"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(r[0], r[1]): int(r[2]) for r in cursor.fetchall()}
+
+
+_ASSIGN_SQL = """
+WITH todo AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS rn FROM partners_event
+    WHERE position IS NULL ORDER BY id LIMIT %(limit)s
+), base AS (SELECT COALESCE(MAX(position), 0) AS top FROM partners_event)
+UPDATE partners_event e SET position = base.top + todo.rn, positioned_at = %(now)s
+FROM todo, base WHERE e.id = todo.id
+RETURNING e.id
+"""
+
+
+def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
+    """Give committed events their commit-order positions and fan them out; returns how many.
+
+    Steps, in one short transaction:
+    1. Take the sequencer lock (PostgreSQL: `pg_advisory_xact_lock`; SQLite has one writer anyway). Another
+       sequencer waits here and then sees this one's positions.
+    2. Number every visible unpositioned event after the highest position, in insert-id order (one UPDATE).
+       Events of one object were inserted in the order they happened (their recorders were serialised by the
+       object's row locks and `EventSequence`), so their positions keep that order.
+    3. Create the deliveries of those events to every active endpoint subscribed to them (partner, type,
+       employer binding), in position order — which is the order the dispatcher sends one object's events.
+    4. At commit, wake other idle dispatcher processes (PostgreSQL NOTIFY `keel_webhooks`).
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+                cursor.execute(_ASSIGN_SQL, {"limit": limit, "now": now})
+                ids = [r[0] for r in cursor.fetchall()]
+        else:
+            todo = list(Event.objects.filter(position__isnull=True).order_by("id").values_list("id", flat=True)[:limit])
+            top = Event.objects.aggregate(top=Max("position"))["top"] or 0
+            for offset, pk in enumerate(todo, start=1):
+                Event.objects.filter(pk=pk).update(position=top + offset, positioned_at=now)
+            ids = todo
+        if not ids:
+            return 0
+        created = deliveries_create(Event.objects.filter(pk__in=ids).order_by("position"))
+        if created and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # wakes other idle dispatcher processes at commit
+                cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+    return len(ids)
+
+
+def endpoint_wants(endpoint: WebhookEndpoint, event: Event) -> bool:
+    """Is `event` for `endpoint`: same partner, a subscribed type, and an employer the endpoint may see."""
+    if endpoint.partner_id != event.partner_id or event.type not in endpoint.event_types:
+        return False
+    if endpoint.employer_ids is None or event.employer_id is None:
+        return True
+    return event.employer_id in endpoint.employer_ids
+
+
+def deliveries_create(events: Iterable[Event], *, endpoints: Sequence[WebhookEndpoint] | None = None) -> int:
+    """One pending delivery per (event, active subscribed endpoint), in the events' order."""
+    events = list(events)
+    if not events:
+        return 0
+    if endpoints is None:
+        partner_ids = {e.partner_id for e in events}
+        endpoints = list(WebhookEndpoint.objects.filter(partner_id__in=partner_ids, is_active=True).order_by("id"))
+    if not endpoints:
+        return 0
+    now = timezone.now()
+    rows = [
+        WebhookDelivery(
+            endpoint_id=endpoint.pk,
+            event_id=event.pk,
+            order_key=f"{event.object_type}:{event.object_id}",
+            created_at=now,
+            next_attempt_at=now,
+        )
+        for event in events
+        for endpoint in endpoints
+        if endpoint_wants(endpoint, event)
+    ]
+    WebhookDelivery.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def _nudge_dispatcher() -> None:
+    from apps.partners.webhooks.dispatch import dispatcher_nudge
+
+    dispatcher_nudge()

@@ -1,0 +1,58 @@
+"""Reads for webhook endpoints, attempts and events, always through the caller's `Principal` (SPEC §2, §10).
+
+Anything another partner owns — or, for an employer-bound key, another employer's — is simply absent:
+the views answer 404, never 403 with data.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from apps.partners.contracts import Principal
+from apps.partners.webhooks.contracts import types_readable_with
+from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookEndpoint
+
+
+def webhook_endpoints_visible_to(principal: Principal) -> QuerySet[WebhookEndpoint]:
+    """The partner's endpoints; an employer-bound key sees those bound to a subset of its employers."""
+    qs = WebhookEndpoint.objects.filter(partner_id=principal.partner_id)
+    if principal.all_employers:
+        return qs.order_by("id")
+    visible = [
+        e.pk
+        for e in qs.exclude(employer_ids__isnull=True).only("id", "employer_ids")
+        if set(e.employer_ids or []) <= principal.employer_ids
+    ]
+    return qs.filter(pk__in=visible).order_by("id")
+
+
+def webhook_endpoint_get_for(principal: Principal, endpoint_id: int) -> WebhookEndpoint:
+    endpoint = webhook_endpoints_visible_to(principal).filter(pk=endpoint_id).first()
+    if endpoint is None:
+        raise Http404("No webhook endpoint with this id.")
+    return endpoint
+
+
+def webhook_attempts_of(endpoint: WebhookEndpoint) -> QuerySet[WebhookAttempt]:
+    return WebhookAttempt.objects.filter(endpoint_id=endpoint.pk)
+
+
+def events_visible_to(principal: Principal) -> QuerySet[Event]:
+    """Committed (positioned) events of the caller's partner, of types its read scopes allow, of the
+    employers it may act for (events without an employer — loan applications — go to the partner's keys)."""
+    qs = Event.objects.filter(
+        partner_id=principal.partner_id,
+        position__isnull=False,
+        type__in=types_readable_with(principal.scopes),
+    )
+    if not principal.all_employers:
+        qs = qs.filter(Q(employer_id__isnull=True) | Q(employer_id__in=sorted(principal.employer_ids)))
+    return qs
+
+
+def event_get_for(principal: Principal, public_id: str) -> Event:
+    event = events_visible_to(principal).filter(public_id=public_id).first()
+    if event is None:
+        raise Http404("No event with this id.")
+    return event

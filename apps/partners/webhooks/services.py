@@ -1,0 +1,231 @@
+"""Writes for webhook endpoints and events: register, change, rotate, disable/enable, redeliver, retention.
+
+Every write is one transaction with its audit row (SPEC §4, §10; ADR 0030). The partner's tenancy has
+already been resolved by the selectors (a foreign endpoint or event is never passed here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.common.actors import Actor
+from apps.common.errors import DomainValidationError
+from apps.partners.contracts import Principal
+from apps.partners.webhooks import urlpolicy
+from apps.partners.webhooks.contracts import EventType, types_readable_with
+from apps.partners.webhooks.dispatch import endpoint_disable
+from apps.partners.webhooks.models import (
+    DeliveryStatus,
+    Event,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
+    new_webhook_secret,
+)
+
+MAX_EVENT_TYPES = len(EventType.values)
+
+
+def _validate(*, principal: Principal, url: str | None, event_types: Sequence[str] | None) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if url is not None:
+        try:
+            urlpolicy.check(url)
+        except urlpolicy.UnsafeURL as exc:
+            errors["url"] = str(exc)
+    if event_types is not None:
+        readable = set(types_readable_with(principal.scopes))
+        unknown = [t for t in event_types if t not in EventType.values]
+        if not event_types:
+            errors["event_types"] = "Subscribe to at least one event type."
+        elif unknown:
+            errors["event_types"] = f"Unknown event type(s): {', '.join(sorted(unknown))}."
+        elif not set(event_types) <= readable:
+            missing = sorted(set(event_types) - readable)
+            errors["event_types"] = f"This key lacks the read scope for: {', '.join(missing)}."
+    return errors
+
+
+@transaction.atomic
+def webhook_endpoint_create(
+    *, principal: Principal, url: str, event_types: Sequence[str], description: str, actor: Actor
+) -> tuple[WebhookEndpoint, str]:
+    """Register an endpoint for the caller's partner; returns it with its `whsec_…` secret (shown once).
+
+    `url` must pass `urlpolicy.check` (resolved now, and again at each delivery); `event_types` must be known
+    types the key may read (its read scopes). An employer-bound key's endpoint receives only its employers'
+    events (`employer_ids` frozen at registration). Raises `DomainValidationError` (422) naming the field.
+    """
+    errors = _validate(principal=principal, url=url, event_types=event_types)
+    if errors:
+        raise DomainValidationError(errors)
+    endpoint = WebhookEndpoint.objects.create(
+        partner_id=principal.partner_id,
+        url=url,
+        description=description,
+        event_types=sorted(set(event_types)),
+        employer_ids=None if principal.all_employers else sorted(principal.employer_ids),
+        created_by=principal.key_prefix,
+    )
+    secret = new_webhook_secret()
+    WebhookSecret.objects.create(endpoint=endpoint, secret=secret)
+    audit_record(
+        actor=actor,
+        action="webhook_endpoint.created",
+        object_type="webhook_endpoint",
+        object_id=endpoint.pk,
+        after={"url": url, "event_types": endpoint.event_types, "employer_ids": endpoint.employer_ids},
+    )
+    return endpoint, secret
+
+
+@transaction.atomic
+def webhook_endpoint_update(
+    *,
+    principal: Principal,
+    endpoint: WebhookEndpoint,
+    url: str | None = None,
+    event_types: Sequence[str] | None = None,
+    description: str | None = None,
+    is_active: bool | None = None,
+    actor: Actor,
+) -> WebhookEndpoint:
+    """Change url / event types / description, or disable (`is_active=False`) / re-enable (`True`).
+
+    Re-enabling clears the backoff; only events from then on are delivered (missed ones are read from the
+    events API or redelivered). Disabling gives up the pending deliveries. Raises `DomainValidationError`.
+    """
+    errors = _validate(principal=principal, url=url, event_types=event_types)
+    if errors:
+        raise DomainValidationError(errors)
+    locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    before: dict[str, object] = {}
+    after: dict[str, object] = {}
+    changes: dict[str, object] = {}
+    if url is not None and url != locked.url:
+        changes["url"] = url
+    if event_types is not None and sorted(set(event_types)) != locked.event_types:
+        changes["event_types"] = sorted(set(event_types))
+    if description is not None and description != locked.description:
+        changes["description"] = description
+    for name, value in changes.items():
+        before[name], after[name] = getattr(locked, name), value
+    if changes:
+        WebhookEndpoint.objects.filter(pk=locked.pk).update(**changes)
+    if is_active is False and locked.is_active:
+        endpoint_disable(endpoint_id=locked.pk, reason="disabled by the partner", notify=False)
+        before["is_active"], after["is_active"] = True, False
+    elif is_active is True and not locked.is_active:
+        WebhookEndpoint.objects.filter(pk=locked.pk).update(
+            is_active=True,
+            disabled_at=None,
+            disabled_reason="",
+            consecutive_failures=0,
+            failing_since=None,
+            retry_at=timezone.now(),
+        )
+        before["is_active"], after["is_active"] = False, True
+    if after:
+        audit_record(
+            actor=actor,
+            action="webhook_endpoint.updated",
+            object_type="webhook_endpoint",
+            object_id=locked.pk,
+            before=before,
+            after=after,
+        )
+    return WebhookEndpoint.objects.get(pk=locked.pk)
+
+
+@transaction.atomic
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
+    """Delete the endpoint with its secrets, deliveries and attempts."""
+    audit_record(
+        actor=actor,
+        action="webhook_endpoint.deleted",
+        object_type="webhook_endpoint",
+        object_id=endpoint.pk,
+        before={"url": endpoint.url, "event_types": endpoint.event_types},
+    )
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+
+
+@transaction.atomic
+def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: Actor) -> tuple[WebhookSecret, str]:
+    """Issue a new secret; the current ones keep signing (and so verifying) for
+    `WEBHOOKS["ROTATION_OVERLAP_HOURS"]` (24 h), then expire. Returns the new secret (shown once)."""
+    WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    now = timezone.now()
+    overlap_end = now + timedelta(hours=float(settings.WEBHOOKS["ROTATION_OVERLAP_HOURS"]))
+    WebhookSecret.objects.filter(endpoint_id=endpoint.pk, expires_at__isnull=True).update(expires_at=overlap_end)
+    WebhookSecret.objects.filter(endpoint_id=endpoint.pk, expires_at__gt=overlap_end).update(expires_at=overlap_end)
+    plaintext = new_webhook_secret()
+    secret = WebhookSecret.objects.create(endpoint_id=endpoint.pk, secret=plaintext, created_at=now)
+    audit_record(
+        actor=actor,
+        action="webhook_endpoint.secret_rotated",
+        object_type="webhook_endpoint",
+        object_id=endpoint.pk,
+        after={"old_secrets_expire_at": overlap_end},
+    )
+    return secret, plaintext
+
+
+@transaction.atomic
+def event_redeliver(*, event: Event, endpoints: Sequence[WebhookEndpoint], actor: Actor) -> int:
+    """Queue `event` again to each given active, subscribed endpoint (same `webhook-id`). Returns how many
+    deliveries were queued. A pending delivery of it to an endpoint is left as it is (no double queueing)."""
+    from apps.partners.webhooks.events import deliveries_create, endpoint_wants
+
+    pending = set(
+        WebhookDelivery.objects.filter(event_id=event.pk, status=DeliveryStatus.PENDING).values_list(
+            "endpoint_id", flat=True
+        )
+    )
+    targets = [e for e in endpoints if e.is_active and e.pk not in pending and endpoint_wants(e, event)]
+    created = deliveries_create([event], endpoints=targets)
+    audit_record(
+        actor=actor,
+        action="event.redelivered",
+        object_type="event",
+        object_id=event.public_id,
+        employer_id=event.employer_id,
+        after={"endpoints": [e.pk for e in targets]},
+    )
+    if created:
+        from apps.partners.webhooks.events import _nudge_dispatcher
+
+        transaction.on_commit(_nudge_dispatcher)
+    return created
+
+
+def webhooks_retention(*, batch_size: int = 5000, max_batches: int = 100) -> int:
+    """Delete events, deliveries and attempts older than `WEBHOOKS["RETENTION_DAYS"]` (30), in bounded
+    batches (each its own statement). Returns how many events were deleted. Pending deliveries are never
+    older than the 3-day retry window, so nothing still in flight is deleted."""
+    cutoff = timezone.now() - timedelta(days=float(settings.WEBHOOKS["RETENTION_DAYS"]))
+    for _ in range(max_batches):
+        ids = list(WebhookAttempt.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        WebhookAttempt.objects.filter(pk__in=ids).delete()
+    total = 0
+    for _ in range(max_batches):
+        ids = list(
+            Event.objects.filter(created_at__lt=cutoff)
+            .exclude(deliveries__status=DeliveryStatus.PENDING)
+            .order_by("id")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            break
+        # Deliveries and their attempts go with their event (CASCADE).
+        total += Event.objects.filter(pk__in=ids).delete()[1].get("partners.Event", 0)
+    return total
