@@ -64,8 +64,11 @@ class Command(BaseCommand):
                 name=DEMO_PARTNER, actor=actor
             )
             today = timezone.localdate()
-            # One demo employer per protocol: ACME on REST, GLOBEX on SOAP, INITECH on files.
-            for (ref, name, email), sandbox in zip(DEMO_EMPLOYERS, sandboxes, strict=True):
+            # Every demo employer has a REST policy (GMC-<ref>); GLOBEX also has one on the SOAP sandbox and
+            # INITECH one on the file sandbox (GMC-<ref>-SOAP / -FILE), so each protocol can be tried at once.
+            rest, *others = sandboxes
+            extra = dict(zip((ref for ref, _, _ in DEMO_EMPLOYERS[1:]), others, strict=True))
+            for ref, name, email in DEMO_EMPLOYERS:
                 employer = Employer.objects.filter(partner=partner, external_ref=ref).first()
                 if employer is None:
                     employer = employer_create(
@@ -76,17 +79,21 @@ class Command(BaseCommand):
                         low_balance_threshold=50_000_00,
                         actor=actor,
                     )
-                if not Policy.objects.filter(employer=employer, policy_number=f"GMC-{ref}").exists():
-                    policy_create(
-                        employer=employer,
-                        insurer_code=sandbox.code,
-                        policy_number=f"GMC-{ref}",
-                        start_date=today - timedelta(days=30),
-                        end_date=today + timedelta(days=334),
-                        premium_rate_per_mille=Decimal("4.5"),
-                        default_sum_insured=500_000_00,
-                        actor=actor,
-                    )
+                wanted = [(rest, f"GMC-{ref}")]
+                if ref in extra:
+                    wanted.append((extra[ref], f"GMC-{ref}-{extra[ref].protocol.upper()}"))
+                for sandbox, number in wanted:
+                    if not Policy.objects.filter(insurer=sandbox, policy_number=number).exists():
+                        policy_create(
+                            employer=employer,
+                            insurer_code=sandbox.code,
+                            policy_number=number,
+                            start_date=today - timedelta(days=30),
+                            end_date=today + timedelta(days=334),
+                            premium_rate_per_mille=Decimal("4.5"),
+                            default_sum_insured=500_000_00,
+                            actor=actor,
+                        )
                 # Idempotent by reference: running seed_demo again posts nothing.
                 topup_post(employer_id=employer.pk, amount=5_00_000_00, reference=f"seed-demo-{ref}", actor=actor)
             plaintext = demo_key_plaintext()
