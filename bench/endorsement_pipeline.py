@@ -1,14 +1,18 @@
 """End-to-end endorsement benchmark (SPEC §12): 10,000 endorsements from 50 employers over 3 sandbox
-insurers, from upload to ACTIVE, with nothing lost or doubled.
+insurers — one per protocol with `--protocols rest,soap,file` (the default) — from upload to ACTIVE, with
+nothing lost or doubled.
 
 The partner uploads go through the real API (one JSON batch per employer) to a gunicorn server that also
 serves the sandbox insurers over HTTP. The pipeline is then driven by `--workers` processes, each running
 relay + consumers + scheduler windows in a loop (`manage.py outbox_relay`-style inline delivery, no Celery
-hop): that isolates Keel's own work from broker configuration. Limit measured in the same run: the raw
+hop): that isolates Keel's own work from broker configuration. For the file insurer, worker 0 also plays the
+sandbox file insurer (one insurer process answers each batch file once) and every worker runs the result-file
+import (safe concurrently: each file is claimed once). Limit measured in the same run: the raw
 `INSERT … COMMIT` rate of the same PostgreSQL.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_e2e REDIS_URL=redis://127.0.0.1:6379/14 \
-        .venv/bin/python bench/endorsement_pipeline.py [--endorsements 10000] [--employers 50] [--workers 2]
+        .venv/bin/python bench/endorsement_pipeline.py [--endorsements 10000] [--employers 50] [--workers 2] \
+        [--protocols rest,soap,file]
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from datetime import date, timedelta
@@ -25,16 +31,20 @@ from decimal import Decimal
 from _common import free_port, require_postgres_and_redis, setup_environment, start_gunicorn
 
 setup_environment()
-INSURER_CODES = ("sandbox-rest", "sandbox-rest-2", "sandbox-rest-3")
 
 
-def pipeline_worker(stop_at: float) -> None:
-    """Relay + deliver inline + scheduler windows, until nothing is left or the time is up."""
+def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] = (), partner_id: int = 0) -> None:
+    """Relay + deliver inline + scheduler windows, until this run's endorsements are all terminal (or, for a
+    worker that finds nothing to do, 40 idle rounds pass while none is left in flight) or the time is up."""
     import django
 
     django.setup()
     from apps.common.actors import Actor
     from apps.endorsements import services
+    from apps.endorsements.models import Endorsement
+    from apps.endorsements.models import EndorsementStatus as S
+    from apps.insurers.files.importer import result_files_import
+    from apps.insurers.sandbox.files import sandbox_file_process
     from apps.outbox.testing import drain
 
     actor = Actor.system("bench.pipeline")
@@ -42,8 +52,20 @@ def pipeline_worker(stop_at: float) -> None:
     while time.time() < stop_at and idle < 40:
         delivered = drain(batch_size=200)
         dispatched = services.scheduler_tick(actor=actor, force=True)
-        if delivered or dispatched:
+        for code in file_codes:
+            if index == 0:
+                dispatched += sandbox_file_process(code=code)
+            dispatched += sum(result_files_import(insurer_code=code).values())
+        in_flight = (
+            Endorsement.objects.filter(partner_id=partner_id)
+            .exclude(status__in=[S.ACTIVE, S.REJECTED, S.FAILED, S.CANCELLED])
+            .exists()
+        )
+        if delivered or dispatched or (in_flight and index == 0):
+            # Worker 0 also plays the file insurer: it stays while anything of this run is in flight.
             idle = 0
+            if not (delivered or dispatched):
+                time.sleep(0.05)
         else:
             idle += 1
             time.sleep(0.05)
@@ -72,6 +94,12 @@ def main() -> None:
     parser.add_argument("--employers", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--port", type=int, default=0, help="port for the benchmark server (default: a free one)")
+    parser.add_argument(
+        "--protocols",
+        default="rest,soap,file",
+        help="comma-separated protocols of the three sandbox insurers, cycled (e.g. rest,soap,file or rest)",
+    )
     parser.add_argument(
         "--deletions",
         type=int,
@@ -102,19 +130,27 @@ def main() -> None:
     from apps.partners.services import api_key_create
 
     raw_rate = raw_insert_commit_rate()
-    port = free_port()
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not protocols or set(protocols) - {"rest", "soap", "file"}:
+        sys.exit("--protocols takes rest, soap and/or file")
+    insurer_protocols = [protocols[i % len(protocols)] for i in range(3)]
+    insurer_codes = tuple(f"bench-{protocol}-{i}" for i, protocol in enumerate(insurer_protocols))
+    file_root = tempfile.mkdtemp(prefix="keel-bench-files-")
+    port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
     actor = Actor.system("bench")
     run = uuid.uuid4().hex[:6]
     # Leftovers of earlier runs must not be relayed by this one.
     OutboxMessage.objects.exclude(status="done").delete()
-    for code in INSURER_CODES:
+    for code, protocol in zip(insurer_codes, insurer_protocols, strict=True):
         insurer, _ = Insurer.objects.update_or_create(
             code=code,
             defaults={
                 "name": code,
-                "protocol": InsurerProtocol.REST,
-                "endpoint": f"{base}/sandbox/{code}",
+                "protocol": protocol,
+                "endpoint": {"rest": f"{base}/sandbox/{code}", "soap": f"{base}/sandbox/{code}/soap"}.get(protocol, ""),
+                "outbound_folder": f"{file_root}/{code}/outbound" if protocol == InsurerProtocol.FILE else "",
+                "inbound_folder": f"{file_root}/{code}/inbound" if protocol == InsurerProtocol.FILE else "",
                 "batch_size": 500,
                 "batch_window_seconds": 1,
                 "rate_limit_per_minute": 100_000,
@@ -142,7 +178,7 @@ def main() -> None:
             actor=actor,
             velocity_limit_per_hour=1_000_000,
         )
-        insurer = Insurer.objects.get(code=INSURER_CODES[n % len(INSURER_CODES)])
+        insurer = Insurer.objects.get(code=insurer_codes[n % len(insurer_codes)])
         policy = Policy.objects.create(
             employer=employer,
             insurer=insurer,
@@ -185,7 +221,11 @@ def main() -> None:
         uploaded = time.perf_counter() - started
         stop_at = time.time() + args.timeout
         ctx = multiprocessing.get_context("spawn")
-        workers = [ctx.Process(target=pipeline_worker, args=(stop_at,)) for _ in range(args.workers)]
+        file_codes = tuple(c for c, p in zip(insurer_codes, insurer_protocols, strict=True) if p == "file")
+        workers = [
+            ctx.Process(target=pipeline_worker, args=(stop_at, index, file_codes, partner.pk))
+            for index in range(args.workers)
+        ]
         for w in workers:
             w.start()
         for w in workers:
@@ -217,6 +257,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        shutil.rmtree(file_root, ignore_errors=True)
 
     ids = Endorsement.objects.filter(partner_id=partner.pk)
     by_status: dict[str, int] = {}
@@ -232,7 +273,10 @@ def main() -> None:
         f"{args.workers} pipeline worker process(es)"
     )
     print(f"  limit  raw INSERT…COMMIT: {raw_rate:,.0f} rows/s")
-    print(f"  {total:,} endorsements, {args.employers} employers, {len(INSURER_CODES)} insurers")
+    print(
+        f"  {total:,} endorsements, {args.employers} employers, {len(insurer_codes)} insurers "
+        f"({', '.join(f'{c}: {p}' for c, p in zip(insurer_codes, insurer_protocols, strict=True))})"
+    )
     print(
         f"      uploaded ({args.employers} batches through the API) in {uploaded:.1f} s; "
         f"upload → all terminal in {elapsed:.1f} s "

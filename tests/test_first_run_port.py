@@ -112,19 +112,22 @@ def test_seed_demo_repairs_a_stale_sandbox_address_and_the_sandbox_answers_there
     with override_settings(KEEL_BASE_URL=live_server.url):
         call_command("seed_demo", stdout=out)
 
-    # Then: every sandbox address points at it, the file folder is untouched, the repair is printed and audited
+    # Then: every sandbox address points at it (the SOAP one at its SOAP route, the file insurer at its folders
+    # under var/ — issue 11), the repair is printed and audited
     endpoints = dict(Insurer.objects.filter(code__startswith="sandbox-").values_list("code", "endpoint"))
     assert endpoints == {
         "sandbox-rest": f"{live_server.url}/sandbox/sandbox-rest",
-        "sandbox-soap": f"{live_server.url}/sandbox/sandbox-soap?wsdl",
-        "sandbox-file": "/srv/files",
+        "sandbox-soap": f"{live_server.url}/sandbox/sandbox-soap/soap",
+        "sandbox-file": "",
     }
+    assert Insurer.objects.get(code="sandbox-file").outbound_folder == "insurers/sandbox-file/outbound"
     assert SandboxConfig.objects.get(code="sandbox-rest").callback_url == (
         f"{live_server.url}/api/v1/insurer-callbacks/sandbox-rest"
     )
     text = out.getvalue()
     assert f"http://127.0.0.1:8000/sandbox/sandbox-rest -> {live_server.url}/sandbox/sandbox-rest" in text
-    assert f"Sandbox insurer reached at {live_server.url}/sandbox/sandbox-rest" in text
+    assert f"Sandbox insurer sandbox-rest (rest) reached at {live_server.url}/sandbox/sandbox-rest" in text
+    assert f"Sandbox insurer sandbox-soap (soap) reached at {live_server.url}/sandbox/sandbox-soap/soap" in text
     assert AuditEvent.objects.filter(action="insurer.sandbox_address_repaired").count() == 2
     # ... and an endorsement sent now reaches the sandbox over real HTTP on that port
     submission = EndorsementSubmission(

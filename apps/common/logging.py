@@ -102,6 +102,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         "loggers": {
             "django.server": {"level": "WARNING"},
             "django.db.backends": {"level": "WARNING"},
+            # asyncssh (SFTP insurer folders) logs every connection and channel at INFO.
+            "asyncssh": {"level": "WARNING"},
             # Celery logs two lines per task at INFO; under load that is measurable work, so LOG_LEVEL governs it.
             "celery": {"level": level},
         },

@@ -8,9 +8,9 @@ from apps.endorsements import services
 from apps.endorsements.dispatch import send_budget_spent, send_max_attempts, submissions_for
 from apps.insurers.contracts import (
     InsurerCallDeferred,
-    ProtocolNotSupportedError,
+    InsurerConfigurationError,
+    RejectionClass,
     TransientInsurerError,
-    UnknownInsurerError,
 )
 from apps.insurers.services import insurer_submit
 from apps.outbox.contracts import Message
@@ -37,7 +37,8 @@ def handle_dispatch(message: Message) -> None:
     4. The insurer failed transiently (timeout, 5xx, 429): retry with backoff (at least its Retry-After),
        unless the budget — ENDORSEMENT_SEND_MAX_ATTEMPTS failed calls or ENDORSEMENT_SEND_MAX_HOURS since the
        batch was sent — is spent: then FAILED, holds released, in one transaction with the inbox row.
-    5. No adapter / no such insurer: FAILED at once (retrying cannot help).
+    5. Keel cannot send (no adapter, no such insurer, bad configuration or credentials): FAILED at once with
+       class `configuration` and the reason (retrying cannot help; ADR 0029).
     6. Answers → `results_apply` with the inbox row, in one transaction.
     """
     if inbox_seen(message):
@@ -61,12 +62,16 @@ def handle_dispatch(message: Message) -> None:
                     )
             return
         raise RetryLater(str(exc), min_delay_seconds=exc.retry_after, max_attempts=send_max_attempts() + 1) from exc
-    except (ProtocolNotSupportedError, UnknownInsurerError) as exc:
-        # Retrying cannot help (no adapter for this protocol yet, or no such insurer): fail now, release holds.
+    except InsurerConfigurationError as exc:
+        # Retrying cannot help (no adapter, no such insurer, bad or missing configuration or credentials):
+        # fail now with class `configuration` and the reason, release holds (SPEC §8).
         with inbox_consume(message) as first:
             if first:
                 services.endorsements_fail(
-                    ids=[s.endorsement_id for s in submissions], reason=f"{type(exc).__name__}: {exc}", actor=actor
+                    ids=[s.endorsement_id for s in submissions],
+                    reason=str(exc),
+                    actor=actor,
+                    rejection_class=RejectionClass.CONFIGURATION,
                 )
         return
     outcomes = [
@@ -96,6 +101,27 @@ def handle_insurer_result(message: Message) -> None:
                 ],
                 actor=Actor.system("insurer.callback"),
                 source="callback",
+            )
+
+
+@consumer("insurer.results_received", queue="endorsements")
+def handle_insurer_results(message: Message) -> None:
+    """A chunk of an insurer's results (a result file's rows), applied in one transaction."""
+    with inbox_consume(message) as first:
+        if first:
+            services.results_apply(
+                outcomes=[
+                    services.InsurerOutcome(
+                        r["endorsement_id"],
+                        r["outcome"],
+                        r.get("insurer_reference"),
+                        r.get("rejection_class"),
+                        r.get("rejection_reason"),
+                    )
+                    for r in message.payload["results"]
+                ],
+                actor=Actor.system("insurer.result_file"),
+                source="result_file",
             )
 
 

@@ -793,9 +793,15 @@ def _on_terminal(finished: Sequence[Endorsement]) -> None:
 
 
 @transaction.atomic
-def endorsements_fail(*, ids: Sequence[int], reason: str, actor: Actor) -> list[Transition]:
-    """The insurer could not take the batch (retry budget spent, or a protocol with no adapter yet): FAILED,
-    hold released, error kept. An operator can retry once the cause is fixed."""
+def endorsements_fail(
+    *, ids: Sequence[int], reason: str, actor: Actor, rejection_class: str = "transient"
+) -> list[Transition]:
+    """The insurer could not take the batch: FAILED, hold released, error kept. An operator can retry once the
+    cause is fixed.
+
+    `rejection_class` is `transient` when the retry budget is spent and `configuration` when Keel cannot send
+    at all (no adapter, bad config, missing credentials). Either way the reason is kept in `last_error`, the
+    history and `rejection_reason` (≤ 500 chars), so the partner and operators see why (SPEC §8)."""
     endorsements = {e.pk: e for e in Endorsement.objects.select_for_update().filter(pk__in=ids, status=S.SENT)}
     detail = f"insurer could not take it: {reason}"[:500]
     transitions = _move_many(
@@ -803,7 +809,8 @@ def endorsements_fail(*, ids: Sequence[int], reason: str, actor: Actor) -> list[
         S.FAILED,
         allowed_from=[S.SENT],
         last_error=reason[:2000],
-        rejection_class="transient",
+        rejection_class=rejection_class,
+        rejection_reason=reason[:500],
     )
     finished = [endorsements[t.endorsement_id] for t in transitions]
     _release_holds([(e, "failed") for e in finished], actor=actor)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -10,12 +13,56 @@ from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import Conflict
 from apps.insurers.conflicts import insurer_conflict_accept, insurer_conflict_request_reversal
-from apps.insurers.models import CallbackEvent, Insurer, InsurerConflict, InsurerSubmission
+from apps.insurers.credentials import CredentialsError, decrypt_credentials, mask
+from apps.insurers.models import CallbackEvent, Insurer, InsurerConflict, InsurerSubmission, ResultFile
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+from apps.insurers.services import insurer_credentials_set
+
+
+class InsurerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Credentials are write-only: operators paste a JSON object to replace them (or tick clear); the stored
+    value is encrypted (ADR 0029) and only its masked form is ever shown."""
+
+    new_credentials = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text='Replace the credentials: a JSON object, e.g. {"sftp_password": "…", "sftp_host_key": '
+        '"ssh-ed25519 AAAA…"}. Leave empty to keep the current ones.',
+    )
+    clear_credentials = forms.BooleanField(required=False)
+
+    class Meta:
+        model = Insurer
+        fields = (
+            "code",
+            "name",
+            "protocol",
+            "endpoint",
+            "outbound_folder",
+            "inbound_folder",
+            "callback_secret",
+            "rate_limit_per_minute",
+            "batch_size",
+            "batch_window_seconds",
+            "is_active",
+        )
+
+    def clean_new_credentials(self) -> dict[str, Any] | None:
+        raw = self.cleaned_data.get("new_credentials") or ""
+        if not raw.strip():
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise forms.ValidationError("Not valid JSON.") from exc
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise forms.ValidationError("Expected a JSON object of strings.")
+        return value
 
 
 @admin.register(Insurer)
-class InsurerAdmin(admin.ModelAdmin):
+class InsurerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = InsurerAdminForm
     list_display = (
         "code",
         "name",
@@ -27,7 +74,28 @@ class InsurerAdmin(admin.ModelAdmin):
     )
     list_filter = ("protocol", "is_active")
     search_fields = ("code", "name")
-    exclude = ("credentials",)
+    readonly_fields = ("credentials_masked",)
+
+    @admin.display(description="credentials (masked)")
+    def credentials_masked(self, obj: Insurer) -> str:
+        if not obj.credentials:
+            return "—"
+        try:
+            return ", ".join(
+                f"{k}: {v}" for k, v in mask(decrypt_credentials(obj.credentials, insurer_code=obj.code)).items()
+            )
+        except CredentialsError as exc:
+            return str(exc)
+
+    def save_model(self, request: HttpRequest, obj: Insurer, form: Any, change: bool) -> None:
+        values = form.cleaned_data.get("new_credentials")
+        if form.cleaned_data.get("clear_credentials"):
+            values = {}
+        super().save_model(request, obj, form, change)
+        if values is not None:
+            user = request.user
+            actor = Actor.operator(user_id=user.pk, username=user.get_username(), ip=request.META.get("REMOTE_ADDR"))
+            insurer_credentials_set(insurer=obj, values=values, actor=actor)
 
 
 @admin.register(InsurerSubmission)
@@ -106,3 +174,13 @@ class InsurerConflictAdmin(ReadOnlyAdmin):
     @admin.action(description="Keep Keel's decision: ask the insurer to reverse its result")
     def request_reversal(self, request: HttpRequest, queryset: QuerySet[InsurerConflict]) -> None:
         self._each(request, queryset, insurer_conflict_request_reversal, "Reversal requested")
+
+
+@admin.register(ResultFile)
+class ResultFileAdmin(ReadOnlyAdmin):
+    """Every result file imported or quarantined (SPEC §8): filter by status to see what needs an operator."""
+
+    list_display = ("id", "insurer", "name", "status", "row_count", "applied_count", "unknown_count", "imported_at")
+    list_filter = ("status", "insurer")
+    search_fields = ("name", "=sha256", "batch_id")
+    date_hierarchy = "imported_at"

@@ -58,6 +58,9 @@ class RejectionClass(TextChoices):
     AGE_LIMIT = "age_limit"
     DOCUMENTS_REQUIRED = "documents_required"
     TRANSIENT = "transient"
+    # Keel could not send at all (no adapter, bad or missing configuration or credentials): retrying cannot
+    # help until an operator fixes the insurer's setup (SPEC §8).
+    CONFIGURATION = "configuration"
     UNKNOWN = "unknown"
 
 
@@ -79,12 +82,18 @@ class InsurerCallDeferred(TransientInsurerError):
     so the caller's retry budget is not spent (ADR 0025)."""
 
 
-class UnknownInsurerError(LookupError):
+class InsurerConfigurationError(Exception):
+    """Keel cannot send to this insurer as it is set up: no adapter for its protocol, a missing or malformed
+    endpoint or folder, missing credentials, or no such insurer. Nothing was sent; retrying cannot help, so
+    callers fail the endorsements at once with class `configuration` and this message as the reason."""
+
+
+class UnknownInsurerError(InsurerConfigurationError, LookupError):
     """No insurer has this code."""
 
 
-class ProtocolNotSupportedError(NotImplementedError):
-    """The insurer's protocol has no adapter yet (SOAP and file exchanges come in a later issue)."""
+class ProtocolNotSupportedError(InsurerConfigurationError, NotImplementedError):
+    """The insurer's protocol has no gateway adapter."""
 
 
 # Topic the callback endpoint publishes insurer results on; the endorsements app consumes it.
@@ -110,3 +119,8 @@ class DecidedState:
 AUDIT_CONFLICT_RECORDED = "insurer.result_conflict_recorded"
 AUDIT_CONFLICT_ACCEPTED = "insurer.result_conflict_accepted"
 AUDIT_CONFLICT_REVERSAL_REQUESTED = "insurer.result_conflict_reversal_requested"
+
+# Topic of a batch of insurer results (a result file's rows, in chunks), payload
+# `{"insurer", "source", "results": [{endorsement_id, outcome, insurer_reference, rejection_class,
+# rejection_reason, idempotency_key}]}`; the endorsements app applies each chunk in one transaction.
+TOPIC_RESULTS_RECEIVED = "insurer.results_received"

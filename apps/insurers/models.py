@@ -21,6 +21,8 @@ __all__ = [
     "InsurerConflict",
     "InsurerProtocol",
     "InsurerSubmission",
+    "ResultFile",
+    "ResultFileStatus",
     "SandboxApplied",
     "SandboxConfig",
     "SubmissionState",
@@ -167,3 +169,39 @@ class InsurerConflict(models.Model):
 
     def __str__(self) -> str:
         return f"endorsement {self.endorsement_id}: insurer {self.insurer_outcome}, Keel {self.keel_status}"
+
+
+class ResultFileStatus(models.TextChoices):
+    IMPORTED = "imported"
+    QUARANTINED = "quarantined"
+
+
+class ResultFile(models.Model):
+    """One result file an insurer left in its inbound location, imported or quarantined exactly once.
+
+    The unique (insurer, name, sha256) is the claim: two importers racing on the same file both try to insert
+    this row in the transaction that applies its rows; the second waits for the first, hits the constraint and
+    skips the file. A file that comes back unchanged (same name, same content) is therefore never applied again;
+    a corrected file under the same name has another checksum and is imported on its own."""
+
+    insurer = models.ForeignKey(Insurer, on_delete=models.PROTECT, related_name="result_files")
+    name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=ResultFileStatus.choices)
+    batch_id = models.CharField(max_length=100, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    applied_count = models.PositiveIntegerField(default=0, help_text="Rows that advanced an endorsement.")
+    unknown_count = models.PositiveIntegerField(default=0, help_text="Rows naming no endorsement sent to this insurer.")
+    error = models.CharField(max_length=1000, blank=True)
+    manifest = models.JSONField(null=True, blank=True)
+    imported_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-id",)
+        constraints = [
+            models.UniqueConstraint(fields=["insurer", "name", "sha256"], name="result_file_once"),
+        ]
+        indexes = [models.Index(fields=["status", "imported_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.insurer_id}:{self.name} ({self.status})"

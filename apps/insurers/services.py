@@ -18,7 +18,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.common import bulk
+from apps.common.actors import Actor
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.conflicts import contradicts, decided_states, insurer_conflict_record
 from apps.insurers.contracts import (
@@ -29,6 +31,7 @@ from apps.insurers.contracts import (
     TransientInsurerError,
     UnknownInsurerError,
 )
+from apps.insurers.credentials import decrypt_credentials, encrypt_credentials
 from apps.insurers.gateways import gateway_for
 from apps.insurers.models import CallbackEvent, Insurer, InsurerSubmission, SubmissionState
 from apps.insurers.resilience import circuit_state, guarded_call, rate_limit_acquire
@@ -39,6 +42,7 @@ __all__ = [
     "classify_insurer_error",
     "insurer_callback_receive",
     "insurer_circuit_state",
+    "insurer_credentials_set",
     "insurer_submit",
 ]
 
@@ -372,3 +376,20 @@ def _callback_event_once(
             )
     except IntegrityError:
         pass
+
+
+@transaction.atomic
+def insurer_credentials_set(*, insurer: Insurer, values: dict[str, Any], actor: Actor) -> None:
+    """Replace an insurer's credentials (a JSON object of strings; {} clears them), encrypted at rest
+    (ADR 0029). Audited with the credential *names* only, never their values."""
+    before = sorted(decrypt_credentials(insurer.credentials, insurer_code=insurer.code)) if insurer.credentials else []
+    insurer.credentials = encrypt_credentials(values, insurer_code=insurer.code)
+    Insurer.objects.filter(pk=insurer.pk).update(credentials=insurer.credentials)
+    audit_record(
+        actor=actor,
+        action="insurer.credentials_set",
+        object_type="insurer",
+        object_id=insurer.pk,
+        before={"credential_names": before},
+        after={"credential_names": sorted(values)},
+    )

@@ -231,6 +231,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 900.0,
         "options": {"queue": "endorsements"},
     },
+    "insurer-result-files-import": {
+        "task": "insurers.import_result_files",
+        "schedule": 2.0,
+        "options": {"queue": "insurers", "expires": 10},
+    },
+    "sandbox-insurer-files": {
+        "task": "insurers.sandbox_files",
+        "schedule": 2.0,
+        "options": {"queue": "insurers", "expires": 10},
+    },
     "endorsement-hold-expiry-sweeper": {
         "task": "endorsements.expire_parked",
         "schedule": 3600.0,
@@ -305,6 +315,8 @@ KEEL_PORT = env.int("KEEL_PORT", default=8000)
 KEEL_BASE_URL = env.str("KEEL_BASE_URL", default=f"http://127.0.0.1:{KEEL_PORT}")
 # The built-in simulated insurer (/sandbox/…): on for development and tests, off in production unless asked.
 SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
+# base64 of 32 random bytes; encrypts insurer credentials at rest (ADR 0029). DEBUG/test derive a dev key.
+INSURER_CREDENTIALS_KEY = env.str("INSURER_CREDENTIALS_KEY", default="")
 
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
 # "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.

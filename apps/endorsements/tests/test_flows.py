@@ -319,20 +319,33 @@ def test_addition_then_deletion_with_4_concurrent_workers_reach_the_insurer_in_o
     assert Endorsement.objects.exclude(status=S.ACTIVE).count() == 0
 
 
-def test_an_insurer_protocol_without_an_adapter_fails_at_once_and_releases_the_hold(world):
+@pytest.mark.parametrize(
+    ("protocol", "setup", "reason"),
+    [
+        ("soap", {}, "no valid service address"),
+        ("rest", {"endpoint": "ftp://insurer.example"}, "no valid endpoint"),
+        ("file", {"inbound_folder": "x/in"}, "outbound folder is not set"),
+        ("file", {"outbound_folder": "sftp://u@127.0.0.1/out", "inbound_folder": "x"}, "no sftp_password"),
+        ("file", {"outbound_folder": "a", "inbound_folder": "b", "credentials": "v1:AAAA"}, "cannot be decrypted"),
+        ("fax", {}, "no gateway adapter"),
+    ],
+)
+def test_an_insurer_keel_cannot_send_to_fails_at_once_as_configuration_with_the_reason(world, protocol, setup, reason):
     from apps.insurers.models import Insurer
 
     policy, client = world
     fund(policy, 10_000)
-    soap = Insurer.objects.create(code="sandbox-soap-x", name="SOAP", protocol="soap")
-    soap_policy = PolicyFactory(employer=policy.employer, insurer=soap)
+    broken = Insurer.objects.create(code="broken-1", name="Broken", protocol=protocol, **setup)
+    broken_policy = PolicyFactory(employer=policy.employer, insurer=broken)
 
-    body = client.post("/api/v1/endorsements", addition(soap_policy, "S-1", effective=TODAY)).json()
+    body = client.post("/api/v1/endorsements", addition(broken_policy, "S-1", effective=TODAY)).json()
     run_pipeline()
 
-    e = Endorsement.objects.get(pk=body["id"])
-    assert e.status == S.FAILED
-    assert "ProtocolNotSupportedError" in e.last_error
+    shown = client.get(f"/api/v1/endorsements/{body['id']}").json()
+    assert (shown["status"], shown["rejection_class"]) == ("FAILED", "configuration")
+    assert reason in shown["rejection_reason"]
+    assert "broken-1" in shown["rejection_reason"]
+    assert Endorsement.objects.get(pk=body["id"]).last_error == shown["rejection_reason"]
     assert balance_get(employer_id=policy.employer_id).held == 0
 
 

@@ -3,7 +3,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from apps.insurers.contracts import EndorsementSubmission, ProtocolNotSupportedError, SubmissionResult
+from apps.insurers.contracts import (
+    EndorsementSubmission,
+    InsurerConfigurationError,
+    ProtocolNotSupportedError,
+    SubmissionResult,
+)
 
 if TYPE_CHECKING:
     from apps.insurers.models import Insurer
@@ -21,12 +26,31 @@ class InsurerGateway(Protocol):
 
 
 def gateway_for(insurer: Insurer) -> InsurerGateway:
-    from apps.insurers.gateways.rest import RestGateway
+    """The adapter for the insurer's protocol, checked for what it needs before anything is sent.
+
+    Raises `InsurerConfigurationError` (nothing sent; callers fail the endorsements with class
+    `configuration` and this message, SPEC §8) for a protocol without an adapter, a missing or malformed
+    endpoint (rest, soap) or folder (file), or an unreadable credentials value.
+    """
     from apps.insurers.models import InsurerProtocol
 
     if insurer.protocol == InsurerProtocol.REST:
+        from apps.insurers.gateways.rest import RestGateway
+
+        if not insurer.endpoint.startswith(("http://", "https://")):
+            raise InsurerConfigurationError(
+                f"Insurer {insurer.code!r} (REST) has no valid endpoint: set it to an http(s) base URL."
+            )
         return RestGateway(insurer_code=insurer.code, endpoint=insurer.endpoint)
+    if insurer.protocol == InsurerProtocol.SOAP:
+        from apps.insurers.gateways.soap import SoapGateway
+
+        return SoapGateway(insurer_code=insurer.code, endpoint=insurer.endpoint)
+    if insurer.protocol == InsurerProtocol.FILE:
+        from apps.insurers.gateways.file import FileGateway
+
+        return FileGateway.for_insurer(insurer)
     raise ProtocolNotSupportedError(
-        f"Insurer {insurer.code!r} uses the {insurer.protocol!r} protocol, which has no gateway adapter yet "
-        "(only 'rest' is implemented; SOAP and file exchanges are planned)."
+        f"Insurer {insurer.code!r} uses the {insurer.protocol!r} protocol, which has no gateway adapter "
+        "(supported: rest, soap, file)."
     )

@@ -203,36 +203,43 @@ class RestGateway:
 
     @staticmethod
     def _parse_results(submissions: Sequence[EndorsementSubmission], payload: Any) -> list[SubmissionResult]:
-        items = payload["results"]
-        by_key = {str(item["idempotency_key"]): item for item in items}
-        results: list[SubmissionResult] = []
-        for submission in submissions:
-            item = by_key[submission.idempotency_key]  # KeyError: the insurer skipped an item → transient
-            outcome = item["outcome"]
-            reference = item.get("insurer_reference") or None
-            if outcome == "confirmed":
-                results.append(
-                    SubmissionResult(
-                        endorsement_id=submission.endorsement_id, outcome="confirmed", insurer_reference=reference
-                    )
+        return results_from_items(submissions, payload["results"])
+
+
+def results_from_items(submissions: Sequence[EndorsementSubmission], items: Any) -> list[SubmissionResult]:
+    """The insurer's per-item answers `[{idempotency_key, outcome, insurer_reference?, reason?}]` → one
+    `SubmissionResult` per submission, in the submissions' order (shared by the REST and SOAP adapters).
+
+    Raises KeyError when an item is missing and ValueError on an unknown outcome (callers: transient)."""
+    by_key = {str(item["idempotency_key"]): item for item in items}
+    results: list[SubmissionResult] = []
+    for submission in submissions:
+        item = by_key[submission.idempotency_key]  # KeyError: the insurer skipped an item → transient
+        outcome = item["outcome"]
+        reference = item.get("insurer_reference") or None
+        if outcome == "confirmed":
+            results.append(
+                SubmissionResult(
+                    endorsement_id=submission.endorsement_id, outcome="confirmed", insurer_reference=reference
                 )
-            elif outcome == "rejected":
-                reason = str(item.get("reason") or item.get("rejection_reason") or "")[:500]
-                results.append(
-                    SubmissionResult(
-                        endorsement_id=submission.endorsement_id,
-                        outcome="rejected",
-                        insurer_reference=reference,
-                        rejection_class=classify_insurer_error(reason).value,
-                        rejection_reason=reason or "Rejected by the insurer without a reason.",
-                    )
+            )
+        elif outcome == "rejected":
+            reason = str(item.get("reason") or item.get("rejection_reason") or "")[:500]
+            results.append(
+                SubmissionResult(
+                    endorsement_id=submission.endorsement_id,
+                    outcome="rejected",
+                    insurer_reference=reference,
+                    rejection_class=classify_insurer_error(reason).value,
+                    rejection_reason=reason or "Rejected by the insurer without a reason.",
                 )
-            elif outcome == "pending":
-                results.append(
-                    SubmissionResult(
-                        endorsement_id=submission.endorsement_id, outcome="pending", insurer_reference=reference
-                    )
+            )
+        elif outcome == "pending":
+            results.append(
+                SubmissionResult(
+                    endorsement_id=submission.endorsement_id, outcome="pending", insurer_reference=reference
                 )
-            else:
-                raise ValueError(f"unknown outcome {outcome!r}")
-        return results
+            )
+        else:
+            raise ValueError(f"unknown outcome {outcome!r}")
+    return results

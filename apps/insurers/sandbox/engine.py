@@ -107,7 +107,18 @@ _UPSERT_COLUMNS = (
 )
 
 
+UPSERT_CHUNK = 2000  # rows per statement: 12 parameters each stays far below PostgreSQL's 65,535
+
+
 def _upsert(config: SandboxConfig, items: Sequence[SandboxItem]) -> list[tuple[Any, ...]]:
+    """`_upsert_chunk` over chunks of `UPSERT_CHUNK` items (a 10,000-row batch file is one call)."""
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(items), UPSERT_CHUNK):
+        rows += _upsert_chunk(config, items[start : start + UPSERT_CHUNK])
+    return rows
+
+
+def _upsert_chunk(config: SandboxConfig, items: Sequence[SandboxItem]) -> list[tuple[Any, ...]]:
     """Insert the items not seen before; count a sighting of those that were. One statement, so a key is
     applied at most once even when two requests race (the second waits on the first's row, then counts)."""
     table = SandboxApplied._meta.db_table
@@ -168,10 +179,11 @@ def sandbox_apply(*, config: SandboxConfig, items: Sequence[SandboxItem]) -> tup
                 times_seen=F("times_seen") + counts[key] - 1
             )
     by_key = {}
+    newly_confirmed = set(new_confirmed)
     owed: list[int] = []
     callback_mode = config.mode == SandboxMode.CALLBACK and bool(config.callback_url and config.callback_secret)
     for row_id, key, outcome, reference, reason, times_seen, delivered_at in rows:
-        reference = reference or (f"SBX-{row_id}" if row_id in new_confirmed else "")
+        reference = reference or (f"SBX-{row_id}" if row_id in newly_confirmed else "")
         if callback_mode:
             if delivered_at is None:
                 owed.append(row_id)

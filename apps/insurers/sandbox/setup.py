@@ -20,38 +20,69 @@ def generate_callback_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+SANDBOX_SOAP_CODE = "sandbox-soap"
+SANDBOX_FILE_CODE = "sandbox-file"
+SANDBOX_NAMES = {
+    SANDBOX_REST_CODE: ("Sandbox Insurer (REST)", InsurerProtocol.REST),
+    SANDBOX_SOAP_CODE: ("Sandbox Insurer (SOAP)", InsurerProtocol.SOAP),
+    SANDBOX_FILE_CODE: ("Sandbox Insurer (files)", InsurerProtocol.FILE),
+}
+
+
+def _wanted(code: str, base: str, file_root: str) -> dict[str, str]:
+    if code == SANDBOX_SOAP_CODE:
+        return {"endpoint": f"{base}/sandbox/{code}/soap", "outbound_folder": "", "inbound_folder": ""}
+    if code == SANDBOX_FILE_CODE:
+        root = file_root.rstrip("/")
+        return {
+            "endpoint": "",
+            "outbound_folder": f"{root}/{code}/outbound",
+            "inbound_folder": f"{root}/{code}/inbound",
+        }
+    return {"endpoint": f"{base}/sandbox/{code}", "outbound_folder": "", "inbound_folder": ""}
+
+
 @transaction.atomic
-def sandbox_register(*, base_url: str) -> list[Insurer]:
-    """Create or update the `sandbox-rest` insurer (endpoint under `base_url`, a fresh `whsec_` callback
-    secret if it has none) and its sandbox configuration, whose callbacks go back to this deployment.
-    Idempotent: running it again changes only what differs (e.g. a new base URL)."""
+def sandbox_register(
+    *, base_url: str, codes: tuple[str, ...] = (SANDBOX_REST_CODE,), file_root: str = "insurers"
+) -> list[Insurer]:
+    """Create or update the sandbox insurers `codes` (any of `sandbox-rest`, `sandbox-soap`, `sandbox-file`),
+    in that order, with working configuration: REST and SOAP endpoints under `base_url` (this deployment
+    serves them), the file insurer's folders under `file_root` (relative → under `var/`), a fresh `whsec_`
+    callback secret when there is none, and a sandbox configuration whose callbacks come back here.
+    Idempotent: running it again changes only what differs (e.g. a new base URL), each change audited."""
     base = base_url.rstrip("/")
     actor = Actor.system("sandbox_register")
-    insurer, created = Insurer.objects.select_for_update().get_or_create(
-        code=SANDBOX_REST_CODE,
-        defaults={"name": "Sandbox Insurer (REST)", "protocol": InsurerProtocol.REST},
-    )
-    before = {"protocol": insurer.protocol, "endpoint": insurer.endpoint, "callback_secret": insurer.callback_secret}
-    insurer.protocol = InsurerProtocol.REST
-    insurer.endpoint = f"{base}/sandbox/{SANDBOX_REST_CODE}"
-    if not insurer.callback_secret:
-        insurer.callback_secret = generate_callback_secret()
-    after = {"protocol": insurer.protocol, "endpoint": insurer.endpoint, "callback_secret": insurer.callback_secret}
-    if created or before != after:
-        insurer.save(update_fields=["protocol", "endpoint", "callback_secret"])
-        audit_record(
-            actor=actor,
-            action="insurer.sandbox_registered",
-            object_type="insurer",
-            object_id=insurer.pk,
-            before=None if created else before,
-            after=after,
+    registered: list[Insurer] = []
+    for code in codes:
+        name, protocol = SANDBOX_NAMES[code]
+        insurer, created = Insurer.objects.select_for_update().get_or_create(
+            code=code, defaults={"name": name, "protocol": protocol}
         )
-    config, _ = SandboxConfig.objects.get_or_create(code=SANDBOX_REST_CODE)
-    config.callback_url = f"{base}/api/v1/insurer-callbacks/{SANDBOX_REST_CODE}"
-    config.callback_secret = insurer.callback_secret
-    config.save(update_fields=["callback_url", "callback_secret", "updated_at"])
-    return [insurer]
+        fields = ["protocol", "endpoint", "outbound_folder", "inbound_folder", "callback_secret"]
+        before = {f: getattr(insurer, f) for f in fields}
+        insurer.protocol = protocol
+        for field, value in _wanted(code, base, file_root).items():
+            setattr(insurer, field, value)
+        if not insurer.callback_secret:
+            insurer.callback_secret = generate_callback_secret()
+        after = {f: getattr(insurer, f) for f in fields}
+        if created or before != after:
+            insurer.save(update_fields=fields)
+            audit_record(
+                actor=actor,
+                action="insurer.sandbox_registered",
+                object_type="insurer",
+                object_id=insurer.pk,
+                before=None if created else before,
+                after=after,
+            )
+        config, _ = SandboxConfig.objects.get_or_create(code=code)
+        config.callback_url = f"{base}/api/v1/insurer-callbacks/{code}"
+        config.callback_secret = insurer.callback_secret
+        config.save(update_fields=["callback_url", "callback_secret", "updated_at"])
+        registered.append(insurer)
+    return registered
 
 
 SANDBOX_CODE_PREFIX = "sandbox-"

@@ -1,4 +1,4 @@
-"""Included by the project at `sandbox/`: `POST /sandbox/<code>/endorsements[/batch]`."""
+"""Included by the project at `sandbox/`: `POST /sandbox/<code>/endorsements[/batch]` (REST), `/<code>/soap` (SOAP)."""
 
 from django.urls import path
 
@@ -8,4 +8,5 @@ app_name = "sandbox"
 urlpatterns = [
     path("<slug:code>/endorsements/batch", views.endorsements_batch, name="endorsements-batch"),
     path("<slug:code>/endorsements", views.endorsement_single, name="endorsements"),
+    path("<slug:code>/soap", views.soap_endpoint, name="soap"),
 ]

@@ -9,11 +9,12 @@ import time
 from typing import Any
 
 from django.db import transaction
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.insurers.conf import sandbox_enabled
+from apps.insurers.sandbox import soap
 from apps.insurers.sandbox.callbacks import schedule_callbacks
 from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox_apply, sandbox_config_for
 from apps.insurers.sandbox.models import SandboxConfig
@@ -81,3 +82,29 @@ def endorsement_single(request: HttpRequest, code: str) -> JsonResponse:
     except SandboxInputError as exc:
         return JsonResponse({"detail": str(exc)}, status=422)
     return JsonResponse(results[0])
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def soap_endpoint(request: HttpRequest, code: str) -> HttpResponse:
+    """SOAP face (ADR 0027): `GET ?wsdl` serves the versioned WSDL; `POST` is `SubmitEndorsements`, applied by
+    the same engine, rules and idempotency ledger as the REST face."""
+    if not sandbox_enabled():
+        raise Http404("The sandbox insurer is disabled.")
+    if request.method == "GET":
+        if not soap.is_wsdl_request(request):
+            return HttpResponse("Append ?wsdl for the service description.", content_type="text/plain", status=400)
+        return HttpResponse(
+            soap.wsdl_document(request.build_absolute_uri(request.path)), content_type=soap.CONTENT_TYPE
+        )
+    config, failure = _prelude(code)
+    if failure is not None:
+        return soap.response_fault(
+            "Server", "The sandbox insurer is temporarily unavailable (simulated).", status=503, retry_after="1"
+        )
+    try:
+        raw_items = soap.parse_request(request.body)
+        results = _apply(config, raw_items)
+    except (soap.SoapRequestError, SandboxInputError) as exc:
+        return soap.response_fault("Client", f"Invalid request: {exc}")
+    return soap.response_ok(results)

@@ -189,8 +189,15 @@ def test_rate_limit_without_redis_uses_the_cache(insurer, make_submission, setti
 
 
 @pytest.mark.django_db
-def test_protocols_without_an_adapter_say_so() -> None:
-    soap = InsurerFactory(code="soapy", protocol=InsurerProtocol.SOAP)
+@pytest.mark.parametrize("protocol", [*InsurerProtocol.values, "fax"])
+def test_every_protocol_without_its_configuration_is_a_configuration_error_naming_the_insurer(protocol) -> None:
+    """Generated from the protocol list: an insurer with nothing configured cannot get a gateway, and the error
+    says which insurer and what is missing (SPEC §8 class `configuration`); unknown protocols say so too."""
+    from apps.insurers.contracts import InsurerConfigurationError
 
-    with pytest.raises(ProtocolNotSupportedError, match="soap"):
-        gateway_for(soap)
+    insurer = InsurerFactory(code="bare", protocol=protocol)
+
+    expected = ProtocolNotSupportedError if protocol == "fax" else InsurerConfigurationError
+    with pytest.raises(expected, match="'bare'") as caught:
+        gateway_for(insurer)
+    assert any(word in str(caught.value) for word in ("endpoint", "service address", "folder", "no gateway adapter"))

@@ -156,3 +156,56 @@ def test_concurrent_requests_with_one_key_apply_it_once(require_postgres) -> Non
     assert len(results) == 4
     assert {r.get("insurer_reference") for r in results} == {f"SBX-{applied.pk}"}
     assert sorted(r["replayed"] for r in results) == [False, True, True, True]
+
+
+def test_registering_the_three_sandboxes_gives_each_a_working_gateway(settings) -> None:
+    from apps.insurers.gateways import gateway_for
+    from apps.insurers.gateways.file import FileGateway
+    from apps.insurers.gateways.rest import RestGateway
+    from apps.insurers.gateways.soap import SoapGateway
+
+    insurers = sandbox_register(
+        base_url="http://127.0.0.1:8123/", codes=("sandbox-rest", "sandbox-soap", "sandbox-file")
+    )
+
+    assert [(i.code, i.protocol) for i in insurers] == [
+        ("sandbox-rest", "rest"),
+        ("sandbox-soap", "soap"),
+        ("sandbox-file", "file"),
+    ]
+    rest, soap, file = (gateway_for(i) for i in insurers)
+    assert isinstance(rest, RestGateway)
+    assert rest.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-rest"
+    assert isinstance(soap, SoapGateway)
+    assert soap.endpoint == "http://127.0.0.1:8123/sandbox/sandbox-soap/soap"
+    assert isinstance(file, FileGateway)
+    assert file.outbound.describe() == f"file://{settings.VAR_DIR}/insurers/sandbox-file/outbound"
+    assert insurers[2].inbound_folder == "insurers/sandbox-file/inbound"
+    assert len({i.callback_secret for i in insurers}) == 3
+
+
+def test_a_batch_larger_than_one_statement_can_carry_is_applied_whole_and_once() -> None:
+    """A 10,000-row batch file is one `sandbox_apply`; 12 parameters a row would pass PostgreSQL's 65,535."""
+    from apps.insurers.sandbox.engine import UPSERT_CHUNK
+
+    config = SandboxConfig.objects.create(code="sbx-big")
+    count = UPSERT_CHUNK * 2 + 7
+    items = [
+        SandboxItem(f"k{i}", i, "addition", "P", f"E{i}", date(2026, 1, 1), date(1990, 1, 1)) for i in range(count)
+    ]
+
+    results, _ = sandbox_apply(config=config, items=items)
+    again, _ = sandbox_apply(config=config, items=items[:3])
+
+    assert [r["idempotency_key"] for r in results] == [f"k{i}" for i in range(count)]
+    references = {r["insurer_reference"] for r in results}
+    assert len(references) == count
+    assert references == set(SandboxApplied.objects.filter(code="sbx-big").values_list("insurer_reference", flat=True))
+    assert [r["insurer_reference"] for r in again] == [r["insurer_reference"] for r in results[:3]]
+    assert sorted(
+        SandboxApplied.objects.filter(code="sbx-big", times_seen=2).values_list("idempotency_key", flat=True)
+    ) == [
+        "k0",
+        "k1",
+        "k2",
+    ]

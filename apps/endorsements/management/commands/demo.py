@@ -6,7 +6,9 @@ worker, so the run is deterministic and takes seconds:
 
 1. a funded employer uploads a batch of additions, then a batch of leavers and joiners: all reach ACTIVE;
 2. one addition is of a 70-year-old: the sandbox rejects it (age_limit) and its hold is released;
-3. a lean employer's additions do not fit its balance: they park in ON_HOLD_FUNDS until a top-up wakes them.
+3. a lean employer's additions do not fit its balance: they park in ON_HOLD_FUNDS until a top-up wakes them;
+4. one employer per insurer protocol — REST, SOAP (over HTTP) and files (batch file + manifest, the sandbox's
+   result file imported) — reaches ACTIVE.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from apps.employers.services import employer_create
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementHistory
 from apps.endorsements.parsing import draft_from_request
+from apps.insurers.files.importer import result_files_import
+from apps.insurers.sandbox.files import sandbox_files_process_all
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger
 from apps.ledger.selectors import balance_get
@@ -74,7 +78,10 @@ class Command(BaseCommand):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started = timezone.now()
         try:
-            [insurer] = sandbox_register(base_url=f"http://127.0.0.1:{port}")
+            insurers = sandbox_register(
+                base_url=f"http://127.0.0.1:{port}", codes=("sandbox-rest", "sandbox-soap", "sandbox-file")
+            )
+            insurer = insurers[0]
             run = started.strftime("%H%M%S")
             partner = Partner.objects.filter(name="demo-partner").first() or partner_create(
                 name="demo-partner", actor=actor
@@ -118,7 +125,21 @@ class Command(BaseCommand):
             self._pump(actor)
             self.stdout.write(f"   balance after: {self._balance(lean)}")
 
-            self._timeline([funded.pk, lean.pk], started)
+            self.stdout.write(self.style.MIGRATE_HEADING("4. One employer per insurer protocol"))
+            per_protocol = []
+            for sandbox in insurers:
+                employer = self._employer(partner, f"DEMO-{sandbox.protocol.upper()}-{run}", sandbox.name, actor)
+                policy = self._policy(employer, sandbox, f"GMC-{sandbox.protocol.upper()}-{run}", today)
+                ledger.topup_post(
+                    employer_id=employer.pk, amount=100_000_00, reference=f"demo-{run}-{sandbox.code}", actor=actor
+                )
+                rows = [self._addition(f"{sandbox.protocol[0].upper()}{i}", today, "1990-02-02") for i in range(2)]
+                self._batch(employer, policy, rows, partner, actor)
+                statuses = sorted(set(Endorsement.objects.filter(employer=employer).values_list("status", flat=True)))
+                self.stdout.write(f"   {sandbox.code} ({sandbox.protocol}): {', '.join(statuses)}")
+                per_protocol.append(employer.pk)
+
+            self._timeline([funded.pk, lean.pk, *per_protocol], started)
         finally:
             server.shutdown()
 
@@ -174,8 +195,13 @@ class Command(BaseCommand):
     def _pump(self, actor: Actor) -> None:
         for _ in range(10):
             drain()
-            if not services.scheduler_tick(actor=actor, force=True):
-                drain()
+            sent = services.scheduler_tick(actor=actor, force=True)
+            drain()
+            # What beat does under `make run`: the sandbox file insurer answers, result files are imported.
+            answered = sandbox_files_process_all()
+            imported = sum(result_files_import().values())
+            drain()
+            if not (sent or answered or imported):
                 return
 
     def _balance(self, employer: Employer) -> str:

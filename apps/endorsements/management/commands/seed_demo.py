@@ -12,7 +12,7 @@ from django.utils import timezone
 from apps.common.actors import Actor
 from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create, policy_create
-from apps.insurers.models import Insurer, InsurerProtocol
+from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.setup import sandbox_addresses_repair, sandbox_register
 from apps.ledger.services import topup_post
 from apps.loan_applications.demo import seed_demo_loans
@@ -41,16 +41,22 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py seed_demo")
         with transaction.atomic():
-            for code, name, protocol in SANDBOX_INSURERS:
-                Insurer.objects.get_or_create(code=code, defaults={"name": name, "protocol": protocol})
-            # The sandboxes are routes of this app: their endpoints and callbacks point at KEEL_BASE_URL (derived
-            # from KEEL_PORT), and an address stored by an earlier run on another port is repaired (ADR 0019).
+            # The REST and SOAP sandboxes are routes of this app: their endpoints and callbacks point at
+            # KEEL_BASE_URL (derived from KEEL_PORT), and an address stored by an earlier run on another port is
+            # repaired (ADR 0019). The file sandbox's folders are under var/insurers/, answered by the
+            # `insurers.sandbox_files` beat job.
             repaired = sandbox_addresses_repair(base_url=settings.KEEL_BASE_URL)
-            [sandbox] = sandbox_register(base_url=settings.KEEL_BASE_URL)
+            sandboxes = sandbox_register(
+                base_url=settings.KEEL_BASE_URL, codes=tuple(code for code, _, _ in SANDBOX_INSURERS)
+            )
             partner = Partner.objects.filter(name=DEMO_PARTNER).first() or partner_create(
                 name=DEMO_PARTNER, actor=actor
             )
             today = timezone.localdate()
+            # Every demo employer has a REST policy (GMC-<ref>); GLOBEX also has one on the SOAP sandbox and
+            # INITECH one on the file sandbox (GMC-<ref>-SOAP / -FILE), so each protocol can be tried at once.
+            rest, *others = sandboxes
+            extra = dict(zip((ref for ref, _, _ in DEMO_EMPLOYERS[1:]), others, strict=True))
             for ref, name, email in DEMO_EMPLOYERS:
                 employer = Employer.objects.filter(partner=partner, external_ref=ref).first()
                 if employer is None:
@@ -62,17 +68,21 @@ class Command(BaseCommand):
                         low_balance_threshold=50_000_00,
                         actor=actor,
                     )
-                if not Policy.objects.filter(insurer=sandbox, policy_number=f"GMC-{ref}").exists():
-                    policy_create(
-                        employer=employer,
-                        insurer_code=sandbox.code,
-                        policy_number=f"GMC-{ref}",
-                        start_date=today - timedelta(days=30),
-                        end_date=today + timedelta(days=334),
-                        premium_rate_per_mille=Decimal("4.5"),
-                        default_sum_insured=500_000_00,
-                        actor=actor,
-                    )
+                wanted = [(rest, f"GMC-{ref}")]
+                if ref in extra:
+                    wanted.append((extra[ref], f"GMC-{ref}-{extra[ref].protocol.upper()}"))
+                for sandbox, number in wanted:
+                    if not Policy.objects.filter(insurer=sandbox, policy_number=number).exists():
+                        policy_create(
+                            employer=employer,
+                            insurer_code=sandbox.code,
+                            policy_number=number,
+                            start_date=today - timedelta(days=30),
+                            end_date=today + timedelta(days=334),
+                            premium_rate_per_mille=Decimal("4.5"),
+                            default_sum_insured=500_000_00,
+                            actor=actor,
+                        )
                 # Idempotent by reference: running seed_demo again posts nothing.
                 topup_post(employer_id=employer.pk, amount=5_00_000_00, reference=f"seed-demo-{ref}", actor=actor)
         seed_demo_loans(partner=partner, stdout=self.stdout)  # type: ignore[arg-type]
@@ -80,7 +90,10 @@ class Command(BaseCommand):
         self.stdout.write(f"Insurers: {', '.join(c for c, _, _ in SANDBOX_INSURERS)}")
         for what, before, after in repaired:
             self.stdout.write(f"Repaired the {what} address: {before} -> {after}")
-        self.stdout.write(f"Sandbox insurer reached at {sandbox.endpoint} (KEEL_BASE_URL; KEEL_PORT sets its port)")
+        for sandbox in sandboxes:
+            where = sandbox.endpoint or f"folders var/{sandbox.outbound_folder} and var/{sandbox.inbound_folder}"
+            self.stdout.write(f"Sandbox insurer {sandbox.code} ({sandbox.protocol}) reached at {where}")
+        self.stdout.write("(REST and SOAP addresses come from KEEL_BASE_URL; KEEL_PORT sets its port)")
         self.stdout.write("Employers: " + ", ".join(f"{e.external_ref} (id {e.pk})" for e in employers))
         self.stdout.write(
             "Policies: "

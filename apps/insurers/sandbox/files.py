@@ -1,0 +1,92 @@
+"""The sandbox insurer's file face (SPEC §8): it picks up Keel's batch files from the insurer's outbound
+location, applies them with the same engine, rules and idempotency ledger as the REST and SOAP faces, and
+writes a result file (JSONL + manifest, atomically, manifest last) into the insurer's inbound location.
+
+Run by beat under `make run` (`insurers.sandbox_files`) and called directly by tests and the benchmark.
+Latency is simulated per file; the failure rate leaves a file for a later run (an insurer that is slow to
+answer). A batch whose manifest does not match its data is moved to `rejected/` and answered with nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+
+import structlog
+
+from apps.insurers.conf import sandbox_enabled
+from apps.insurers.credentials import decrypt_credentials
+from apps.insurers.files.storage import StorageError, check_name, location_for
+from apps.insurers.gateways.file import BATCH_SCHEMA_VERSION, MANIFEST_SUFFIX, RESULT_SCHEMA_VERSION, write_batch
+from apps.insurers.models import Insurer, InsurerProtocol
+from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox_apply, sandbox_config_for
+from apps.insurers.sandbox.models import SandboxMode
+
+log = structlog.get_logger(__name__)
+
+
+def sandbox_file_process(*, code: str) -> int:
+    """Answer every complete batch waiting in sandbox insurer `code`'s outbound folder; returns how many."""
+    if not sandbox_enabled():
+        return 0
+    insurer = Insurer.objects.get(code=code, protocol=InsurerProtocol.FILE)
+    credentials = decrypt_credentials(insurer.credentials, insurer_code=insurer.code)
+    outbound = location_for(insurer.outbound_folder, credentials=credentials, what="outbound folder")
+    inbound = location_for(insurer.inbound_folder, credentials=credentials, what="inbound folder")
+    config = sandbox_config_for(code)
+    answered = 0
+    for manifest_name in outbound.list_names(MANIFEST_SUFFIX):
+        if config.latency_ms:
+            time.sleep(config.latency_ms / 1000)
+        if config.failure_rate and random.random() < config.failure_rate:  # noqa: S311 (a simulation)
+            continue
+        try:
+            manifest = json.loads(outbound.read(manifest_name))
+            data_name = check_name(str(manifest["file"]))
+            content = outbound.read(data_name)
+            if (
+                manifest.get("schema_version") != BATCH_SCHEMA_VERSION
+                or hashlib.sha256(content).hexdigest() != manifest.get("sha256")
+                or content.count(b"\n") != manifest.get("row_count")
+            ):
+                raise SandboxInputError("batch file does not match its manifest")
+            items = parse_items([json.loads(line) for line in content.splitlines()])
+        except StorageError:
+            continue  # not readable now: next run
+        except (KeyError, TypeError, ValueError, SandboxInputError) as exc:
+            log.warning("sandbox.file_rejected", file=manifest_name, error=str(exc))
+            outbound.move(manifest_name, "rejected")
+            continue
+        if config.mode != SandboxMode.SYNC:
+            config.mode = SandboxMode.SYNC  # a file insurer answers by file, never by callback
+        results, _ = sandbox_apply(config=config, items=items)
+        rows = []
+        for item, result in zip(items, results, strict=True):
+            row = {"idempotency_key": item.idempotency_key, "outcome": result["outcome"]}
+            if item.endorsement_id is not None:
+                row["endorsement_id"] = item.endorsement_id
+            if result.get("insurer_reference"):
+                row["insurer_reference"] = result["insurer_reference"]
+            if result.get("reason"):
+                row["reason"] = result["reason"]
+            rows.append(row)
+        batch_id = str(manifest.get("batch_id") or data_name.removesuffix(".jsonl"))
+        write_batch(
+            inbound, schema_version=RESULT_SCHEMA_VERSION, batch_id=f"{batch_id}.results", insurer=code, rows=rows
+        )
+        outbound.move(data_name, "processed")
+        outbound.move(manifest_name, "processed")
+        answered += 1
+    return answered
+
+
+def sandbox_files_process_all() -> int:
+    """Every sandbox file insurer (code starting with `sandbox-`), for the beat job."""
+    total = 0
+    for code in Insurer.objects.filter(
+        protocol=InsurerProtocol.FILE, is_active=True, code__startswith="sandbox-"
+    ).values_list("code", flat=True):
+        total += sandbox_file_process(code=code)
+    return total
