@@ -132,9 +132,7 @@ class EventFilter(FilterSet):
     object_id = django_filters.CharFilter(field_name="object_id", max_length=64)
     object_type = django_filters.CharFilter(field_name="object_type", max_length=32)
     employer = IdFilter(field_name="employer_id")
-    after = django_filters.NumberFilter(
-        field_name="position", lookup_expr="gt", min_value=0, max_value=2**63 - 1, label="Events after this position."
-    )
+    after = IdFilter(field_name="position", lookup_expr="gt", label="Events after this position (1, 2, …).")
 
     class Meta:
         model = Event
