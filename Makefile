@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 KEEL_PORT ?= $(or $(shell sed -n 's/^KEEL_PORT=\([0-9]*\).*/\1/p' .env 2>/dev/null | tail -1),8000)
 export KEEL_PORT
 
-.PHONY: help install run demo test check lint fmt bench migrate seed clean
+.PHONY: help install run demo test faults check lint fmt bench migrate seed clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -34,16 +34,19 @@ migrate: install ## apply migrations
 seed: migrate ## load the demo data (idempotent) and print a demo API key
 	$(BIN)/python manage.py seed_demo
 
-run: seed ## install, migrate, seed, then start web (:$KEEL_PORT, default 8000) + worker + beat
+run: seed ## install, migrate, seed, then web (:$KEEL_PORT, default 8000) + worker + relay + beat, restarting any that dies
 	$(BIN)/python manage.py collectstatic --noinput >/dev/null
 	@echo "Keel on http://127.0.0.1:$(KEEL_PORT)/ (KEEL_PORT; the sandbox insurer is reached there too)"
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho -f config/Procfile -d . start
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m config.supervise config/Procfile
 
 demo: seed ## drive an end-to-end endorsement run on the embedded defaults and print its timeline
 	$(BIN)/python manage.py demo
 
 test: install ## run the whole suite (PostgreSQL + Redis on this machine by default)
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+faults: install ## the five fault drills (SPEC §12): own PostgreSQL + Redis, the real Procfile processes (~10 min)
+	KEEL_FAULT_DRILLS=1 $(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check
 	$(BIN)/ruff check .
@@ -66,7 +69,7 @@ check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
 	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
 
 bench: install ## run every benchmark (PostgreSQL + Redis), each on its own database; figures go to docs/benchmarks.md
-	@status=0; for b in outbox_relay ledger_hold_capture endorsement_api endorsement_pipeline loan_pipeline input_edge webhooks; do \
+	@status=0; for b in outbox_relay ledger_hold_capture endorsement_api endorsement_pipeline loan_pipeline input_edge batch_parse webhooks; do \
 	  echo "== bench/$$b.py"; \
 	  createdb -h 127.0.0.1 -U postgres keel_bench_$$b 2>/dev/null || true; \
 	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b $(BIN)/python manage.py migrate -v0 || exit 1; \

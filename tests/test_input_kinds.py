@@ -429,3 +429,32 @@ def test_a_body_just_within_the_nesting_limit_is_parsed(world):
     response = world["client"].post("/api/v1/employers", body)
 
     assert response.status_code == 201, response.content
+
+
+# --- kind 2: every amount in a request is a MoneyField (the schema shows the grammar) -------------------------
+
+# Decimal request fields that are not money (rates keep DRF's digit limits: ADR 0014).
+NOT_MONEY = {"premium_rate_per_mille"}
+
+
+def _request_schemas() -> Iterator[tuple[str, dict]]:
+    for path, operations in SCHEMA["paths"].items():
+        for method, operation in operations.items():
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                yield f"{method} {path}", content["schema"]
+
+
+def test_every_decimal_in_every_request_schema_is_money_with_the_grammar_or_a_known_rate():
+    decimals = {
+        (operation, "/".join(field), prop.get("pattern"))
+        for operation, schema in _request_schemas()
+        for field, prop in _fields(schema)
+        if prop.get("format") == "decimal" or prop.get("type") == "number"
+    }
+
+    assert decimals, "no decimal field found: the walk is broken"
+    offenders = {d for d in decimals if d[2] != MONEY_PATTERN and d[1].rsplit("/", 1)[-1] not in NOT_MONEY}
+    assert offenders == set()
+    # The endorsement shapes (documented here, parsed by part B) show the grammar too.
+    assert ("post /api/v1/endorsements", "sum_insured", MONEY_PATTERN) in decimals
+    assert ("post /api/v1/endorsements", "changes/sum_insured", MONEY_PATTERN) in decimals

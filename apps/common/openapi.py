@@ -2,7 +2,8 @@
 
 Views document their success responses (and any error with a body of its own, e.g. a 409 that names the
 existing id); `problem_responses_hook` adds the RFC 9457 problem+json responses each operation can give,
-derived from what the operation is — so a new view is covered without a line of its own (issue 8; ADR 0020):
+derived from what the operation is — so a new view is covered without a line of its own (issue 8;
+docs/architecture.md, "The API contract"):
 
 | status | when | operations |
 | --- | --- | --- |

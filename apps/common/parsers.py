@@ -52,7 +52,9 @@ def _brackets_outside_strings(body: bytes) -> bytes:
             body = body.decode(encoding).encode("utf-8")
         except UnicodeDecodeError:
             return b""  # undecodable text cannot be parsed as JSON either
-    body = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NON_STRUCTURAL)
+    if b"\\" in body:  # one memchr; most bodies have no escapes at all
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    body = body.translate(None, _NON_STRUCTURAL)
     # Adjacent quotes are a string without brackets or two strings with no bracket between them: dropping
     # the pair changes no bracket outside strings, and leaves few parts for the split (most strings hold none).
     body = body.replace(b'""', b"")

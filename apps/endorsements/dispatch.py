@@ -1,9 +1,19 @@
-"""What the insurer receives for each endorsement (read-only; built outside any transaction)."""
+"""What the insurer receives for each endorsement (read-only; built outside any transaction), and the retry
+budget of a dispatch (ADR 0025).
+
+Dispatch events carry **no ordering key**: per-member order is already kept upstream —
+`endorsements_process` holds a member's next endorsement on a policy until the previous one is terminal —
+so at most one endorsement per member per policy is ever SENT, and two dispatch batches never need each
+other's order. One key per insurer serialised the insurer's whole queue behind one leased message (issue 10).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from apps.employers.models import Employee
 from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
@@ -59,3 +69,24 @@ def submissions_for(*, ids: Sequence[int]) -> list[EndorsementSubmission]:
             )
         )
     return out
+
+
+def send_max_attempts() -> int:
+    """Failed insurer calls one dispatch may make (ENDORSEMENT_SEND_MAX_ATTEMPTS)."""
+    return max(1, int(settings.ENDORSEMENT_SEND_MAX_ATTEMPTS))
+
+
+def send_budget_spent(*, failed_attempts: int, first_sent_at: datetime, now: datetime | None = None) -> str:
+    """Why a dispatch's retry budget is spent, or "" while it is not (ADR 0025).
+
+    `failed_attempts` counts calls that reached the insurer and failed (deferrals by our own breaker or rate
+    limit are not attempts); `first_sent_at` is when the batch went SENT (its dispatch event's creation).
+    Spent when either ENDORSEMENT_SEND_MAX_ATTEMPTS or ENDORSEMENT_SEND_MAX_HOURS is used up.
+    """
+    now = now or timezone.now()
+    if failed_attempts >= send_max_attempts():
+        return f"{failed_attempts} failed attempts"
+    budget = timedelta(hours=float(settings.ENDORSEMENT_SEND_MAX_HOURS))
+    if now - first_sent_at >= budget:
+        return f"retried for {(now - first_sent_at).total_seconds() / 3600:.1f} h"
+    return ""

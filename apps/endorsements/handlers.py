@@ -3,17 +3,20 @@ together; the insurer is called outside any transaction, with the endorsement's 
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from apps.common.actors import Actor
 from apps.endorsements import services
-from apps.endorsements.dispatch import submissions_for
-from apps.insurers.contracts import ProtocolNotSupportedError, TransientInsurerError, UnknownInsurerError
+from apps.endorsements.dispatch import send_budget_spent, send_max_attempts, submissions_for
+from apps.insurers.contracts import (
+    InsurerCallDeferred,
+    ProtocolNotSupportedError,
+    TransientInsurerError,
+    UnknownInsurerError,
+)
 from apps.insurers.services import insurer_submit
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
-from apps.outbox.services import RetryLater
+from apps.outbox.services import Defer, RetryLater
 
 
 @consumer("endorsements.process", queue="endorsements")
@@ -25,7 +28,18 @@ def handle_process(message: Message) -> None:
 
 @consumer("endorsements.dispatch", queue="insurers")
 def handle_dispatch(message: Message) -> None:
-    """Send one batch to its insurer; apply the answers, or retry with backoff, or fail after the budget."""
+    """Send one batch to its insurer; apply the answers, defer, retry with backoff, or fail after the budget.
+
+    1. Already applied (inbox) → nothing. No endorsement of the batch still SENT → consume and stop.
+    2. Call the insurer, outside any transaction, with each endorsement's own idempotency key.
+    3. Our breaker is open (or its half-open probes are taken) or our outbound rate limit is spent: nothing
+       was sent → `Defer` until it may be tried again; no attempt of the budget is spent (ADR 0025).
+    4. The insurer failed transiently (timeout, 5xx, 429): retry with backoff (at least its Retry-After),
+       unless the budget — ENDORSEMENT_SEND_MAX_ATTEMPTS failed calls or ENDORSEMENT_SEND_MAX_HOURS since the
+       batch was sent — is spent: then FAILED, holds released, in one transaction with the inbox row.
+    5. No adapter / no such insurer: FAILED at once (retrying cannot help).
+    6. Answers → `results_apply` with the inbox row, in one transaction.
+    """
     if inbox_seen(message):
         return
     actor = Actor.system("endorsements.dispatch")
@@ -35,15 +49,18 @@ def handle_dispatch(message: Message) -> None:
             return
     try:
         results = insurer_submit(insurer_code=message.payload["insurer_code"], submissions=submissions)
+    except InsurerCallDeferred as exc:
+        raise Defer(str(exc), delay_seconds=exc.retry_after or 1.0) from exc
     except TransientInsurerError as exc:
-        if message.attempt + 1 >= settings.ENDORSEMENT_SEND_MAX_ATTEMPTS:
+        spent = send_budget_spent(failed_attempts=message.attempt + 1, first_sent_at=message.created_at)
+        if spent:
             with inbox_consume(message) as first:
                 if first:
                     services.endorsements_fail(
-                        ids=[s.endorsement_id for s in submissions], reason=str(exc), actor=actor
+                        ids=[s.endorsement_id for s in submissions], reason=f"{exc} ({spent})", actor=actor
                     )
             return
-        raise RetryLater(str(exc), delay_seconds=exc.retry_after)
+        raise RetryLater(str(exc), min_delay_seconds=exc.retry_after, max_attempts=send_max_attempts() + 1) from exc
     except (ProtocolNotSupportedError, UnknownInsurerError) as exc:
         # Retrying cannot help (no adapter for this protocol yet, or no such insurer): fail now, release holds.
         with inbox_consume(message) as first:

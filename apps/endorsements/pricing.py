@@ -7,7 +7,7 @@ addition   → debit  annual × remaining_days / term_days
 deletion   → credit annual(current) × remaining_days / term_days
 correction → (annual_new − annual_old) × remaining_days / term_days  (debit > 0, credit < 0, none = 0)
 
-Every intermediate value is a `fractions.Fraction` of paise, so nothing is rounded before the end: with
+Every amount is a ratio of two integers (paise), so nothing is rounded before the end: with
 Decimal's 28 significant digits the day fraction 19/365 was rounded first, and ₹3,650.00 at 4.5‰ for 19 of 365
 days came out 0.85 instead of the exact 0.855 → 0.86 (issue 8, kind 7). The quote shows the exact annual
 premium (`format_exact_rupees`) so a partner who recomputes from it gets the same premium.
@@ -47,11 +47,6 @@ class Priced:
     quote: Quote
     sum_insured: int | None  # SI after the change (addition/correction), current SI (deletion)
     sum_insured_before: int | None
-
-
-def annual_premium(*, sum_insured: int, rate_per_mille: Decimal) -> Fraction:
-    """Exact annual premium in paise (a Fraction, unrounded) for a sum insured in paise and a rate per mille."""
-    return Fraction(sum_insured) * Fraction(rate_per_mille) / 1000
 
 
 def round_half_up(value: Fraction) -> int:
@@ -95,28 +90,31 @@ def quote(
 
     Raises ValueError if `effective_date` is outside the policy term."""
     remaining_days, term_days = _days(policy_start=policy_start, policy_end=policy_end, effective_date=effective_date)
-    fraction = Fraction(remaining_days, term_days)
+    # Integers throughout: rate = rate_num / rate_den exactly, so every amount is a ratio of two ints.
+    rate_num, rate_den = rate_per_mille.as_integer_ratio()
     if kind == "addition":
         assert sum_insured_new is not None
-        annual = annual_premium(sum_insured=sum_insured_new, rate_per_mille=rate_per_mille)
-        signed = annual * fraction
+        annual_si = sum_insured_new
+        signed_si = sum_insured_new
     elif kind == "deletion":
         assert sum_insured_old is not None
-        annual = annual_premium(sum_insured=sum_insured_old, rate_per_mille=rate_per_mille)
-        signed = -annual * fraction
+        annual_si = sum_insured_old
+        signed_si = -sum_insured_old
     else:
         assert sum_insured_old is not None
-        new = sum_insured_new if sum_insured_new is not None else sum_insured_old
-        annual = annual_premium(sum_insured=new, rate_per_mille=rate_per_mille)
-        old = annual_premium(sum_insured=sum_insured_old, rate_per_mille=rate_per_mille)
-        signed = (annual - old) * fraction
-    amount = round_half_up(abs(signed))
-    direction: Direction = "none" if amount == 0 else ("debit" if signed > 0 else "credit")
+        annual_si = sum_insured_new if sum_insured_new is not None else sum_insured_old
+        signed_si = annual_si - sum_insured_old
+    # premium (paise) = signed_si × rate / 1000 × remaining / term
+    numerator = abs(signed_si) * rate_num * remaining_days
+    denominator = 1000 * rate_den * term_days
+    amount = (2 * numerator + denominator) // (2 * denominator)  # ROUND_HALF_UP, once
+    direction: Direction = "none" if amount == 0 else ("debit" if signed_si > 0 else "credit")
+    annual_num, annual_den = annual_si * rate_num, 1000 * rate_den
     return Quote(
         premium_amount=amount,
         premium_direction=direction,
-        annual_premium=round_half_up(annual),
-        annual_premium_exact=annual,
+        annual_premium=(2 * annual_num + annual_den) // (2 * annual_den),
+        annual_premium_exact=Fraction(annual_num, annual_den),
         remaining_days=remaining_days,
         term_days=term_days,
     )

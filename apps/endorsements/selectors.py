@@ -9,11 +9,10 @@ from django.db import connection
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
+from apps.common.ids import BIGINT_MAX
 from apps.employers.selectors import employers_visible_to
 from apps.endorsements.models import TERMINAL, Endorsement, EndorsementBatch, EndorsementStatus
 from apps.partners.contracts import Principal
-
-MAX_ID = 2**63 - 1  # bigint primary keys
 
 
 def endorsements_visible_to(principal: Principal) -> QuerySet[Endorsement]:
@@ -26,7 +25,7 @@ def _path_id(value: int | str) -> int:
         pk = int(value)
     except (TypeError, ValueError):
         raise Http404
-    if not 1 <= pk <= MAX_ID:
+    if not 1 <= pk <= BIGINT_MAX:
         raise Http404
     return pk
 

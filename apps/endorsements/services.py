@@ -548,7 +548,7 @@ def scheduler_tick(*, actor: Actor, force: bool = False, now: Any = None) -> int
        is waiting (`force` ignores the window: tests and the demo).
     3. Each batch is claimed in its own short transaction with FOR UPDATE SKIP LOCKED (a concurrent tick or a
        partner's cancel never blocks on it), credits first then debits, oldest first; it moves to SENT and one
-       `endorsements.dispatch` event carries its ids, keyed per insurer so batches reach the insurer in order.
+       `endorsements.dispatch` event carries its ids (no ordering key: a member has one endorsement in flight).
     """
     now = now or timezone.now()
     dispatched = 0
@@ -596,7 +596,7 @@ def _dispatch_batch(*, insurer: Insurer, actor: Actor) -> int:
         outbox_enqueue(
             topic="endorsements.dispatch",
             payload={"insurer_code": insurer.code, "ids": ordered},
-            key=f"dispatch:{insurer.code}",
+            key=None,  # no ordering key: see apps/endorsements/dispatch.py (issue 10)
         )
     return len(ordered)
 

@@ -1,7 +1,8 @@
 """This app's settings, each with a default so the app works before the project sets them.
 
 `settings.INSURER_GATEWAY` may override any of: CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS,
-CIRCUIT_FAIL_MAX, CIRCUIT_RESET_SECONDS, CALLBACK_MAX_EVENTS. `settings.SANDBOX_INSURER_ENABLED` turns the
+CIRCUIT_FAIL_MAX, CIRCUIT_RESET_SECONDS, HALF_OPEN_PROBES, HALF_OPEN_SUCCESSES,
+CALLBACK_MAX_EVENTS. `settings.SANDBOX_INSURER_ENABLED` turns the
 sandbox insurer's HTTP routes on (default: on when DEBUG).
 """
 
@@ -16,6 +17,9 @@ DEFAULTS: dict[str, Any] = {
     "READ_TIMEOUT_SECONDS": 10.0,
     "CIRCUIT_FAIL_MAX": 5,
     "CIRCUIT_RESET_SECONDS": 30.0,
+    # Half-open: how many probe calls at a time, and how many successes in a row close the circuit.
+    "HALF_OPEN_PROBES": 1,
+    "HALF_OPEN_SUCCESSES": 2,
     # Longest batch of events one callback request may carry (bounded input).
     "CALLBACK_MAX_EVENTS": 1000,
 }

@@ -73,6 +73,12 @@ class TransientInsurerError(Exception):
         self.retry_after = retry_after
 
 
+class InsurerCallDeferred(TransientInsurerError):
+    """Nothing was sent: our own circuit breaker for this insurer is open (or its half-open probes are all
+    taken) or our outbound rate limit is spent. Retry after `retry_after` seconds; the insurer did not fail,
+    so the caller's retry budget is not spent (ADR 0025)."""
+
+
 class UnknownInsurerError(LookupError):
     """No insurer has this code."""
 

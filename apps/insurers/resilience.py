@@ -20,7 +20,7 @@ import structlog
 from django.core.cache import cache
 
 from apps.insurers.conf import gateway_setting, key_prefix, redis_url
-from apps.insurers.contracts import TransientInsurerError
+from apps.insurers.contracts import InsurerCallDeferred, TransientInsurerError
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -76,7 +76,7 @@ _scripts: dict[int, Any] = {}
 
 
 def rate_limit_acquire(*, insurer_code: str, per_minute: int) -> None:
-    """Take one request token for this insurer or raise `TransientInsurerError` with the wait in seconds.
+    """Take one request token for this insurer or raise `InsurerCallDeferred` with the wait in seconds.
 
     1. With Redis: one atomic Lua call (token bucket, burst up to `per_minute`).
     2. Without Redis: a fixed one-minute window counted with `cache.incr` (coarser, still shared).
@@ -84,7 +84,7 @@ def rate_limit_acquire(*, insurer_code: str, per_minute: int) -> None:
        still protect it, and a Redis outage must not stop every insurer exchange.
     """
     if per_minute <= 0:
-        raise TransientInsurerError(f"outbound rate limit for {insurer_code} is 0", retry_after=60.0)
+        raise InsurerCallDeferred(f"outbound rate limit for {insurer_code} is 0", retry_after=60.0)
     client = _redis()
     if client is not None:
         try:
@@ -99,21 +99,25 @@ def rate_limit_acquire(*, insurer_code: str, per_minute: int) -> None:
             return
         if int(allowed) != 1:
             retry_after = max(float(wait), 0.001)
-            raise TransientInsurerError(
+            raise InsurerCallDeferred(
                 f"outbound rate limit for {insurer_code} reached ({per_minute}/min)", retry_after=retry_after
             )
         return
     now = time.time()
     window = int(now // 60)
     key = f"{key_prefix()}:ratelimit:{insurer_code}:{window}"
-    cache.add(key, 0, timeout=120)
     try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=120)
-        count = 1
+        cache.add(key, 0, timeout=120)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=120)
+            count = 1
+    except Exception:  # the cache is down: allowed, as with Redis above
+        log.warning("insurers.rate_limit_unavailable", insurer=insurer_code, exc_info=True)
+        return
     if count > per_minute:
-        raise TransientInsurerError(
+        raise InsurerCallDeferred(
             f"outbound rate limit for {insurer_code} reached ({per_minute}/min)",
             retry_after=max((window + 1) * 60 - now, 0.001),
         )
@@ -179,7 +183,7 @@ class CircuitCacheStorage(pybreaker.CircuitBreakerStorage):
         cache.set(self._k("opened_at"), now.timestamp(), timeout=None)
 
 
-_breakers: dict[tuple[str, int, float, str], pybreaker.CircuitBreaker] = {}
+_breakers: dict[tuple[str, int, float, str, int], pybreaker.CircuitBreaker] = {}
 _breaker_lock = threading.Lock()
 
 
@@ -192,8 +196,9 @@ def circuit_breaker_for(insurer_code: str) -> pybreaker.CircuitBreaker:
     """The breaker of one insurer. Instances are per process; their state lives in the shared storage."""
     fail_max = int(gateway_setting("CIRCUIT_FAIL_MAX"))
     reset = float(gateway_setting("CIRCUIT_RESET_SECONDS"))
+    successes = max(1, int(gateway_setting("HALF_OPEN_SUCCESSES")))
     url = redis_url()
-    cache_key = (insurer_code, fail_max, reset, url)
+    cache_key = (insurer_code, fail_max, reset, url, successes)
     with _breaker_lock:
         breaker = _breakers.get(cache_key)
         if breaker is not None:
@@ -207,7 +212,9 @@ def circuit_breaker_for(insurer_code: str) -> pybreaker.CircuitBreaker:
             except redis.RedisError:
                 log.warning("insurers.circuit_storage_unavailable", insurer=insurer_code, exc_info=True)
                 # Not cached: the next call tries Redis again.
-                return pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=reset, exclude=[_not_transient])
+                return pybreaker.CircuitBreaker(
+                    fail_max=fail_max, reset_timeout=reset, exclude=[_not_transient], success_threshold=successes
+                )
         else:
             storage = CircuitCacheStorage(namespace)
         breaker = pybreaker.CircuitBreaker(
@@ -217,6 +224,7 @@ def circuit_breaker_for(insurer_code: str) -> pybreaker.CircuitBreaker:
             state_storage=storage,
             name=insurer_code,
             throw_new_error_on_trip=False,
+            success_threshold=successes,
         )
         _breakers[cache_key] = breaker
         return breaker
@@ -230,17 +238,66 @@ def _open_remaining(breaker: pybreaker.CircuitBreaker) -> float:
     return max(remaining, 0.0)
 
 
+# How long a half-open probe slot stays taken if its holder dies without releasing it.
+PROBE_SLOT_SECONDS = 30
+# A caller that found every probe slot taken tries again after this long.
+PROBE_BUSY_RETRY_SECONDS = 1.0
+
+
+def _probing(breaker: pybreaker.CircuitBreaker) -> bool:
+    """Half-open now, or open with its open time elapsed (the next call would make it half-open)."""
+    state = str(breaker._state_storage.state)
+    return state == pybreaker.STATE_HALF_OPEN or (state == pybreaker.STATE_OPEN and _open_remaining(breaker) <= 0)
+
+
+def _take_probe_slot(insurer_code: str) -> str | None:
+    """One of HALF_OPEN_PROBES shared slots (cache `add`, first writer wins), or None when all are taken.
+    With the cache down the probe is allowed: the breaker still re-opens on its failure."""
+    slots = max(1, int(gateway_setting("HALF_OPEN_PROBES")))
+    for slot in range(slots):
+        key = f"{key_prefix()}:circuit:{insurer_code}:probe:{slot}"
+        try:
+            if cache.add(key, 1, timeout=PROBE_SLOT_SECONDS):
+                return key
+        except Exception:
+            log.warning("insurers.probe_slot_unavailable", insurer=insurer_code, exc_info=True)
+            return ""
+    return None
+
+
 def guarded_call(insurer_code: str, func: Any, *args: Any) -> Any:
-    """Run `func` through the insurer's breaker. While the circuit is open, fail fast with
-    `TransientInsurerError` (retry_after = the time left until half-open) without calling out."""
+    """Run `func` through the insurer's breaker (SPEC §8; ADR 0025).
+
+    1. Open circuit: fail fast with `InsurerCallDeferred` (retry_after = the time left until half-open),
+       nothing sent.
+    2. Half-open (the open time has passed): only HALF_OPEN_PROBES calls at a time go through as probes;
+       the others are deferred for a second. HALF_OPEN_SUCCESSES successful probes in a row close the
+       circuit; a failed probe opens it again for the full open time. Traffic comes back gradually instead of
+       a whole backlog hitting an insurer that has just recovered.
+    3. Closed: the call goes through; CIRCUIT_FAIL_MAX transient failures in a row open it.
+    """
     breaker = circuit_breaker_for(insurer_code)
+    slot: str | None = ""
+    if _probing(breaker):
+        slot = _take_probe_slot(insurer_code)
+        if slot is None:
+            raise InsurerCallDeferred(
+                f"circuit half-open for insurer {insurer_code}: probes in progress",
+                retry_after=PROBE_BUSY_RETRY_SECONDS,
+            )
     try:
         return breaker.call(func, *args)
     except pybreaker.CircuitBreakerError:
         retry_after = _open_remaining(breaker)
-        raise TransientInsurerError(
+        raise InsurerCallDeferred(
             f"circuit open for insurer {insurer_code}", retry_after=math.ceil(retry_after * 1000) / 1000 or 0.001
         ) from None
+    finally:
+        if slot:
+            try:
+                cache.delete(slot)
+            except Exception:
+                log.warning("insurers.probe_slot_unavailable", insurer=insurer_code, exc_info=True)
 
 
 def circuit_state(insurer_code: str) -> dict[str, Any]:

@@ -6,13 +6,14 @@
   has to keep them up to date.
 - Histogram `keel_outbox_commit_to_publish_seconds`: observed by the relay for every published row
   (`created_at`, set inside the writer's transaction, → handed to the broker).
+- Counters `keel_outbox_leases_renewed_total`, `keel_outbox_deferred_total{topic}` (per process).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -20,6 +21,15 @@ COMMIT_TO_PUBLISH = Histogram(
     "keel_outbox_commit_to_publish_seconds",
     "Time from an outbox row's creation (inside its transaction) to its publication by a relay",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+LEASES_RENEWED = Counter(
+    "keel_outbox_leases_renewed_total", "Outbox row leases extended by the worker holding the row (ADR 0024)"
+)
+DEFERRED = Counter(
+    "keel_outbox_deferred_total",
+    "Deliveries a consumer deferred without trying (circuit open, rate limit spent; no attempt counted)",
+    ["topic"],
 )
 
 # Gauge name → (documentation, key in outbox_stats()).

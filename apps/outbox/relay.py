@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from apps.outbox import metrics, registry
 from apps.outbox.contracts import Message
+from apps.outbox.delivery import message_from_row
 from apps.outbox.models import UNFINISHED, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -121,18 +122,15 @@ def claim(*, batch_size: int) -> list[Message]:
                 cursor.execute(_CLAIM_SQL, {"now": now, "limit": batch_size, "lease": lease, "token": token})
                 rows = cursor.fetchall()
             claimed = [
-                Message(
-                    id=r[0],
-                    topic=r[1],
-                    key=r[2],
-                    payload=_json(r[3]),
-                    headers=_json(r[4]),
-                    attempt=r[5],
-                    created_at=r[6],
+                message_from_row(
+                    OutboxMessage(
+                        id=r[0], topic=r[1], key=r[2], payload=_json(r[3]), headers=_json(r[4]), attempts=r[5],
+                        created_at=r[6],
+                    ),
                     lease_token=str(token),
                 )
                 for r in rows
-            ]
+            ]  # fmt: skip
         else:
             earlier_open = OutboxMessage.objects.filter(
                 key=OuterRef("key"), id__lt=OuterRef("id"), status__in=UNFINISHED
@@ -147,16 +145,7 @@ def claim(*, batch_size: int) -> list[Message]:
                 status=OutboxStatus.INFLIGHT, leased_until=lease, lease_token=token, published_at=now
             )
             claimed = [
-                Message(
-                    id=m.id,
-                    topic=m.topic,
-                    key=m.key,
-                    payload=m.payload,
-                    headers=m.headers,
-                    attempt=m.attempts,
-                    created_at=m.created_at,
-                    lease_token=str(token),
-                )
+                message_from_row(m, lease_token=str(token))
                 for m in OutboxMessage.objects.filter(pk__in=ids, lease_token=token)
             ]
     claimed.sort(key=lambda m: m.id)
@@ -192,7 +181,7 @@ def celery_publish_batch(batch: Sequence[tuple[Message, str]]) -> list[Message]:
     message per chunk instead of per row; each row is still delivered, and succeeds or fails, on its own).
     Rows keep id order within a queue. Returns the messages handed over before an error.
     """
-    from apps.outbox.tasks import deliver, deliver_many
+    from celery import current_app
 
     chunk_size = max(1, int(settings.OUTBOX.get("PUBLISH_CHUNK", 50)))
     by_queue: dict[str, list[Message]] = {}
@@ -200,13 +189,15 @@ def celery_publish_batch(batch: Sequence[tuple[Message, str]]) -> list[Message]:
         by_queue.setdefault(queue, []).append(message)
     published: list[Message] = []
     try:
-        with deliver.app.producer_or_acquire() as producer:
+        with current_app.producer_or_acquire() as producer:
             for queue, messages in by_queue.items():
                 for start in range(0, len(messages), chunk_size):
                     chunk = messages[start : start + chunk_size]
-                    task = deliver if len(chunk) == 1 else deliver_many
+                    # By name, so the relay never imports the task module (tasks import the relay).
+                    task = "outbox.deliver" if len(chunk) == 1 else "outbox.deliver_many"
                     args = (chunk[0].to_envelope(),) if len(chunk) == 1 else ([m.to_envelope() for m in chunk],)
-                    task.apply_async(  # type: ignore[call-arg]  # argsrepr/kwargsrepr are missing from the stubs
+                    current_app.send_task(
+                        task,
                         args=args,
                         queue=queue,
                         routing_key=queue,

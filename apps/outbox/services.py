@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
@@ -27,9 +28,31 @@ class OutboxError(RuntimeError):
 
 class RetryLater(Exception):
     """Raised by a consumer to be retried: after `delay_seconds` if given (e.g. an insurer's Retry-After),
-    else after the outbox's own backoff. It counts as a failed attempt."""
+    else after the outbox's own backoff. It counts as a failed attempt; the row is dead after
+    OUTBOX["MAX_ATTEMPTS"], or after `max_attempts` for a consumer that keeps its own (larger) budget and
+    gives up by itself before that (the insurer dispatch, ADR 0025)."""
 
-    def __init__(self, reason: str, *, delay_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        delay_seconds: float | None = None,
+        min_delay_seconds: float | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+        # With no exact delay: the outbox's backoff, but never less than this (e.g. a Retry-After hint).
+        self.min_delay_seconds = min_delay_seconds
+        self.max_attempts = max_attempts
+
+
+class Defer(Exception):
+    """Raised by a consumer that did not try: put the row back for `delay_seconds` **without** counting an
+    attempt (our own circuit breaker is open, our outbound rate limit is spent — nothing reached the other
+    side, so nothing of the retry budget is spent; ADR 0025)."""
+
+    def __init__(self, reason: str, *, delay_seconds: float) -> None:
         super().__init__(reason)
         self.delay_seconds = delay_seconds
 
@@ -84,12 +107,11 @@ def _nudge() -> None:
     the flag before it claims, so rows committed after that get a fresh nudge. The flag expires by itself
     (a lost relay task cannot silence nudges for long; beat runs every second anyway).
     """
-    from apps.outbox.tasks import relay
-
     try:
         if not cache.add(NUDGE_FLAG, 1, timeout=2):
             return
-        relay.apply_async(queue="outbox", retry=False, argsrepr="()", kwargsrepr="{}")  # type: ignore[call-arg]
+        # By name: the services never import the task module (tasks import services, not the reverse).
+        current_app.send_task("outbox.relay", queue="outbox", retry=False, argsrepr="()", kwargsrepr="{}")
     except Exception:  # the broker or cache is down: the beat safety net (and our own retries) will catch up
         log.warning("outbox.nudge_failed", exc_info=True)
 

@@ -8,16 +8,35 @@ Stages, per window (see docs/adr/0005-rate-limits.md):
 4. over 110%: 429 with `Retry-After` (seconds until that window resets).
 Every response carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` for the window
 closest to its limit, and `RateLimit-Policy` listing all windows.
+
+Without the shared cache (Redis down) the same rules are counted in a process-local cache instead
+(ADR 0026): a request is never refused, nor answered 500, because the counter store is away. Each fallback
+decision increments `keel_rate_limit_fallback_total`, and one warning per process per minute says so.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache as shared_cache
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.locmem import LocMemCache
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+FALLBACK_USED = Counter(
+    "keel_rate_limit_fallback_total", "Rate-limit decisions counted in the process-local fallback (cache down)"
+)
+# Counters while the shared cache is away: per process, so N web processes admit up to N× a limit.
+_local_cache = LocMemCache("keel-ratelimit-fallback", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
+_warned_at = [0.0]
+_warn_lock = threading.Lock()
 
 WINDOWS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 GRACE_COOLDOWN_SECONDS = 3600
@@ -53,7 +72,7 @@ def _grace_key(prefix: str) -> str:
     return f"rl:{prefix}:grace"
 
 
-def _increment(key: str, ttl: int) -> int:
+def _increment(cache: BaseCache, key: str, ttl: int) -> int:
     try:
         return int(cache.incr(key))
     except ValueError:
@@ -62,7 +81,7 @@ def _increment(key: str, ttl: int) -> int:
         return int(cache.incr(key))
 
 
-def _increment_all(counters: list[tuple[str, int]]) -> list[int]:
+def _increment_all(cache: BaseCache, counters: list[tuple[str, int]]) -> list[int]:
     """Increment each (key, ttl) counter and return the new counts.
 
     On Redis this is one round trip: a pipeline of `INCR`s. A counter the pipeline created (count 1) gets its
@@ -70,7 +89,7 @@ def _increment_all(counters: list[tuple[str, int]]) -> list[int]:
     cache of `make run`) go key by key through the cache API."""
     client = getattr(cache, "client", None)
     if client is None or not hasattr(client, "get_client"):
-        return [_increment(key, ttl) for key, ttl in counters]
+        return [_increment(cache, key, ttl) for key, ttl in counters]
     redis = client.get_client(write=True)
     keys = [(cache.make_key(key), ttl) for key, ttl in counters]
     pipe = redis.pipeline(transaction=False)
@@ -86,12 +105,33 @@ def _increment_all(counters: list[tuple[str, int]]) -> list[int]:
     return counts
 
 
+def _warn_fallback(exc: BaseException) -> None:
+    now = time.monotonic()
+    with _warn_lock:
+        if now - _warned_at[0] < 60:
+            return
+        _warned_at[0] = now
+    log.warning("ratelimit.shared_cache_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+
+
 def rate_limit_hit(*, key_prefix: str, limits: dict[str, int], now: float | None = None) -> RateDecision:
-    """Count one request for the key and decide whether it may proceed."""
+    """Count one request for the key and decide whether it may proceed.
+
+    Counted in the shared cache (Redis); if that fails for any reason, in the process-local fallback with the
+    same rules (ADR 0026). Never raises for an unavailable cache."""
+    try:
+        return _decide(shared_cache, key_prefix=key_prefix, limits=limits, now=now)
+    except Exception as exc:  # redis.ConnectionError, django-redis ConnectionInterrupted, timeouts, …
+        FALLBACK_USED.inc()
+        _warn_fallback(exc)
+        return _decide(_local_cache, key_prefix=key_prefix, limits=limits, now=now)
+
+
+def _decide(cache: BaseCache, *, key_prefix: str, limits: dict[str, int], now: float | None) -> RateDecision:
     now = time.time() if now is None else now
     buckets = {window: int(now // size) for window, size in WINDOWS.items()}
     counts = _increment_all(
-        [(_counter_key(key_prefix, window, buckets[window]), size + 60) for window, size in WINDOWS.items()]
+        cache, [(_counter_key(key_prefix, window, buckets[window]), size + 60) for window, size in WINDOWS.items()]
     )
     usage: list[WindowUsage] = []
     for (window, size), count in zip(WINDOWS.items(), counts, strict=True):
@@ -144,4 +184,8 @@ def rate_limit_reset(*, key_prefix: str, now: float | None = None) -> None:
     """Operators' reset: forget the key's current counters and its grace period."""
     now = time.time() if now is None else now
     keys = [_counter_key(key_prefix, w, int(now // size)) for w, size in WINDOWS.items()]
-    cache.delete_many([*keys, _grace_key(key_prefix)])
+    try:
+        shared_cache.delete_many([*keys, _grace_key(key_prefix)])
+    except Exception as exc:  # the shared cache is down: its counters expire with their windows anyway
+        _warn_fallback(exc)
+    _local_cache.delete_many([*keys, _grace_key(key_prefix)])

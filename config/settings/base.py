@@ -49,6 +49,8 @@ MIDDLEWARE = [
     # limits, then the JSON nesting guard — all before anything reads or parses a body.
     "apps.common.middleware.RequestIdMiddleware",
     "apps.common.middleware.ApiProblemMiddleware",
+    # PostgreSQL unavailable in a non-DRF view → 503 + Retry-After (ADR 0026; DRF views: EXCEPTION_HANDLER).
+    "apps.common.dependencies.DependencyUnavailableMiddleware",
     "apps.common.middleware.RequestSizeLimitMiddleware",
     "apps.common.middleware.JsonNestingGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -98,9 +100,15 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=1),
         "max_size": env.int("DATABASE_POOL_MAX", default=10),
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        # Seconds a request waits for a pooled connection. Short on purpose: with PostgreSQL down the API
+        # answers 503 + Retry-After (apps.common.dependencies) within 2 s instead of hanging (SPEC §12).
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=1.5),
         "max_idle": 300,
     }
+    # A pooled connection that died with a PostgreSQL restart is noticed when borrowed (the pool's `check`),
+    # not handed to a request that then fails.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=2)
     # Server-side parameter binding, so psycopg prepares a statement after its 5th use on a connection and
     # PostgreSQL stops planning hot queries on every call (ADR 0013). Turn it off behind a transaction-mode
     # pooler that cannot keep prepared statements (e.g. PgBouncer < 1.21).
@@ -151,6 +159,10 @@ else:
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        # Ping an idle broker connection before use, so one Redis restart is noticed at once.
+        "health_check_interval": 10,
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -179,6 +191,16 @@ KEEL_QUEUES = (
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in KEEL_QUEUES]
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Broker loss (ADR 0024): the worker reconnects for as long as it takes (the default gives up after 100
+# tries and exits), and on connection loss cancels the late-ack tasks it can no longer acknowledge instead of
+# acking or restoring them over a connection kombu has already torn down (celery/celery#9250,
+# celery/kombu#970); the outbox lease re-publishes their rows, and the inbox absorbs a duplicate.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Beat publishes through the same retrying producer; one Redis outage must not kill it either.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.5, "interval_step": 1, "interval_max": 2}
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -217,8 +239,11 @@ CELERY_BEAT_SCHEDULE = {
 # --- Outbox -----------------------------------------------------------------------------------------
 OUTBOX = {
     "BATCH_SIZE": env.int("OUTBOX_BATCH_SIZE", default=500),
-    # Seconds a claimed row stays invisible to other relays; after that it is delivered again.
-    "LEASE_SECONDS": env.int("OUTBOX_LEASE_SECONDS", default=120),
+    # Seconds a claimed row stays invisible to other relays; the worker holding it renews the lease every
+    # LEASE_SECONDS / 3 (ADR 0024), so a killed worker's rows are re-published within this many seconds.
+    "LEASE_SECONDS": env.float("OUTBOX_LEASE_SECONDS", default=10),
+    # A row a worker has received (prefetched) but not started keeps its lease at most this long.
+    "HOLD_UNSTARTED_SECONDS": env.float("OUTBOX_HOLD_UNSTARTED_SECONDS", default=60),
     "MAX_ATTEMPTS": env.int("OUTBOX_MAX_ATTEMPTS", default=10),
     "BACKOFF_BASE_SECONDS": env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0),
     "BACKOFF_CAP_SECONDS": env.float("OUTBOX_BACKOFF_CAP_SECONDS", default=600.0),
@@ -251,8 +276,19 @@ WEBHOOKS = {
 WEBHOOKS_ALLOW_LOCAL_HTTP = False
 
 # --- Endorsements ---------------------------------------------------------------------------------------
-# Sends to an insurer per dispatch (first try + retries with backoff) before the endorsements are FAILED.
-ENDORSEMENT_SEND_MAX_ATTEMPTS = env.int("ENDORSEMENT_SEND_MAX_ATTEMPTS", default=6)
+# The retry budget of one dispatch to an insurer (ADR 0025): calls that reached the insurer and failed
+# (timeouts, 5xx, 429) count as attempts; calls our own breaker or rate limit held back count nothing. The
+# endorsements are FAILED when either the attempts or the time since the first send are spent.
+ENDORSEMENT_SEND_MAX_ATTEMPTS = env.int("ENDORSEMENT_SEND_MAX_ATTEMPTS", default=30)
+ENDORSEMENT_SEND_MAX_HOURS = env.float("ENDORSEMENT_SEND_MAX_HOURS", default=6.0)
+# Per-insurer circuit breaker and gateway (SPEC §8 defaults: 5 failures open it for 30 s). After the open
+# time, HALF_OPEN_PROBES calls at a time go through; HALF_OPEN_SUCCESSES successes in a row close it.
+INSURER_GATEWAY = {
+    "CIRCUIT_FAIL_MAX": env.int("INSURER_CIRCUIT_FAIL_MAX", default=5),
+    "CIRCUIT_RESET_SECONDS": env.float("INSURER_CIRCUIT_RESET_SECONDS", default=30.0),
+    "HALF_OPEN_PROBES": env.int("INSURER_HALF_OPEN_PROBES", default=1),
+    "HALF_OPEN_SUCCESSES": env.int("INSURER_HALF_OPEN_SUCCESSES", default=2),
+}
 # Debits parked for lack of funds longer than this fail (hold-expiry sweeper).
 ENDORSEMENT_PARK_MAX_HOURS = env.int("ENDORSEMENT_PARK_MAX_HOURS", default=72)
 # The port `make run` serves the web process on (config/Procfile), and the one place it is set (ADR 0019).
@@ -301,7 +337,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "apps.common.pagination.CursorPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "apps.common.errors.problem_exception_handler",
+    # Dependency outages (PostgreSQL down) → 503 + Retry-After; everything else → apps.common.errors.
+    "EXCEPTION_HANDLER": "apps.common.dependencies.problem_or_unavailable_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
@@ -324,7 +361,7 @@ SPECTACULAR_SETTINGS = {
     },
     "SECURITY": [{"ApiKeyAuth": []}],
     # Every operation's problem+json responses (400/401/403/404/409/413/415/422/429/503), derived, not listed
-    # per view (apps/common/openapi.py, ADR 0020).
+    # per view (apps/common/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.common.openapi.problem_responses_hook",

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from apps.endorsements.parsing import ParseErrors, draft_from_csv_row, draft_from_request, read_csv
+from apps.common.text import EMAIL_VALIDATOR
+from apps.endorsements.parsing import _PLAIN_EMAIL_RE, ParseErrors, draft_from_csv_row, draft_from_request, read_csv
 
 
 def test_addition_request_becomes_a_draft_with_member_details():
@@ -112,3 +115,24 @@ def test_csv_rows_map_to_the_request_shapes():
 def test_csv_with_missing_columns_is_refused_whole():
     with pytest.raises(ParseErrors, match="Missing column"):
         read_csv(b"employee_code,type\nE-1,addition\n")
+
+
+@settings(deadline=None)  # the validator compiles its regular expressions on first use
+@given(st.from_regex(_PLAIN_EMAIL_RE, fullmatch=True).filter(lambda e: len(e) <= 254))
+def test_the_plain_e_mail_fast_path_accepts_nothing_djangos_validator_refuses(email):
+    EMAIL_VALIDATOR(email)  # raises ValidationError if the fast path were wider than the validator
+
+
+@pytest.mark.parametrize("email", ["a@b.c", "dev..sen@example.com", "x@localhost", ".a@x.com", "a@-x.com", "a@x.c0m"])
+def test_addresses_outside_the_fast_path_still_meet_the_validator(email):
+    with pytest.raises(ParseErrors) as exc:
+        draft_from_request(
+            {
+                "type": "correction",
+                "effective_date": "2026-05-01",
+                "employee_code": "E-1",
+                "changes": {"email": email},
+            }
+        )
+
+    assert exc.value.errors == [("changes.email", "Enter a valid e-mail address.")]

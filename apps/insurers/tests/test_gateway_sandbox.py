@@ -127,6 +127,9 @@ def test_circuit_opens_after_five_failures_fails_fast_and_recovers(
         results = insurer_submit(insurer_code="sandbox-rest", submissions=[submission])
 
         assert results[0].outcome == "confirmed"
+        # One successful probe of the two HALF_OPEN_SUCCESSES: still half-open, traffic comes back gradually.
+        assert insurer_circuit_state("sandbox-rest")["state"] == "half_open"
+        insurer_submit(insurer_code="sandbox-rest", submissions=[submission])
         assert insurer_circuit_state("sandbox-rest") == {"state": "closed", "failure_count": 0, "opened_at": None}
         assert client.get("/api/v1/insurers/sandbox-rest/circuit").json()["state"] == "closed"
 

@@ -77,7 +77,7 @@ def test_rows_written_in_a_rolled_back_transaction_never_publish(published):
 def test_one_nudge_per_committed_transaction_and_none_for_a_rolled_back_one(settings):
     settings.OUTBOX = {**settings.OUTBOX, "NUDGE_ON_COMMIT": True}
     cache.delete(NUDGE_FLAG)
-    with mock.patch("apps.outbox.tasks.relay.apply_async") as send:
+    with mock.patch("apps.outbox.services.current_app.send_task") as send:
         with pytest.raises(RuntimeError), transaction.atomic():
             outbox_enqueue(topic="test.event", payload={"n": 0})
             raise RuntimeError("rolled back")
@@ -87,6 +87,7 @@ def test_one_nudge_per_committed_transaction_and_none_for_a_rolled_back_one(sett
             for n in range(3):
                 outbox_enqueue(topic="test.event", payload={"n": n})
         assert send.call_count == 1  # one nudge for three rows; the rollback above did not silence it
+        assert send.call_args.args == ("outbox.relay",)
         assert send.call_args.kwargs["queue"] == "outbox"
 
         cache.delete(NUDGE_FLAG)  # the relay clears the flag when it starts
@@ -99,7 +100,7 @@ def test_one_nudge_per_committed_transaction_and_none_for_a_rolled_back_one(sett
 def test_a_broker_failure_in_the_nudge_does_not_fail_the_commit(settings):
     settings.OUTBOX = {**settings.OUTBOX, "NUDGE_ON_COMMIT": True}
     cache.delete(NUDGE_FLAG)
-    with mock.patch("apps.outbox.tasks.relay.apply_async", side_effect=ConnectionError("redis down")):
+    with mock.patch("apps.outbox.services.current_app.send_task", side_effect=ConnectionError("redis down")):
         with transaction.atomic():
             outbox_enqueue(topic="test.event", payload={"n": 1})
 

@@ -134,3 +134,30 @@ def test_counters_count_per_window_on_redis_and_on_other_caches(backend, setting
             cache.make_key(f"rl:abc:minute:{int(datetime(2026, 6, 1, 10, 1, 5, tzinfo=UTC).timestamp() // 60)}")
         )
         assert 0 < ttl <= 120
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_the_limit_falls_back_to_a_local_count_and_nothing_answers_500(client, time_machine, monkeypatch):
+    """ADR 0026: the shared counter store being away costs neither a 500 nor the limit itself."""
+    from django.core.cache import cache
+
+    from apps.partners import ratelimit
+
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to redis. Connection refused.")
+
+    monkeypatch.setattr(ratelimit, "_local_cache", ratelimit.LocMemCache("test-fallback", {}))
+    for name in ("incr", "add", "get", "get_many", "set", "delete_many"):
+        monkeypatch.setattr(cache, name, redis_down)
+    if hasattr(cache, "client"):
+        monkeypatch.setattr(cache.client, "get_client", redis_down)
+    before = ratelimit.FALLBACK_USED._value.get()
+    time_machine.move_to(START, tick=False)
+
+    responses = [hit(client) for _ in range(12)]
+
+    assert [r.status_code for r in responses[:11]] == [200] * 11  # 10 + grace, counted locally
+    assert responses[0]["RateLimit-Remaining"] == "9"
+    assert responses[7]["RateLimit-Warning"] == "80% of the per-minute limit used"
+    assert responses[11].status_code == 429
+    assert ratelimit.FALLBACK_USED._value.get() - before == 12
