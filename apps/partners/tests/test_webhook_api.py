@@ -91,9 +91,8 @@ def test_bad_input_is_a_422_naming_the_field_and_nothing_is_written(make_key, bo
     client = make_key(partner=PartnerFactory(), all_employers=True)
     response = create(client, **body)
     assert response.status_code == 422, response.content
-    pointers = [e["pointer"] for e in response.json()["errors"]]
-    assert len(pointers) == 1
-    assert pointers[0] in (f"/{field}", f"/{field}/0")
+    pointers = {e["pointer"] for e in response.json()["errors"]}
+    assert pointers in ({f"/{field}"}, {f"/{field}/0"})
     assert not WebhookEndpoint.objects.exists()
 
 
