@@ -38,7 +38,8 @@ run: seed ## install, migrate, seed, then web (127.0.0.1:$KEEL_PORT, default 800
 	$(BIN)/python manage.py collectstatic --noinput >/dev/null
 	@echo "Keel on http://127.0.0.1:$(KEEL_PORT)/ (KEEL_PORT; the sandbox insurer is reached there too)"
 	rm -rf var/prometheus && mkdir -p var/prometheus
-	PROMETHEUS_MULTIPROC_DIR="$(abspath var/prometheus)" PATH="$(abspath $(BIN)):$$PATH" \
+	KEEL_WORKER_LOG_LEVEL="$${KEEL_WORKER_LOG_LEVEL:-WARNING}" \
+	  PROMETHEUS_MULTIPROC_DIR="$(abspath var/prometheus)" PATH="$(abspath $(BIN)):$$PATH" \
 	  $(BIN)/python -m config.supervise config/Procfile
 
 key: seed ## issue a fresh demo API key (revokes the previous one) and print it

@@ -139,7 +139,9 @@ def procfile() -> dict[str, str]:
     """The process commands of `config/Procfile`, parsed by honcho (what `make run` starts)."""
     from honcho.environ import parse_procfile
 
-    return dict(parse_procfile((ROOT / "config" / "Procfile").read_text()).processes)
+    processes = dict(parse_procfile((ROOT / "config" / "Procfile").read_text()).processes)
+    processes.pop("key", None)  # prints the demo key under `make run`; nothing to drill
+    return processes
 
 
 @dataclass
