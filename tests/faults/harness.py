@@ -201,7 +201,15 @@ def cluster() -> Iterator[Cluster]:
     try:
         pg.execute(f"CREATE DATABASE {TEMPLATE_DB}")
         env = c.env(TEMPLATE_DB, 0)
-        for args in (("migrate", "--noinput", "-v0"), ("seed_demo",)):
+        scopes = [
+            arg
+            for area in ("endorsements", "loans", "ledger", "employers")
+            for arg in ("--scope", f"{area}:read", "--scope", f"{area}:write")
+        ]
+        # seed_demo prints no key (issue 14: the demo key is random and printed by `make run`); the drills
+        # issue their own with apikey_create, which prints the key alone on its last line (SPEC §2).
+        key_args = ("apikey_create", "--partner", "demo-partner", *scopes, "--all-employers")
+        for args in (("migrate", "--noinput", "-v0"), ("seed_demo",), key_args):
             result = c.manage(env, *args)
             if result.returncode != 0:
                 raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
