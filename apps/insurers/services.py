@@ -262,22 +262,19 @@ def insurer_callback_receive(
             already = submission.last_outcome == outcome and (
                 not item.insurer_reference or submission.insurer_reference == item.insurer_reference
             )
-            try:
-                with transaction.atomic():
-                    CallbackEvent.objects.create(
-                        insurer=insurer,
-                        webhook_id=webhook_id,
-                        item_index=index,
-                        submission=submission,
-                        event_type=item.event_type,
-                        outcome=outcome,
-                        insurer_reference=item.insurer_reference[:120],
-                        rejection_class=rejection_class,
-                        rejection_reason=reason,
-                        published=not already,
-                        received_at=now,
-                    )
-            except IntegrityError:
+            new = _callback_event_once(
+                insurer,
+                webhook_id,
+                index,
+                submission,
+                item,
+                outcome,
+                rejection_class,
+                reason,
+                now,
+                published=not already,
+            )
+            if not new:
                 responses.append({"index": index, "status": 200, "detail": "Duplicate delivery; already processed."})
                 continue
             if already:
@@ -357,8 +354,12 @@ def _callback_event_once(
     rejection_class: str,
     reason: str,
     now: datetime,
-) -> None:
-    """Keep the delivered item (unpublished) like any other; a redelivery finds it and adds nothing."""
+    *,
+    published: bool = False,
+) -> bool:
+    """Record one delivered callback item once per (insurer, webhook-id, index); True if it is new.
+
+    A redelivery hits the unique constraint and adds nothing (False). Conflicting items are kept unpublished."""
     try:
         with transaction.atomic():
             CallbackEvent.objects.create(
@@ -371,11 +372,12 @@ def _callback_event_once(
                 insurer_reference=item.insurer_reference[:120],
                 rejection_class=rejection_class,
                 rejection_reason=reason,
-                published=False,
+                published=published,
                 received_at=now,
             )
     except IntegrityError:
-        pass
+        return False
+    return True
 
 
 @transaction.atomic
