@@ -156,6 +156,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "control"):
         (VAR_DIR / "broker" / _folder).mkdir(parents=True, exist_ok=True)
 else:
+    # kombu's Redis transport, except that an ack through a torn-down connection is dropped instead of killing
+    # the worker (config/broker.py, ADR 0024).
+    if CELERY_BROKER_URL.startswith("redis://"):
+        CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # A message a worker took but did not acknowledge comes back after this many seconds.
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),

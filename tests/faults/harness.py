@@ -96,6 +96,15 @@ class PrivatePostgres:
             capture_output=True,
         )
 
+    def running(self) -> bool:
+        status = subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(self.dir), "status"]), capture_output=True)
+        return status.returncode == 0
+
+    def ensure_started(self) -> None:
+        """Start the cluster again if a drill that stopped it failed before healing it (no cascade)."""
+        if not self.running():
+            self.start()
+
     def url(self, db: str) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
 
@@ -133,6 +142,11 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+    def ensure_started(self) -> None:
+        """Start Redis again if a drill that stopped it failed before healing it (no cascade)."""
+        if self.process is None:
+            self.start()
 
 
 def procfile() -> dict[str, str]:

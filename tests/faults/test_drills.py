@@ -139,6 +139,7 @@ def test_redis_down_for_a_minute_api_keeps_accepting_and_pipeline_resumes(drill_
         )
     finally:
         drill.stop_all()
+        drill_cluster.redis.ensure_started()
 
 
 def test_postgres_restart_api_answers_503_then_pipeline_resumes(drill_cluster, drill_report):
@@ -169,6 +170,7 @@ def test_postgres_restart_api_answers_503_then_pipeline_resumes(drill_cluster, d
         assert drill.scalar("SELECT count(*) FROM endorsements_endorsement WHERE employee_code = 'PG-DOWN-1'") == 0
     finally:
         drill.stop_all()
+        drill_cluster.pg.ensure_started()
 
 
 def test_sandbox_failing_half_its_calls_all_300_reach_active_unattended(drill_cluster, drill_report):

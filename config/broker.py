@@ -1,0 +1,86 @@
+"""Keel's Redis broker transport: kombu's, except that an ack for a message of a torn-down connection is dropped.
+
+Why (ADR 0024, issue 10). With late acknowledgement the worker acknowledges a message after its task ran; with
+the threads pool that acknowledgement is queued onto the consumer's event loop (`Consumer.call_soon_ack`).
+When Redis goes away while tasks run, the consumer collects and closes the broken connection
+(`Consumer.on_connection_error_after_connected`: `Connection.collect()` sets the transport's `client` to
+`None` and closes the channels, dropping their connection pools) and reconnects. A task that finishes after
+that queues the ack of its message, which still belongs to the **old** channel; kombu's Redis channel then
+builds a new connection pool from the dead connection's parameters and raises
+`AttributeError: 'NoneType' object has no attribute 'hostname'` (or `'client'`) from `Channel._connparams`.
+That is not a connection error, so Celery does not log it as "Couldn't ack": it escapes the event loop and
+the worker exits with "Unrecoverable error" — the crash of issue 10, seen again in CI on 2026-12-01. Upstream:
+the same teardown-order failure is celery/kombu#582 (`hostname` on a closed channel) and the
+connection-loss family of celery/celery#9250 (open; the `fileno` variant is fixed by celery/celery#10318);
+no kombu release guards the ack path.
+
+What we do. Acknowledging or rejecting through a channel whose connection is gone is dropped with a warning.
+Nothing is lost and nothing runs twice: kombu restored the channel's unacknowledged messages when it closed
+it (`QoS.restore_unacked_once`), or they sit in the unacked index until the visibility timeout brings them
+back; the redelivered message finds its outbox row done (or re-leased) and its consumer's inbox row, so it
+is a no-op (ADR 0008, ADR 0024). Everything else is kombu's own code.
+
+Selected by `CELERY_BROKER_TRANSPORT` whenever the broker is Redis (config/settings/base.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis
+
+logger = logging.getLogger(__name__)
+
+
+class QoS(redis.QoS):
+    """kombu's Redis ack emulation; restoring unacked messages through a torn-down connection is skipped."""
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Put this channel's unacknowledged messages back on their queues (kombu does this when a channel
+        closes and, through a finalizer, when it is garbage collected or the process exits). Skipped when the
+        connection is gone: the messages stay in the unacked index, which the visibility timeout restores."""
+        channel = self.channel
+        if client is None and isinstance(channel, Channel) and channel.connection_gone():
+            delivered: dict[Any, Any] = self._delivered or {}
+            logger.warning("broker.restore_deferred", extra={"messages": len(delivered)})
+            delivered.clear()
+            return
+        super().restore_unacked(client)
+
+
+class Channel(redis.Channel):
+    """kombu's Redis channel; `basic_ack`/`basic_reject` on a torn-down connection log and return."""
+
+    QoS = QoS
+
+    def connection_gone(self) -> bool:
+        """True when this channel's connection was torn down: the channel was closed (its transport detached)
+        or the transport's connection was collected (`Connection.collect()`/`close()` set `client` to None).
+        Kombu does that only on connection loss, fork or shutdown; the channel's unacked messages were restored
+        or come back after the visibility timeout, so an ack through it is meaningless either way."""
+        transport = self.connection
+        return transport is None or transport.client is None
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        """Acknowledge a delivered message; dropped (with a warning) when the connection is gone."""
+        if self.connection_gone():
+            logger.warning("broker.ack_dropped", extra={"delivery_tag": str(delivery_tag), "reason": "connection gone"})
+            return
+        super().basic_ack(delivery_tag, multiple=multiple)
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        """Reject a delivered message; dropped (with a warning) when the connection is gone (the message comes
+        back through kombu's restore or the visibility timeout, as a requeue would have brought it)."""
+        if self.connection_gone():
+            logger.warning(
+                "broker.reject_dropped", extra={"delivery_tag": str(delivery_tag), "reason": "connection gone"}
+            )
+            return
+        super().basic_reject(delivery_tag, requeue=requeue)
+
+
+class Transport(redis.Transport):
+    """kombu's Redis transport with `Channel` above (same URL scheme, options and behaviour otherwise)."""
+
+    Channel = Channel
