@@ -272,12 +272,23 @@ class VerifyReport:
 def _verify_stream(
     name: str, *, grace: timedelta, expected_head: tuple[int, str] | None, now: datetime
 ) -> StreamReport:
-    model = STREAM_MODELS[name]
+    """Verify one stream in three named steps, problems reported in this order: walk the chain of seals, compare
+    its end with the head row (and the externally kept head), then list events left unsealed past `grace`."""
     report = StreamReport(stream=name)
     # Read the head first: seals and head commit together, so every seal up to this head is visible below
     # even while a sealer keeps extending the chain.
     head = AuditChainHead.objects.filter(stream=name).first()
+    last_seq, prev = _verify_chain(name, report, expected_head=expected_head)
+    report.head_seq, report.head_hash = last_seq, prev
+    _verify_head(name, report, head=head, last_seq=last_seq, expected_head=expected_head)
+    _verify_unsealed(name, report, cutoff=now - grace)
+    return report
 
+
+def _verify_chain(name: str, report: StreamReport, *, expected_head: tuple[int, str] | None) -> tuple[int, str]:
+    """Walk the stream's seals in `seq` order (chunked), checking each against the previous seal and its event;
+    returns the last seal's (seq, hash), `(0, GENESIS)` for an empty chain."""
+    model = STREAM_MODELS[name]
     prev, last_seq, expected_seq = GENESIS, 0, 1
     while True:
         chunk = list(AuditSeal.objects.filter(stream=name, seq__gt=last_seq).order_by("seq")[:VERIFY_CHUNK])
@@ -285,52 +296,66 @@ def _verify_stream(
             break
         events = {e.pk: e for e in model._default_manager.filter(pk__in=[s.event_id for s in chunk])}
         for seal in chunk:
-            if seal.seq != expected_seq:
-                report.add(
-                    Problem(
-                        "chain_broken",
-                        f"seal(s) #{expected_seq}..#{seal.seq - 1} are missing (chain jumps to #{seal.seq})",
-                        seq=seal.seq,
-                    )
-                )
-            if seal.prev_hash != prev:
-                report.add(
-                    Problem(
-                        "chain_broken",
-                        f"seal #{seal.seq} does not link to the previous seal (chain broken)",
-                        event_id=seal.event_id,
-                        seq=seal.seq,
-                    )
-                )
-            event = events.get(seal.event_id)
-            if event is None:
-                report.add(
-                    Problem(
-                        "removed",
-                        f"event {seal.event_id} (seal #{seal.seq}) has been removed",
-                        event_id=seal.event_id,
-                        seq=seal.seq,
-                    )
-                )
-            elif link_hash(stream=name, seq=seal.seq, prev_hash=seal.prev_hash, event=event, version=seal.version) != (
-                seal.hash
-            ):
-                report.add(
-                    Problem(
-                        "modified",
-                        f"event {seal.event_id} (seal #{seal.seq}) has been modified, or its seal has",
-                        event_id=seal.event_id,
-                        seq=seal.seq,
-                    )
-                )
+            _verify_seal(name, report, seal, event=events.get(seal.event_id), prev=prev, expected_seq=expected_seq)
             if expected_head and seal.seq == expected_head[0] and seal.hash != expected_head[1]:
                 report.add(
                     Problem("head_mismatch", f"seal #{seal.seq} differs from the externally kept head", seq=seal.seq)
                 )
             prev, last_seq, expected_seq = seal.hash, seal.seq, seal.seq + 1
             report.sealed += 1
+    return last_seq, prev
 
-    report.head_seq, report.head_hash = last_seq, prev
+
+def _verify_seal(name: str, report: StreamReport, seal: AuditSeal, *, event: Any, prev: str, expected_seq: int) -> None:
+    """One seal: no gap before it, it links to the previous seal, its event exists and still hashes to it."""
+    if seal.seq != expected_seq:
+        report.add(
+            Problem(
+                "chain_broken",
+                f"seal(s) #{expected_seq}..#{seal.seq - 1} are missing (chain jumps to #{seal.seq})",
+                seq=seal.seq,
+            )
+        )
+    if seal.prev_hash != prev:
+        report.add(
+            Problem(
+                "chain_broken",
+                f"seal #{seal.seq} does not link to the previous seal (chain broken)",
+                event_id=seal.event_id,
+                seq=seal.seq,
+            )
+        )
+    if event is None:
+        report.add(
+            Problem(
+                "removed",
+                f"event {seal.event_id} (seal #{seal.seq}) has been removed",
+                event_id=seal.event_id,
+                seq=seal.seq,
+            )
+        )
+    elif link_hash(stream=name, seq=seal.seq, prev_hash=seal.prev_hash, event=event, version=seal.version) != (
+        seal.hash
+    ):
+        report.add(
+            Problem(
+                "modified",
+                f"event {seal.event_id} (seal #{seal.seq}) has been modified, or its seal has",
+                event_id=seal.event_id,
+                seq=seal.seq,
+            )
+        )
+
+
+def _verify_head(
+    name: str,
+    report: StreamReport,
+    *,
+    head: AuditChainHead | None,
+    last_seq: int,
+    expected_head: tuple[int, str] | None,
+) -> None:
+    """The chain's last seal against the head row, then against the externally kept head."""
     if head is not None and head.seq > last_seq:
         report.add(
             Problem("head_mismatch", f"the chain head is at #{head.seq} but the last seal is #{last_seq}", seq=head.seq)
@@ -350,7 +375,10 @@ def _verify_stream(
             )
         )
 
-    cutoff = now - grace
+
+def _verify_unsealed(name: str, report: StreamReport, *, cutoff: datetime) -> None:
+    """Events created before `cutoff` without a seal (listed up to `MAX_PROBLEMS_LISTED`, the rest counted), and
+    how many newer ones the sealer has yet to reach."""
     stale = _unsealed(name).filter(created_at__lt=cutoff)
     stale_ids = list(stale.order_by("pk").values_list("pk", flat=True)[:MAX_PROBLEMS_LISTED])
     if stale_ids:
@@ -366,7 +394,6 @@ def _verify_stream(
         if len(stale_ids) == MAX_PROBLEMS_LISTED:
             report.problem_count += stale.count() - len(stale_ids)
     report.unsealed_recent = _unsealed(name).filter(created_at__gte=cutoff).count()
-    return report
 
 
 def audit_verify(

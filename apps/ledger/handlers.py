@@ -11,7 +11,7 @@ from django.core.mail import send_mail
 
 from apps.common.money import format_minor
 from apps.employers.models import Employer
-from apps.ledger.services import LedgerTopic
+from apps.ledger.contracts import LedgerTopic
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer

@@ -1,5 +1,6 @@
-"""The single-operation hot path (hold_place, hold_capture, hold_release): one data-modifying statement on
-PostgreSQL, the ORM steps elsewhere — the same rows, results, replays and refusals either way."""
+"""The ledger's write paths: a capture round is one data-modifying statement on PostgreSQL and the ORM steps
+elsewhere — the same rows, results, replays and refusals either way; single operations are a bulk of one
+(ADR 0036)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from apps.ledger.models import (
     TransactionKind,
 )
 from apps.ledger.selectors import balance_get, ledger_verify
-from apps.ledger.services import LedgerTopic
+from apps.ledger.services import LedgerTopic, accounts, captures, holds, releases
 from apps.ledger.tests.factories import SYSTEM, funded_employer
 from apps.outbox.models import OutboxMessage
 
@@ -35,9 +36,9 @@ def write_path(request, monkeypatch):
     SQLite uses ("orm", on whatever database the suite runs on)."""
     if request.param == "sql":
         if connection.vendor != "postgresql":
-            pytest.skip("the single-statement path is PostgreSQL's")
+            pytest.skip("the single-statement capture round is PostgreSQL's")
     else:
-        monkeypatch.setattr(services, "_is_postgres", lambda: False)
+        monkeypatch.setattr(captures, "_is_postgres", lambda: False)
     return request.param
 
 
@@ -91,13 +92,16 @@ def test_place_capture_release_write_the_rows_they_return(write_path):
     ]
     assert balance_get(employer_id=employer.pk).posted == 700_00
     assert balance_get(employer_id=employer.pk).held == 0
+    account_id = str(placed.hold.account_id)
     assert list(
-        AuditEvent.objects.filter(action__startswith="ledger.hold_").order_by("id").values_list("action", "object_id")
+        AuditEvent.objects.filter(action__startswith="ledger.holds_")
+        .order_by("id")
+        .values_list("action", "object_id", "after__references")
     ) == [
-        ("ledger.hold_placed", "h1"),
-        ("ledger.hold_placed", "h2"),
-        ("ledger.hold_captured", str(placed.hold.pk)),
-        ("ledger.hold_released", str(Hold.objects.get(reference="h2").pk)),
+        ("ledger.holds_placed", account_id, ["h1"]),
+        ("ledger.holds_placed", account_id, ["h2"]),
+        ("ledger.holds_captured", account_id, ["h1"]),
+        ("ledger.holds_released", account_id, ["h2"]),
     ]
     report = ledger_verify()
     assert report.ok, report.problems
@@ -146,12 +150,12 @@ def test_capture_that_loses_a_race_after_its_read_answers_as_a_replay_and_writes
     transaction is returned."""
     employer = funded_employer(500_00)
     services.hold_place(employer_id=employer.pk, amount=100_00, reference="h1", actor=SYSTEM)
-    stale = services._hold_row("h1")
+    stale = holds._hold_rows(["h1"])
     winner = services.hold_capture(reference="h1", actor=SYSTEM)
     before = (balance_get(employer_id=employer.pk), LedgerEntry.objects.count(), AuditEvent.objects.count())
     reads = iter([stale])
-    real_read = services._hold_row
-    monkeypatch.setattr(services, "_hold_row", lambda reference: next(reads, None) or real_read(reference))
+    real_read = holds._hold_rows
+    monkeypatch.setattr(captures, "_hold_rows", lambda references: next(reads, None) or real_read(references))
 
     loser = services.hold_capture(reference="h1", actor=SYSTEM)
 
@@ -162,12 +166,12 @@ def test_capture_that_loses_a_race_after_its_read_answers_as_a_replay_and_writes
 def test_release_that_loses_to_a_capture_after_its_read_is_refused_and_writes_nothing(write_path, monkeypatch):
     employer = funded_employer(500_00)
     services.hold_place(employer_id=employer.pk, amount=100_00, reference="h1", actor=SYSTEM)
-    stale = services._hold_row("h1")
+    stale = holds._hold_rows(["h1"])
     services.hold_capture(reference="h1", actor=SYSTEM)
     before = (balance_get(employer_id=employer.pk), OutboxMessage.objects.count(), AuditEvent.objects.count())
     reads = iter([stale])
-    real_read = services._hold_row
-    monkeypatch.setattr(services, "_hold_row", lambda reference: next(reads, None) or real_read(reference))
+    real_read = holds._hold_rows
+    monkeypatch.setattr(releases, "_hold_rows", lambda references: next(reads, None) or real_read(references))
 
     with pytest.raises(services.HoldAlreadyCaptured):
         services.hold_release(reference="h1", actor=SYSTEM)
@@ -241,43 +245,20 @@ def test_capture_flips_low_balance_when_the_threshold_was_raised_since_the_last_
     }
 
 
-# --- statements per operation (PostgreSQL) --------------------------------------------------------------------
+# --- statement order (PostgreSQL) ------------------------------------------------------------------------------
 
 
-@pytest.mark.postgres
-def test_each_hot_operation_is_its_audit_row_and_one_statement(require_postgres, django_assert_num_queries):
-    employer = funded_employer(1000_00)
-    services.hold_place(employer_id=employer.pk, amount=1_00, reference="warm", actor=SYSTEM)
-    services.hold_capture(reference="warm", actor=SYSTEM)  # opens the insurer-payable account
-
-    # SAVEPOINT (the test's transaction), audit INSERT, the UPDATE+INSERT statement, RELEASE.
-    with django_assert_num_queries(4):
-        services.hold_place(employer_id=employer.pk, amount=100_00, reference="h1", actor=SYSTEM)
-    services.hold_place(employer_id=employer.pk, amount=100_00, reference="h2", actor=SYSTEM)
-    # The hold read, then SAVEPOINT, audit INSERT, the UPDATE + transaction/entries/resolution statement, RELEASE.
-    with django_assert_num_queries(5):
-        services.hold_capture(reference="h1", actor=SYSTEM)
-    # As a capture, plus the funds-available outbox row.
-    with django_assert_num_queries(6):
-        services.hold_release(reference="h2", actor=SYSTEM)
-    # Replays read and write nothing more: the hold read, then the original row.
-    with django_assert_num_queries(2):
-        services.hold_capture(reference="h1", actor=SYSTEM)
-    with django_assert_num_queries(2):
-        services.hold_release(reference="h2", actor=SYSTEM)
-
-
-def test_the_account_update_comes_first_in_each_hot_statement():
-    """The lock order of ADR 0008: the employer's account row is the first row each statement writes, so its lock
-    is taken before any unique key of the hold, transaction or resolution (a waiter never holds one of those)."""
-    for sql in (services._HOLD_PLACE_SQL, services._HOLD_CAPTURE_SQL, services._HOLD_RELEASE_SQL):
-        assert sql.index("UPDATE ") < sql.index("INSERT INTO"), sql
+def test_the_account_update_comes_first_in_the_capture_statement():
+    """The lock order of ADR 0008: the employer's account row is the first row the statement writes, so its lock
+    is taken before any unique key of the transaction or resolution (a waiter never holds one of those)."""
+    sql = captures._HOLDS_CAPTURE_SQL
+    assert sql.index("UPDATE ") < sql.index("INSERT INTO"), sql
 
 
 def test_verify_reports_an_employer_entry_whose_balance_after_is_not_the_running_balance():
     employer = funded_employer(1000_00)
     account = LedgerAccount.objects.get(employer=employer)
-    payable_id = services._system_account_id(AccountKind.INSURER_PAYABLE)
+    payable_id = accounts._system_account_id(AccountKind.INSURER_PAYABLE)
     txn = LedgerTransaction.objects.create(
         kind=TransactionKind.REFUND, reference="forged", employer=employer, amount=5_00
     )
