@@ -244,6 +244,50 @@ def _rows(scope: EmployerScope, start: datetime, end: datetime) -> QuerySet[Endo
     return rows
 
 
+def _summary(scope: EmployerScope, rng: AnalyticsRange) -> dict[str, Any]:
+    """Counts, premium sums (paise) and received → ACTIVE percentiles (seconds) of the range: one statement on
+    PostgreSQL, the ORM elsewhere, nothing to read for an empty employer scope."""
+    if scope.employer_ids is not None and not scope.employer_ids:
+        return {
+            "total": 0,
+            "by_status": dict.fromkeys(EndorsementStatus.values, 0),
+            "by_type": dict.fromkeys(EndorsementType.values, 0),
+            "debited": 0,
+            "credited": 0,
+            "activated": 0,
+            "median": None,
+            "p95": None,
+        }
+    if connection.vendor == "postgresql":
+        return _pg_summary(rng, scope)
+    return _orm_summary(_rows(scope, rng.start, rng.end))
+
+
+def _top_rejection_classes(scope: EmployerScope, rng: AnalyticsRange) -> list[tuple[str, int]]:
+    """[(rejection class, count)] of the range's REJECTED and FAILED rows, most frequent first (at most 5)."""
+    return list(
+        _rows(scope, rng.start, rng.end)
+        .filter(status__in=FAILURE_STATUSES)
+        .exclude(rejection_class="")
+        .values("rejection_class")
+        .annotate(n=Count("id"))
+        .order_by("-n", "rejection_class")
+        .values_list("rejection_class", "n")[:TOP_REJECTION_CLASSES]
+    )
+
+
+def _per_hour(scope: EmployerScope, start: datetime, end: datetime) -> dict[datetime, int]:
+    """{hour (IST, aware): endorsements received in it} between `start` and `end`; hours with none absent."""
+    per_hour = dict(
+        _rows(scope, start, end)
+        .annotate(hour=TruncHour("created_at", tzinfo=IST))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .values_list("hour", "n")
+    )
+    return {hour.astimezone(IST): n for hour, n in per_hour.items()}
+
+
 def endorsement_analytics(*, scope: EmployerScope, rng: AnalyticsRange) -> dict[str, Any]:
     """The analytics of the endorsements received in `rng` by the employers of `scope`.
 
@@ -256,39 +300,10 @@ def endorsement_analytics(*, scope: EmployerScope, rng: AnalyticsRange) -> dict[
     at most 5, REJECTED and FAILED rows with a class, most frequent first; `hourly` 24 × {hour (IST ISO),
     count} received per hour. Source: SPEC §11, issue 14; definitions in ADR 0033.
     """
-    if scope.employer_ids is not None and not scope.employer_ids:
-        summary: dict[str, Any] = {
-            "total": 0,
-            "by_status": dict.fromkeys(EndorsementStatus.values, 0),
-            "by_type": dict.fromkeys(EndorsementType.values, 0),
-            "debited": 0,
-            "credited": 0,
-            "activated": 0,
-            "median": None,
-            "p95": None,
-        }
-    elif connection.vendor == "postgresql":
-        summary = _pg_summary(rng, scope)
-    else:
-        summary = _orm_summary(_rows(scope, rng.start, rng.end))
-    in_range = _rows(scope, rng.start, rng.end)
-    rejection_classes = list(
-        in_range.filter(status__in=FAILURE_STATUSES)
-        .exclude(rejection_class="")
-        .values("rejection_class")
-        .annotate(n=Count("id"))
-        .order_by("-n", "rejection_class")
-        .values_list("rejection_class", "n")[:TOP_REJECTION_CLASSES]
-    )
+    summary = _summary(scope, rng)
+    rejection_classes = _top_rejection_classes(scope, rng)
     buckets = trend_buckets(rng.trend_end)
-    per_hour = dict(
-        _rows(scope, buckets[0], rng.trend_end)
-        .annotate(hour=TruncHour("created_at", tzinfo=IST))
-        .values("hour")
-        .annotate(n=Count("id"))
-        .values_list("hour", "n")
-    )
-    per_hour = {hour.astimezone(IST): n for hour, n in per_hour.items()}
+    per_hour = _per_hour(scope, buckets[0], rng.trend_end)
     terminal = sum(summary["by_status"][s] for s in TERMINAL)
     failed = sum(summary["by_status"][s] for s in FAILURE_STATUSES)
 

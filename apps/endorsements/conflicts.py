@@ -16,7 +16,7 @@ from apps.endorsements.models import Endorsement, EndorsementStatus, PremiumDire
 from apps.insurers.contracts import DecidedState
 
 if TYPE_CHECKING:
-    from apps.endorsements.services import InsurerOutcome
+    from apps.endorsements.services.results import InsurerOutcome
     from apps.insurers.models import InsurerConflict
 
 S = EndorsementStatus
@@ -71,67 +71,90 @@ def conflict_accept(conflict: InsurerConflict, actor: Actor) -> str:
     Rejection of a CONFIRMED endorsement: → REJECTED, hold released. Of an ACTIVE one: refused (409) — cover
     is in force; a deletion endorsement ends it (or the operator asks the insurer to reverse).
     """
-    from apps.endorsements import services
-    from apps.ledger import services as ledger
-
     e = Endorsement.objects.select_for_update().filter(pk=conflict.endorsement_id).first()
     if e is None:
         raise Conflict(f"Endorsement {conflict.endorsement_id} does not exist.", slug="conflict-endorsement-missing")
-    previous = e.status
     if conflict.insurer_outcome == "confirmed":
-        if e.status not in NOT_COVERED:
-            raise Conflict(f"Endorsement {e.pk} is {e.status} now; there is nothing to accept.", slug="conflict-stale")
-        later = (
-            Endorsement.objects.filter(policy_id=e.policy_id, employee_code=e.employee_code, pk__gt=e.pk)
-            .exclude(status__in=NOT_COVERED)
-            .order_by("id")
-            .first()
+        return _accept_confirmation(e, conflict, actor)
+    return _accept_rejection(e, conflict, actor)
+
+
+def _accept_confirmation(e: Endorsement, conflict: InsurerConflict, actor: Actor) -> str:
+    """Steps 1–3 of a confirmation (see `conflict_accept`), on the locked endorsement `e`."""
+    # Imported here: the services import this module (`contradictions_record`).
+    from apps.endorsements.services.results import _activate_many
+    from apps.endorsements.services.transitions import _move, _on_terminal, _record, _today
+
+    previous = e.status
+    if e.status not in NOT_COVERED:
+        raise Conflict(f"Endorsement {e.pk} is {e.status} now; there is nothing to accept.", slug="conflict-stale")
+    later = (
+        Endorsement.objects.filter(policy_id=e.policy_id, employee_code=e.employee_code, pk__gt=e.pk)
+        .exclude(status__in=NOT_COVERED)
+        .order_by("id")
+        .first()
+    )
+    if later is not None:
+        raise Conflict(
+            f"Endorsement {later.pk} for the same member came later and is {later.status}: accepting would "
+            "apply them out of order. Settle it by hand.",
+            slug="conflict-later-endorsement",
         )
-        if later is not None:
-            raise Conflict(
-                f"Endorsement {later.pk} for the same member came later and is {later.status}: accepting would "
-                "apply them out of order. Settle it by hand.",
-                slug="conflict-later-endorsement",
-            )
-        generation = e.funding_generation + 1
-        held = ""
-        if e.premium_direction == PremiumDirection.DEBIT and e.premium_amount > 0:
-            e.funding_generation = generation
-            [result] = ledger.holds_place_bulk(
-                employer_id=e.employer_id,
-                requests=[ledger.HoldRequest(reference=e.hold_reference, amount=e.premium_amount, endorsement_id=e.pk)],
-                actor=actor,
-            )
-            if not result.placed:
-                raise Conflict(
-                    f"The employer's available balance ({result.available_after} paise) cannot hold the premium "
-                    f"again ({e.premium_amount} paise): top up, then accept again.",
-                    slug="conflict-insufficient-funds",
-                )
-            held = f", premium of {e.premium_amount} paise held again"
-        t = services._move(
-            e,
-            S.CONFIRMED,
-            allowed_from=NOT_COVERED,
-            detail=f"insurer's confirmation accepted by {actor.display} (insurer conflict {conflict.pk})",
-            insurer_reference=conflict.insurer_reference[:100],
-            rejection_class="",
-            rejection_reason="",
-            last_error="",
-            funding_generation=generation,
+    generation = e.funding_generation + 1
+    held = _hold_again(e, generation=generation, actor=actor)
+    t = _move(
+        e,
+        S.CONFIRMED,
+        allowed_from=NOT_COVERED,
+        detail=f"insurer's confirmation accepted by {actor.display} (insurer conflict {conflict.pk})",
+        insurer_reference=conflict.insurer_reference[:100],
+        rejection_class="",
+        rejection_reason="",
+        last_error="",
+        funding_generation=generation,
+    )
+    assert t is not None  # the row lock makes the conditional update certain
+    transitions = [t]
+    if e.effective_date <= _today():
+        try:
+            transitions += _activate_many([e], actor=actor)
+        except DomainValidationError as exc:
+            raise Conflict(f"Cover cannot start: {exc.errors}", slug="conflict-cover") from exc
+    _record(transitions, actor=actor, endorsements={e.pk: e})
+    if e.status == S.ACTIVE:
+        _on_terminal([e])
+        held += " and captured" if held else ""
+    return f"endorsement {e.pk} {previous} → {e.status}{held}"
+
+
+def _hold_again(e: Endorsement, *, generation: int, actor: Actor) -> str:
+    """Step 2: a debit takes a fresh hold of its premium (paise) under funding `generation`; raises `Conflict`
+    (409, `conflict-insufficient-funds`) when the available balance cannot cover it. Returns the note for
+    the operator ("" when nothing was held)."""
+    from apps.ledger import services as ledger
+
+    if not (e.premium_direction == PremiumDirection.DEBIT and e.premium_amount > 0):
+        return ""
+    e.funding_generation = generation
+    [result] = ledger.holds_place_bulk(
+        employer_id=e.employer_id,
+        requests=[ledger.HoldRequest(reference=e.hold_reference, amount=e.premium_amount, endorsement_id=e.pk)],
+        actor=actor,
+    )
+    if not result.placed:
+        raise Conflict(
+            f"The employer's available balance ({result.available_after} paise) cannot hold the premium "
+            f"again ({e.premium_amount} paise): top up, then accept again.",
+            slug="conflict-insufficient-funds",
         )
-        assert t is not None  # the row lock makes the conditional update certain
-        transitions = [t]
-        if e.effective_date <= services._today():
-            try:
-                transitions += services._activate_many([e], actor=actor)
-            except DomainValidationError as exc:
-                raise Conflict(f"Cover cannot start: {exc.errors}", slug="conflict-cover") from exc
-        services._record(transitions, actor=actor, endorsements={e.pk: e})
-        if e.status == S.ACTIVE:
-            services._on_terminal([e])
-            held += " and captured" if held else ""
-        return f"endorsement {e.pk} {previous} → {e.status}{held}"
+    return f", premium of {e.premium_amount} paise held again"
+
+
+def _accept_rejection(e: Endorsement, conflict: InsurerConflict, actor: Actor) -> str:
+    """A rejection of a CONFIRMED endorsement (see `conflict_accept`), on the locked endorsement `e`."""
+    from apps.endorsements.services.funds import _release_hold
+    from apps.endorsements.services.transitions import _move, _on_terminal, _record
+
     if e.status == S.ACTIVE:
         raise Conflict(
             f"Endorsement {e.pk} is ACTIVE (cover in force): end it with a deletion endorsement, or ask the insurer "
@@ -141,7 +164,7 @@ def conflict_accept(conflict: InsurerConflict, actor: Actor) -> str:
     if e.status != S.CONFIRMED:
         raise Conflict(f"Endorsement {e.pk} is {e.status} now; there is nothing to accept.", slug="conflict-stale")
     reason = (conflict.rejection_reason or "rejected by insurer")[:500]
-    t = services._move(
+    t = _move(
         e,
         S.REJECTED,
         allowed_from=[S.CONFIRMED],
@@ -150,9 +173,9 @@ def conflict_accept(conflict: InsurerConflict, actor: Actor) -> str:
         rejection_reason=reason,
     )
     assert t is not None
-    services._release_hold(e, actor=actor, reason=f"insurer rejection accepted (conflict {conflict.pk})")
-    services._record([t], actor=actor, endorsements={e.pk: e})
-    services._on_terminal([e])
+    _release_hold(e, actor=actor, reason=f"insurer rejection accepted (conflict {conflict.pk})")
+    _record([t], actor=actor, endorsements={e.pk: e})
+    _on_terminal([e])
     return f"endorsement {e.pk} CONFIRMED → REJECTED, hold released"
 
 

@@ -10,9 +10,25 @@ from typing import Any, Protocol
 from django.db.models import Count
 
 from apps.common.money import format_minor
-from apps.endorsements.models import Endorsement, EndorsementBatch
+from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementStatus
 from apps.partners.webhooks.contracts import EventDraft, EventType
 from apps.partners.webhooks.events import partner_events_record
+
+S = EndorsementStatus
+# The partner event of reaching each status (one member each, so `grep` finds where each type is written).
+EVENT_TYPE_OF: dict[str, EventType] = {
+    S.RECEIVED: EventType.ENDORSEMENT_RECEIVED,
+    S.VALIDATED: EventType.ENDORSEMENT_VALIDATED,
+    S.ON_HOLD_FUNDS: EventType.ENDORSEMENT_ON_HOLD_FUNDS,
+    S.ON_HOLD_REVIEW: EventType.ENDORSEMENT_ON_HOLD_REVIEW,
+    S.FUNDS_LOCKED: EventType.ENDORSEMENT_FUNDS_LOCKED,
+    S.SENT: EventType.ENDORSEMENT_SENT,
+    S.CONFIRMED: EventType.ENDORSEMENT_CONFIRMED,
+    S.ACTIVE: EventType.ENDORSEMENT_ACTIVE,
+    S.REJECTED: EventType.ENDORSEMENT_REJECTED,
+    S.FAILED: EventType.ENDORSEMENT_FAILED,
+    S.CANCELLED: EventType.ENDORSEMENT_CANCELLED,
+}
 
 
 class _Transition(Protocol):
@@ -55,7 +71,7 @@ def endorsement_events_record(transitions: Sequence[_Transition], endorsements: 
         data["status"] = t.to_status
         drafts.append(
             EventDraft(
-                type=f"endorsement.{t.to_status.lower()}",
+                type=EVENT_TYPE_OF[t.to_status],
                 partner_id=e.partner_id,
                 employer_id=e.employer_id,
                 object_type="endorsement",

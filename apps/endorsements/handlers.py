@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from apps.common.actors import Actor
 from apps.endorsements import services
+from apps.endorsements.contracts import EndorsementTopic
 from apps.endorsements.dispatch import send_budget_spent, send_max_attempts, submissions_for
 from apps.insurers.contracts import (
     InsurerCallDeferred,
@@ -19,14 +20,14 @@ from apps.outbox.registry import consumer
 from apps.outbox.services import Defer, RetryLater
 
 
-@consumer("endorsements.process", queue="endorsements")
+@consumer(EndorsementTopic.PROCESS, queue="endorsements")
 def handle_process(message: Message) -> None:
     with inbox_consume(message) as first:
         if first:
             services.endorsements_process(ids=message.payload["ids"], actor=Actor.system("endorsements.process"))
 
 
-@consumer("endorsements.dispatch", queue="insurers")
+@consumer(EndorsementTopic.DISPATCH, queue="insurers")
 def handle_dispatch(message: Message) -> None:
     """Send one batch to its insurer; apply the answers, defer, retry with backoff, or fail after the budget.
 
