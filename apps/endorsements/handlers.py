@@ -14,6 +14,7 @@ from apps.insurers.contracts import (
     TransientInsurerError,
 )
 from apps.insurers.services import insurer_submit
+from apps.ledger.contracts import LedgerTopic
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
@@ -126,7 +127,7 @@ def handle_insurer_results(message: Message) -> None:
             )
 
 
-@consumer("ledger.funds_available", queue="endorsements")
+@consumer(LedgerTopic.FUNDS_AVAILABLE, queue="endorsements")
 def handle_funds_available(message: Message) -> None:
     with inbox_consume(message) as first:
         if first:
