@@ -288,3 +288,21 @@ def test_a_slow_endpoint_never_holds_up_another_partners_deliveries(require_post
             stop.set()
             loop.join(30)
     assert WebhookDelivery.objects.filter(status="delivered").count() == 21
+
+
+def test_the_celery_dispatch_task_returns_after_one_idle_pass(monkeypatch):
+    """Beat queues `webhooks.dispatch` every second: a run that finds nothing to sequence, claim or wait for
+    must give its worker thread back at once instead of polling for DISPATCH_TASK_SECONDS (the newcomer trial
+    of issue 10 found all four worker threads held by idle dispatch runs, queueing the pipeline behind them)."""
+    from apps.partners.tasks import webhooks_dispatch
+
+    passes: list[int] = []
+    real_claim = dispatch.endpoints_claim
+
+    def counting_claim(**kwargs):
+        passes.append(1)
+        return real_claim(**kwargs)
+
+    monkeypatch.setattr(dispatch, "endpoints_claim", counting_claim)
+    assert webhooks_dispatch() == 0
+    assert passes == [1]

@@ -378,8 +378,10 @@ def dispatch_forever(
     max_seconds: float | None = None,
     idle_seconds: float = 1.0,
     listen: bool = True,
+    idle_exit: bool = False,
 ) -> int:
-    """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds`.
+    """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds` — or, with
+    `idle_exit` (the Celery task), until a pass finds nothing to sequence, claim or wait for.
 
     Each pass first runs the sequencer (positions + deliveries of newly committed events). A finished run
     frees its thread at once and the loop claims again (excluding endpoints still running here), so a slow
@@ -395,6 +397,8 @@ def dispatch_forever(
             delivered = dispatch_once(inline=True)
             total += delivered
             if not delivered:
+                if idle_exit:
+                    break
                 time.sleep(min(idle_seconds, 0.2))
         return total
     threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
@@ -410,10 +414,11 @@ def dispatch_forever(
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
             claimed: list[Claim] = []
+            sequenced = 0
             if due_pass or time.monotonic() - last_pass >= idle_seconds:
                 last_pass = time.monotonic()
                 try:
-                    events_sequence()
+                    sequenced = events_sequence()
                     claimed = endpoints_claim(limit=threads - len(running), exclude=set(running.values()))
                 except Exception:
                     log.warning("webhooks.claim_failed", exc_info=True)
@@ -421,6 +426,8 @@ def dispatch_forever(
                     time.sleep(0.5)
                 for c in claimed:
                     running[_pool().submit(_threaded_run, c)] = c.endpoint_id
+                if idle_exit and not (sequenced or claimed or running):
+                    break
             due_pass = bool(claimed)
             if running:
                 done, _ = wait(list(running), timeout=0.01, return_when=FIRST_COMPLETED)
@@ -483,6 +490,7 @@ def dispatcher_nudge() -> None:
 
     try:
         if cache.add(NUDGE_FLAG, 1, timeout=2):
-            webhooks_dispatch.apply_async(queue="webhooks", retry=False)
+            # A nudge nobody picked up within 5 s is stale: beat has queued a newer run by then.
+            webhooks_dispatch.apply_async(queue="webhooks", retry=False, expires=5)
     except Exception:
         log.warning("webhooks.nudge_failed", exc_info=True)
