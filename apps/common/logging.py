@@ -85,7 +85,10 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def logging_config(*, level: str, json: bool) -> dict[str, Any]:
+def logging_config(*, level: str, json: bool, task_level: str | None = None) -> dict[str, Any]:
+    """dictConfig for every process: JSON (or console) lines through structlog at `level`; Celery's own loggers
+    and django-structlog's task events at `task_level` (default `level`) — `make run` sets WARNING there, so
+    beat's one-second jobs do not flood the terminal while requests still log at INFO."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     return {
         "version": 1,
@@ -105,7 +108,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # asyncssh (SFTP insurer folders) logs every connection and channel at INFO.
             "asyncssh": {"level": "WARNING"},
             # Celery logs two lines per task at INFO; under load that is measurable work, so LOG_LEVEL governs it.
-            "celery": {"level": level},
+            "celery": {"level": task_level or level},
+            "django_structlog.celery": {"level": task_level or level},
         },
     }
 

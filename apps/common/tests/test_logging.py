@@ -54,3 +54,13 @@ def test_sensitive_keys_are_redacted_in_structured_events():
 
 def test_settings_log_as_json():
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "structured"
+
+
+def test_task_loggers_follow_their_own_level_and_requests_keep_theirs():
+    """`make run` sets KEEL_WORKER_LOG_LEVEL=WARNING: Celery's and the task events' INFO lines (beat queues jobs
+    every second) are dropped while the web process still logs each request at INFO."""
+    config = logging_config(level="INFO", json=True, task_level="WARNING")
+    assert config["root"]["level"] == "INFO"
+    assert config["loggers"]["celery"] == {"level": "WARNING"}
+    assert config["loggers"]["django_structlog.celery"] == {"level": "WARNING"}
+    assert logging_config(level="INFO", json=True)["loggers"]["celery"] == {"level": "INFO"}
