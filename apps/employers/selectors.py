@@ -12,6 +12,15 @@ from apps.insurers.models import Insurer
 from apps.partners.contracts import Principal
 
 
+def employer_partners(employer_ids: Iterable[int]) -> dict[int, int]:
+    """`{employer_id: partner_id}` for the employers among `employer_ids` that exist; one query. Registered with
+    `apps.partners.ownership` at start-up, so partners (a lower layer) can ask without importing employers."""
+    ids = sorted(set(employer_ids))
+    if not ids:
+        return {}
+    return dict(Employer.objects.filter(pk__in=ids).values_list("pk", "partner_id"))
+
+
 def employers_visible_to(principal: Principal) -> QuerySet[Employer]:
     qs = Employer.objects.filter(partner_id=principal.partner_id)
     if not principal.all_employers:

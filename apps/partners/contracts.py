@@ -4,6 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import TextChoices
+
+
+class PartnerTopic(TextChoices):
+    """Outbox topics apps.partners writes (and consumes itself)."""
+
+    ENDPOINT_DISABLED = "partners.endpoint_disabled"
+
+
+class PartnerAuditAction(TextChoices):
+    """`AuditEvent.action` values written by apps.partners, its webhooks included."""
+
+    PARTNER_CREATED = "partner.created"
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
+    API_KEY_RATE_LIMITS_RESET = "api_key.rate_limits_reset"
+    WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
+    WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
+    WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+    WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+    EVENT_REDELIVERED = "event.redelivered"
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.contrib.auth import get_user_model
 
 from apps.audit.models import AuditEvent, PiiAccessEvent
-from apps.loan_applications.demo import seed_demo_loans
 from apps.loan_applications.handlers import decision_step, scoring_step
-from apps.loan_applications.models import LoanApplication, LoanDecision, LoanStatus
+from apps.loan_applications.models import LoanDecision, LoanStatus
 from apps.loan_applications.tests.factories import create_application
 
 pytestmark = pytest.mark.django_db
@@ -91,17 +88,3 @@ def test_admin_decline_sets_rejected(operator, partner):
     application.refresh_from_db()
     assert (application.status, application.max_approved_amount) == (LoanStatus.REJECTED, None)
     assert application.decision_reasons == ["INCOME_TO_LOAN_RATIO", "MANUAL_DECLINED"]
-
-
-def test_seed_demo_loans_ends_in_each_status_and_is_idempotent(partner):
-    out = io.StringIO()
-    seed_demo_loans(partner=partner, stdout=out)
-    seed_demo_loans(partner=partner, stdout=out)
-
-    statuses = sorted(LoanApplication.objects.values_list("status", flat=True))
-    assert statuses == ["MANUAL_REVIEW", "PRE_APPROVED", "REJECTED"]
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 6
-    assert [line.split(": ")[-1].split(" ")[0] for line in lines[:3]] == ["PRE_APPROVED", "REJECTED", "MANUAL_REVIEW"]
-    assert lines[:3] == lines[3:]
-    assert "ABCDE1234F" not in out.getvalue()
