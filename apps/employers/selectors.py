@@ -8,7 +8,6 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, Policy
-from apps.insurers.models import Insurer
 from apps.partners.contracts import Principal
 
 
@@ -52,10 +51,6 @@ def employer_get_for(principal: Principal, employer_id: int | str) -> Employer:
     if employer is None:
         raise Http404
     return employer
-
-
-def insurers_active() -> QuerySet[Insurer]:
-    return Insurer.objects.filter(is_active=True).order_by("code")
 
 
 def policies_visible_to(principal: Principal) -> QuerySet[Policy]:

@@ -18,7 +18,7 @@ from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
 from apps.employers.contracts import EmployerAuditAction
 from apps.employers.models import Coverage, CoverageChange, CoverageStatus, Employee, Employer, EmployerStatus, Policy
-from apps.insurers.models import Insurer
+from apps.insurers.selectors import insurer_active_get
 
 EMPLOYER_FIELDS = (
     "name",
@@ -132,7 +132,7 @@ def policy_create(
     actor: Actor,
 ) -> Policy:
     errors: dict[str, str] = {}
-    insurer = Insurer.objects.filter(code=insurer_code, is_active=True).first()
+    insurer = insurer_active_get(insurer_code)
     if insurer is None:
         errors["insurer"] = f"No active insurer with code {insurer_code!r}."
     if end_date < start_date:

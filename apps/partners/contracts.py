@@ -7,6 +7,24 @@ from dataclasses import dataclass
 from django.db.models import TextChoices
 
 
+class Scope(TextChoices):
+    """API-key scopes (`APIKey.scopes` holds their values); every app's views name theirs from here."""
+
+    EMPLOYERS_READ = "employers:read"
+    EMPLOYERS_WRITE = "employers:write"
+    ENDORSEMENTS_READ = "endorsements:read"
+    ENDORSEMENTS_WRITE = "endorsements:write"
+    LEDGER_READ = "ledger:read"
+    LEDGER_WRITE = "ledger:write"
+    LOANS_READ = "loans:read"
+    LOANS_WRITE = "loans:write"
+    RECONCILIATION_READ = "reconciliation:read"
+    RECONCILIATION_WRITE = "reconciliation:write"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
+    ANALYTICS_READ = "analytics:read"
+
+
 class PartnerTopic(TextChoices):
     """Outbox topics apps.partners writes (and consumes itself)."""
 
