@@ -18,7 +18,7 @@ APPS = Path(__file__).resolve().parent.parent / "apps"
 # actions move into their contracts.py with that split, and then these two leave this list.
 NOT_YET = ("endorsements", "ledger")
 
-AUDIT_WRITERS = {"audit_record", "AuditEntry"}
+AUDIT_WRITERS = {"audit_record", "AuditEntry", "pii_access_record", "pii_access_record_many"}
 TOPIC_WRITERS = {"outbox_enqueue", "outbox_enqueue_loan", "consumer"}
 
 

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.audit.contracts import PiiAction
 from apps.audit.services import audit_record, pii_access_record
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
@@ -181,7 +182,7 @@ def pan_decrypt_for(*, application: LoanApplication, actor: Actor, purpose: str)
     """The plaintext PAN, for a caller that must send it somewhere (the bureau). Recorded before decrypting,
     so a failed attempt is on record too. Never store, log or return the result."""
     pii_access_record(
-        actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action="decrypt",
+        actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action=PiiAction.DECRYPT,
         purpose=purpose,
     )  # fmt: skip
     return pan_crypto.decrypt_pan(
@@ -199,7 +200,7 @@ def pan_masked_many(*, applications: Iterable[LoanApplication], actor: Actor, pu
     masked: dict[uuid.UUID, str] = {}
     for application in applications:
         pii_access_record(
-            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action="mask",
+            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action=PiiAction.MASK,
             purpose=purpose,
         )  # fmt: skip
         try:
@@ -495,7 +496,7 @@ def pan_key_rotate_batch(*, batch_size: int, actor: Actor, exclude_ids: Iterable
     result = RotationBatch()
     for row in rows:
         pii_access_record(
-            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(row.pk), field="pan", action="decrypt",
+            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(row.pk), field="pan", action=PiiAction.DECRYPT,
             purpose=f"PAN key rotation to version {ring.active_version}",
         )  # fmt: skip
         try:
