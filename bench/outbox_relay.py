@@ -142,7 +142,7 @@ def purge_bench_queue() -> int:
 def relay_throughput(n: int, batch_size: int) -> tuple[float, int]:
     from django.utils import timezone
 
-    from apps.outbox.bench_consumer import BENCH_TOPIC
+    from apps.outbox.contracts import OutboxTopic
     from apps.outbox.models import OutboxMessage
     from apps.outbox.relay import relay_once
 
@@ -150,7 +150,7 @@ def relay_throughput(n: int, batch_size: int) -> tuple[float, int]:
     vacuum_outbox()
     OutboxMessage.objects.bulk_create(
         [
-            OutboxMessage(topic=BENCH_TOPIC, payload={"n": i, "warmup": True}, created_at=now, available_at=now)
+            OutboxMessage(topic=OutboxTopic.BENCH, payload={"n": i, "warmup": True}, created_at=now, available_at=now)
             for i in range(n)
         ],
         batch_size=5000,
@@ -161,7 +161,7 @@ def relay_throughput(n: int, batch_size: int) -> tuple[float, int]:
         published += batch
     elapsed = time.perf_counter() - started
     purge_bench_queue()
-    OutboxMessage.objects.filter(topic=BENCH_TOPIC).delete()
+    OutboxMessage.objects.filter(topic=OutboxTopic.BENCH).delete()
     return published / elapsed, published
 
 
@@ -199,7 +199,8 @@ def latency_at_rate(
     from django.conf import settings
     from django.db import transaction
 
-    from apps.outbox.bench_consumer import BENCH_QUEUE, BENCH_TOPIC, LATENCY_KEY
+    from apps.outbox.bench_consumer import BENCH_QUEUE, LATENCY_KEY
+    from apps.outbox.contracts import OutboxTopic
     from apps.outbox.models import OutboxMessage, OutboxStatus
     from apps.outbox.services import outbox_enqueue
     from config.celery import app
@@ -225,12 +226,14 @@ def latency_at_rate(
 
         def enqueue(payload: dict[str, Any]) -> None:
             with transaction.atomic():
-                outbox_enqueue(topic=BENCH_TOPIC, payload=payload)
+                outbox_enqueue(topic=OutboxTopic.BENCH, payload=payload)
 
         for _ in range(50):  # warm-up: connections, imports, pools
             enqueue({"warmup": True})
         wait_for(
-            lambda: not OutboxMessage.objects.filter(topic=BENCH_TOPIC).exclude(status=OutboxStatus.DONE).exists(),
+            lambda: (
+                not OutboxMessage.objects.filter(topic=OutboxTopic.BENCH).exclude(status=OutboxStatus.DONE).exists()
+            ),
             seconds=30,
             what="the warm-up events",
         )
@@ -249,7 +252,7 @@ def latency_at_rate(
         # The first hop, commit → claimed by a relay, from the rows themselves (published_at = claim time).
         claim_ms = [
             (published - created).total_seconds() * 1000
-            for created, published in OutboxMessage.objects.filter(topic=BENCH_TOPIC, published_at__isnull=False)
+            for created, published in OutboxMessage.objects.filter(topic=OutboxTopic.BENCH, published_at__isnull=False)
             .exclude(payload__has_key="warmup")
             .values_list("created_at", "published_at")
         ]
@@ -258,7 +261,7 @@ def latency_at_rate(
             stop(process)
         client.delete(LATENCY_KEY)
         purge_bench_queue()
-        OutboxMessage.objects.filter(topic=BENCH_TOPIC).delete()
+        OutboxMessage.objects.filter(topic=OutboxTopic.BENCH).delete()
     return {"mode": mode, "expected": total, "rate": achieved_rate, "latency_ms": latency_ms, "claim_ms": claim_ms}
 
 

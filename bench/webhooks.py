@@ -276,7 +276,8 @@ def latency_round(port: int, *, rate: int, seconds: float) -> tuple[list[float],
     from django.conf import settings
     from django.db import transaction
 
-    from apps.outbox.bench_consumer import BENCH_TOPIC, LATENCY_KEY
+    from apps.outbox.bench_consumer import LATENCY_KEY
+    from apps.outbox.contracts import OutboxTopic
     from apps.outbox.services import outbox_enqueue
     from apps.partners.webhooks.contracts import EventDraft
     from apps.partners.webhooks.events import partner_events_record
@@ -298,7 +299,7 @@ def latency_round(port: int, *, rate: int, seconds: float) -> tuple[list[float],
 
     def relay_event(i: int) -> None:
         with transaction.atomic():
-            outbox_enqueue(topic=BENCH_TOPIC, payload={"n": i})
+            outbox_enqueue(topic=OutboxTopic.BENCH, payload={"n": i})
 
     paced(relay_event)
     with contextlib.suppress(RuntimeError):

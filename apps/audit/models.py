@@ -11,18 +11,14 @@ import uuid
 
 from django.db import models
 
+from apps.audit.contracts import PiiAction  # re-exported: the PII access stream's action names
+
 
 class AuditStream(models.TextChoices):
     AUDIT = "audit"
     PII = "pii"
     INSURER = "insurer"
     JOB = "job"
-
-
-class PiiAction(models.TextChoices):
-    DECRYPT = "decrypt"
-    MASK = "mask"
-    REVEAL = "reveal"
 
 
 class ExchangeDirection(models.TextChoices):

@@ -5,3 +5,11 @@ class EmployersConfig(AppConfig):
     name = "apps.employers"
     label = "employers"
     verbose_name = "Employers, insurers and policies"
+
+    def ready(self) -> None:
+        # Partners (a lower layer) asks which partner owns an employer through this resolver
+        # (apps/partners/ownership.py).
+        from apps.employers.selectors import employer_partners
+        from apps.partners.ownership import employer_partners_register
+
+        employer_partners_register(employer_partners)

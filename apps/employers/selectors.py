@@ -8,8 +8,16 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, Policy
-from apps.insurers.models import Insurer
 from apps.partners.contracts import Principal
+
+
+def employer_partners(employer_ids: Iterable[int]) -> dict[int, int]:
+    """`{employer_id: partner_id}` for the employers among `employer_ids` that exist; one query. Registered with
+    `apps.partners.ownership` at start-up, so partners (a lower layer) can ask without importing employers."""
+    ids = sorted(set(employer_ids))
+    if not ids:
+        return {}
+    return dict(Employer.objects.filter(pk__in=ids).values_list("pk", "partner_id"))
 
 
 def employers_visible_to(principal: Principal) -> QuerySet[Employer]:
@@ -43,10 +51,6 @@ def employer_get_for(principal: Principal, employer_id: int | str) -> Employer:
     if employer is None:
         raise Http404
     return employer
-
-
-def insurers_active() -> QuerySet[Insurer]:
-    return Insurer.objects.filter(is_active=True).order_by("code")
 
 
 def policies_visible_to(principal: Principal) -> QuerySet[Policy]:

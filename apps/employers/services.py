@@ -16,8 +16,9 @@ from apps.audit.services import audit_record
 from apps.common import bulk
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
+from apps.employers.contracts import EmployerAuditAction
 from apps.employers.models import Coverage, CoverageChange, CoverageStatus, Employee, Employer, EmployerStatus, Policy
-from apps.insurers.models import Insurer
+from apps.insurers.selectors import insurer_active_get
 
 EMPLOYER_FIELDS = (
     "name",
@@ -74,7 +75,7 @@ def employer_create(
         )
     audit_record(
         actor=actor,
-        action="employer.created",
+        action=EmployerAuditAction.EMPLOYER_CREATED,
         object_type="employer",
         object_id=employer.pk,
         employer_id=employer.pk,
@@ -96,7 +97,7 @@ def employer_update(*, employer: Employer, changes: dict[str, Any], actor: Actor
         locked.save(update_fields=[*changes, "updated_at"])
         audit_record(
             actor=actor,
-            action="employer.updated",
+            action=EmployerAuditAction.EMPLOYER_UPDATED,
             object_type="employer",
             object_id=locked.pk,
             employer_id=locked.pk,
@@ -131,7 +132,7 @@ def policy_create(
     actor: Actor,
 ) -> Policy:
     errors: dict[str, str] = {}
-    insurer = Insurer.objects.filter(code=insurer_code, is_active=True).first()
+    insurer = insurer_active_get(insurer_code)
     if insurer is None:
         errors["insurer"] = f"No active insurer with code {insurer_code!r}."
     if end_date < start_date:
@@ -153,7 +154,7 @@ def policy_create(
     )
     audit_record(
         actor=actor,
-        action="policy.created",
+        action=EmployerAuditAction.POLICY_CREATED,
         object_type="policy",
         object_id=policy.pk,
         employer_id=employer.pk,

@@ -27,10 +27,8 @@ from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.common.errors import Conflict
 from apps.insurers.contracts import (
-    AUDIT_CONFLICT_ACCEPTED,
-    AUDIT_CONFLICT_RECORDED,
-    AUDIT_CONFLICT_REVERSAL_REQUESTED,
     DecidedState,
+    InsurerAuditAction,
 )
 from apps.insurers.models import ConflictStatus, InsurerConflict, InsurerSubmission, SubmissionState
 
@@ -131,7 +129,7 @@ def insurer_conflict_record(
         return again
     audit_record(
         actor=Actor.system(f"insurer.{source}"),
-        action=AUDIT_CONFLICT_RECORDED,
+        action=InsurerAuditAction.CONFLICT_RECORDED,
         object_type="endorsement",
         object_id=endorsement_id,
         before={"status": keel_status},
@@ -201,7 +199,7 @@ def insurer_conflict_accept(*, conflict_id: int, actor: Actor, note: str = "") -
     conflict.save(update_fields=["status", "resolution_note", "resolved_by", "resolved_at"])
     audit_record(
         actor=actor,
-        action=AUDIT_CONFLICT_ACCEPTED,
+        action=InsurerAuditAction.CONFLICT_ACCEPTED,
         object_type="insurer_conflict",
         object_id=conflict.pk,
         before=before,
@@ -226,7 +224,7 @@ def insurer_conflict_request_reversal(*, conflict_id: int, actor: Actor, note: s
     conflict.save(update_fields=["status", "resolution_note", "resolved_by"])
     audit_record(
         actor=actor,
-        action=AUDIT_CONFLICT_REVERSAL_REQUESTED,
+        action=InsurerAuditAction.CONFLICT_REVERSAL_REQUESTED,
         object_type="insurer_conflict",
         object_id=conflict.pk,
         before={"status": ConflictStatus.OPEN},

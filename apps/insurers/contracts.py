@@ -96,8 +96,27 @@ class ProtocolNotSupportedError(InsurerConfigurationError, NotImplementedError):
     """The insurer's protocol has no gateway adapter."""
 
 
-# Topic the callback endpoint publishes insurer results on; the endorsements app consumes it.
-TOPIC_RESULT_RECEIVED = "insurer.result_received"
+class InsurerTopic(TextChoices):
+    """Outbox topics apps.insurers writes; the endorsements app consumes both."""
+
+    # One insurer result, published by the callback endpoint (and the sandbox insurers).
+    RESULT_RECEIVED = "insurer.result_received"
+    # A batch of insurer results (a result file's rows, in chunks), payload `{"insurer", "source", "results":
+    # [{endorsement_id, outcome, insurer_reference, rejection_class, rejection_reason, idempotency_key}]}`; the
+    # endorsements app applies each chunk in one transaction.
+    RESULTS_RECEIVED = "insurer.results_received"
+
+
+class InsurerAuditAction(TextChoices):
+    """`AuditEvent.action` values written by apps.insurers."""
+
+    CREDENTIALS_SET = "insurer.credentials_set"
+    SANDBOX_REGISTERED = "insurer.sandbox_registered"
+    SANDBOX_ADDRESS_REPAIRED = "insurer.sandbox_address_repaired"
+    # The conflict lifecycle (issue 8, kind 11; ADR 0020).
+    CONFLICT_RECORDED = "insurer.result_conflict_recorded"
+    CONFLICT_ACCEPTED = "insurer.result_conflict_accepted"
+    CONFLICT_REVERSAL_REQUESTED = "insurer.result_conflict_reversal_requested"
 
 
 # --- Results that contradict a decided state (issue 8, kind 11; ADR 0020) ----------------------------------
@@ -113,14 +132,3 @@ class DecidedState:
 
     status: str
     covered: bool | None
-
-
-# Audit actions of the conflict lifecycle.
-AUDIT_CONFLICT_RECORDED = "insurer.result_conflict_recorded"
-AUDIT_CONFLICT_ACCEPTED = "insurer.result_conflict_accepted"
-AUDIT_CONFLICT_REVERSAL_REQUESTED = "insurer.result_conflict_reversal_requested"
-
-# Topic of a batch of insurer results (a result file's rows, in chunks), payload
-# `{"insurer", "source", "results": [{endorsement_id, outcome, insurer_reference, rejection_class,
-# rejection_reason, idempotency_key}]}`; the endorsements app applies each chunk in one transaction.
-TOPIC_RESULTS_RECEIVED = "insurer.results_received"

@@ -1,8 +1,21 @@
-"""Reads of the insurer integration for operators (the /ops/ dashboard)."""
+"""Reads of the insurer integration: the active insurers (policies, the insurers list, /ops/) and the conflicts
+waiting for operators."""
 
 from __future__ import annotations
 
-from apps.insurers.models import ConflictStatus, InsurerConflict
+from django.db.models import QuerySet
+
+from apps.insurers.models import ConflictStatus, Insurer, InsurerConflict
+
+
+def insurers_active() -> QuerySet[Insurer]:
+    """Active insurers, by code."""
+    return Insurer.objects.filter(is_active=True).order_by("code")
+
+
+def insurer_active_get(code: str) -> Insurer | None:
+    """The active insurer with this code, or None."""
+    return Insurer.objects.filter(code=code, is_active=True).first()
 
 
 def insurer_conflicts_unresolved(*, limit: int = 10) -> tuple[int, list[InsurerConflict]]:

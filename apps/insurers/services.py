@@ -24,9 +24,10 @@ from apps.common.actors import Actor
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.conflicts import contradicts, decided_states, insurer_conflict_record
 from apps.insurers.contracts import (
-    TOPIC_RESULT_RECEIVED,
     DecidedState,
     EndorsementSubmission,
+    InsurerAuditAction,
+    InsurerTopic,
     SubmissionResult,
     TransientInsurerError,
     UnknownInsurerError,
@@ -226,89 +227,121 @@ def insurer_callback_receive(
        the same transaction, for the endorsements app.
     """
     now = received_at or timezone.now()
-    responses: list[dict[str, Any]] = []
     with transaction.atomic():
         by_key, by_id = _find_submissions(insurer, items)
         states = decided_states({s.endorsement_id for s in (*by_key.values(), *by_id.values())})
+        responses: list[dict[str, Any]] = []
         for index, item in enumerate(items):
-            submission = (
-                None
-                if not item.resolvable
-                else by_key.get(item.idempotency_key)
-                if item.idempotency_key
-                else by_id.get(item.endorsement_id)
-                if item.endorsement_id is not None
-                else None
-            )
+            submission = _submission_of(item, by_key, by_id)
             if submission is None:
                 responses.append(
                     {"index": index, "status": 404, "detail": "No such endorsement was sent to this insurer."}
                 )
                 continue
-            outcome = "confirmed" if item.event_type == "endorsement.confirmed" else "rejected"
-            rejection_class = classify_insurer_error(item.reason).value if outcome == "rejected" else ""
-            reason = (item.reason or ("Rejected by the insurer without a reason." if outcome == "rejected" else ""))[
-                :500
-            ]
-            state = states.get(submission.endorsement_id)
-            if state is not None and contradicts(outcome, state):
-                responses.append(
-                    _conflict_response(index, insurer, submission, item, outcome, rejection_class, state, now)
+            responses.append(
+                _callback_item_apply(
+                    insurer=insurer,
+                    webhook_id=webhook_id,
+                    index=index,
+                    item=item,
+                    submission=submission,
+                    state=states.get(submission.endorsement_id),
+                    now=now,
                 )
-                _callback_event_once(
-                    insurer, webhook_id, index, submission, item, outcome, rejection_class, reason, now
-                )
-                continue
-            already = submission.last_outcome == outcome and (
-                not item.insurer_reference or submission.insurer_reference == item.insurer_reference
             )
-            new = _callback_event_once(
-                insurer,
-                webhook_id,
-                index,
-                submission,
-                item,
-                outcome,
-                rejection_class,
-                reason,
-                now,
-                published=not already,
-            )
-            if not new:
-                responses.append({"index": index, "status": 200, "detail": "Duplicate delivery; already processed."})
-                continue
-            if already:
-                responses.append({"index": index, "status": 200, "detail": "Result already recorded."})
-                continue
-            submission.last_outcome = SubmissionState(outcome)
-            submission.insurer_reference = item.insurer_reference[:120] or submission.insurer_reference
-            submission.rejection_class = rejection_class
-            submission.rejection_reason = reason if outcome == "rejected" else ""
-            submission.responded_at = now
-            submission.save(
-                update_fields=[
-                    "last_outcome",
-                    "insurer_reference",
-                    "rejection_class",
-                    "rejection_reason",
-                    "responded_at",
-                ]
-            )
-            outbox_enqueue(
-                topic=TOPIC_RESULT_RECEIVED,
-                payload={
-                    "endorsement_id": submission.endorsement_id,
-                    "outcome": outcome,
-                    "insurer_reference": submission.insurer_reference or None,
-                    "rejection_class": rejection_class or None,
-                    "rejection_reason": reason if outcome == "rejected" else None,
-                    "insurer": insurer.code,
-                    "idempotency_key": submission.idempotency_key,
-                },
-                key=f"endorsement:{submission.endorsement_id}",
-            )
-            responses.append({"index": index, "status": 200, "detail": f"Endorsement {outcome}."})
     return responses
+
+
+def _submission_of(
+    item: CallbackItem, by_key: dict[str, InsurerSubmission], by_id: dict[int, InsurerSubmission]
+) -> InsurerSubmission | None:
+    """Step 1: the submission an item names — by idempotency key when it has one, else by endorsement id (the
+    latest submission); None if it names none sent to this insurer."""
+    if not item.resolvable:
+        return None
+    if item.idempotency_key:
+        return by_key.get(item.idempotency_key)
+    if item.endorsement_id is not None:
+        return by_id.get(item.endorsement_id)
+    return None
+
+
+@dataclass(frozen=True)
+class _CallbackResult:
+    """What one callback item says: `outcome` confirmed | rejected, the rejection class (empty if confirmed)
+    and the reason (≤ 500 characters; a default for a rejection without one, empty if confirmed)."""
+
+    outcome: str
+    rejection_class: str
+    reason: str
+
+    @classmethod
+    def of(cls, item: CallbackItem) -> _CallbackResult:
+        outcome = "confirmed" if item.event_type == "endorsement.confirmed" else "rejected"
+        rejected = outcome == "rejected"
+        rejection_class = classify_insurer_error(item.reason).value if rejected else ""
+        reason = (item.reason or ("Rejected by the insurer without a reason." if rejected else ""))[:500]
+        return cls(outcome=outcome, rejection_class=rejection_class, reason=reason)
+
+
+def _callback_item_apply(
+    *,
+    insurer: Insurer,
+    webhook_id: str,
+    index: int,
+    item: CallbackItem,
+    submission: InsurerSubmission,
+    state: DecidedState | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Steps 1b–4 of `insurer_callback_receive` for one item whose submission is known; its response."""
+    result = _CallbackResult.of(item)
+    outcome, rejection_class, reason = result.outcome, result.rejection_class, result.reason
+    if state is not None and contradicts(outcome, state):
+        response = _conflict_response(index, insurer, submission, item, outcome, rejection_class, state, now)
+        _callback_event_once(insurer, webhook_id, index, submission, item, outcome, rejection_class, reason, now)
+        return response
+    already = submission.last_outcome == outcome and (
+        not item.insurer_reference or submission.insurer_reference == item.insurer_reference
+    )
+    new = _callback_event_once(
+        insurer, webhook_id, index, submission, item, outcome, rejection_class, reason, now, published=not already
+    )
+    if not new:
+        return {"index": index, "status": 200, "detail": "Duplicate delivery; already processed."}
+    if already:
+        return {"index": index, "status": 200, "detail": "Result already recorded."}
+    _submission_result_publish(insurer=insurer, submission=submission, item=item, result=result, now=now)
+    return {"index": index, "status": 200, "detail": f"Endorsement {outcome}."}
+
+
+def _submission_result_publish(
+    *, insurer: Insurer, submission: InsurerSubmission, item: CallbackItem, result: _CallbackResult, now: datetime
+) -> None:
+    """Step 4: update the submission log and enqueue `insurer.result_received` (keyed by endorsement) in the
+    caller's transaction, for the endorsements app."""
+    rejected = result.outcome == "rejected"
+    submission.last_outcome = SubmissionState(result.outcome)
+    submission.insurer_reference = item.insurer_reference[:120] or submission.insurer_reference
+    submission.rejection_class = result.rejection_class
+    submission.rejection_reason = result.reason if rejected else ""
+    submission.responded_at = now
+    submission.save(
+        update_fields=["last_outcome", "insurer_reference", "rejection_class", "rejection_reason", "responded_at"]
+    )
+    outbox_enqueue(
+        topic=InsurerTopic.RESULT_RECEIVED,
+        payload={
+            "endorsement_id": submission.endorsement_id,
+            "outcome": result.outcome,
+            "insurer_reference": submission.insurer_reference or None,
+            "rejection_class": result.rejection_class or None,
+            "rejection_reason": result.reason if rejected else None,
+            "insurer": insurer.code,
+            "idempotency_key": submission.idempotency_key,
+        },
+        key=f"endorsement:{submission.endorsement_id}",
+    )
 
 
 def _conflict_response(
@@ -389,7 +422,7 @@ def insurer_credentials_set(*, insurer: Insurer, values: dict[str, Any], actor: 
     Insurer.objects.filter(pk=insurer.pk).update(credentials=insurer.credentials)
     audit_record(
         actor=actor,
-        action="insurer.credentials_set",
+        action=InsurerAuditAction.CREDENTIALS_SET,
         object_type="insurer",
         object_id=insurer.pk,
         before={"credential_names": before},

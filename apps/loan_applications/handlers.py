@@ -25,6 +25,7 @@ from apps.loan_applications.bureau import (
     default_bureau,
     soft_pull_with_retries,
 )
+from apps.loan_applications.contracts import LoanTopic
 from apps.loan_applications.models import LoanApplication, LoanStatus
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
@@ -86,7 +87,7 @@ def decision_step(*, application_id: uuid.UUID, message: Message | None = None) 
         return services.loan_application_decide(application_id=application_id, actor=actor) is not None
 
 
-@consumer(services.TOPIC_SUBMITTED, queue="scoring")
+@consumer(LoanTopic.SUBMITTED, queue="scoring")
 def handle_submitted(message: Message) -> None:
     try:
         scoring_step(application_id=uuid.UUID(message.payload["application_id"]), message=message)
@@ -94,12 +95,12 @@ def handle_submitted(message: Message) -> None:
         raise RetryLater(str(exc), delay_seconds=exc.retry_after) from exc
 
 
-@consumer(services.TOPIC_SCORED, queue="decisions")
+@consumer(LoanTopic.SCORED, queue="decisions")
 def handle_scored(message: Message) -> None:
     decision_step(application_id=uuid.UUID(message.payload["application_id"]), message=message)
 
 
-@consumer(services.TOPIC_DECIDED, queue="webhooks")
+@consumer(LoanTopic.DECIDED, queue="webhooks")
 def handle_decided(message: Message) -> None:
     """Placeholder until partner webhooks (SPEC §10) exist: the outbox needs a consumer per topic.
 

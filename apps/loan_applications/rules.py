@@ -36,8 +36,15 @@ class DecisionInputs:
         }
 
     def sha256(self) -> str:
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return inputs_sha256(self.canonical())
+
+
+def inputs_sha256(inputs: dict[str, Any]) -> str:
+    """The one hash of a decision's inputs (`LoanDecision.input_hash`, `LoanApplication.decision_input_hash`):
+    hex SHA-256 of the UTF-8 JSON with sorted keys and no spaces. Automated and manual decisions both use it
+    (ADR 0038); re-hashing a stored `LoanDecision.inputs` gives its `input_hash`."""
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

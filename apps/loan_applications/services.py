@@ -4,9 +4,8 @@ audit record and its outbox event; status changes are optimistic-locked on `vers
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -15,12 +14,14 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.audit.contracts import PiiAction
 from apps.audit.services import audit_record, pii_access_record
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
 from apps.common.money import format_minor
 from apps.loan_applications import pan as pan_crypto
 from apps.loan_applications.bureau import BureauReport
+from apps.loan_applications.contracts import LoanAuditAction, LoanTopic
 from apps.loan_applications.events import loan_decided_event_record
 from apps.loan_applications.metrics import decision_committed
 from apps.loan_applications.models import (
@@ -34,13 +35,10 @@ from apps.loan_applications.models import (
     ReasonCode,
     uuid7,
 )
-from apps.loan_applications.rules import INCOME_MULTIPLE, RULE_SET_VERSION, DecisionInputs, decide
+from apps.loan_applications.rules import INCOME_MULTIPLE, RULE_SET_VERSION, DecisionInputs, decide, inputs_sha256
 
 OBJECT_TYPE = "loan_application"
 DUPLICATE_WINDOW = timedelta(hours=24)
-TOPIC_SUBMITTED = "loan_application.submitted"
-TOPIC_SCORED = "loan_application.scored"
-TOPIC_DECIDED = "loan_application.decided"
 # Namespaces the advisory-lock keys of this module (first 4 bytes of every key).
 _LOCK_NAMESPACE = b"loan"
 
@@ -154,7 +152,7 @@ def loan_application_create(
     )
     audit_record(
         actor=actor,
-        action="loan_application.submitted",
+        action=LoanAuditAction.SUBMITTED,
         object_type=OBJECT_TYPE,
         object_id=str(application.pk),
         after={
@@ -165,7 +163,7 @@ def loan_application_create(
             "consent": True,
         },
     )
-    outbox_enqueue_loan(topic=TOPIC_SUBMITTED, application=application)
+    outbox_enqueue_loan(topic=LoanTopic.SUBMITTED, application=application)
     return application
 
 
@@ -184,7 +182,7 @@ def pan_decrypt_for(*, application: LoanApplication, actor: Actor, purpose: str)
     """The plaintext PAN, for a caller that must send it somewhere (the bureau). Recorded before decrypting,
     so a failed attempt is on record too. Never store, log or return the result."""
     pii_access_record(
-        actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action="decrypt",
+        actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action=PiiAction.DECRYPT,
         purpose=purpose,
     )  # fmt: skip
     return pan_crypto.decrypt_pan(
@@ -202,7 +200,7 @@ def pan_masked_many(*, applications: Iterable[LoanApplication], actor: Actor, pu
     masked: dict[uuid.UUID, str] = {}
     for application in applications:
         pii_access_record(
-            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action="mask",
+            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(application.pk), field="pan", action=PiiAction.MASK,
             purpose=purpose,
         )  # fmt: skip
         try:
@@ -236,14 +234,14 @@ def loan_application_score_record(*, application: LoanApplication, report: Burea
     )
     audit_record(
         actor=actor,
-        action="loan_application.scored",
+        action=LoanAuditAction.SCORED,
         object_type=OBJECT_TYPE,
         object_id=str(application.pk),
         before={"credit_score": None},
         after={"credit_score": report.score, "bureau": report.bureau},
     )
     application.credit_score, application.scored_at, application.version = report.score, now, application.version + 1
-    outbox_enqueue_loan(topic=TOPIC_SCORED, application=application)
+    outbox_enqueue_loan(topic=LoanTopic.SCORED, application=application)
     return True
 
 
@@ -264,6 +262,95 @@ def decided_payload(application: LoanApplication) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """What a decision writes, automated or manual (`_decision_write` writes it the one way)."""
+
+    kind: DecisionKind
+    from_status: LoanStatus
+    status: str
+    reasons: list[str]
+    rule_set_version: str
+    inputs: dict[str, Any]
+    max_approved_amount: int | None  # paise
+    note: str = ""
+
+
+def _decision_write(
+    *,
+    application: LoanApplication,
+    decision: _Decision,
+    actor: Actor,
+    audit_action: str,
+    audit_before: dict[str, Any],
+    audit_after: Callable[[str], dict[str, Any]],
+    metric_by: str,
+) -> LoanDecision | None:
+    """The steps every decision takes, in one order, in the caller's transaction:
+
+    1. hash the inputs (`rules.inputs_sha256`, ADR 0038);
+    2. `UPDATE … WHERE id AND version AND status = from_status` (optimistic lock, docs/adr/0010): None, writing
+       nothing, if the row changed meanwhile;
+    3. the `LoanDecision` row, the audit record (`audit_after(input_hash)`), the `loan_application.decided`
+       outbox message, the metric and the partner event (SPEC §10).
+
+    `application` is updated in memory to the committed state.
+    """
+    input_hash = inputs_sha256(decision.inputs)
+    now = timezone.now()
+    decided_by = actor.display[:160]
+    old_version = application.version
+    updated = LoanApplication.objects.filter(
+        pk=application.pk, version=old_version, status=decision.from_status
+    ).update(
+        status=decision.status,
+        decision_reasons=decision.reasons,
+        rule_set_version=decision.rule_set_version,
+        decision_input_hash=input_hash,
+        max_approved_amount=decision.max_approved_amount,
+        decided_at=now,
+        decided_by=decided_by,
+        version=old_version + 1,
+    )
+    if not updated:
+        return None
+    application.status = decision.status
+    application.decision_reasons = decision.reasons
+    application.rule_set_version = decision.rule_set_version
+    application.decision_input_hash = input_hash
+    application.max_approved_amount = decision.max_approved_amount
+    application.decided_at = now
+    application.decided_by = decided_by
+    application.version = old_version + 1
+    row = LoanDecision.objects.create(
+        application=application,
+        kind=decision.kind,
+        status=decision.status,
+        reasons=decision.reasons,
+        rule_set_version=decision.rule_set_version,
+        inputs=decision.inputs,
+        input_hash=input_hash,
+        max_approved_amount=decision.max_approved_amount,
+        note=decision.note,
+        decided_by=decided_by,
+        created_at=now,
+    )
+    audit_record(
+        actor=actor,
+        action=audit_action,
+        object_type=OBJECT_TYPE,
+        object_id=str(application.pk),
+        before=audit_before,
+        after=audit_after(input_hash),
+    )
+    outbox_enqueue_loan(topic=LoanTopic.DECIDED, application=application, extra=decided_payload(application))
+    decision_committed(outcome=decision.status, by=metric_by)
+    loan_decided_event_record(  # partner event (SPEC §10, issue 13)
+        application_id=application.pk, partner_id=application.partner_id, decided=decided_payload(application)
+    )
+    return row
+
+
 @transaction.atomic
 def loan_application_decide(*, application_id: uuid.UUID, actor: Actor) -> LoanDecision | None:
     """Apply the automated rules to a scored, pending application.
@@ -272,7 +359,8 @@ def loan_application_decide(*, application_id: uuid.UUID, actor: Actor) -> LoanD
     2. `UPDATE … WHERE id = %s AND version = %s AND status = 'PENDING'`: of two concurrent attempts the
        second waits for the first's row lock, re-evaluates the WHERE against the committed row and matches
        nothing. It returns None and writes nothing; a step applied twice changes nothing.
-    3. Only the winner writes the `LoanDecision`, the audit record and `loan_application.decided`.
+    3. Only the winner writes the `LoanDecision`, the audit record and `loan_application.decided`
+       (`_decision_write`).
     """
     application = LoanApplication.objects.filter(pk=application_id).first()
     if application is None or application.status != LoanStatus.PENDING or application.credit_score is None:
@@ -284,61 +372,29 @@ def loan_application_decide(*, application_id: uuid.UUID, actor: Actor) -> LoanD
         loan_type=application.loan_type,
     )
     outcome = decide(inputs)
-    input_hash = inputs.sha256()
-    now = timezone.now()
-    old_version = application.version
-    updated = LoanApplication.objects.filter(pk=application.pk, version=old_version, status=LoanStatus.PENDING).update(
-        status=outcome.status,
-        decision_reasons=outcome.reasons,
-        rule_set_version=inputs.rule_set_version,
-        decision_input_hash=input_hash,
-        max_approved_amount=outcome.max_approved_amount,
-        decided_at=now,
-        decided_by=actor.display[:160],
-        version=old_version + 1,
-    )
-    if not updated:
-        return None
-    application.status = outcome.status
-    application.decision_reasons = outcome.reasons
-    application.rule_set_version = inputs.rule_set_version
-    application.decision_input_hash = input_hash
-    application.max_approved_amount = outcome.max_approved_amount
-    application.decided_at = now
-    application.decided_by = actor.display[:160]
-    application.version = old_version + 1
-    decision = LoanDecision.objects.create(
+    return _decision_write(
         application=application,
-        kind=DecisionKind.AUTOMATED,
-        status=outcome.status,
-        reasons=outcome.reasons,
-        rule_set_version=inputs.rule_set_version,
-        inputs=inputs.canonical(),
-        input_hash=input_hash,
-        max_approved_amount=outcome.max_approved_amount,
-        decided_by=actor.display[:160],
-        created_at=now,
-    )
-    audit_record(
+        decision=_Decision(
+            kind=DecisionKind.AUTOMATED,
+            from_status=LoanStatus.PENDING,
+            status=outcome.status,
+            reasons=outcome.reasons,
+            rule_set_version=inputs.rule_set_version,
+            inputs=inputs.canonical(),
+            max_approved_amount=outcome.max_approved_amount,
+        ),
         actor=actor,
-        action="loan_application.decided",
-        object_type=OBJECT_TYPE,
-        object_id=str(application.pk),
-        before={"status": LoanStatus.PENDING},
-        after={
+        audit_action=LoanAuditAction.DECIDED,
+        audit_before={"status": LoanStatus.PENDING},
+        audit_after=lambda input_hash: {
             "status": outcome.status,
             "decision_reasons": outcome.reasons,
             "max_approved_amount": outcome.max_approved_amount,
             "rule_set_version": inputs.rule_set_version,
             "decision_input_hash": input_hash,
         },
+        metric_by="rules",
     )
-    outbox_enqueue_loan(topic=TOPIC_DECIDED, application=application, extra=decided_payload(application))
-    decision_committed(outcome=outcome.status, by="rules")
-    loan_decided_event_record(  # partner event (SPEC §10, issue 13)
-        application_id=application.pk, partner_id=application.partner_id, decided=decided_payload(application)
-    )
-    return decision
 
 
 @transaction.atomic
@@ -348,7 +404,8 @@ def loan_application_decide_manually(
     """An operator approves (→ PRE_APPROVED) or declines (→ REJECTED) a MANUAL_REVIEW application.
 
     Optimistic-locked like the automated step: if the application changed since the operator loaded it
-    (another operator decided it), this raises `Conflict` and writes nothing.
+    (another operator decided it), this raises `Conflict` and writes nothing. The inputs hashed are the
+    automated inputs plus `operator_decision` and `previous_status` (ADR 0038).
     """
     reason = reason.strip()
     if not reason:
@@ -360,7 +417,6 @@ def loan_application_decide_manually(
         raise Conflict("The application changed since it was loaded; reload and try again.", slug="stale-version")
     status = LoanStatus.PRE_APPROVED if approve else LoanStatus.REJECTED
     code = ReasonCode.MANUAL_APPROVED if approve else ReasonCode.MANUAL_DECLINED
-    reasons = [*current.decision_reasons, code.value]
     max_amount = current.max_approved_amount if approve else None
     if approve and max_amount is None:
         # MANUAL_REVIEW implies a passing score, so the automated step set it; recompute defensively.
@@ -378,50 +434,27 @@ def loan_application_decide_manually(
         "operator_decision": "APPROVE" if approve else "DECLINE",
         "previous_status": LoanStatus.MANUAL_REVIEW.value,
     }
-    input_hash = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    now = timezone.now()
-    updated = LoanApplication.objects.filter(
-        pk=current.pk, version=current.version, status=LoanStatus.MANUAL_REVIEW
-    ).update(
-        status=status,
-        decision_reasons=reasons,
-        decision_input_hash=input_hash,
-        max_approved_amount=max_amount,
-        decided_at=now,
-        decided_by=actor.display[:160],
-        version=current.version + 1,
-    )
-    if not updated:
-        raise Conflict("The application changed since it was loaded; reload and try again.", slug="stale-version")
-    current.status, current.decision_reasons, current.decision_input_hash = status, reasons, input_hash
-    current.max_approved_amount, current.decided_at, current.decided_by = max_amount, now, actor.display[:160]
-    current.version += 1
-    decision = LoanDecision.objects.create(
+    decision = _decision_write(
         application=current,
-        kind=DecisionKind.MANUAL,
-        status=status,
-        reasons=reasons,
-        rule_set_version=current.rule_set_version,
-        inputs=inputs,
-        input_hash=input_hash,
-        max_approved_amount=max_amount,
-        note=reason[:2000],
-        decided_by=actor.display[:160],
-        created_at=now,
-    )
-    audit_record(
+        decision=_Decision(
+            kind=DecisionKind.MANUAL,
+            from_status=LoanStatus.MANUAL_REVIEW,
+            status=status,
+            reasons=[*current.decision_reasons, code.value],
+            # Unchanged: an operator's decision keeps the rule set the automated step recorded.
+            rule_set_version=current.rule_set_version,
+            inputs=inputs,
+            max_approved_amount=max_amount,
+            note=reason[:2000],
+        ),
         actor=actor,
-        action="loan_application.decided_manually",
-        object_type=OBJECT_TYPE,
-        object_id=str(current.pk),
-        before={"status": LoanStatus.MANUAL_REVIEW, "max_approved_amount": application.max_approved_amount},
-        after={"status": status, "max_approved_amount": max_amount, "reason": reason[:500]},
+        audit_action=LoanAuditAction.DECIDED_MANUALLY,
+        audit_before={"status": LoanStatus.MANUAL_REVIEW, "max_approved_amount": application.max_approved_amount},
+        audit_after=lambda _hash: {"status": status, "max_approved_amount": max_amount, "reason": reason[:500]},
+        metric_by="operator",
     )
-    outbox_enqueue_loan(topic=TOPIC_DECIDED, application=current, extra=decided_payload(current))
-    decision_committed(outcome=status, by="operator")
-    loan_decided_event_record(  # partner event (SPEC §10, issue 13)
-        application_id=current.pk, partner_id=current.partner_id, decided=decided_payload(current)
-    )
+    if decision is None:
+        raise Conflict("The application changed since it was loaded; reload and try again.", slug="stale-version")
     application.refresh_from_db()
     return decision
 
@@ -463,7 +496,7 @@ def pan_key_rotate_batch(*, batch_size: int, actor: Actor, exclude_ids: Iterable
     result = RotationBatch()
     for row in rows:
         pii_access_record(
-            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(row.pk), field="pan", action="decrypt",
+            actor=actor, subject_type=OBJECT_TYPE, subject_id=str(row.pk), field="pan", action=PiiAction.DECRYPT,
             purpose=f"PAN key rotation to version {ring.active_version}",
         )  # fmt: skip
         try:
@@ -480,7 +513,7 @@ def pan_key_rotate_batch(*, batch_size: int, actor: Actor, exclude_ids: Iterable
     if result.rotated:
         audit_record(
             actor=actor,
-            action="loan_application.pan_key_rotated",
+            action=LoanAuditAction.PAN_KEY_ROTATED,
             object_type="pan_key",
             object_id=str(ring.active_version),
             after={"rotated": result.rotated, "failed": len(result.failed_ids)},

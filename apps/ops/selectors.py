@@ -23,7 +23,6 @@ from django.utils import timezone
 from kombu import Connection
 
 from apps.audit.selectors import last_job_runs
-from apps.employers.selectors import insurers_active
 from apps.endorsements.analytics import (
     batches_running,
     endorsement_funnel,
@@ -32,7 +31,7 @@ from apps.endorsements.analytics import (
 )
 from apps.endorsements.models import EndorsementStatus
 from apps.insurers.resilience import circuit_state
-from apps.insurers.selectors import insurer_conflicts_unresolved
+from apps.insurers.selectors import insurer_conflicts_unresolved, insurers_active
 from apps.ledger.selectors import low_balance_employers
 from apps.outbox.selectors import outbox_stats
 

@@ -10,16 +10,15 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from apps.outbox.contracts import Message
+from apps.outbox.contracts import Message, OutboxTopic
 from apps.outbox.registry import consumer
 
-BENCH_TOPIC = "bench.outbox"
 BENCH_QUEUE = "bench"
 LATENCY_KEY = "keel:bench:outbox:latency"
 _client = redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
-@consumer(BENCH_TOPIC, queue=BENCH_QUEUE, name="bench.latency")
+@consumer(OutboxTopic.BENCH, queue=BENCH_QUEUE, name="bench.latency")
 def record_latency(message: Message) -> None:
     """First thing the consumer does: record how long since the row was written (inside its transaction)."""
     started = timezone.now()

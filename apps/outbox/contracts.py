@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
+
+from django.db.models import TextChoices
+
+
+class OutboxTopic(TextChoices):
+    """Topics the outbox app writes itself (the other apps list theirs in their own `contracts.py`)."""
+
+    # `make bench` (bench/outbox_relay.py, bench/webhooks.py): consumed by `bench_consumer.record_latency`.
+    BENCH = "bench.outbox"
+
+
+class MessageRow(Protocol):
+    """The columns of a stored outbox row a `Message` is built from (an `OutboxMessage`, saved or not)."""
+
+    pk: Any
+    topic: str
+    key: str | None
+    payload: Any
+    headers: Any
+    attempts: int
+    created_at: datetime
+    lease_token: UUID | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,4 +72,22 @@ class Message:
             attempt=int(envelope.get("attempt") or 0),
             created_at=datetime.fromisoformat(str(envelope["created_at"])),
             lease_token=envelope.get("lease_token"),
+        )
+
+    @classmethod
+    def from_row(cls, row: MessageRow, *, lease_token: str | None = None) -> Message:
+        """The one way to build a consumer's `Message` from a stored row (relay claims, tools, tests).
+
+        `lease_token` overrides the row's own (the relay passes the token of the claim it just made).
+        """
+        token = lease_token if lease_token is not None else (str(row.lease_token) if row.lease_token else None)
+        return cls(
+            id=row.pk,
+            topic=row.topic,
+            key=row.key,
+            payload=row.payload,
+            headers=row.headers,
+            attempt=row.attempts,
+            created_at=row.created_at,
+            lease_token=token,
         )

@@ -33,21 +33,6 @@ from apps.outbox.services import Defer, RetryLater
 log = logging.getLogger(__name__)
 
 
-def message_from_row(row: OutboxMessage, *, lease_token: str | None = None) -> Message:
-    """The one way to build a consumer's `Message` from a stored row (relay claims, tools, tests)."""
-    token = lease_token if lease_token is not None else (str(row.lease_token) if row.lease_token else None)
-    return Message(
-        id=row.pk,
-        topic=row.topic,
-        key=row.key,
-        payload=row.payload,
-        headers=row.headers,
-        attempt=row.attempts,
-        created_at=row.created_at,
-        lease_token=token,
-    )
-
-
 # --- leases ----------------------------------------------------------------------------------------------
 
 
@@ -216,7 +201,7 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
 
 def deliver_message(message_id: int) -> bool:
     """Deliver one row by id, with its current lease (tests, debugging). Returns whether the consumer ran."""
-    return deliver_envelope(message_from_row(OutboxMessage.objects.get(pk=message_id)).to_envelope())
+    return deliver_envelope(Message.from_row(OutboxMessage.objects.get(pk=message_id)).to_envelope())
 
 
 def _lease_filters(message: Message) -> dict[str, Any]:

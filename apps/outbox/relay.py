@@ -35,7 +35,6 @@ from django.utils import timezone
 
 from apps.outbox import metrics, registry
 from apps.outbox.contracts import Message
-from apps.outbox.delivery import message_from_row
 from apps.outbox.models import UNFINISHED, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def claim(*, batch_size: int) -> list[Message]:
                 cursor.execute(_CLAIM_SQL, {"now": now, "limit": batch_size, "lease": lease, "token": token})
                 rows = cursor.fetchall()
             claimed = [
-                message_from_row(
+                Message.from_row(
                     OutboxMessage(
                         id=r[0], topic=r[1], key=r[2], payload=_json(r[3]), headers=_json(r[4]), attempts=r[5],
                         created_at=r[6],
@@ -145,7 +144,7 @@ def claim(*, batch_size: int) -> list[Message]:
                 status=OutboxStatus.INFLIGHT, leased_until=lease, lease_token=token, published_at=now
             )
             claimed = [
-                message_from_row(m, lease_token=str(token))
+                Message.from_row(m, lease_token=str(token))
                 for m in OutboxMessage.objects.filter(pk__in=ids, lease_token=token)
             ]
     claimed.sort(key=lambda m: m.id)

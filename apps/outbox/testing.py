@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 from apps.outbox import registry
 from apps.outbox.contracts import Message
+from apps.outbox.delivery import deliver_envelope
 from apps.outbox.relay import relay_once
-from apps.outbox.tasks import deliver_envelope
 
 
 def drain(*, max_rounds: int = 10_000, batch_size: int = 500) -> list[Message]:

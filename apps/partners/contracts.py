@@ -4,6 +4,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import TextChoices
+
+
+class Scope(TextChoices):
+    """API-key scopes (`APIKey.scopes` holds their values); every app's views name theirs from here."""
+
+    EMPLOYERS_READ = "employers:read"
+    EMPLOYERS_WRITE = "employers:write"
+    ENDORSEMENTS_READ = "endorsements:read"
+    ENDORSEMENTS_WRITE = "endorsements:write"
+    LEDGER_READ = "ledger:read"
+    LEDGER_WRITE = "ledger:write"
+    LOANS_READ = "loans:read"
+    LOANS_WRITE = "loans:write"
+    RECONCILIATION_READ = "reconciliation:read"
+    RECONCILIATION_WRITE = "reconciliation:write"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
+    ANALYTICS_READ = "analytics:read"
+
+
+class PartnerTopic(TextChoices):
+    """Outbox topics apps.partners writes (and consumes itself)."""
+
+    ENDPOINT_DISABLED = "partners.endpoint_disabled"
+
+
+class PartnerAuditAction(TextChoices):
+    """`AuditEvent.action` values written by apps.partners, its webhooks included."""
+
+    PARTNER_CREATED = "partner.created"
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
+    API_KEY_RATE_LIMITS_RESET = "api_key.rate_limits_reset"
+    WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
+    WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
+    WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+    WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+    EVENT_REDELIVERED = "event.redelivered"
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

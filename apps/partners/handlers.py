@@ -10,13 +10,13 @@ from django.core.mail import send_mail
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
+from apps.partners.contracts import PartnerTopic
 from apps.partners.models import Partner, WebhookEndpoint
-from apps.partners.webhooks.dispatch import TOPIC_ENDPOINT_DISABLED
 
 log = logging.getLogger(__name__)
 
 
-@consumer(TOPIC_ENDPOINT_DISABLED, queue="webhooks")
+@consumer(PartnerTopic.ENDPOINT_DISABLED, queue="webhooks")
 def handle_endpoint_disabled(message: Message) -> None:
     """E-mail the partner's contact that an endpoint was disabled (the send is outside any transaction;
     a crash between send and commit may send it twice, never zero times)."""

@@ -11,7 +11,9 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.common.errors import DomainValidationError
+from apps.partners.contracts import PartnerAuditAction
 from apps.partners.models import APIKey, Partner, Scope
+from apps.partners.ownership import employer_partners
 from apps.partners.ratelimit import rate_limit_reset
 
 
@@ -19,7 +21,11 @@ from apps.partners.ratelimit import rate_limit_reset
 def partner_create(*, name: str, actor: Actor) -> Partner:
     partner = Partner.objects.create(name=name)
     audit_record(
-        actor=actor, action="partner.created", object_type="partner", object_id=partner.pk, after={"name": name}
+        actor=actor,
+        action=PartnerAuditAction.PARTNER_CREATED,
+        object_type="partner",
+        object_id=partner.pk,
+        after={"name": name},
     )
     return partner
 
@@ -51,10 +57,7 @@ def api_key_create(
     if all_employers == bool(employer_ids):
         errors["employers"] = "give either employer ids or all_employers, not both and not neither"
     if employer_ids:
-        from django.apps import apps
-
-        employer_model = apps.get_model("employers", "Employer")
-        found = set(employer_model.objects.filter(pk__in=employer_ids, partner=partner).values_list("pk", flat=True))
+        found = {pk for pk, owner in employer_partners(employer_ids).items() if owner == partner.pk}
         missing = [str(e) for e in employer_ids if e not in found]
         if missing:
             errors["employers"] = f"employer(s) {', '.join(missing)} do not exist for partner {partner.name}"
@@ -71,7 +74,7 @@ def api_key_create(
         api_key.employers.set(employer_ids)
     audit_record(
         actor=actor,
-        action="api_key.created",
+        action=PartnerAuditAction.API_KEY_CREATED,
         object_type="api_key",
         object_id=api_key.prefix,
         after={
@@ -94,7 +97,7 @@ def api_key_revoke(*, prefix: str, actor: Actor) -> APIKey:
         api_key.revoked, api_key.revoked_at = True, now
         audit_record(
             actor=actor,
-            action="api_key.revoked",
+            action=PartnerAuditAction.API_KEY_REVOKED,
             object_type="api_key",
             object_id=prefix,
             before={"revoked": False},
@@ -106,4 +109,9 @@ def api_key_revoke(*, prefix: str, actor: Actor) -> APIKey:
 def api_key_reset_rate_limits(*, api_key: APIKey, actor: Actor) -> None:
     rate_limit_reset(key_prefix=api_key.prefix)
     with transaction.atomic():
-        audit_record(actor=actor, action="api_key.rate_limits_reset", object_type="api_key", object_id=api_key.prefix)
+        audit_record(
+            actor=actor,
+            action=PartnerAuditAction.API_KEY_RATE_LIMITS_RESET,
+            object_type="api_key",
+            object_id=api_key.prefix,
+        )

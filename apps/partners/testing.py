@@ -32,7 +32,7 @@ class KeyClient:
 def make_key():
     """make_key(partner=..., scopes=[...], employers=[...] | all_employers=True, expires_at=None)."""
     from apps.common.actors import Actor
-    from apps.partners.models import Scope
+    from apps.partners.contracts import Scope
     from apps.partners.services import api_key_create
 
     def _make(*, partner, scopes=None, employers=(), all_employers=False, expires_at=None) -> KeyClient:

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.endorsements",
     "apps.loan_applications",
     "apps.ops",
+    "apps.demo",
 ]
 
 MIDDLEWARE = [

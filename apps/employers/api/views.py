@@ -25,8 +25,9 @@ from apps.employers.api.serializers import (
 )
 from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
 from apps.insurers.models import Insurer
+from apps.insurers.selectors import insurers_active
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
 
 
 class EmployerFilter(FilterSet):
@@ -96,7 +97,7 @@ class InsurerListView(PartnerGenericAPIView):
     serializer_class = InsurerSerializer
 
     def get_queryset(self) -> QuerySet[Insurer]:
-        return selectors.insurers_active()
+        return insurers_active()
 
     @extend_schema(operation_id="insurers_list", responses=InsurerSerializer(many=True))
     def get(self, request: Request, *args: Any) -> Response:

@@ -25,7 +25,7 @@ from apps.insurers.api.serializers import (
 )
 from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
 
 log = structlog.get_logger(__name__)
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 from apps.audit.services import insurer_exchange_record, job_run
 from apps.common import bulk
 from apps.insurers.classification import classify_insurer_error
-from apps.insurers.contracts import TOPIC_RESULTS_RECEIVED, InsurerConfigurationError
+from apps.insurers.contracts import InsurerConfigurationError, InsurerTopic
 from apps.insurers.credentials import decrypt_credentials
 from apps.insurers.files.storage import FileLocation, StorageError, check_name, location_for
 from apps.insurers.gateways.file import MANIFEST_SUFFIX, RESULT_SCHEMA_VERSION
@@ -150,7 +150,7 @@ def _apply_rows(insurer: Insurer, rows: Sequence[ResultRow], *, source: str) -> 
     )
     for start in range(0, len(results), EVENT_CHUNK):
         outbox_enqueue(
-            topic=TOPIC_RESULTS_RECEIVED,
+            topic=InsurerTopic.RESULTS_RECEIVED,
             payload={"insurer": insurer.code, "source": source, "results": results[start : start + EVENT_CHUNK]},
             key=f"results:{insurer.code}",
         )

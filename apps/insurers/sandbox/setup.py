@@ -10,6 +10,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
+from apps.insurers.contracts import InsurerAuditAction
 from apps.insurers.models import Insurer, InsurerProtocol
 from apps.insurers.sandbox.models import SandboxConfig
 
@@ -71,7 +72,7 @@ def sandbox_register(
             insurer.save(update_fields=fields)
             audit_record(
                 actor=actor,
-                action="insurer.sandbox_registered",
+                action=InsurerAuditAction.SANDBOX_REGISTERED,
                 object_type="insurer",
                 object_id=insurer.pk,
                 before=None if created else before,
@@ -114,7 +115,7 @@ def sandbox_addresses_repair(*, base_url: str) -> list[tuple[str, str, str]]:
             changes.append((insurer.code, insurer.endpoint, after))
             audit_record(
                 actor=actor,
-                action="insurer.sandbox_address_repaired",
+                action=InsurerAuditAction.SANDBOX_ADDRESS_REPAIRED,
                 object_type="insurer",
                 object_id=insurer.pk,
                 before={"endpoint": insurer.endpoint},

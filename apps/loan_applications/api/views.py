@@ -20,7 +20,7 @@ from apps.loan_applications.api.serializers import (
 )
 from apps.loan_applications.models import LoanApplication, LoanStatus, LoanType
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
 
 
 class LoanApplicationFilter(FilterSet):

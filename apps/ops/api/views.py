@@ -17,7 +17,7 @@ from apps.employers.selectors import employer_get_for, employers_visible_to
 from apps.endorsements.analytics import EmployerScope, analytics_range_parse, endorsement_analytics
 from apps.ops.api.serializers import EndorsementAnalyticsSerializer
 from apps.partners.api.base import PartnerGenericAPIView, principal_of
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
 
 
 class EndorsementAnalyticsView(PartnerGenericAPIView):

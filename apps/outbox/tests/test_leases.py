@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from apps.outbox.contracts import Message
-from apps.outbox.delivery import LeaseKeeper, envelopes_of_task, message_from_row
+from apps.outbox.delivery import LeaseKeeper, envelopes_of_task
 from apps.outbox.models import OutboxMessage, OutboxStatus
 from apps.outbox.relay import claim
 from apps.outbox.services import Defer, RetryLater
@@ -141,7 +141,7 @@ def test_message_from_row_is_what_the_relay_hands_out():
     [row_id] = enqueue(1)
     [claimed] = claim(batch_size=1)
 
-    assert message_from_row(OutboxMessage.objects.get(pk=row_id)) == claimed
+    assert Message.from_row(OutboxMessage.objects.get(pk=row_id)) == claimed
 
 
 def test_the_rows_of_a_received_delivery_task_are_read_from_its_arguments():

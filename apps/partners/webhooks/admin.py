@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.common.actors import Actor
+from apps.partners.contracts import PartnerAuditAction
 from apps.partners.webhooks.dispatch import endpoint_disable
 from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -66,7 +67,7 @@ class WebhookEndpointAdmin(_ReadOnly):
                 )
                 audit_record(
                     actor=_operator(request),
-                    action="webhook_endpoint.updated",
+                    action=PartnerAuditAction.WEBHOOK_ENDPOINT_UPDATED,
                     object_type="webhook_endpoint",
                     object_id=endpoint.pk,
                     before={"is_active": False},

@@ -18,7 +18,7 @@ from apps.common.idempotency import idempotent
 from apps.common.pagination import CursorPagination
 from apps.common.serializers import ModelSerializer, Serializer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
 from apps.partners.webhooks import selectors, services
 from apps.partners.webhooks.contracts import EventType
 from apps.partners.webhooks.dispatch import event_payload

@@ -42,6 +42,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from apps.outbox.services import outbox_enqueue
+from apps.partners.contracts import PartnerAuditAction, PartnerTopic
 from apps.partners.webhooks import sender
 from apps.partners.webhooks.models import (
     DeliveryStatus,
@@ -53,8 +54,6 @@ from apps.partners.webhooks.models import (
 )
 
 log = logging.getLogger(__name__)
-
-TOPIC_ENDPOINT_DISABLED = "partners.endpoint_disabled"
 
 
 def backoff_seconds(failures: int) -> float:
@@ -309,14 +308,14 @@ def endpoint_disable(*, endpoint_id: int, reason: str, notify: bool) -> bool:
     partner_id = WebhookEndpoint.objects.filter(pk=endpoint_id).values_list("partner_id", flat=True).first()
     audit_record(
         actor=Actor.system("webhooks.dispatch"),
-        action="webhook_endpoint.disabled",
+        action=PartnerAuditAction.WEBHOOK_ENDPOINT_DISABLED,
         object_type="webhook_endpoint",
         object_id=endpoint_id,
         after={"is_active": False, "reason": reason},
     )
     if notify:
         outbox_enqueue(
-            topic=TOPIC_ENDPOINT_DISABLED,
+            topic=PartnerTopic.ENDPOINT_DISABLED,
             payload={"endpoint_id": endpoint_id, "partner_id": partner_id, "reason": reason},
             key=f"webhook_endpoint:{endpoint_id}",
         )

@@ -24,6 +24,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.outbox.services import OutboxError
+from apps.partners.ownership import employer_partners
 from apps.partners.webhooks.contracts import EventDraft, EventType
 from apps.partners.webhooks.models import Event, EventSequence, WebhookDelivery, WebhookEndpoint
 
@@ -57,7 +58,7 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for draft in drafts:
         counts[(draft.object_type, str(draft.object_id))] += 1
-    partner_of = _partners_of_employers({d.employer_id for d in drafts if d.partner_id is None and d.employer_id})
+    partner_of = employer_partners({d.employer_id for d in drafts if d.partner_id is None and d.employer_id})
     last = _sequence_take(counts)
     next_of = {obj: last[obj] - n + 1 for obj, n in counts.items()}
     now = timezone.now()
@@ -81,15 +82,6 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
     if not any(entry[1] is _nudge_dispatcher for entry in connection.run_on_commit):
         transaction.on_commit(_nudge_dispatcher)  # one nudge per transaction, dropped with a rollback
     return rows
-
-
-def _partners_of_employers(employer_ids: set[int]) -> dict[int, int]:
-    if not employer_ids:
-        return {}
-    from django.apps import apps
-
-    employer_model = apps.get_model("employers", "Employer")
-    return dict(employer_model.objects.filter(pk__in=sorted(employer_ids)).values_list("pk", "partner_id"))
 
 
 def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.common.errors import DomainValidationError
-from apps.partners.contracts import Principal
+from apps.partners.contracts import PartnerAuditAction, Principal
 from apps.partners.webhooks import urlpolicy
 from apps.partners.webhooks.contracts import EventType, types_readable_with
 from apps.partners.webhooks.dispatch import endpoint_disable
@@ -78,7 +78,7 @@ def webhook_endpoint_create(
     WebhookSecret.objects.create(endpoint=endpoint, secret=secret)
     audit_record(
         actor=actor,
-        action="webhook_endpoint.created",
+        action=PartnerAuditAction.WEBHOOK_ENDPOINT_CREATED,
         object_type="webhook_endpoint",
         object_id=endpoint.pk,
         after={"url": url, "event_types": endpoint.event_types, "employer_ids": endpoint.employer_ids},
@@ -135,7 +135,7 @@ def webhook_endpoint_update(
     if after:
         audit_record(
             actor=actor,
-            action="webhook_endpoint.updated",
+            action=PartnerAuditAction.WEBHOOK_ENDPOINT_UPDATED,
             object_type="webhook_endpoint",
             object_id=locked.pk,
             before=before,
@@ -149,7 +149,7 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
     """Delete the endpoint with its secrets, deliveries and attempts."""
     audit_record(
         actor=actor,
-        action="webhook_endpoint.deleted",
+        action=PartnerAuditAction.WEBHOOK_ENDPOINT_DELETED,
         object_type="webhook_endpoint",
         object_id=endpoint.pk,
         before={"url": endpoint.url, "event_types": endpoint.event_types},
@@ -170,7 +170,7 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: Actor) -
     secret = WebhookSecret.objects.create(endpoint_id=endpoint.pk, secret=plaintext, created_at=now)
     audit_record(
         actor=actor,
-        action="webhook_endpoint.secret_rotated",
+        action=PartnerAuditAction.WEBHOOK_ENDPOINT_SECRET_ROTATED,
         object_type="webhook_endpoint",
         object_id=endpoint.pk,
         after={"old_secrets_expire_at": overlap_end},
@@ -193,7 +193,7 @@ def event_redeliver(*, event: Event, endpoints: Sequence[WebhookEndpoint], actor
     created = deliveries_create([event], endpoints=targets)
     audit_record(
         actor=actor,
-        action="event.redelivered",
+        action=PartnerAuditAction.EVENT_REDELIVERED,
         object_type="event",
         object_id=event.public_id,
         employer_id=event.employer_id,

@@ -10,12 +10,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.common.actors import Actor
+from apps.demo.loans import seed_demo_loans
 from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create, policy_create
 from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.setup import sandbox_addresses_repair, sandbox_register
 from apps.ledger.services import topup_post
-from apps.loan_applications.demo import seed_demo_loans
 from apps.partners.models import Partner
 from apps.partners.services import partner_create
 

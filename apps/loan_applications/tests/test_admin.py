@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.contrib.auth import get_user_model
 
 from apps.audit.models import AuditEvent, PiiAccessEvent
-from apps.loan_applications.demo import seed_demo_loans
+from apps.common.actors import Actor
 from apps.loan_applications.handlers import decision_step, scoring_step
-from apps.loan_applications.models import LoanApplication, LoanDecision, LoanStatus
+from apps.loan_applications.models import LoanDecision, LoanStatus
+from apps.loan_applications.rules import inputs_sha256
+from apps.loan_applications.services import loan_application_decide_manually
 from apps.loan_applications.tests.factories import create_application
 
 pytestmark = pytest.mark.django_db
@@ -93,15 +93,20 @@ def test_admin_decline_sets_rejected(operator, partner):
     assert application.decision_reasons == ["INCOME_TO_LOAN_RATIO", "MANUAL_DECLINED"]
 
 
-def test_seed_demo_loans_ends_in_each_status_and_is_idempotent(partner):
-    out = io.StringIO()
-    seed_demo_loans(partner=partner, stdout=out)
-    seed_demo_loans(partner=partner, stdout=out)
+@pytest.mark.parametrize("approve", [True, False])
+def test_every_decision_re_hashes_to_its_stored_input_hash(partner, approve):
+    """One hash for automated and manual decisions (ADR 0038): re-hashing a stored decision's inputs gives its
+    `input_hash`, and the application carries the latest one."""
+    application = in_review(partner)
 
-    statuses = sorted(LoanApplication.objects.values_list("status", flat=True))
-    assert statuses == ["MANUAL_REVIEW", "PRE_APPROVED", "REJECTED"]
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 6
-    assert [line.split(": ")[-1].split(" ")[0] for line in lines[:3]] == ["PRE_APPROVED", "REJECTED", "MANUAL_REVIEW"]
-    assert lines[:3] == lines[3:]
-    assert "ABCDE1234F" not in out.getvalue()
+    loan_application_decide_manually(
+        application=application, approve=approve, reason="Checked", actor=Actor.system("test")
+    )
+
+    application.refresh_from_db()
+    automated, manual = LoanDecision.objects.filter(application=application).order_by("created_at", "id")
+    assert (automated.kind, manual.kind) == ("AUTOMATED", "MANUAL")
+    assert [inputs_sha256(d.inputs) for d in (automated, manual)] == [automated.input_hash, manual.input_hash]
+    assert manual.inputs["operator_decision"] == ("APPROVE" if approve else "DECLINE")
+    assert application.decision_input_hash == manual.input_hash != automated.input_hash
+    assert application.version == 3

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from apps.endorsements.management.commands.demo_key import key_file
+from apps.demo.management.commands.demo_key import key_file
 from apps.loan_applications.models import LoanApplication
 from apps.loan_applications.pan import blind_index
 from apps.partners.models import APIKey
