@@ -10,6 +10,7 @@ from apps.endorsements.dispatch import send_budget_spent, send_max_attempts, sub
 from apps.insurers.contracts import (
     InsurerCallDeferred,
     InsurerConfigurationError,
+    InsurerTopic,
     RejectionClass,
     TransientInsurerError,
 )
@@ -85,7 +86,7 @@ def handle_dispatch(message: Message) -> None:
             services.results_apply(outcomes=outcomes, actor=actor)
 
 
-@consumer("insurer.result_received", queue="endorsements")
+@consumer(InsurerTopic.RESULT_RECEIVED, queue="endorsements")
 def handle_insurer_result(message: Message) -> None:
     """An insurer's asynchronous answer (signed callback or result file)."""
     p = message.payload
@@ -106,7 +107,7 @@ def handle_insurer_result(message: Message) -> None:
             )
 
 
-@consumer("insurer.results_received", queue="endorsements")
+@consumer(InsurerTopic.RESULTS_RECEIVED, queue="endorsements")
 def handle_insurer_results(message: Message) -> None:
     """A chunk of an insurer's results (a result file's rows), applied in one transaction."""
     with inbox_consume(message) as first:
