@@ -107,6 +107,11 @@ else:
         # answers 503 + Retry-After (apps.common.dependencies) within 2 s instead of hanging (SPEC §12).
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=1.5),
         "max_idle": 300,
+        # How long the pool keeps retrying (1 s, 2 s, 4 s … apart) to replace a connection PostgreSQL dropped
+        # before it gives up and lets the next request start a fresh attempt. psycopg_pool's default (300 s)
+        # doubles the wait up to minutes, so after a long outage the API kept answering 503 for up to ~40 s
+        # after PostgreSQL was back (issue 10's newcomer trial); 10 s bounds that wait to a few seconds.
+        "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_TIMEOUT", default=10.0),
     }
     # A pooled connection that died with a PostgreSQL restart is noticed when borrowed (the pool's `check`),
     # not handed to a request that then fails.
@@ -439,5 +444,6 @@ DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
 
 from apps.common.logging import configure_structlog, logging_config  # noqa: E402
 
-LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
+# Celery's and the task events' level: the Procfile's `--loglevel` variable, so one setting governs both.
+LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON, task_level=env.str("KEEL_WORKER_LOG_LEVEL", default=LOG_LEVEL))
 configure_structlog(json=LOG_JSON)
