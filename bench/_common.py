@@ -72,3 +72,49 @@ def start_gunicorn(port: int, *, workers: int = 3, threads: int = 1) -> subproce
             time.sleep(0.1)
     server.terminate()
     sys.exit("the benchmark server did not start")
+
+
+def bench_world(label: str, *, rate_limit: int = 100_000_000) -> tuple[str, int, int]:
+    """A partner (rate limits out of the way) with an all-scopes API key, an employer with a funded CD account and
+    an active policy on the REST sandbox insurer. Returns (API key, employer id, policy id)."""
+    import uuid
+    from datetime import date, timedelta
+    from decimal import Decimal
+
+    from apps.common.actors import Actor
+    from apps.employers.models import Policy
+    from apps.employers.services import employer_create
+    from apps.insurers.models import Insurer
+    from apps.ledger.services import topup_post
+    from apps.partners.models import Partner, Scope
+    from apps.partners.services import api_key_create
+
+    actor = Actor.system("bench")
+    run = uuid.uuid4().hex[:8]
+    partner = Partner.objects.create(
+        name=f"bench-{label}-{run}",
+        rate_limit_per_minute=rate_limit,
+        rate_limit_per_hour=rate_limit,
+        rate_limit_per_day=rate_limit,
+    )
+    employer = employer_create(
+        partner_id=partner.pk,
+        name=f"Bench {label}",
+        external_ref=f"B-{run}",
+        actor=actor,
+        velocity_limit_per_hour=10**9,
+    )
+    insurer, _ = Insurer.objects.get_or_create(code="sandbox-rest", defaults={"name": "Sandbox"})
+    today = date.today()
+    policy = Policy.objects.create(
+        employer=employer,
+        insurer=insurer,
+        policy_number=f"BENCH-{label.upper()}-{run}",
+        start_date=today - timedelta(days=10),
+        end_date=today + timedelta(days=355),
+        premium_rate_per_mille=Decimal("4.5"),
+        default_sum_insured=300_000_00,
+    )
+    topup_post(employer_id=employer.pk, amount=10**13, reference=f"bench-{label}-{run}", actor=actor)
+    _, key = api_key_create(partner=partner, name=label, scopes=list(Scope.values), all_employers=True, actor=actor)
+    return key, employer.pk, policy.pk

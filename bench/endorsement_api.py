@@ -17,48 +17,15 @@ import os
 import threading
 import time
 import uuid
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import date
 
-from _common import free_port, percentile, require_postgres_and_redis, setup_environment, start_gunicorn
+from _common import bench_world, free_port, percentile, require_postgres_and_redis, setup_environment, start_gunicorn
 
 setup_environment()
 
 
 def setup_world() -> tuple[str, int, int]:
-    from apps.common.actors import Actor
-    from apps.employers.models import Policy
-    from apps.employers.services import employer_create
-    from apps.insurers.models import Insurer
-    from apps.ledger.services import topup_post
-    from apps.partners.models import Partner, Scope
-    from apps.partners.services import api_key_create
-
-    actor = Actor.system("bench")
-    run = uuid.uuid4().hex[:8]
-    partner = Partner.objects.create(
-        name=f"bench-{run}",
-        rate_limit_per_minute=1_000_000,
-        rate_limit_per_hour=10_000_000,
-        rate_limit_per_day=100_000_000,
-    )
-    employer = employer_create(
-        partner_id=partner.pk, name="Bench Co", external_ref=f"B-{run}", actor=actor, velocity_limit_per_hour=1_000_000
-    )
-    insurer, _ = Insurer.objects.get_or_create(code="sandbox-rest", defaults={"name": "Sandbox"})
-    today = date.today()
-    policy = Policy.objects.create(
-        employer=employer,
-        insurer=insurer,
-        policy_number=f"BENCH-{run}",
-        start_date=today - timedelta(days=10),
-        end_date=today + timedelta(days=355),
-        premium_rate_per_mille=Decimal("4.5"),
-        default_sum_insured=300_000_00,
-    )
-    topup_post(employer_id=employer.pk, amount=10**13, reference=f"bench-{run}", actor=actor)
-    _, key = api_key_create(partner=partner, name="bench", scopes=list(Scope.values), all_employers=True, actor=actor)
-    return key, employer.pk, policy.pk
+    return bench_world("api", rate_limit=10_000_000)
 
 
 def body(employer: int, policy: int, code: str) -> dict:

@@ -39,12 +39,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, require_postgres_and_redis, setup_environment
+from _common import ROOT, bench_world, require_postgres_and_redis, setup_environment
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
 # As production runs: the web process nudges the relay on commit.
@@ -69,45 +68,15 @@ WARMUP = 15
 
 # --- the world (parent, natively) ----------------------------------------------------------------------------
 def setup_world() -> dict[str, Any]:
-    """One partner with an all-scopes key, an employer with a funded CD account and a policy; the limit's table."""
+    """The bench's partner, employer and policy (bench/_common.py), and the limit's table."""
     from django.db import connection
 
-    from apps.common.actors import Actor
-    from apps.employers.models import Policy
-    from apps.employers.services import employer_create
-    from apps.insurers.models import Insurer
-    from apps.ledger.services import topup_post
-    from apps.partners.models import Partner, Scope
-    from apps.partners.services import api_key_create
     from bench.limits import CREATE_TABLE_SQL
 
-    actor = Actor.system("bench")
-    run = uuid.uuid4().hex[:8]
-    partner = Partner.objects.create(
-        name=f"bench-cost-{run}",
-        rate_limit_per_minute=100_000_000,
-        rate_limit_per_hour=100_000_000,
-        rate_limit_per_day=100_000_000,
-    )
-    employer = employer_create(
-        partner_id=partner.pk, name="Cost Co", external_ref=f"C-{run}", actor=actor, velocity_limit_per_hour=10**9
-    )
-    insurer, _ = Insurer.objects.get_or_create(code="sandbox-rest", defaults={"name": "Sandbox"})
-    today = date.today()
-    policy = Policy.objects.create(
-        employer=employer,
-        insurer=insurer,
-        policy_number=f"COST-{run}",
-        start_date=today - timedelta(days=10),
-        end_date=today + timedelta(days=355),
-        premium_rate_per_mille=Decimal("4.5"),
-        default_sum_insured=300_000_00,
-    )
-    topup_post(employer_id=employer.pk, amount=10**13, reference=f"cost-{run}", actor=actor)
-    _, key = api_key_create(partner=partner, name="cost", scopes=list(Scope.values), all_employers=True, actor=actor)
+    key, employer, policy = bench_world("cost")
     with connection.cursor() as cursor:
         cursor.execute(CREATE_TABLE_SQL)
-    return {"key": key, "employer": employer.pk, "policy": policy.pk, "run": run}
+    return {"key": key, "employer": employer, "policy": policy, "run": uuid.uuid4().hex[:8]}
 
 
 # --- the measuring child -------------------------------------------------------------------------------------
