@@ -10,22 +10,11 @@ Plaintext is never logged, audited or returned by the API; the admin shows only 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
-import os
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-
+from apps.common.secretbox import SealedValueError, is_sealed, key_for, seal, unseal
 from apps.insurers.contracts import InsurerConfigurationError
-
-PREFIX = "v1:"
-NONCE_BYTES = 12
 
 
 class CredentialsError(InsurerConfigurationError):
@@ -33,32 +22,18 @@ class CredentialsError(InsurerConfigurationError):
 
 
 def _key() -> bytes:
-    configured = str(getattr(settings, "INSURER_CREDENTIALS_KEY", "") or "")
-    if configured:
-        try:
-            raw = base64.b64decode(configured, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ImproperlyConfigured("INSURER_CREDENTIALS_KEY is not valid base64") from exc
-        if len(raw) != 32:
-            raise ImproperlyConfigured(f"INSURER_CREDENTIALS_KEY must decode to 32 bytes, not {len(raw)}")
-        return raw
-    module = str(getattr(settings, "SETTINGS_MODULE", "") or os.environ.get("DJANGO_SETTINGS_MODULE", ""))
-    if settings.DEBUG or module.endswith("settings.test"):
-        return hashlib.sha256(f"keel-dev-only:insurer-credentials:{settings.SECRET_KEY}".encode()).digest()
-    raise ImproperlyConfigured("INSURER_CREDENTIALS_KEY is not set (base64 of 32 random bytes)")
+    return key_for("INSURER_CREDENTIALS_KEY", purpose="insurer-credentials")
 
 
-def _aad(insurer_code: str) -> bytes:
-    return f"keel:insurer-credentials:{insurer_code}".encode()
+def _context(insurer_code: str) -> str:
+    return f"keel:insurer-credentials:{insurer_code}"
 
 
 def encrypt_credentials(values: dict[str, Any], *, insurer_code: str) -> str:
     """A JSON object of credentials → the stored text (empty dict → empty string)."""
     if not values:
         return ""
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(_key()).encrypt(nonce, json.dumps(values, sort_keys=True).encode(), _aad(insurer_code))
-    return PREFIX + base64.b64encode(nonce + sealed).decode()
+    return seal(json.dumps(values, sort_keys=True).encode(), key=_key(), context=_context(insurer_code))
 
 
 def decrypt_credentials(stored: str, *, insurer_code: str) -> dict[str, Any]:
@@ -66,15 +41,13 @@ def decrypt_credentials(stored: str, *, insurer_code: str) -> dict[str, Any]:
     error: the endorsement fails with class `configuration`), never with key or plaintext in the message."""
     if not stored:
         return {}
-    if not stored.startswith(PREFIX):
+    if not is_sealed(stored):
         raise CredentialsError(
             f"Insurer {insurer_code!r}: stored credentials are not encrypted by Keel; set them again"
         )
     try:
-        blob = base64.b64decode(stored[len(PREFIX) :], validate=True)
-        plain = AESGCM(_key()).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(insurer_code))
-        values = json.loads(plain)
-    except (binascii.Error, ValueError, InvalidTag) as exc:
+        values = json.loads(unseal(stored, key=_key(), context=_context(insurer_code)))
+    except (SealedValueError, ValueError) as exc:
         raise CredentialsError(
             f"Insurer {insurer_code!r}: stored credentials cannot be decrypted (wrong key or tampered)"
         ) from exc

@@ -327,6 +327,8 @@ KEEL_BASE_URL = env.str("KEEL_BASE_URL", default=f"http://127.0.0.1:{KEEL_PORT}"
 SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
 # base64 of 32 random bytes; encrypts insurer credentials at rest (ADR 0029). DEBUG/test derive a dev key.
 INSURER_CREDENTIALS_KEY = env.str("INSURER_CREDENTIALS_KEY", default="")
+# base64 of 32 random bytes; encrypts partners' webhook signing secrets at rest (ADR 0042). DEBUG/test derive one.
+WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="")
 
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
 # "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.

@@ -8,6 +8,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from apps.common.secretbox import SealedValueError
 from apps.employers.tests.factories import EmployerFactory
 from apps.partners.models import Scope
 from apps.partners.tests.factories import PartnerFactory
@@ -17,6 +18,7 @@ from apps.partners.webhooks.dispatch import dispatch_once
 from apps.partners.webhooks.events import events_sequence, partner_events_record
 from apps.partners.webhooks.models import Event, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from apps.partners.webhooks.receiver import Receiver
+from apps.partners.webhooks.secrets import secret_open
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +44,13 @@ def test_endpoint_crud_and_the_secret_is_shown_once(make_key):
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["secret"].startswith("whsec_")
-    assert body["secret"] == WebhookSecret.objects.get(endpoint_id=body["id"]).secret
+    stored = WebhookSecret.objects.get(endpoint_id=body["id"]).secret
+    # Sealed at rest (ADR 0042): the plaintext is nowhere in the row, and it opens only for its own endpoint.
+    assert stored.startswith("v1:")
+    assert body["secret"] not in stored
+    assert secret_open(stored, endpoint_id=body["id"]) == body["secret"]
+    with pytest.raises(SealedValueError):
+        secret_open(stored, endpoint_id=body["id"] + 1)
     assert (body["url"], body["event_types"], body["employers"], body["is_active"]) == (
         URL,
         ["endorsement.active", "ledger.topup_posted"],

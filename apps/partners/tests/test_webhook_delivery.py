@@ -306,3 +306,48 @@ def test_the_celery_dispatch_task_returns_after_one_idle_pass(monkeypatch):
     monkeypatch.setattr(dispatch, "endpoints_claim", counting_claim)
     assert webhooks_dispatch() == 0
     assert passes == [1]
+
+
+def test_secrets_are_sealed_at_rest_and_plaintext_rows_are_sealed_by_the_migration():
+    """ADR 0042: a row holding a plaintext `whsec_…` (written before migration 0004) is sealed by it, the sealed
+    value opens only for its endpoint, and deliveries are still signed with the plaintext."""
+    import importlib
+
+    from django.apps import apps as registry
+
+    from apps.partners.webhooks.models import WebhookSecret
+    from apps.partners.webhooks.secrets import secret_open
+
+    migration = importlib.import_module("apps.partners.migrations.0004_webhook_secrets_sealed")
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, plaintext = endpoint_for(partner.pk, receiver.url)
+        WebhookSecret.objects.filter(endpoint=endpoint).update(secret=plaintext)  # as stored before 0004
+        migration.seal_existing(registry, None)
+        stored = WebhookSecret.objects.get(endpoint=endpoint).secret
+        assert stored.startswith("v1:")
+        assert secret_open(stored, endpoint_id=endpoint.pk) == plaintext
+        migration.seal_existing(registry, None)  # idempotent: sealed rows are left alone
+        assert WebhookSecret.objects.get(endpoint=endpoint).secret == stored
+        record(partner.pk)
+        assert dispatch_once() == 1
+    Webhook(plaintext).verify(receiver.received[0].body, receiver.received[0].headers)
+
+
+def test_a_secret_that_does_not_open_sends_nothing_and_is_logged(caplog):
+    """A wrong WEBHOOK_SECRETS_KEY (or a tampered row): nothing is sent unsigned; the delivery stays pending."""
+    from apps.partners.webhooks.models import WebhookSecret
+
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        other, _ = endpoint_for(partner.pk, receiver.url)
+        # Another endpoint's sealed secret does not open here (the endpoint id is the associated data).
+        WebhookSecret.objects.filter(endpoint=endpoint).update(secret=WebhookSecret.objects.get(endpoint=other).secret)
+        WebhookEndpoint.objects.filter(pk=other.pk).update(is_active=False)
+        record(partner.pk)
+        with caplog.at_level("ERROR", logger="apps.partners.webhooks.dispatch"):
+            assert dispatch_once() == 0
+    assert receiver.received == []
+    assert WebhookDelivery.objects.get(endpoint=endpoint).status == "pending"
+    assert [r.getMessage() for r in caplog.records] == ["webhooks.secret_unreadable"]

@@ -41,6 +41,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from apps.common.secretbox import SealedValueError
 from apps.outbox.services import outbox_enqueue
 from apps.partners.contracts import PartnerAuditAction, PartnerTopic
 from apps.partners.webhooks import sender
@@ -52,6 +53,7 @@ from apps.partners.webhooks.models import (
     WebhookEndpoint,
     WebhookSecret,
 )
+from apps.partners.webhooks.secrets import secret_open
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +160,33 @@ def endpoint_run(claim: Claim) -> int:
         )
 
 
+def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:
+    """The endpoint's unexpired secrets, newest first, opened for signing. One that does not open (wrong
+    WEBHOOK_SECRETS_KEY, tampered) is skipped with an error log; with none left nothing is sent, and the
+    deliveries wait (and retry) until an operator fixes the key or the partner rotates the secret."""
+    opened: list[str] = []
+    stored = (
+        WebhookSecret.objects.filter(endpoint_id=endpoint_id)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by("-id")
+        .values_list("pk", "secret")
+    )
+    for secret_id, sealed in stored:
+        try:
+            opened.append(secret_open(sealed, endpoint_id=endpoint_id))
+        except SealedValueError:
+            log.error("webhooks.secret_unreadable", extra={"endpoint_id": endpoint_id, "secret_id": secret_id})
+    return opened
+
+
 def _endpoint_run(claim: Claim) -> int:
     endpoint = WebhookEndpoint.objects.filter(pk=claim.endpoint_id, is_active=True).first()
     if endpoint is None:
         return 0
     now = timezone.now()
-    secrets = list(
-        WebhookSecret.objects.filter(endpoint_id=endpoint.pk)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .order_by("-id")
-        .values_list("secret", flat=True)
-    )
+    secrets = _signing_secrets(endpoint.pk, now=now)
+    if not secrets:
+        return 0
     deliveries = _due_deliveries(endpoint.pk, now=now, limit=int(settings.WEBHOOKS["DISPATCH_BATCH"]))
     outcomes: list[_Outcome] = []
     blocked: set[str] = set()

@@ -110,10 +110,11 @@ class WebhookEndpoint(models.Model):
 
 class WebhookSecret(models.Model):
     """A signing secret. Every secret not yet expired signs each delivery (rotation: the old one expires in
-    24 h, ADR 0030). Kept in clear: HMAC needs it, as the insurer callback secrets."""
+    24 h, ADR 0030). `secret` is the sealed `whsec_…` (apps/partners/webhooks/secrets.py, ADR 0042): HMAC needs
+    the plaintext, so it is encrypted at rest, not hashed."""
 
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.CharField(max_length=100)
+    secret = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
 

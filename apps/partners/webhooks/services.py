@@ -29,6 +29,7 @@ from apps.partners.webhooks.models import (
     WebhookSecret,
     new_webhook_secret,
 )
+from apps.partners.webhooks.secrets import secret_seal
 
 MAX_EVENT_TYPES = len(EventType.values)
 
@@ -75,7 +76,7 @@ def webhook_endpoint_create(
         created_by=principal.key_prefix,
     )
     secret = new_webhook_secret()
-    WebhookSecret.objects.create(endpoint=endpoint, secret=secret)
+    WebhookSecret.objects.create(endpoint=endpoint, secret=secret_seal(secret, endpoint_id=endpoint.pk))
     audit_record(
         actor=actor,
         action=PartnerAuditAction.WEBHOOK_ENDPOINT_CREATED,
@@ -167,7 +168,9 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: Actor) -
     WebhookSecret.objects.filter(endpoint_id=endpoint.pk, expires_at__isnull=True).update(expires_at=overlap_end)
     WebhookSecret.objects.filter(endpoint_id=endpoint.pk, expires_at__gt=overlap_end).update(expires_at=overlap_end)
     plaintext = new_webhook_secret()
-    secret = WebhookSecret.objects.create(endpoint_id=endpoint.pk, secret=plaintext, created_at=now)
+    secret = WebhookSecret.objects.create(
+        endpoint_id=endpoint.pk, secret=secret_seal(plaintext, endpoint_id=endpoint.pk), created_at=now
+    )
     audit_record(
         actor=actor,
         action=PartnerAuditAction.WEBHOOK_ENDPOINT_SECRET_ROTATED,
