@@ -3,10 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-
-class EmployerStatus(models.TextChoices):
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
+# The choices other apps read live in contracts.py (ADR 0039); re-exported for this app and its migrations.
+from apps.employers.contracts import CoverageStatus, EmployerStatus, Gender
 
 
 class Employer(models.Model):
@@ -30,12 +28,6 @@ class Employer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.external_ref})"
-
-
-class Gender(models.TextChoices):
-    MALE = "male"
-    FEMALE = "female"
-    OTHER = "other"
 
 
 class Employee(models.Model):
@@ -85,11 +77,6 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.policy_number
-
-
-class CoverageStatus(models.TextChoices):
-    ACTIVE = "active"
-    ENDED = "ended"
 
 
 class Coverage(models.Model):

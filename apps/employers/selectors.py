@@ -1,4 +1,6 @@
-"""Reads of employers and insurers, always scoped to what an API key may see (404 otherwise)."""
+"""Reads of employers and insurers, always scoped to what an API key may see (404 otherwise), and the reads the
+endorsements and ledger apps make of employers, members, policies and coverage (ADR 0039: apps meet at
+selectors, never at each other's models)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,16 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 from django.http import Http404
 
+from apps.employers.contracts import EmployerContact
 from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, Policy
 from apps.partners.contracts import Principal
+
+# The tables, for the hand-written SQL of higher apps that joins them in one statement on a hot path (the member
+# projection of `POST /endorsements`, the ledger's account RETURNING clause, analytics' partner semi-join): the
+# SQL stays with its caller, the names come from this app's model metadata.
+EMPLOYERS_TABLE: str = Employer._meta.db_table
+EMPLOYEES_TABLE: str = Employee._meta.db_table
+COVERAGES_TABLE: str = Coverage._meta.db_table
 
 
 def employer_partners(employer_ids: Iterable[int]) -> dict[int, int]:
@@ -100,3 +110,57 @@ def coverages_active_for(*, members: Iterable[tuple[int, str]]) -> dict[tuple[in
         ).select_related("employee"):
             found[(policy_id, coverage.employee.employee_code)] = coverage
     return found
+
+
+def employer_exists(employer_id: int) -> bool:
+    """Whether an employer with this id exists; one `EXISTS` query (the ledger opens accounts only for them)."""
+    return Employer.objects.filter(pk=employer_id).exists()
+
+
+def employer_filter(employer_id: int) -> QuerySet[Employer]:
+    """The employer with this id as an unevaluated queryset (empty if none), for a caller that annotates its own
+    subqueries onto the employer row and reads it in one statement (the ledger's balance summary)."""
+    return Employer.objects.filter(pk=employer_id)
+
+
+def employer_contact(employer_id: int) -> EmployerContact | None:
+    """The employer's name and contact e-mail (`""` if it has none), or None if there is no such employer; one
+    query (the ledger's low-balance mail)."""
+    row = Employer.objects.filter(pk=employer_id).values("name", "contact_email").first()
+    return None if row is None else EmployerContact(name=row["name"], contact_email=row["contact_email"])
+
+
+def employees_for(*, members: set[tuple[int, str]]) -> dict[tuple[int, str], Employee]:
+    """The stored employees among `members` (`(employer_id, employee_code)` pairs), keyed the same way; one query
+    (`employer_id IN … AND employee_code IN …`, then matched exactly here). Dispatch reads their details."""
+    return {
+        (employee.employer_id, employee.employee_code): employee
+        for employee in Employee.objects.filter(
+            employer_id__in={m[0] for m in members}, employee_code__in={m[1] for m in members}
+        )
+        if (employee.employer_id, employee.employee_code) in members
+    }
+
+
+def policies_get(policy_ids: Iterable[int]) -> dict[int, Policy]:
+    """`{policy_id: Policy}` for the ids that exist; one query (`in_bulk`)."""
+    return Policy.objects.in_bulk(policy_ids)
+
+
+def coverage_sums_active(*, policy: Policy, employee_codes: list[str] | None) -> list[tuple[str, int]]:
+    """`(employee_code, sum_insured)` (paise) of each active coverage of `policy`, for the members in
+    `employee_codes` (None: every member of the policy; a large batch reads them all rather than bind a huge
+    `IN` list); one query."""
+    wanted: dict[str, object] = {"policy": policy, "status": CoverageStatus.ACTIVE}
+    if employee_codes is not None:
+        wanted["employee__employee_code__in"] = employee_codes
+    return list(Coverage.objects.filter(**wanted).values_list("employee__employee_code", "sum_insured"))
+
+
+def coverage_sum_insured_active(*, policy: Policy, employee_code: str) -> list[int]:
+    """The sum insured (paise) of the member's active coverage of `policy`: one value, or none; one query."""
+    return list(
+        Coverage.objects.filter(
+            policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
+        ).values_list("sum_insured", flat=True)
+    )

@@ -29,7 +29,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from apps.common.errors import DomainValidationError
-from apps.employers.models import Employer
+from apps.employers.selectors import EMPLOYERS_TABLE
 from apps.endorsements.models import (
     TERMINAL,
     Endorsement,
@@ -167,15 +167,12 @@ class EmployerScope:
     employer_ids: tuple[int, ...] | None = None
 
 
-_EMPLOYERS_TABLE = Employer._meta.db_table
-
-
 def _employer_clause(scope: EmployerScope) -> tuple[str, list[Any]]:
     if scope.employer_ids is not None:
         return "AND employer_id = ANY(%s)", [list(scope.employer_ids)]
     if scope.partner_id is not None:
         # A semi-join the planner can estimate (a 5,000-element array bound as a parameter misleads it).
-        sql = f"AND employer_id IN (SELECT id FROM {_EMPLOYERS_TABLE} WHERE partner_id = %s)"  # noqa: S608 - metadata
+        sql = f"AND employer_id IN (SELECT id FROM {EMPLOYERS_TABLE} WHERE partner_id = %s)"  # noqa: S608 - metadata
         return sql, [scope.partner_id]
     return "", []
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from apps.employers.models import Employee
+from apps.employers.selectors import employees_for
 from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
 from apps.insurers.contracts import EndorsementSubmission, MemberData
 
@@ -26,12 +26,7 @@ def submissions_for(*, ids: Sequence[int]) -> list[EndorsementSubmission]:
         e.pk: e for e in Endorsement.objects.filter(pk__in=ids, status=EndorsementStatus.SENT).select_related("policy")
     }
     codes = {(e.employer_id, e.employee_code) for e in rows.values() if e.type != EndorsementType.ADDITION}
-    employees = {
-        (emp.employer_id, emp.employee_code): emp
-        for emp in Employee.objects.filter(
-            employer_id__in={c[0] for c in codes}, employee_code__in={c[1] for c in codes}
-        )
-    }
+    employees = employees_for(members=codes)
     out = []
     for pk in ids:
         e = rows.get(pk)

@@ -3,26 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-
-class EndorsementType(models.TextChoices):
-    ADDITION = "addition"
-    DELETION = "deletion"
-    CORRECTION = "correction"
-
-
-class EndorsementStatus(models.TextChoices):
-    RECEIVED = "RECEIVED"
-    VALIDATED = "VALIDATED"
-    ON_HOLD_FUNDS = "ON_HOLD_FUNDS"
-    ON_HOLD_REVIEW = "ON_HOLD_REVIEW"
-    FUNDS_LOCKED = "FUNDS_LOCKED"
-    SENT = "SENT"
-    CONFIRMED = "CONFIRMED"
-    ACTIVE = "ACTIVE"
-    REJECTED = "REJECTED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
+# The status and type names live in contracts.py (other apps read them, ADR 0039); re-exported for this app.
+from apps.endorsements.contracts import EndorsementStatus, EndorsementType
 
 TERMINAL = frozenset(
     {EndorsementStatus.ACTIVE, EndorsementStatus.REJECTED, EndorsementStatus.FAILED, EndorsementStatus.CANCELLED}

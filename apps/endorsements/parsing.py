@@ -31,7 +31,7 @@ from django.core.exceptions import ValidationError
 from apps.common.ids import BIGINT_MAX
 from apps.common.money import MoneyError, format_minor, to_minor
 from apps.common.text import EMAIL_VALIDATOR, control_character_error
-from apps.employers.models import Gender
+from apps.employers.contracts import Gender
 from apps.endorsements.models import EndorsementType
 from apps.endorsements.validation import EndorsementDraft
 

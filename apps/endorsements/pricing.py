@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from apps.employers.models import Policy
 from apps.endorsements.models import EndorsementType
 from apps.endorsements.validation import EndorsementDraft, MemberError, MemberState, member_errors
+
+if TYPE_CHECKING:
+    from apps.employers.models import Policy
 
 Direction = Literal["debit", "credit", "none"]
 # Places beyond which a quoted amount is not written out: a rate has at most 4 places (Policy field), so an

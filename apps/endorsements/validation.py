@@ -12,12 +12,21 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 
-from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
+from apps.employers.contracts import CoverageStatus, EmployerStatus
+from apps.employers.selectors import (
+    COVERAGES_TABLE,
+    EMPLOYEES_TABLE,
+    coverage_sum_insured_active,
+    coverage_sums_active,
+)
 from apps.endorsements.models import TERMINAL, Endorsement, EndorsementType
+
+if TYPE_CHECKING:
+    from apps.employers.models import Employer, Policy
 
 # Above this many values, filter in Python rather than send an `IN (…)` list to the database.
 LARGE_IN_LIST = 1000
@@ -88,10 +97,7 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
     wanted = set(codes)
     large = len(codes) > LARGE_IN_LIST
     states = {code: MemberState(covered=False, sum_insured=None) for code in codes}
-    coverage = Coverage.objects.filter(policy=policy, status=CoverageStatus.ACTIVE)
-    if not large:
-        coverage = coverage.filter(employee__employee_code__in=codes)
-    for code, sum_insured in coverage.values_list("employee__employee_code", "sum_insured"):
+    for code, sum_insured in coverage_sums_active(policy=policy, employee_codes=None if large else codes):
         if code in wanted:
             states[code] = MemberState(covered=True, sum_insured=sum_insured)
     in_flight = Endorsement.objects.filter(policy=policy).exclude(status__in=TERMINAL)
@@ -108,7 +114,7 @@ def project_members(*, policy: Policy, employee_codes: Iterable[str]) -> dict[st
 # ORM's compilation of the same two queries cost more than executing them (ADR 0013).
 _MEMBER_SQL = f"""
 SELECT 0 AS seq, '' AS kind, c.sum_insured
-  FROM {Coverage._meta.db_table} c JOIN {Employee._meta.db_table} e ON e.id = c.employee_id
+  FROM {COVERAGES_TABLE} c JOIN {EMPLOYEES_TABLE} e ON e.id = c.employee_id
  WHERE c.policy_id = %s AND c.status = %s AND e.employee_code = %s
 UNION ALL
 SELECT n.id, n.type, n.sum_insured
@@ -131,10 +137,7 @@ def project_member(*, policy: Policy, employee_code: str) -> MemberState:
             rows = [(kind, sum_insured) for _, kind, sum_insured in cursor.fetchall()]
     else:
         rows = [
-            ("", covered_si)
-            for covered_si in Coverage.objects.filter(
-                policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
-            ).values_list("sum_insured", flat=True)
+            ("", covered_si) for covered_si in coverage_sum_insured_active(policy=policy, employee_code=employee_code)
         ]
         rows += list(
             Endorsement.objects.filter(policy=policy, employee_code=employee_code)

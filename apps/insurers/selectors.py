@@ -13,6 +13,11 @@ def insurers_active() -> QuerySet[Insurer]:
     return Insurer.objects.filter(is_active=True).order_by("code")
 
 
+def insurer_get(insurer_id: int) -> Insurer:
+    """The insurer with this id, active or not; one query. Raises `Insurer.DoesNotExist` if there is none."""
+    return Insurer.objects.get(pk=insurer_id)
+
+
 def insurer_active_get(code: str) -> Insurer | None:
     """The active insurer with this code, or None."""
     return Insurer.objects.filter(code=code, is_active=True).first()

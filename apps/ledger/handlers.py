@@ -10,7 +10,7 @@ import logging
 from django.core.mail import send_mail
 
 from apps.common.money import format_minor
-from apps.employers.models import Employer
+from apps.employers.selectors import employer_contact
 from apps.ledger.contracts import LedgerTopic
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
@@ -36,18 +36,18 @@ def low_balance_notify(message: Message) -> None:
         with inbox_consume(message):
             return
     payload = message.payload
-    employer = Employer.objects.filter(pk=int(payload["employer_id"])).values("name", "contact_email").first()
-    if employer is not None and employer["contact_email"]:
+    employer = employer_contact(int(payload["employer_id"]))
+    if employer is not None and employer.contact_email:
         send_mail(
-            subject=f"Keel: low endorsement balance for {employer['name']}",
+            subject=f"Keel: low endorsement balance for {employer.name}",
             message=(
-                f"The available balance of {employer['name']}'s endorsement account is "
+                f"The available balance of {employer.name}'s endorsement account is "
                 f"INR {format_minor(int(payload['available']))}, below its low-balance threshold of "
                 f"INR {format_minor(int(payload['threshold']))}.\n\nEndorsements that do not fit the available "
                 "balance wait until a top-up arrives."
             ),
             from_email=None,
-            recipient_list=[employer["contact_email"]],
+            recipient_list=[employer.contact_email],
             fail_silently=False,
         )
     else:

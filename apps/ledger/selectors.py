@@ -13,7 +13,7 @@ from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.employers.models import Employer
+from apps.employers.selectors import employer_filter
 from apps.ledger.models import (
     AccountKind,
     Direction,
@@ -80,7 +80,7 @@ def balance_get(*, employer_id: int) -> Balance:
         .values("net")
     )
     row = (
-        Employer.objects.filter(pk=employer_id)
+        employer_filter(employer_id)
         .annotate(
             acc_posted=Coalesce(Subquery(account.values("posted")[:1]), Value(0)),
             acc_held=Coalesce(Subquery(account.values("held")[:1]), Value(0)),

@@ -29,7 +29,7 @@ from apps.endorsements.analytics import (
     endorsement_status_counts,
     endorsements_per_hour,
 )
-from apps.endorsements.models import EndorsementStatus
+from apps.endorsements.contracts import EndorsementStatus
 from apps.insurers.resilience import circuit_state
 from apps.insurers.selectors import insurer_conflicts_unresolved, insurers_active
 from apps.ledger.selectors import low_balance_employers

@@ -402,9 +402,9 @@ SPECTACULAR_SETTINGS = {
         "apps.common.openapi.problem_responses_hook",
     ],
     "ENUM_NAME_OVERRIDES": {
-        "EmployerStatusEnum": "apps.employers.models.EmployerStatus",
-        "CoverageStatusEnum": "apps.employers.models.CoverageStatus",
-        "EndorsementStatusEnum": "apps.endorsements.models.EndorsementStatus",
+        "EmployerStatusEnum": "apps.employers.contracts.EmployerStatus",
+        "CoverageStatusEnum": "apps.employers.contracts.CoverageStatus",
+        "EndorsementStatusEnum": "apps.endorsements.contracts.EndorsementStatus",
         "PremiumDirectionEnum": "apps.endorsements.models.PremiumDirection",
         "EndorsementBatchStatusEnum": ["processing", "completed", "cancelled"],
         "LoanApplicationStatusEnum": "apps.loan_applications.models.LoanStatus",

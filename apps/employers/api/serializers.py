@@ -8,7 +8,6 @@ from rest_framework import serializers
 from apps.common.fields import MoneyField
 from apps.common.serializers import ModelSerializer, Serializer
 from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Policy
-from apps.insurers.models import Insurer
 
 
 class EmployerSerializer(ModelSerializer):
@@ -51,12 +50,6 @@ class EmployerUpdateInputSerializer(Serializer):
         if unknown:
             raise serializers.ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be changed."))
         return attrs
-
-
-class InsurerSerializer(ModelSerializer):
-    class Meta:
-        model = Insurer
-        fields = ("code", "name", "protocol", "is_active")
 
 
 class PolicySerializer(ModelSerializer):

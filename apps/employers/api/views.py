@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import django_filters
 from django.db.models import QuerySet
@@ -19,15 +19,17 @@ from apps.employers.api.serializers import (
     EmployerCreateInputSerializer,
     EmployerSerializer,
     EmployerUpdateInputSerializer,
-    InsurerSerializer,
     PolicyCreateInputSerializer,
     PolicySerializer,
 )
 from apps.employers.models import Coverage, CoverageStatus, Employee, Employer, EmployerStatus, Policy
-from apps.insurers.models import Insurer
+from apps.insurers.api.serializers import InsurerSerializer
 from apps.insurers.selectors import insurers_active
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.contracts import Scope
+
+if TYPE_CHECKING:
+    from apps.insurers.models import Insurer
 
 
 class EmployerFilter(FilterSet):

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from apps.common.fields import MoneyField
 from apps.common.serializers import ModelSerializer, Serializer
-from apps.employers.models import Gender
+from apps.employers.contracts import Gender
 from apps.endorsements.models import (
     EndorsementBatch,
     EndorsementHistory,

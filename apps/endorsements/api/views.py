@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import django_filters
 from django.db.models import QuerySet
@@ -16,7 +16,6 @@ from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
 from apps.common.parsers import GuardedJSONParser
 from apps.employers import selectors as employer_selectors
-from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors, services
 from apps.endorsements.api.serializers import (
     EndorsementBatchCsvInputSerializer,
@@ -43,7 +42,10 @@ from apps.endorsements.parsing import (
 from apps.endorsements.pricing import format_exact_rupees
 from apps.endorsements.validation import EndorsementDraft
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
+
+if TYPE_CHECKING:
+    from apps.employers.models import Employer, Policy
 
 ID_MESSAGE = "A positive integer id (at most 9223372036854775807) is required."
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,7 +14,6 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common import bulk
 from apps.common.actors import Actor
-from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors
 from apps.endorsements.contracts import EndorsementAuditAction, EndorsementTopic
 from apps.endorsements.events import batch_completed_events_record, endorsements_received_events_record
@@ -34,6 +33,9 @@ from apps.endorsements.validation import (
     project_members,
 )
 from apps.outbox.services import outbox_enqueue
+
+if TYPE_CHECKING:
+    from apps.employers.models import Employer, Policy
 
 # Rows per `endorsements.process` event of a batch.
 PROCESS_CHUNK = 500

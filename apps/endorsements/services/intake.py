@@ -4,13 +4,13 @@ processing enqueued). Batches have their own intake in `batches.py`."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
 from apps.common.actors import Actor
 from apps.common.errors import Conflict, DomainValidationError
-from apps.employers.models import Employer, Policy
 from apps.endorsements import selectors
 from apps.endorsements.contracts import EndorsementTopic
 from apps.endorsements.models import Endorsement
@@ -19,6 +19,9 @@ from apps.endorsements.services.rows import received_values
 from apps.endorsements.services.transitions import S, Transition, _lock_members, _record, _today
 from apps.endorsements.validation import EndorsementDraft, MemberError, check_context, project_member
 from apps.outbox.services import outbox_enqueue
+
+if TYPE_CHECKING:
+    from apps.employers.models import Employer, Policy
 
 # Same content from the same employer within this window is a duplicate (SPEC §7).
 DUPLICATE_WINDOW = timedelta(hours=24)

@@ -7,13 +7,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.common.actors import Actor
-from apps.employers.models import Employer, Policy
+from apps.employers.selectors import coverage_sums_active
 from apps.endorsements.models import TERMINAL, Endorsement
 from apps.endorsements.pricing import price_against
 from apps.endorsements.services.funds import _fund_validated
@@ -29,6 +30,9 @@ from apps.endorsements.services.transitions import (
     _today,
 )
 from apps.endorsements.validation import MemberError, MemberState, apply_to_projection, check_context
+
+if TYPE_CHECKING:
+    from apps.employers.models import Employer, Policy
 
 
 @transaction.atomic
@@ -201,11 +205,7 @@ def _blocked_members(endorsements: list[Endorsement]) -> set[int]:
 
 
 def _committed_states(policy: Policy, group: list[Endorsement]) -> dict[str, MemberState]:
-    from apps.employers.models import Coverage, CoverageStatus
-
     states: dict[str, MemberState] = {}
-    for code, sum_insured in Coverage.objects.filter(
-        policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code__in=[e.employee_code for e in group]
-    ).values_list("employee__employee_code", "sum_insured"):
+    for code, sum_insured in coverage_sums_active(policy=policy, employee_codes=[e.employee_code for e in group]):
         states[code] = MemberState(covered=True, sum_insured=sum_insured)
     return states

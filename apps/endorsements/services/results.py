@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -16,7 +16,6 @@ from apps.common.actors import Actor
 from apps.common.errors import DomainValidationError
 from apps.employers import selectors as employer_selectors
 from apps.employers import services as employer_services
-from apps.employers.models import Policy
 from apps.endorsements.conflicts import contradictions_record
 from apps.endorsements.models import Endorsement, EndorsementType, PremiumDirection
 from apps.endorsements.services.funds import _release_holds
@@ -31,6 +30,9 @@ from apps.endorsements.services.transitions import (
     _today,
 )
 from apps.ledger import services as ledger
+
+if TYPE_CHECKING:
+    from apps.employers.models import Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,7 @@ def _activate_many(confirmed: Sequence[Endorsement], *, actor: Actor) -> list[Tr
         ],
         actor=actor,
     )
-    policies = Policy.objects.in_bulk({e.policy_id for e in active})
+    policies = employer_selectors.policies_get({e.policy_id for e in active})
     additions = [e for e in active if e.type == EndorsementType.ADDITION]
     if additions:
         _coverage_start_many(additions, policies=policies, actor=actor)

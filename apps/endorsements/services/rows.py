@@ -13,14 +13,16 @@ import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
-from apps.employers.models import Employer, Policy
 from apps.endorsements.models import Endorsement, EndorsementStatus, EndorsementType
 from apps.endorsements.pricing import Priced
 from apps.endorsements.validation import EndorsementDraft
+
+if TYPE_CHECKING:
+    from apps.employers.models import Employer, Policy
 
 
 def received_values(

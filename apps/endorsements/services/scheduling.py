@@ -4,6 +4,7 @@ first, one `endorsements.dispatch` event per batch."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Case, Count, IntegerField, Min, Q, Value, When
@@ -13,8 +14,11 @@ from apps.common.actors import Actor
 from apps.endorsements.contracts import EndorsementTopic
 from apps.endorsements.models import Endorsement, PremiumDirection
 from apps.endorsements.services.transitions import S, _move_many, _record, _Step
-from apps.insurers.models import Insurer
+from apps.insurers.selectors import insurer_get
 from apps.outbox.services import outbox_enqueue
+
+if TYPE_CHECKING:
+    from apps.insurers.models import Insurer
 
 READY = Q(status__in=[S.VALIDATED, S.FUNDS_LOCKED], ready_at__isnull=False)
 
@@ -33,7 +37,7 @@ def scheduler_tick(*, actor: Actor, force: bool = False, now: datetime | None = 
     dispatched = 0
     rows = Endorsement.objects.filter(READY).values("insurer_id").annotate(n=Count("id"), oldest=Min("ready_at"))
     for row in rows:
-        insurer = Insurer.objects.get(pk=row["insurer_id"])
+        insurer = insurer_get(row["insurer_id"])
         waiting = row["n"]
         window_elapsed = now - row["oldest"] >= timedelta(seconds=insurer.batch_window_seconds)
         while waiting and (force or window_elapsed or waiting >= insurer.batch_size):

@@ -6,8 +6,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.common.serializers import ModelSerializer
 from apps.common.text import control_character_error
 from apps.insurers.conf import gateway_setting
+from apps.insurers.models import Insurer
 
 # Ids are PostgreSQL bigints (BigAutoField): anything outside 1..2**63-1 can name no endorsement.
 MAX_ID = 2**63 - 1
@@ -124,3 +126,11 @@ class InsurerCallbackItemResultSerializer(serializers.Serializer[dict[str, Any]]
 
 class InsurerCallbackResponseSerializer(serializers.Serializer[dict[str, Any]]):
     results = InsurerCallbackItemResultSerializer(many=True)
+
+
+# An insurer as partners see it in `GET /insurers` (the view lives with the employers API, where partners pick a
+# policy's insurer). No docstring: it would become the OpenAPI component's description.
+class InsurerSerializer(ModelSerializer):
+    class Meta:
+        model = Insurer
+        fields = ("code", "name", "protocol", "is_active")

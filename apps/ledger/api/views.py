@@ -25,7 +25,7 @@ from apps.ledger.api.serializers import (
 )
 from apps.ledger.models import LedgerEntry
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
-from apps.partners.models import Scope
+from apps.partners.contracts import Scope
 
 EMPLOYER_PARAM = OpenApiParameter(
     "employer", OpenApiTypes.INT, OpenApiParameter.QUERY, required=True, description="employer id"

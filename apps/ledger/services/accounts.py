@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 
-from apps.employers.models import Employer
+from apps.employers.selectors import EMPLOYERS_TABLE, employer_exists
 from apps.ledger.contracts import LedgerTopic
 from apps.ledger.events import low_balance_event_record
 from apps.ledger.metrics import transactions_committed
@@ -38,7 +38,7 @@ class _AccountState:
 
 def _returning_sql() -> str:
     account = LedgerAccount._meta.db_table
-    employer = Employer._meta.db_table
+    employer = EMPLOYERS_TABLE
     template = (
         " RETURNING id, employer_id, posted, held, low_balance,"
         " (SELECT e.low_balance_threshold FROM {employer} e WHERE e.id = {account}.employer_id)"
@@ -213,7 +213,7 @@ def ledger_account_open(*, employer_id: int) -> LedgerAccount:
     account = LedgerAccount.objects.filter(kind=AccountKind.EMPLOYER, employer_id=employer_id).first()
     if account is not None:
         return account
-    if not Employer.objects.filter(pk=employer_id).exists():
+    if not employer_exists(employer_id):
         raise UnknownEmployer(f"no employer {employer_id}")
     try:
         with transaction.atomic():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.common.serializers import Serializer
-from apps.endorsements.models import EndorsementStatus, EndorsementType
+from apps.endorsements.contracts import EndorsementStatus, EndorsementType
 
 
 class AnalyticsByStatusSerializer(Serializer):
