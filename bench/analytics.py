@@ -63,8 +63,9 @@ def ensure_data() -> tuple[int, int]:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from apps.employers.models import Employer, Insurer, Policy
+    from apps.employers.models import Employer, Policy
     from apps.endorsements.models import Endorsement
+    from apps.insurers.models import Insurer
     from apps.ledger.models import AccountKind, LedgerAccount
     from apps.partners.models import Partner
 
