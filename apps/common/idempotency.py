@@ -147,11 +147,30 @@ def idempotency_claim(*, partner_id: int, key: str, fingerprint: str) -> Claim:
     return Claim("in_progress", IdempotencyRecord(partner_id=partner_id, key=key))
 
 
+_SHOWN_ONCE = "_keel_shown_once"
+
+
+def shown_once(response: Response, *fields: str) -> Response:
+    """Mark top-level `fields` of `response.data` as shown once (a secret): the idempotency record stores them
+    as null, so a replay answers the same resource without them and the database never holds them in clear
+    (ADR 0042). Returns `response`."""
+    setattr(response, _SHOWN_ONCE, fields)
+    return response
+
+
+def _replayable(response: Response) -> Any:
+    data = response.data
+    hidden = getattr(response, _SHOWN_ONCE, ())
+    if hidden and isinstance(data, dict):
+        data = {**data, **{name: None for name in hidden if name in data}}
+    return data
+
+
 def idempotency_complete(*, record: IdempotencyRecord, response: Response) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         status=IdempotencyStatus.COMPLETED,
         response_status=response.status_code,
-        response_body=json.dumps(response.data, cls=JSONEncoder),
+        response_body=json.dumps(_replayable(response), cls=JSONEncoder),
         response_headers={h: response[h] for h in _STORED_HEADERS if h in response},
     )
 

@@ -291,3 +291,23 @@ def test_a_reader_never_misses_an_event_that_commits_late_with_a_smaller_id(make
     assert late.position > last_position
     resumed = client.get(f"/api/v1/events?after={last_position}").json()["results"]
     assert [e["id"] for e in resumed] == [late.public_id]
+
+
+def test_a_replayed_create_answers_without_the_secret_and_no_record_holds_it(make_key):
+    """The secret is shown once (ADR 0042): the Idempotency-Key record stores `secret: null`, so a replay answers
+    the same endpoint without it and the database never holds the plaintext (found by a newcomer trial)."""
+    from apps.common.models import IdempotencyRecord
+
+    partner = PartnerFactory()
+    client = make_key(partner=partner, all_employers=True)
+    body = {"url": URL, "event_types": ["ledger.topup_posted"]}
+    first = client.post("/api/v1/webhook-endpoints", body, HTTP_IDEMPOTENCY_KEY="create-once")
+    again = client.post("/api/v1/webhook-endpoints", body, HTTP_IDEMPOTENCY_KEY="create-once")
+    assert first.status_code == again.status_code == 201
+    assert first.json()["secret"].startswith("whsec_")
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == {**first.json(), "secret": None}
+    assert WebhookEndpoint.objects.filter(partner=partner).count() == 1
+    stored = IdempotencyRecord.objects.get(key="create-once").response_body
+    assert "whsec_" not in stored
+    assert first.json()["secret"] not in stored

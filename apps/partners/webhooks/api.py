@@ -8,13 +8,13 @@ from typing import Any
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.filters import FilterSet, IdFilter
-from apps.common.idempotency import idempotent
+from apps.common.idempotency import idempotent, shown_once
 from apps.common.pagination import CursorPagination
 from apps.common.serializers import ModelSerializer, Serializer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
@@ -71,13 +71,17 @@ class WebhookEndpointSerializer(ModelSerializer):
 
 
 class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
-    secret = serializers.SerializerMethodField(help_text="`whsec_…` signing secret, shown only in this response.")
+    secret = serializers.SerializerMethodField(
+        help_text="`whsec_…` signing secret, shown only in this response; `null` when the response is an "
+        "Idempotency-Key replay (the secret is never stored in clear: rotate it if the first response was lost)."
+    )
 
     class Meta(WebhookEndpointSerializer.Meta):
         fields = (*WebhookEndpointSerializer.Meta.fields, "secret")
         read_only_fields: tuple[str, ...] = fields
 
-    def get_secret(self, obj: WebhookEndpoint) -> str:
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_secret(self, obj: WebhookEndpoint) -> str | None:
         return str(self.context["secret"])
 
 
@@ -168,7 +172,8 @@ class WebhookEndpointListCreateView(PartnerGenericAPIView):
             principal=principal_of(request), actor=actor_from_request(request), **data.validated_data
         )
         body = WebhookEndpointCreatedSerializer(endpoint, context={"secret": secret}).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        # Shown once: an Idempotency-Key replay answers the endpoint with `secret: null` (never stored in clear).
+        return shown_once(Response(body, status=status.HTTP_201_CREATED), "secret")
 
 
 class WebhookEndpointDetailView(PartnerGenericAPIView):
