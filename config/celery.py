@@ -13,7 +13,8 @@ from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-app = Celery("keel")
+# Keel's broker connection: quick reconnects after a broker outage (config/broker.py, ADR 0024).
+app = Celery("keel", amqp="config.broker:AMQP")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -141,3 +141,22 @@ def test_settings_select_the_keel_transport_for_a_redis_broker() -> None:
     with Connection("redis://127.0.0.1:1/0", transport="config.broker:Transport") as connection:
         assert type(connection.transport) is broker.Transport
         assert connection.transport.Channel is broker.Channel
+
+
+def test_celery_connections_retry_after_one_second_then_every_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's default waits grow to 30 s, so a worker noticed a returned broker up to ~16 s late; Keel's
+    Connection (Celery's `amqp` class) retries after 1 s, then every ≤ 2 s. Positional intervals still win."""
+    from config.celery import app
+
+    connection = app.connection_for_read()
+    assert isinstance(connection, broker.Connection)
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(connection, "_ensure_connection", lambda *args, **kwargs: seen.append(kwargs))
+    errback = print
+    connection.ensure_connection(errback, None, callback=None)  # what Celery's consumer calls
+    connection.ensure_connection(errback, None, 5, 5, 60)
+    assert seen == [
+        {"interval_start": 1, "interval_step": 1, "interval_max": broker.RECONNECT_INTERVAL_MAX, "callback": None},
+        {},
+    ]
+    assert broker.RECONNECT_INTERVAL_MAX == 2.0
