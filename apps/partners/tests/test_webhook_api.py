@@ -66,6 +66,7 @@ def test_endpoint_crud_and_the_secret_is_shown_once(make_key):
     patched = client.patch(f"/api/v1/webhook-endpoints/{body['id']}", {"event_types": ["ledger.low_balance"]})
     assert patched.status_code == 200
     assert patched.json()["event_types"] == ["ledger.low_balance"]
+    assert patched.json()["updated_at"] > body["updated_at"]  # a change stamps updated_at (queryset updates)
     disabled = client.patch(f"/api/v1/webhook-endpoints/{body['id']}", {"is_active": False}).json()
     assert (disabled["is_active"], disabled["disabled_reason"]) == (False, "disabled by the partner")
     assert client.patch(f"/api/v1/webhook-endpoints/{body['id']}", {"is_active": True}).json()["is_active"] is True

@@ -134,6 +134,8 @@ def webhook_endpoint_update(
         )
         before["is_active"], after["is_active"] = False, True
     if after:
+        # Queryset updates skip `auto_now`: stamp the change explicitly.
+        WebhookEndpoint.objects.filter(pk=locked.pk).update(updated_at=timezone.now())
         audit_record(
             actor=actor,
             action=PartnerAuditAction.WEBHOOK_ENDPOINT_UPDATED,
