@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 
 from apps.insurers.contracts import RejectionClass
-from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig, SandboxRosterControl, SandboxRosterMember
 
 __all__ = [
     "CallbackEvent",
@@ -25,6 +25,8 @@ __all__ = [
     "ResultFileStatus",
     "SandboxApplied",
     "SandboxConfig",
+    "SandboxRosterControl",
+    "SandboxRosterMember",
     "SubmissionState",
 ]
 

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.ledger",
     "apps.insurers",
     "apps.endorsements",
+    "apps.reconciliation",
     "apps.loan_applications",
     "apps.ops",
 ]

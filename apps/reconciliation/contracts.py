@@ -1,0 +1,23 @@
+"""Names other code uses to talk about reconciliation: audit actions, job names, errors (issue 12)."""
+
+from __future__ import annotations
+
+JOB_RECONCILIATION = "reconciliation.run"
+AUDIT_RUN_STARTED = "reconciliation.run_started"
+AUDIT_RUN_CANCEL_REQUESTED = "reconciliation.run_cancel_requested"
+AUDIT_DISCREPANCY_RESOLVED = "reconciliation.discrepancy_resolved"
+
+# A run's lock lives this long after its last refresh; a worker refreshes it after every page.
+LOCK_TTL_SECONDS = 120
+
+
+class RunOverlapError(Exception):
+    """Another live run holds the lock of an `(insurer, employer)` this run needs (SPEC §8: 409)."""
+
+    def __init__(self, *, running_run_id: int) -> None:
+        super().__init__(f"reconciliation run {running_run_id} is in progress for this scope")
+        self.running_run_id = running_run_id
+
+
+class RunLockLostError(Exception):
+    """This run's lock expired and another run took it over: stop without writing more."""
