@@ -132,7 +132,8 @@ def roster_misbehaviour(*, code: str, page: int) -> tuple[int, str] | None:
             control.save(update_fields=["throttled_pages"])
             seconds = control.retry_after_seconds
             if control.retry_after_http_date:
-                when = timezone.now() + timedelta(seconds=seconds)
+                # An HTTP date has whole seconds: round up, so that the client never waits less than asked.
+                when = (timezone.now() + timedelta(seconds=seconds + 1)).replace(microsecond=0)
                 return 429, format_datetime(when, usegmt=True)
             return 429, str(seconds)
     return None
