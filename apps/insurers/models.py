@@ -12,7 +12,13 @@ from django.db import models
 from django.db.models import Q
 
 from apps.insurers.contracts import RejectionClass
-from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig, SandboxRosterControl, SandboxRosterMember
+from apps.insurers.sandbox.models import (
+    SandboxApplied,
+    SandboxCharge,
+    SandboxConfig,
+    SandboxRosterControl,
+    SandboxRosterMember,
+)
 
 __all__ = [
     "CallbackEvent",
@@ -24,6 +30,7 @@ __all__ = [
     "ResultFile",
     "ResultFileStatus",
     "SandboxApplied",
+    "SandboxCharge",
     "SandboxConfig",
     "SandboxRosterControl",
     "SandboxRosterMember",

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 
 from apps.reconciliation.models import Discrepancy, DiscrepancyKind, DiscrepancySeverity, ReconciliationRun
-from apps.reconciliation.selectors import MemberRecord, PolicyScope, insurer_members, keel_members
+from apps.reconciliation.selectors import MemberRecord, PolicyScope, insurer_members, keel_charges, keel_members
 
 COMPARED_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
 FIELD_SEVERITY = {
@@ -128,4 +128,65 @@ def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
             matched_in_batch = 0
     _flush(batch)
     ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
+    return counts
+
+
+def _merge_by_id(
+    ours: Iterator[tuple[int, int]], theirs: Iterator[tuple[int, int]]
+) -> Iterator[tuple[int, int | None, int | None]]:
+    """Merge-join two `(endorsement_id, amount)` streams ordered by id: `(id, keel_amount, insurer_amount)`."""
+    k, i = next(ours, None), next(theirs, None)
+    while k is not None or i is not None:
+        if i is None or (k is not None and k[0] < i[0]):
+            assert k is not None
+            yield k[0], k[1], None
+            k = next(ours, None)
+        elif k is None or i[0] < k[0]:
+            yield i[0], None, i[1]
+            i = next(theirs, None)
+        else:
+            yield k[0], k[1], i[1]
+            k, i = next(ours, None), next(theirs, None)
+
+
+def policy_money_match(
+    *, run: ReconciliationRun, scope: PolicyScope, statement: Iterator[tuple[int, int]]
+) -> Counter[str]:
+    """Compare the insurer's statement of charges (`(endorsement_id, amount)`, paise, debit > 0, credit < 0,
+    in id order) with Keel's captures minus refunds per endorsement of the policy, and write a `Discrepancy`
+    per difference (key `charge:<endorsement id>`, once per run):
+
+    - Keel moved money for an endorsement the insurer never charged → `charge_missing`;
+    - both hold it with different amounts, or the insurer charged what Keel never captured → `amount_mismatch`
+      (a missing Keel side counts as 0).
+    Returns counts by kind. Endorsements with no money on either side are not compared.
+    """
+    counts: Counter[str] = Counter()
+    batch: list[Discrepancy] = []
+    for endorsement_id, keel, insurer in _merge_by_id(keel_charges(policy_id=scope.policy_id), statement):
+        if keel == insurer:
+            continue
+        if insurer is None:
+            if not keel:
+                continue
+            kind = DiscrepancyKind.CHARGE_MISSING
+        else:
+            kind = DiscrepancyKind.AMOUNT_MISMATCH
+        batch.append(
+            Discrepancy(
+                run=run,
+                employer_id=scope.employer_id,
+                policy_id=scope.policy_id,
+                endorsement_id=endorsement_id,
+                kind=kind,
+                severity=DiscrepancySeverity.HIGH,
+                keel_value=keel or 0,
+                insurer_value=insurer,
+                key=f"charge:{endorsement_id}",
+            )
+        )
+        counts[kind] += 1
+        if len(batch) >= BATCH:
+            _flush(batch)
+    _flush(batch)
     return counts

@@ -60,10 +60,10 @@ def _member(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fetch_page(
+def _fetch_json(
     *, session: requests.Session, url: str, params: dict[str, Any], policy: PullPolicy, sleep: Callable[[float], None]
-) -> RosterPage:
-    """One page, with bounded retries. Every wait goes through `sleep` (tests pass a fake clock)."""
+) -> dict[str, Any]:
+    """One page's JSON body, with bounded retries. Every wait goes through `sleep` (tests pass a fake clock)."""
     last_error = ""
     for attempt in range(1, policy.max_attempts + 1):
         retry_after: float | None = None
@@ -75,15 +75,13 @@ def _fetch_page(
             if response.status_code == 200:
                 try:
                     body = response.json()
-                    return RosterPage(
-                        members=[_member(m) for m in body["members"]],
-                        next_cursor=body.get("next_cursor") or None,
-                        page=int(body.get("page") or 0),
-                    )
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise RosterPullError(f"unreadable roster page: {exc}") from exc
+                except ValueError as exc:
+                    raise RosterPullError(f"unreadable page: {exc}") from exc
+                if not isinstance(body, dict):
+                    raise RosterPullError("unreadable page: not a JSON object")
+                return body
             if response.status_code not in TRANSIENT_STATUSES:
-                raise RosterPullError(f"roster refused: HTTP {response.status_code} {response.text[:300]}")
+                raise RosterPullError(f"insurer refused: HTTP {response.status_code} {response.text[:300]}")
             last_error = f"HTTP {response.status_code}"
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if attempt == policy.max_attempts:
@@ -95,10 +93,33 @@ def _fetch_page(
                 )
             wait = retry_after
         else:
-            # Full jitter: a simulation of load spreading, not security.
+            # Full jitter spreads the retries of many workers; not security.
             wait = random.uniform(0, min(policy.backoff_cap_seconds, policy.backoff_base_seconds * 2**attempt))  # noqa: S311
         sleep(wait)
-    raise RosterPullError(f"roster page failed after {policy.max_attempts} attempts: {last_error}")
+    raise RosterPullError(f"page failed after {policy.max_attempts} attempts: {last_error}")
+
+
+def _pages(
+    *,
+    url: str,
+    policy_number: str,
+    cursor: str,
+    page_size: int,
+    session: requests.Session | None,
+    sleep: Callable[[float], None],
+    policy: PullPolicy | None,
+) -> Iterator[dict[str, Any]]:
+    session = session or requests.Session()
+    policy = policy or PullPolicy()
+    while True:
+        params: dict[str, Any] = {"policy_number": policy_number, "limit": page_size}
+        if cursor:
+            params["cursor"] = cursor
+        body = _fetch_json(session=session, url=url, params=params, policy=policy, sleep=sleep)
+        yield body
+        cursor = body.get("next_cursor") or ""
+        if not cursor:
+            return
 
 
 def rest_roster_pages(
@@ -112,16 +133,51 @@ def rest_roster_pages(
     policy: PullPolicy | None = None,
 ) -> Iterator[RosterPage]:
     """Yield the roster of `policy_number` page by page from `cursor` (empty: the first page). The caller
-    records a page before pulling the next one, and keeps `page.next_cursor` to resume from."""
+    records a page before pulling the next one, and keeps `page.next_cursor` to resume from. Raises
+    `RosterPullError` when a page cannot be had."""
     url = endpoint.rstrip("/") + "/roster"
-    session = session or requests.Session()
-    policy = policy or PullPolicy()
-    while True:
-        params: dict[str, Any] = {"policy_number": policy_number, "limit": page_size}
-        if cursor:
-            params["cursor"] = cursor
-        page = _fetch_page(session=session, url=url, params=params, policy=policy, sleep=sleep)
-        yield page
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
+    for body in _pages(
+        url=url,
+        policy_number=policy_number,
+        cursor=cursor,
+        page_size=page_size,
+        session=session,
+        sleep=sleep,
+        policy=policy,
+    ):
+        try:
+            yield RosterPage(
+                members=[_member(m) for m in body["members"]],
+                next_cursor=body.get("next_cursor") or None,
+                page=int(body.get("page") or 0),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RosterPullError(f"unreadable roster page: {exc}") from exc
+
+
+def rest_statement_charges(
+    *,
+    endpoint: str,
+    policy_number: str,
+    page_size: int = 1000,
+    session: requests.Session | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    policy: PullPolicy | None = None,
+) -> Iterator[tuple[int, int]]:
+    """Yield the insurer's statement of charges of `policy_number` as `(endorsement_id, amount)` (paise, debit
+    > 0, credit < 0) in endorsement-id order, one page in memory at a time. Raises `RosterPullError`."""
+    url = endpoint.rstrip("/") + "/statement"
+    for body in _pages(
+        url=url,
+        policy_number=policy_number,
+        cursor="",
+        page_size=page_size,
+        session=session,
+        sleep=sleep,
+        policy=policy,
+    ):
+        try:
+            charges = [(int(c["endorsement_id"]), int(c["amount"])) for c in body["charges"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RosterPullError(f"unreadable statement page: {exc}") from exc
+        yield from charges

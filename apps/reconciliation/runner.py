@@ -14,9 +14,9 @@ import structlog
 from apps.audit.models import JobStatus
 from apps.audit.services import job_run_finish, job_run_start
 from apps.reconciliation.contracts import JOB_RECONCILIATION, RunLockLostError
-from apps.reconciliation.matching import policy_match
+from apps.reconciliation.matching import policy_match, policy_money_match
 from apps.reconciliation.models import ReconciliationRun, RunStatus
-from apps.reconciliation.pull import PullPolicy, RosterPullError, rest_roster_pages
+from apps.reconciliation.pull import PullPolicy, RosterPullError, rest_roster_pages, rest_statement_charges
 from apps.reconciliation.selectors import run_policies
 from apps.reconciliation.services import reconciliation_finish, reconciliation_lock_refresh, roster_page_record
 
@@ -61,7 +61,8 @@ def reconciliation_execute(
     1. Write the job-run start event (outside any transaction).
     2. For each policy in scope, in id order, from its resume cursor: before each page, stop CANCELLED if a
        cancel was requested; record the page (upsert, counters, lock refresh, cursor) in one transaction.
-    3. Match every policy (idempotent per run) and write the summary; end COMPLETED.
+    3. Match every policy's members, then its money against the insurer's statement (pulled the same way,
+       streamed); discrepancies are written once per run and key; write the summary; end COMPLETED.
     4. A pull error ends the run FAILED with the error kept; a lost lock (another run took over after this
        worker stalled) ends only the job-run event, leaving the run to whoever ended it.
     5. Write the job-run end event with status, counts and error.
@@ -111,6 +112,15 @@ def reconciliation_execute(
         ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
         for scope in policies:
             summary.update(policy_match(run=run, scope=scope))
+            statement = rest_statement_charges(
+                endpoint=run.insurer.endpoint,
+                policy_number=scope.policy_number,
+                page_size=page_size,
+                session=session,
+                sleep=sleep,
+                policy=pull_policy,
+            )
+            summary.update(policy_money_match(run=run, scope=scope, statement=statement))
             reconciliation_lock_refresh(run_id=run_id)
     except _Cancelled:
         status = RunStatus.CANCELLED

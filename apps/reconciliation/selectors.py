@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from django.db.models import QuerySet
+from django.db.models import Case, F, QuerySet, Sum, When
 
 from apps.employers.models import Coverage, CoverageStatus, Policy
+from apps.endorsements.models import Endorsement
+from apps.ledger.models import LedgerTransaction, TransactionKind
 from apps.reconciliation.models import InsurerRosterEntry, ReconciliationRun
 
 
@@ -80,6 +82,24 @@ def insurer_members(*, run_id: int, insurer_id: int, policy_id: int) -> Iterator
     )
     for row in rows.iterator(chunk_size=2000):
         yield MemberRecord(*row)
+
+
+def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
+    """Keel's net money per endorsement of a policy, `(endorsement_id, captures - refunds)` in paise, in
+    endorsement-id order (the insurer's statement is compared with it). A read-only aggregate over the ledger's
+    transactions; streamed in chunks."""
+    rows = (
+        LedgerTransaction.objects.filter(
+            kind__in=(TransactionKind.CAPTURE, TransactionKind.REFUND),
+            endorsement_id__in=Endorsement.objects.filter(policy_id=policy_id).values("pk"),
+        )
+        .values("endorsement_id")
+        .annotate(net=Sum(Case(When(kind=TransactionKind.CAPTURE, then=F("amount")), default=-F("amount"))))
+        .order_by("endorsement_id")
+        .values_list("endorsement_id", "net")
+    )
+    for endorsement_id, net in rows.iterator(chunk_size=2000):
+        yield int(endorsement_id), int(net or 0)
 
 
 def runs_visible_to(*, partner_id: int, employer_ids: list[int] | None) -> QuerySet[ReconciliationRun]:

@@ -14,6 +14,7 @@ from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig, SandboxMode
+from apps.insurers.sandbox.roster import charges_record
 
 
 class SandboxInputError(ValueError):
@@ -29,6 +30,8 @@ class SandboxItem:
     employee_code: str
     effective_date: date
     date_of_birth: date | None
+    # What the insurer debits (+) or credits (-) its CD account for this endorsement, paise (its statement).
+    charge: int = 0
 
 
 def sandbox_config_for(code: str) -> SandboxConfig:
@@ -56,11 +59,18 @@ def parse_items(raw_items: Any) -> list[SandboxItem]:
                     employee_code=str(member.get("employee_code") or ""),
                     effective_date=date.fromisoformat(raw["effective_date"]),
                     date_of_birth=date.fromisoformat(dob) if dob else None,
+                    charge=_charge(raw),
                 )
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SandboxInputError(f"endorsements[{index}] is not valid: {exc}") from exc
     return items
+
+
+def _charge(raw: dict[str, Any]) -> int:
+    amount = int(raw.get("premium_amount") or 0)
+    direction = raw.get("premium_direction")
+    return amount if direction == "debit" else -amount if direction == "credit" else 0
 
 
 def age_on(date_of_birth: date, on: date) -> int:
@@ -172,6 +182,11 @@ def sandbox_apply(*, config: SandboxConfig, items: Sequence[SandboxItem]) -> tup
         if new_confirmed:
             SandboxApplied.objects.filter(pk__in=new_confirmed).update(
                 insurer_reference=Concat(Value("SBX-"), Cast(F("id"), output_field=CharField()))
+            )
+            charges_record(
+                code=config.code,
+                items=distinct,
+                confirmed_keys={row[1] for row in rows if row[0] in set(new_confirmed)},
             )
         extra = [key for key, n in counts.items() if n > 1]
         for key in extra:

@@ -102,6 +102,26 @@ class SandboxRosterMember(models.Model):
         return f"{self.code}:{self.policy_number}:{self.employee_code}"
 
 
+class SandboxCharge(models.Model):
+    """The sandbox insurer's statement of charges (its CD-account view): what it debited (+) or credited (-)
+    for one endorsement it confirmed, in paise. Served by `GET /sandbox/<code>/statement`."""
+
+    code = models.SlugField(max_length=40)
+    policy_number = models.CharField(max_length=64)
+    endorsement_id = models.BigIntegerField()
+    amount = models.BigIntegerField(help_text="paise; debit > 0, credit < 0")
+
+    class Meta:
+        ordering = ("code", "policy_number", "endorsement_id")
+        verbose_name = "sandbox charge"
+        constraints = [
+            models.UniqueConstraint(fields=["code", "endorsement_id"], name="sandbox_charge_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code}:{self.endorsement_id} {self.amount}"
+
+
 class SandboxRosterControl(models.Model):
     """How the sandbox's roster API misbehaves, per insurer code (tests, demo):
 

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.insurers.sandbox.models import SandboxRosterControl, SandboxRosterMember
+from apps.insurers.sandbox.models import SandboxCharge, SandboxRosterControl, SandboxRosterMember
 
 MAX_PAGE_SIZE = 5000
 
@@ -160,4 +160,48 @@ def parse_member(raw: Mapping[str, Any]) -> dict[str, Any]:
         **raw,
         "date_of_birth": date.fromisoformat(raw["date_of_birth"]),
         "start_date": date.fromisoformat(raw["start_date"]),
+    }
+
+
+# --- The statement of charges (its CD-account view) ---------------------------------------------------------
+
+
+def charges_record(*, code: str, items: Iterable[Any], confirmed_keys: set[str]) -> None:
+    """Record the charge of every newly confirmed item with an endorsement id and a non-zero premium (inside
+    `sandbox_apply`'s transaction; a replayed key was confirmed before and records nothing)."""
+    rows = [
+        SandboxCharge(code=code, policy_number=i.policy_number, endorsement_id=i.endorsement_id, amount=i.charge)
+        for i in items
+        if i.idempotency_key in confirmed_keys and i.endorsement_id is not None and i.charge
+    ]
+    SandboxCharge.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+
+
+def sandbox_charge_change(*, code: str, endorsement_id: int, amount: int) -> int:
+    """Drift: the insurer charges a wrong amount (paise) for an endorsement. Returns rows changed."""
+    return SandboxCharge.objects.filter(code=code, endorsement_id=endorsement_id).update(amount=amount)
+
+
+def sandbox_charge_drop(*, code: str, endorsement_id: int) -> int:
+    """Drift: the insurer never charged an endorsement. Returns rows removed."""
+    deleted, _ = SandboxCharge.objects.filter(code=code, endorsement_id=endorsement_id).delete()
+    return deleted
+
+
+def statement_page(*, code: str, policy_number: str, cursor: str, limit: int) -> dict[str, Any]:
+    """One keyset page of the statement, `{"charges": [{endorsement_id, amount}], "page", "next_cursor"}`."""
+    after, page = roster_cursor_decode(cursor)
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    charges = list(
+        SandboxCharge.objects.filter(
+            code=code, policy_number=policy_number, endorsement_id__gt=int(after or 0)
+        ).order_by("endorsement_id")[: limit + 1]
+    )
+    has_more = len(charges) > limit
+    charges = charges[:limit]
+    next_cursor = roster_cursor_encode(after=str(charges[-1].endorsement_id), page=page + 1) if has_more else None
+    return {
+        "charges": [{"endorsement_id": c.endorsement_id, "amount": c.amount} for c in charges],
+        "page": page,
+        "next_cursor": next_cursor,
     }

@@ -87,8 +87,9 @@ def endorsement_single(request: HttpRequest, code: str) -> JsonResponse:
 @require_http_methods(["GET"])
 def roster_list(request: HttpRequest, code: str) -> JsonResponse:
     """`GET /sandbox/<code>/roster?policy_number=P[&cursor=C][&limit=N]` (ADR 0040): one keyset page of the
-    insurer's roster for a policy, `{"members", "page", "next_cursor"}`; 429 + `Retry-After` or 503 when the
-    roster controls say so."""
+    insurer's roster for a policy, `{"members", "page", "next_cursor"}`; `GET /sandbox/<code>/statement` (same
+    parameters): its statement of charges, `{"charges", "page", "next_cursor"}`. Both answer 429 +
+    `Retry-After` or 503 when the roster controls say so."""
     config, failure = _prelude(code)
     if failure is not None:
         return failure
@@ -109,7 +110,12 @@ def roster_list(request: HttpRequest, code: str) -> JsonResponse:
         )
         response["Retry-After"] = retry_after
         return response
-    return JsonResponse(roster.roster_page(code=config.code, policy_number=policy_number, cursor=cursor, limit=limit))
+    page_of = (
+        roster.statement_page
+        if request.resolver_match and request.resolver_match.url_name == "statement"
+        else roster.roster_page
+    )
+    return JsonResponse(page_of(code=config.code, policy_number=policy_number, cursor=cursor, limit=limit))
 
 
 @csrf_exempt

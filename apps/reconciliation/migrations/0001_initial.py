@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('employers', '0003_insurer_moved_to_insurers'),
-        ('insurers', '0005_sandbox_roster'),
+        ('insurers', '0004_result_files'),
         ('partners', '0003_webhook_delivery_order_index'),
     ]
 
