@@ -57,6 +57,9 @@ class ReconciliationRun(models.Model):
         help_text="empty: every employer with a policy at this insurer (operators only)",
     )
     policy = models.ForeignKey("employers.Policy", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # Every employer the run covers (its locks), fixed at start: the one named, the key's employers at this
+    # insurer, or (operators) every employer with a policy there.
+    employer_ids = models.JSONField(default=list, blank=True)
     # The partner whose key started the run (empty for the admin, the command and beat).
     partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     requested_by = models.CharField(max_length=120)

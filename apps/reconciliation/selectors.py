@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from django.db.models import Case, F, QuerySet, Sum, When
+from django.db.models import Case, F, Sum, When
+from django.http import Http404
 
 from apps.employers.models import Coverage, CoverageStatus, Policy
+from apps.employers.selectors import employers_visible_to
 from apps.endorsements.models import Endorsement
 from apps.ledger.models import LedgerTransaction, TransactionKind
-from apps.reconciliation.models import InsurerRosterEntry, ReconciliationRun
+from apps.partners.contracts import Principal
+from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, ReconciliationRun
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,7 @@ def scope_employer_ids(*, insurer_id: int, employer_id: int | None) -> list[int]
 
 def run_policies(run: ReconciliationRun) -> list[PolicyScope]:
     """The policies a run pulls and matches, in id order (a resumed run walks them in the same order)."""
-    qs = Policy.objects.filter(insurer_id=run.insurer_id)
-    if run.employer_id is not None:
-        qs = qs.filter(employer_id=run.employer_id)
+    qs = Policy.objects.filter(insurer_id=run.insurer_id, employer_id__in=run.employer_ids)
     if run.policy_id is not None:
         qs = qs.filter(pk=run.policy_id)
     return [
@@ -90,6 +91,7 @@ def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
     transactions; streamed in chunks."""
     rows = (
         LedgerTransaction.objects.filter(
+            endorsement_id__isnull=False,
             kind__in=(TransactionKind.CAPTURE, TransactionKind.REFUND),
             endorsement_id__in=Endorsement.objects.filter(policy_id=policy_id).values("pk"),
         )
@@ -99,12 +101,49 @@ def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
         .values_list("endorsement_id", "net")
     )
     for endorsement_id, net in rows.iterator(chunk_size=2000):
-        yield int(endorsement_id), int(net or 0)
+        if endorsement_id is not None:  # the filter excludes NULL; this narrows the type
+            yield endorsement_id, int(net or 0)
 
 
-def runs_visible_to(*, partner_id: int, employer_ids: list[int] | None) -> QuerySet[ReconciliationRun]:
-    """Runs a partner's key may see: runs of its employers (`employer_ids` None: all of the partner's)."""
-    qs = ReconciliationRun.objects.filter(employer__partner_id=partner_id)
-    if employer_ids is not None:
-        qs = qs.filter(employer_id__in=employer_ids)
-    return qs
+def scope_employer_ids_for_key(*, principal: Principal, insurer_id: int, employer_id: int | None) -> list[int]:
+    """The employers a key's run covers: the one named (already checked visible), else every employer the key
+    may act for with a policy at the insurer."""
+    if employer_id is not None:
+        return [employer_id]
+    visible = employers_visible_to(principal).values("pk")
+    return sorted(
+        set(Policy.objects.filter(insurer_id=insurer_id, employer_id__in=visible).values_list("employer_id", flat=True))
+    )
+
+
+def run_visible_to(principal: Principal, run: ReconciliationRun) -> bool:
+    """A key sees a run only if every employer it covers is one the key may act for (so an operator's run
+    over several partners is never shown to a partner)."""
+    if not run.employer_ids:
+        return False
+    visible = set(employers_visible_to(principal).filter(pk__in=run.employer_ids).values_list("pk", flat=True))
+    return visible == set(run.employer_ids)
+
+
+def run_get_for(principal: Principal, run_id: int | str) -> ReconciliationRun:
+    """The run if this key may see it; `Http404` otherwise (SPEC §2: never 403)."""
+    try:
+        pk = int(run_id)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    run = ReconciliationRun.objects.select_related("insurer").filter(pk=pk).first()
+    if run is None or not run_visible_to(principal, run):
+        raise Http404
+    return run
+
+
+def discrepancy_get_for(principal: Principal, discrepancy_id: int | str) -> Discrepancy:
+    """The discrepancy if this key may see its run; `Http404` otherwise."""
+    try:
+        pk = int(discrepancy_id)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    discrepancy = Discrepancy.objects.select_related("run").filter(pk=pk).first()
+    if discrepancy is None or not run_visible_to(principal, discrepancy.run):
+        raise Http404
+    return discrepancy

@@ -86,15 +86,19 @@ def reconciliation_start(
     """Create a RUNNING run for `insurer_id` over `employer_ids` (the employers it covers; `employer_id` is the
     one the caller named, None for an all-employers operator run) and take their locks.
 
-    Raises `RunOverlapError` (nothing written) when a live run holds the lock of any of those employers.
+    Raises `RunOverlapError` (nothing written) when a live run holds the lock of any of those employers, and
+    `ValueError` when `employer_ids` is empty (nothing to reconcile).
     Runs whose lock was taken over (their worker died) are ended FAILED.
     """
+    if not employer_ids:
+        raise ValueError("a run covers at least one employer")
     now = timezone.now()
     run = ReconciliationRun.objects.create(
         insurer_id=insurer_id,
         employer_id=employer_id,
         policy_id=policy_id,
         partner_id=partner_id,
+        employer_ids=sorted(set(employer_ids)),
         requested_by=actor.display[:120],
         started_at=now,
     )
