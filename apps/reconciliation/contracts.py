@@ -21,3 +21,19 @@ class RunOverlapError(Exception):
 
 class RunLockLostError(Exception):
     """This run's lock expired and another run took it over: stop without writing more."""
+
+
+class ResolutionAction:
+    """Actions of `POST /discrepancies/{id}/resolve` available so far (ADR 0040). Every kind takes `ignore`;
+    money kinds take `flag_for_finance` (an operator task, no automatic ledger change)."""
+
+    IGNORE = "ignore"
+    FLAG_FOR_FINANCE = "flag_for_finance"
+
+
+RESOLUTION_ACTIONS = (ResolutionAction.IGNORE, ResolutionAction.FLAG_FOR_FINANCE)
+MONEY_KINDS = frozenset({"amount_mismatch", "charge_missing"})
+
+
+class ResolutionNotAllowedError(Exception):
+    """The action does not apply to this kind of discrepancy."""

@@ -17,13 +17,19 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.reconciliation.contracts import (
+    AUDIT_DISCREPANCY_RESOLVED,
     AUDIT_RUN_CANCEL_REQUESTED,
     AUDIT_RUN_STARTED,
     LOCK_TTL_SECONDS,
+    MONEY_KINDS,
+    ResolutionAction,
+    ResolutionNotAllowedError,
     RunLockLostError,
     RunOverlapError,
 )
 from apps.reconciliation.models import (
+    Discrepancy,
+    DiscrepancyStatus,
     InsurerRosterChange,
     InsurerRosterEntry,
     ReconciliationLock,
@@ -260,3 +266,51 @@ def reconciliation_cancel(*, run: ReconciliationRun, actor: Actor) -> Reconcilia
         )
     run.refresh_from_db()
     return run
+
+
+@transaction.atomic
+def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor) -> Discrepancy:
+    """Resolve an open discrepancy once, audited in the same transaction (ADR 0040).
+
+    1. Lock the row; if it is no longer open, return it unchanged: resolving twice is a no-op returning the
+       first resolution (whatever the second request asked).
+    2. `ignore` (any kind) → IGNORED; `flag_for_finance` (money kinds only) → RESOLVED with an operator task
+       recorded in `resolution_result` — no ledger change.
+    Raises `ResolutionNotAllowedError` for an action the kind does not take (nothing written).
+    """
+    discrepancy = Discrepancy.objects.select_for_update().get(pk=discrepancy_id)
+    if discrepancy.status != DiscrepancyStatus.OPEN:
+        return discrepancy
+    result: dict[str, Any]
+    if action == ResolutionAction.IGNORE:
+        status, result = DiscrepancyStatus.IGNORED, {"ignored": True}
+    elif action == ResolutionAction.FLAG_FOR_FINANCE and discrepancy.kind in MONEY_KINDS:
+        status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
+    else:
+        raise ResolutionNotAllowedError(f"`{action}` does not apply to a {discrepancy.kind} discrepancy")
+    discrepancy.status = status
+    discrepancy.resolution_action = action
+    discrepancy.resolution_note = note
+    discrepancy.resolution_result = result
+    discrepancy.resolved_by = actor.display[:120]
+    discrepancy.resolved_at = timezone.now()
+    discrepancy.save(
+        update_fields=[
+            "status",
+            "resolution_action",
+            "resolution_note",
+            "resolution_result",
+            "resolved_by",
+            "resolved_at",
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action=AUDIT_DISCREPANCY_RESOLVED,
+        object_type="reconciliation_discrepancy",
+        object_id=discrepancy.pk,
+        employer_id=discrepancy.employer_id,
+        before={"status": DiscrepancyStatus.OPEN},
+        after={"status": status, "resolution_action": action, "resolution_note": note},
+    )
+    return discrepancy

@@ -251,6 +251,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "endorsements"},
     },
+    "reconciliation-nightly": {
+        "task": "reconciliation.nightly",
+        "schedule": crontab(hour=20, minute=30),  # 02:00 IST
+        "options": {"queue": "reconciliation"},
+    },
 }
 
 # --- Outbox -----------------------------------------------------------------------------------------
