@@ -65,7 +65,8 @@ def reconciliation_execute(
        streamed); discrepancies are written once per run and key; write the summary; end COMPLETED.
     4. A pull error ends the run FAILED with the error kept; a lost lock (another run took over after this
        worker stalled) ends only the job-run event, leaving the run to whoever ended it.
-    5. Write the job-run end event with status, counts and error.
+    5. End the run (with one `reconciliation.completed` partner event per employer, its own figures) and
+       write the job-run end event with status, counts and error.
     """
     run = ReconciliationRun.objects.select_related("insurer").get(pk=run_id)
     if run.status != RunStatus.RUNNING:
@@ -82,6 +83,7 @@ def reconciliation_execute(
     policies = run_policies(run)
     ReconciliationRun.objects.filter(pk=run_id).update(policies_total=len(policies))
     status, error, summary = RunStatus.COMPLETED, "", Counter[str]()
+    by_employer: dict[int, Counter[str]] = {}
     try:
         for scope in policies:
             key = str(scope.policy_id)
@@ -111,7 +113,7 @@ def reconciliation_execute(
         reconciliation_lock_refresh(run_id=run_id)
         ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
         for scope in policies:
-            summary.update(policy_match(run=run, scope=scope))
+            counts = policy_match(run=run, scope=scope)
             statement = rest_statement_charges(
                 endpoint=run.insurer.endpoint,
                 policy_number=scope.policy_number,
@@ -120,7 +122,9 @@ def reconciliation_execute(
                 sleep=sleep,
                 policy=pull_policy,
             )
-            summary.update(policy_money_match(run=run, scope=scope, statement=statement))
+            counts.update(policy_money_match(run=run, scope=scope, statement=statement))
+            summary.update(counts)
+            by_employer.setdefault(scope.employer_id, Counter()).update(counts)
             reconciliation_lock_refresh(run_id=run_id)
     except _Cancelled:
         status = RunStatus.CANCELLED
@@ -134,7 +138,7 @@ def reconciliation_execute(
         reconciliation_finish(run_id=run_id, status=RunStatus.FAILED, summary=_counts(run_id), error=repr(exc))
         job_run_finish(job, status=JobStatus.FAILED, counts=_counts(run_id), error=repr(exc))
         raise
-    counts = _counts(run_id, summary)
-    reconciliation_finish(run_id=run_id, status=status, summary=counts, error=error)
-    job_run_finish(job, status=_JOB_STATUS[status], counts=counts, error=error)
+    totals = _counts(run_id, summary)
+    reconciliation_finish(run_id=run_id, status=status, summary=totals, error=error, employer_counts=by_employer)
+    job_run_finish(job, status=_JOB_STATUS[status], counts=totals, error=error)
     return ReconciliationRun.objects.get(pk=run_id)

@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
+from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.events import partner_events_record
 from apps.reconciliation.contracts import (
     AUDIT_DISCREPANCY_RESOLVED,
     AUDIT_RUN_CANCEL_REQUESTED,
@@ -29,6 +31,7 @@ from apps.reconciliation.contracts import (
 )
 from apps.reconciliation.models import (
     Discrepancy,
+    DiscrepancyKind,
     DiscrepancyStatus,
     InsurerRosterChange,
     InsurerRosterEntry,
@@ -235,18 +238,63 @@ def roster_page_record(
     return newly_seen
 
 
+def _partner_summary(counts: Mapping[str, int]) -> dict[str, int]:
+    """The figures of the `reconciliation.completed` contract (apps/partners/webhooks/contracts.py)."""
+    return {
+        "matched": int(counts.get("matched", 0)),
+        "missing_at_insurer": int(counts.get(DiscrepancyKind.MISSING_AT_INSURER, 0)),
+        "missing_internally": int(counts.get(DiscrepancyKind.MISSING_INTERNALLY, 0)),
+        "field_mismatches": int(counts.get(DiscrepancyKind.FIELD_MISMATCH, 0)),
+        "money_mismatches": int(counts.get(DiscrepancyKind.AMOUNT_MISMATCH, 0))
+        + int(counts.get(DiscrepancyKind.CHARGE_MISSING, 0)),
+    }
+
+
 def reconciliation_finish(
-    *, run_id: int, status: str, summary: Mapping[str, Any] | None = None, error: str = ""
+    *,
+    run_id: int,
+    status: str,
+    summary: Mapping[str, Any] | None = None,
+    error: str = "",
+    employer_counts: Mapping[int, Mapping[str, int]] | None = None,
 ) -> bool:
-    """End a RUNNING run with `status` (COMPLETED, FAILED, CANCELLED) and release its locks. Returns False if
-    the run had already ended (another worker or a takeover got there first)."""
+    """End a RUNNING run with `status` (COMPLETED, FAILED, CANCELLED), release its locks and, in the same
+    transaction, record one `reconciliation.completed` partner event per employer the run covered, carrying
+    only that employer's figures (`employer_counts`: counts by kind plus `matched`, per employer id; an employer
+    without counts reports zeros). Returns False, writing nothing, if the run had already ended (another
+    worker or a takeover got there first)."""
     with transaction.atomic():
-        values: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error[:2000]}
+        now = timezone.now()
+        values: dict[str, Any] = {"status": status, "finished_at": now, "error": error[:2000]}
         if summary is not None:
             values["summary"] = dict(summary)
         updated = ReconciliationRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(**values)
         ReconciliationLock.objects.filter(run_id=run_id).delete()
-    return updated == 1
+        if updated != 1:
+            return False
+        run = ReconciliationRun.objects.select_related("insurer").get(pk=run_id)
+        partner_events_record(
+            [
+                EventDraft(
+                    type=EventType.RECONCILIATION_COMPLETED,
+                    partner_id=None,
+                    employer_id=employer_id,
+                    object_type="reconciliation",
+                    object_id=str(run.pk),
+                    data={
+                        "id": run.pk,
+                        "insurer": run.insurer.code,
+                        "employer": employer_id,
+                        "status": status,
+                        "summary": _partner_summary((employer_counts or {}).get(employer_id, {})),
+                        "started_at": run.started_at.isoformat() if run.started_at else None,
+                        "finished_at": now.isoformat(),
+                    },
+                )
+                for employer_id in run.employer_ids
+            ]
+        )
+    return True
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ import time_machine
 from django.utils import timezone
 
 from apps.audit.models import JobRunEvent
+from apps.endorsements.tests.factories import PolicyFactory
 from apps.insurers.sandbox.roster import sandbox_roster_change, sandbox_roster_control, sandbox_roster_drop
 from apps.reconciliation.contracts import LOCK_TTL_SECONDS
 from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, ReconciliationRun, RunStatus
@@ -194,3 +195,37 @@ def test_killed_worker_lock_expires_and_a_new_run_proceeds(sandbox, covered_poli
     dead.refresh_from_db()
     assert dead.status == RunStatus.FAILED
     assert (done.status, done.rows_pulled, done.rows_matched) == (RunStatus.COMPLETED, 4, 4)
+
+
+def test_operator_run_sends_each_partner_only_its_own_figures(sandbox, covered_policy, start_run, fake_clock) -> None:
+    from apps.partners.webhooks.models import Event
+
+    first = covered_policy(3)
+    second = PolicyFactory(insurer=first.insurer)
+    covered_policy(2, policy=second)
+    sandbox_roster_drop(code=SANDBOX, policy_number=second.policy_number, employee_code="E00000")
+    run = start_run(first, employer_id=None)
+
+    done = reconciliation_execute(run_id=run.pk, page_size=2, sleep=fake_clock)
+
+    assert done.status == RunStatus.COMPLETED
+    assert sorted(done.employer_ids) == sorted([first.employer_id, second.employer_id])
+    events = {e.employer_id: e for e in Event.objects.filter(type="reconciliation.completed")}
+    assert {e.partner_id for e in events.values()} == {first.employer.partner_id, second.employer.partner_id}
+    assert events[first.employer_id].data["summary"] == {
+        "matched": 3,
+        "missing_at_insurer": 0,
+        "missing_internally": 0,
+        "field_mismatches": 0,
+        "money_mismatches": 0,
+    }
+    assert events[second.employer_id].data["summary"] == {
+        "matched": 1,
+        "missing_at_insurer": 1,
+        "missing_internally": 0,
+        "field_mismatches": 0,
+        "money_mismatches": 0,
+    }
+    assert {(e.data["id"], e.data["status"], e.data["insurer"]) for e in events.values()} == {
+        (run.pk, "COMPLETED", "sandbox-rest")
+    }
