@@ -55,8 +55,10 @@ def reconciliation_execute(
     session: requests.Session | None = None,
     sleep: Callable[[float], None] = time.sleep,
     pull_policy: PullPolicy | None = None,
+    on_page: Callable[[str, int], None] | None = None,
 ) -> ReconciliationRun:
-    """Run (or resume) `run_id` to its end and return it.
+    """Run (or resume) `run_id` to its end and return it. `on_page(policy_number, rows newly seen)` is called
+    after each recorded page (the `reconcile --wait` command prints progress with it).
 
     1. Write the job-run start event (outside any transaction).
     2. For each policy in scope, in id order, from its resume cursor: before each page, stop CANCELLED if a
@@ -101,13 +103,15 @@ def reconciliation_execute(
             for page in pages:
                 if _cancel_requested(run_id):
                     raise _Cancelled
-                roster_page_record(
+                seen = roster_page_record(
                     run_id=run_id,
                     insurer_id=run.insurer_id,
                     policy_id=scope.policy_id,
                     members=page.members,
                     next_cursor=page.next_cursor,
                 )
+                if on_page is not None:
+                    on_page(scope.policy_number, seen)
         if _cancel_requested(run_id):
             raise _Cancelled
         reconciliation_lock_refresh(run_id=run_id)

@@ -229,3 +229,22 @@ def test_operator_run_sends_each_partner_only_its_own_figures(sandbox, covered_p
     assert {(e.data["id"], e.data["status"], e.data["insurer"]) for e in events.values()} == {
         (run.pk, "COMPLETED", "sandbox-rest")
     }
+
+
+def test_reconcile_command_waits_and_prints_progress_and_summary(sandbox, covered_policy) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    policy = covered_policy(3)
+    sandbox_roster_drop(code=SANDBOX, policy_number=policy.policy_number, employee_code="E00002")
+    out = io.StringIO()
+
+    call_command("reconcile", "--insurer", "sandbox-rest", "--employer", str(policy.employer_id), "--wait", stdout=out)
+
+    text = out.getvalue()
+    run = ReconciliationRun.objects.get()
+    assert f"run {run.pk} COMPLETED" in text
+    assert "page 1: policy" in text
+    assert "  missing_at_insurer: 1" in text
+    assert "  matched: 2" in text
