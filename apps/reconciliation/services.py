@@ -362,3 +362,19 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
         after={"status": status, "resolution_action": action, "resolution_note": note},
     )
     return discrepancy
+
+
+ROSTER_HISTORY_DAYS = 400
+
+
+def roster_history_purge(*, batch: int = 5000) -> int:
+    """Delete roster changes older than `ROSTER_HISTORY_DAYS` (issue 12: kept 400 days), `batch` rows per
+    statement so a large backlog never holds one long lock. Returns the number deleted."""
+    cutoff = timezone.now() - timedelta(days=ROSTER_HISTORY_DAYS)
+    total = 0
+    while True:
+        ids = list(InsurerRosterChange.objects.filter(changed_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return total
+        deleted, _ = InsurerRosterChange.objects.filter(pk__in=ids).delete()
+        total += deleted

@@ -11,7 +11,7 @@ from apps.insurers.models import Insurer, InsurerProtocol
 from apps.reconciliation.contracts import RunOverlapError
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.selectors import scope_employer_ids
-from apps.reconciliation.services import reconciliation_start
+from apps.reconciliation.services import reconciliation_start, roster_history_purge
 
 log = structlog.get_logger(__name__)
 
@@ -58,3 +58,9 @@ def reconciliation_nightly() -> dict[str, int | str]:
             continue
         started[insurer.code] = run.pk
     return started
+
+
+@shared_task(name="reconciliation.history_purge", ignore_result=True)
+def reconciliation_history_purge() -> int:
+    """Beat, daily: drop insurer-roster changes past their 400 days."""
+    return roster_history_purge()

@@ -256,6 +256,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=20, minute=30),  # 02:00 IST
         "options": {"queue": "reconciliation"},
     },
+    "reconciliation-history-purge": {
+        "task": "reconciliation.history_purge",
+        "schedule": crontab(hour=22, minute=0),
+        "options": {"queue": "reconciliation"},
+    },
 }
 
 # --- Outbox -----------------------------------------------------------------------------------------
