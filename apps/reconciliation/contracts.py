@@ -24,15 +24,32 @@ class RunLockLostError(Exception):
 
 
 class ResolutionAction:
-    """Actions of `POST /discrepancies/{id}/resolve` available so far (ADR 0040). Every kind takes `ignore`;
-    money kinds take `flag_for_finance` (an operator task, no automatic ledger change)."""
+    """Actions of `POST /discrepancies/{id}/resolve` (ADR 0040). Keel's data is the source of truth unless the
+    operator decides otherwise; `create_*` go through the normal public intake (validation, pricing, holds)."""
 
     IGNORE = "ignore"
     FLAG_FOR_FINANCE = "flag_for_finance"
+    CREATE_ADDITION = "create_addition"
+    CREATE_DELETION = "create_deletion"
+    CREATE_CORRECTION = "create_correction"
 
 
-RESOLUTION_ACTIONS = (ResolutionAction.IGNORE, ResolutionAction.FLAG_FOR_FINANCE)
+RESOLUTION_ACTIONS = (
+    ResolutionAction.IGNORE,
+    ResolutionAction.FLAG_FOR_FINANCE,
+    ResolutionAction.CREATE_ADDITION,
+    ResolutionAction.CREATE_DELETION,
+    ResolutionAction.CREATE_CORRECTION,
+)
 MONEY_KINDS = frozenset({"amount_mismatch", "charge_missing"})
+# The actions each kind takes besides `ignore`.
+ACTIONS_OF_KIND = {
+    "missing_at_insurer": frozenset({ResolutionAction.CREATE_DELETION}),
+    "missing_internally": frozenset({ResolutionAction.CREATE_ADDITION}),
+    "field_mismatch": frozenset({ResolutionAction.CREATE_CORRECTION}),
+    "amount_mismatch": frozenset({ResolutionAction.FLAG_FOR_FINANCE}),
+    "charge_missing": frozenset({ResolutionAction.FLAG_FOR_FINANCE}),
+}
 
 
 class ResolutionNotAllowedError(Exception):

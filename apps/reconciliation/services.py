@@ -16,14 +16,17 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
+from apps.common.errors import DomainValidationError
+from apps.endorsements import services as endorsement_services
+from apps.endorsements.parsing import CORRECTABLE_FIELDS, ParseErrors, draft_from_request
 from apps.partners.webhooks.contracts import EventDraft, EventType
 from apps.partners.webhooks.events import partner_events_record
 from apps.reconciliation.contracts import (
+    ACTIONS_OF_KIND,
     AUDIT_DISCREPANCY_RESOLVED,
     AUDIT_RUN_CANCEL_REQUESTED,
     AUDIT_RUN_STARTED,
     LOCK_TTL_SECONDS,
-    MONEY_KINDS,
     ResolutionAction,
     ResolutionNotAllowedError,
     RunLockLostError,
@@ -316,26 +319,91 @@ def reconciliation_cancel(*, run: ReconciliationRun, actor: Actor) -> Reconcilia
     return run
 
 
+def _rupees(paise: int) -> str:
+    return f"{paise // 100}.{paise % 100:02d}"
+
+
+def _intake_body(discrepancy: Discrepancy, action: str, gender: str) -> dict[str, Any]:
+    """The intake request (SPEC §7 shape) that resolves `discrepancy` with `action`."""
+    today = timezone.localdate().isoformat()
+    if action == ResolutionAction.CREATE_DELETION:
+        return {"type": "deletion", "employee_code": discrepancy.employee_code, "effective_date": today}
+    if action == ResolutionAction.CREATE_CORRECTION:
+        value = discrepancy.insurer_value
+        if discrepancy.field not in CORRECTABLE_FIELDS:
+            raise ResolutionNotAllowedError(f"`{discrepancy.field}` cannot be corrected through an endorsement")
+        change = _rupees(int(value or 0)) if discrepancy.field == "sum_insured" else value
+        return {
+            "type": "correction",
+            "employee_code": discrepancy.employee_code,
+            "effective_date": today,
+            "changes": {discrepancy.field: change},
+        }
+    member = dict(discrepancy.insurer_value or {})
+    if not gender:
+        raise ResolutionNotAllowedError("`create_addition` needs the member's `gender` (the insurer does not send it)")
+    return {
+        "type": "addition",
+        "effective_date": member.get("start_date") or today,
+        "sum_insured": _rupees(int(member["sum_insured"])),
+        "employee": {
+            "employee_code": discrepancy.employee_code,
+            "first_name": member.get("first_name") or "",
+            "last_name": member.get("last_name") or "",
+            "date_of_birth": member.get("date_of_birth"),
+            "gender": gender,
+        },
+    }
+
+
+def _intake(discrepancy: Discrepancy, action: str, gender: str, actor: Actor) -> dict[str, Any]:
+    """Submit the resolving endorsement through the public intake (validation, pricing, holds follow in the
+    pipeline); its refusals surface as they do on `POST /endorsements` (422, 409 duplicate)."""
+    try:
+        draft = draft_from_request(_intake_body(discrepancy, action, gender))
+    except ParseErrors as exc:
+        grouped: dict[str, list[str]] = {}
+        for field, message in exc.errors:
+            grouped.setdefault(field, []).append(message)
+        raise DomainValidationError(grouped) from exc
+    endorsement = endorsement_services.endorsement_submit(
+        employer=discrepancy.employer,
+        policy=discrepancy.policy,
+        draft=draft,
+        partner_id=discrepancy.employer.partner_id,
+        actor=actor,
+    )
+    return {"endorsement_id": endorsement.pk}
+
+
 @transaction.atomic
-def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor) -> Discrepancy:
+def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor, gender: str = "") -> Discrepancy:
     """Resolve an open discrepancy once, audited in the same transaction (ADR 0040).
 
     1. Lock the row; if it is no longer open, return it unchanged: resolving twice is a no-op returning the
        first resolution (whatever the second request asked).
-    2. `ignore` (any kind) → IGNORED; `flag_for_finance` (money kinds only) → RESOLVED with an operator task
-       recorded in `resolution_result` — no ledger change.
-    Raises `ResolutionNotAllowedError` for an action the kind does not take (nothing written).
+    2. `ignore` (any kind) → IGNORED. `flag_for_finance` (money kinds) → RESOLVED with an operator task in
+       `resolution_result`, no ledger change. `create_deletion` (missing_at_insurer: end Keel's cover),
+       `create_addition` (missing_internally: from the insurer's record, with `gender`, which insurers do not
+       send) and `create_correction` (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
+       endorsement's id, submitted through the endorsements intake in this transaction.
+    Raises `ResolutionNotAllowedError` for an action the kind does not take, and the intake's own
+    `DomainValidationError` / `Conflict`; nothing is written then.
     """
-    discrepancy = Discrepancy.objects.select_for_update().get(pk=discrepancy_id)
+    discrepancy = (
+        Discrepancy.objects.select_for_update(of=("self",)).select_related("employer", "policy").get(pk=discrepancy_id)
+    )
     if discrepancy.status != DiscrepancyStatus.OPEN:
         return discrepancy
     result: dict[str, Any]
     if action == ResolutionAction.IGNORE:
         status, result = DiscrepancyStatus.IGNORED, {"ignored": True}
-    elif action == ResolutionAction.FLAG_FOR_FINANCE and discrepancy.kind in MONEY_KINDS:
+    elif action not in ACTIONS_OF_KIND.get(discrepancy.kind, frozenset()):
+        raise ResolutionNotAllowedError(f"`{action}` does not apply to a {discrepancy.kind} discrepancy")
+    elif action == ResolutionAction.FLAG_FOR_FINANCE:
         status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
     else:
-        raise ResolutionNotAllowedError(f"`{action}` does not apply to a {discrepancy.kind} discrepancy")
+        status, result = DiscrepancyStatus.RESOLVED, _intake(discrepancy, action, gender, actor)
     discrepancy.status = status
     discrepancy.resolution_action = action
     discrepancy.resolution_note = note
@@ -359,7 +427,7 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
         object_id=discrepancy.pk,
         employer_id=discrepancy.employer_id,
         before={"status": DiscrepancyStatus.OPEN},
-        after={"status": status, "resolution_action": action, "resolution_note": note},
+        after={"status": status, "resolution_action": action, "resolution_note": note, **result},
     )
     return discrepancy
 

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.serializers import Serializer
+from apps.employers.models import Gender
 from apps.reconciliation.contracts import RESOLUTION_ACTIONS
 from apps.reconciliation.models import (
     DiscrepancyKind,
@@ -85,3 +86,6 @@ class DiscrepancySerializer(Serializer):
 class DiscrepancyResolveInputSerializer(Serializer):
     action = serializers.ChoiceField(choices=[(a, a) for a in RESOLUTION_ACTIONS])
     note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    gender = serializers.ChoiceField(
+        choices=Gender.choices, required=False, help_text="create_addition only: the insurer does not send it"
+    )

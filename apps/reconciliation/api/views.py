@@ -151,6 +151,7 @@ class DiscrepancyResolveView(PartnerGenericAPIView):
                 discrepancy_id=discrepancy.pk,
                 action=body.validated_data["action"],
                 note=body.validated_data["note"],
+                gender=body.validated_data.get("gender", ""),
                 actor=actor_from_request(request),
             )
         except ResolutionNotAllowedError as exc:
