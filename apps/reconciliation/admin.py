@@ -9,6 +9,7 @@ from django.http import HttpRequest
 
 from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin
+from apps.common.errors import Conflict, DomainValidationError
 from apps.reconciliation.contracts import ResolutionAction, ResolutionNotAllowedError
 from apps.reconciliation.models import Discrepancy, InsurerRosterChange, ReconciliationRun
 from apps.reconciliation.services import discrepancy_resolve, reconciliation_cancel
@@ -68,7 +69,7 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
     list_filter = ("status", "kind", "severity", "run__insurer")
     search_fields = ("=run__id", "employee_code", "=endorsement_id")
     date_hierarchy = "created_at"
-    actions = ("ignore", "flag_for_finance")
+    actions = ("ignore", "flag_for_finance", "resend", "create_deletion", "create_correction")
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet[Discrepancy], action: str) -> None:
         actor = _operator(request)
@@ -79,6 +80,8 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
                 done += 1
             except ResolutionNotAllowedError as exc:
                 refused.append(f"{discrepancy.pk}: {exc}")
+            except (DomainValidationError, Conflict) as exc:
+                refused.append(f"{discrepancy.pk}: {getattr(exc, 'errors', None) or exc.detail}")
         self.message_user(request, f"{action}: {done} discrepancy(ies).")
         if refused:
             self.message_user(request, "Refused — " + "; ".join(refused[:20]), level=messages.WARNING)
@@ -90,6 +93,18 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
     @admin.action(description="Flag for finance (money kinds)")
     def flag_for_finance(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
         self._resolve(request, queryset, ResolutionAction.FLAG_FOR_FINANCE)
+
+    @admin.action(description="Resend Keel's member to the insurer (missing at insurer, field mismatch)")
+    def resend(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
+        self._resolve(request, queryset, ResolutionAction.RESEND)
+
+    @admin.action(description="End the cover in Keel through a deletion (missing at insurer)")
+    def create_deletion(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
+        self._resolve(request, queryset, ResolutionAction.CREATE_DELETION)
+
+    @admin.action(description="Take the insurer's value through a correction (field mismatch)")
+    def create_correction(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
+        self._resolve(request, queryset, ResolutionAction.CREATE_CORRECTION)
 
 
 @admin.register(InsurerRosterChange)

@@ -32,6 +32,7 @@ class ResolutionAction:
     CREATE_ADDITION = "create_addition"
     CREATE_DELETION = "create_deletion"
     CREATE_CORRECTION = "create_correction"
+    RESEND = "resend"
 
 
 RESOLUTION_ACTIONS = (
@@ -40,13 +41,16 @@ RESOLUTION_ACTIONS = (
     ResolutionAction.CREATE_ADDITION,
     ResolutionAction.CREATE_DELETION,
     ResolutionAction.CREATE_CORRECTION,
+    ResolutionAction.RESEND,
 )
+# Outbox topic of a `resend`: payload {"discrepancy_id"}; the consumer sends Keel's member to the insurer.
+TOPIC_RESEND = "reconciliation.resend"
 MONEY_KINDS = frozenset({"amount_mismatch", "charge_missing"})
 # The actions each kind takes besides `ignore`.
 ACTIONS_OF_KIND = {
-    "missing_at_insurer": frozenset({ResolutionAction.CREATE_DELETION}),
+    "missing_at_insurer": frozenset({ResolutionAction.CREATE_DELETION, ResolutionAction.RESEND}),
     "missing_internally": frozenset({ResolutionAction.CREATE_ADDITION}),
-    "field_mismatch": frozenset({ResolutionAction.CREATE_CORRECTION}),
+    "field_mismatch": frozenset({ResolutionAction.CREATE_CORRECTION, ResolutionAction.RESEND}),
     "amount_mismatch": frozenset({ResolutionAction.FLAG_FOR_FINANCE}),
     "charge_missing": frozenset({ResolutionAction.FLAG_FOR_FINANCE}),
 }

@@ -147,3 +147,26 @@ def discrepancy_get_for(principal: Principal, discrepancy_id: int | str) -> Disc
     if discrepancy is None or not run_visible_to(principal, discrepancy.run):
         raise Http404
     return discrepancy
+
+
+def keel_member_for_resend(*, policy_id: int, employee_code: str) -> tuple[MemberRecord, str, str] | None:
+    """Keel's active cover of one member as `(record, gender, email)`, or None if Keel no longer covers it."""
+    row = (
+        Coverage.objects.filter(
+            policy_id=policy_id, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
+        )
+        .values_list(
+            "employee__employee_code",
+            "employee__first_name",
+            "employee__last_name",
+            "employee__date_of_birth",
+            "sum_insured",
+            "start_date",
+            "employee__gender",
+            "employee__email",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    return MemberRecord(*row[:6]), row[6], row[7]

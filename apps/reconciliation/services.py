@@ -19,6 +19,7 @@ from apps.common.actors import Actor
 from apps.common.errors import DomainValidationError
 from apps.endorsements import services as endorsement_services
 from apps.endorsements.parsing import CORRECTABLE_FIELDS, ParseErrors, draft_from_request
+from apps.outbox.services import outbox_enqueue
 from apps.partners.webhooks.contracts import EventDraft, EventType
 from apps.partners.webhooks.events import partner_events_record
 from apps.reconciliation.contracts import (
@@ -27,6 +28,7 @@ from apps.reconciliation.contracts import (
     AUDIT_RUN_CANCEL_REQUESTED,
     AUDIT_RUN_STARTED,
     LOCK_TTL_SECONDS,
+    TOPIC_RESEND,
     ResolutionAction,
     ResolutionNotAllowedError,
     RunLockLostError,
@@ -376,6 +378,11 @@ def _intake(discrepancy: Discrepancy, action: str, gender: str, actor: Actor) ->
     return {"endorsement_id": endorsement.pk}
 
 
+def resend_idempotency_key(discrepancy_id: int) -> str:
+    """The insurer applies a resend once, however often it is delivered."""
+    return f"reconciliation-resend-{discrepancy_id}"
+
+
 @transaction.atomic
 def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor, gender: str = "") -> Discrepancy:
     """Resolve an open discrepancy once, audited in the same transaction (ADR 0040).
@@ -386,7 +393,9 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
        `resolution_result`, no ledger change. `create_deletion` (missing_at_insurer: end Keel's cover),
        `create_addition` (missing_internally: from the insurer's record, with `gender`, which insurers do not
        send) and `create_correction` (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
-       endorsement's id, submitted through the endorsements intake in this transaction.
+       endorsement's id, submitted through the endorsements intake in this transaction. `resend`
+       (missing_at_insurer, field_mismatch) → RESOLVED; an outbox message has the consumer send Keel's member
+       to the insurer again (an addition, or a correction), with no charge and no Keel coverage change.
     Raises `ResolutionNotAllowedError` for an action the kind does not take, and the intake's own
     `DomainValidationError` / `Conflict`; nothing is written then.
     """
@@ -402,6 +411,10 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
         raise ResolutionNotAllowedError(f"`{action}` does not apply to a {discrepancy.kind} discrepancy")
     elif action == ResolutionAction.FLAG_FOR_FINANCE:
         status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
+    elif action == ResolutionAction.RESEND:
+        key = resend_idempotency_key(discrepancy.pk)
+        outbox_enqueue(topic=TOPIC_RESEND, payload={"discrepancy_id": discrepancy.pk}, key=key)
+        status, result = DiscrepancyStatus.RESOLVED, {"resend_key": key}
     else:
         status, result = DiscrepancyStatus.RESOLVED, _intake(discrepancy, action, gender, actor)
     discrepancy.status = status

@@ -205,3 +205,52 @@ def statement_page(*, code: str, policy_number: str, cursor: str, limit: int) ->
         "page": page,
         "next_cursor": next_cursor,
     }
+
+
+def roster_follow(*, code: str, items: Iterable[Any], confirmed_keys: set[str]) -> None:
+    """The roster follows what the sandbox newly confirmed (inside `sandbox_apply`'s transaction): an addition
+    adds the member (start = effective date), a correction updates it, a deletion removes it. Items without
+    the member's names, date of birth or sum insured (e.g. the SOAP face's short form) leave it unchanged."""
+    upserts: dict[tuple[str, str], SandboxRosterMember] = {}
+    corrections: list[Any] = []
+    for item in items:
+        if item.idempotency_key not in confirmed_keys or not item.employee_code or not item.policy_number:
+            continue
+        if item.kind == "deletion":
+            SandboxRosterMember.objects.filter(
+                code=code, policy_number=item.policy_number, employee_code=item.employee_code
+            ).delete()
+            continue
+        complete = item.first_name and item.date_of_birth is not None and item.sum_insured is not None
+        if not complete:
+            continue
+        if item.kind == "addition":
+            upserts[(item.policy_number, item.employee_code)] = SandboxRosterMember(
+                code=code,
+                policy_number=item.policy_number,
+                employee_code=item.employee_code,
+                first_name=item.first_name,
+                last_name=item.last_name,
+                date_of_birth=item.date_of_birth,
+                sum_insured=item.sum_insured,
+                start_date=item.effective_date,
+            )
+        elif item.kind == "correction":
+            corrections.append(item)
+    if upserts:
+        SandboxRosterMember.objects.bulk_create(
+            list(upserts.values()),
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["code", "policy_number", "employee_code"],
+            update_fields=["first_name", "last_name", "date_of_birth", "sum_insured", "start_date"],
+        )
+    for item in corrections:
+        SandboxRosterMember.objects.filter(
+            code=code, policy_number=item.policy_number, employee_code=item.employee_code
+        ).update(
+            first_name=item.first_name,
+            last_name=item.last_name,
+            date_of_birth=item.date_of_birth,
+            sum_insured=item.sum_insured,
+        )

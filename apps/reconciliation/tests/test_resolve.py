@@ -13,7 +13,7 @@ from apps.insurers.sandbox.roster import sandbox_roster_change, sandbox_roster_d
 from apps.reconciliation.models import Discrepancy, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.services import discrepancy_resolve
-from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM, TODAY, member, run_pipeline, sandbox_roster_from_keel
+from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM, TODAY, member, run_pipeline
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
@@ -65,8 +65,7 @@ def test_each_create_action_goes_through_the_pipeline_and_the_next_run_is_clean(
     assert Employee.objects.get(employee_code="M-1").date_of_birth == date(1991, 2, 3)
     assert Coverage.objects.filter(policy=policy, employee__employee_code="N-9", status="active").exists()
 
-    # The insurer applied the endorsements too (the sandbox's roster follows what it confirmed).
-    sandbox_roster_from_keel(policy)
+    # No roster reload: the sandbox's roster followed the endorsements it confirmed.
     second = _run(policy, start_run, fake_clock)
     assert list(Discrepancy.objects.filter(run=second).values_list("kind", "employee_code")) == []
     assert second.summary["matched"] == 3
@@ -86,3 +85,30 @@ def test_resolving_twice_returns_the_first_result_and_submits_once(active_policy
         first.resolution_result,
     )
     assert Endorsement.objects.count() == before + 1
+
+
+def test_resend_corrects_the_insurer_without_touching_keel_or_money(active_policy, start_run, fake_clock) -> None:
+    from apps.ledger.models import LedgerTransaction
+    from apps.outbox.testing import drain
+
+    policy = active_policy
+    number = policy.policy_number
+    sandbox_roster_drop(code=SANDBOX, policy_number=number, employee_code="M-0")
+    sandbox_roster_change(code=SANDBOX, policy_number=number, employee_code="M-1", date_of_birth=date(1991, 2, 3))
+    first = _run(policy, start_run, fake_clock)
+    missing = Discrepancy.objects.get(run=first, kind="missing_at_insurer")
+    mismatch = Discrepancy.objects.get(run=first, kind="field_mismatch")
+    endorsements, money = Endorsement.objects.count(), LedgerTransaction.objects.count()
+
+    discrepancy_resolve(discrepancy_id=missing.pk, action="resend", note="insurer lost it", actor=SYSTEM)
+    discrepancy_resolve(discrepancy_id=mismatch.pk, action="resend", note="Keel is right", actor=SYSTEM)
+    drain()
+
+    for d in (missing, mismatch):
+        d.refresh_from_db()
+        assert (d.status, d.resolution_result["resend_outcome"]) == ("resolved", "confirmed")
+    assert (Endorsement.objects.count(), LedgerTransaction.objects.count()) == (endorsements, money)
+    assert Employee.objects.get(employee_code="M-1").date_of_birth == date(1990, 5, 17)
+    second = _run(policy, start_run, fake_clock)
+    assert list(Discrepancy.objects.filter(run=second).values_list("kind", "employee_code")) == []
+    assert second.summary["matched"] == 3
