@@ -69,7 +69,14 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
     list_filter = ("status", "kind", "severity", "run__insurer")
     search_fields = ("=run__id", "employee_code", "=endorsement_id")
     date_hierarchy = "created_at"
-    actions = ("ignore", "flag_for_finance", "resend", "create_deletion", "create_correction")
+    actions = (
+        "ignore",
+        "flag_for_finance",
+        "resend",
+        "create_deletion",
+        "create_correction",
+        "request_insurer_deletion",
+    )
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet[Discrepancy], action: str) -> None:
         actor = _operator(request)
@@ -105,6 +112,10 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
     @admin.action(description="Take the insurer's value through a correction (field mismatch)")
     def create_correction(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
         self._resolve(request, queryset, ResolutionAction.CREATE_CORRECTION)
+
+    @admin.action(description="Ask the insurer to delete its member (missing internally)")
+    def request_insurer_deletion(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
+        self._resolve(request, queryset, ResolutionAction.REQUEST_INSURER_DELETION)
 
 
 @admin.register(InsurerRosterChange)

@@ -7,8 +7,9 @@ AUDIT_RUN_STARTED = "reconciliation.run_started"
 AUDIT_RUN_CANCEL_REQUESTED = "reconciliation.run_cancel_requested"
 AUDIT_DISCREPANCY_RESOLVED = "reconciliation.discrepancy_resolved"
 
-# A run's lock lives this long after its last refresh; a worker refreshes it after every page.
-LOCK_TTL_SECONDS = 120
+# A run's lock lives this long after its last refresh; a worker refreshes it after every page and before
+# every retry wait (at most `PullPolicy.max_wait_seconds`, 120 s, plus one request's timeouts).
+LOCK_TTL_SECONDS = 300
 
 
 class RunOverlapError(Exception):
@@ -33,6 +34,7 @@ class ResolutionAction:
     CREATE_DELETION = "create_deletion"
     CREATE_CORRECTION = "create_correction"
     RESEND = "resend"
+    REQUEST_INSURER_DELETION = "request_insurer_deletion"
 
 
 RESOLUTION_ACTIONS = (
@@ -42,14 +44,16 @@ RESOLUTION_ACTIONS = (
     ResolutionAction.CREATE_DELETION,
     ResolutionAction.CREATE_CORRECTION,
     ResolutionAction.RESEND,
+    ResolutionAction.REQUEST_INSURER_DELETION,
 )
-# Outbox topic of a `resend`: payload {"discrepancy_id"}; the consumer sends Keel's member to the insurer.
+# Outbox topic of a `resend` or a `request_insurer_deletion`: payload {"discrepancy_id"}; the consumer sends
+# Keel's member (or a deletion of the insurer's) to the insurer.
 TOPIC_RESEND = "reconciliation.resend"
 MONEY_KINDS = frozenset({"amount_mismatch", "charge_missing"})
 # The actions each kind takes besides `ignore`.
 ACTIONS_OF_KIND = {
     "missing_at_insurer": frozenset({ResolutionAction.CREATE_DELETION, ResolutionAction.RESEND}),
-    "missing_internally": frozenset({ResolutionAction.CREATE_ADDITION}),
+    "missing_internally": frozenset({ResolutionAction.CREATE_ADDITION, ResolutionAction.REQUEST_INSURER_DELETION}),
     "field_mismatch": frozenset({ResolutionAction.CREATE_CORRECTION, ResolutionAction.RESEND}),
     "amount_mismatch": frozenset({ResolutionAction.FLAG_FOR_FINANCE}),
     "charge_missing": frozenset({ResolutionAction.FLAG_FOR_FINANCE}),

@@ -83,6 +83,12 @@ def reconciliation_execute(
         },
     )
     policies = run_policies(run)
+
+    def wait(seconds: float) -> None:
+        # A long `Retry-After` must not let the lock expire under a live worker: refresh, then wait.
+        reconciliation_lock_refresh(run_id=run_id)
+        sleep(seconds)
+
     ReconciliationRun.objects.filter(pk=run_id).update(policies_total=len(policies))
     status, error, summary = RunStatus.COMPLETED, "", Counter[str]()
     by_employer: dict[int, Counter[str]] = {}
@@ -97,7 +103,7 @@ def reconciliation_execute(
                 cursor=run.resume_cursors.get(key) or "",
                 page_size=page_size,
                 session=session,
-                sleep=sleep,
+                sleep=wait,
                 policy=pull_policy,
             )
             for page in pages:
@@ -123,7 +129,7 @@ def reconciliation_execute(
                 policy_number=scope.policy_number,
                 page_size=page_size,
                 session=session,
-                sleep=sleep,
+                sleep=wait,
                 policy=pull_policy,
             )
             counts.update(policy_money_match(run=run, scope=scope, statement=statement))

@@ -395,7 +395,9 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
        send) and `create_correction` (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
        endorsement's id, submitted through the endorsements intake in this transaction. `resend`
        (missing_at_insurer, field_mismatch) → RESOLVED; an outbox message has the consumer send Keel's member
-       to the insurer again (an addition, or a correction), with no charge and no Keel coverage change.
+       to the insurer again (an addition, or a correction), with no charge and no Keel coverage change;
+       `request_insurer_deletion` (missing_internally) → RESOLVED; the same consumer sends the insurer a
+       deletion of its member, touching no Keel cover.
     Raises `ResolutionNotAllowedError` for an action the kind does not take, and the intake's own
     `DomainValidationError` / `Conflict`; nothing is written then.
     """
@@ -411,7 +413,7 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
         raise ResolutionNotAllowedError(f"`{action}` does not apply to a {discrepancy.kind} discrepancy")
     elif action == ResolutionAction.FLAG_FOR_FINANCE:
         status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
-    elif action == ResolutionAction.RESEND:
+    elif action in (ResolutionAction.RESEND, ResolutionAction.REQUEST_INSURER_DELETION):
         key = resend_idempotency_key(discrepancy.pk)
         outbox_enqueue(topic=TOPIC_RESEND, payload={"discrepancy_id": discrepancy.pk}, key=key)
         status, result = DiscrepancyStatus.RESOLVED, {"resend_key": key}

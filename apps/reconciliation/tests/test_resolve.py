@@ -112,3 +112,22 @@ def test_resend_corrects_the_insurer_without_touching_keel_or_money(active_polic
     second = _run(policy, start_run, fake_clock)
     assert list(Discrepancy.objects.filter(run=second).values_list("kind", "employee_code")) == []
     assert second.summary["matched"] == 3
+
+
+def test_request_insurer_deletion_removes_the_insurers_member_and_touches_no_keel_cover(
+    active_policy, start_run, fake_clock
+) -> None:
+    from apps.outbox.testing import drain
+
+    sandbox_roster_load(code=SANDBOX, policy_number=active_policy.policy_number, members=[member("X-1")])
+    extra = Discrepancy.objects.get(run=_run(active_policy, start_run, fake_clock))
+    assert extra.kind == "missing_internally"
+    endorsements, covers = Endorsement.objects.count(), Coverage.objects.count()
+
+    discrepancy_resolve(discrepancy_id=extra.pk, action="request_insurer_deletion", note="not ours", actor=SYSTEM)
+    drain()
+
+    extra.refresh_from_db()
+    assert (extra.status, extra.resolution_result["resend_outcome"]) == ("resolved", "confirmed")
+    assert (Endorsement.objects.count(), Coverage.objects.count()) == (endorsements, covers)
+    assert list(Discrepancy.objects.filter(run=_run(active_policy, start_run, fake_clock))) == []
