@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("apps.ledger.api.urls")),
     path("", include("apps.insurers.api.urls")),
     path("", include("apps.endorsements.api.urls")),
+    path("", include("apps.reconciliation.api.urls")),
     path("", include("apps.loan_applications.api.urls")),
     path("", include("apps.ops.api.urls")),
 ]

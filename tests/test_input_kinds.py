@@ -92,9 +92,45 @@ def world(make_key, time_machine):
 
 WEBHOOK_DNS = {"hooks.partner.example": ["93.184.215.14"]}
 WEBHOOK_URL = "https://hooks.partner.example/in"
+
+
 # A path's other parameters get a real object of the world, so only the parameter under test is bad.
+def _reconciliation_run(world: dict) -> int:
+    """A reconciliation run of the world's employer (started once per world)."""
+    if "reconciliation_run" not in world:
+        from apps.common.actors import Actor
+        from apps.reconciliation.services import reconciliation_start
+
+        policy = world["policy"]
+        world["reconciliation_run"] = reconciliation_start(
+            insurer_id=policy.insurer_id,
+            employer_ids=[policy.employer_id],
+            employer_id=policy.employer_id,
+            policy_id=None,
+            partner_id=policy.employer.partner_id,
+            actor=Actor.system("tests"),
+        ).pk
+    return world["reconciliation_run"]
+
+
+def _discrepancy(world: dict) -> int:
+    from apps.reconciliation.models import Discrepancy
+
+    policy = world["policy"]
+    return Discrepancy.objects.create(
+        run_id=_reconciliation_run(world),
+        employer=policy.employer,
+        policy=policy,
+        employee_code="E1",
+        kind="missing_at_insurer",
+        severity="high",
+        key=f"member:E1:{Discrepancy.objects.count()}",
+    ).pk
+
+
 PATH_IDS: dict[str, Callable[[dict], Any]] = {
     "/api/v1/webhook-endpoints/{id}": lambda w: w["webhook_endpoint"],
+    "/api/v1/reconciliations/{id}": _reconciliation_run,
 }
 
 
@@ -131,6 +167,14 @@ BASES: dict[tuple[str, str], Callable[[dict], tuple[str, dict]]] = {
     ("patch", "/api/v1/webhook-endpoints/{id}"): lambda w: (
         f"/api/v1/webhook-endpoints/{w['webhook_endpoint']}",
         {"url": WEBHOOK_URL, "description": "HR sync"},
+    ),
+    ("post", "/api/v1/reconciliations"): lambda w: (
+        "/api/v1/reconciliations",
+        {"insurer": w["policy"].insurer.code, "employer": w["employer"].pk},
+    ),
+    ("post", "/api/v1/discrepancies/{id}/resolve"): lambda w: (
+        f"/api/v1/discrepancies/{_discrepancy(w)}/resolve",
+        {"action": "ignore", "note": "known"},
     ),
 }
 
@@ -260,6 +304,8 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
         ("post", "/api/v1/loan-applications"): {"kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
         ("post", "/api/v1/webhook-endpoints"): {"kind3-text"},
         ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text"},
+        ("post", "/api/v1/reconciliations"): {"kind1-integer", "kind3-text"},
+        ("post", "/api/v1/discrepancies/{id}/resolve"): {"kind3-text"},
     }
 
 

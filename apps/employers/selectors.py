@@ -4,7 +4,9 @@ selectors, never at each other's models)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import date
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404
@@ -164,3 +166,64 @@ def coverage_sum_insured_active(*, policy: Policy, employee_code: str) -> list[i
             policy=policy, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
         ).values_list("sum_insured", flat=True)
     )
+
+
+# --- Reconciliation's reads (issue 12): Keel's side of the roster match ----------------------------------------
+# A member row: (employee_code, first_name, last_name, date_of_birth, sum_insured in paise, coverage start_date).
+MemberRow = tuple[str, str, str, date | None, int, date | None]
+_MEMBER_FIELDS = (
+    "employee__employee_code",
+    "employee__first_name",
+    "employee__last_name",
+    "employee__date_of_birth",
+    "sum_insured",
+    "start_date",
+)
+
+
+def policy_employer_ids(
+    *, insurer_id: int, employer_ids: Iterable[int] | QuerySet[Any, Any] | None = None
+) -> list[int]:
+    """Ids of the employers with a policy at the insurer (within `employer_ids` if given), sorted."""
+    policies = Policy.objects.filter(insurer_id=insurer_id)
+    if employer_ids is not None:
+        policies = policies.filter(employer_id__in=employer_ids)
+    return sorted(set(policies.values_list("employer_id", flat=True)))
+
+
+def policy_scopes(
+    *, insurer_id: int, employer_ids: Iterable[int], policy_id: int | None = None
+) -> list[tuple[int, str, int]]:
+    """`(policy id, policy number, employer id)` of the insurer's policies of these employers, in id order."""
+    policies = Policy.objects.filter(insurer_id=insurer_id, employer_id__in=list(employer_ids))
+    if policy_id is not None:
+        policies = policies.filter(pk=policy_id)
+    return list(policies.order_by("pk").values_list("pk", "policy_number", "employer_id"))
+
+
+def policy_exists(*, policy_id: int, employer_id: int, insurer_id: int) -> bool:
+    return Policy.objects.filter(pk=policy_id, employer_id=employer_id, insurer_id=insurer_id).exists()
+
+
+def active_members(*, policy_id: int) -> Iterator[MemberRow]:
+    """The policy's active coverage as member rows, ordered by employee code, streamed in chunks of 2,000."""
+    rows = (
+        Coverage.objects.filter(policy_id=policy_id, status=CoverageStatus.ACTIVE)
+        .order_by("employee__employee_code")
+        .values_list(*_MEMBER_FIELDS)
+    )
+    yield from rows.iterator(chunk_size=2000)
+
+
+def active_member(*, policy_id: int, employee_code: str) -> tuple[MemberRow, str, str] | None:
+    """One member's active cover as `(member row, gender, email)`, or None if the policy does not cover them."""
+    row = (
+        Coverage.objects.filter(
+            policy_id=policy_id, status=CoverageStatus.ACTIVE, employee__employee_code=employee_code
+        )
+        .values_list(*_MEMBER_FIELDS, "employee__gender", "employee__email")
+        .first()
+    )
+    if row is None:
+        return None
+    return row[:6], row[6], row[7]

@@ -85,3 +85,8 @@ def endorsement_duplicate_of(*, employer_id: int, content_hash: str, since: date
         .values_list("id", flat=True)
         .first()
     )
+
+
+def endorsement_ids_of_policy(policy_id: int) -> QuerySet[Endorsement, Any]:
+    """An unevaluated `values("pk")` queryset of the policy's endorsements, for a higher app's subquery."""
+    return Endorsement.objects.filter(policy_id=policy_id).values("pk")

@@ -132,3 +132,11 @@ class DecidedState:
 
     status: str
     covered: bool | None
+
+
+class InsurerProtocol(TextChoices):
+    """How Keel talks to an insurer (SPEC §8); `Insurer.protocol`."""
+
+    REST = "rest", "REST (JSON over HTTPS)"
+    SOAP = "soap", "SOAP"
+    FILE = "file", "File exchange"

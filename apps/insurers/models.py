@@ -11,8 +11,14 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from apps.insurers.contracts import RejectionClass
-from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
+from apps.insurers.contracts import InsurerProtocol, RejectionClass
+from apps.insurers.sandbox.models import (
+    SandboxApplied,
+    SandboxCharge,
+    SandboxConfig,
+    SandboxRosterControl,
+    SandboxRosterMember,
+)
 
 __all__ = [
     "CallbackEvent",
@@ -24,15 +30,12 @@ __all__ = [
     "ResultFile",
     "ResultFileStatus",
     "SandboxApplied",
+    "SandboxCharge",
     "SandboxConfig",
+    "SandboxRosterControl",
+    "SandboxRosterMember",
     "SubmissionState",
 ]
-
-
-class InsurerProtocol(models.TextChoices):
-    REST = "rest", "REST (JSON over HTTPS)"
-    SOAP = "soap", "SOAP"
-    FILE = "file", "File exchange"
 
 
 class Insurer(models.Model):

@@ -18,6 +18,11 @@ def insurer_get(insurer_id: int) -> Insurer:
     return Insurer.objects.get(pk=insurer_id)
 
 
+def insurer_by_code(code: str) -> Insurer | None:
+    """The insurer with this code, active or not, or None."""
+    return Insurer.objects.filter(code=code).first()
+
+
 def insurer_active_get(code: str) -> Insurer | None:
     """The active insurer with this code, or None."""
     return Insurer.objects.filter(code=code, is_active=True).first()

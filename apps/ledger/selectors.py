@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -309,3 +310,22 @@ def ledger_trail_for_endorsement(*, endorsement_id: int) -> dict[str, list[Any]]
         .order_by("id")
     )
     return {"holds": holds, "entries": entries}
+
+
+def net_charges_by_endorsement(endorsement_ids: QuerySet[Any]) -> Iterator[tuple[int, int]]:
+    """`(endorsement id, captures − refunds)` in paise for the endorsements of `endorsement_ids` (a `values("pk")`
+    queryset) that have money, in endorsement-id order, streamed in chunks of 2,000 (reconciliation, issue 12)."""
+    rows = (
+        LedgerTransaction.objects.filter(
+            endorsement_id__isnull=False,
+            kind__in=(TransactionKind.CAPTURE, TransactionKind.REFUND),
+            endorsement_id__in=endorsement_ids,
+        )
+        .values("endorsement_id")
+        .annotate(net=Sum(Case(When(kind=TransactionKind.CAPTURE, then=F("amount")), default=-F("amount"))))
+        .order_by("endorsement_id")
+        .values_list("endorsement_id", "net")
+    )
+    for endorsement_id, net in rows.iterator(chunk_size=2000):
+        if endorsement_id is not None:
+            yield endorsement_id, int(net or 0)

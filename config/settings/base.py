@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.ledger",
     "apps.insurers",
     "apps.endorsements",
+    "apps.reconciliation",
     "apps.loan_applications",
     "apps.ops",
     "apps.demo",
@@ -255,6 +256,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "endorsements.expire_parked",
         "schedule": 3600.0,
         "options": {"queue": "endorsements"},
+    },
+    "reconciliation-nightly": {
+        "task": "reconciliation.nightly",
+        "schedule": crontab(hour=20, minute=30),  # 02:00 IST
+        "options": {"queue": "reconciliation"},
+    },
+    "reconciliation-history-purge": {
+        "task": "reconciliation.history_purge",
+        "schedule": crontab(hour=22, minute=0),
+        "options": {"queue": "reconciliation"},
     },
 }
 

@@ -14,6 +14,7 @@ from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig, SandboxMode
+from apps.insurers.sandbox.roster import charges_record, roster_follow
 
 
 class SandboxInputError(ValueError):
@@ -29,6 +30,12 @@ class SandboxItem:
     employee_code: str
     effective_date: date
     date_of_birth: date | None
+    # What the insurer debits (+) or credits (-) its CD account for this endorsement, paise (its statement).
+    charge: int = 0
+    # The member as sent (REST); the sandbox's roster follows what it confirms when they are all present.
+    first_name: str = ""
+    last_name: str = ""
+    sum_insured: int | None = None
 
 
 def sandbox_config_for(code: str) -> SandboxConfig:
@@ -56,11 +63,21 @@ def parse_items(raw_items: Any) -> list[SandboxItem]:
                     employee_code=str(member.get("employee_code") or ""),
                     effective_date=date.fromisoformat(raw["effective_date"]),
                     date_of_birth=date.fromisoformat(dob) if dob else None,
+                    charge=_charge(raw),
+                    first_name=str(member.get("first_name") or ""),
+                    last_name=str(member.get("last_name") or ""),
+                    sum_insured=int(raw["sum_insured"]) if raw.get("sum_insured") is not None else None,
                 )
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SandboxInputError(f"endorsements[{index}] is not valid: {exc}") from exc
     return items
+
+
+def _charge(raw: dict[str, Any]) -> int:
+    amount = int(raw.get("premium_amount") or 0)
+    direction = raw.get("premium_direction")
+    return amount if direction == "debit" else -amount if direction == "credit" else 0
 
 
 def age_on(date_of_birth: date, on: date) -> int:
@@ -162,7 +179,8 @@ def sandbox_apply(*, config: SandboxConfig, items: Sequence[SandboxItem]) -> tup
 
     1. One upsert for the distinct keys (a key repeated inside the batch counts as extra sightings).
     2. New confirmations get their reference `SBX-<id>` in the same transaction, so a racing replay that
-       waited on the row sees it.
+       waited on the row sees it; their charges go on the statement and the roster follows them
+       (reconciliation, ADR 0040).
     """
     counts = Counter(item.idempotency_key for item in items)
     distinct = list({item.idempotency_key: item for item in items}.values())
@@ -173,6 +191,9 @@ def sandbox_apply(*, config: SandboxConfig, items: Sequence[SandboxItem]) -> tup
             SandboxApplied.objects.filter(pk__in=new_confirmed).update(
                 insurer_reference=Concat(Value("SBX-"), Cast(F("id"), output_field=CharField()))
             )
+            confirmed_keys = {row[1] for row in rows if row[0] in set(new_confirmed)}
+            charges_record(code=config.code, items=distinct, confirmed_keys=confirmed_keys)
+            roster_follow(code=config.code, items=distinct, confirmed_keys=confirmed_keys)
         extra = [key for key, n in counts.items() if n > 1]
         for key in extra:
             SandboxApplied.objects.filter(code=config.code, idempotency_key=key).update(

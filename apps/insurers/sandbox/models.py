@@ -75,3 +75,71 @@ class SandboxApplied(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code}:{self.idempotency_key} ({self.outcome})"
+
+
+class SandboxRosterMember(models.Model):
+    """The sandbox insurer's roster: who it covers on a policy, as served by `GET /sandbox/<code>/roster`
+    (reconciliation, issue 12). Tests and the demo load it and make it drift (drop a member, change a date of
+    birth) through `apps.insurers.sandbox.roster`."""
+
+    code = models.SlugField(max_length=40)
+    policy_number = models.CharField(max_length=64)
+    employee_code = models.CharField(max_length=64)
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100)
+    date_of_birth = models.DateField()
+    sum_insured = models.BigIntegerField(help_text="paise")
+    start_date = models.DateField()
+
+    class Meta:
+        ordering = ("code", "policy_number", "employee_code")
+        verbose_name = "sandbox roster member"
+        constraints = [
+            models.UniqueConstraint(fields=["code", "policy_number", "employee_code"], name="sandbox_roster_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code}:{self.policy_number}:{self.employee_code}"
+
+
+class SandboxCharge(models.Model):
+    """The sandbox insurer's statement of charges (its CD-account view): what it debited (+) or credited (-)
+    for one endorsement it confirmed, in paise. Served by `GET /sandbox/<code>/statement`."""
+
+    code = models.SlugField(max_length=40)
+    policy_number = models.CharField(max_length=64)
+    endorsement_id = models.BigIntegerField()
+    amount = models.BigIntegerField(help_text="paise; debit > 0, credit < 0")
+
+    class Meta:
+        ordering = ("code", "policy_number", "endorsement_id")
+        verbose_name = "sandbox charge"
+        constraints = [
+            models.UniqueConstraint(fields=["code", "endorsement_id"], name="sandbox_charge_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code}:{self.endorsement_id} {self.amount}"
+
+
+class SandboxRosterControl(models.Model):
+    """How the sandbox's roster API misbehaves, per insurer code (tests, demo):
+
+    - `throttle_every`: page numbers divisible by it answer 429 once each (the retry gets the page), with
+      `Retry-After` of `retry_after_seconds`, as delta-seconds or, with `retry_after_http_date`, an HTTP date;
+    - `failures_remaining`: the next N roster requests answer 503 (a transient failure), counting down.
+    """
+
+    code = models.SlugField(max_length=40, unique=True)
+    throttle_every = models.PositiveIntegerField(default=0)
+    retry_after_seconds = models.PositiveIntegerField(default=1)
+    retry_after_http_date = models.BooleanField(default=False)
+    failures_remaining = models.PositiveIntegerField(default=0)
+    # Page numbers already answered 429 once (so that the retry of a page is served).
+    throttled_pages = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name = "sandbox roster control"
+
+    def __str__(self) -> str:
+        return self.code

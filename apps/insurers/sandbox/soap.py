@@ -98,6 +98,8 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
                 "kind": _text(node, "kind"),
                 "policy_number": _text(node, "policyNumber") or "",
                 "effective_date": _text(node, "effectiveDate"),
+                "premium_amount": _text(node, "premiumAmount"),
+                "premium_direction": _text(node, "premiumDirection"),
                 "member": {
                     "employee_code": _text(member, "employeeCode") or "",
                     "date_of_birth": _text(member, "dateOfBirth"),

@@ -1,4 +1,5 @@
-"""Included by the project at `sandbox/`: `POST /sandbox/<code>/endorsements[/batch]` (REST), `/<code>/soap` (SOAP)."""
+"""Included by the project at `sandbox/`: `POST /sandbox/<code>/endorsements[/batch]` (REST), `/<code>/soap` (SOAP),
+`GET /sandbox/<code>/roster|statement` (reconciliation)."""
 
 from django.urls import path
 
@@ -8,5 +9,7 @@ app_name = "sandbox"
 urlpatterns = [
     path("<slug:code>/endorsements/batch", views.endorsements_batch, name="endorsements-batch"),
     path("<slug:code>/endorsements", views.endorsement_single, name="endorsements"),
+    path("<slug:code>/roster", views.roster_list, name="roster"),
+    path("<slug:code>/statement", views.roster_list, name="statement"),
     path("<slug:code>/soap", views.soap_endpoint, name="soap"),
 ]

@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.insurers.conf import sandbox_enabled
-from apps.insurers.sandbox import soap
+from apps.insurers.sandbox import roster, soap
 from apps.insurers.sandbox.callbacks import schedule_callbacks
 from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox_apply, sandbox_config_for
 from apps.insurers.sandbox.models import SandboxConfig
@@ -82,6 +82,40 @@ def endorsement_single(request: HttpRequest, code: str) -> JsonResponse:
     except SandboxInputError as exc:
         return JsonResponse({"detail": str(exc)}, status=422)
     return JsonResponse(results[0])
+
+
+@require_http_methods(["GET"])
+def roster_list(request: HttpRequest, code: str) -> JsonResponse:
+    """`GET /sandbox/<code>/roster?policy_number=P[&cursor=C][&limit=N]` (ADR 0040): one keyset page of the
+    insurer's roster for a policy, `{"members", "page", "next_cursor"}`; `GET /sandbox/<code>/statement` (same
+    parameters): its statement of charges, `{"charges", "page", "next_cursor"}`. Both answer 429 +
+    `Retry-After` or 503 when the roster controls say so."""
+    config, failure = _prelude(code)
+    if failure is not None:
+        return failure
+    policy_number = request.GET.get("policy_number", "")
+    cursor = request.GET.get("cursor", "")
+    try:
+        limit = int(request.GET.get("limit", "1000"))
+        _, page = roster.roster_cursor_decode(cursor)
+    except (ValueError, roster.RosterCursorError):
+        return JsonResponse({"detail": "Invalid `cursor` or `limit`."}, status=400)
+    if not policy_number:
+        return JsonResponse({"detail": "`policy_number` is required."}, status=400)
+    refusal = roster.roster_misbehaviour(code=config.code, page=page)
+    if refusal is not None:
+        status, retry_after = refusal
+        response = JsonResponse(
+            {"detail": "Slow down (simulated)." if status == 429 else "Unavailable."}, status=status
+        )
+        response["Retry-After"] = retry_after
+        return response
+    page_of = (
+        roster.statement_page
+        if request.resolver_match and request.resolver_match.url_name == "statement"
+        else roster.roster_page
+    )
+    return JsonResponse(page_of(code=config.code, policy_number=policy_number, cursor=cursor, limit=limit))
 
 
 @csrf_exempt

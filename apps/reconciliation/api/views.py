@@ -1,0 +1,159 @@
+"""Reconciliation API (SPEC §8, issue 12): validate → one service or selector → respond."""
+
+from __future__ import annotations
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.common.errors import Conflict, DomainValidationError
+from apps.common.filters import FilterSet
+from apps.employers import selectors as employer_selectors
+from apps.insurers.selectors import insurer_by_code
+from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
+from apps.partners.contracts import Scope
+from apps.reconciliation import selectors, services
+from apps.reconciliation.api.serializers import (
+    DiscrepancyResolveInputSerializer,
+    DiscrepancySerializer,
+    ReconciliationCreateInputSerializer,
+    ReconciliationRunSerializer,
+)
+from apps.reconciliation.contracts import ResolutionNotAllowedError, RunOverlapError
+from apps.reconciliation.models import (
+    Discrepancy,
+    DiscrepancyKind,
+    DiscrepancySeverity,
+    DiscrepancyStatus,
+    ReconciliationRun,
+)
+from apps.reconciliation.tasks import reconciliation_run_enqueue
+
+
+class ReconciliationCreateView(PartnerGenericAPIView):
+    write_scope = Scope.RECONCILIATION_WRITE
+    serializer_class = ReconciliationRunSerializer
+
+    @extend_schema(
+        request=ReconciliationCreateInputSerializer,
+        responses={
+            202: ReconciliationRunSerializer,
+            409: OpenApiResponse(description="a run for this insurer and employer is in progress"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        body = ReconciliationCreateInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        principal = principal_of(request)
+        employer_id = data.get("employer")
+        policy_id = data.get("policy")
+        if employer_id is not None:
+            employer_selectors.employer_get_for(principal, employer_id)  # 404 for a foreign employer
+        elif policy_id is not None:
+            raise DomainValidationError({"policy": "A policy needs its employer."})
+        insurer = insurer_by_code(data["insurer"])
+        if insurer is None:
+            raise DomainValidationError({"insurer": "No such insurer."})
+        if policy_id is not None:
+            policy = employer_selectors.policy_with_employer_for(
+                principal, employer_id=employer_id, policy_id=policy_id
+            )
+            if policy is None or policy.insurer_id != insurer.pk:
+                raise DomainValidationError({"policy": "No such policy of this employer at this insurer."})
+        employer_ids = selectors.scope_employer_ids_for_key(
+            principal=principal, insurer_id=insurer.pk, employer_id=employer_id
+        )
+        if not employer_ids:
+            raise DomainValidationError({"insurer": "None of this key's employers has a policy at this insurer."})
+        try:
+            run = services.reconciliation_start(
+                insurer_id=insurer.pk,
+                employer_ids=employer_ids,
+                employer_id=employer_id,
+                policy_id=policy_id,
+                partner_id=principal.partner_id,
+                actor=actor_from_request(request),
+            )
+        except RunOverlapError as exc:
+            holder = ReconciliationRun.objects.filter(pk=exc.running_run_id).first()
+            if holder is not None and selectors.run_visible_to(principal, holder):
+                raise Conflict(
+                    f"Reconciliation run {holder.pk} is in progress for this scope.",
+                    slug="reconciliation-in-progress",
+                    extra={"running_id": holder.pk},
+                ) from exc
+            raise Conflict(
+                "A reconciliation run is in progress for this scope.", slug="reconciliation-in-progress"
+            ) from exc
+        reconciliation_run_enqueue(run_id=run.pk)
+        return Response(ReconciliationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReconciliationDetailView(PartnerGenericAPIView):
+    read_scope = Scope.RECONCILIATION_READ
+    write_scope = Scope.RECONCILIATION_WRITE
+    serializer_class = ReconciliationRunSerializer
+
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ReconciliationRunSerializer(selectors.run_get_for(principal_of(request), pk)).data)
+
+    @extend_schema(request=None, responses={202: ReconciliationRunSerializer})
+    def delete(self, request: Request, pk: int) -> Response:
+        """Cancel: the run stops at its next page and ends CANCELLED, keeping what it pulled."""
+        run = selectors.run_get_for(principal_of(request), pk)
+        run = services.reconciliation_cancel(run=run, actor=actor_from_request(request))
+        return Response(ReconciliationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DiscrepancyFilter(FilterSet):
+    kind = django_filters.ChoiceFilter(choices=DiscrepancyKind.choices)
+    severity = django_filters.ChoiceFilter(choices=DiscrepancySeverity.choices)
+    status = django_filters.ChoiceFilter(choices=DiscrepancyStatus.choices)
+
+    class Meta:
+        model = Discrepancy
+        fields = ("kind", "severity", "status")
+
+
+class ReconciliationDiscrepancyListView(PartnerGenericAPIView):
+    read_scope = Scope.RECONCILIATION_READ
+    serializer_class = DiscrepancySerializer
+    filterset_class = DiscrepancyFilter
+
+    def get_queryset(self) -> QuerySet[Discrepancy]:
+        if getattr(self, "swagger_fake_view", False):
+            return Discrepancy.objects.none()
+        run = selectors.run_get_for(principal_of(self.request), self.kwargs["pk"])
+        return Discrepancy.objects.filter(run=run)
+
+    @extend_schema(operation_id="reconciliation_discrepancies_list", responses=DiscrepancySerializer(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(DiscrepancySerializer(page, many=True).data)
+
+
+class DiscrepancyResolveView(PartnerGenericAPIView):
+    write_scope = Scope.RECONCILIATION_WRITE
+    serializer_class = DiscrepancySerializer
+
+    @extend_schema(request=DiscrepancyResolveInputSerializer, responses={200: DiscrepancySerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """Resolve once; a second call returns the first resolution unchanged."""
+        discrepancy = selectors.discrepancy_get_for(principal_of(request), pk)
+        body = DiscrepancyResolveInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            discrepancy = services.discrepancy_resolve(
+                discrepancy_id=discrepancy.pk,
+                action=body.validated_data["action"],
+                note=body.validated_data["note"],
+                gender=body.validated_data.get("gender", ""),
+                actor=actor_from_request(request),
+            )
+        except ResolutionNotAllowedError as exc:
+            raise DomainValidationError({"action": str(exc)}) from exc
+        return Response(DiscrepancySerializer(discrepancy).data)

@@ -1,0 +1,192 @@
+"""The two-way match of one policy (issue 12, ADR 0040): Keel's active coverage against the insurer's roster
+as the run saw it, on `employee_code`, then field by field. Both sides stream in employee-code order and are
+merge-joined, so memory holds one chunk of each side and one batch of discrepancies."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from apps.reconciliation.models import Discrepancy, DiscrepancyKind, DiscrepancySeverity, ReconciliationRun
+from apps.reconciliation.selectors import MemberRecord, PolicyScope, insurer_members, keel_charges, keel_members
+
+COMPARED_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
+FIELD_SEVERITY = {
+    "first_name": DiscrepancySeverity.LOW,
+    "last_name": DiscrepancySeverity.LOW,
+    "date_of_birth": DiscrepancySeverity.MEDIUM,
+    "start_date": DiscrepancySeverity.MEDIUM,
+    "sum_insured": DiscrepancySeverity.HIGH,
+}
+BATCH = 1000
+
+
+def _json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _record_json(member: MemberRecord) -> dict[str, Any]:
+    return {f: _json(getattr(member, f)) for f in ("employee_code", *COMPARED_FIELDS)}
+
+
+def _norm(field: str, value: Any) -> Any:
+    # Names compare without case or surrounding blanks: the insurer's systems upper-case them.
+    return value.strip().casefold() if field in ("first_name", "last_name") and isinstance(value, str) else value
+
+
+def _pairs(
+    keel: Iterator[MemberRecord], insurer: Iterator[MemberRecord]
+) -> Iterator[tuple[MemberRecord | None, MemberRecord | None]]:
+    """Merge-join two streams ordered by employee code."""
+    k, i = next(keel, None), next(insurer, None)
+    while k is not None or i is not None:
+        if i is None or (k is not None and k.employee_code < i.employee_code):
+            yield k, None
+            k = next(keel, None)
+        elif k is None or i.employee_code < k.employee_code:
+            yield None, i
+            i = next(insurer, None)
+        else:
+            yield k, i
+            k, i = next(keel, None), next(insurer, None)
+
+
+def _flush(batch: list[Discrepancy]) -> None:
+    with transaction.atomic():
+        Discrepancy.objects.bulk_create(batch, ignore_conflicts=True)
+    batch.clear()
+
+
+def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
+    """Match one policy and write its `Discrepancy` rows (once per run and key, so a re-match adds nothing).
+
+    Returns counts by kind plus `matched` (members on both sides with every compared field equal). Keys:
+    `member:<code>` for a missing member, `field:<code>:<field>` for a field mismatch.
+    """
+    counts: Counter[str] = Counter()
+    batch: list[Discrepancy] = []
+    common = {"run": run, "employer_id": scope.employer_id, "policy_id": scope.policy_id}
+    keel = keel_members(policy_id=scope.policy_id)
+    insurer = insurer_members(run_id=run.pk, insurer_id=run.insurer_id, policy_id=scope.policy_id)
+    matched_in_batch = 0
+    for ours, theirs in _pairs(keel, insurer):
+        if theirs is None and ours is not None:
+            kind = DiscrepancyKind.MISSING_AT_INSURER
+            batch.append(
+                Discrepancy(
+                    **common,
+                    employee_code=ours.employee_code,
+                    kind=kind,
+                    severity=DiscrepancySeverity.HIGH,
+                    keel_value=_record_json(ours),
+                    insurer_value=None,
+                    key=f"member:{ours.employee_code}",
+                )
+            )
+            counts[kind] += 1
+        elif ours is None and theirs is not None:
+            kind = DiscrepancyKind.MISSING_INTERNALLY
+            batch.append(
+                Discrepancy(
+                    **common,
+                    employee_code=theirs.employee_code,
+                    kind=kind,
+                    severity=DiscrepancySeverity.HIGH,
+                    keel_value=None,
+                    insurer_value=_record_json(theirs),
+                    key=f"member:{theirs.employee_code}",
+                )
+            )
+            counts[kind] += 1
+        elif ours is not None and theirs is not None:
+            differing = [f for f in COMPARED_FIELDS if _norm(f, getattr(ours, f)) != _norm(f, getattr(theirs, f))]
+            for field in differing:
+                batch.append(
+                    Discrepancy(
+                        **common,
+                        employee_code=ours.employee_code,
+                        kind=DiscrepancyKind.FIELD_MISMATCH,
+                        field=field,
+                        severity=FIELD_SEVERITY[field],
+                        keel_value=_json(getattr(ours, field)),
+                        insurer_value=_json(getattr(theirs, field)),
+                        key=f"field:{ours.employee_code}:{field}",
+                    )
+                )
+                counts[DiscrepancyKind.FIELD_MISMATCH] += 1
+            if not differing:
+                counts["matched"] += 1
+                matched_in_batch += 1
+        if len(batch) >= BATCH or matched_in_batch >= BATCH:
+            _flush(batch)
+            ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
+            matched_in_batch = 0
+    _flush(batch)
+    ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
+    return counts
+
+
+def _merge_by_id(
+    ours: Iterator[tuple[int, int]], theirs: Iterator[tuple[int, int]]
+) -> Iterator[tuple[int, int | None, int | None]]:
+    """Merge-join two `(endorsement_id, amount)` streams ordered by id: `(id, keel_amount, insurer_amount)`."""
+    k, i = next(ours, None), next(theirs, None)
+    while k is not None or i is not None:
+        if i is None or (k is not None and k[0] < i[0]):
+            assert k is not None
+            yield k[0], k[1], None
+            k = next(ours, None)
+        elif k is None or i[0] < k[0]:
+            yield i[0], None, i[1]
+            i = next(theirs, None)
+        else:
+            yield k[0], k[1], i[1]
+            k, i = next(ours, None), next(theirs, None)
+
+
+def policy_money_match(
+    *, run: ReconciliationRun, scope: PolicyScope, statement: Iterator[tuple[int, int]]
+) -> Counter[str]:
+    """Compare the insurer's statement of charges (`(endorsement_id, amount)`, paise, debit > 0, credit < 0,
+    in id order) with Keel's captures minus refunds per endorsement of the policy, and write a `Discrepancy`
+    per difference (key `charge:<endorsement id>`, once per run):
+
+    - Keel moved money for an endorsement the insurer never charged → `charge_missing`;
+    - both hold it with different amounts, or the insurer charged what Keel never captured → `amount_mismatch`
+      (a missing Keel side counts as 0).
+    Returns counts by kind. Endorsements with no money on either side are not compared.
+    """
+    counts: Counter[str] = Counter()
+    batch: list[Discrepancy] = []
+    for endorsement_id, keel, insurer in _merge_by_id(keel_charges(policy_id=scope.policy_id), statement):
+        if keel == insurer:
+            continue
+        if insurer is None:
+            if not keel:
+                continue
+            kind = DiscrepancyKind.CHARGE_MISSING
+        else:
+            kind = DiscrepancyKind.AMOUNT_MISMATCH
+        batch.append(
+            Discrepancy(
+                run=run,
+                employer_id=scope.employer_id,
+                policy_id=scope.policy_id,
+                endorsement_id=endorsement_id,
+                kind=kind,
+                severity=DiscrepancySeverity.HIGH,
+                keel_value=keel or 0,
+                insurer_value=insurer,
+                key=f"charge:{endorsement_id}",
+            )
+        )
+        counts[kind] += 1
+        if len(batch) >= BATCH:
+            _flush(batch)
+    _flush(batch)
+    return counts

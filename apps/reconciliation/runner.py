@@ -1,0 +1,154 @@
+"""Running a reconciliation run end to end (issue 12, ADR 0040): pull every policy's roster page by page, then
+match. Called by the Celery task and by `manage.py reconcile`; the insurer is called outside any
+transaction, and each page is recorded in its own short one (`services.roster_page_record`)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import requests
+import structlog
+
+from apps.audit.models import JobStatus
+from apps.audit.services import job_run_finish, job_run_start
+from apps.reconciliation.contracts import JOB_RECONCILIATION, RunLockLostError
+from apps.reconciliation.matching import policy_match, policy_money_match
+from apps.reconciliation.models import ReconciliationRun, RunStatus
+from apps.reconciliation.pull import PullPolicy, RosterPullError, rest_roster_pages, rest_statement_charges
+from apps.reconciliation.selectors import run_policies
+from apps.reconciliation.services import reconciliation_finish, reconciliation_lock_refresh, roster_page_record
+
+log = structlog.get_logger(__name__)
+
+_JOB_STATUS = {
+    RunStatus.COMPLETED: JobStatus.SUCCEEDED,
+    RunStatus.FAILED: JobStatus.FAILED,
+    RunStatus.CANCELLED: JobStatus.CANCELLED,
+}
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _cancel_requested(run_id: int) -> bool:
+    return ReconciliationRun.objects.filter(pk=run_id, cancel_requested_at__isnull=False).exists()
+
+
+def _counts(run_id: int, summary: Counter[str] | None = None) -> dict[str, int]:
+    run = ReconciliationRun.objects.get(pk=run_id)
+    counts = {
+        "pages_pulled": run.pages_pulled,
+        "rows_pulled": run.rows_pulled,
+        "rows_matched": run.rows_matched,
+    }
+    counts.update(summary or {})
+    return counts
+
+
+def reconciliation_execute(
+    *,
+    run_id: int,
+    page_size: int = 1000,
+    session: requests.Session | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    pull_policy: PullPolicy | None = None,
+    on_page: Callable[[str, int], None] | None = None,
+) -> ReconciliationRun:
+    """Run (or resume) `run_id` to its end and return it. `on_page(policy_number, rows newly seen)` is called
+    after each recorded page (the `reconcile --wait` command prints progress with it).
+
+    1. Write the job-run start event (outside any transaction).
+    2. For each policy in scope, in id order, from its resume cursor: before each page, stop CANCELLED if a
+       cancel was requested; record the page (upsert, counters, lock refresh, cursor) in one transaction.
+    3. Match every policy's members, then its money against the insurer's statement (pulled the same way,
+       streamed); discrepancies are written once per run and key; write the summary; end COMPLETED.
+    4. A pull error ends the run FAILED with the error kept; a lost lock (another run took over after this
+       worker stalled) ends only the job-run event, leaving the run to whoever ended it.
+    5. End the run (with one `reconciliation.completed` partner event per employer, its own figures) and
+       write the job-run end event with status, counts and error.
+    """
+    run = ReconciliationRun.objects.select_related("insurer").get(pk=run_id)
+    if run.status != RunStatus.RUNNING:
+        return run
+    job = job_run_start(
+        job=JOB_RECONCILIATION,
+        params={
+            "run_id": run.pk,
+            "insurer": run.insurer.code,
+            "employer_id": run.employer_id,
+            "policy_id": run.policy_id,
+        },
+    )
+    policies = run_policies(run)
+
+    def wait(seconds: float) -> None:
+        # A long `Retry-After` must not let the lock expire under a live worker: refresh, then wait.
+        reconciliation_lock_refresh(run_id=run_id)
+        sleep(seconds)
+
+    ReconciliationRun.objects.filter(pk=run_id).update(policies_total=len(policies))
+    status, error, summary = RunStatus.COMPLETED, "", Counter[str]()
+    by_employer: dict[int, Counter[str]] = {}
+    try:
+        for scope in policies:
+            key = str(scope.policy_id)
+            if key in run.resume_cursors and run.resume_cursors[key] is None:
+                continue  # pulled completely before this worker resumed the run
+            pages = rest_roster_pages(
+                endpoint=run.insurer.endpoint,
+                policy_number=scope.policy_number,
+                cursor=run.resume_cursors.get(key) or "",
+                page_size=page_size,
+                session=session,
+                sleep=wait,
+                policy=pull_policy,
+            )
+            for page in pages:
+                if _cancel_requested(run_id):
+                    raise _Cancelled
+                seen = roster_page_record(
+                    run_id=run_id,
+                    insurer_id=run.insurer_id,
+                    policy_id=scope.policy_id,
+                    members=page.members,
+                    next_cursor=page.next_cursor,
+                )
+                if on_page is not None:
+                    on_page(scope.policy_number, seen)
+        if _cancel_requested(run_id):
+            raise _Cancelled
+        reconciliation_lock_refresh(run_id=run_id)
+        ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
+        for scope in policies:
+            counts = policy_match(run=run, scope=scope)
+            statement = rest_statement_charges(
+                endpoint=run.insurer.endpoint,
+                policy_number=scope.policy_number,
+                page_size=page_size,
+                session=session,
+                sleep=wait,
+                policy=pull_policy,
+            )
+            counts.update(policy_money_match(run=run, scope=scope, statement=statement))
+            summary.update(counts)
+            by_employer.setdefault(scope.employer_id, Counter()).update(counts)
+            reconciliation_lock_refresh(run_id=run_id)
+    except _Cancelled:
+        status = RunStatus.CANCELLED
+    except RunLockLostError as exc:
+        log.warning("reconciliation.lock_lost", run_id=run_id)
+        job_run_finish(job, status=JobStatus.FAILED, counts=_counts(run_id), error=str(exc))
+        return ReconciliationRun.objects.get(pk=run_id)
+    except RosterPullError as exc:
+        status, error = RunStatus.FAILED, str(exc)
+    except Exception as exc:
+        reconciliation_finish(run_id=run_id, status=RunStatus.FAILED, summary=_counts(run_id), error=repr(exc))
+        job_run_finish(job, status=JobStatus.FAILED, counts=_counts(run_id), error=repr(exc))
+        raise
+    totals = _counts(run_id, summary)
+    reconciliation_finish(run_id=run_id, status=status, summary=totals, error=error, employer_counts=by_employer)
+    job_run_finish(job, status=_JOB_STATUS[status], counts=totals, error=error)
+    return ReconciliationRun.objects.get(pk=run_id)

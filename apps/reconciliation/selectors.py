@@ -1,0 +1,125 @@
+"""Reads for reconciliation (issue 12). Keel's side of the match is read here, read-only, from the employers
+app's tables; nothing in this app writes there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+
+from django.http import Http404
+
+from apps.employers import selectors as employers
+from apps.employers.selectors import employers_visible_to
+from apps.endorsements.selectors import endorsement_ids_of_policy
+from apps.ledger.selectors import net_charges_by_endorsement
+from apps.partners.contracts import Principal
+from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, ReconciliationRun
+
+
+@dataclass(frozen=True)
+class PolicyScope:
+    policy_id: int
+    policy_number: str
+    employer_id: int
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """One member on one policy, as one side holds it (sum insured in paise)."""
+
+    employee_code: str
+    first_name: str
+    last_name: str
+    date_of_birth: date | None
+    sum_insured: int
+    start_date: date | None
+
+
+def scope_employer_ids(*, insurer_id: int, employer_id: int | None) -> list[int]:
+    """The employers a run covers: the one named, or every employer with a policy at the insurer."""
+    if employer_id is not None:
+        return [employer_id]
+    return employers.policy_employer_ids(insurer_id=insurer_id)
+
+
+def run_policies(run: ReconciliationRun) -> list[PolicyScope]:
+    """The policies a run pulls and matches, in id order (a resumed run walks them in the same order)."""
+    scopes = employers.policy_scopes(insurer_id=run.insurer_id, employer_ids=run.employer_ids, policy_id=run.policy_id)
+    return [PolicyScope(policy_id=pk, policy_number=number, employer_id=employer) for pk, number, employer in scopes]
+
+
+def keel_members(*, policy_id: int) -> Iterator[MemberRecord]:
+    """Keel's active coverage on a policy, ordered by employee code, streamed in chunks."""
+    for row in employers.active_members(policy_id=policy_id):
+        yield MemberRecord(*row)
+
+
+def insurer_members(*, run_id: int, insurer_id: int, policy_id: int) -> Iterator[MemberRecord]:
+    """The insurer's roster of a policy as this run saw it (entries not seen by the run are gone at the
+    insurer), ordered by employee code, streamed in chunks."""
+    rows = (
+        InsurerRosterEntry.objects.filter(insurer_id=insurer_id, policy_id=policy_id, last_seen_run_id=run_id)
+        .order_by("employee_code")
+        .values_list("employee_code", "first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
+    )
+    for row in rows.iterator(chunk_size=2000):
+        yield MemberRecord(*row)
+
+
+def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
+    """Keel's net money per endorsement of a policy, `(endorsement_id, captures - refunds)` in paise, in
+    endorsement-id order (the insurer's statement is compared with it). A read-only aggregate over the ledger's
+    transactions; streamed in chunks."""
+    yield from net_charges_by_endorsement(endorsement_ids_of_policy(policy_id))
+
+
+def scope_employer_ids_for_key(*, principal: Principal, insurer_id: int, employer_id: int | None) -> list[int]:
+    """The employers a key's run covers: the one named (already checked visible), else every employer the key
+    may act for with a policy at the insurer."""
+    if employer_id is not None:
+        return [employer_id]
+    visible = employers_visible_to(principal).values("pk")
+    return employers.policy_employer_ids(insurer_id=insurer_id, employer_ids=visible)
+
+
+def run_visible_to(principal: Principal, run: ReconciliationRun) -> bool:
+    """A key sees a run only if every employer it covers is one the key may act for (so an operator's run
+    over several partners is never shown to a partner)."""
+    if not run.employer_ids:
+        return False
+    visible = set(employers_visible_to(principal).filter(pk__in=run.employer_ids).values_list("pk", flat=True))
+    return visible == set(run.employer_ids)
+
+
+def run_get_for(principal: Principal, run_id: int | str) -> ReconciliationRun:
+    """The run if this key may see it; `Http404` otherwise (SPEC §2: never 403)."""
+    try:
+        pk = int(run_id)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    run = ReconciliationRun.objects.select_related("insurer").filter(pk=pk).first()
+    if run is None or not run_visible_to(principal, run):
+        raise Http404
+    return run
+
+
+def discrepancy_get_for(principal: Principal, discrepancy_id: int | str) -> Discrepancy:
+    """The discrepancy if this key may see its run; `Http404` otherwise."""
+    try:
+        pk = int(discrepancy_id)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    discrepancy = Discrepancy.objects.select_related("run").filter(pk=pk).first()
+    if discrepancy is None or not run_visible_to(principal, discrepancy.run):
+        raise Http404
+    return discrepancy
+
+
+def keel_member_for_resend(*, policy_id: int, employee_code: str) -> tuple[MemberRecord, str, str] | None:
+    """Keel's active cover of one member as `(record, gender, email)`, or None if Keel no longer covers it."""
+    found = employers.active_member(policy_id=policy_id, employee_code=employee_code)
+    if found is None:
+        return None
+    row, gender, email = found
+    return MemberRecord(*row), gender, email

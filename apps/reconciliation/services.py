@@ -1,0 +1,463 @@
+"""Every reconciliation write (issue 12, ADR 0040): runs, their locks, the insurer-side roster and its history.
+
+Keyword-only, typed, one transaction per state change. No I/O to the insurer happens here: `runner.py` pulls
+pages outside any transaction and hands each page to `roster_page_record`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.common.actors import Actor
+from apps.common.errors import DomainValidationError
+from apps.endorsements import services as endorsement_services
+from apps.endorsements.parsing import CORRECTABLE_FIELDS, ParseErrors, draft_from_request
+from apps.outbox.services import outbox_enqueue
+from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.events import partner_events_record
+from apps.reconciliation.contracts import (
+    ACTIONS_OF_KIND,
+    AUDIT_DISCREPANCY_RESOLVED,
+    AUDIT_RUN_CANCEL_REQUESTED,
+    AUDIT_RUN_STARTED,
+    LOCK_TTL_SECONDS,
+    TOPIC_RESEND,
+    ResolutionAction,
+    ResolutionNotAllowedError,
+    RunLockLostError,
+    RunOverlapError,
+)
+from apps.reconciliation.models import (
+    Discrepancy,
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    InsurerRosterChange,
+    InsurerRosterEntry,
+    ReconciliationLock,
+    ReconciliationRun,
+    RunStatus,
+)
+
+ROSTER_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
+
+
+def _lock_rows(*, run: ReconciliationRun, insurer_id: int, employer_ids: Sequence[int]) -> None:
+    """Take the `(insurer, employer)` locks of `run`, all or none (inside the caller's transaction).
+
+    1. Insert one lock row per employer, in employer-id order (two runs never wait on each other in a cycle).
+    2. On conflict, take the row over only if its lock has expired (its worker died): `DO UPDATE … WHERE
+       expires_at < now` (the application's clock, which wrote the expiry); a live lock is left
+       alone and its row is not returned.
+    3. If fewer rows came back than asked for, a live run holds one: raise `RunOverlapError` naming it, and
+       the caller's transaction rolls back every lock taken in step 1.
+    """
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=LOCK_TTL_SECONDS)
+    ids = sorted(set(employer_ids))
+    if not ids:
+        return
+    table = ReconciliationLock._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (insurer_id, employer_id, run_id, expires_at)
+            SELECT %s, employer_id, %s, %s FROM unnest(%s::bigint[]) AS employer_id ORDER BY employer_id
+            ON CONFLICT (insurer_id, employer_id) DO UPDATE
+               SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
+             WHERE {table}.expires_at < %s
+            RETURNING employer_id
+            """,  # noqa: S608 — the table name is ours, every value is a parameter
+            [insurer_id, run.pk, expires_at, ids, now],
+        )
+        taken = {row[0] for row in cursor.fetchall()}
+    if len(taken) < len(ids):
+        holder = (
+            ReconciliationLock.objects.filter(insurer_id=insurer_id, employer_id__in=set(ids) - taken)
+            .order_by("employer_id")
+            .values_list("run_id", flat=True)
+            .first()
+        )
+        raise RunOverlapError(running_run_id=holder or 0)
+
+
+@transaction.atomic
+def reconciliation_start(
+    *,
+    insurer_id: int,
+    employer_ids: Sequence[int],
+    employer_id: int | None,
+    policy_id: int | None,
+    partner_id: int | None,
+    actor: Actor,
+) -> ReconciliationRun:
+    """Create a RUNNING run for `insurer_id` over `employer_ids` (the employers it covers; `employer_id` is the
+    one the caller named, None for an all-employers operator run) and take their locks.
+
+    Raises `RunOverlapError` (nothing written) when a live run holds the lock of any of those employers, and
+    `ValueError` when `employer_ids` is empty (nothing to reconcile).
+    Runs whose lock was taken over (their worker died) are ended FAILED.
+    """
+    if not employer_ids:
+        raise ValueError("a run covers at least one employer")
+    now = timezone.now()
+    run = ReconciliationRun.objects.create(
+        insurer_id=insurer_id,
+        employer_id=employer_id,
+        policy_id=policy_id,
+        partner_id=partner_id,
+        employer_ids=sorted(set(employer_ids)),
+        requested_by=actor.display[:120],
+        started_at=now,
+    )
+    previous_holders = set(
+        ReconciliationLock.objects.filter(insurer_id=insurer_id, employer_id__in=employer_ids).values_list(
+            "run_id", flat=True
+        )
+    )
+    _lock_rows(run=run, insurer_id=insurer_id, employer_ids=employer_ids)
+    stale = previous_holders - set(
+        ReconciliationLock.objects.filter(run_id__in=previous_holders).values_list("run_id", flat=True)
+    )
+    if stale:
+        ReconciliationRun.objects.filter(pk__in=stale, status=RunStatus.RUNNING).update(
+            status=RunStatus.FAILED, finished_at=now, error="lock expired: its worker stopped"
+        )
+    audit_record(
+        actor=actor,
+        action=AUDIT_RUN_STARTED,
+        object_type="reconciliation_run",
+        object_id=run.pk,
+        employer_id=employer_id,
+        after={"insurer_id": insurer_id, "employer_id": employer_id, "policy_id": policy_id},
+    )
+    return run
+
+
+def reconciliation_lock_refresh(*, run_id: int) -> None:
+    """Push the run's lock expiry forward. Raises `RunLockLostError` if the run no longer holds any lock (it
+    expired and another run took it over), so a slow worker stops instead of racing the new run."""
+    held = ReconciliationLock.objects.filter(run_id=run_id).update(
+        expires_at=timezone.now() + timedelta(seconds=LOCK_TTL_SECONDS)
+    )
+    if not held:
+        raise RunLockLostError(f"run {run_id} lost its lock")
+
+
+def _entry_values(member: Mapping[str, Any]) -> dict[str, Any]:
+    return {field: member[field] for field in ROSTER_FIELDS}
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in values.items()}
+
+
+@transaction.atomic
+def roster_page_record(
+    *,
+    run_id: int,
+    insurer_id: int,
+    policy_id: int,
+    members: Sequence[Mapping[str, Any]],
+    next_cursor: str | None,
+) -> int:
+    """Upsert one pulled page into the current insurer roster and advance the run, in one transaction.
+
+    `members`: dicts with `employee_code`, `first_name`, `last_name`, `date_of_birth` and `start_date`
+    (`date`), `sum_insured` (paise). Steps:
+    1. refresh the run's lock (raises `RunLockLostError` if lost: nothing of the page is written);
+    2. read the entries of the page's codes; create new ones, update changed ones and write one
+       `InsurerRosterChange` per changed entry (changed fields only, previous and new);
+    3. mark every entry seen by this run; `rows_pulled` grows only by entries this run had not seen yet, so a
+       page pulled twice (a retry, a resumed run) is never counted twice;
+    4. store `next_cursor` as the policy's resume point (None: the policy is done).
+    Returns the number of entries newly seen by this run.
+    """
+    reconciliation_lock_refresh(run_id=run_id)
+    now = timezone.now()
+    by_code = {m["employee_code"]: m for m in members}
+    existing = {
+        e.employee_code: e
+        for e in InsurerRosterEntry.objects.select_for_update().filter(
+            insurer_id=insurer_id, policy_id=policy_id, employee_code__in=list(by_code)
+        )
+    }
+    created: list[InsurerRosterEntry] = []
+    changed: list[InsurerRosterEntry] = []
+    history: list[InsurerRosterChange] = []
+    newly_seen = 0
+    for code, member in by_code.items():
+        values = _entry_values(member)
+        entry = existing.get(code)
+        if entry is None:
+            created.append(
+                InsurerRosterEntry(
+                    insurer_id=insurer_id,
+                    policy_id=policy_id,
+                    employee_code=code,
+                    last_seen_run_id=run_id,
+                    first_seen_at=now,
+                    updated_at=now,
+                    **values,
+                )
+            )
+            newly_seen += 1
+            continue
+        if entry.last_seen_run_id != run_id:
+            newly_seen += 1
+        diff = {f: v for f, v in values.items() if getattr(entry, f) != v}
+        if diff:
+            previous = {f: getattr(entry, f) for f in diff}
+            for field, value in diff.items():
+                setattr(entry, field, value)
+            entry.updated_at = now
+            history.append(
+                InsurerRosterChange(
+                    entry=entry, run_id=run_id, previous=_jsonable(previous), new=_jsonable(diff), changed_at=now
+                )
+            )
+        entry.last_seen_run_id = run_id
+        changed.append(entry)
+    InsurerRosterEntry.objects.bulk_create(created, batch_size=1000)
+    if changed:
+        InsurerRosterEntry.objects.bulk_update(
+            changed, [*ROSTER_FIELDS, "last_seen_run", "updated_at"], batch_size=1000
+        )
+    InsurerRosterChange.objects.bulk_create(history, batch_size=1000)
+    run = ReconciliationRun.objects.select_for_update().get(pk=run_id)
+    cursors = dict(run.resume_cursors)
+    # A finished policy keeps the key with None, so a resumed run skips it.
+    cursors[str(policy_id)] = next_cursor or None
+    ReconciliationRun.objects.filter(pk=run_id).update(
+        pages_pulled=F("pages_pulled") + 1,
+        rows_pulled=F("rows_pulled") + newly_seen,
+        policies_done=F("policies_done") + (0 if next_cursor else 1),
+        resume_cursors=cursors,
+    )
+    return newly_seen
+
+
+def _partner_summary(counts: Mapping[str, int]) -> dict[str, int]:
+    """The figures of the `reconciliation.completed` contract (apps/partners/webhooks/contracts.py)."""
+    return {
+        "matched": int(counts.get("matched", 0)),
+        "missing_at_insurer": int(counts.get(DiscrepancyKind.MISSING_AT_INSURER, 0)),
+        "missing_internally": int(counts.get(DiscrepancyKind.MISSING_INTERNALLY, 0)),
+        "field_mismatches": int(counts.get(DiscrepancyKind.FIELD_MISMATCH, 0)),
+        "money_mismatches": int(counts.get(DiscrepancyKind.AMOUNT_MISMATCH, 0))
+        + int(counts.get(DiscrepancyKind.CHARGE_MISSING, 0)),
+    }
+
+
+def reconciliation_finish(
+    *,
+    run_id: int,
+    status: str,
+    summary: Mapping[str, Any] | None = None,
+    error: str = "",
+    employer_counts: Mapping[int, Mapping[str, int]] | None = None,
+) -> bool:
+    """End a RUNNING run with `status` (COMPLETED, FAILED, CANCELLED), release its locks and, in the same
+    transaction, record one `reconciliation.completed` partner event per employer the run covered, carrying
+    only that employer's figures (`employer_counts`: counts by kind plus `matched`, per employer id; an employer
+    without counts reports zeros). Returns False, writing nothing, if the run had already ended (another
+    worker or a takeover got there first)."""
+    with transaction.atomic():
+        now = timezone.now()
+        values: dict[str, Any] = {"status": status, "finished_at": now, "error": error[:2000]}
+        if summary is not None:
+            values["summary"] = dict(summary)
+        updated = ReconciliationRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(**values)
+        ReconciliationLock.objects.filter(run_id=run_id).delete()
+        if updated != 1:
+            return False
+        run = ReconciliationRun.objects.select_related("insurer").get(pk=run_id)
+        partner_events_record(
+            [
+                EventDraft(
+                    type=EventType.RECONCILIATION_COMPLETED,
+                    partner_id=None,
+                    employer_id=employer_id,
+                    object_type="reconciliation",
+                    object_id=str(run.pk),
+                    data={
+                        "id": run.pk,
+                        "insurer": run.insurer.code,
+                        "employer": employer_id,
+                        "status": status,
+                        "summary": _partner_summary((employer_counts or {}).get(employer_id, {})),
+                        "started_at": run.started_at.isoformat() if run.started_at else None,
+                        "finished_at": now.isoformat(),
+                    },
+                )
+                for employer_id in run.employer_ids
+            ]
+        )
+    return True
+
+
+@transaction.atomic
+def reconciliation_cancel(*, run: ReconciliationRun, actor: Actor) -> ReconciliationRun:
+    """Ask a RUNNING run to stop: its worker ends it CANCELLED at the next page, keeping what it pulled. A run
+    that already ended is returned unchanged (cancelling is idempotent)."""
+    updated = ReconciliationRun.objects.filter(
+        pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at__isnull=True
+    ).update(cancel_requested_at=timezone.now())
+    if updated:
+        audit_record(
+            actor=actor,
+            action=AUDIT_RUN_CANCEL_REQUESTED,
+            object_type="reconciliation_run",
+            object_id=run.pk,
+            employer_id=run.employer_id,
+        )
+    run.refresh_from_db()
+    return run
+
+
+def _rupees(paise: int) -> str:
+    return f"{paise // 100}.{paise % 100:02d}"
+
+
+def _intake_body(discrepancy: Discrepancy, action: str, gender: str) -> dict[str, Any]:
+    """The intake request (SPEC §7 shape) that resolves `discrepancy` with `action`."""
+    today = timezone.localdate().isoformat()
+    if action == ResolutionAction.CREATE_DELETION:
+        return {"type": "deletion", "employee_code": discrepancy.employee_code, "effective_date": today}
+    if action == ResolutionAction.CREATE_CORRECTION:
+        value = discrepancy.insurer_value
+        if discrepancy.field not in CORRECTABLE_FIELDS:
+            raise ResolutionNotAllowedError(f"`{discrepancy.field}` cannot be corrected through an endorsement")
+        change = _rupees(int(value or 0)) if discrepancy.field == "sum_insured" else value
+        return {
+            "type": "correction",
+            "employee_code": discrepancy.employee_code,
+            "effective_date": today,
+            "changes": {discrepancy.field: change},
+        }
+    member = dict(discrepancy.insurer_value or {})
+    if not gender:
+        raise ResolutionNotAllowedError("`create_addition` needs the member's `gender` (the insurer does not send it)")
+    return {
+        "type": "addition",
+        "effective_date": member.get("start_date") or today,
+        "sum_insured": _rupees(int(member["sum_insured"])),
+        "employee": {
+            "employee_code": discrepancy.employee_code,
+            "first_name": member.get("first_name") or "",
+            "last_name": member.get("last_name") or "",
+            "date_of_birth": member.get("date_of_birth"),
+            "gender": gender,
+        },
+    }
+
+
+def _intake(discrepancy: Discrepancy, action: str, gender: str, actor: Actor) -> dict[str, Any]:
+    """Submit the resolving endorsement through the public intake (validation, pricing, holds follow in the
+    pipeline); its refusals surface as they do on `POST /endorsements` (422, 409 duplicate)."""
+    try:
+        draft = draft_from_request(_intake_body(discrepancy, action, gender))
+    except ParseErrors as exc:
+        grouped: dict[str, list[str]] = {}
+        for field, message in exc.errors:
+            grouped.setdefault(field, []).append(message)
+        raise DomainValidationError(grouped) from exc
+    endorsement = endorsement_services.endorsement_submit(
+        employer=discrepancy.employer,
+        policy=discrepancy.policy,
+        draft=draft,
+        partner_id=discrepancy.employer.partner_id,
+        actor=actor,
+    )
+    return {"endorsement_id": endorsement.pk}
+
+
+def resend_idempotency_key(discrepancy_id: int) -> str:
+    """The insurer applies a resend once, however often it is delivered."""
+    return f"reconciliation-resend-{discrepancy_id}"
+
+
+@transaction.atomic
+def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor, gender: str = "") -> Discrepancy:
+    """Resolve an open discrepancy once, audited in the same transaction (ADR 0040).
+
+    1. Lock the row; if it is no longer open, return it unchanged: resolving twice is a no-op returning the
+       first resolution (whatever the second request asked).
+    2. `ignore` (any kind) → IGNORED. `flag_for_finance` (money kinds) → RESOLVED with an operator task in
+       `resolution_result`, no ledger change. `create_deletion` (missing_at_insurer: end Keel's cover),
+       `create_addition` (missing_internally: from the insurer's record, with `gender`, which insurers do not
+       send) and `create_correction` (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
+       endorsement's id, submitted through the endorsements intake in this transaction. `resend`
+       (missing_at_insurer, field_mismatch) → RESOLVED; an outbox message has the consumer send Keel's member
+       to the insurer again (an addition, or a correction), with no charge and no Keel coverage change;
+       `request_insurer_deletion` (missing_internally) → RESOLVED; the same consumer sends the insurer a
+       deletion of its member, touching no Keel cover.
+    Raises `ResolutionNotAllowedError` for an action the kind does not take, and the intake's own
+    `DomainValidationError` / `Conflict`; nothing is written then.
+    """
+    discrepancy = (
+        Discrepancy.objects.select_for_update(of=("self",)).select_related("employer", "policy").get(pk=discrepancy_id)
+    )
+    if discrepancy.status != DiscrepancyStatus.OPEN:
+        return discrepancy
+    result: dict[str, Any]
+    if action == ResolutionAction.IGNORE:
+        status, result = DiscrepancyStatus.IGNORED, {"ignored": True}
+    elif action not in ACTIONS_OF_KIND.get(discrepancy.kind, frozenset()):
+        raise ResolutionNotAllowedError(f"`{action}` does not apply to a {discrepancy.kind} discrepancy")
+    elif action == ResolutionAction.FLAG_FOR_FINANCE:
+        status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
+    elif action in (ResolutionAction.RESEND, ResolutionAction.REQUEST_INSURER_DELETION):
+        key = resend_idempotency_key(discrepancy.pk)
+        outbox_enqueue(topic=TOPIC_RESEND, payload={"discrepancy_id": discrepancy.pk}, key=key)
+        status, result = DiscrepancyStatus.RESOLVED, {"resend_key": key}
+    else:
+        status, result = DiscrepancyStatus.RESOLVED, _intake(discrepancy, action, gender, actor)
+    discrepancy.status = status
+    discrepancy.resolution_action = action
+    discrepancy.resolution_note = note
+    discrepancy.resolution_result = result
+    discrepancy.resolved_by = actor.display[:120]
+    discrepancy.resolved_at = timezone.now()
+    discrepancy.save(
+        update_fields=[
+            "status",
+            "resolution_action",
+            "resolution_note",
+            "resolution_result",
+            "resolved_by",
+            "resolved_at",
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action=AUDIT_DISCREPANCY_RESOLVED,
+        object_type="reconciliation_discrepancy",
+        object_id=discrepancy.pk,
+        employer_id=discrepancy.employer_id,
+        before={"status": DiscrepancyStatus.OPEN},
+        after={"status": status, "resolution_action": action, "resolution_note": note, **result},
+    )
+    return discrepancy
+
+
+ROSTER_HISTORY_DAYS = 400
+
+
+def roster_history_purge(*, batch: int = 5000) -> int:
+    """Delete roster changes older than `ROSTER_HISTORY_DAYS` (issue 12: kept 400 days), `batch` rows per
+    statement so a large backlog never holds one long lock. Returns the number deleted."""
+    cutoff = timezone.now() - timedelta(days=ROSTER_HISTORY_DAYS)
+    total = 0
+    while True:
+        ids = list(InsurerRosterChange.objects.filter(changed_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return total
+        deleted, _ = InsurerRosterChange.objects.filter(pk__in=ids).delete()
+        total += deleted

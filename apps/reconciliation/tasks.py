@@ -1,0 +1,67 @@
+"""Celery entry points of reconciliation (thin: each calls the runner or a service)."""
+
+from __future__ import annotations
+
+import structlog
+from celery import shared_task
+from django.db import transaction
+
+from apps.common.actors import Actor
+from apps.insurers.contracts import InsurerProtocol
+from apps.insurers.selectors import insurers_active
+from apps.reconciliation.contracts import RunOverlapError
+from apps.reconciliation.runner import reconciliation_execute
+from apps.reconciliation.selectors import scope_employer_ids
+from apps.reconciliation.services import reconciliation_start, roster_history_purge
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "reconciliation"
+
+
+# A run's I/O is bounded by the puller's per-request timeouts and retry budget; the hard limit only stops a
+# worker that hangs anyway (its lock then expires and a new run can proceed).
+@shared_task(name="reconciliation.run", ignore_result=True, soft_time_limit=3300, time_limit=3600)
+def reconciliation_run(run_id: int) -> str:
+    """Run (or resume, after a redelivery) one reconciliation run to its end; returns its final status."""
+    return reconciliation_execute(run_id=run_id).status
+
+
+def reconciliation_run_enqueue(*, run_id: int) -> None:
+    """Queue the run once the transaction that created it commits."""
+    transaction.on_commit(lambda: reconciliation_run.apply_async(args=(run_id,), queue=QUEUE))
+
+
+@shared_task(name="reconciliation.nightly", ignore_result=True)
+def reconciliation_nightly() -> dict[str, int | str]:
+    """Beat, nightly: one operator run per active REST insurer over all its employers (skipped, not queued
+    twice, while a run for any of them is still in progress). Returns `{insurer code: run id | "skipped"}`."""
+    started: dict[str, int | str] = {}
+    actor = Actor.system("reconciliation.nightly")
+    for insurer in insurers_active().filter(protocol=InsurerProtocol.REST):
+        employer_ids = scope_employer_ids(insurer_id=insurer.pk, employer_id=None)
+        if not employer_ids:
+            continue
+        try:
+            with transaction.atomic():
+                run = reconciliation_start(
+                    insurer_id=insurer.pk,
+                    employer_ids=employer_ids,
+                    employer_id=None,
+                    policy_id=None,
+                    partner_id=None,
+                    actor=actor,
+                )
+                reconciliation_run_enqueue(run_id=run.pk)
+        except RunOverlapError as exc:
+            log.info("reconciliation.nightly_skipped", insurer=insurer.code, running_id=exc.running_run_id)
+            started[insurer.code] = "skipped"
+            continue
+        started[insurer.code] = run.pk
+    return started
+
+
+@shared_task(name="reconciliation.history_purge", ignore_result=True)
+def reconciliation_history_purge() -> int:
+    """Beat, daily: drop insurer-roster changes past their 400 days."""
+    return roster_history_purge()

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+from django.utils import timezone
+
+from apps.common.actors import Actor
+from apps.employers.models import Coverage, Employee, Policy
+from apps.endorsements.models import Endorsement, EndorsementStatus
+from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.insurers.sandbox.roster import sandbox_roster_load
+from apps.insurers.sandbox.setup import sandbox_register
+from apps.ledger import services as ledger
+from apps.reconciliation.models import ReconciliationRun
+from apps.reconciliation.selectors import scope_employer_ids
+from apps.reconciliation.services import reconciliation_start
+
+SANDBOX = "sandbox-rest"
+
+
+class FakeClock:
+    """Records every wait the puller asks for instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def operator() -> Actor:
+    return Actor.system("tests")
+
+
+def member(code: str, **overrides) -> dict:
+    values = {
+        "employee_code": code,
+        "first_name": "Asha",
+        "last_name": "Rao",
+        "date_of_birth": date(1990, 5, 17),
+        "sum_insured": 500_000_00,
+        "start_date": date(2026, 4, 1),
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture
+def covered_policy() -> Callable[..., Policy]:
+    """A sandbox-rest policy with `count` members covered in Keel and the same members at the sandbox."""
+
+    def _make(count: int, *, at_insurer: bool = True, policy: Policy | None = None) -> Policy:
+        policy = policy or PolicyFactory()
+        members = [member(f"E{n:05d}") for n in range(count)]
+        for m in members:
+            employee = Employee.objects.create(
+                employer=policy.employer,
+                employee_code=m["employee_code"],
+                first_name=m["first_name"],
+                last_name=m["last_name"],
+                date_of_birth=m["date_of_birth"],
+                gender="female",
+            )
+            Coverage.objects.create(
+                employee=employee, policy=policy, sum_insured=m["sum_insured"], start_date=m["start_date"]
+            )
+        if at_insurer:
+            sandbox_roster_load(code=SANDBOX, policy_number=policy.policy_number, members=members)
+        return policy
+
+    return _make
+
+
+@pytest.fixture
+def start_run(operator) -> Callable[..., ReconciliationRun]:
+    def _start(policy: Policy, *, employer_id: int | None = -1) -> ReconciliationRun:
+        employer = policy.employer_id if employer_id == -1 else employer_id
+        return reconciliation_start(
+            insurer_id=policy.insurer_id,
+            employer_ids=scope_employer_ids(insurer_id=policy.insurer_id, employer_id=employer),
+            employer_id=employer,
+            policy_id=None,
+            partner_id=None,
+            actor=operator,
+        )
+
+    return _start
+
+
+SYSTEM = Actor.system("tests")
+TODAY = date(2026, 6, 1)
+
+
+def run_pipeline(rounds: int = 6) -> None:
+    """Outbox → process → scheduler (window forced) → dispatch over HTTP → results, until quiet."""
+    from apps.endorsements import services
+    from apps.outbox.testing import drain
+
+    for _ in range(rounds):
+        drain()
+        if not services.scheduler_tick(actor=SYSTEM, force=True):
+            drain()
+            return
+
+
+def sandbox_roster_from_keel(policy: Policy) -> None:
+    """Make the sandbox's roster of `policy` what Keel covers (the insurer applied everything)."""
+    sandbox_roster_load(
+        code=SANDBOX,
+        policy_number=policy.policy_number,
+        members=[
+            {
+                "employee_code": c.employee.employee_code,
+                "first_name": c.employee.first_name,
+                "last_name": c.employee.last_name,
+                "date_of_birth": c.employee.date_of_birth,
+                "sum_insured": c.sum_insured,
+                "start_date": c.start_date,
+            }
+            for c in Coverage.objects.select_related("employee").filter(policy=policy, status="active")
+        ],
+    )
+
+
+@pytest.fixture
+def active_policy(live_server, make_key, time_machine, require_postgres):
+    """A sandbox-rest policy with three additions ACTIVE through the pipeline, the sandbox roster matching."""
+    time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=True)
+    [insurer] = sandbox_register(base_url=live_server.url)
+    policy = PolicyFactory(insurer=insurer)
+    client = make_key(partner=policy.employer.partner, all_employers=True)
+    ledger.topup_post(employer_id=policy.employer_id, amount=1_000_000_00, reference="topup-recon", actor=SYSTEM)
+    for n in range(3):
+        response = client.post("/api/v1/endorsements", addition(policy, f"M-{n}", effective=TODAY))
+        assert response.status_code == 202, response.content
+    run_pipeline()
+    assert set(Endorsement.objects.values_list("status", flat=True)) == {EndorsementStatus.ACTIVE}
+    sandbox_roster_from_keel(policy)
+    return policy

@@ -1,0 +1,44 @@
+"""Money reconciliation: endorsements through the real pipeline (API, outbox, ledger, sandbox over HTTP), then
+the sandbox's statement of charges against Keel's captures and refunds."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.endorsements.models import Endorsement
+from apps.insurers.sandbox.models import SandboxCharge
+from apps.insurers.sandbox.roster import sandbox_charge_change, sandbox_charge_drop
+from apps.reconciliation.models import Discrepancy, RunStatus
+from apps.reconciliation.runner import reconciliation_execute
+from apps.reconciliation.tests.conftest import SANDBOX
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+
+
+def test_statement_matching_the_ledger_gives_no_discrepancy(active_policy, start_run, fake_clock) -> None:
+    assert SandboxCharge.objects.count() == 3
+    run = start_run(active_policy)
+
+    done = reconciliation_execute(run_id=run.pk, sleep=fake_clock)
+
+    assert done.status == RunStatus.COMPLETED
+    assert done.summary["matched"] == 3
+    assert Discrepancy.objects.count() == 0
+
+
+def test_wrong_charge_and_missing_charge_are_each_found(active_policy, start_run, fake_clock) -> None:
+    first, second, _ = Endorsement.objects.order_by("pk")
+    sandbox_charge_change(code=SANDBOX, endorsement_id=first.pk, amount=first.premium_amount + 100)
+    sandbox_charge_drop(code=SANDBOX, endorsement_id=second.pk)
+    run = start_run(active_policy)
+
+    done = reconciliation_execute(run_id=run.pk, sleep=fake_clock)
+
+    found = sorted(
+        Discrepancy.objects.filter(run=done).values_list("kind", "endorsement_id", "keel_value", "insurer_value")
+    )
+    assert found == [
+        ("amount_mismatch", first.pk, first.premium_amount, first.premium_amount + 100),
+        ("charge_missing", second.pk, second.premium_amount, None),
+    ]
+    assert (done.summary["amount_mismatch"], done.summary["charge_missing"], done.summary["matched"]) == (1, 1, 3)
