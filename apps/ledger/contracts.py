@@ -12,7 +12,7 @@ class LedgerTopic(TextChoices):
     # {employer_id, available}: a top-up, refund or release added to `available` (park and wake, §6/§7).
     FUNDS_AVAILABLE = "ledger.funds_available"
     # {employer_id, available, threshold}: `available` crossed below the threshold (once per crossing). The
-    # e-mail consumer lives in handlers.py; the partner webhook (§10) will carry this payload as it is.
+    # e-mail consumer lives in handlers.py; the partner event `ledger.low_balance` (§10) carries this payload as it is.
     LOW_BALANCE = "ledger.low_balance"
 
 
