@@ -65,6 +65,17 @@ def test_apikey_create_refuses_another_partners_employer():
     assert APIKey.objects.count() == 0
 
 
+def test_apikey_create_for_a_new_partner_that_fails_leaves_no_partner_behind():
+    """A mistyped partner name with a bad --employer must not leave a stray partner (newcomer trial)."""
+    employer = EmployerFactory()
+    partners_before = set(Partner.objects.values_list("name", flat=True))
+
+    with pytest.raises(CommandError, match="do not exist for partner Demo"):
+        run("apikey_create", "--partner", "Demo", "--scope", "employers:read", "--employer", str(employer.pk))
+    assert set(Partner.objects.values_list("name", flat=True)) == partners_before
+    assert APIKey.objects.count() == 0
+
+
 def test_apikey_revoke_makes_the_key_unusable():
     key = run("apikey_create", "--partner", "p", "--scope", "employers:read", "--all-employers").splitlines()[-1]
 

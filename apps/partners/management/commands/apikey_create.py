@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 from django.utils import timezone
 
 from apps.common.actors import Actor
@@ -34,22 +35,26 @@ class Command(BaseCommand):
                 raise CommandError("--expires must be an ISO 8601 date-time")
             if timezone.is_naive(expires_at):
                 expires_at = timezone.make_aware(expires_at)
-        partner = Partner.objects.filter(name=options["partner"]).first()
-        if partner is None:
-            partner = partner_create(name=options["partner"], actor=actor)
-            self.stdout.write(f"Created partner {partner.name!r} (id {partner.pk}).")
+        created = False
         try:
-            api_key, plaintext = api_key_create(
-                partner=partner,
-                name=options["name"] or f"{partner.name} key",
-                scopes=options["scopes"],
-                employer_ids=options["employers"] or (),
-                all_employers=options["all_employers"],
-                expires_at=expires_at,
-                actor=actor,
-            )
+            # One transaction: a partner created here does not outlive a key that could not be created.
+            with transaction.atomic():
+                partner = Partner.objects.filter(name=options["partner"]).first()
+                if partner is None:
+                    partner, created = partner_create(name=options["partner"], actor=actor), True
+                api_key, plaintext = api_key_create(
+                    partner=partner,
+                    name=options["name"] or f"{partner.name} key",
+                    scopes=options["scopes"],
+                    employer_ids=options["employers"] or (),
+                    all_employers=options["all_employers"],
+                    expires_at=expires_at,
+                    actor=actor,
+                )
         except DomainValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.errors.items()))
+        if created:
+            self.stdout.write(f"Created partner {partner.name!r} (id {partner.pk}).")
         target = "all employers" if api_key.all_employers else f"employers {options['employers']}"
         self.stdout.write(
             f"API key {api_key.prefix} for partner {partner.name!r}: scopes {', '.join(api_key.scopes)}; {target}."
