@@ -48,10 +48,15 @@ def _load(drill: Drill, *, endorsements: int = ENDORSEMENTS, loans: int = LOANS)
     submit_loans(drill, loans, start=0)
 
 
-def _mid_step(drill: Drill) -> None:
-    """Wait until the pipeline is visibly under way but not finished: the fault must hit work in flight."""
+def _mid_step(drill: Drill) -> int:
+    """Wait until the pipeline is visibly under way but not finished, and return how many endorsements and
+    applications are still in flight: the fault that follows must hit work in flight (asserted > 0)."""
     total = ENDORSEMENTS + LOANS
     wait_until(lambda: progress(drill).done >= total // 10, timeout=120)
+    now = progress(drill)
+    in_flight = now.endorsements + now.loans - now.done
+    assert in_flight > 0, f"{drill.name}: the pipeline finished before the fault: {now}"
+    return in_flight
 
 
 def _api_answers(drill: Drill) -> bool:
@@ -92,12 +97,15 @@ def test_worker_killed_mid_step_resumes_within_seconds(drill_cluster, drill_repo
     drill = make_drill(drill_cluster, "worker", 1)
     try:
         _load(drill)
-        _mid_step(drill)
+        in_flight = _mid_step(drill)
         drill.kill("worker")
         time.sleep(1.0)  # a supervisor's restart pause
         drill.restart("worker")
         recovered_at = time.monotonic()
-        _finish(drill, recovered_at=recovered_at, expected=ENDORSEMENTS, killed="worker", report=drill_report)
+        notes = {"in_flight_at_fault": in_flight}
+        _finish(
+            drill, recovered_at=recovered_at, expected=ENDORSEMENTS, killed="worker", report=drill_report, notes=notes
+        )
     finally:
         drill.stop_all()
 
@@ -106,12 +114,15 @@ def test_relay_killed_mid_step_resumes_within_seconds(drill_cluster, drill_repor
     drill = make_drill(drill_cluster, "relay", 2)
     try:
         _load(drill)
-        _mid_step(drill)
+        in_flight = _mid_step(drill)
         drill.kill("relay")
         time.sleep(1.0)
         drill.restart("relay")
         recovered_at = time.monotonic()
-        _finish(drill, recovered_at=recovered_at, expected=ENDORSEMENTS, killed="relay", report=drill_report)
+        notes = {"in_flight_at_fault": in_flight}
+        _finish(
+            drill, recovered_at=recovered_at, expected=ENDORSEMENTS, killed="relay", report=drill_report, notes=notes
+        )
     finally:
         drill.stop_all()
 
@@ -120,7 +131,7 @@ def test_redis_down_for_a_minute_api_keeps_accepting_and_pipeline_resumes(drill_
     drill = make_drill(drill_cluster, "redis", 3)
     try:
         _load(drill)
-        _mid_step(drill)
+        in_flight = _mid_step(drill)
         drill_cluster.redis.stop()
         down_at = time.monotonic()
         # While Redis is down: writes still commit (the outbox is in PostgreSQL), /ready says degraded.
@@ -133,7 +144,11 @@ def test_redis_down_for_a_minute_api_keeps_accepting_and_pipeline_resumes(drill_
         assert ready.json()["checks"]["database"]["status"] == "up"
         assert ready_seconds <= 2.0, ready_seconds
         accepted = [submit_single_endorsement(drill, f"REDIS-DOWN-{i}") for i in range(5)]
-        ready_notes = {"ready_while_down_s": round(ready_seconds, 2), "ready_status": ready.json()["status"]}
+        ready_notes = {
+            "in_flight_at_fault": in_flight,
+            "ready_while_down_s": round(ready_seconds, 2),
+            "ready_status": ready.json()["status"],
+        }
         assert [r.status_code for r in accepted] == [202] * 5, [r.text for r in accepted]
         submit_loans(drill, 5, start=LOANS)
         time.sleep(max(0.0, REDIS_DOWN_S - (time.monotonic() - down_at)))
@@ -157,7 +172,7 @@ def test_postgres_restart_api_answers_503_then_pipeline_resumes(drill_cluster, d
     drill = make_drill(drill_cluster, "postgres", 4)
     try:
         _load(drill)
-        _mid_step(drill)
+        in_flight = _mid_step(drill)
         drill_cluster.pg.stop("fast")
         down_at = time.monotonic()
         started = time.monotonic()
@@ -177,6 +192,7 @@ def test_postgres_restart_api_answers_503_then_pipeline_resumes(drill_cluster, d
         recovered_at = time.monotonic()
         api_back_s = wait_until(lambda: _api_answers(drill), timeout=60)
         notes = {
+            "in_flight_at_fault": in_flight,
             "ready_503_s": round(ready_seconds, 2),
             "api_503_s": round(refused_seconds, 2),
             "api_back_s": round(api_back_s, 1),
