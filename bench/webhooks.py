@@ -23,7 +23,9 @@ Use a database of its own (created if missing). Everything it starts is stopped 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -44,6 +46,10 @@ os.environ["OUTBOX_NUDGE_ON_COMMIT"] = "false"
 os.environ["WEBHOOKS_NUDGE_ON_COMMIT"] = "false"
 os.environ.setdefault("WEBHOOKS_READ_TIMEOUT_SECONDS", "2")
 os.environ.setdefault("WEBHOOKS_TOTAL_TIMEOUT_SECONDS", "3")
+# DEBUG is off: the key that seals webhook secrets at rest (ADR 0042) must be set; a bench-only one.
+os.environ.setdefault(
+    "WEBHOOK_SECRETS_KEY", base64.b64encode(hashlib.sha256(b"keel-bench-only:webhook-secrets").digest()).decode()
+)
 
 TARGET_DELIVERIES = 1_000
 TARGET_LATENCY_RATIO = 3.0
