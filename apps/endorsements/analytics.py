@@ -207,7 +207,7 @@ def _pg_summary(rng: AnalyticsRange, scope: EmployerScope) -> dict[str, Any]:
 def _orm_summary(rows: QuerySet[Endorsement]) -> dict[str, Any]:
     active = Q(status=EndorsementStatus.ACTIVE)
     figures = rows.aggregate(
-        total=Count("id"),
+        total=Count("*"),
         **{f"s_{s}": Count("id", filter=Q(status=s)) for s in EndorsementStatus.values},
         **{f"t_{t}": Count("id", filter=Q(type=t)) for t in EndorsementType.values},
         debited=Sum("premium_amount", filter=active & Q(premium_direction=PremiumDirection.DEBIT)),
@@ -267,7 +267,7 @@ def _top_rejection_classes(scope: EmployerScope, rng: AnalyticsRange) -> list[tu
         .filter(status__in=FAILURE_STATUSES)
         .exclude(rejection_class="")
         .values("rejection_class")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by("-n", "rejection_class")
         .values_list("rejection_class", "n")[:TOP_REJECTION_CLASSES]
     )
@@ -279,7 +279,7 @@ def _per_hour(scope: EmployerScope, start: datetime, end: datetime) -> dict[date
         _rows(scope, start, end)
         .annotate(hour=TruncHour("created_at", tzinfo=IST))
         .values("hour")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .values_list("hour", "n")
     )
     return {hour.astimezone(IST): n for hour, n in per_hour.items()}
@@ -337,7 +337,7 @@ def endorsement_funnel(*, since: datetime | None = None) -> dict[str, int]:
     rows = Endorsement.objects.order_by()
     if since is not None:
         rows = rows.filter(created_at__gte=since)
-    counts = dict(rows.values_list("status").annotate(n=Count("id")))
+    counts = dict(rows.values_list("status").annotate(n=Count("*")))
     return {s: counts.get(s, 0) for s in EndorsementStatus.values}
 
 
@@ -345,7 +345,7 @@ def endorsement_status_counts(statuses: tuple[str, ...]) -> dict[str, int]:
     """All-time counts of a few statuses (FAILED, ON_HOLD_*: the rows an operator must act on), read
     index-only from `endorsement_status_idx` whatever the table's size."""
     counts = dict(
-        Endorsement.objects.filter(status__in=statuses).order_by().values_list("status").annotate(n=Count("id"))
+        Endorsement.objects.filter(status__in=statuses).order_by().values_list("status").annotate(n=Count("*"))
     )
     return {s: counts.get(s, 0) for s in statuses}
 
@@ -359,7 +359,7 @@ def endorsements_per_hour(*, now: datetime | None = None) -> list[dict[str, Any]
         .order_by()
         .annotate(hour=TruncHour("created_at", tzinfo=IST))
         .values("hour")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .values_list("hour", "n")
     )
     per_hour = {hour.astimezone(IST): n for hour, n in per_hour.items()}

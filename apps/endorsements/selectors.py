@@ -52,7 +52,7 @@ def batch_get_for(principal: Principal, batch_id: int | str) -> EndorsementBatch
 
 def batch_progress(batch: EndorsementBatch) -> dict[str, Any]:
     """Counts per status (one GROUP BY) and the share of accepted rows in a terminal state (0–100)."""
-    counts = dict(Endorsement.objects.filter(batch=batch).values_list("status").annotate(n=Count("id")).order_by())
+    counts = dict(Endorsement.objects.filter(batch=batch).values_list("status").annotate(n=Count("*")).order_by())
     terminal = sum(n for status, n in counts.items() if status in TERMINAL)
     percent = 100.0 if batch.accepted == 0 else round(100.0 * terminal / batch.accepted, 2)
     return {"counts": counts, "percent_complete": percent}
