@@ -272,6 +272,8 @@ def _employer_row(employer: Employer) -> dict:
 def assert_422_on(response, pointer: str, message: str | None = None) -> None:
     assert response.status_code == 422, (pointer, response.status_code, response.content[:400])
     assert response["Content-Type"] == PROBLEM
+    # The declared length is the body's (the request id is added after CommonMiddleware measured it).
+    assert response["Content-Length"] == str(len(response.content))
     body = response.json()
     assert body["type"].endswith("/validation-error")
     details = [e["detail"] for e in body["errors"] if e["pointer"] == pointer]

@@ -77,6 +77,10 @@ def _add_request_id(response: HttpResponse, request_id: str) -> None:
     if isinstance(body, dict) and "request_id" not in body:
         body["request_id"] = request_id
         response.content = json.dumps(body).encode()
+        if response.has_header("Content-Length"):
+            # CommonMiddleware (inside this one) already measured the body without the id: measure it again, or
+            # clients read a truncated document (newcomer trial of issue 12).
+            response["Content-Length"] = str(len(response.content))
 
 
 class ApiProblemMiddleware:

@@ -28,6 +28,8 @@ def assert_problem(response, status: int) -> dict:
     assert set(body) >= {"type", "title", "status", "detail", "instance", "request_id"}
     assert body["request_id"] == response["X-Request-ID"]
     assert "Traceback" not in response.content.decode()
+    if response.has_header("Content-Length"):  # set by CommonMiddleware before the request id was added
+        assert response["Content-Length"] == str(len(response.content))
     return body
 
 
@@ -254,3 +256,15 @@ def test_request_id_of_a_413_matches_the_header(platform):
     )
 
     assert assert_problem(response, 413)["request_id"] == sent
+
+
+def test_a_problem_body_is_as_long_as_its_content_length(platform):
+    """Clients stop reading at Content-Length: the request id added to a problem body must be counted (a newcomer
+    trial read truncated JSON from every 4xx under runserver)."""
+    for response in (
+        platform.get("/api/v1/no-such-thing"),
+        platform.post("/api/v1/employers", {"name": ""}),
+        Client().get("/api/v1/employers"),
+    ):
+        assert response.status_code in (401, 404, 422)
+        assert response["Content-Length"] == str(len(response.content))
