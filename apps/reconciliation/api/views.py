@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from apps.common.errors import Conflict, DomainValidationError
 from apps.common.filters import FilterSet
+from apps.common.idempotency import idempotent
 from apps.employers import selectors as employer_selectors
 from apps.insurers.selectors import insurer_by_code
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
@@ -44,6 +45,7 @@ class ReconciliationCreateView(PartnerGenericAPIView):
             409: OpenApiResponse(description="a run for this insurer and employer is in progress"),
         },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         body = ReconciliationCreateInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)

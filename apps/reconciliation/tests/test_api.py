@@ -169,3 +169,19 @@ def test_concurrent_posts_give_one_202_and_one_409(make_key) -> None:
 
     assert sorted(codes) == [202, 409]
     assert ReconciliationRun.objects.count() == 1
+
+
+def test_post_honours_idempotency_key(setup) -> None:
+    """SPEC §2: every creating POST honours Idempotency-Key — a retry answers the same run (newcomer trial)."""
+    policy, own, _ = setup
+    body = {"insurer": policy.insurer.code, "employer": policy.employer_id}
+
+    first = own.post("/api/v1/reconciliations", body, HTTP_IDEMPOTENCY_KEY="run-once")
+    again = own.post("/api/v1/reconciliations", body, HTTP_IDEMPOTENCY_KEY="run-once")
+    other_body = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}, HTTP_IDEMPOTENCY_KEY="run-once")
+
+    assert first.status_code == again.status_code == 202
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert other_body.status_code == 422
+    assert ReconciliationRun.objects.count() == 1
