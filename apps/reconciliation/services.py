@@ -64,17 +64,21 @@ def _lock_rows(*, run: ReconciliationRun, insurer_id: int, employer_ids: Sequenc
     if not ids:
         return
     table = ReconciliationLock._meta.db_table
+    # One VALUES row per employer, in id order: the same statement on PostgreSQL and on SQLite (≥ 3.35, the
+    # embedded `make run` default), which has no arrays to unnest.
+    rows = ", ".join(["(%s, %s, %s, %s)"] * len(ids))
+    params: list[object] = [value for employer_id in ids for value in (insurer_id, employer_id, run.pk, expires_at)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (insurer_id, employer_id, run_id, expires_at)
-            SELECT %s, employer_id, %s, %s FROM unnest(%s::bigint[]) AS employer_id ORDER BY employer_id
+            VALUES {rows}
             ON CONFLICT (insurer_id, employer_id) DO UPDATE
                SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
              WHERE {table}.expires_at < %s
             RETURNING employer_id
             """,  # noqa: S608 — the table name is ours, every value is a parameter
-            [insurer_id, run.pk, expires_at, ids, now],
+            [*params, now],
         )
         taken = {row[0] for row in cursor.fetchall()}
     if len(taken) < len(ids):
