@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apps.insurers.contracts import (
     EndorsementSubmission,
@@ -54,3 +56,36 @@ def gateway_for(insurer: Insurer) -> InsurerGateway:
         f"Insurer {insurer.code!r} uses the {insurer.protocol!r} protocol, which has no gateway adapter "
         "(supported: rest, soap, file)."
     )
+
+
+@dataclass
+class ExchangeLog:
+    """One outbound insurer call as a row of the insurer-exchange log (ADR 0029): the same row for every
+    protocol. Create it just before the call (its clock starts then) and `record` the outcome once."""
+
+    insurer_code: str
+    operation: str
+    endpoint: str
+    request_body: Any
+    submissions: Sequence[EndorsementSubmission]
+    correlation_id: str | None
+    started: float = field(default_factory=time.monotonic)
+
+    def record(self, status: int | None, response_body: Any, error: str) -> None:
+        """Write the row: HTTP status (None when no answer), the (redacted by the audit service) response body,
+        the error text ("" on success) and the call's duration in ms."""
+        from apps.audit.services import insurer_exchange_record
+
+        insurer_exchange_record(
+            insurer_code=self.insurer_code,
+            operation=self.operation,
+            direction="outbound",
+            endpoint=self.endpoint,
+            request_body=self.request_body,
+            response_status=status,
+            response_body=response_body,
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+            error=error,
+            endorsement_id=self.submissions[0].endorsement_id if len(self.submissions) == 1 else None,
+            correlation_id=self.correlation_id,
+        )

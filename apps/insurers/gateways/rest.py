@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,7 +22,6 @@ from typing import Any
 import requests
 import structlog
 
-from apps.audit.services import insurer_exchange_record
 from apps.common.logging import current_correlation_id
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.conf import gateway_setting
@@ -33,6 +31,7 @@ from apps.insurers.contracts import (
     SubmissionResult,
     TransientInsurerError,
 )
+from apps.insurers.gateways.base import ExchangeLog
 
 log = structlog.get_logger(__name__)
 PERMANENT_REQUEST_ERRORS = frozenset({400, 409, 422})
@@ -133,33 +132,17 @@ class RestGateway:
         headers = {"Content-Type": "application/json", "Idempotency-Key": batch_idempotency_key(submissions)}
         if correlation_id:
             headers["X-Correlation-ID"] = correlation_id
-        endorsement_id = submissions[0].endorsement_id if len(submissions) == 1 else None
-
-        def record(status: int | None, response_body: Any, error: str, started: float) -> None:
-            insurer_exchange_record(
-                insurer_code=self.insurer_code,
-                operation=OPERATION,
-                direction="outbound",
-                endpoint=self.batch_url,
-                request_body=body,
-                response_status=status,
-                response_body=response_body,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                error=error,
-                endorsement_id=endorsement_id,
-                correlation_id=correlation_id,
-            )
-
-        started = time.monotonic()
+        log = ExchangeLog(self.insurer_code, OPERATION, self.batch_url, body, submissions, correlation_id)
+        record = log.record
         try:
             response = self.session.post(
                 self.batch_url, data=json.dumps(body).encode(), headers=headers, timeout=self.timeout
             )
         except requests.Timeout as exc:
-            record(None, None, f"timeout: {exc}", started)
+            record(None, None, f"timeout: {exc}")
             raise TransientInsurerError(f"insurer {self.insurer_code} timed out") from exc
         except requests.RequestException as exc:
-            record(None, None, f"connection error: {exc}", started)
+            record(None, None, f"connection error: {exc}")
             raise TransientInsurerError(f"insurer {self.insurer_code} unreachable: {type(exc).__name__}") from exc
 
         status = response.status_code
@@ -169,9 +152,9 @@ class RestGateway:
                 payload = response.json()
                 results = self._parse_results(submissions, payload)
             except (ValueError, TypeError, KeyError) as exc:
-                record(status, text, f"unreadable response: {exc}", started)
+                record(status, text, f"unreadable response: {exc}")
                 raise TransientInsurerError(f"insurer {self.insurer_code} sent an unreadable response") from exc
-            record(status, text, "", started)
+            record(status, text, "")
             transient = [r for r in results if r.rejection_class == RejectionClass.TRANSIENT]
             if transient:
                 # A per-item "try again later" is not a decision: retry the request (same keys; the insurer
@@ -182,7 +165,7 @@ class RestGateway:
             return results
 
         message = _problem_message(response)
-        record(status, text, message, started)
+        record(status, text, message)
         if status in PERMANENT_REQUEST_ERRORS:
             rejection_class = classify_insurer_error(message)
             if rejection_class == RejectionClass.TRANSIENT:

@@ -17,7 +17,6 @@ bodies redacted (the request is logged as its JSON equivalent so the audit app's
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +28,6 @@ import zeep.exceptions
 from lxml import etree
 from zeep.transports import Transport
 
-from apps.audit.services import insurer_exchange_record
 from apps.common.logging import current_correlation_id
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.conf import gateway_setting
@@ -40,6 +38,7 @@ from apps.insurers.contracts import (
     SubmissionResult,
     TransientInsurerError,
 )
+from apps.insurers.gateways.base import ExchangeLog
 from apps.insurers.gateways.rest import parse_retry_after, results_from_items, submission_to_json
 
 WSDL_PATH = Path(__file__).resolve().parent.parent / "wsdl" / "keel-endorsements-v1.wsdl"
@@ -138,22 +137,6 @@ class SoapGateway:
             return []
         logged_request = {"endorsements": [submission_to_json(s) for s in submissions]}
         correlation_id = current_correlation_id()
-        endorsement_id = submissions[0].endorsement_id if len(submissions) == 1 else None
-
-        def record(status: int | None, response_body: Any, error: str) -> None:
-            insurer_exchange_record(
-                insurer_code=self.insurer_code,
-                operation=OPERATION,
-                direction="outbound",
-                endpoint=self.endpoint,
-                request_body=logged_request,
-                response_status=status,
-                response_body=response_body,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                error=error,
-                endorsement_id=endorsement_id,
-                correlation_id=correlation_id,
-            )
 
         def last_status() -> tuple[int | None, float | None]:
             response = getattr(self.transport.last, "response", None)
@@ -161,7 +144,8 @@ class SoapGateway:
                 return None, None
             return response.status_code, parse_retry_after(response.headers.get("Retry-After"))
 
-        started = time.monotonic()
+        log = ExchangeLog(self.insurer_code, OPERATION, self.endpoint, logged_request, submissions, correlation_id)
+        record = log.record
         headers = {"X-Correlation-ID": correlation_id} if correlation_id else {}
         try:
             with self.client.settings(extra_http_headers=headers):
