@@ -67,7 +67,7 @@ def _lock_rows(*, run: ReconciliationRun, insurer_id: int, employer_ids: Sequenc
     # One VALUES row per employer, in id order: the same statement on PostgreSQL and on SQLite (≥ 3.35, the
     # embedded `make run` default), which has no arrays to unnest.
     rows = ", ".join(["(%s, %s, %s, %s)"] * len(ids))
-    params: list[object] = [value for employer_id in ids for value in (insurer_id, employer_id, run.pk, expires_at)]
+    params: list[Any] = [value for employer_id in ids for value in (insurer_id, employer_id, run.pk, expires_at)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
