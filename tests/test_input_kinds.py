@@ -18,6 +18,7 @@ listed in `PARSED_ELSEWHERE` and walked by their own tests; their `employer`/`po
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -27,6 +28,7 @@ import pytest
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
+from apps.common.fields import RATE_PATTERN
 from apps.common.money import MONEY_PATTERN
 from apps.common.testing import row_counts
 from apps.common.text import CONTROL_CHARACTER_MESSAGE
@@ -73,6 +75,9 @@ BAD_MONEY = [
 ]
 BAD_TEXT = ["Ra\u0000vi", "a\u0001b", "tab\there", "new\nline", "a\u007fb", "a\u0085b", "a\u009fb"]
 BAD_EMAILS = ["x@localhost", "a@b.c", "dev..sen@example.com", "x@localhost.", "@example.com", "a@"]
+BAD_EMAILS.append("a" * 65 + "@example.com")  # RFC 5321: a local part holds at most 64 octets
+# A rate per mille has four places: "1.234" is a rate; the rest of the money table is not.
+BAD_RATES = [v for v in BAD_MONEY if v != "1.234"] + ["1.23456", "1234567", "\u0664"]
 
 
 # --- the fixtures every base body needs -----------------------------------------------------------------
@@ -246,6 +251,8 @@ def _body_cases() -> list[Case]:
                 money = prop.get("pattern") == MONEY_PATTERN
                 cases += [Case(method, path, field, "kind1-decimal", v) for v in BAD_DECIMALS]
                 cases += [Case(method, path, field, "kind2-money", v) for v in BAD_MONEY if money]
+                rate = prop.get("pattern") == RATE_PATTERN
+                cases += [Case(method, path, field, "kind2-rate", v) for v in BAD_RATES if rate]
             if _is_text(prop):
                 cases += [Case(method, path, field, "kind3-text", v) for v in BAD_TEXT]
             if prop.get("format") == "email":
@@ -301,7 +308,7 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
             "kind3-text",
             "kind5-email",
         },
-        ("post", "/api/v1/policies"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
+        ("post", "/api/v1/policies"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind2-rate", "kind3-text"},
         ("post", "/api/v1/ledger/topups"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
         ("post", "/api/v1/loan-applications"): {"kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
         ("post", "/api/v1/webhook-endpoints"): {"kind3-text"},
@@ -492,8 +499,8 @@ def test_a_body_just_within_the_nesting_limit_is_parsed(world):
 
 # --- kind 2: every amount in a request is a MoneyField (the schema shows the grammar) -------------------------
 
-# Decimal request fields that are not money (rates keep DRF's digit limits: ADR 0014).
-NOT_MONEY = {"premium_rate_per_mille"}
+# Decimal request fields that are rates, not money: the same grammar with four places (ADR 0014).
+RATES = {"premium_rate_per_mille"}
 
 
 def _request_schemas() -> Iterator[tuple[str, dict]]:
@@ -503,7 +510,7 @@ def _request_schemas() -> Iterator[tuple[str, dict]]:
                 yield f"{method} {path}", content["schema"]
 
 
-def test_every_decimal_in_every_request_schema_is_money_with_the_grammar_or_a_known_rate():
+def test_every_decimal_in_every_request_schema_has_the_one_grammar_money_or_rate():
     decimals = {
         (operation, "/".join(field), prop.get("pattern"))
         for operation, schema in _request_schemas()
@@ -512,8 +519,175 @@ def test_every_decimal_in_every_request_schema_is_money_with_the_grammar_or_a_kn
     }
 
     assert decimals, "no decimal field found: the walk is broken"
-    offenders = {d for d in decimals if d[2] != MONEY_PATTERN and d[1].rsplit("/", 1)[-1] not in NOT_MONEY}
+    offenders = {d for d in decimals if d[2] != (RATE_PATTERN if d[1].rsplit("/", 1)[-1] in RATES else MONEY_PATTERN)}
     assert offenders == set()
+    assert ("post /api/v1/policies", "premium_rate_per_mille", RATE_PATTERN) in decimals
     # The endorsement shapes (documented here, parsed by part B) show the grammar too.
     assert ("post /api/v1/endorsements", "sum_insured", MONEY_PATTERN) in decimals
     assert ("post /api/v1/endorsements", "changes/sum_insured", MONEY_PATTERN) in decimals
+
+
+# --- kind 3: a lone surrogate in any string of any JSON body (enums and lists too) ----------------------------
+
+LONE_SURROGATE = "X\ud800"
+
+
+def _string_leaves(schema: dict) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """(path, bad value) for every writable field that holds strings: text, enums, dates, lists of strings."""
+    for field, prop in _fields(schema):
+        if prop.get("type") == "string":
+            yield field, LONE_SURROGATE
+        elif prop.get("type") == "array" and _resolve(prop.get("items", {})).get("type") == "string":
+            yield (*field, 0), [LONE_SURROGATE]
+
+
+SURROGATE_CASES = [
+    (method, path, field, value)
+    for method, path, schema in _json_operations()
+    if path != "/api/v1/insurer-callbacks/{insurer_code}"  # signed: its own test below
+    for field, value in _string_leaves(schema)
+]
+
+
+def test_the_surrogate_table_walks_enums_and_lists():
+    walked = {(m, p, "/".join(map(str, f))) for m, p, f, _ in SURROGATE_CASES}
+
+    # The trial's 500s: choice fields echoed back by the renderer, which could not encode them.
+    assert {
+        ("post", "/api/v1/employers", "status"),
+        ("patch", "/api/v1/employers/{id}", "status"),
+        ("post", "/api/v1/loan-applications", "loan_type"),
+        ("post", "/api/v1/webhook-endpoints", "event_types/0"),
+        ("post", "/api/v1/endorsements", "type"),
+    } <= walked
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field", "value"),
+    SURROGATE_CASES,
+    ids=[f"{m.upper()} {p} {'/'.join(map(str, f))}" for m, p, f, _ in SURROGATE_CASES],
+)
+def test_a_lone_surrogate_in_any_string_is_422_on_that_field_and_writes_nothing(world, method, path, field, value):
+    url = path
+    for prefix, real_id in {**PATH_IDS, "/api/v1/employers/{id}": lambda w: w["employer"].pk}.items():
+        if url.startswith(prefix):
+            url = url.replace(prefix, prefix.replace("{id}", str(real_id(world))), 1)
+    url = url.replace("{id}", str(_discrepancy(world)) if "discrepancies" in url else "1")
+    body = _set({}, tuple(p for p in field if isinstance(p, str)), value)  # a list field: the list holds it
+    before = row_counts()
+
+    # Sent as JSON text with the `\\ud800` escape (the test client's renderer cannot encode the string itself).
+    response = getattr(world["client"].client, method)(url, json.dumps(body), content_type="application/json")
+
+    assert_422_on(response, "/" + "/".join(map(str, field)), CONTROL_CHARACTER_MESSAGE)
+    assert row_counts() == before
+
+
+def test_a_paired_surrogate_escape_is_a_character_not_an_error(world):
+    response = world["client"].post("/api/v1/employers", {"name": "Globex \U0001f600", "external_ref": "GLX-EMOJI"})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["name"] == "Globex \U0001f600"
+
+
+def test_a_lone_surrogate_in_a_signed_insurer_callback_is_422_and_applies_nothing(world):
+    from apps.insurers.sandbox.callbacks import sign_headers
+    from apps.insurers.sandbox.setup import generate_callback_secret
+
+    insurer = world["policy"].insurer
+    insurer.callback_secret = generate_callback_secret()
+    insurer.save(update_fields=["callback_secret"])
+    raw = json.dumps({"events": [{"type": "endorsement.confirmed\ud800", "data": {"idempotency_key": "k"}}]})
+    signed = sign_headers(secret=insurer.callback_secret, msg_id="msg_surrogate", body=raw)
+    signed.pop("Content-Type")
+    extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed.items()}
+    before = row_counts()
+
+    response = world["client"].client.post(
+        f"/api/v1/insurer-callbacks/{insurer.code}", data=raw, content_type="application/json", **extra
+    )
+
+    assert_422_on(response, "/events/0/type", CONTROL_CHARACTER_MESSAGE)
+    changed = {table for table, count in row_counts().items() if count != before[table]}
+    assert changed <= {"audit.InsurerExchangeEvent"}  # the refused exchange is logged, nothing else
+
+
+# --- kinds 3 and 12: a control character in any path under /api/ is a problem+json 404 ----------------------
+
+PATH_CONTROL_CASES = [
+    (method, path.replace("{" + name + "}", bad))
+    for path, operations in SCHEMA["paths"].items()
+    for method in operations
+    if method in ("get", "post", "patch", "delete")
+    for name in re.findall(r"{(\w+)}", path)
+    for bad in ("%00", "a%01b", "1%7F", "%C2%85")
+]
+
+
+def test_the_path_table_walks_every_path_parameter():
+    assert {p for _, p in PATH_CONTROL_CASES} >= {"/api/v1/events/%00", "/api/v1/events/%00/redeliver"}
+
+
+@pytest.mark.parametrize(("method", "url"), PATH_CONTROL_CASES)
+def test_a_control_character_in_a_path_is_404_problem_json_and_writes_nothing(world, method, url):
+    before = row_counts()
+
+    response = getattr(world["client"].client, method)(url, b"{}", content_type="application/json")
+
+    assert response.status_code == 404, response.content[:300]
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["request_id"] == response["X-Request-ID"]
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("url", ["/api", "/api/", "/api/v2/endorsements", "/api/v1/nope"])
+def test_every_unknown_address_of_the_api_is_a_problem_json_404(client, url):
+    response = client.get(url)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["status"] == 404
+
+
+def test_a_format_the_schema_view_cannot_render_is_a_json_problem(client):
+    response = client.get("/api/schema/", {"format": "xml"})
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["status"] == 404
+
+
+# --- kind 9: a stored response is replayed only to a key that may see it, on every creating operation --------
+
+POST_OPERATIONS = sorted(op for op in BASES if op[0] == "post")
+# Only keys acting for all of a partner's employers may create employers: nothing to replay across employers.
+PLATFORM_ONLY = {("post", "/api/v1/employers")}
+# Creating operations that honour Idempotency-Key (resolving a discrepancy is idempotent by itself).
+REPLAYED = {op for op in POST_OPERATIONS if op[1] != "/api/v1/discrepancies/{id}/resolve"}
+
+
+@pytest.mark.parametrize("operation", POST_OPERATIONS, ids=lambda op: op[1])
+def test_a_key_of_another_employer_never_receives_a_stored_response(world, make_key, operation):
+    """Two keys of one partner bound to different employers send the same Idempotency-Key and body: the second
+    key's request is its own (typically 404), never the first key's stored response (newcomer trial of issue 8
+    found `POST /webhook-endpoints` replayed across employers)."""
+    employer = world["employer"]
+    other = PolicyFactory(employer__partner=employer.partner).employer
+    first = make_key(partner=employer.partner, employers=[employer])
+    second = make_key(partner=employer.partner, employers=[other])
+    path, body = BASES[operation](world)
+    key = f"shared-{operation[1]}"
+    with resolver_stub(WEBHOOK_DNS):
+        original = first.post(path, body, HTTP_IDEMPOTENCY_KEY=key)
+        if operation in PLATFORM_ONLY:
+            assert original.status_code == 403
+            return
+        assert 200 <= original.status_code < 300, original.content[:300]
+        replay = second.post(path, body, HTTP_IDEMPOTENCY_KEY=key)
+        again = first.post(path, body, HTTP_IDEMPOTENCY_KEY=key)
+
+    assert "Idempotent-Replayed" not in replay, replay.content[:300]
+    assert replay.content != original.content
+    if operation in REPLAYED:  # the key that made it still gets its replay (a secret shown once is null there)
+        assert again["Idempotent-Replayed"] == "true"
+        assert again.json() == {**original.json(), **{k: None for k in ("secret",) if k in original.json()}}

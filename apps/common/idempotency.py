@@ -11,9 +11,10 @@
    canonicalised (key order, white space); a form or multipart body by its parsed fields and each file's
    SHA-256 — a multipart boundary differs on every send. A body too deeply nested to canonicalise is hashed
    as its bytes rather than recursed into.
-5. A stored response is replayed only to a key that may see it (issue 8, kind 9): a key of the same partner
-   bound to other employers than the stored response's `employer` has its request handled as its own (the
-   view then answers, typically 404) and nothing is stored for it.
+5. A stored response is replayed only to a key that may see it (issue 8, kind 9): a key acting for all the
+   partner's employers, a key bound to at least the employers of the key that made the request, or one
+   bound to the stored response's `employer`. Any other key of the same partner has its request handled as
+   its own (the view then answers, typically 404) and nothing is stored for it.
 """
 
 from __future__ import annotations
@@ -99,16 +100,31 @@ def request_fingerprint_of(request: Request) -> str:
     return request_fingerprint(method=request.method or "POST", path=request.path, body=body)
 
 
-def replay_visible_to(user: Any, body: Any) -> bool:
-    """May this caller (a `Principal` of the record's partner) see a stored response body? Bodies naming an
-    `employer` are visible to platform keys and to keys bound to that employer; others to the whole partner."""
-    employer = body.get(RESPONSE_EMPLOYER_FIELD) if isinstance(body, dict) else None
-    if not isinstance(employer, int) or isinstance(employer, bool):
+def employer_binding(user: Any) -> list[int] | None:
+    """The employers a caller is bound to (sorted ids), or None for a key acting for all its partner's."""
+    if getattr(user, "all_employers", False):
+        return None
+    return sorted(int(i) for i in getattr(user, "employer_ids", ()))
+
+
+def replay_visible_to(user: Any, body: Any, requester_employer_ids: list[int] | None = None) -> bool:
+    """May this caller (a `Principal` of the record's partner) see a stored response? Yes when it acts for
+    all the partner's employers, or for every employer the key that made the request was bound to
+    (`requester_employer_ids`; None = all employers), or when the body names one `employer` it may act for.
+    So a key bound to employer 2 never receives what a key bound to employer 1 created — an endorsement, a
+    webhook endpoint, anything (issue 8, kind 9; newcomer trial)."""
+    binding = employer_binding(user)
+    if binding is None:
         return True
-    return bool(getattr(user, "all_employers", False)) or employer in getattr(user, "employer_ids", ())
+    if requester_employer_ids is not None and set(requester_employer_ids) <= set(binding):
+        return True
+    employer = body.get(RESPONSE_EMPLOYER_FIELD) if isinstance(body, dict) else None
+    return isinstance(employer, int) and not isinstance(employer, bool) and employer in binding
 
 
-def idempotency_claim(*, partner_id: int, key: str, fingerprint: str) -> Claim:
+def idempotency_claim(
+    *, partner_id: int, key: str, fingerprint: str, requester_employer_ids: list[int] | None = None
+) -> Claim:
     now = timezone.now()
     lock_until = now + timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
     for _ in range(3):
@@ -118,6 +134,7 @@ def idempotency_claim(*, partner_id: int, key: str, fingerprint: str) -> Claim:
                     partner_id=partner_id,
                     key=key,
                     fingerprint=fingerprint,
+                    requester_employer_ids=requester_employer_ids,
                     status=IdempotencyStatus.IN_PROGRESS,
                     locked_until=lock_until,
                     expires_at=now + settings.IDEMPOTENCY_TTL,
@@ -201,7 +218,12 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                 slug="invalid-idempotency-key",
             )
         fingerprint = request_fingerprint_of(request)
-        claim = idempotency_claim(partner_id=int(getattr(request.user, "partner_id")), key=key, fingerprint=fingerprint)  # noqa: B009
+        claim = idempotency_claim(
+            partner_id=int(getattr(request.user, "partner_id")),  # noqa: B009
+            key=key,
+            fingerprint=fingerprint,
+            requester_employer_ids=employer_binding(request.user),
+        )
         if claim.outcome == "mismatch":
             raise ProblemError(
                 status_code=422,
@@ -218,7 +240,7 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
         if claim.outcome == "replay":
             record = claim.record
             body = json.loads(record.response_body) if record.response_body else None
-            if not replay_visible_to(request.user, body):
+            if not replay_visible_to(request.user, body, record.requester_employer_ids):
                 # Another employer's response: this key's request is its own (and is not stored under a key
                 # that already holds another response).
                 return view_method(self, request, *args, **kwargs)

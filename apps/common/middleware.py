@@ -3,8 +3,9 @@
 1. `RequestIdMiddleware` — every response carries `X-Request-ID`: a valid client-sent id is kept, anything
    else is replaced by a fresh one; django-structlog logs the same id, and every problem+json body under
    /api/ carries it as `request_id`.
-2. `ApiProblemMiddleware` — under /api/, every error response is problem+json, whoever produced it
-   (Django's router 404, a 405, a 500 rendered by Django, a 503).
+2. `ApiProblemMiddleware` — under /api/ (and `/api` itself), every error response is problem+json, whoever
+   produced it (Django's router 404, a 405, a 500 rendered by Django, a 503, a renderer that was not JSON);
+   a path holding a control character is a 404 before any view looks it up (issue 8, kinds 3 and 12).
 3. `RequestSizeLimitMiddleware` — 413 before anything reads a body larger than its endpoint accepts
    (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked.
 4. `JsonNestingGuardMiddleware` — 400 for a body nested deeper than `API_MAX_JSON_DEPTH`, before any code
@@ -32,12 +33,20 @@ _REQUEST_ID_META = "HTTP_X_REQUEST_ID"
 #: anything else (control characters, spaces, very long values) is replaced, never echoed.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=/+-]{0,127}")
 API_PREFIX = "/api/"
+# C0/C1 controls and lone surrogates (`apps.common.text`): no Keel resource has one in its address, and a NUL
+# in a lookup is an error in PostgreSQL rather than "not found".
+_PATH_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: The one endpoint with the upload limit (CSV or JSON batches of up to 50,000 rows); only for POST.
 UPLOAD_ENDPOINTS = frozenset({("POST", "/api/v1/endorsement-batches")})
 # Headers an error response keeps when it is rewritten as problem+json.
 _DROPPED_HEADERS = frozenset({"content-type", "content-length"})
 
 Handler = Callable[[HttpRequest], HttpResponse]
+
+
+def is_api_path(path: str) -> bool:
+    """Whether `path` is the API's (under /api/, or /api itself)."""
+    return path.startswith(API_PREFIX) or path == API_PREFIX[:-1]
 
 
 def request_id_of(request: HttpRequest) -> str | None:
@@ -58,7 +67,7 @@ class RequestIdMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
-        if request.path.startswith(API_PREFIX) and _is_problem(response):
+        if is_api_path(request.path) and _is_problem(response):
             _add_request_id(response, request_id)
         return response
 
@@ -94,16 +103,27 @@ class ApiProblemMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        api = is_api_path(request.path)
+        if api and _PATH_CONTROL_RE.search(request.path):
+            return problem_response(request, 404, _generic_detail(404))
         response = self.get_response(request)
-        if response.status_code < 400 or not request.path.startswith(API_PREFIX) or _is_problem(response):
+        if response.status_code < 400 or not api or response.streaming:
             return response
-        if response.streaming:
+        if _is_problem(response) and _json_body(response):
             return response
         problem = problem_response(request, response.status_code, _generic_detail(response.status_code))
         for name, value in response.items():
             if name.lower() not in _DROPPED_HEADERS:
                 problem[name] = value
         return problem
+
+
+def _json_body(response: HttpResponse) -> bool:
+    """Whether a problem response's body really is JSON: a view whose renderer is not JSON (the schema view
+    asked for `?format=xml`) renders the problem in its own format under the problem content type."""
+    if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+        response.render()
+    return response.content.lstrip()[:1] == b"{"
 
 
 def _generic_detail(status_code: int) -> str:

@@ -22,6 +22,9 @@ class IdempotencyRecord(models.Model):
     # Text, not jsonb: a replay must return the body byte for byte (jsonb reorders keys).
     response_body = models.TextField(blank=True)
     response_headers = models.JSONField(default=dict, blank=True)
+    # The employers the claiming key was bound to (sorted ids), or null for a key that acts for all of its
+    # partner's employers: a replay goes only to a key bound to at least these (issue 8, kind 9).
+    requester_employer_ids = models.JSONField(null=True, blank=True)
     locked_until = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)

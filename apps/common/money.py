@@ -16,8 +16,17 @@ CURRENCY = "INR"
 _CENT = Decimal("0.01")
 #: The largest amount any money field accepts: ₹999,999,999,999,999.99 (fits a bigint in paise).
 MAX_MINOR = 10**17 - 1
+
+
+def decimal_pattern(*, whole_digits: int, places: int) -> str:
+    """The one grammar of decimal strings at the API (ADR 0014): 1–`whole_digits` digits without leading
+    zeros, optionally a point and 1–`places` digits; ASCII digits only, no sign, exponent, separator or blank.
+    Money is `decimal_pattern(whole_digits=15, places=2)`; a policy's premium rate per mille (6, 4)."""
+    return rf"^(0|[1-9][0-9]{{0,{whole_digits - 1}}})(\.[0-9]{{1,{places}}})?$"
+
+
 #: Decimal strings at the API (documented as the schema `pattern` of every money field).
-MONEY_PATTERN = r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,2})?$"
+MONEY_PATTERN = decimal_pattern(whole_digits=15, places=2)
 _MONEY_RE = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,2})?")
 
 

@@ -12,7 +12,9 @@ docs/architecture.md, "The API contract"):
 | 404 | an object the key may not see or that does not exist (path, filter or body; SPEC §2), a stale cursor | \
   API-key operations and those with path parameters |
 | 409 | a conflict with the current state (idempotent request still running, state changed) | writes |
-| 413, 415 | body over its limit; a content type the operation does not parse | operations with a body |
+| 406 | an `Accept` header that allows no type the operation answers in | all |
+| 411, 413, 415 | chunked body never terminated; body over its limit; a content type the operation does not parse \
+  | operations with a body |
 | 422 | a field that fails validation (`errors: [{pointer, detail}]`) | writes and filtered reads |
 | 429 | the key's rate limit (`Retry-After`) | all |
 | 503 | a dependency the operation needs is down (`Retry-After`) | all |
@@ -64,7 +66,7 @@ _BODY_METHODS = frozenset({"post", "put", "patch"})
 
 def problem_statuses(*, method: str, operation: dict[str, Any], path_parameters: bool) -> set[int]:
     """The problem+json statuses an operation can answer, from its method, security, parameters and body."""
-    statuses = {400, 429, 503}
+    statuses = {400, 406, 429, 503}
     security = operation.get("security")
     if security is None or any(requirement for requirement in security):
         statuses |= {401, 403, 404}
@@ -73,7 +75,7 @@ def problem_statuses(*, method: str, operation: dict[str, Any], path_parameters:
     if method in _WRITE_METHODS:
         statuses |= {409, 422}
     if method in _BODY_METHODS or "requestBody" in operation:
-        statuses |= {413, 415, 422}
+        statuses |= {411, 413, 415, 422}
     if any(p.get("in") == "query" for p in operation.get("parameters", [])):
         statuses.add(422)
     return statuses

@@ -24,9 +24,26 @@ def control_character_error(value: str, *, allow_newlines: bool = False) -> str 
     return CONTROL_CHARACTER_MESSAGE if pattern.search(value) else None
 
 
+#: RFC 5321 §4.5.3.1.1: a local part (before the `@`) holds at most 64 octets.
+MAX_EMAIL_LOCAL_PART = 64
+
+
+@deconstructible
+class KeelEmailValidator(EmailValidator):
+    """Django's `EmailValidator` plus RFC 5321's 64-octet limit on the local part, which Django does not
+    check (a 65-character local part was stored, then served back failing the schema's `format: email`;
+    newcomer trial of issue 8)."""
+
+    def __call__(self, value: str | None) -> None:
+        super().__call__(value)
+        if value is not None and len(value.rpartition("@")[0].encode()) > MAX_EMAIL_LOCAL_PART:
+            raise ValidationError(self.message, code=self.code, params={"value": value})
+
+
 #: The one e-mail rule of the API (issue 8, kind 5): Django's validator **without** its default
-#: `localhost` allow-list, so `x@localhost`, `a@b.c` and `dev..sen@example.com` are all refused.
-EMAIL_VALIDATOR = EmailValidator(allowlist=[])
+#: `localhost` allow-list, so `x@localhost`, `a@b.c` and `dev..sen@example.com` are all refused; local
+#: parts longer than 64 octets too.
+EMAIL_VALIDATOR = KeelEmailValidator(allowlist=[])
 
 
 @deconstructible

@@ -41,6 +41,9 @@ class Quote:
     annual_premium_exact: Fraction  # paise, the same annual premium unrounded (shown by the quote)
     remaining_days: int
     term_days: int
+    # paise, unrounded: a correction's annual premium before the change (None for additions and deletions), so
+    # premium_amount = round_half_up(|annual_premium − annual_premium_before| × remaining / term) for every kind.
+    annual_premium_before_exact: Fraction | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +122,11 @@ def quote(
         annual_premium_exact=Fraction(annual_num, annual_den),
         remaining_days=remaining_days,
         term_days=term_days,
+        annual_premium_before_exact=(
+            Fraction(sum_insured_old * rate_num, 1000 * rate_den)
+            if kind == "correction" and sum_insured_old is not None
+            else None
+        ),
     )
 
 

@@ -371,7 +371,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.partners.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["apps.partners.permissions.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": [],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["apps.common.renderers.KeelJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "apps.common.parsers.GuardedJSONParser",
         "rest_framework.parsers.MultiPartParser",

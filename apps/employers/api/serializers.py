@@ -5,7 +5,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from apps.common.fields import MoneyField
+from apps.common.fields import MoneyField, RateField
 from apps.common.serializers import ModelSerializer, Serializer
 from apps.employers.models import Coverage, Employee, Employer, EmployerStatus, Policy
 
@@ -55,7 +55,7 @@ class EmployerUpdateInputSerializer(Serializer):
 class PolicySerializer(ModelSerializer):
     insurer = serializers.SlugRelatedField(slug_field="code", read_only=True)  # type: ignore[var-annotated]
     default_sum_insured = MoneyField()
-    premium_rate_per_mille = serializers.DecimalField(max_digits=10, decimal_places=4)
+    premium_rate_per_mille = RateField()
 
     class Meta:
         model = Policy
@@ -81,7 +81,7 @@ class PolicyCreateInputSerializer(Serializer):
     policy_number = serializers.CharField(max_length=64)
     start_date = serializers.DateField()
     end_date = serializers.DateField()
-    premium_rate_per_mille = serializers.DecimalField(max_digits=10, decimal_places=4, min_value=Decimal("0.0001"))
+    premium_rate_per_mille = RateField(min_value=Decimal("0.0001"))
     default_sum_insured = MoneyField(min_minor=1)
     backdating_days = serializers.IntegerField(min_value=0, max_value=365, default=30)
 

@@ -112,6 +112,12 @@ class EndorsementQuoteSerializer(Serializer):
     premium_amount = MoneyField()
     premium_direction = serializers.ChoiceField(choices=["debit", "credit", "none"])
     annual_premium = ExactAmountField(read_only=True)
+    annual_premium_before = ExactAmountField(
+        read_only=True,
+        allow_null=True,
+        help_text="A correction's annual premium before the change (null for additions and deletions): "
+        "premium_amount = round_half_up(|annual_premium − annual_premium_before| × remaining_days / term_days).",
+    )
     remaining_days = serializers.IntegerField()
     term_days = serializers.IntegerField()
 

@@ -169,6 +169,9 @@ class EndorsementQuoteView(PartnerGenericAPIView):
                     "premium_amount": q.premium_amount,
                     "premium_direction": q.premium_direction,
                     "annual_premium": format_exact_rupees(q.annual_premium_exact),
+                    "annual_premium_before": (
+                        None if (before := q.annual_premium_before_exact) is None else format_exact_rupees(before)
+                    ),
                     "remaining_days": q.remaining_days,
                     "term_days": q.term_days,
                 }
@@ -302,7 +305,7 @@ class EndorsementBatchDetailView(PartnerGenericAPIView):
         batch = selectors.batch_get_for(principal_of(request), pk)
         return Response(progress_payload(batch, selectors.batch_progress(batch)))
 
-    @extend_schema(responses=EndorsementBatchProgressSerializer)
+    @extend_schema(responses={200: EndorsementBatchProgressSerializer})
     def delete(self, request: Request, pk: int) -> Response:
         batch = selectors.batch_get_for(principal_of(request), pk)
         services.endorsement_batch_cancel(batch=batch, actor=actor_from_request(request))

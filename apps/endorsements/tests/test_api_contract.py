@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -77,9 +78,27 @@ def test_quote_is_rounded_once_and_shows_the_exact_annual_premium(client, policy
         "premium_amount": "0.86",  # 3650.00 × 4.5‰ × 19/365 = 0.855 exactly
         "premium_direction": "debit",
         "annual_premium": "16.425",
+        "annual_premium_before": None,
         "remaining_days": 19,
         "term_days": 365,
     }
+    assert written() == (0, 0, 0)
+
+
+def test_a_correction_quote_shows_both_annual_premiums_so_the_premium_can_be_recomputed(client, policy):
+    cover(policy, "Q-2")  # sum insured 500,000.00
+    body = correction(policy, "Q-2", effective=date(2027, 3, 13), sum_insured="612345.67")
+
+    response = client.post("/api/v1/endorsements/quote", body)
+
+    assert response.status_code == 200, response.content
+    quote = response.json()
+    rate = policy.premium_rate_per_mille
+    assert Decimal(quote["annual_premium"]) == Decimal("612345.67") * rate / 1000
+    assert Decimal(quote["annual_premium_before"]) == Decimal("500000.00") * rate / 1000
+    delta = (Decimal(quote["annual_premium"]) - Decimal(quote["annual_premium_before"])) * 19 / 365
+    assert quote["premium_amount"] == str(delta.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    assert (quote["premium_direction"], quote["remaining_days"], quote["term_days"]) == ("debit", 19, 365)
     assert written() == (0, 0, 0)
 
 

@@ -118,12 +118,15 @@ def test_csv_with_missing_columns_is_refused_whole():
 
 
 @settings(deadline=None)  # the validator compiles its regular expressions on first use
-@given(st.from_regex(_PLAIN_EMAIL_RE, fullmatch=True).filter(lambda e: len(e) <= 254))
+@given(st.from_regex(_PLAIN_EMAIL_RE, fullmatch=True).filter(lambda e: len(e) <= 254 and e.index("@") <= 64))
 def test_the_plain_e_mail_fast_path_accepts_nothing_djangos_validator_refuses(email):
     EMAIL_VALIDATOR(email)  # raises ValidationError if the fast path were wider than the validator
 
 
-@pytest.mark.parametrize("email", ["a@b.c", "dev..sen@example.com", "x@localhost", ".a@x.com", "a@-x.com", "a@x.c0m"])
+@pytest.mark.parametrize(
+    "email",
+    ["a@b.c", "dev..sen@example.com", "x@localhost", ".a@x.com", "a@-x.com", "a@x.c0m", "a" * 65 + "@example.com"],
+)
 def test_addresses_outside_the_fast_path_still_meet_the_validator(email):
     with pytest.raises(ParseErrors) as exc:
         draft_from_request(

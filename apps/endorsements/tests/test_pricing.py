@@ -246,9 +246,13 @@ def test_every_type_matches_a_rational_oracle(kind, si_new, si_old, rate, start,
     # The quoted annual premium is exact: a partner recomputing from it gets the same premium.
     annual = Decimal(format_exact_rupees(q.annual_premium_exact)) * 100
     assert Fraction(annual) == q.annual_premium_exact
-    if kind == "addition":
-        recomputed = Fraction(annual) * q.remaining_days / q.term_days
-        assert round_half_up(recomputed) == q.premium_amount
+    # Every kind: from the quote alone (a correction also shows the annual premium before the change).
+    before = q.annual_premium_before_exact
+    assert (before is None) == (kind != "correction")
+    if before is not None:
+        assert Fraction(Decimal(format_exact_rupees(before)) * 100) == before
+    recomputed = abs(Fraction(annual) - (before or 0)) * q.remaining_days / q.term_days
+    assert round_half_up(recomputed) == q.premium_amount
 
 
 @given(
