@@ -303,6 +303,9 @@ WEBHOOKS = {
     "BACKOFF_CAP_SECONDS": env.float("WEBHOOKS_BACKOFF_CAP_SECONDS", default=43_200.0),
     "RETRY_WINDOW_HOURS": env.float("WEBHOOKS_RETRY_WINDOW_HOURS", default=72.0),
     "RETENTION_DAYS": env.int("WEBHOOKS_RETENTION_DAYS", default=30),
+    # An object's sequence counter goes once it has had no event this long (never less than RETENTION_DAYS);
+    # a later event of it starts again at sequence 1 (ADR 0046).
+    "SEQUENCE_RETENTION_DAYS": env.int("WEBHOOKS_SEQUENCE_RETENTION_DAYS", default=365),
     "ROTATION_OVERLAP_HOURS": env.float("WEBHOOKS_ROTATION_OVERLAP_HOURS", default=24.0),
     # Endpoints sent to at once by one dispatcher process (one thread each; one sender per endpoint).
     "DISPATCH_THREADS": env.int("WEBHOOKS_DISPATCH_THREADS", default=16),
