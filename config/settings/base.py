@@ -342,6 +342,7 @@ SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
 # base64 of 32 random bytes; encrypts insurer credentials at rest (ADR 0029). DEBUG/test derive a dev key.
 INSURER_CREDENTIALS_KEY = env.str("INSURER_CREDENTIALS_KEY", default="")
 # base64 of 32 random bytes; encrypts partners' webhook signing secrets at rest (ADR 0042). DEBUG/test derive one.
+# Rotation (ADR 0046): "NEW,OLD" — the first seals, every one opens; then `manage.py webhook_secrets_reseal`.
 WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="")
 
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
