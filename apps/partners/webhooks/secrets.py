@@ -11,7 +11,6 @@ import logging
 
 from apps.common.secretbox import keys_for, seal, unseal_any
 
-
 log = logging.getLogger(__name__)
 
 
