@@ -188,3 +188,21 @@ def test_retention_deletes_secrets_expired_longer_than_the_retention():
     current = WebhookSecret.objects.create(endpoint=endpoint, secret=old.secret, expires_at=None)
     assert webhooks_retention()["secrets"] == 1
     assert sorted(WebhookSecret.objects.values_list("pk", flat=True)) == sorted([recent.pk, current.pk])
+
+
+def test_beat_runs_retention_hourly_and_the_job_run_records_rows_per_table(settings):
+    from apps.audit.models import JobRunEvent
+    from apps.partners.tasks import webhooks_retention as task
+
+    assert settings.CELERY_BEAT_SCHEDULE["webhooks-retention"] == {
+        "task": "webhooks.retention",
+        "schedule": 3600.0,
+        "options": {"queue": "webhooks"},
+    }
+    partner = PartnerFactory()
+    record(partner.pk, object_id="gone")
+    Event.objects.update(created_at=timezone.now() - timedelta(days=31))
+    assert task() == 1
+    end = JobRunEvent.objects.get(job="webhooks.retention", phase="end")
+    assert end.counts == {"attempts": 0, "events": 1, "deliveries": 0, "sequences": 0, "secrets": 0}
+    assert not Event.objects.exists()
