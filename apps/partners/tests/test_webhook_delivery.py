@@ -392,3 +392,22 @@ def test_a_run_stops_draining_after_its_time_and_releases_the_endpoint(settings,
     assert len(receiver.received) == 1
     assert WebhookDelivery.objects.filter(endpoint=endpoint, status="pending").count() == 2
     assert WebhookEndpoint.objects.filter(pk=endpoint.pk, leased_until__isnull=True).exists()
+
+
+def test_runs_at_once_never_exceed_the_connection_pool_and_the_dispatcher_command_widens_it(settings, monkeypatch):
+    """Each run holds a pooled connection; the loop holds one more. 10 pooled connections and 11 runs made one
+    run's lease release time out, stranding its endpoint (unsent) until the lease expired."""
+    from django.db import connection
+
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "DISPATCH_THREADS": 16}
+    options = {**connection.settings_dict.get("OPTIONS", {}), "pool": {"max_size": 10, "timeout": 1.5}}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    monkeypatch.setattr(type(connection), "_connection_pools", {}, raising=False)
+    assert dispatch.run_slots() == 8
+    dispatch.pool_reserve(16)
+    assert options["pool"] == {"max_size": 18, "timeout": 1.5}
+    assert dispatch.run_slots() == 16
+    dispatch.pool_reserve(4)  # never shrinks
+    assert options["pool"]["max_size"] == 18
+    del options["pool"]
+    assert dispatch.run_slots() == 16

@@ -385,6 +385,29 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
+def run_slots() -> int:
+    """How many endpoint runs go at once: `WEBHOOKS["DISPATCH_THREADS"]`, but never more than the process's
+    database connection pool can serve beside the dispatcher loop's own connection and one spare (each run
+    holds a connection). More runs than pooled connections made a run's lease release itself wait for a
+    connection and time out, leaving its endpoint leased — unsent — until the lease expired."""
+    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
+    if isinstance(pool, dict) and pool.get("max_size"):
+        return max(1, min(threads, int(pool["max_size"]) - 2))
+    return threads
+
+
+def pool_reserve(threads: int) -> None:
+    """For a process that is only a dispatcher (`manage.py webhook_dispatch`): make the connection pool large
+    enough for `threads` runs plus the loop's connection and a spare (`run_slots()` then allows them all)."""
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
+    if not isinstance(pool, dict) or int(pool.get("max_size") or 0) >= threads + 2:
+        return
+    pool["max_size"] = threads + 2  # in place: every thread's connection wrapper shares this settings dict
+    if connection.alias in getattr(type(connection), "_connection_pools", {}):
+        connection.close_pool()  # opened already with the smaller size: the next connection opens the new one
+
+
 def dispatch_once(*, inline: bool = True) -> int:
     """Sequence committed events, then claim every ready endpoint once and run them; `inline` runs them one
     after another in this thread (tests, SQLite). Returns how many deliveries were delivered."""
@@ -392,8 +415,7 @@ def dispatch_once(*, inline: bool = True) -> int:
 
     events_sequence()
     total = 0
-    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
-    claims = endpoints_claim(limit=threads)
+    claims = endpoints_claim(limit=run_slots())
     if inline or connection.vendor != "postgresql":
         for c in claims:
             total += endpoint_run(c)
@@ -447,7 +469,7 @@ def dispatch_forever(
                     break
                 time.sleep(min(idle_seconds, 0.2))
         return total
-    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
+    threads = run_slots()
     running: dict[Future[int], int] = {}
     listener = _Listener() if listen else None
     total = 0

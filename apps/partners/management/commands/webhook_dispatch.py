@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.partners.webhooks.dispatch import dispatch_forever
+from apps.partners.webhooks.dispatch import dispatch_forever, pool_reserve
 
 
 class Command(BaseCommand):
@@ -31,6 +31,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["threads"]:
             settings.WEBHOOKS = {**settings.WEBHOOKS, "DISPATCH_THREADS": options["threads"]}
+        pool_reserve(int(settings.WEBHOOKS["DISPATCH_THREADS"]))
         if options["switch_interval"] > 0:
             sys.setswitchinterval(options["switch_interval"])
         stopping = {"flag": False}
