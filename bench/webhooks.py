@@ -276,7 +276,7 @@ def throughput_run(port: int, events: int, *, slow: bool) -> float:
         stop(dispatcher)
 
 
-def latency_round(port: int, *, rate: int, seconds: float) -> tuple[list[float], list[float]]:
+def latency_round(port: int, partner_id: int, *, rate: int, seconds: float) -> tuple[list[float], list[float]]:
     """One relay-limit phase then one webhook phase at `rate`; returns (relay ms, webhook ms)."""
     import redis
     from django.conf import settings
@@ -312,7 +312,6 @@ def latency_round(port: int, *, rate: int, seconds: float) -> tuple[list[float],
         wait_for(lambda: client.llen(LATENCY_KEY) >= total, seconds=30, what="relay deliveries")
     relay_ms = [float(x) * 1000 for x in client.lrange(LATENCY_KEY, 0, -1)]
 
-    partner_id = int(client.get("keel:bench:webhooks:partner") or 0)
     receiver.arrivals()
     first_id = (Event.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
 
@@ -391,13 +390,10 @@ def main() -> None:
         cleanup()
 
         # (c) the real path: relay process + Celery worker (sequencer) + dispatcher process.
-        import redis
-        from django.conf import settings
 
         from config.celery import app
 
         partner_id = make_partner(port, slow=False)
-        redis.Redis.from_url(settings.REDIS_URL).set("keel:bench:webhooks:partner", partner_id)
         env = {**os.environ, "KEEL_BENCH": "1"}
         name = f"bench-webhooks-{os.getpid()}@%h"
         worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "webhooks,bench", "-P", "threads"]
@@ -419,10 +415,10 @@ def main() -> None:
         processes.append(start([sys.executable, "manage.py", "webhook_dispatch", "--threads", str(ENDPOINTS)], env))
         hostname = name.replace("%h", os.uname().nodename)
         wait_for(lambda: bool(app.control.ping([hostname], timeout=0.5)), seconds=60, what="the Celery worker")
-        latency_round(port, rate=args.rate, seconds=1.0)  # warm-up
+        latency_round(port, partner_id, rate=args.rate, seconds=1.0)  # warm-up
         rounds = []
         for n in range(args.repeat):
-            relay_ms, webhook_ms = latency_round(port, rate=args.rate, seconds=args.seconds)
+            relay_ms, webhook_ms = latency_round(port, partner_id, rate=args.rate, seconds=args.seconds)
             rounds.append((relay_ms, webhook_ms))
             print(
                 f"  latency round {n + 1}: relay p99 {percentile(relay_ms, 99):.1f} ms ({len(relay_ms)}), "
