@@ -404,8 +404,9 @@ def pool_reserve(threads: int) -> None:
     if not isinstance(pool, dict) or int(pool.get("max_size") or 0) >= threads + 2:
         return
     pool["max_size"] = threads + 2  # in place: every thread's connection wrapper shares this settings dict
-    if connection.alias in getattr(type(connection), "_connection_pools", {}):
-        connection.close_pool()  # opened already with the smaller size: the next connection opens the new one
+    close_pool = getattr(connection, "close_pool", None)  # the PostgreSQL backend's
+    if close_pool is not None and connection.alias in getattr(type(connection), "_connection_pools", {}):
+        close_pool()  # opened already with the smaller size: the next connection opens the new one
 
 
 def dispatch_once(*, inline: bool = True) -> int:
