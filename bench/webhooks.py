@@ -276,7 +276,7 @@ def throughput_run(port: int, events: int, *, slow: bool) -> float:
         stop(dispatcher)
 
 
-def latency_round(port: int, *, rate: int, seconds: float) -> tuple[list[float], list[float]]:
+def latency_round(port: int, partner_id: int, *, rate: int, seconds: float) -> tuple[list[float], list[float]]:
     """One relay-limit phase then one webhook phase at `rate`; returns (relay ms, webhook ms)."""
     import redis
     from django.conf import settings
@@ -312,7 +312,6 @@ def latency_round(port: int, *, rate: int, seconds: float) -> tuple[list[float],
         wait_for(lambda: client.llen(LATENCY_KEY) >= total, seconds=30, what="relay deliveries")
     relay_ms = [float(x) * 1000 for x in client.lrange(LATENCY_KEY, 0, -1)]
 
-    partner_id = int(client.get("keel:bench:webhooks:partner") or 0)
     receiver.arrivals()
     first_id = (Event.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
 
@@ -349,7 +348,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=500, help="events per throughput run (× 10 endpoints)")
-    parser.add_argument("--runs", type=int, default=5, help="throughput runs each way (median)")
+    parser.add_argument("--runs", type=int, default=5, help="throughput runs each way (median; at least 5)")
+    parser.add_argument("--latency-only", action="store_true", help="measure (c) only (for iterating)")
     parser.add_argument("--rate", type=int, default=100, help="events/s for the latency rounds")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each latency phase")
     parser.add_argument("--repeat", type=int, default=5, help="latency rounds (worst p99 reported)")
@@ -358,6 +358,8 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
+    if args.runs < 5:
+        parser.error("--runs must be at least 5: the timeout comparison is the median of 5 runs each way")
     check_services()
     import django
 
@@ -376,8 +378,9 @@ def main() -> None:
         bare = statistics.median(bare_post_rate(port, 5000) for _ in range(3))
         ReceiverClient(port).arrivals()
         print(f"  limit: bare POSTs to the receiver, 10 threads: {bare:,.0f}/s", flush=True)
-        healthy_runs, slow_runs = [], []
-        for _ in range(args.runs):
+        healthy_runs: list[float] = []
+        slow_runs: list[float] = []
+        for _ in range(0 if args.latency_only else args.runs):
             healthy_runs.append(throughput_run(port, args.events, slow=False))
             slow_runs.append(throughput_run(port, args.events, slow=True))
             print(
@@ -387,13 +390,10 @@ def main() -> None:
         cleanup()
 
         # (c) the real path: relay process + Celery worker (sequencer) + dispatcher process.
-        import redis
-        from django.conf import settings
 
         from config.celery import app
 
         partner_id = make_partner(port, slow=False)
-        redis.Redis.from_url(settings.REDIS_URL).set("keel:bench:webhooks:partner", partner_id)
         env = {**os.environ, "KEEL_BENCH": "1"}
         name = f"bench-webhooks-{os.getpid()}@%h"
         worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "webhooks,bench", "-P", "threads"]
@@ -415,10 +415,10 @@ def main() -> None:
         processes.append(start([sys.executable, "manage.py", "webhook_dispatch", "--threads", str(ENDPOINTS)], env))
         hostname = name.replace("%h", os.uname().nodename)
         wait_for(lambda: bool(app.control.ping([hostname], timeout=0.5)), seconds=60, what="the Celery worker")
-        latency_round(port, rate=args.rate, seconds=1.0)  # warm-up
+        latency_round(port, partner_id, rate=args.rate, seconds=1.0)  # warm-up
         rounds = []
         for n in range(args.repeat):
-            relay_ms, webhook_ms = latency_round(port, rate=args.rate, seconds=args.seconds)
+            relay_ms, webhook_ms = latency_round(port, partner_id, rate=args.rate, seconds=args.seconds)
             rounds.append((relay_ms, webhook_ms))
             print(
                 f"  latency round {n + 1}: relay p99 {percentile(relay_ms, 99):.1f} ms ({len(relay_ms)}), "
@@ -432,7 +432,8 @@ def main() -> None:
         with contextlib.suppress(Exception):
             cleanup()
 
-    healthy, slowed = statistics.median(healthy_runs), statistics.median(slow_runs)
+    healthy = statistics.median(healthy_runs) if healthy_runs else float("nan")
+    slowed = statistics.median(slow_runs) if slow_runs else float("nan")
     worst_relay = max(percentile(r, 99) for r, _ in rounds)
     worst_p50 = max(percentile(w, 50) for _, w in rounds)
     worst_p99 = max(percentile(w, 99) for _, w in rounds)
@@ -464,6 +465,8 @@ def main() -> None:
             f"≤ 3× relay p99: {'met' if worst_p99 <= TARGET_LATENCY_RATIO * worst_relay else 'MISSED'}",
         ),
     ]
+    if args.latency_only:
+        rows = [rows[0], *rows[3:]]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     print()
     for row in rows:

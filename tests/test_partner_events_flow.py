@@ -46,7 +46,9 @@ def world(live_server, make_key, time_machine, require_postgres, settings, monke
                                                   "endorsement.funds_locked", "endorsement.sent",
                                                   "endorsement.confirmed", "endorsement.active",
                                                   "endorsement_batch.completed", "ledger.topup_posted",
-                                                  "ledger.low_balance", "loan_application.decided"]},
+                                                  "ledger.low_balance", "loan_application.decided",
+                                                  "endorsement.on_hold_funds", "endorsement.cancelled",
+                                                  "endorsement.rejected", "reconciliation.completed"]},
         )  # fmt: skip
         assert response.status_code == 201, response.content
         receiver.secrets = [response.json()["secret"]]
@@ -125,7 +127,9 @@ def test_a_batch_publishes_completed_once_when_every_row_is_final(world):
     assert completed[0].data["counts"] == {"ACTIVE": 3}
     assert completed[0].object_id == str(response.json()["id"])
     assert Event.objects.filter(type="endorsement.received").count() == 3
-    assert [r.json["type"] for r in receiver.received].count("endorsement_batch.completed") == 1
+    [request] = [r for r in receiver.received if r.json["type"] == "endorsement_batch.completed"]
+    Webhook(receiver.secrets[0]).verify(request.body, request.headers)
+    assert request.json["object"] == {"type": "endorsement_batch", "id": str(response.json()["id"])}
 
 
 def test_a_loan_decision_publishes_loan_application_decided(world):
@@ -143,3 +147,83 @@ def test_a_loan_decision_publishes_loan_application_decided(world):
     [request] = [r for r in receiver.received if r.json["type"] == "loan_application.decided"]
     assert request.json["data"]["id"] == application_id
     assert request.verified
+    Webhook(receiver.secrets[0]).verify(request.body, request.headers)
+
+
+def statuses_received(receiver: Receiver, endorsement_id: int) -> list[str]:
+    """The endorsement's events as received, each verified with the library and the endpoint's secret."""
+    types = []
+    for r in receiver.received:
+        if r.json["object"] == {"type": "endorsement", "id": str(endorsement_id)}:
+            Webhook(receiver.secrets[0]).verify(r.body, r.headers)
+            types.append(r.json["type"])
+    return types
+
+
+def test_an_endorsement_without_funds_publishes_on_hold_funds_then_cancelled(world):
+    policy, client, receiver = world
+    response = client.post("/api/v1/endorsements", addition(policy, "H-1", effective=TODAY))
+    assert response.status_code == 202
+    endorsement_id = response.json()["id"]
+    run_pipeline()
+    assert Endorsement.objects.get(pk=endorsement_id).status == "ON_HOLD_FUNDS"
+    cancelled = client.post(f"/api/v1/endorsements/{endorsement_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.content
+    deliver_all()
+    assert statuses_received(receiver, endorsement_id) == [
+        "endorsement.received",
+        "endorsement.validated",
+        "endorsement.on_hold_funds",
+        "endorsement.cancelled",
+    ]
+    last = receiver.received[-1].json
+    assert (last["sequence"], last["data"]["status"], last["data"]["previous_status"]) == (
+        4,
+        "CANCELLED",
+        "ON_HOLD_FUNDS",
+    )
+
+
+def test_an_endorsement_the_insurer_rejects_publishes_rejected(world):
+    policy, client, receiver = world
+    ledger.topup_post(employer_id=policy.employer_id, amount=10_000_00, reference="t-r", actor=SYSTEM)
+    response = client.post("/api/v1/endorsements", addition(policy, "R-1", effective=TODAY, dob="1950-01-01"))
+    assert response.status_code == 202
+    endorsement_id = response.json()["id"]
+    run_pipeline()
+    deliver_all()
+    assert Endorsement.objects.get(pk=endorsement_id).status == "REJECTED"
+    assert statuses_received(receiver, endorsement_id) == [
+        "endorsement.received",
+        "endorsement.validated",
+        "endorsement.funds_locked",
+        "endorsement.sent",
+        "endorsement.rejected",
+    ]
+    assert receiver.received[-1].json["data"]["status"] == "REJECTED"
+
+
+def test_a_reconciliation_run_publishes_reconciliation_completed(world):
+    from apps.insurers.sandbox.roster import sandbox_roster_load
+    from apps.reconciliation.runner import reconciliation_execute
+    from apps.reconciliation.selectors import scope_employer_ids
+    from apps.reconciliation.services import reconciliation_start
+
+    policy, _client, receiver = world
+    sandbox_roster_load(code="sandbox-rest", policy_number=policy.policy_number, members=[])
+    run = reconciliation_start(
+        insurer_id=policy.insurer_id,
+        employer_ids=scope_employer_ids(insurer_id=policy.insurer_id, employer_id=policy.employer_id),
+        employer_id=policy.employer_id,
+        policy_id=None,
+        partner_id=None,
+        actor=SYSTEM,
+    )
+    done = reconciliation_execute(run_id=run.pk, page_size=50, sleep=lambda _seconds: None)
+    assert done.status == "COMPLETED"
+    deliver_all()
+    [request] = [r for r in receiver.received if r.json["type"] == "reconciliation.completed"]
+    Webhook(receiver.secrets[0]).verify(request.body, request.headers)
+    assert request.json["object"] == {"type": "reconciliation", "id": str(run.pk)}
+    assert request.json["employer"] == policy.employer_id
+    assert (request.json["data"]["id"], request.json["data"]["status"]) == (run.pk, "COMPLETED")

@@ -28,18 +28,41 @@ class SealedValueError(ValueError):
     tampered, or copied from another row)."""
 
 
+def _decode_key(setting: str, configured: str) -> bytes:
+    try:
+        raw = base64.b64decode(configured, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImproperlyConfigured(f"{setting} is not valid base64") from exc
+    if len(raw) != 32:
+        raise ImproperlyConfigured(f"{setting} must decode to 32 bytes, not {len(raw)}")
+    return raw
+
+
 def key_for(setting: str, *, purpose: str) -> bytes:
     """The 32-byte key in `settings.<setting>` (base64). Unset: a development key derived from SECRET_KEY and
     `purpose` under DEBUG or the test settings; otherwise `ImproperlyConfigured` naming the setting."""
     configured = str(getattr(settings, setting, "") or "")
     if configured:
-        try:
-            raw = base64.b64decode(configured, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ImproperlyConfigured(f"{setting} is not valid base64") from exc
-        if len(raw) != 32:
-            raise ImproperlyConfigured(f"{setting} must decode to 32 bytes, not {len(raw)}")
-        return raw
+        return _decode_key(setting, configured)
+    return _development_key(setting, purpose=purpose)
+
+
+def keys_for(setting: str, *, purpose: str) -> list[bytes]:
+    """The keys of a rotatable setting, **newest first**: `settings.<setting>` holds one base64 key or several
+    separated by commas (`NEW,OLD,…`). The first seals; every one opens (`unseal_any`), so a key can be
+    replaced without downtime: prepend the new key, re-seal the rows, then drop the old one. Unset: the
+    development key as for `key_for`. Raises `ImproperlyConfigured` naming the setting (and the entry)."""
+    configured = str(getattr(settings, setting, "") or "")
+    entries = [entry.strip() for entry in configured.split(",") if entry.strip()]
+    if not entries:
+        return [_development_key(setting, purpose=purpose)]
+    return [
+        _decode_key(setting if len(entries) == 1 else f"{setting} (entry {n})", entry)
+        for n, entry in enumerate(entries, start=1)
+    ]
+
+
+def _development_key(setting: str, *, purpose: str) -> bytes:
     module = str(getattr(settings, "SETTINGS_MODULE", "") or os.environ.get("DJANGO_SETTINGS_MODULE", ""))
     if settings.DEBUG or module.endswith("settings.test"):
         return hashlib.sha256(f"keel-dev-only:{purpose}:{settings.SECRET_KEY}".encode()).digest()
@@ -66,3 +89,15 @@ def unseal(stored: str, *, key: bytes, context: str) -> bytes:
         return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode())
     except (binascii.Error, ValueError, InvalidTag) as exc:
         raise SealedValueError("the stored value cannot be decrypted (wrong key, tampered or another row's)") from exc
+
+
+def unseal_any(stored: str, *, keys: list[bytes], context: str) -> tuple[bytes, int]:
+    """`unseal` with each of `keys` in turn (newest first); returns the plaintext and the index of the key
+    that opened it (0 = the newest: nothing to re-seal). Raises `SealedValueError` when none opens it."""
+    for index, key in enumerate(keys):
+        try:
+            return unseal(stored, key=key, context=context), index
+        except SealedValueError:
+            if index == len(keys) - 1:
+                raise
+    raise SealedValueError("no key to open the stored value with")

@@ -44,6 +44,7 @@ class PartnerAuditAction(TextChoices):
     WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
     WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
     EVENT_REDELIVERED = "event.redelivered"
+    WEBHOOK_SECRETS_RESEALED = "webhook_secrets.resealed"
 
 
 @dataclass(frozen=True, slots=True)

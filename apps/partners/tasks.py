@@ -27,5 +27,5 @@ def webhooks_retention() -> int:
     from apps.partners.webhooks.services import webhooks_retention as retention
 
     with job_run("webhooks.retention") as run:
-        run.counts["deleted"] = retention()
-        return int(run.counts["deleted"])
+        run.counts.update(retention())
+        return int(run.counts["events"])

@@ -303,6 +303,9 @@ WEBHOOKS = {
     "BACKOFF_CAP_SECONDS": env.float("WEBHOOKS_BACKOFF_CAP_SECONDS", default=43_200.0),
     "RETRY_WINDOW_HOURS": env.float("WEBHOOKS_RETRY_WINDOW_HOURS", default=72.0),
     "RETENTION_DAYS": env.int("WEBHOOKS_RETENTION_DAYS", default=30),
+    # An object's sequence counter goes once it has had no event this long (never less than RETENTION_DAYS);
+    # a later event of it starts again at sequence 1 (ADR 0046).
+    "SEQUENCE_RETENTION_DAYS": env.int("WEBHOOKS_SEQUENCE_RETENTION_DAYS", default=365),
     "ROTATION_OVERLAP_HOURS": env.float("WEBHOOKS_ROTATION_OVERLAP_HOURS", default=24.0),
     # Endpoints sent to at once by one dispatcher process (one thread each; one sender per endpoint).
     "DISPATCH_THREADS": env.int("WEBHOOKS_DISPATCH_THREADS", default=16),
@@ -339,6 +342,7 @@ SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
 # base64 of 32 random bytes; encrypts insurer credentials at rest (ADR 0029). DEBUG/test derive a dev key.
 INSURER_CREDENTIALS_KEY = env.str("INSURER_CREDENTIALS_KEY", default="")
 # base64 of 32 random bytes; encrypts partners' webhook signing secrets at rest (ADR 0042). DEBUG/test derive one.
+# Rotation (ADR 0046): "NEW,OLD" — the first seals, every one opens; then `manage.py webhook_secrets_reseal`.
 WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="")
 
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------

@@ -351,3 +351,63 @@ def test_a_secret_that_does_not_open_sends_nothing_and_is_logged(caplog):
     assert receiver.received == []
     assert WebhookDelivery.objects.get(endpoint=endpoint).status == "pending"
     assert [r.getMessage() for r in caplog.records] == ["webhooks.secret_unreadable"]
+
+
+def test_one_run_drains_every_due_batch_in_order_checking_the_address_once_per_batch(settings):
+    """ADR 0046: a claimed endpoint keeps sending while deliveries are due (batches of DISPATCH_BATCH), resolving
+    and checking its host once per batch and connecting to the checked address."""
+    from apps.partners.tests.webhook_helpers import resolver_stub
+
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "DISPATCH_BATCH": 2}
+    partner = PartnerFactory()
+    with Receiver() as receiver, resolver_stub({"receiver.test": ["127.0.0.1"]}) as looked_up:
+        endpoint, secret = endpoint_for(partner.pk, f"http://receiver.test:{receiver.port}/hooks")
+        events = [record(partner.pk, object_id="same") for _ in range(5)]
+        assert looked_up == ["receiver.test"]  # registration
+        claims = dispatch.endpoints_claim(limit=4)
+        assert [c.endpoint_id for c in claims] == [endpoint.pk]
+        assert dispatch.endpoint_run(claims[0]) == 5  # one claim: 3 batches (2, 2, 1)
+        assert looked_up == ["receiver.test"] * 4  # + one check per batch, not one per delivery
+    assert [r.webhook_id for r in receiver.received] == [e.public_id for e in events]
+    assert [r.json["sequence"] for r in receiver.received] == [1, 2, 3, 4, 5]
+    assert all(r.headers["host"] == f"receiver.test:{receiver.port}" for r in receiver.received)
+    for r in receiver.received:
+        Webhook(secret).verify(r.body, r.headers)
+    assert list(WebhookAttempt.objects.order_by("id").values_list("event_public_id", "attempt", "succeeded")) == [
+        (e.public_id, 1, True) for e in events
+    ]
+    assert WebhookEndpoint.objects.filter(pk=endpoint.pk, leased_until__isnull=True).exists()  # lease released
+
+
+def test_a_run_stops_draining_after_its_time_and_releases_the_endpoint(settings, monkeypatch):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "DISPATCH_BATCH": 1}
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 0.0)
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        for n in range(3):
+            record(partner.pk, object_id=str(n))
+        [claim] = dispatch.endpoints_claim(limit=4)
+        assert dispatch.endpoint_run(claim) == 1  # one batch, then the thread is given back
+    assert len(receiver.received) == 1
+    assert WebhookDelivery.objects.filter(endpoint=endpoint, status="pending").count() == 2
+    assert WebhookEndpoint.objects.filter(pk=endpoint.pk, leased_until__isnull=True).exists()
+
+
+def test_runs_at_once_never_exceed_the_connection_pool_and_the_dispatcher_command_widens_it(settings, monkeypatch):
+    """Each run holds a pooled connection; the loop holds one more. 10 pooled connections and 11 runs made one
+    run's lease release time out, stranding its endpoint (unsent) until the lease expired."""
+    from django.db import connection
+
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "DISPATCH_THREADS": 16}
+    options = {**connection.settings_dict.get("OPTIONS", {}), "pool": {"max_size": 10, "timeout": 1.5}}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    monkeypatch.setattr(type(connection), "_connection_pools", {}, raising=False)
+    assert dispatch.run_slots() == 8
+    dispatch.pool_reserve(16)
+    assert options["pool"] == {"max_size": 18, "timeout": 1.5}
+    assert dispatch.run_slots() == 16
+    dispatch.pool_reserve(4)  # never shrinks
+    assert options["pool"]["max_size"] == 18
+    del options["pool"]
+    assert dispatch.run_slots() == 16

@@ -12,15 +12,16 @@ from django.utils import timezone
 
 from apps.outbox.services import OutboxError
 from apps.partners.tests.factories import PartnerFactory
-from apps.partners.tests.webhook_helpers import endpoint_for, record
+from apps.partners.tests.webhook_helpers import endpoint_for, record, resolver_stub
 from apps.partners.webhooks.contracts import EventDraft
 from apps.partners.webhooks.dispatch import dispatch_once
 from apps.partners.webhooks.events import UnknownEventType, events_sequence, partner_events_record
-from apps.partners.webhooks.models import Event, EventSequence, WebhookAttempt, WebhookDelivery
+from apps.partners.webhooks.models import Event, EventSequence, WebhookAttempt, WebhookDelivery, WebhookSecret
 from apps.partners.webhooks.receiver import Receiver
 from apps.partners.webhooks.services import webhooks_retention
 
 pytestmark = pytest.mark.django_db
+PUBLIC = {"hooks.example.com": ["93.184.216.34"]}
 
 
 def draft(partner_id: int, object_id: str = "1", type: str = "ledger.topup_posted") -> EventDraft:
@@ -123,10 +124,85 @@ def test_retention_deletes_what_is_older_than_30_days_only(settings):
     long_ago = timezone.now() - timedelta(days=31)
     Event.objects.filter(pk=old.pk).update(created_at=long_ago)
     WebhookAttempt.objects.filter(event_public_id=old.public_id).update(at=long_ago)
-    assert webhooks_retention() == 1
+    assert webhooks_retention() == {"attempts": 1, "events": 1, "deliveries": 1, "sequences": 0, "secrets": 0}
     assert list(Event.objects.values_list("public_id", flat=True)) == [new.public_id]
     assert list(WebhookDelivery.objects.values_list("event_id", flat=True)) == [new.pk]
     assert list(WebhookAttempt.objects.values_list("event_public_id", flat=True)) == [new.public_id]
+    # The sequence counters stay: the objects spoke within SEQUENCE_RETENTION_DAYS.
+    assert sorted(EventSequence.objects.values_list("object_id", "last")) == [("new", 1), ("old", 1)]
     settings.WEBHOOKS = {**settings.WEBHOOKS, "RETENTION_DAYS": 0}
-    assert webhooks_retention() == 1
+    assert webhooks_retention() == {"attempts": 1, "events": 1, "deliveries": 1, "sequences": 0, "secrets": 0}
+    assert not Event.objects.exists()
+    assert not WebhookAttempt.objects.exists()
+
+
+def test_retention_keeps_pending_deliveries_and_their_events():
+    partner = PartnerFactory()
+    with resolver_stub(PUBLIC):
+        endpoint_for(partner.pk, "https://hooks.example.com/in")
+    event = record(partner.pk, object_id="pending")
+    Event.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(days=31))
+    assert webhooks_retention()["events"] == 0
+    assert list(WebhookDelivery.objects.values_list("event_id", "status")) == [(event.pk, "pending")]
+
+
+def test_retention_deletes_silent_objects_sequences_in_bounded_batches(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "SEQUENCE_RETENTION_DAYS": 90}
+    partner = PartnerFactory()
+    for n in range(5):
+        record(partner.pk, object_id=f"silent-{n}")
+    kept = record(partner.pk, object_id="has-an-event")
+    record(partner.pk, object_id="recent")
+    year_ago = timezone.now() - timedelta(days=91)
+    EventSequence.objects.exclude(object_id="recent").update(updated_at=year_ago)
+    Event.objects.exclude(pk=kept.pk).delete()  # only "has-an-event" still has an event (a pending delivery)
+    assert webhooks_retention(batch_size=2, max_batches=2)["sequences"] == 4  # bounded: 2 batches of 2
+    assert EventSequence.objects.filter(object_id__startswith="silent-").count() == 1
+    assert webhooks_retention(batch_size=2)["sequences"] == 1
+    assert sorted(EventSequence.objects.values_list("object_id", flat=True)) == ["has-an-event", "recent"]
+    # An object whose counter went starts again at 1; "recent" continues.
+    assert record(partner.pk, object_id="silent-0").sequence == 1
+    assert record(partner.pk, object_id="recent").sequence == 2
+
+
+def test_retention_never_uses_a_sequence_retention_below_the_event_retention(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "SEQUENCE_RETENTION_DAYS": 1}
+    partner = PartnerFactory()
+    record(partner.pk, object_id="a")
+    Event.objects.all().delete()
+    EventSequence.objects.update(updated_at=timezone.now() - timedelta(days=29))
+    assert webhooks_retention()["sequences"] == 0
+    EventSequence.objects.update(updated_at=timezone.now() - timedelta(days=31))
+    assert webhooks_retention()["sequences"] == 1
+
+
+def test_retention_deletes_secrets_expired_longer_than_the_retention():
+    partner = PartnerFactory()
+    with resolver_stub(PUBLIC):
+        endpoint, _ = endpoint_for(partner.pk, "https://hooks.example.com/in")
+    old = WebhookSecret.objects.get(endpoint=endpoint)
+    WebhookSecret.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(days=31))
+    recent = WebhookSecret.objects.create(
+        endpoint=endpoint, secret=old.secret, expires_at=timezone.now() - timedelta(days=1)
+    )
+    current = WebhookSecret.objects.create(endpoint=endpoint, secret=old.secret, expires_at=None)
+    assert webhooks_retention()["secrets"] == 1
+    assert sorted(WebhookSecret.objects.values_list("pk", flat=True)) == sorted([recent.pk, current.pk])
+
+
+def test_beat_runs_retention_hourly_and_the_job_run_records_rows_per_table(settings):
+    from apps.audit.models import JobRunEvent
+    from apps.partners.tasks import webhooks_retention as task
+
+    assert settings.CELERY_BEAT_SCHEDULE["webhooks-retention"] == {
+        "task": "webhooks.retention",
+        "schedule": 3600.0,
+        "options": {"queue": "webhooks"},
+    }
+    partner = PartnerFactory()
+    record(partner.pk, object_id="gone")
+    Event.objects.update(created_at=timezone.now() - timedelta(days=31))
+    assert task() == 1
+    end = JobRunEvent.objects.get(job="webhooks.retention", phase="end")
+    assert end.counts == {"attempts": 0, "events": 1, "deliveries": 0, "sequences": 0, "secrets": 0}
     assert not Event.objects.exists()

@@ -11,9 +11,11 @@ pending age or dead rows.
    ties up only its own sender.
 2. **Run each endpoint** on a thread of the process's pool (`WEBHOOKS["DISPATCH_THREADS"]`), no transaction
    open while sending: load up to `DISPATCH_BATCH` due deliveries in id (= position) order, skipping an
-   object whose earlier delivery is still backing off, and send each (`sender.send`): signed with every
-   active secret, `webhook-id` = the event's id (the same on every retry and redelivery).
-3. **Record** each outcome in one transaction per run: attempt rows; delivered rows; failed rows back off
+   object whose earlier delivery is still backing off, check the URL (`sender.target_check`, ADR 0031) and
+   send each to the checked address (`sender.send`): signed with every active secret, `webhook-id` = the
+   event's id (the same on every retry and redelivery). While more are due, the run takes the next batch, for
+   up to `RUN_DRAIN_SECONDS` (ADR 0046): one claim serves a steady trickle of small batches.
+3. **Record** each outcome in one transaction per batch: attempt rows; delivered rows; failed rows back off
    (`backoff_seconds`) and give up after `RETRY_WINDOW_HOURS`; a 410 disables the endpoint; a
    connection error, timeout or 5xx/429 also puts the whole endpoint in backoff and ends the run (no
    hammering a dead receiver; its other deliveries wait, nobody else's do). The lease is released.
@@ -179,21 +181,47 @@ def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:
     return opened
 
 
+# A run keeps sending while its endpoint has due deliveries, for up to this long, before giving its thread back:
+# one claim, lease and secret opening then serve many small batches (at a steady trickle of events a batch is
+# a few deliveries, and per-run round trips would otherwise dominate). Endpoints beyond the thread count wait
+# at most this long for a thread.
+RUN_DRAIN_SECONDS = 1.0
+
+
 def _endpoint_run(claim: Claim) -> int:
-    endpoint = WebhookEndpoint.objects.filter(pk=claim.endpoint_id, is_active=True).first()
-    if endpoint is None:
-        return 0
-    now = timezone.now()
-    secrets = _signing_secrets(endpoint.pk, now=now)
-    if not secrets:
-        return 0
-    deliveries = _due_deliveries(endpoint.pk, now=now, limit=int(settings.WEBHOOKS["DISPATCH_BATCH"]))
+    started = time.monotonic()
+    # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
+    stop_at = started + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
+    drain_until = min(stop_at, started + RUN_DRAIN_SECONDS)
+    secrets: list[str] = []
+    total = 0
+    while True:
+        # Re-read each batch: a PATCH (URL, is_active) or a disable applies from the next batch on.
+        endpoint = WebhookEndpoint.objects.filter(pk=claim.endpoint_id, is_active=True).first()
+        if endpoint is None:
+            return total
+        now = timezone.now()
+        if not secrets:
+            secrets = _signing_secrets(endpoint.pk, now=now)
+            if not secrets:
+                return total
+        deliveries = _due_deliveries(endpoint.pk, now=now, limit=int(settings.WEBHOOKS["DISPATCH_BATCH"]))
+        if not deliveries:
+            return total
+        outcomes, gone, endpoint_failed = _send_batch(endpoint, deliveries, secrets, stop_at=stop_at)
+        total += _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
+        if gone or endpoint_failed or time.monotonic() > drain_until:
+            return total
+
+
+def _send_batch(
+    endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], secrets: list[str], *, stop_at: float
+) -> tuple[list[_Outcome], bool, bool]:
+    """Send `deliveries` in order to the endpoint's URL, checked once for the batch (the connection goes to the
+    checked address). Returns (outcomes, gone, endpoint_failed)."""
     outcomes: list[_Outcome] = []
     blocked: set[str] = set()
-    endpoint_failed = False
-    gone = False
-    # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
-    stop_at = time.monotonic() + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
+    checked = sender.target_check(endpoint.url)
     for delivery in deliveries:
         if time.monotonic() > stop_at:
             break
@@ -203,20 +231,21 @@ def _endpoint_run(claim: Claim) -> int:
         if at > delivery.created_at + window():
             outcomes.append(_Outcome(delivery, None, at))
             continue
-        body = event_body(delivery.event)
-        headers = sender.sign_headers(msg_id=delivery.event.public_id, body=body, secrets=secrets)
-        result = sender.send(url=endpoint.url, body=body.encode(), headers=headers)
+        if isinstance(checked, sender.SendResult):  # refused by the URL policy: one failed attempt, then back off
+            result = checked
+        else:
+            body = event_body(delivery.event)
+            headers = sender.sign_headers(msg_id=delivery.event.public_id, body=body, secrets=secrets)
+            result = sender.send(url=endpoint.url, body=body.encode(), headers=headers, target=checked)
         outcomes.append(_Outcome(delivery, result, at))
         if result.ok:
             continue
         blocked.add(delivery.order_key)
         if result.status_code == 410:
-            gone = True
-            break
+            return outcomes, True, False
         if result.status_code is None or result.status_code >= 500 or result.status_code == 429:
-            endpoint_failed = True
-            break
-    return _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
+            return outcomes, False, True
+    return outcomes, False, False
 
 
 # --- 3. record -----------------------------------------------------------------------------------------
@@ -356,6 +385,30 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
+def run_slots() -> int:
+    """How many endpoint runs go at once: `WEBHOOKS["DISPATCH_THREADS"]`, but never more than the process's
+    database connection pool can serve beside the dispatcher loop's own connection and one spare (each run
+    holds a connection). More runs than pooled connections made a run's lease release itself wait for a
+    connection and time out, leaving its endpoint leased — unsent — until the lease expired."""
+    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
+    if isinstance(pool, dict) and pool.get("max_size"):
+        return max(1, min(threads, int(pool["max_size"]) - 2))
+    return threads
+
+
+def pool_reserve(threads: int) -> None:
+    """For a process that is only a dispatcher (`manage.py webhook_dispatch`): make the connection pool large
+    enough for `threads` runs plus the loop's connection and a spare (`run_slots()` then allows them all)."""
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
+    if not isinstance(pool, dict) or int(pool.get("max_size") or 0) >= threads + 2:
+        return
+    pool["max_size"] = threads + 2  # in place: every thread's connection wrapper shares this settings dict
+    close_pool = getattr(connection, "close_pool", None)  # the PostgreSQL backend's
+    if close_pool is not None and connection.alias in getattr(type(connection), "_connection_pools", {}):
+        close_pool()  # opened already with the smaller size: the next connection opens the new one
+
+
 def dispatch_once(*, inline: bool = True) -> int:
     """Sequence committed events, then claim every ready endpoint once and run them; `inline` runs them one
     after another in this thread (tests, SQLite). Returns how many deliveries were delivered."""
@@ -363,8 +416,7 @@ def dispatch_once(*, inline: bool = True) -> int:
 
     events_sequence()
     total = 0
-    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
-    claims = endpoints_claim(limit=threads)
+    claims = endpoints_claim(limit=run_slots())
     if inline or connection.vendor != "postgresql":
         for c in claims:
             total += endpoint_run(c)
@@ -418,7 +470,7 @@ def dispatch_forever(
                     break
                 time.sleep(min(idle_seconds, 0.2))
         return total
-    threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
+    threads = run_slots()
     running: dict[Future[int], int] = {}
     listener = _Listener() if listen else None
     total = 0

@@ -93,14 +93,15 @@ def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], 
     """
     table = EventSequence._meta.db_table
     items = sorted(counts.items())
-    placeholders = ", ".join(["(%s, %s, %s)"] * len(items))
+    placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(items))
+    now = timezone.now()
     params: list[Any] = []
     for (object_type, object_id), n in items:
-        params += [object_type, object_id, n]
+        params += [object_type, object_id, n, now]
     sql = (
-        f"INSERT INTO {table} (object_type, object_id, last) VALUES {placeholders} "  # noqa: S608 - no user input
-        f"ON CONFLICT (object_type, object_id) DO UPDATE SET last = {table}.last + excluded.last "
-        "RETURNING object_type, object_id, last"
+        f"INSERT INTO {table} (object_type, object_id, last, updated_at) VALUES {placeholders} "  # noqa: S608
+        f"ON CONFLICT (object_type, object_id) DO UPDATE SET last = {table}.last + excluded.last, "
+        "updated_at = excluded.updated_at RETURNING object_type, object_id, last"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

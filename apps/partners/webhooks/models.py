@@ -63,14 +63,18 @@ class Event(models.Model):
 
 class EventSequence(models.Model):
     """The last `sequence` handed out per object: one upsert per object per recording transaction, which
-    also serialises concurrent recorders of the same object (row lock)."""
+    also serialises concurrent recorders of the same object (row lock). `updated_at` is the time of the
+    object's latest event: retention deletes a row once the object has been silent for
+    `WEBHOOKS["SEQUENCE_RETENTION_DAYS"]` and none of its events is left (ADR 0046)."""
 
     object_type = models.CharField(max_length=32)
     object_id = models.CharField(max_length=64)
     last = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["object_type", "object_id"], name="partners_eventseq_object")]
+        indexes = [models.Index(fields=["updated_at"], name="partners_eventseq_updated")]
 
     def __str__(self) -> str:
         return f"{self.object_type}:{self.object_id} #{self.last}"

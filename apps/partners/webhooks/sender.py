@@ -55,6 +55,9 @@ _pools_lock = threading.Lock()
 
 def _pool(target: urlpolicy.Target) -> urllib3.HTTPConnectionPool:
     key = (target.scheme, target.address, target.port, target.host)
+    # As many keep-alive connections as the dispatcher has threads: endpoints on one host (one pool) are sent to
+    # at once without opening and discarding a connection per request.
+    size = max(4, int(settings.WEBHOOKS["DISPATCH_THREADS"]))
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
@@ -65,13 +68,13 @@ def _pool(target: urlpolicy.Target) -> urllib3.HTTPConnectionPool:
                     server_hostname=target.host,
                     assert_hostname=target.host,
                     cert_reqs="CERT_REQUIRED",
-                    maxsize=4,
+                    maxsize=size,
                     block=False,
                     retries=False,
                 )
             else:
                 pool = urllib3.HTTPConnectionPool(
-                    host=target.address, port=target.port, maxsize=4, block=False, retries=False
+                    host=target.address, port=target.port, maxsize=size, block=False, retries=False
                 )
             if len(_pools) > 1000:
                 for old in _pools.values():
@@ -81,15 +84,26 @@ def _pool(target: urlpolicy.Target) -> urllib3.HTTPConnectionPool:
         return pool
 
 
-def send(*, url: str, body: bytes, headers: dict[str, str]) -> SendResult:
-    """POST `body` to `url` as described above. Never raises for a network or policy failure: the result's
-    `error` says what happened (status_code None), so every attempt can be recorded."""
-    conf = settings.WEBHOOKS
-    started = time.monotonic()
+def target_check(url: str) -> urlpolicy.Target | SendResult:
+    """Step 1 alone: the checked target of `url`, or the refused attempt's result. The dispatcher checks an
+    endpoint's URL once per run (a batch of its due deliveries) and sends the batch to that checked address."""
     try:
-        target = urlpolicy.check(url)
+        return urlpolicy.check(url)
     except urlpolicy.UnsafeURL as exc:
         return SendResult(None, 0, "", f"refused: {exc}"[:500])
+
+
+def send(*, url: str, body: bytes, headers: dict[str, str], target: urlpolicy.Target | None = None) -> SendResult:
+    """POST `body` to `url` as described above; with `target` (from `target_check(url)`, just before) the
+    address check is not repeated. Never raises for a network or policy failure: the result's `error` says what
+    happened (status_code None), so every attempt can be recorded."""
+    conf = settings.WEBHOOKS
+    started = time.monotonic()
+    if target is None:
+        checked = target_check(url)
+        if isinstance(checked, SendResult):
+            return checked
+        target = checked
     host_header = target.host if ":" not in target.host else f"[{target.host}]"
     default_port = 443 if target.scheme == "https" else 80
     if target.port != default_port:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -23,6 +25,7 @@ from apps.partners.webhooks.dispatch import endpoint_disable
 from apps.partners.webhooks.models import (
     DeliveryStatus,
     Event,
+    EventSequence,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -211,17 +214,35 @@ def event_redeliver(*, event: Event, endpoints: Sequence[WebhookEndpoint], actor
     return created
 
 
-def webhooks_retention(*, batch_size: int = 5000, max_batches: int = 100) -> int:
-    """Delete events, deliveries and attempts older than `WEBHOOKS["RETENTION_DAYS"]` (30), in bounded
-    batches (each its own statement). Returns how many events were deleted. Pending deliveries are never
-    older than the 3-day retry window, so nothing still in flight is deleted."""
-    cutoff = timezone.now() - timedelta(days=float(settings.WEBHOOKS["RETENTION_DAYS"]))
-    for _ in range(max_batches):
-        ids = list(WebhookAttempt.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            break
-        WebhookAttempt.objects.filter(pk__in=ids).delete()
-    total = 0
+def webhooks_retention(*, batch_size: int = 5000, max_batches: int = 100) -> dict[str, int]:
+    """Delete what partners can no longer ask for, in bounded batches (each one short statement), from the
+    hourly `webhooks.retention` beat task. Returns rows deleted per table:
+    `{"attempts", "events", "deliveries", "sequences", "secrets"}`.
+
+    - `WebhookAttempt` rows older than `WEBHOOKS["RETENTION_DAYS"]` (30, SPEC §10);
+    - `Event` rows older than that with no pending delivery, and their `WebhookDelivery` rows (pending
+      deliveries never outlive the 3-day retry window, so nothing in flight goes);
+    - `EventSequence` rows of objects silent for `WEBHOOKS["SEQUENCE_RETENTION_DAYS"]` (at least the event
+      retention) with no event left — a later event of such an object starts again at sequence 1 (ADR 0046);
+    - `WebhookSecret` rows expired (rotation overlap over) for longer than the event retention.
+    At most `max_batches` × `batch_size` rows per table per run; the next run continues.
+    """
+    now = timezone.now()
+    days = float(settings.WEBHOOKS["RETENTION_DAYS"])
+    cutoff = now - timedelta(days=days)
+    sequence_cutoff = now - timedelta(days=max(days, float(settings.WEBHOOKS["SEQUENCE_RETENTION_DAYS"])))
+    counts = {"attempts": 0, "events": 0, "deliveries": 0, "sequences": 0, "secrets": 0}
+
+    def batches(queryset: QuerySet[Any], table: str) -> None:
+        for _ in range(max_batches):
+            ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                return
+            counts[table] += queryset.model.objects.filter(pk__in=ids).delete()[0]
+            if len(ids) < batch_size:
+                return
+
+    batches(WebhookAttempt.objects.filter(at__lt=cutoff), "attempts")
     for _ in range(max_batches):
         ids = list(
             Event.objects.filter(created_at__lt=cutoff)
@@ -231,6 +252,14 @@ def webhooks_retention(*, batch_size: int = 5000, max_batches: int = 100) -> int
         )
         if not ids:
             break
-        # Deliveries and their attempts go with their event (CASCADE).
-        total += Event.objects.filter(pk__in=ids).delete()[1].get("partners.Event", 0)
-    return total
+        with transaction.atomic():
+            # A redelivery's attempts can be younger than the event: they go with it.
+            counts["attempts"] += WebhookAttempt.objects.filter(delivery__event_id__in=ids).delete()[0]
+            counts["deliveries"] += WebhookDelivery.objects.filter(event_id__in=ids).delete()[0]
+            counts["events"] += Event.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < batch_size:
+            break
+    left = Event.objects.filter(object_type=OuterRef("object_type"), object_id=OuterRef("object_id"))
+    batches(EventSequence.objects.filter(updated_at__lt=sequence_cutoff).exclude(Exists(left)), "sequences")
+    batches(WebhookSecret.objects.filter(expires_at__lt=cutoff), "secrets")
+    return counts
