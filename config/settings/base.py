@@ -340,6 +340,8 @@ SANDBOX_INSURER_ENABLED = env.bool("SANDBOX_INSURER_ENABLED", default=DEBUG)
 INSURER_CREDENTIALS_KEY = env.str("INSURER_CREDENTIALS_KEY", default="")
 # base64 of 32 random bytes; encrypts partners' webhook signing secrets at rest (ADR 0042). DEBUG/test derive one.
 WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="")
+# base64 of 32 random bytes; encrypts insurers' callback signing secrets at rest (ADR 0044). DEBUG/test derive one.
+INSURER_CALLBACK_SECRETS_KEY = env.str("INSURER_CALLBACK_SECRETS_KEY", default="")
 
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
 # "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.
