@@ -60,9 +60,7 @@ def sent(tmp_path):
 
 
 def _result_file(inbound, rows: list[dict]) -> None:
-    write_batch(
-        LocalFolder(inbound), schema_version=RESULT_SCHEMA_VERSION, batch_id="r-1", insurer=CODE, rows=rows
-    )
+    write_batch(LocalFolder(inbound), schema_version=RESULT_SCHEMA_VERSION, batch_id="r-1", insurer=CODE, rows=rows)
 
 
 def _snapshot() -> dict:
@@ -79,7 +77,7 @@ def _snapshot() -> dict:
 
 
 def test_mixed_results_are_applied_in_bulk_like_callbacks_and_a_reimport_changes_nothing(sent) -> None:
-    insurer, (confirmed, rejected, failed), inbound = sent
+    _insurer, (confirmed, rejected, failed), inbound = sent
     Endorsement.objects.filter(pk=failed.pk).update(status=S.FAILED)  # Keel decided before the insurer answered
     history_before = EndorsementHistory.objects.count()
     key = {e.pk: e.idempotency_key for e in (confirmed, rejected, failed)}
@@ -146,7 +144,7 @@ def test_mixed_results_are_applied_in_bulk_like_callbacks_and_a_reimport_changes
 def test_the_same_results_in_a_new_file_publish_nothing_new(sent) -> None:
     """A corrected file under another name re-states results already recorded: claimed as a new file, but no
     row differs from the log, so nothing is published and no endorsement moves again."""
-    insurer, (first, second, _third), inbound = sent
+    _insurer, (first, second, _third), inbound = sent
     rows = [
         {"idempotency_key": first.idempotency_key, "outcome": "confirmed", "insurer_reference": "INS-1"},
         {"idempotency_key": second.idempotency_key, "outcome": "confirmed", "insurer_reference": "INS-2"},
@@ -155,9 +153,7 @@ def test_the_same_results_in_a_new_file_publish_nothing_new(sent) -> None:
     assert result_files_import(insurer_code=CODE) == {"imported": 1}
     drain()
     before = _snapshot()
-    write_batch(
-        LocalFolder(inbound), schema_version=RESULT_SCHEMA_VERSION, batch_id="r-2", insurer=CODE, rows=rows
-    )
+    write_batch(LocalFolder(inbound), schema_version=RESULT_SCHEMA_VERSION, batch_id="r-2", insurer=CODE, rows=rows)
 
     assert result_files_import(insurer_code=CODE) == {"imported": 1}
     drain()

@@ -188,24 +188,28 @@ def _update_own(rows: Sequence[Endorsement], own: Sequence[str], *, common: dict
     each string."""
     meta = Endorsement._meta
     qn = connection.ops.quote_name
-    own_fields = [meta.get_field(name) for name in own]
-    common_fields = [meta.get_field(name) for name in common]
-    assert all(isinstance(f, models.Field) for f in [*own_fields, *common_fields])
-    arrays = ", ".join(["%b::bigint[]"] + [f"%b::{f.db_type(connection)}[]" for f in own_fields])  # type: ignore[union-attr]
-    names = ", ".join(["id"] + [qn(f.column) for f in own_fields])  # type: ignore[union-attr]
-    assignments = [f"{qn(f.column)} = %s" for f in common_fields] + [  # type: ignore[union-attr]
-        f"{qn(f.column)} = v.{qn(f.column)}"  # type: ignore[union-attr]
-        for f in own_fields
+
+    def column(name: str) -> models.Field[Any, Any]:
+        f = meta.get_field(name)
+        assert isinstance(f, models.Field)
+        return f
+
+    own_fields = [column(name) for name in own]
+    common_fields = [column(name) for name in common]
+    arrays = ", ".join(["%b::bigint[]"] + [f"%b::{f.db_type(connection)}[]" for f in own_fields])
+    names = ", ".join(["id"] + [qn(str(f.column)) for f in own_fields])
+    assignments = [f"{qn(str(f.column))} = %s" for f in common_fields] + [
+        f"{qn(str(f.column))} = v.{qn(str(f.column))}" for f in own_fields
     ]
     table = qn(meta.db_table)
     sql = (
         f"UPDATE {table} SET {', '.join(assignments)} FROM unnest({arrays}) AS v({names}) "  # noqa: S608 - identifiers only
         f"WHERE {table}.id = v.id"
     )
-    params: list[Any] = [f.get_db_prep_save(common[f.name], connection) for f in common_fields]  # type: ignore[union-attr]
+    params: list[Any] = [f.get_db_prep_save(common[f.name], connection) for f in common_fields]
     params.append([e.pk for e in rows])
     for f in own_fields:
-        params.append([f.get_db_prep_save(getattr(e, f.attname), connection) for e in rows])  # type: ignore[union-attr]
+        params.append([f.get_db_prep_save(getattr(e, f.attname), connection) for e in rows])
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
