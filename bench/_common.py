@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 import subprocess
@@ -20,6 +22,10 @@ def setup_environment() -> None:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("OUTBOX_NUDGE_ON_COMMIT", "false")
     os.environ.setdefault("SANDBOX_INSURER_ENABLED", "true")
+    # DJANGO_DEBUG=false refuses to derive development keys: the benches seal insurers' callback secrets with a
+    # fixed bench-only key (ADR 0044), never a production one.
+    bench_key = base64.b64encode(hashlib.sha256(b"keel-bench-only:insurer-callback-secrets").digest()).decode()
+    os.environ.setdefault("INSURER_CALLBACK_SECRETS_KEY", bench_key)
 
 
 def require_postgres_and_redis() -> None:

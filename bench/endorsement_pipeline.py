@@ -120,6 +120,7 @@ def main() -> None:
     from apps.employers.models import Policy
     from apps.employers.services import employer_create
     from apps.endorsements.models import Endorsement
+    from apps.insurers.callback_secrets import callback_secret_seal
     from apps.insurers.models import Insurer, InsurerProtocol
     from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
     from apps.insurers.sandbox.setup import generate_callback_secret
@@ -154,7 +155,7 @@ def main() -> None:
                 "batch_size": 500,
                 "batch_window_seconds": 1,
                 "rate_limit_per_minute": 100_000,
-                "callback_secret": generate_callback_secret(),
+                "callback_secret": callback_secret_seal(generate_callback_secret(), insurer_code=code),
             },
         )
         SandboxConfig.objects.update_or_create(

@@ -79,6 +79,7 @@ def setup_run(base: str, protocol: str, endorsements: int) -> tuple[int, str, di
     from apps.common.actors import Actor
     from apps.employers.models import Policy
     from apps.employers.services import employer_create
+    from apps.insurers.callback_secrets import callback_secret_seal
     from apps.insurers.models import Insurer
     from apps.insurers.sandbox.models import SandboxConfig
     from apps.insurers.sandbox.setup import generate_callback_secret
@@ -100,7 +101,7 @@ def setup_run(base: str, protocol: str, endorsements: int) -> tuple[int, str, di
             "batch_size": 500,
             "batch_window_seconds": 1,
             "rate_limit_per_minute": 100_000,
-            "callback_secret": generate_callback_secret(),
+            "callback_secret": callback_secret_seal(generate_callback_secret(), insurer_code=code),
         },
     )
     SandboxConfig.objects.update_or_create(code=code, defaults={"mode": "sync", "failure_rate": 0.0, "latency_ms": 0})

@@ -591,14 +591,14 @@ def test_a_paired_surrogate_escape_is_a_character_not_an_error(world):
 
 
 def test_a_lone_surrogate_in_a_signed_insurer_callback_is_422_and_applies_nothing(world):
+    from apps.insurers.callback_secrets import callback_secret_generate, callback_secret_seal
     from apps.insurers.sandbox.callbacks import sign_headers
-    from apps.insurers.sandbox.setup import generate_callback_secret
 
-    insurer = world["policy"].insurer
-    insurer.callback_secret = generate_callback_secret()
+    insurer, secret = world["policy"].insurer, callback_secret_generate()
+    insurer.callback_secret = callback_secret_seal(secret, insurer_code=insurer.code)
     insurer.save(update_fields=["callback_secret"])
     raw = json.dumps({"events": [{"type": "endorsement.confirmed\ud800", "data": {"idempotency_key": "k"}}]})
-    signed = sign_headers(secret=insurer.callback_secret, msg_id="msg_surrogate", body=raw)
+    signed = sign_headers(secret=secret, msg_id="msg_surrogate", body=raw)
     signed.pop("Content-Type")
     extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed.items()}
     before = row_counts()

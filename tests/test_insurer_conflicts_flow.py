@@ -27,6 +27,7 @@ from apps.endorsements.dispatch import submissions_for
 from apps.endorsements.models import Endorsement, EndorsementHistory, EndorsementStatus
 from apps.endorsements.parsing import draft_from_request
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.insurers.callback_secrets import callback_secret_seal
 from apps.insurers.conflicts import contradicts, insurer_conflict_accept, insurer_conflict_request_reversal
 from apps.insurers.contracts import EndorsementSubmission, MemberData
 from apps.insurers.models import CallbackEvent, ConflictStatus, InsurerConflict, InsurerSubmission, SubmissionState
@@ -42,6 +43,7 @@ S = EndorsementStatus
 SYSTEM = Actor.system("tests")
 OPERATOR = Actor.operator(user_id=None, username="ops", ip=None)
 TODAY = date(2026, 6, 1)
+SECRET = generate_callback_secret()  # the plaintext both sides know; the insurer row stores it sealed
 
 PAIRS = [(outcome, status) for outcome in ("confirmed", "rejected") for status in S.values]
 CONTRADICTIONS = [(o, s) for o, s in PAIRS if contradicts(o, decided_state(s))]
@@ -64,7 +66,7 @@ def test_the_table_is_the_issue_s_contradictions() -> None:
 def policy(time_machine):
     time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=False)
     policy = PolicyFactory()
-    policy.insurer.callback_secret = generate_callback_secret()
+    policy.insurer.callback_secret = callback_secret_seal(SECRET, insurer_code=policy.insurer.code)
     policy.insurer.save(update_fields=["callback_secret"])
     return policy
 
@@ -99,7 +101,7 @@ def endorsement_in(
 
 def callback(policy, events: list[dict], msg_id: str = "msg_1"):
     raw = json.dumps({"events": events})
-    signed = sign_headers(secret=policy.insurer.callback_secret, msg_id=msg_id, body=raw)
+    signed = sign_headers(secret=SECRET, msg_id=msg_id, body=raw)
     signed.pop("Content-Type")
     extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed.items()}
     return APIClient().post(

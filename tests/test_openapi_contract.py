@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from apps.common.actors import Actor
 from apps.employers.tests.factories import EmployerFactory, InsurerFactory
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.insurers.callback_secrets import callback_secret_seal
 from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.callbacks import sign_headers
 from apps.insurers.sandbox.setup import generate_callback_secret
@@ -102,8 +103,12 @@ def contract(make_key) -> Contract:
     the insurer's callback secret, so insurer callbacks are signed and their bodies reach the parser."""
     partner = PartnerFactory(rate_limit_per_minute=100_000, rate_limit_per_hour=1_000_000, rate_limit_per_day=10**7)
     employer = EmployerFactory(partner=partner)
+    secret = generate_callback_secret()
     insurer = InsurerFactory(
-        code="contract-life", protocol=InsurerProtocol.REST, endpoint="", callback_secret=generate_callback_secret()
+        code="contract-life",
+        protocol=InsurerProtocol.REST,
+        endpoint="",
+        callback_secret=callback_secret_seal(secret, insurer_code="contract-life"),
     )
     today = timezone.localdate()
     policy = PolicyFactory(
@@ -113,7 +118,7 @@ def contract(make_key) -> Contract:
     key = make_key(partner=partner, employers=[employer])
     created = key.post("/api/v1/endorsements", addition(policy, "E-CONTRACT-1", effective=today))
     assert created.status_code == 202, created.content
-    return Contract(api_key=key.plaintext, insurer_code=insurer.code, callback_secret=insurer.callback_secret)
+    return Contract(api_key=key.plaintext, insurer_code=insurer.code, callback_secret=secret)
 
 
 @pytest.mark.django_db

@@ -31,6 +31,7 @@ from apps.audit.models import (
     PiiAction,
 )
 from apps.audit.sealing import audit_verify, seal_all
+from apps.common import bulk
 from apps.common.actors import Actor
 from apps.common.logging import current_correlation_id, scrub_text
 
@@ -227,7 +228,7 @@ def audit_record_many(
     sensitive = DEFAULT_SENSITIVE_FIELDS | {s.lower() for s in sensitive_fields}
     now = timezone.now()
     events = [_audit_event(actor=actor, entry=e, sensitive=sensitive, now=now) for e in entries]
-    return AuditEvent.objects.bulk_create(events, batch_size=1000)
+    return bulk.copy_create(events)  # type: ignore[return-value]  # COPY when many (bulk transitions)
 
 
 def _pii_event(

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import binascii
 import json
 from collections.abc import Callable
 from typing import Any
 
+import standardwebhooks
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -12,11 +14,12 @@ from django.http import HttpRequest
 from apps.common.actors import Actor
 from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import Conflict
+from apps.insurers.callback_secrets import callback_secret_mask
 from apps.insurers.conflicts import insurer_conflict_accept, insurer_conflict_request_reversal
 from apps.insurers.credentials import CredentialsError, decrypt_credentials, mask
 from apps.insurers.models import CallbackEvent, Insurer, InsurerConflict, InsurerSubmission, ResultFile
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
-from apps.insurers.services import insurer_credentials_set
+from apps.insurers.services import insurer_callback_secret_set, insurer_credentials_set
 
 
 class InsurerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -30,6 +33,14 @@ class InsurerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
         '"ssh-ed25519 AAAA…"}. Leave empty to keep the current ones.',
     )
     clear_credentials = forms.BooleanField(required=False)
+    new_callback_secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="Replace the callback signing secret (whsec_…, as agreed with the insurer). It is sealed at rest "
+        "and never shown again. Leave empty to keep the current one.",
+    )
+    clear_callback_secret = forms.BooleanField(required=False)
 
     class Meta:
         model = Insurer
@@ -40,7 +51,6 @@ class InsurerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
             "endpoint",
             "outbound_folder",
             "inbound_folder",
-            "callback_secret",
             "rate_limit_per_minute",
             "batch_size",
             "batch_window_seconds",
@@ -59,6 +69,15 @@ class InsurerAdminForm(forms.ModelForm):  # type: ignore[type-arg]
             raise forms.ValidationError("Expected a JSON object of strings.")
         return value
 
+    def clean_new_callback_secret(self) -> str:
+        value = self.cleaned_data.get("new_callback_secret") or ""
+        if value:
+            try:
+                standardwebhooks.Webhook(value)
+            except (binascii.Error, ValueError) as exc:
+                raise forms.ValidationError("Expected a whsec_ secret (base64 after the prefix).") from exc
+        return value
+
 
 @admin.register(Insurer)
 class InsurerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -74,7 +93,7 @@ class InsurerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     )
     list_filter = ("protocol", "is_active")
     search_fields = ("code", "name")
-    readonly_fields = ("credentials_masked",)
+    readonly_fields = ("credentials_masked", "callback_secret_masked")
 
     @admin.display(description="credentials (masked)")
     def credentials_masked(self, obj: Insurer) -> str:
@@ -87,15 +106,24 @@ class InsurerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         except CredentialsError as exc:
             return str(exc)
 
+    @admin.display(description="callback secret")
+    def callback_secret_masked(self, obj: Insurer) -> str:
+        return callback_secret_mask(obj.callback_secret, insurer_code=obj.code)
+
     def save_model(self, request: HttpRequest, obj: Insurer, form: Any, change: bool) -> None:
         values = form.cleaned_data.get("new_credentials")
         if form.cleaned_data.get("clear_credentials"):
             values = {}
+        secret: str | None = form.cleaned_data.get("new_callback_secret") or None
+        if form.cleaned_data.get("clear_callback_secret"):
+            secret = ""
         super().save_model(request, obj, form, change)
+        user = request.user
+        actor = Actor.operator(user_id=user.pk, username=user.get_username(), ip=request.META.get("REMOTE_ADDR"))
         if values is not None:
-            user = request.user
-            actor = Actor.operator(user_id=user.pk, username=user.get_username(), ip=request.META.get("REMOTE_ADDR"))
             insurer_credentials_set(insurer=obj, values=values, actor=actor)
+        if secret is not None:
+            insurer_callback_secret_set(insurer=obj, plaintext=secret, actor=actor)
 
 
 @admin.register(InsurerSubmission)
@@ -119,6 +147,12 @@ class SandboxConfigAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Test tooling: operators and developers may edit it freely."""
 
     list_display = ("code", "mode", "latency_ms", "failure_rate", "callback_url", "updated_at")
+    exclude = ("callback_secret",)  # sealed (ADR 0044); set with the insurer's secret by `sandbox_register`
+    readonly_fields = ("callback_secret_masked",)
+
+    @admin.display(description="callback secret")
+    def callback_secret_masked(self, obj: SandboxConfig) -> str:
+        return callback_secret_mask(obj.callback_secret, insurer_code=obj.code, owner="sandbox")
 
 
 @admin.register(SandboxApplied)

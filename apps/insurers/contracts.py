@@ -111,6 +111,7 @@ class InsurerAuditAction(TextChoices):
     """`AuditEvent.action` values written by apps.insurers."""
 
     CREDENTIALS_SET = "insurer.credentials_set"
+    CALLBACK_SECRET_SET = "insurer.callback_secret_set"
     SANDBOX_REGISTERED = "insurer.sandbox_registered"
     SANDBOX_ADDRESS_REPAIRED = "insurer.sandbox_address_repaired"
     # The conflict lifecycle (issue 8, kind 11; ADR 0020).

@@ -49,7 +49,8 @@ class Insurer(models.Model):
     inbound_folder = models.CharField(max_length=500, blank=True)
     # Encrypted at rest by the insurers app once it exists (§8); never returned by the API.
     credentials = models.TextField(blank=True)
-    callback_secret = models.CharField(max_length=200, blank=True, help_text="whsec_… shared secret")
+    # The insurer's `whsec_…` Standard Webhooks secret, sealed (apps/insurers/callback_secrets.py, ADR 0044).
+    callback_secret = models.CharField(max_length=200, blank=True, help_text="whsec_… shared secret, sealed at rest")
     rate_limit_per_minute = models.PositiveIntegerField(default=600)
     batch_size = models.PositiveIntegerField(default=100)
     batch_window_seconds = models.PositiveIntegerField(default=5)

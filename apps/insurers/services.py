@@ -21,6 +21,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common import bulk
 from apps.common.actors import Actor
+from apps.insurers.callback_secrets import callback_secret_seal
 from apps.insurers.classification import classify_insurer_error
 from apps.insurers.conflicts import contradicts, decided_states, insurer_conflict_record
 from apps.insurers.contracts import (
@@ -34,7 +35,7 @@ from apps.insurers.contracts import (
 )
 from apps.insurers.credentials import decrypt_credentials, encrypt_credentials
 from apps.insurers.gateways import gateway_for
-from apps.insurers.models import CallbackEvent, Insurer, InsurerSubmission, SubmissionState
+from apps.insurers.models import CallbackEvent, Insurer, InsurerSubmission, SandboxConfig, SubmissionState
 from apps.insurers.resilience import circuit_state, guarded_call, rate_limit_acquire
 from apps.outbox.services import outbox_enqueue
 
@@ -427,4 +428,27 @@ def insurer_credentials_set(*, insurer: Insurer, values: dict[str, Any], actor: 
         object_id=insurer.pk,
         before={"credential_names": before},
         after={"credential_names": sorted(values)},
+    )
+
+
+@transaction.atomic
+def insurer_callback_secret_set(*, insurer: Insurer, plaintext: str, actor: Actor) -> None:
+    """Replace an insurer's callback signing secret (`plaintext`: a `whsec_…` Standard Webhooks secret; ""
+    clears it), sealed at rest (ADR 0044). When the built-in sandbox insurer of the same code exists, it signs
+    with the new secret too. Audited as `callback_secret_state` set/replaced/cleared, never with any form of the
+    secret."""
+    had = bool(insurer.callback_secret)
+    insurer.callback_secret = callback_secret_seal(plaintext, insurer_code=insurer.code)
+    Insurer.objects.filter(pk=insurer.pk).update(callback_secret=insurer.callback_secret)
+    SandboxConfig.objects.filter(code=insurer.code).update(
+        callback_secret=callback_secret_seal(plaintext, insurer_code=insurer.code, owner="sandbox"),
+        updated_at=timezone.now(),
+    )
+    audit_record(
+        actor=actor,
+        action=InsurerAuditAction.CALLBACK_SECRET_SET,
+        object_type="insurer",
+        object_id=insurer.pk,
+        before={"callback_secret_state": "set" if had else "none"},
+        after={"callback_secret_state": ("replaced" if had else "set") if plaintext else "cleared"},
     )

@@ -344,6 +344,8 @@ INSURER_CREDENTIALS_KEY = env.str("INSURER_CREDENTIALS_KEY", default="")
 # base64 of 32 random bytes; encrypts partners' webhook signing secrets at rest (ADR 0042). DEBUG/test derive one.
 # Rotation (ADR 0046): "NEW,OLD" — the first seals, every one opens; then `manage.py webhook_secrets_reseal`.
 WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="")
+# base64 of 32 random bytes; encrypts insurers' callback signing secrets at rest (ADR 0044). DEBUG/test derive one.
+INSURER_CALLBACK_SECRETS_KEY = env.str("INSURER_CALLBACK_SECRETS_KEY", default="")
 
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
 # "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.

@@ -40,3 +40,77 @@ def test_bulk_update_writes_each_rows_own_values_and_leaves_other_rows_and_colum
 def test_bulk_update_of_nothing_does_nothing(django_assert_num_queries):
     with django_assert_num_queries(0):
         assert bulk.bulk_update([], ["key"]) == 0
+
+
+def _audit_rows(n: int, now) -> list:
+    from apps.audit.models import AuditEvent
+
+    return [
+        AuditEvent(
+            actor="system:tests",
+            actor_kind="system",
+            action="t.copied",
+            object_type="thing",
+            object_id=str(i),
+            employer_id=i if i % 2 else None,
+            before={"status": "A", "odd": 'tab\there \\ "quoted" ✓'} if i % 3 else None,
+            after={"status": "B", "n": i, "nested": [None, {"x": 1.5}]},
+            request_id="",
+            ip="10.0.0.1" if i % 2 else None,
+            created_at=now,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("count", [3, bulk.COPY_MIN_ROWS + 20])
+def test_copy_create_inserts_every_column_as_bulk_create_would_and_sets_the_ids(count: int) -> None:
+    from apps.audit.models import AuditEvent
+    from apps.endorsements.models import EndorsementHistory
+
+    now = timezone.now()
+    rows = _audit_rows(count, now)
+
+    created = bulk.copy_create(rows)
+
+    assert created == rows
+    assert all(r.pk is not None and r._state.adding is False for r in rows)
+    stored = {
+        e.pk: (e.object_id, e.employer_id, e.before, e.after, e.ip, e.created_at)
+        for e in AuditEvent.objects.filter(action="t.copied")
+    }
+    assert stored == {r.pk: (r.object_id, r.employer_id, r.before, r.after, r.ip, now) for r in rows}
+    assert EndorsementHistory.objects.count() == 0
+
+
+def test_copy_create_stamps_auto_now_add_columns() -> None:
+    from apps.common.actors import Actor
+    from apps.endorsements import services
+    from apps.endorsements.models import EndorsementHistory
+    from apps.endorsements.parsing import draft_from_request
+    from apps.endorsements.tests.factories import PolicyFactory, addition
+
+    policy = PolicyFactory()
+    endorsement = services.endorsement_submit(
+        employer=policy.employer,
+        policy=policy,
+        draft=draft_from_request(addition(policy, "E-1", effective=timezone.localdate())),
+        partner_id=policy.employer.partner_id,
+        actor=Actor.system("tests"),
+    )
+    before = timezone.now()
+    rows = [
+        EndorsementHistory(endorsement_id=endorsement.pk, from_status="SENT", to_status="CONFIRMED", actor=f"a{i}")
+        for i in range(bulk.COPY_MIN_ROWS)
+    ]
+
+    bulk.copy_create(rows)
+
+    stored = list(EndorsementHistory.objects.filter(to_status="CONFIRMED").order_by("id"))
+    assert [h.pk for h in stored] == [r.pk for r in rows]
+    assert all(h.at >= before for h in stored)  # stamped on insert, as `bulk_create` would
+
+
+def test_copy_create_of_nothing_does_nothing(django_assert_num_queries) -> None:
+    with django_assert_num_queries(0):
+        assert bulk.copy_create([]) == []

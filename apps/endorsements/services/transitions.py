@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from django.db import connection
+from django.db import connection, models
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record_many
@@ -89,7 +89,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
     """History rows and audit events for transitions that already happened (one bulk insert each)."""
     if not transitions:
         return
-    EndorsementHistory.objects.bulk_create(
+    bulk.copy_create(
         [
             EndorsementHistory(
                 endorsement_id=t.endorsement_id,
@@ -99,8 +99,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
                 actor=actor.display[:120],
             )
             for t in transitions
-        ],
-        batch_size=1000,
+        ]
     )
     audit_record_many(
         actor=actor,
@@ -152,8 +151,6 @@ def _move_many(steps: Sequence[_Step], to: str, *, allowed_from: Iterable[str], 
     if not movable:
         return []
     now = timezone.now()
-    for start in range(0, len(movable), 1000):
-        Endorsement.objects.filter(pk__in=movable[start : start + 1000]).update(status=to, updated_at=now, **common)
     transitions: list[Transition] = []
     own: set[str] = set()
     for pk in movable:
@@ -165,10 +162,56 @@ def _move_many(steps: Sequence[_Step], to: str, *, allowed_from: Iterable[str], 
         for name, value in (common | step.fields).items():
             setattr(e, name, value)
         own.update(step.fields)
+    if own and connection.vendor == "postgresql":
+        # One statement per chunk writes the move and each row's own values (no second pass over the rows).
+        for start in range(0, len(movable), MOVE_CHUNK):
+            _update_own(
+                [by_id[pk].endorsement for pk in movable[start : start + MOVE_CHUNK]],
+                sorted(own),
+                common={"status": to, "updated_at": now, **common},
+            )
+        return transitions
+    for start in range(0, len(movable), 1000):
+        Endorsement.objects.filter(pk__in=movable[start : start + 1000]).update(status=to, updated_at=now, **common)
     if own:
         with_own = [by_id[pk].endorsement for pk in movable if by_id[pk].fields]
         bulk.bulk_update(with_own, sorted(own))
     return transitions
+
+
+MOVE_CHUNK = 5000
+
+
+def _update_own(rows: Sequence[Endorsement], own: Sequence[str], *, common: dict[str, Any]) -> None:
+    """PostgreSQL: `UPDATE … SET <common> = %s, <own> = v.<own> FROM unnest(<binary arrays>) WHERE id = v.id` —
+    the rows' own values (already set on the instances) in binary arrays, which psycopg dumps without quoting
+    each string."""
+    meta = Endorsement._meta
+    qn = connection.ops.quote_name
+
+    def column(name: str) -> models.Field[Any, Any]:
+        f = meta.get_field(name)
+        assert isinstance(f, models.Field)
+        return f
+
+    own_fields = [column(name) for name in own]
+    common_fields = [column(name) for name in common]
+    arrays = ", ".join(["%b::bigint[]"] + [f"%b::{f.db_type(connection)}[]" for f in own_fields])
+    names = ", ".join(["id"] + [qn(str(f.column)) for f in own_fields])
+    assignments = [f"{qn(str(f.column))} = %s" for f in common_fields] + [
+        f"{qn(str(f.column))} = v.{qn(str(f.column))}" for f in own_fields
+    ]
+    table = qn(meta.db_table)
+    sql = (
+        f"UPDATE {table} SET {', '.join(assignments)} FROM unnest({arrays}) AS v({names}) "  # noqa: S608 - identifiers only
+        f"WHERE {table}.id = v.id"
+    )
+    params: list[Any] = [f.get_db_prep_save(common[f.name], connection) for f in common_fields]
+    params.append([e.pk for e in rows])
+    for f in own_fields:
+        params.append([f.get_db_prep_save(getattr(e, f.attname), connection) for e in rows])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _move(

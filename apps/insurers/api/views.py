@@ -25,6 +25,7 @@ from apps.insurers.api.serializers import (
     InsurerCircuitSerializer,
     Unresolvable,
 )
+from apps.insurers.callback_secrets import CallbackSecretError, callback_secret_open
 from apps.insurers.models import Insurer
 from apps.partners.api.base import PartnerGenericAPIView
 from apps.partners.contracts import Scope
@@ -108,7 +109,14 @@ class InsurerCallbackView(views.APIView):
             self._record(insurer_code, raw, 401, "insurer has no callback secret")
             raise _unauthorized("This insurer has no callback secret configured.")
         try:
-            standardwebhooks.Webhook(insurer.callback_secret).verify(raw, headers, json_parse=False)
+            # Opened in memory only to verify (sealed at rest, ADR 0044).
+            secret = callback_secret_open(insurer.callback_secret, insurer_code=insurer.code)
+        except CallbackSecretError as exc:
+            log.error("insurers.callback_secret_unreadable", insurer=insurer.code, error=str(exc))
+            self._record(insurer_code, raw, 401, "callback secret cannot be opened")
+            raise _unauthorized("This insurer's callback secret cannot be used; an operator must set it again.")
+        try:
+            standardwebhooks.Webhook(secret).verify(raw, headers, json_parse=False)
         except (standardwebhooks.WebhookVerificationError, ValueError) as exc:
             self._record(insurer_code, raw, 401, f"signature rejected: {exc}")
             raise _unauthorized("The webhook signature or timestamp is missing, invalid or outside ±5 minutes.")

@@ -26,10 +26,13 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.audit.services import insurer_exchange_record, job_run
@@ -45,12 +48,13 @@ from apps.insurers.models import (
     InsurerSubmission,
     ResultFile,
     ResultFileStatus,
-    SubmissionState,
 )
 from apps.outbox.services import outbox_enqueue
 
 log = structlog.get_logger(__name__)
-EVENT_CHUNK = 500
+EVENT_CHUNK = 2000  # results per `insurer.results_received` event: one endorsements transaction each
+LOOKUP_CHUNK = 5000
+UPDATE_CHUNK = 5000
 OUTCOMES = ("confirmed", "rejected")
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
@@ -106,48 +110,59 @@ def verify(*, insurer_code: str, manifest: Any, content: bytes) -> list[ResultRo
 
 
 def _apply_rows(insurer: Insurer, rows: Sequence[ResultRow], *, source: str) -> tuple[int, int]:
-    """Record the rows in our submission log and publish them; (applied, unknown). Caller's transaction."""
-    keys = [r.idempotency_key for r in rows]
-    submissions: dict[str, InsurerSubmission] = {}
-    for start in range(0, len(keys), 2000):
-        chunk = keys[start : start + 2000]
-        submissions.update(
-            (s.idempotency_key, s) for s in InsurerSubmission.objects.filter(insurer=insurer, idempotency_key__in=chunk)
+    """Record the rows in our submission log and publish them; (applied, unknown). Caller's transaction.
+
+    Row by row exactly as a callback would (a row naming nothing sent to this insurer is counted, not applied;
+    a result equal to the one already recorded — a duplicate line, a re-sent file — is not published again),
+    but set-based: one read of the log per `LOOKUP_CHUNK` keys, one UPDATE per `UPDATE_CHUNK` changed rows,
+    one `insurer.results_received` event per `EVENT_CHUNK` results."""
+    keys = list(dict.fromkeys(r.idempotency_key for r in rows))
+    is_pg = connection.vendor == "postgresql"
+    # key → [pk, endorsement_id, last_outcome, insurer_reference]; updated in place so a later line of the same
+    # key sees what an earlier one recorded (as a second callback would).
+    known: dict[str, list[Any]] = {}
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        chunk = keys[start : start + LOOKUP_CHUNK]
+        # PostgreSQL: one array parameter (`= ANY`) rather than one placeholder per key.
+        match = (
+            Q(idempotency_key__in=RawSQL("SELECT unnest(%s::text[])", [chunk]))
+            if is_pg
+            else Q(idempotency_key__in=chunk)
+        )
+        found = InsurerSubmission.objects.filter(match, insurer=insurer).values_list(
+            "idempotency_key", "pk", "endorsement_id", "last_outcome", "insurer_reference"
+        )
+        known.update(
+            (key, [pk, endorsement_id, outcome, reference]) for key, pk, endorsement_id, outcome, reference in found
         )
     now = timezone.now()
-    changed: list[InsurerSubmission] = []
+    changed: dict[int, tuple[str, str, str, str]] = {}  # pk → (outcome, reference, class, reason), last wins
     results: list[dict[str, Any]] = []
     unknown = 0
     for row in rows:
-        sub = submissions.get(row.idempotency_key)
+        sub = known.get(row.idempotency_key)
         if sub is None:
             unknown += 1
             continue
+        pk, endorsement_id, last_outcome, last_reference = sub
         rejection_class = classify_insurer_error(row.reason).value if row.outcome == "rejected" else ""
         reason = (row.reason or "Rejected by the insurer without a reason.") if row.outcome == "rejected" else ""
-        if sub.last_outcome == row.outcome and sub.insurer_reference == (
-            row.insurer_reference or sub.insurer_reference
-        ):
+        reference = row.insurer_reference or last_reference
+        if last_outcome == row.outcome and last_reference == reference:
             continue  # this result is already recorded (and was published when it was)
-        sub.last_outcome = SubmissionState(row.outcome)
-        sub.insurer_reference = row.insurer_reference or sub.insurer_reference
-        sub.rejection_class = rejection_class
-        sub.rejection_reason = reason
-        sub.responded_at = now
-        changed.append(sub)
+        sub[2], sub[3] = row.outcome, reference
+        changed[pk] = (row.outcome, reference, rejection_class, reason)
         results.append(
             {
-                "endorsement_id": sub.endorsement_id,
+                "endorsement_id": endorsement_id,
                 "outcome": row.outcome,
-                "insurer_reference": sub.insurer_reference or None,
+                "insurer_reference": reference or None,
                 "rejection_class": rejection_class or None,
                 "rejection_reason": reason or None,
-                "idempotency_key": sub.idempotency_key,
+                "idempotency_key": row.idempotency_key,
             }
         )
-    bulk.bulk_update(
-        changed, ["last_outcome", "insurer_reference", "rejection_class", "rejection_reason", "responded_at"]
-    )
+    _log_update(changed, responded_at=now)
     for start in range(0, len(results), EVENT_CHUNK):
         outbox_enqueue(
             topic=InsurerTopic.RESULTS_RECEIVED,
@@ -155,6 +170,40 @@ def _apply_rows(insurer: Insurer, rows: Sequence[ResultRow], *, source: str) -> 
             key=f"results:{insurer.code}",
         )
     return len(results), unknown
+
+
+def _log_update(changed: dict[int, tuple[str, str, str, str]], *, responded_at: datetime) -> None:
+    """Write the changed submission-log rows: on PostgreSQL one `UPDATE … FROM unnest(binary arrays)` per
+    `UPDATE_CHUNK` rows; elsewhere (SQLite in `make run`) Django's bulk update."""
+    items = sorted(changed.items())
+    if connection.vendor != "postgresql":
+        bulk.bulk_update(
+            [
+                InsurerSubmission(
+                    pk=pk,
+                    last_outcome=outcome,
+                    insurer_reference=reference,
+                    rejection_class=rejection_class,
+                    rejection_reason=reason,
+                    responded_at=responded_at,
+                )
+                for pk, (outcome, reference, rejection_class, reason) in items
+            ],
+            ["last_outcome", "insurer_reference", "rejection_class", "rejection_reason", "responded_at"],
+        )
+        return
+    table = connection.ops.quote_name(InsurerSubmission._meta.db_table)
+    sql = (
+        f"UPDATE {table} AS s SET last_outcome = v.outcome, insurer_reference = v.reference, "  # noqa: S608
+        "rejection_class = v.rejection_class, rejection_reason = v.reason, responded_at = %s "
+        "FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+        "AS v(id, outcome, reference, rejection_class, reason) WHERE s.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), UPDATE_CHUNK):
+            chunk = items[start : start + UPDATE_CHUNK]
+            columns = list(zip(*[(pk, *values) for pk, values in chunk], strict=True))
+            cursor.execute(sql, [responded_at, *(list(c) for c in columns)])
 
 
 def _claim(insurer: Insurer, **fields: Any) -> ResultFile | None:

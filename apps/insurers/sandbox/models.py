@@ -31,7 +31,9 @@ class SandboxConfig(models.Model):
     failure_rate = models.FloatField(default=0.0)
     mode = models.CharField(max_length=8, choices=SandboxMode.choices, default=SandboxMode.SYNC)
     callback_url = models.CharField(max_length=500, blank=True)
-    callback_secret = models.CharField(max_length=200, blank=True, help_text="whsec_… (the Insurer's secret)")
+    callback_secret = models.CharField(
+        max_length=200, blank=True, help_text="whsec_… (the Insurer's secret), sealed at rest (ADR 0044)"
+    )
     rejection_rules = models.JSONField(default=default_rejection_rules, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

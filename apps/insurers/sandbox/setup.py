@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import secrets
 from urllib.parse import urlsplit
 
 from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
+from apps.insurers.callback_secrets import (
+    CallbackSecretError,
+    callback_secret_generate,
+    callback_secret_open,
+    callback_secret_seal,
+)
 from apps.insurers.contracts import InsurerAuditAction
 from apps.insurers.models import Insurer, InsurerProtocol
 from apps.insurers.sandbox.models import SandboxConfig
@@ -18,7 +22,8 @@ SANDBOX_REST_CODE = "sandbox-rest"
 
 
 def generate_callback_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    """A fresh plaintext `whsec_…` secret (seal it before storing: `apps.insurers.callback_secrets`)."""
+    return callback_secret_generate()
 
 
 SANDBOX_SOAP_CODE = "sandbox-soap"
@@ -66,7 +71,7 @@ def sandbox_register(
         for field, value in _wanted(code, base, file_root).items():
             setattr(insurer, field, value)
         if not insurer.callback_secret:
-            insurer.callback_secret = generate_callback_secret()
+            insurer.callback_secret = callback_secret_seal(generate_callback_secret(), insurer_code=code)
         after = {f: getattr(insurer, f) for f in fields}
         if created or before != after:
             insurer.save(update_fields=fields)
@@ -80,7 +85,14 @@ def sandbox_register(
             )
         config, _ = SandboxConfig.objects.get_or_create(code=code)
         config.callback_url = f"{base}/api/v1/insurer-callbacks/{code}"
-        config.callback_secret = insurer.callback_secret
+        # The sandbox signs with the insurer's secret, sealed again under its own column's context (ADR 0044).
+        secret = callback_secret_open(insurer.callback_secret, insurer_code=code)
+        try:
+            current = callback_secret_open(config.callback_secret, insurer_code=code, owner="sandbox")
+        except CallbackSecretError:
+            current = ""
+        if current != secret:
+            config.callback_secret = callback_secret_seal(secret, insurer_code=code, owner="sandbox")
         config.save(update_fields=["callback_url", "callback_secret", "updated_at"])
         registered.append(insurer)
     return registered

@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from apps.insurers.callback_secrets import callback_secret_open
 from apps.insurers.conf import sandbox_enabled
 from apps.insurers.sandbox import roster, soap
 from apps.insurers.sandbox.callbacks import schedule_callbacks
@@ -38,7 +39,8 @@ def _apply(config: SandboxConfig, raw_items: Any) -> list[dict[str, Any]]:
     items = parse_items(raw_items)
     results, owed = sandbox_apply(config=config, items=items)
     if owed:
-        url, secret = config.callback_url, config.callback_secret
+        url = config.callback_url
+        secret = callback_secret_open(config.callback_secret, insurer_code=config.code, owner="sandbox")
         transaction.on_commit(lambda: schedule_callbacks(url=url, secret=secret, row_ids=owed))
     return results
 

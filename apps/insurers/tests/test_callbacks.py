@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import InsurerExchangeEvent
 from apps.employers.tests.factories import InsurerFactory
+from apps.insurers.callback_secrets import callback_secret_seal
 from apps.insurers.models import CallbackEvent, Insurer, InsurerProtocol, InsurerSubmission, SubmissionState
 from apps.insurers.sandbox.callbacks import sign_headers
 from apps.insurers.sandbox.setup import generate_callback_secret
@@ -18,6 +19,7 @@ from apps.outbox.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/insurer-callbacks/acme-life"
+SECRET = generate_callback_secret()  # the plaintext both sides know; the insurer row stores it sealed
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def insurer() -> Insurer:
         code="acme-life",
         protocol=InsurerProtocol.REST,
         endpoint="https://x",
-        callback_secret=generate_callback_secret(),
+        callback_secret=callback_secret_seal(SECRET, insurer_code="acme-life"),
     )
 
 
@@ -71,7 +73,7 @@ def test_valid_batch_publishes_one_event_per_known_item(insurer, sent) -> None:
         ]
     }
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 200
     assert response.json() == {
@@ -113,7 +115,7 @@ def test_valid_batch_publishes_one_event_per_known_item(insurer, sent) -> None:
 def test_single_event_body_is_accepted(insurer, sent) -> None:
     body = {"type": "endorsement.confirmed", "data": {"endorsement_id": 501, "insurer_reference": "INS-9"}}
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 200
     assert response.json()["results"] == [{"index": 0, "status": 200, "detail": "Endorsement confirmed."}]
@@ -149,8 +151,8 @@ def test_missing_signature_headers_are_401(insurer, sent) -> None:
 def test_stale_timestamp_is_401(insurer, sent) -> None:
     body = {"type": "endorsement.confirmed", "data": {"endorsement_id": 501}}
 
-    response = post(body, secret=insurer.callback_secret, at=datetime.now(UTC) - timedelta(minutes=5, seconds=30))
-    future = post(body, secret=insurer.callback_secret, at=datetime.now(UTC) + timedelta(minutes=6))
+    response = post(body, secret=SECRET, at=datetime.now(UTC) - timedelta(minutes=5, seconds=30))
+    future = post(body, secret=SECRET, at=datetime.now(UTC) + timedelta(minutes=6))
 
     assert (response.status_code, future.status_code) == (401, 401)
     _assert_nothing_changed()
@@ -159,16 +161,16 @@ def test_stale_timestamp_is_401(insurer, sent) -> None:
 def test_timestamp_within_five_minutes_is_accepted(insurer, sent) -> None:
     body = {"type": "endorsement.confirmed", "data": {"endorsement_id": 501}}
 
-    response = post(body, secret=insurer.callback_secret, at=datetime.now(UTC) - timedelta(minutes=4))
+    response = post(body, secret=SECRET, at=datetime.now(UTC) - timedelta(minutes=4))
 
     assert response.status_code == 200
 
 
 def test_redelivery_of_the_same_webhook_is_a_no_op(insurer, sent) -> None:
     body = {"events": [{"type": "endorsement.confirmed", "data": {"endorsement_id": 501, "insurer_reference": "A"}}]}
-    first = post(body, secret=insurer.callback_secret, msg_id="msg_same")
+    first = post(body, secret=SECRET, msg_id="msg_same")
 
-    again = post(body, secret=insurer.callback_secret, msg_id="msg_same")
+    again = post(body, secret=SECRET, msg_id="msg_same")
 
     assert first.status_code == again.status_code == 200
     assert again.json()["results"] == [{"index": 0, "status": 200, "detail": "Duplicate delivery; already processed."}]
@@ -178,9 +180,9 @@ def test_redelivery_of_the_same_webhook_is_a_no_op(insurer, sent) -> None:
 
 def test_same_result_under_a_new_webhook_id_is_not_published_twice(insurer, sent) -> None:
     body = {"type": "endorsement.confirmed", "data": {"endorsement_id": 501, "insurer_reference": "A"}}
-    post(body, secret=insurer.callback_secret, msg_id="msg_a")
+    post(body, secret=SECRET, msg_id="msg_a")
 
-    response = post(body, secret=insurer.callback_secret, msg_id="msg_b")
+    response = post(body, secret=SECRET, msg_id="msg_b")
 
     assert response.json()["results"][0]["detail"] == "Result already recorded."
     assert len(result_events()) == 1
@@ -200,7 +202,7 @@ def test_unknown_item_is_404_while_the_others_succeed(insurer, sent) -> None:
         ]
     }
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 200
     assert [(r["index"], r["status"]) for r in response.json()["results"]] == [(0, 404), (1, 200), (2, 404)]
@@ -217,7 +219,7 @@ def test_unknown_insurer_is_404(insurer) -> None:
 def test_malformed_events_are_422_and_change_nothing(insurer, sent) -> None:
     body = {"events": [{"type": "endorsement.exploded", "data": {}}]}
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 422
     assert response["Content-Type"] == "application/problem+json"
@@ -230,7 +232,7 @@ def test_stored_bodies_are_redacted(insurer, sent) -> None:
         "data": {"endorsement_id": 501, "reason": "Email asha@example.com does not match"},
     }
 
-    post(body, secret=insurer.callback_secret)
+    post(body, secret=SECRET)
 
     exchange = InsurerExchangeEvent.objects.get()
     assert "asha@example.com" not in exchange.request_body
@@ -259,7 +261,7 @@ def test_unresolvable_id_is_404_for_its_item_and_the_rest_apply(insurer, sent, f
         ]
     }
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 200
     assert response.json()["results"] == [
@@ -277,7 +279,7 @@ def test_unresolvable_id_is_404_for_its_item_and_the_rest_apply(insurer, sent, f
 def test_largest_bigint_id_is_a_plain_404(insurer, sent) -> None:
     body = {"type": "endorsement.confirmed", "data": {"endorsement_id": 2**63 - 1}}
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 200
     assert response.json()["results"][0]["status"] == 404
@@ -287,7 +289,7 @@ def test_largest_bigint_id_is_a_plain_404(insurer, sent) -> None:
 def test_digits_string_id_still_names_the_endorsement(insurer, sent) -> None:
     body = {"type": "endorsement.confirmed", "data": {"endorsement_id": "501", "insurer_reference": "S"}}
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.json()["results"] == [{"index": 0, "status": 200, "detail": "Endorsement confirmed."}]
     assert [e.payload["endorsement_id"] for e in result_events()] == [501]
@@ -297,7 +299,7 @@ def test_digits_string_id_still_names_the_endorsement(insurer, sent) -> None:
 def test_control_characters_in_callback_text_are_422_naming_the_field(insurer, sent, field) -> None:
     body = {"events": [{"type": "endorsement.rejected", "data": {"endorsement_id": 501, field: "a\u0007b"}}]}
 
-    response = post(body, secret=insurer.callback_secret)
+    response = post(body, secret=SECRET)
 
     assert response.status_code == 422
     assert response.json()["errors"] == [

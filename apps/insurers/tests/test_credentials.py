@@ -44,7 +44,6 @@ def test_admin_stores_new_credentials_encrypted_and_shows_them_masked(admin_clie
         "endpoint": "",
         "outbound_folder": insurer.outbound_folder,
         "inbound_folder": insurer.inbound_folder,
-        "callback_secret": insurer.callback_secret,
         "rate_limit_per_minute": 600,
         "batch_size": 100,
         "batch_window_seconds": 5,

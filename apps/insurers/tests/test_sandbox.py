@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from apps.audit.models import AuditEvent
+from apps.insurers.callback_secrets import callback_secret_open
 from apps.insurers.models import Insurer
 from apps.insurers.sandbox.engine import SandboxItem, age_on, decide, sandbox_apply
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig, default_rejection_rules
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.django_db
 
 def test_register_creates_the_rest_sandbox_insurer_idempotently() -> None:
     (insurer,) = sandbox_register(base_url="http://127.0.0.1:8000/")
-    secret = insurer.callback_secret
+    secret = callback_secret_open(insurer.callback_secret, insurer_code="sandbox-rest")
+    sealed_for_sandbox = SandboxConfig.objects.get(code="sandbox-rest").callback_secret
 
     (again,) = sandbox_register(base_url="http://127.0.0.1:8000")
 
@@ -26,10 +28,13 @@ def test_register_creates_the_rest_sandbox_insurer_idempotently() -> None:
     assert again.endpoint == "http://127.0.0.1:8000/sandbox/sandbox-rest"
     assert again.protocol == "rest"
     assert secret.startswith("whsec_")
-    assert again.callback_secret == secret
+    assert again.callback_secret == insurer.callback_secret  # kept, not sealed again
     config = SandboxConfig.objects.get(code="sandbox-rest")
     assert config.callback_url == "http://127.0.0.1:8000/api/v1/insurer-callbacks/sandbox-rest"
-    assert config.callback_secret == secret
+    assert config.callback_secret == sealed_for_sandbox
+    assert callback_secret_open(config.callback_secret, insurer_code="sandbox-rest", owner="sandbox") == secret
+    assert secret not in again.callback_secret
+    assert secret not in config.callback_secret
     assert Insurer.objects.filter(code="sandbox-rest").count() == 1
     audits = AuditEvent.objects.filter(action="insurer.sandbox_registered")
     assert audits.count() == 1
@@ -181,7 +186,7 @@ def test_registering_the_three_sandboxes_gives_each_a_working_gateway(settings) 
     assert isinstance(file, FileGateway)
     assert file.outbound.describe() == f"file://{settings.VAR_DIR}/insurers/sandbox-file/outbound"
     assert insurers[2].inbound_folder == "insurers/sandbox-file/inbound"
-    assert len({i.callback_secret for i in insurers}) == 3
+    assert len({callback_secret_open(i.callback_secret, insurer_code=i.code) for i in insurers}) == 3
 
 
 def test_a_batch_larger_than_one_statement_can_carry_is_applied_whole_and_once() -> None:

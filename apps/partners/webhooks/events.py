@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from apps.common import bulk
 from apps.outbox.services import OutboxError
 from apps.partners.ownership import employer_partners
 from apps.partners.webhooks.contracts import EventDraft, EventType
@@ -50,8 +51,9 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
     """
     if not drafts:
         return []
+    known = frozenset(EventType.values)  # computed once: the enum property builds a new list per call
     for draft in drafts:
-        if draft.type not in EventType.values:
+        if draft.type not in known:
             raise UnknownEventType(draft.type)
     if not connection.in_atomic_block:
         raise OutboxError("partner_events_record must be called inside the transaction of the change")
@@ -78,7 +80,7 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
             )
         )
         next_of[obj] += 1
-    Event.objects.bulk_create(rows, batch_size=2000)
+    bulk.copy_create(rows)  # COPY when many (a 10,000-row file's transitions)
     if not any(entry[1] is _nudge_dispatcher for entry in connection.run_on_commit):
         transaction.on_commit(_nudge_dispatcher)  # one nudge per transaction, dropped with a rollback
     return rows
@@ -93,13 +95,21 @@ def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], 
     """
     table = EventSequence._meta.db_table
     items = sorted(counts.items())
-    placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(items))
-    now = timezone.now()
-    params: list[Any] = []
-    for (object_type, object_id), n in items:
-        params += [object_type, object_id, n, now]
+    params: list[Any] = [timezone.now()]
+    if connection.vendor == "postgresql":
+        # Three array parameters instead of three per object (a 10,000-row result file names 10,000 objects).
+        rows = (
+            "SELECT t, i, n, %s::timestamptz FROM unnest(%b::text[], %b::text[], %b::int[]) "
+            "WITH ORDINALITY AS v(t, i, n, o) ORDER BY o"
+        )
+        params += [[t for (t, _), _ in items], [i for (_, i), _ in items], [n for _, n in items]]
+    else:
+        now = params.pop()
+        rows = "VALUES " + ", ".join(["(%s, %s, %s, %s)"] * len(items))
+        for (object_type, object_id), n in items:
+            params += [object_type, object_id, n, now]
     sql = (
-        f"INSERT INTO {table} (object_type, object_id, last, updated_at) VALUES {placeholders} "  # noqa: S608
+        f"INSERT INTO {table} (object_type, object_id, last, updated_at) {rows} "  # noqa: S608
         f"ON CONFLICT (object_type, object_id) DO UPDATE SET last = {table}.last + excluded.last, "
         "updated_at = excluded.updated_at RETURNING object_type, object_id, last"
     )
