@@ -109,7 +109,7 @@ def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], 
         for (object_type, object_id), n in items:
             params += [object_type, object_id, n, now]
     sql = (
-        f"INSERT INTO {table} (object_type, object_id, last, updated_at) {rows} "  # noqa: S608
+        f"INSERT INTO {table} (object_type, object_id, last, updated_at) {rows} "
         f"ON CONFLICT (object_type, object_id) DO UPDATE SET last = {table}.last + excluded.last, "
         "updated_at = excluded.updated_at RETURNING object_type, object_id, last"
     )
