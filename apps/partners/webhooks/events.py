@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from apps.common import bulk
 from apps.outbox.services import OutboxError
 from apps.partners.ownership import employer_partners
 from apps.partners.webhooks.contracts import EventDraft, EventType
@@ -78,7 +79,7 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
             )
         )
         next_of[obj] += 1
-    Event.objects.bulk_create(rows, batch_size=2000)
+    bulk.copy_create(rows)  # one COPY on PostgreSQL
     if not any(entry[1] is _nudge_dispatcher for entry in connection.run_on_commit):
         transaction.on_commit(_nudge_dispatcher)  # one nudge per transaction, dropped with a rollback
     return rows
