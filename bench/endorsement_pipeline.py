@@ -33,9 +33,19 @@ from _common import free_port, require_postgres_and_redis, setup_environment, st
 setup_environment()
 
 
+# Outbox rows a pipeline worker claims per relay round (see `pipeline_worker`).
+CLAIM = 1
+
+
 def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] = (), partner_id: int = 0) -> None:
-    """Relay + deliver inline + scheduler windows, until this run's endorsements are all terminal (or, for a
-    worker that finds nothing to do, 40 idle rounds pass while none is left in flight) or the time is up."""
+    """Relay + deliver inline + scheduler windows, until this run's endorsements are all terminal (40 idle
+    rounds pass while none is left in flight) or the time is up.
+
+    Each round relays and delivers at most `CLAIM` outbox rows, then runs a scheduler tick — like a Celery
+    worker that prefetches one task while beat ticks: a worker busy with one chunk leaves the next ones to the
+    other workers instead of queueing them behind itself, and ready endorsements are sent while later chunks
+    are still being processed. Every worker stays while anything of the run is in flight (a Celery worker does
+    not exit when its queue is momentarily empty)."""
     import django
 
     django.setup()
@@ -45,12 +55,16 @@ def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] 
     from apps.endorsements.models import EndorsementStatus as S
     from apps.insurers.files.importer import result_files_import
     from apps.insurers.sandbox.files import sandbox_file_process
-    from apps.outbox.testing import drain
+    from apps.outbox.delivery import deliver_envelope
+    from apps.outbox.relay import relay_once
 
     actor = Actor.system("bench.pipeline")
     idle = 0
     while time.time() < stop_at and idle < 40:
-        delivered = drain(batch_size=200)
+        claimed: list = []
+        delivered = relay_once(batch_size=CLAIM, publish=lambda message, _queue: claimed.append(message))
+        for message in claimed:
+            deliver_envelope(message.to_envelope())
         dispatched = services.scheduler_tick(actor=actor, force=True)
         for code in file_codes:
             if index == 0:
@@ -61,8 +75,7 @@ def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] 
             .exclude(status__in=[S.ACTIVE, S.REJECTED, S.FAILED, S.CANCELLED])
             .exists()
         )
-        if delivered or dispatched or (in_flight and index == 0):
-            # Worker 0 also plays the file insurer: it stays while anything of this run is in flight.
+        if delivered or dispatched or in_flight:
             idle = 0
             if not (delivered or dispatched):
                 time.sleep(0.05)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
@@ -34,6 +33,8 @@ from apps.insurers.resilience import circuit_state
 from apps.insurers.selectors import insurer_conflicts_unresolved, insurers_active
 from apps.ledger.selectors import low_balance_employers
 from apps.outbox.selectors import outbox_stats
+from apps.partners.webhooks.selectors import webhook_deliveries_recent
+from apps.reconciliation.selectors import reconciliation_runs_recent
 
 # The funnel's main path, in pipeline order; the side exits are shown beside it.
 FUNNEL_PATH = (
@@ -156,16 +157,6 @@ def conflicts() -> dict[str, Any]:
     return {"count": count, "rows": rows}
 
 
-def optional_model_rows(label: str, order_by: str = "-id", limit: int = 10) -> list[Any] | None:
-    """Rows of a model another issue adds (insurer conflicts, reconciliations, webhook deliveries), or None
-    when this deployment does not have that model yet: the panel then says so instead of inventing data."""
-    try:
-        model = django_apps.get_model(label)
-    except (LookupError, ValueError):
-        return None
-    return list(model._default_manager.order_by(order_by)[:limit])
-
-
 def dashboard(now: datetime | None = None) -> dict[str, Panel]:
     """Every panel of /ops/, keyed by name, read from ONE snapshot on PostgreSQL (REPEATABLE READ, read only),
     so the funnel, the batches and the outbox agree with each other even while the pipeline moves."""
@@ -185,11 +176,11 @@ def _panels(now: datetime) -> dict[str, Panel]:
         "funnel": lambda: funnel(now),
         "chart": lambda: hourly_chart(now),
         "batches": lambda: batches_running(limit=10),
-        "reconciliations": lambda: optional_model_rows("reconciliation.Reconciliation"),
+        "reconciliations": lambda: reconciliation_runs_recent(limit=10),
         "low_balance": low_balance,
         "circuits": circuits,
         "jobs": lambda: last_job_runs(limit=12),
         "conflicts": conflicts,
-        "webhooks": lambda: optional_model_rows("partners.WebhookDelivery"),
+        "webhooks": lambda: webhook_deliveries_recent(limit=10),
     }
     return {name: _panel(name, read) for name, read in readers.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from django.http import Http404
 
@@ -123,3 +123,26 @@ def keel_member_for_resend(*, policy_id: int, employee_code: str) -> tuple[Membe
         return None
     row, gender, email = found
     return MemberRecord(*row), gender, email
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One reconciliation run as the operations dashboard lists it (plain values, no model instance)."""
+
+    id: int
+    insurer_code: str
+    employer_id: int | None
+    status: str
+    rows_pulled: int
+    rows_matched: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def reconciliation_runs_recent(*, limit: int = 10) -> list[RunRow]:
+    """The `limit` most recent reconciliation runs, newest first (the /ops/ panel; operators see every
+    partner's). One query on the primary key index; `limit` ≥ 0."""
+    rows = ReconciliationRun.objects.order_by("-id").values_list(
+        "id", "insurer__code", "employer_id", "status", "rows_pulled", "rows_matched", "created_at", "finished_at"
+    )[:limit]
+    return [RunRow(*row) for row in rows]

@@ -22,7 +22,16 @@ from apps.endorsements.pricing import Priced, price_against
 from apps.endorsements.services.funds import _release_holds
 from apps.endorsements.services.intake import DUPLICATE_WINDOW
 from apps.endorsements.services.rows import COPY_COLUMNS, copy_rows, received_values
-from apps.endorsements.services.transitions import S, _lock_members, _move_many, _on_terminal, _record, _Step, _today
+from apps.endorsements.services.transitions import (
+    HISTORY_COLUMNS,
+    S,
+    _lock_members,
+    _move_many,
+    _on_terminal,
+    _record,
+    _Step,
+    _today,
+)
 from apps.endorsements.validation import (
     LARGE_IN_LIST,
     EndorsementDraft,
@@ -72,7 +81,9 @@ def endorsement_batch_create(
        then context (employer active, policy term, backdating); then member rules against the projection,
        each accepted row applied to it, so "add then delete" in one file is valid and "add twice" is not.
     3. Bulk inserts of endorsements and history; one audit event for the batch; one `endorsements.process`
-       event per 500 rows, keyed by batch so its chunks are processed in order.
+       event per 500 rows, with no ordering key: the chunks of one batch may be processed by several workers
+       at once (ADR 0043). Per-member order does not depend on it — `endorsements_process` takes the members'
+       locks and holds a member's later endorsement until the earlier one is terminal.
     """
     today = _today()
     employee_codes = [d.employee_code for d in drafts if d is not None]
@@ -216,7 +227,7 @@ def _batch_store(
         outbox_enqueue(
             topic=EndorsementTopic.PROCESS,
             payload={"ids": ids[start : start + PROCESS_CHUNK]},
-            key=f"batch:{batch.pk}",
+            key=None,  # chunks in parallel; per-member order is kept by endorsements_process (ADR 0043)
         )
     return batch
 
@@ -266,7 +277,7 @@ def _insert_received(
     bulk.copy_insert(Endorsement, COPY_COLUMNS, copy_rows(ids, values, now=now))
     bulk.copy_insert(
         EndorsementHistory,
-        ("endorsement_id", "from_status", "to_status", "detail", "actor", "at"),
+        HISTORY_COLUMNS,
         ((pk, "", S.RECEIVED, detail, actor_label, now) for pk in ids),
     )
     return ids

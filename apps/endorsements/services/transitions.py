@@ -43,6 +43,10 @@ AUDIT_ACTION_OF: dict[str, EndorsementAuditAction] = {
 }
 
 
+# The columns of a history row written by `COPY` (the id comes from the table's default).
+HISTORY_COLUMNS = ("endorsement_id", "from_status", "to_status", "detail", "actor", "at")
+
+
 def _today() -> date:
     return timezone.localdate()
 
@@ -86,21 +90,32 @@ class Transition:
 
 
 def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: dict[int, Endorsement]) -> None:
-    """History rows and audit events for transitions that already happened (one bulk insert each)."""
+    """History rows, audit events and partner events for transitions that already happened (one bulk insert
+    each; the history rows by `COPY` on PostgreSQL: no model instance per row)."""
     if not transitions:
         return
-    bulk.copy_create(
-        [
-            EndorsementHistory(
-                endorsement_id=t.endorsement_id,
-                from_status=t.from_status,
-                to_status=t.to_status,
-                detail=t.detail[:500],
-                actor=actor.display[:120],
-            )
-            for t in transitions
-        ]
-    )
+    label = actor.display[:120]
+    if bulk.supports_copy():
+        now = timezone.now()
+        bulk.copy_insert(
+            EndorsementHistory,
+            HISTORY_COLUMNS,
+            ((t.endorsement_id, t.from_status, t.to_status, t.detail[:500], label, now) for t in transitions),
+        )
+    else:
+        EndorsementHistory.objects.bulk_create(
+            [
+                EndorsementHistory(
+                    endorsement_id=t.endorsement_id,
+                    from_status=t.from_status,
+                    to_status=t.to_status,
+                    detail=t.detail[:500],
+                    actor=label,
+                )
+                for t in transitions
+            ],
+            batch_size=1000,
+        )
     audit_record_many(
         actor=actor,
         entries=[

@@ -51,12 +51,40 @@ def test_staff_sees_every_panel_with_its_figures(client, ops_world):
     assert text_of(html, "job-audit.seal") == "succeeded"
     assert text_of(html, "queue-endorsements") == "0"
     assert text_of(html, "conflicts-count") == "1"
-    # Reconciliation (another issue) renders an honest empty state until its model exists; webhooks are here.
-    assert html.count("not part of this deployment yet") == 1
+    # Reconciliation and webhooks are read through their apps' selectors: empty here, so their empty states.
+    assert "not part of this deployment yet" not in html
+    assert "No reconciliation has run." in html
     assert "No delivery yet." in html
     assert 'href="/admin/endorsements/endorsement/?status__exact=FAILED"' in html
     for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
         assert asset.startswith(("/", "#", "data:")), f"off-machine asset {asset}"
+
+
+def test_reconciliation_runs_and_webhook_deliveries_are_listed_newest_first(client, ops_world):
+    from apps.partners.webhooks.models import Event, WebhookDelivery, WebhookEndpoint
+    from apps.reconciliation.models import ReconciliationRun
+
+    policy = ops_world["policy"]
+    older = ReconciliationRun.objects.create(insurer_id=policy.insurer_id, requested_by="ops-test", rows_pulled=7)
+    newer = ReconciliationRun.objects.create(
+        insurer_id=policy.insurer_id, employer_id=policy.employer_id, requested_by="ops-test", rows_pulled=3
+    )
+    partner_id = policy.employer.partner_id
+    endpoint = WebhookEndpoint.objects.create(partner_id=partner_id, url="https://hooks.example/keel")
+    event = Event.objects.create(
+        partner_id=partner_id, type="endorsement.active", object_type="endorsement", object_id="1", sequence=1
+    )
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint, event=event, order_key="endorsement:1", status="failed", attempts=4
+    )
+    client.force_login(ops_world["staff"])
+    html = client.get("/ops/").content.decode()
+    assert text_of(html, f"reconciliation-{older.pk}") == "RUNNING"
+    assert text_of(html, f"reconciliation-{newer.pk}") == "RUNNING"
+    assert html.index(f"reconciliation-{newer.pk}") < html.index(f"reconciliation-{older.pk}")
+    assert text_of(html, f"webhook-delivery-{delivery.pk}") == "failed"
+    assert "No reconciliation has run." not in html
+    assert "No delivery yet." not in html
 
 
 def test_the_panels_fragment_is_the_same_figures_without_the_page(client, ops_world):

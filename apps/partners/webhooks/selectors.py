@@ -11,7 +11,7 @@ from django.http import Http404
 
 from apps.partners.contracts import Principal
 from apps.partners.webhooks.contracts import types_readable_with
-from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookEndpoint
+from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
 def webhook_endpoints_visible_to(principal: Principal) -> QuerySet[WebhookEndpoint]:
@@ -56,3 +56,9 @@ def event_get_for(principal: Principal, public_id: str) -> Event:
     if event is None:
         raise Http404("No event with this id.")
     return event
+
+
+def webhook_deliveries_recent(*, limit: int = 10) -> list[WebhookDelivery]:
+    """The `limit` most recent webhook deliveries of every partner, newest first (the /ops/ panel: operators
+    only, never an API caller). One query on the primary key index; `limit` ≥ 0."""
+    return list(WebhookDelivery.objects.order_by("-id")[:limit])
