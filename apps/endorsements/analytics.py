@@ -11,6 +11,10 @@
 4. the hourly trend of the 24 hours before the request (or before the end of `to`), one bucket per
    Asia/Kolkata hour, every hour present.
 
+For a partner's employers or every employer, 1, 3 and all but the unfinished hour of 4 read the hourly
+rollup instead (`apps/endorsements/rollup.py`, ADR 0047): a few thousand rows whatever the table's size; the
+percentiles (2) always read the endorsement rows.
+
 SQLite (the embedded `make run` default) runs the same definitions through the ORM and computes the
 percentiles in Python with `percentile_cont`'s linear interpolation: slower, equally exact.
 """
