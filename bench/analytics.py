@@ -17,7 +17,9 @@ figure the **worst of `--rounds`** requests:
 
 - `GET /api/v1/analytics/endorsements` for one employer and for all 5,000, cold (response cache emptied
   before each request) and warm (served from the cache);
-- `GET /ops/` as a staff user.
+- `GET /ops/` as a staff user;
+- for comparison, all employers cold answered from the endorsement rows instead of the hourly rollup (ADR
+  0047), no target.
 
 The limit measured in the same run: a bare `SELECT count(*)` of the endorsements table (worst of the same
 rounds), printed with each figure's ratio to it. Targets: analytics ≤ 200 ms cold for one employer,
@@ -154,7 +156,12 @@ def ensure_data() -> tuple[int, int]:
             copy.write_row(
                 ("endorsements.process", f"member:{n}", "{}", "{}", status, 1, created, created, done, done, "", "")
             )
+    from apps.endorsements.rollup import rollup_compact
+
+    while rollup_compact()[0]:  # the COPY's rollup deltas folded, as the 30-second beat job would (ADR 0047)
+        pass
     with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE endorsements_endorsementrollup")
         cursor.execute(f"VACUUM ANALYZE {table}")
         cursor.execute("VACUUM ANALYZE outbox_outboxmessage")
         cursor.execute("ANALYZE")  # employers, policies, accounts: fresh statistics, as autovacuum would give
@@ -220,6 +227,17 @@ def main() -> int:
         response = client.get(path, params)
         assert response.status_code == 200, response.content[:300]
 
+    def without_rollup(client: Client, path: str) -> None:
+        """The same request answered from the endorsement rows (the path before ADR 0047), for comparison."""
+        from apps.endorsements import analytics
+
+        available = analytics.rollup_available
+        analytics.rollup_available = lambda: False
+        try:
+            get(client, path, cold=True)
+        finally:
+            analytics.rollup_available = available
+
     one = {"employer": employer_id}
     get(api, "/api/v1/analytics/endorsements", cold=True)  # warm the connection, the plan cache and the OS cache
     get(ops, "/ops/", cold=True)
@@ -234,6 +252,9 @@ def main() -> int:
         ),
         "analytics all employers, cold": worst_ms(
             lambda: get(api, "/api/v1/analytics/endorsements", cold=True), args.rounds
+        ),
+        "all employers, cold, no rollup": worst_ms(
+            lambda: without_rollup(api, "/api/v1/analytics/endorsements"), args.rounds
         ),
         "analytics all employers, warm": worst_ms(
             lambda: get(api, "/api/v1/analytics/endorsements", cold=False), args.rounds

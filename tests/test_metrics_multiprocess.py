@@ -51,11 +51,12 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_metrics_scraped_on_web_include_work_done_in_a_worker_process(client, tmp_path, monkeypatch):
-    employer = EmployerFactory()
+def run_worker(script: str, *args: str, multiproc_dir) -> str:  # type: ignore[no-untyped-def]
+    """Run `script` in a fresh Python process set up like a Celery worker (multiprocess metrics into
+    `multiproc_dir`, this test's database); returns its stdout."""
     env = {
         **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir),
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         # The worker connects to this test's database (committed rows: a transactional test).
         "DATABASE_URL": f"postgres://{connection.settings_dict['USER']}@{connection.settings_dict['HOST']}:"
@@ -63,7 +64,7 @@ def test_metrics_scraped_on_web_include_work_done_in_a_worker_process(client, tm
         "TEST_DATABASE_NAME": connection.settings_dict["NAME"],
     }
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, str(employer.pk)],
+        [sys.executable, "-c", script, *args],
         cwd=settings.BASE_DIR,
         env=env,
         capture_output=True,
@@ -72,7 +73,13 @@ def test_metrics_scraped_on_web_include_work_done_in_a_worker_process(client, tm
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    topics = done.stdout.strip().splitlines()[-1].split(",")
+    return done.stdout
+
+
+def test_metrics_scraped_on_web_include_work_done_in_a_worker_process(client, tmp_path, monkeypatch):
+    employer = EmployerFactory()
+    stdout = run_worker(WORKER, str(employer.pk), multiproc_dir=tmp_path)
+    topics = stdout.strip().splitlines()[-1].split(",")
     assert "ledger.funds_available" in topics
     assert any(f.name.startswith(("counter_", "histogram_")) for f in tmp_path.iterdir())
 
@@ -85,3 +92,63 @@ def test_metrics_scraped_on_web_include_work_done_in_a_worker_process(client, tm
     assert sample(text, "keel_outbox_pending") == 0.0
     # Series appear once: the merged files and the scrape-time collectors do not repeat each other.
     assert len(re.findall(r"^keel_ledger_transactions_total\{", text, re.M)) == 1
+
+
+# Insurer calls through the breaker (one answered, one failing) and a webhook answered 500 then 200, the way
+# the gateway and the dispatcher run them in a worker.
+INSURER_AND_WEBHOOK_WORKER = textwrap.dedent(
+    """
+    import django
+    django.setup()
+    from django.conf import settings
+    from django.utils import timezone
+    from apps.insurers.contracts import TransientInsurerError
+    from apps.insurers.resilience import circuit_reset, guarded_call
+    from apps.partners.tests.factories import PartnerFactory
+    from apps.partners.tests.webhook_helpers import endpoint_for, record
+    from apps.partners.webhooks.dispatch import dispatch_once
+    from apps.partners.webhooks.models import WebhookDelivery, WebhookEndpoint
+    from apps.partners.webhooks.receiver import Receiver
+
+    circuit_reset("mp-insurer")
+    assert guarded_call("mp-insurer", lambda n: n + 1, 1) == 2
+
+    def failing():
+        raise TransientInsurerError("insurer down")
+
+    try:
+        guarded_call("mp-insurer", failing)
+    except TransientInsurerError:
+        pass
+    circuit_reset("mp-insurer")
+
+    settings.WEBHOOKS_ALLOW_LOCAL_HTTP = True
+    partner = PartnerFactory()
+    answers = iter([500, 200])
+    with Receiver(respond=lambda _r: (next(answers), {}, b"")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        record(partner.pk)
+        first = dispatch_once()
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(retry_at=timezone.now())
+        WebhookDelivery.objects.filter(endpoint=endpoint).update(next_attempt_at=timezone.now())
+        second = dispatch_once()
+    print(first, second)
+    """
+)
+
+
+def test_insurer_calls_and_webhook_deliveries_made_in_a_worker_show_on_web(client, tmp_path, monkeypatch):
+    stdout = run_worker(INSURER_AND_WEBHOOK_WORKER, multiproc_dir=tmp_path)
+    assert stdout.strip().splitlines()[-1] == "0 1"  # 500 (retry), then 200 (delivered)
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = client.get("/metrics").content.decode()
+
+    assert sample(text, "keel_insurer_calls_total", insurer="mp-insurer", outcome="ok") == 1.0
+    assert sample(text, "keel_insurer_calls_total", insurer="mp-insurer", outcome="error") == 1.0
+    assert sample(text, "keel_insurer_calls_total", insurer="mp-insurer", outcome="circuit_open") is None
+    assert sample(text, "keel_insurer_call_seconds_count", insurer="mp-insurer", outcome="ok") == 1.0
+    assert sample(text, "keel_insurer_call_seconds_count", insurer="mp-insurer", outcome="error") == 1.0
+    assert sample(text, "keel_webhook_deliveries_total", outcome="retry") == 1.0
+    assert sample(text, "keel_webhook_deliveries_total", outcome="delivered") == 1.0
+    assert sample(text, "keel_webhook_deliveries_total", outcome="failed") is None

@@ -11,6 +11,10 @@
 4. the hourly trend of the 24 hours before the request (or before the end of `to`), one bucket per
    Asia/Kolkata hour, every hour present.
 
+For a partner's employers or every employer, 1, 3 and all but the unfinished hour of 4 read the hourly
+rollup instead (`apps/endorsements/rollup.py`, ADR 0047): a few thousand rows whatever the table's size; the
+percentiles (2) always read the endorsement rows.
+
 SQLite (the embedded `make run` default) runs the same definitions through the ORM and computes the
 percentiles in Python with `percentile_cont`'s linear interpolation: slower, equally exact.
 """
@@ -23,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -37,6 +41,12 @@ from apps.endorsements.models import (
     EndorsementStatus,
     EndorsementType,
     PremiumDirection,
+)
+from apps.endorsements.rollup import (
+    rollup_available,
+    rollup_figures,
+    rollup_per_hour,
+    rollup_top_rejection_classes,
 )
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -148,14 +158,19 @@ SELECT COUNT(*), {_STATUS_COLUMNS}, {_TYPE_COLUMNS},
 """  # noqa: S608 - table name from model metadata, status/type values from TextChoices; values bound
 # The exact percentiles over the ACTIVE rows only, read from their partial covering index
 # (`endorsement_active_recv_idx`); an ordered-set aggregate cannot run in parallel, so it reads no more
-# than it must.
+# than it must. The seconds are `date_part` (float8 arithmetic) below one day — the same correctly rounded
+# value as the exact numeric `EXTRACT`, at a fraction of its cost — and the exact `EXTRACT` otherwise (there
+# `date_part` adds the day seconds in floating point and could differ in the last bit); ADR 0047.
+_DURATION = """CASE WHEN activated_at - created_at < interval '1 day' AND activated_at - created_at > interval '-1 day'
+            THEN date_part('epoch', activated_at - created_at)
+            ELSE EXTRACT(EPOCH FROM activated_at - created_at)::float8 END"""
 _PG_PERCENTILES_SQL = f"""
-SELECT COUNT(*),
-       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
-           ORDER BY EXTRACT(EPOCH FROM activated_at - created_at)::float8)
+SELECT COUNT(*), percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY {_DURATION})
   FROM {_TABLE}
  WHERE status = 'ACTIVE' AND activated_at IS NOT NULL AND created_at >= %s AND created_at < %s {{employer_clause}}
 """  # noqa: S608 - as above
+# The sort of every duration in range stays in memory (4 MB, the default, spills 620,000 of them to disk).
+PERCENTILE_WORK_MEM = "64MB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,21 +192,32 @@ def _employer_clause(scope: EmployerScope) -> tuple[str, list[Any]]:
     return "", []
 
 
+def _pg_percentiles(rng: AnalyticsRange, scope: EmployerScope) -> tuple[float | None, float | None, int]:
+    """(median, p95 seconds, ACTIVE rows counted) of received → ACTIVE over the range's ACTIVE rows, exact."""
+    clause, params = _employer_clause(scope)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL work_mem = '{PERCENTILE_WORK_MEM}'")
+        cursor.execute(_PG_PERCENTILES_SQL.format(employer_clause=clause), [rng.start, rng.end, *params])
+        row = cursor.fetchone()
+    assert row is not None
+    activated, percentiles = row
+    if not percentiles:
+        return None, None, activated
+    return float(percentiles[0]), float(percentiles[1]), activated
+
+
 def _pg_summary(rng: AnalyticsRange, scope: EmployerScope) -> dict[str, Any]:
     clause, params = _employer_clause(scope)
     with connection.cursor() as cursor:
         cursor.execute(_PG_COUNTS_SQL.format(employer_clause=clause), [rng.start, rng.end, *params])
         row = cursor.fetchone()
-        cursor.execute(_PG_PERCENTILES_SQL.format(employer_clause=clause), [rng.start, rng.end, *params])
-        percentile_row = cursor.fetchone()
     assert row is not None
-    assert percentile_row is not None
-    values = list(row) + list(percentile_row)
+    values = list(row)
     total = values.pop(0)
     by_status = {s: values.pop(0) for s in EndorsementStatus.values}
     by_type = {t: values.pop(0) for t in EndorsementType.values}
-    debited, credited, activated, percentiles = values
-    median, p95 = (float(percentiles[0]), float(percentiles[1])) if percentiles else (None, None)
+    debited, credited = values
+    median, p95, activated = _pg_percentiles(rng, scope)
     return {
         "total": total,
         "by_status": by_status,
@@ -241,6 +267,33 @@ def _rows(scope: EmployerScope, start: datetime, end: datetime) -> QuerySet[Endo
     return rows
 
 
+def _from_rollup(scope: EmployerScope) -> bool:
+    """A partner's or every employer's figures come from the rollup (PostgreSQL); listed employers (one, or a
+    restricted key's few) from their rows through the `employer_id` indexes."""
+    return scope.employer_ids is None and rollup_available()
+
+
+def _hour_start(instant: datetime) -> datetime:
+    return instant.astimezone(IST).replace(minute=0, second=0, microsecond=0)
+
+
+def _rollup_summary(rng: AnalyticsRange, scope: EmployerScope) -> dict[str, Any]:
+    """Counts and premium sums from the rollup (`rng.start`/`rng.end` are IST midnights, so whole rollup
+    hours); the exact percentiles from the ACTIVE rows (ADR 0047)."""
+    figures = rollup_figures(partner_id=scope.partner_id, start=rng.start, end=rng.end)
+    median, p95, activated = _pg_percentiles(rng, scope)
+    return {
+        "total": figures.total,
+        "by_status": {s: figures.by_status.get(s, 0) for s in EndorsementStatus.values},
+        "by_type": {t: figures.by_type.get(t, 0) for t in EndorsementType.values},
+        "debited": figures.debited,
+        "credited": figures.credited,
+        "activated": activated,
+        "median": median,
+        "p95": p95,
+    }
+
+
 def _summary(scope: EmployerScope, rng: AnalyticsRange) -> dict[str, Any]:
     """Counts, premium sums (paise) and received → ACTIVE percentiles (seconds) of the range: one statement on
     PostgreSQL, the ORM elsewhere, nothing to read for an empty employer scope."""
@@ -255,6 +308,8 @@ def _summary(scope: EmployerScope, rng: AnalyticsRange) -> dict[str, Any]:
             "median": None,
             "p95": None,
         }
+    if _from_rollup(scope):
+        return _rollup_summary(rng, scope)
     if connection.vendor == "postgresql":
         return _pg_summary(rng, scope)
     return _orm_summary(_rows(scope, rng.start, rng.end))
@@ -262,6 +317,14 @@ def _summary(scope: EmployerScope, rng: AnalyticsRange) -> dict[str, Any]:
 
 def _top_rejection_classes(scope: EmployerScope, rng: AnalyticsRange) -> list[tuple[str, int]]:
     """[(rejection class, count)] of the range's REJECTED and FAILED rows, most frequent first (at most 5)."""
+    if _from_rollup(scope):
+        return rollup_top_rejection_classes(
+            partner_id=scope.partner_id,
+            start=rng.start,
+            end=rng.end,
+            statuses=tuple(FAILURE_STATUSES),
+            limit=TOP_REJECTION_CLASSES,
+        )
     return list(
         _rows(scope, rng.start, rng.end)
         .filter(status__in=FAILURE_STATUSES)
@@ -274,7 +337,19 @@ def _top_rejection_classes(scope: EmployerScope, rng: AnalyticsRange) -> list[tu
 
 
 def _per_hour(scope: EmployerScope, start: datetime, end: datetime) -> dict[datetime, int]:
-    """{hour (IST, aware): endorsements received in it} between `start` and `end`; hours with none absent."""
+    """{hour (IST, aware): endorsements received in it} between `start` (an IST hour start) and `end`; hours
+    with none absent. With the rollup, its whole hours come from there and only the unfinished last hour (when
+    `end` is not an hour start) from the endorsement rows."""
+    if _from_rollup(scope):
+        partial = _hour_start(end)
+        counts = rollup_per_hour(partner_id=scope.partner_id, start=start, end=partial)
+        if partial < end:
+            counts.update(_per_hour_rows(scope, partial, end))
+        return {hour.astimezone(IST): n for hour, n in counts.items()}
+    return _per_hour_rows(scope, start, end)
+
+
+def _per_hour_rows(scope: EmployerScope, start: datetime, end: datetime) -> dict[datetime, int]:
     per_hour = dict(
         _rows(scope, start, end)
         .annotate(hour=TruncHour("created_at", tzinfo=IST))

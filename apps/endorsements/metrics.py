@@ -1,6 +1,7 @@
 """Endorsement metrics (issue 14). State, computed at scrape time from the database:
 
-- `keel_endorsements{status,type}`: endorsements per status and type (one GROUP BY; the per-stage latency
+- `keel_endorsements{status,type}`: endorsements per status and type (the rollup's sums on PostgreSQL, ADR
+  0047; one GROUP BY over the endorsements elsewhere; the per-stage latency
   of the pipeline is `keel_outbox_consumer_seconds{topic="endorsements.…"}`, observed by the consumers).
 - `keel_endorsements_received_last_hour` and `keel_endorsements_failed_last_hour`: the FAILED-rate alert's
   inputs (`docs/ops/alerts.yml`), over the `created_at` / `updated_at` indexes.
@@ -8,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 from django.db.models import Count
@@ -31,10 +32,15 @@ class EndorsementCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from apps.endorsements.models import Endorsement, EndorsementStatus
+        from apps.endorsements.rollup import rollup_available, rollup_status_type_counts
 
         try:
             since = timezone.now() - timedelta(hours=1)
-            rows = Endorsement.objects.order_by().values_list("status", "type").annotate(n=Count("id"))
+            rows: Iterable[tuple[str, str, int]]
+            if rollup_available():  # ADR 0047: a few thousand rollup rows instead of every endorsement
+                rows = [(s, t, n) for (s, t), n in sorted(rollup_status_type_counts().items())]
+            else:
+                rows = Endorsement.objects.order_by().values_list("status", "type").annotate(n=Count("id"))
             family = GaugeMetricFamily(
                 "keel_endorsements", "Endorsements per status and type", labels=["status", "type"]
             )

@@ -146,3 +146,34 @@ class EndorsementHistory(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endorsement_id}: {self.from_status}→{self.to_status}"
+
+
+class EndorsementRollup(models.Model):
+    """Endorsement counts and premium sums per partner, Asia/Kolkata hour of receipt, status, type and
+    rejection class (ADR 0047). PostgreSQL only, written by statement-level triggers on the endorsement
+    table in the same transaction as the change: each statement appends signed delta rows (never updates
+    one, so concurrent transitions never wait on or deadlock over a shared counter row);
+    `rollup_compact` folds them. The figure of a key is the SUM over all its rows, compacted or not.
+    `debited`/`credited` are paise of ACTIVE debit/credit endorsements, `activated` the ACTIVE rows with an
+    `activated_at`. Percentiles never come from here."""
+
+    partner_id = models.BigIntegerField()
+    hour = models.DateTimeField(help_text="start of the Asia/Kolkata hour the endorsements were received in")
+    status = models.CharField(max_length=16)
+    type = models.CharField(max_length=12)
+    rejection_class = models.CharField(max_length=24, blank=True)
+    n = models.BigIntegerField()
+    debited = models.BigIntegerField(help_text="paise")
+    credited = models.BigIntegerField(help_text="paise")
+    activated = models.BigIntegerField()
+    compacted = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["partner_id", "hour"], name="endorsement_rollup_idx"),
+            models.Index(fields=["hour"], name="endorsement_rollup_hour_idx"),
+            models.Index(fields=["id"], condition=Q(compacted=False), name="endorsement_rollup_delta_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id} {self.hour:%Y-%m-%d %H}h {self.status}/{self.type}: {self.n}"

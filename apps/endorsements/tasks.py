@@ -25,3 +25,11 @@ def activate_due() -> None:
 def expire_parked() -> None:
     with job_run("endorsements.expire_parked") as run:
         run.counts["failed"] = services.endorsements_expire_parked(actor=Actor.system("endorsements.expire_parked"))
+
+
+@shared_task(name="endorsements.rollup_compact", ignore_result=True)
+def rollup_compact() -> int:
+    # Every 30 s, no job-run record per tick (as the scheduler): folds the analytics rollup's deltas (ADR 0047).
+    from apps.endorsements.rollup import rollup_compact as compact
+
+    return compact()[0]

@@ -21,6 +21,7 @@ from django.core.cache import cache
 
 from apps.insurers.conf import gateway_setting, key_prefix, redis_url
 from apps.insurers.contracts import InsurerCallDeferred, TransientInsurerError
+from apps.insurers.metrics import CALL_SECONDS, CALLS
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -277,27 +278,48 @@ def guarded_call(insurer_code: str, func: Any, *args: Any) -> Any:
     3. Closed: the call goes through; CIRCUIT_FAIL_MAX transient failures in a row open it.
     """
     breaker = circuit_breaker_for(insurer_code)
+    started = time.perf_counter()
     slot: str | None = ""
     if _probing(breaker):
         slot = _take_probe_slot(insurer_code)
         if slot is None:
+            _observe_call(insurer_code, "circuit_open", started)
             raise InsurerCallDeferred(
                 f"circuit half-open for insurer {insurer_code}: probes in progress",
                 retry_after=PROBE_BUSY_RETRY_SECONDS,
             )
+    called = False
+
+    def attempt(*call_args: Any) -> Any:
+        nonlocal called
+        called = True
+        return func(*call_args)
+
+    outcome = "error"
     try:
-        return breaker.call(func, *args)
+        result = breaker.call(attempt, *args)
+        outcome = "ok"
+        return result
     except pybreaker.CircuitBreakerError:
+        # Also raised by the call whose failure trips the breaker: that one was made (`called`), an error.
+        outcome = "error" if called else "circuit_open"
         retry_after = _open_remaining(breaker)
         raise InsurerCallDeferred(
             f"circuit open for insurer {insurer_code}", retry_after=math.ceil(retry_after * 1000) / 1000 or 0.001
         ) from None
     finally:
+        _observe_call(insurer_code, outcome, started)
         if slot:
             try:
                 cache.delete(slot)
             except Exception:
                 log.warning("insurers.probe_slot_unavailable", insurer=insurer_code, exc_info=True)
+
+
+def _observe_call(insurer_code: str, outcome: str, started: float) -> None:
+    """`keel_insurer_calls_total` and `keel_insurer_call_seconds` (apps/insurers/metrics.py), in this process."""
+    CALLS.labels(insurer_code, outcome).inc()
+    CALL_SECONDS.labels(insurer_code, outcome).observe(time.perf_counter() - started)
 
 
 def circuit_state(insurer_code: str) -> dict[str, Any]:

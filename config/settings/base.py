@@ -252,6 +252,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 2.0,
         "options": {"queue": "insurers", "expires": 10},
     },
+    "endorsement-rollup-compact": {
+        "task": "endorsements.rollup_compact",
+        "schedule": 30.0,
+        "options": {"queue": "endorsements", "expires": 30},
+    },
     "endorsement-hold-expiry-sweeper": {
         "task": "endorsements.expire_parked",
         "schedule": 3600.0,

@@ -47,6 +47,7 @@ from apps.common.secretbox import SealedValueError
 from apps.outbox.services import outbox_enqueue
 from apps.partners.contracts import PartnerAuditAction, PartnerTopic
 from apps.partners.webhooks import sender
+from apps.partners.webhooks.metrics import deliveries_recorded
 from apps.partners.webhooks.models import (
     DeliveryStatus,
     Event,
@@ -326,6 +327,7 @@ def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, 
                 reason=f"every delivery failed for {settings.WEBHOOKS['RETRY_WINDOW_HOURS']} hours",
                 notify=True,
             )
+        deliveries_recorded(delivered=len(delivered), retry=len(retry), failed=len(given_up))
     return len(delivered)
 
 
