@@ -24,6 +24,8 @@ class KeelJSONRenderer(JSONRenderer):
         try:
             return super().render(data, accepted_media_type, renderer_context)  # type: ignore[arg-type]
         except UnicodeEncodeError:
-            escaped = type(self)()
-            escaped.ensure_ascii = True
-            return JSONRenderer.render(escaped, data, accepted_media_type, renderer_context)  # type: ignore[arg-type]
+            return _AsciiJSONRenderer().render(data, accepted_media_type, renderer_context)  # type: ignore[arg-type]
+
+
+class _AsciiJSONRenderer(JSONRenderer):
+    ensure_ascii = True
