@@ -12,17 +12,14 @@ before anything recurses.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
 from django.conf import settings
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import ParseError
 from rest_framework.utils import json as drf_json
-
-from apps.common.text import CONTROL_CHARACTER_MESSAGE
 
 #: Set by `JsonNestingGuardMiddleware` to the length of the body it checked, so the parser need not repeat it.
 NESTING_CHECKED_META = "keel.json_nesting_checked"
@@ -108,45 +105,6 @@ def json_nesting_exceeds(body: bytes, limit: int) -> bool:
     return remaining.count(b"[") + rounds > limit
 
 
-# A `\\uD800`–`\\uDFFF` escape: the only way a lone surrogate reaches a parsed body (UTF-8 text cannot hold one).
-_SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-def lone_surrogate_path(data: Any) -> tuple[str | int, ...] | None:
-    """The path (keys and indexes) of the first string in parsed JSON `data` — a key or a value — that holds
-    a lone surrogate, or None. Paired escapes (`\\ud83d\\ude00`) decode to one code point and are fine; a lone
-    one cannot be encoded as UTF-8, so it would fail in the database, the audit seal or the renderer echoing
-    it back (issue 8, kind 3). Iterative; the nesting guard bounds the depth anyway."""
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE_RE.search(value):
-                return path
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if _SURROGATE_RE.search(key):
-                    return (*path, key.encode("utf-8", "backslashreplace").decode())
-                stack.append(((*path, key), item))
-        elif isinstance(value, list):
-            stack.extend(((*path, index), item) for index, item in enumerate(value))
-    return None
-
-
-def refuse_lone_surrogates(raw: bytes, data: Any) -> None:
-    """Raise DRF's `ValidationError` (422 naming the field by its JSON pointer) if `data`, parsed from `raw`,
-    holds a lone surrogate. Costs one `bytes` search for bodies without a surrogate escape (almost all)."""
-    if b"\\u" not in raw or not _SURROGATE_ESCAPE_RE.search(raw):
-        return
-    path = lone_surrogate_path(data)
-    if path is not None:
-        detail: Any = [CONTROL_CHARACTER_MESSAGE]
-        for part in reversed(path):
-            detail = {part: detail}
-        raise ValidationError(detail)
-
-
 class GuardedJSONParser(parsers.JSONParser):
     """DRF's JSON parser, refusing bodies nested deeper than `API_MAX_JSON_DEPTH` before parsing them.
 
@@ -166,10 +124,8 @@ class GuardedJSONParser(parsers.JSONParser):
             raise NestingTooDeep(limit)
         try:
             parse_constant = drf_json.strict_constant if self.strict else None
-            data = json.loads(raw.decode(encoding), parse_constant=parse_constant)
+            return json.loads(raw.decode(encoding), parse_constant=parse_constant)
         except RecursionError:
             raise NestingTooDeep(limit)
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}")
-        refuse_lone_surrogates(raw, data)
-        return data

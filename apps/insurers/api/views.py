@@ -9,14 +9,12 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, views
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.audit.services import insurer_exchange_record
 from apps.common.errors import ProblemError
-from apps.common.parsers import refuse_lone_surrogates
 from apps.insurers import services
 from apps.insurers.api.serializers import (
     InsurerCallbackBatchSerializer,
@@ -129,11 +127,6 @@ class InsurerCallbackView(views.APIView):
         except ValueError:
             self._record(insurer_code, raw, 400, "malformed JSON")
             raise ProblemError(status_code=400, detail="The body is not valid JSON.", slug="malformed-request")
-        try:
-            refuse_lone_surrogates(raw, body)
-        except ValidationError:
-            self._record(insurer_code, raw, 422, "lone surrogate in a string")
-            raise
         events = body.get("events") if isinstance(body, dict) and "events" in body else [body]
         data = InsurerCallbackBatchSerializer(data={"events": events})
         if not data.is_valid():
