@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("", include("apps.oauth.urls")),
     path("admin/", admin.site.urls),
     path("ops/", include("apps.ops.urls")),
     path("sandbox/", include("apps.insurers.sandbox.urls")),
