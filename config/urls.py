@@ -13,6 +13,7 @@ handler500 = "apps.common.errors.handler500"
 
 api_v1 = [
     path("", include("apps.employers.api.urls")),
+    path("", include("apps.live.urls")),  # before partners: `events/stream` is not an event id
     path("", include("apps.partners.api.urls")),
     path("", include("apps.ledger.api.urls")),
     path("", include("apps.insurers.api.urls")),

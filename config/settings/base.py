@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "apps.outbox",
     "apps.partners",
     "apps.oauth",
+    "apps.live",
     "apps.employers",
     "apps.ledger",
     "apps.insurers",
@@ -353,6 +354,14 @@ OAUTH_ACCESS_TOKEN_TTL_SECONDS = env.int("OAUTH_ACCESS_TOKEN_TTL_SECONDS", defau
 # Clock skew tolerated on `exp`/`iat` (seconds).
 OAUTH_CLOCK_LEEWAY_SECONDS = env.int("OAUTH_CLOCK_LEEWAY_SECONDS", default=30)
 
+# --- Live event stream (docs/adr/0050-live-event-stream-under-asgi.md) --------------------------------------
+# A comment line this often keeps proxies from closing an idle stream.
+EVENT_STREAM_HEARTBEAT_SECONDS = env.float("EVENT_STREAM_HEARTBEAT_SECONDS", default=15.0)
+# How often each process's reader looks for newly positioned events without a NOTIFY (SQLite: always).
+EVENT_STREAM_POLL_SECONDS = env.float("EVENT_STREAM_POLL_SECONDS", default=0.25)
+# Events a stream may have unsent before it is closed (the client resumes from the table with Last-Event-ID).
+EVENT_STREAM_QUEUE_SIZE = env.int("EVENT_STREAM_QUEUE_SIZE", default=1000)
+
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
 # "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.
 PAN_ENCRYPTION_KEYS = env.str("PAN_ENCRYPTION_KEYS", default="")
@@ -427,6 +436,7 @@ SPECTACULAR_SETTINGS = {
     # per view (apps/common/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.live.schema.stream_operation_hook",
         "apps.common.openapi.problem_responses_hook",
     ],
     "ENUM_NAME_OVERRIDES": {
