@@ -163,6 +163,10 @@ class EventHub:
                 with self._lock:
                     self.cursor = rows[-1].position
             if len(rows) < BATCH:
+                if connection.vendor == "sqlite":
+                    # A long-lived SQLite connection in this thread kept reading an old snapshot under the ASGI
+                    # server; a fresh one per poll is a file open, and SQLite only runs under `make run`.
+                    connection.close()
                 return
 
     def _fan_out(self, event: LiveEvent) -> None:

@@ -147,12 +147,21 @@ def sse_frame(event: LiveEvent) -> bytes:
     return f"id: {event.payload['id']}\nevent: {event.type}\ndata: {body}\n\n".encode()
 
 
-async def _events(stream: StreamRequest, subscription: Subscription) -> AsyncIterator[bytes]:
-    """1. subscribe (done by the caller, before this runs, so nothing committed from now on is missed);
+async def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
+    """1. subscribe to the process's reader, from the loop that sends this response (the view itself may run on
+       another one), before reading the table, so nothing committed from now on is missed;
     2. send the table's events after the resume position, in batches, until it has none left;
-    3. send what the hub offers, skipping anything at or before the last position sent (the hub and the
-       backlog overlap), with a heartbeat comment whenever nothing came for a while."""
+    3. send what the reader offers, skipping anything at or before the last position sent (the reader and the
+       table overlap), with a heartbeat comment whenever nothing came for a while."""
     hub = hub_module.hub
+    principal = stream.principal
+    subscription = Subscription(
+        partner_id=principal.partner_id,
+        types=stream.types,
+        employer_ids=None if principal.all_employers else principal.employer_ids,
+        loop=asyncio.get_running_loop(),
+    )
+    hub.subscribe(subscription, from_position=stream.after_position)
     try:
         yield b"retry: 2000\n: connected\n\n"
         last = stream.after_position
@@ -187,15 +196,7 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
         stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
     except _Refused as refused:
         return refused.response
-    principal = stream.principal
-    subscription = Subscription(
-        partner_id=principal.partner_id,
-        types=stream.types,
-        employer_ids=None if principal.all_employers else principal.employer_ids,
-        loop=asyncio.get_running_loop(),
-    )
-    hub_module.hub.subscribe(subscription, from_position=stream.after_position)
-    response = StreamingHttpResponse(_events(stream, subscription), content_type="text/event-stream")
+    response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
