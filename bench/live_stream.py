@@ -74,10 +74,16 @@ def run_clients(port: int, keys_file: str, out_file: str) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
             raise RuntimeError(head.decode(errors="replace"))
+        buffer = b""
+        while b": live" not in buffer:  # the server has replayed the table and follows new events
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            buffer += chunk
+        buffer = buffer[buffer.rfind(b"\n") + 1 :]
         opened[0] += 1
         if opened[0] == len(keys):
             ready.set()
-        buffer = b""
         while not stop.is_set():
             chunk = await reader.read(65536)
             if not chunk:
@@ -319,7 +325,7 @@ def main() -> None:
         for n in range(args.runs):
             api_without.append(api_post_p99(port, writer, args.posts))
             clients = connect_clients()
-            time.sleep(1)
+            time.sleep(2)
             api_with.append(api_post_p99(port, writer, args.posts))
             stop(clients)
             print(

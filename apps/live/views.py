@@ -163,7 +163,7 @@ async def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
     )
     hub.subscribe(subscription, from_position=stream.after_position)
     try:
-        yield b"retry: 2000\n: connected\n\n"
+        yield b"retry: 2000\n: connected\n\n"  # the client sees the stream open before any replay
         last = stream.after_position
         while True:
             batch = await sync_to_async(_backlog, thread_sensitive=False)(stream, last)
@@ -172,6 +172,7 @@ async def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
                 last = event.position
             if len(batch) < BACKLOG_BATCH:
                 break
+        yield b": live\n\n"  # caught up with the table; from here on, events as they are committed
         heartbeat = float(settings.EVENT_STREAM_HEARTBEAT_SECONDS)
         while not subscription.overflowed:
             try:
