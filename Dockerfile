@@ -1,4 +1,4 @@
-# Production image: non-root, gunicorn for the web, the same image runs the Celery worker and beat.
+# Production image: non-root, gunicorn (uvicorn workers, ASGI) for the web, the same image runs the Celery worker and beat.
 FROM python:3.11-slim-bookworm AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,6 +23,8 @@ USER keel
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status == 200 else 1)"
-# Sync workers, about 2 × cores − 1 of them (ADR 0013: threads in one process measured slower under load).
-CMD ["gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "1", \
-     "--timeout", "30", "--access-logfile", "-"]
+# gunicorn's process manager over uvicorn workers: the whole app under ASGI, so the live event stream holds no
+# worker while it waits (ADR 0050); about 2 × cores − 1 processes, each running Django's sync views one at a time
+# as the sync workers did (ADR 0013). `--graceful-timeout` bounds how long open streams delay a restart.
+CMD ["gunicorn", "config.asgi:application", "--config", "python:config.gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", \
+     "--worker-class", "uvicorn_worker.UvicornWorker", "--timeout", "30", "--graceful-timeout", "5", "--access-logfile", "-"]

@@ -1,1 +1,1 @@
-pytest_plugins = ["apps.common.testing", "apps.partners.testing"]
+pytest_plugins = ["apps.common.testing", "apps.partners.testing", "apps.oauth.testing"]

@@ -13,6 +13,7 @@ handler500 = "apps.common.errors.handler500"
 
 api_v1 = [
     path("", include("apps.employers.api.urls")),
+    path("", include("apps.live.urls")),  # before partners: `events/stream` is not an event id
     path("", include("apps.partners.api.urls")),
     path("", include("apps.ledger.api.urls")),
     path("", include("apps.insurers.api.urls")),
@@ -31,6 +32,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("", include("apps.oauth.urls")),
     path("admin/", admin.site.urls),
     path("ops/", include("apps.ops.urls")),
     path("sandbox/", include("apps.insurers.sandbox.urls")),

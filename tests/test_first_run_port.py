@@ -83,8 +83,9 @@ def test_procfile_web_listens_on_keel_port_on_loopback_only() -> None:
         check=True,
     ).stdout
 
-    # The development server is reachable from this machine only (issue 14): 127.0.0.1, never 0.0.0.0.
-    assert re.search(r"\b127\.0\.0\.1:8133\b", expanded), expanded
+    # The development server is reachable from this machine only (issue 14): 127.0.0.1, never 0.0.0.0. The
+    # ASGI server (ADR 0050) takes host and port as two options.
+    assert re.search(r"--host 127\.0\.0\.1 --port 8133\b", expanded), expanded
     assert "0.0.0.0" not in expanded
 
 

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.outbox",
     "apps.partners",
+    "apps.oauth",
+    "apps.live",
     "apps.employers",
     "apps.ledger",
     "apps.insurers",
@@ -352,6 +354,25 @@ WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="")
 # base64 of 32 random bytes; encrypts insurers' callback signing secrets at rest (ADR 0044). DEBUG/test derive one.
 INSURER_CALLBACK_SECRETS_KEY = env.str("INSURER_CALLBACK_SECRETS_KEY", default="")
 
+# --- OAuth2 client credentials (docs/adr/0049-oauth-client-credentials-jwt.md) -------------------------------
+# base64 of 32 random bytes; encrypts the ES256 signing keys at rest. DEBUG/test derive a dev key.
+OAUTH_SIGNING_KEYS_KEY = env.str("OAUTH_SIGNING_KEYS_KEY", default="")
+# `iss` and `aud` of every access token; a token whose `aud` is not OAUTH_AUDIENCE is refused.
+OAUTH_ISSUER = env.str("OAUTH_ISSUER", default=KEEL_BASE_URL)
+OAUTH_AUDIENCE = env.str("OAUTH_AUDIENCE", default=f"{KEEL_BASE_URL}/api/v1")
+# Access-token lifetime (seconds); also how long a rotated-out key keeps verifying.
+OAUTH_ACCESS_TOKEN_TTL_SECONDS = env.int("OAUTH_ACCESS_TOKEN_TTL_SECONDS", default=600)
+# Clock skew tolerated on `exp`/`iat` (seconds).
+OAUTH_CLOCK_LEEWAY_SECONDS = env.int("OAUTH_CLOCK_LEEWAY_SECONDS", default=30)
+
+# --- Live event stream (docs/adr/0050-live-event-stream-under-asgi.md) --------------------------------------
+# A comment line this often keeps proxies from closing an idle stream.
+EVENT_STREAM_HEARTBEAT_SECONDS = env.float("EVENT_STREAM_HEARTBEAT_SECONDS", default=15.0)
+# How often each process's reader looks for newly positioned events without a NOTIFY (SQLite: always).
+EVENT_STREAM_POLL_SECONDS = env.float("EVENT_STREAM_POLL_SECONDS", default=0.25)
+# Events a stream may have unsent before it is closed (the client resumes from the table with Last-Event-ID).
+EVENT_STREAM_QUEUE_SIZE = env.int("EVENT_STREAM_QUEUE_SIZE", default=1000)
+
 # --- Loan applications: PAN protection (docs/adr/0009-pan-protection.md) ---------------------------------
 # "1:<base64 of 32 bytes>,2:<…>" — every version that still encrypts a stored PAN must stay listed.
 PAN_ENCRYPTION_KEYS = env.str("PAN_ENCRYPTION_KEYS", default="")
@@ -379,7 +400,11 @@ API_MAX_LIST_LENGTH = 50_000
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.partners.authentication.ApiKeyAuthentication"],
+    # Bearer first: it answers only `Authorization: Bearer …` and passes every other header to the API key.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.oauth.authentication.BearerTokenAuthentication",
+        "apps.partners.authentication.ApiKeyAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.partners.permissions.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["apps.common.renderers.KeelJSONRenderer"],
@@ -400,7 +425,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Keel partner API",
     "DESCRIPTION": "Group-insurance endorsements and loan prequalification. Authenticate with "
-    "`Authorization: Api-Key <key>`. Errors are RFC 9457 problem+json.",
+    "`Authorization: Api-Key <key>`, or with an OAuth2 client-credentials access token from `POST /oauth/token` "
+    "as `Authorization: Bearer <token>` (the same scopes and employers). Errors are RFC 9457 problem+json.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
@@ -412,7 +438,7 @@ SPECTACULAR_SETTINGS = {
             "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization"},
         }
     },
-    "SECURITY": [{"ApiKeyAuth": []}],
+    "SECURITY": [{"ApiKeyAuth": []}, {"OAuth2": []}],
     # Swagger UI and Redoc from drf-spectacular-sidecar's static files: the docs work offline, no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -421,6 +447,7 @@ SPECTACULAR_SETTINGS = {
     # per view (apps/common/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.live.schema.stream_operation_hook",
         "apps.common.openapi.problem_responses_hook",
     ],
     "ENUM_NAME_OVERRIDES": {

@@ -134,7 +134,8 @@ def test_patch_of_external_ref_is_422_and_changes_nothing(platform, partner):
     ("header", "expected_detail"),
     [
         (None, "Authentication credentials were not provided."),
-        ("Bearer abc", "Use the header"),
+        ("Basic abc", "Use the header"),
+        ("Bearer abc", "The access token is not valid."),
         ("Api-Key nope.nope", "The API key is not valid."),
     ],
 )

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # pg_advisory_xact_lock key of the sequencer ("keel-seq" as a number).
 SEQUENCER_LOCK = 0x6B65656C2D736571
 NOTIFY_CHANNEL = "keel_webhooks"  # the sequencer created deliveries
+# Sent by `events_sequence` when it has positioned events: wakes the live streams' readers (apps/live/hub.py).
+POSITIONED_CHANNEL = "keel_events_positioned"
 EVENTS_CHANNEL = "keel_events"  # a transaction that wrote events committed (trigger, migration 0002)
 SEQUENCE_BATCH = 2000
 
@@ -157,6 +159,9 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
             ids = todo
         if not ids:
             return 0
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # wakes the live-stream readers at commit (ADR 0050)
+                cursor.execute("SELECT pg_notify(%s, '')", [POSITIONED_CHANNEL])
         created = deliveries_create(Event.objects.filter(pk__in=ids).order_by("position"))
         if created and connection.vendor == "postgresql":
             with connection.cursor() as cursor:  # wakes other idle dispatcher processes at commit

@@ -1,0 +1,221 @@
+"""One process-wide reader of committed partner events, fanning them out to the open streams (ADR 0050).
+
+The events table is the source of truth. A single daemon thread per process holds the cursor (the highest
+commit-order `position` it has read) and, each time it wakes, reads the events positioned since, in position
+order, and hands each to the subscribers that may see it (same partner, a requested type, an employer of the
+caller). It wakes on PostgreSQL NOTIFY `keel_events_positioned` (sent by the sequencer when it positions events)
+and, as a safety net and on the embedded SQLite defaults, every `EVENT_STREAM_POLL_SECONDS`.
+
+Steps of one wake-up:
+1. read up to `BATCH` events with position > cursor, ordered by position (one indexed query);
+2. for each, in order, offer it to every subscriber of its partner whose filter admits it;
+3. move the cursor to the last position read; repeat 1 while a full batch came back.
+A subscriber whose queue is full (a client reading slower than events come) is marked `overflowed` and gets no
+more events: its stream ends, and the client's reconnect with `Last-Event-ID` resumes from the table — an
+event is never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from apps.partners.webhooks.dispatch import event_payload
+from apps.partners.webhooks.events import POSITIONED_CHANNEL
+from apps.partners.webhooks.models import Event
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """One positioned event as streams send it: `payload` is the same JSON object `GET /api/v1/events` lists."""
+
+    position: int
+    partner_id: int
+    employer_id: int | None
+    type: str
+    payload: dict[str, Any]
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One open stream's filter and queue. `employer_ids` None = every employer of the partner."""
+
+    partner_id: int
+    types: frozenset[str]
+    employer_ids: frozenset[int] | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[LiveEvent] = field(default_factory=lambda: asyncio.Queue(settings.EVENT_STREAM_QUEUE_SIZE))
+    overflowed: bool = False
+
+    def admits(self, event: LiveEvent) -> bool:
+        if event.partner_id != self.partner_id or event.type not in self.types:
+            return False
+        return self.employer_ids is None or event.employer_id is None or event.employer_id in self.employer_ids
+
+    def offer(self, event: LiveEvent) -> None:
+        """Called on the event loop's thread (via `call_soon_threadsafe`)."""
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+def live_event_of(event: Event) -> LiveEvent:
+    assert event.position is not None
+    return LiveEvent(
+        position=event.position,
+        partner_id=event.partner_id,
+        employer_id=event.employer_id,
+        type=event.type,
+        payload=event_payload(event),
+    )
+
+
+class EventHub:
+    """The per-process reader (module docstring). `subscribe` starts its thread on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_partner: dict[int, set[Subscription]] = {}
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.cursor: int | None = None
+
+    def subscribe(self, subscription: Subscription, *, from_position: int) -> None:
+        """Add a stream. A reader not yet started begins at `from_position`, so an event committed between the
+        stream reading its start position and this call is not skipped (the stream drops the overlap)."""
+        with self._lock:
+            if self.cursor is None:
+                self.cursor = from_position
+            self._by_partner.setdefault(subscription.partner_id, set()).add(subscription)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="keel-event-hub", daemon=True)
+                self._thread.start()
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            subs = self._by_partner.get(subscription.partner_id)
+            if subs is not None:
+                subs.discard(subscription)
+                if not subs:
+                    del self._by_partner[subscription.partner_id]
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._by_partner.values())
+
+    def poke(self) -> None:
+        """Wake the reader now (tests; the sequencer's NOTIFY does this across processes)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the reader thread and close its connections (tests; process exit does the same)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the reader thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        listener = _Listener.open()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._read_new()
+                except Exception:  # the database is away: keep the thread, retry at the next wake
+                    log.warning("event_hub.read_failed", exc_info=True)
+                    close_old_connections()
+                    connection.close()
+                timeout = float(settings.EVENT_STREAM_POLL_SECONDS)
+                if listener is not None and not listener.wait(timeout):
+                    listener = None  # the LISTEN connection broke: poll from now on
+                elif listener is None:
+                    self._wake.wait(timeout)
+                self._wake.clear()
+        finally:
+            if listener is not None:
+                listener.close()
+            connection.close()
+
+    def _read_new(self) -> None:
+        while True:
+            with self._lock:
+                cursor = self.cursor or 0
+            rows = list(Event.objects.filter(position__gt=cursor).order_by("position")[:BATCH])
+            for row in rows:
+                self._fan_out(live_event_of(row))
+            if rows:
+                with self._lock:
+                    self.cursor = rows[-1].position
+            if len(rows) < BATCH:
+                if connection.vendor == "sqlite":
+                    # A long-lived SQLite connection in this thread kept reading an old snapshot under the ASGI
+                    # server; a fresh one per poll is a file open, and SQLite only runs under `make run`.
+                    connection.close()
+                return
+
+    def _fan_out(self, event: LiveEvent) -> None:
+        with self._lock:
+            subs = list(self._by_partner.get(event.partner_id, ()))
+        for sub in subs:
+            if sub.admits(event):
+                # RuntimeError: the subscriber's loop has closed; its stream unsubscribes as it ends.
+                with contextlib.suppress(RuntimeError):
+                    sub.loop.call_soon_threadsafe(sub.offer, event)
+
+
+class _Listener:
+    """LISTEN for the sequencer's `keel_events_positioned` on a connection of its own (PostgreSQL only)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._connection = raw
+
+    @classmethod
+    def open(cls) -> _Listener | None:
+        if connection.vendor != "postgresql":
+            return None
+        import psycopg
+
+        params = connection.get_connection_params()
+        for name in ("cursor_factory", "context", "pool"):
+            params.pop(name, None)
+        try:
+            raw = psycopg.connect(autocommit=True, **params)
+            raw.execute(f"LISTEN {POSITIONED_CHANNEL}")
+        except psycopg.Error:
+            log.warning("event_hub.listen_failed; polling only", exc_info=True)
+            return None
+        return cls(raw)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification or `timeout`; False if the connection broke (closed, then)."""
+        try:
+            for _ in self._connection.notifies(timeout=max(timeout, 0.0001), stop_after=1):
+                pass
+        except Exception:
+            log.warning("event_hub.listen_lost; polling only", exc_info=True)
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # already broken
+            self._connection.close()
+
+
+hub = EventHub()

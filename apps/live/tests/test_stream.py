@@ -1,0 +1,215 @@
+"""`GET /api/v1/events/stream` through Django's ASGI handler: live delivery in commit order, resume with
+Last-Event-ID exactly once, tenancy, scopes and filters; problem+json refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.test import AsyncClient
+
+from apps.employers.tests.factories import EmployerFactory
+from apps.live import hub as hub_module
+from apps.partners.contracts import Scope
+from apps.partners.tests.factories import PartnerFactory
+from apps.partners.webhooks.contracts import EventDraft
+from apps.partners.webhooks.events import events_sequence, partner_events_record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STATUSES = ["endorsement.received", "endorsement.validated", "endorsement.funds_locked", "endorsement.sent"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_hub(settings):
+    """A hub per test (the module one would keep a cursor from another test's database), stopped after it."""
+    settings.EVENT_STREAM_POLL_SECONDS = 0.05
+    hub = hub_module.EventHub()
+    previous, hub_module.hub = hub_module.hub, hub
+    yield hub
+    hub.stop()
+    hub_module.hub = previous
+
+
+def record(partner_id: int, employer_id: int | None, types: list[str], oid: str = "e-1") -> None:
+    drafts = [
+        EventDraft(type=t, partner_id=partner_id, employer_id=employer_id, object_type="endorsement", object_id=oid)
+        for t in types
+    ]
+    with transaction.atomic():
+        partner_events_record(drafts)
+    events_sequence()
+
+
+async def frames(chunks: AsyncIterator[bytes], count: int, timeout: float = 10.0) -> list[dict[str, str]]:
+    """The next `count` event frames (comments and the retry line skipped), each as {id, event, data}."""
+    out: list[dict[str, str]] = []
+    buffer = b""
+
+    async def read() -> None:
+        nonlocal buffer
+        async for chunk in chunks:
+            buffer += chunk
+            while b"\n\n" in buffer:
+                raw, buffer = buffer.split(b"\n\n", 1)
+                fields = dict(
+                    line.split(": ", 1) for line in raw.decode().splitlines() if line and not line.startswith(":")
+                )
+                if "id" in fields:
+                    out.append(fields)
+                    if len(out) == count:
+                        return
+
+    await asyncio.wait_for(read(), timeout)
+    return out
+
+
+async def nothing_more(chunks: AsyncIterator[bytes], wait: float = 0.6) -> bool:
+    try:
+        chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+    except TimeoutError:
+        return True
+    return chunk.startswith(b":")
+
+
+def open_stream(credentials: str, path: str = "/api/v1/events/stream", **headers: str):
+    if credentials:
+        headers["Authorization"] = credentials
+    return AsyncClient().get(path, headers=headers)
+
+
+def test_a_connected_client_receives_the_status_events_in_order_and_another_partner_nothing(make_key):
+    partner, other = PartnerFactory(name="acme"), PartnerFactory(name="other")
+    employer = EmployerFactory(partner=partner)
+    mine = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    theirs = make_key(partner=other, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario() -> None:
+        response = await open_stream(f"Api-Key {mine.plaintext}")
+        foreign = await open_stream(f"Api-Key {theirs.plaintext}")
+        assert response.status_code == 200
+        assert response["Content-Type"] == "text/event-stream"
+        assert response["Cache-Control"] == "no-cache"
+        chunks, foreign_chunks = aiter(response.streaming_content), aiter(foreign.streaming_content)
+        assert (await chunks.__anext__()).startswith(b"retry: 2000")
+        assert (await foreign_chunks.__anext__()).startswith(b"retry: 2000")
+
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES)
+
+        got = await frames(chunks, len(STATUSES))
+        assert [f["event"] for f in got] == STATUSES
+        payloads = [json.loads(f["data"]) for f in got]
+        assert [p["id"] for p in payloads] == [f["id"] for f in got]
+        assert [p["sequence"] for p in payloads] == [1, 2, 3, 4]
+        assert [p["position"] for p in payloads] == sorted(p["position"] for p in payloads)
+        assert await nothing_more(foreign_chunks)
+
+    asyncio.run(scenario())
+
+
+def test_reconnecting_with_last_event_id_receives_the_rest_exactly_once(make_key):
+    partner = PartnerFactory(name="acme")
+    employer = EmployerFactory(partner=partner)
+    key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario() -> None:
+        first = await open_stream(f"Api-Key {key.plaintext}")
+        chunks = aiter(first.streaming_content)
+        await chunks.__anext__()
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[:2])
+        received = await frames(chunks, 2)
+        await chunks.aclose()  # disconnect after event N = 2
+
+        # Events committed while disconnected, then more after the reconnect.
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[2:3])
+        second = await open_stream(f"Api-Key {key.plaintext}", **{"Last-Event-ID": received[-1]["id"]})
+        again = aiter(second.streaming_content)
+        await again.__anext__()
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[3:])
+
+        rest = await frames(again, 2)
+        assert [f["event"] for f in rest] == STATUSES[2:]
+        assert len({f["id"] for f in received + rest}) == 4
+        assert await nothing_more(again)
+
+    asyncio.run(scenario())
+
+
+def test_employer_bound_key_gets_only_its_employers_events_and_the_type_filter_holds(make_key):
+    partner = PartnerFactory(name="acme")
+    employer_a, employer_b = EmployerFactory(partner=partner), EmployerFactory(partner=partner)
+    key_a = make_key(partner=partner, employers=[employer_a], scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario() -> None:
+        response = await open_stream(f"Api-Key {key_a.plaintext}", "/api/v1/events/stream?type=endorsement.sent")
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await sync_to_async(record)(partner.pk, employer_b.pk, STATUSES, oid="b-1")
+        await sync_to_async(record)(partner.pk, employer_a.pk, STATUSES, oid="a-1")
+
+        got = await frames(chunks, 1)
+        assert [(f["event"], json.loads(f["data"])["employer"]) for f in got] == [("endorsement.sent", employer_a.pk)]
+        assert await nothing_more(chunks)
+
+    asyncio.run(scenario())
+
+
+def test_bearer_token_opens_the_stream_too(make_bearer):
+    partner = PartnerFactory(name="acme")
+    employer = EmployerFactory(partner=partner)
+    bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario() -> None:
+        response = await open_stream(f"Bearer {bearer.token}")
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[:1])
+        assert [f["event"] for f in await frames(chunks, 1)] == STATUSES[:1]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("no_credentials", 401),
+        ("bad_token", 401),
+        ("unknown_type", 422),
+        ("unreadable_type", 403),
+        ("foreign_employer", 404),
+        ("bad_employer", 422),
+        ("unknown_last_event_id", 422),
+    ],
+)
+def test_refusals_are_problem_json(make_key, case, status):
+    partner = PartnerFactory(name="acme")
+    foreign = EmployerFactory(partner=PartnerFactory(name="other"))
+    key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    credentials, path, headers = f"Api-Key {key.plaintext}", "/api/v1/events/stream", {}
+    if case == "no_credentials":
+        credentials = ""
+    elif case == "bad_token":
+        credentials = "Bearer nope"
+    elif case == "unknown_type":
+        path += "?type=endorsement.nope"
+    elif case == "unreadable_type":
+        path += "?type=ledger.topup_posted"
+    elif case == "foreign_employer":
+        path += f"?employer={foreign.pk}"
+    elif case == "bad_employer":
+        path += "?employer=x"
+    elif case == "unknown_last_event_id":
+        headers = {"Last-Event-ID": "evt_nope"}
+
+    async def scenario():
+        return await open_stream(credentials, path, **headers)
+
+    response = asyncio.run(scenario())
+
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert hub_module.hub.subscriber_count() == 0

@@ -1,0 +1,203 @@
+"""`GET /api/v1/events/stream`: a partner's events as Server-Sent Events, as they are committed (ADR 0050).
+
+An async view: under the ASGI server a connection holds no worker thread while it waits. Authentication is the
+API's (the DRF authentication classes in settings: Bearer token or API key, the same `Principal`), the events a
+caller sees are those `GET /api/v1/events` lists (`events_visible_to`: its partner, the types its read scopes
+allow, its employers), and the connection counts once against its rate limit.
+
+Query: `type` (repeatable or comma-separated; each must be readable with the caller's scopes, else 403) and
+`employer` (an employer the caller may act for, else 404). `Last-Event-ID` (header) or `last_event_id`
+(query) names the last event received: the stream resumes right after its commit-order position, so nothing
+committed meanwhile is lost and, within a connection, nothing is sent twice. Without it the stream starts at
+the newest committed event. Every event is `id: <event id>`, `event: <type>`, `data: <the event JSON>`; a
+comment line is sent every `EVENT_STREAM_HEARTBEAT_SECONDS` so proxies keep an idle connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.http import require_GET
+from rest_framework import exceptions
+from rest_framework.settings import api_settings
+
+from apps.common.errors import problem_response
+from apps.live import hub as hub_module
+from apps.live.hub import LiveEvent, Subscription, live_event_of
+from apps.partners.contracts import Principal
+from apps.partners.ownership import employer_partners
+from apps.partners.ratelimit import rate_limit_hit
+from apps.partners.webhooks.contracts import EventType, read_scope_of, types_readable_with
+from apps.partners.webhooks.selectors import events_visible_to
+
+BACKLOG_BATCH = 500
+MAX_ID_LENGTH = 40
+
+
+class _Refused(Exception):
+    def __init__(self, response: HttpResponse) -> None:
+        self.response = response
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    principal: Principal
+    types: frozenset[str]
+    employer_id: int | None
+    after_position: int
+
+
+def _authenticate(request: HttpRequest) -> Principal:
+    authentication_classes: list[Any] = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
+    for authentication_class in authentication_classes:
+        result = authentication_class().authenticate(request)
+        if result is not None and isinstance(result[0], Principal):
+            return result[0]
+    raise exceptions.NotAuthenticated()
+
+
+def _open(request: HttpRequest) -> StreamRequest:
+    """Authenticate, rate-limit and validate the request (sync: it reads the database). Raises `_Refused`."""
+    try:
+        principal = _authenticate(request)
+    except exceptions.AuthenticationFailed as exc:
+        headers = getattr(exc, "headers", None) or {"WWW-Authenticate": 'Api-Key, Bearer realm="keel"'}
+        raise _Refused(problem_response(request, 401, str(exc.detail), headers=headers)) from None
+    except exceptions.NotAuthenticated as exc:
+        headers = {"WWW-Authenticate": 'Api-Key, Bearer realm="keel"'}
+        raise _Refused(problem_response(request, 401, str(exc.detail), headers=headers)) from None
+    decision = rate_limit_hit(key_prefix=principal.key_prefix, limits=principal.rate_limits)
+    if not decision.allowed:
+        detail = f"Rate limit exceeded; retry in {decision.retry_after} seconds."
+        raise _Refused(problem_response(request, 429, detail, slug="rate-limited", headers=decision.headers))
+
+    readable = set(types_readable_with(principal.scopes))
+    requested = {t.strip() for value in request.GET.getlist("type") for t in value.split(",") if t.strip()}
+    unknown = sorted(requested - set(EventType.values))
+    if unknown:
+        raise _Refused(_invalid(request, "type", f"unknown event type(s): {', '.join(unknown)[:200]}"))
+    unreadable = sorted(requested - readable)
+    if unreadable:
+        scope = read_scope_of(unreadable[0])
+        raise _Refused(problem_response(request, 403, f"This API key lacks the `{scope}` scope."))
+    types = frozenset(requested or readable)
+
+    employer_id = None
+    raw_employer = request.GET.get("employer")
+    if raw_employer is not None:
+        if not raw_employer.isdigit() or len(raw_employer) > 18:
+            raise _Refused(_invalid(request, "employer", "must be an employer id (a positive integer)"))
+        employer_id = int(raw_employer)
+        owner = employer_partners([employer_id]).get(employer_id)
+        if owner is None or not principal.may_act_for(employer_id=employer_id, employer_partner_id=owner):
+            raise _Refused(problem_response(request, 404, "No employer with this id."))
+
+    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    if last_event_id:
+        event = events_visible_to(principal).filter(public_id=last_event_id[:MAX_ID_LENGTH]).first()
+        if event is None or event.position is None:
+            raise _Refused(_invalid(request, "Last-Event-ID", "no event with this id is visible to this caller"))
+        after = event.position
+    else:
+        top = events_visible_to(principal).order_by("-position").values_list("position", flat=True).first()
+        after = 0 if top is None else int(top)
+    return StreamRequest(principal=principal, types=types, employer_id=employer_id, after_position=after)
+
+
+def _open_and_close(request: HttpRequest) -> StreamRequest:
+    try:
+        return _open(request)
+    finally:
+        connection.close()  # worker threads are pooled: do not leave a connection per thread behind
+
+
+def _invalid(request: HttpRequest, field: str, message: str) -> HttpResponse:
+    return problem_response(
+        request,
+        422,
+        "The request is not valid.",
+        slug="validation-error",
+        title="Validation failed",
+        errors=[{"pointer": f"/{field}", "detail": message}],
+    )
+
+
+def _backlog(stream: StreamRequest, after: int) -> list[LiveEvent]:
+    """Up to BACKLOG_BATCH visible events after `after`, in position order (sync: runs in a worker thread)."""
+    try:
+        qs = events_visible_to(stream.principal).filter(position__gt=after, type__in=sorted(stream.types))
+        if stream.employer_id is not None:
+            qs = qs.filter(employer_id=stream.employer_id)
+        return [live_event_of(e) for e in qs.order_by("position")[:BACKLOG_BATCH]]
+    finally:
+        connection.close()  # worker threads are pooled: do not leave a connection per thread behind
+
+
+def sse_frame(event: LiveEvent) -> bytes:
+    body = json.dumps(event.payload, separators=(",", ":"), default=str)
+    return f"id: {event.payload['id']}\nevent: {event.type}\ndata: {body}\n\n".encode()
+
+
+async def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
+    """1. subscribe to the process's reader, from the loop that sends this response (the view itself may run on
+       another one), before reading the table, so nothing committed from now on is missed;
+    2. send the table's events after the resume position, in batches, until it has none left;
+    3. send what the reader offers, skipping anything at or before the last position sent (the reader and the
+       table overlap), with a heartbeat comment whenever nothing came for a while."""
+    hub = hub_module.hub
+    principal = stream.principal
+    subscription = Subscription(
+        partner_id=principal.partner_id,
+        types=stream.types,
+        employer_ids=None if principal.all_employers else principal.employer_ids,
+        loop=asyncio.get_running_loop(),
+    )
+    hub.subscribe(subscription, from_position=stream.after_position)
+    try:
+        yield b"retry: 2000\n: connected\n\n"  # the client sees the stream open before any replay
+        last = stream.after_position
+        while True:
+            batch = await sync_to_async(_backlog, thread_sensitive=False)(stream, last)
+            for event in batch:
+                yield sse_frame(event)
+                last = event.position
+            if len(batch) < BACKLOG_BATCH:
+                break
+        yield b": live\n\n"  # caught up with the table; from here on, events as they are committed
+        heartbeat = float(settings.EVENT_STREAM_HEARTBEAT_SECONDS)
+        while not subscription.overflowed:
+            try:
+                event = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
+            except TimeoutError:
+                yield b": heartbeat\n\n"
+                continue
+            if event.position <= last:
+                continue
+            if stream.employer_id is not None and event.employer_id != stream.employer_id:
+                continue
+            yield sse_frame(event)
+            last = event.position
+    finally:
+        hub.unsubscribe(subscription)
+
+
+@require_GET
+async def event_stream(request: HttpRequest) -> HttpResponseBase:
+    """Open a stream (module docstring): 200 `text/event-stream`, or problem+json 401/403/404/422/429."""
+    try:
+        stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
+    except _Refused as refused:
+        return refused.response
+    response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response

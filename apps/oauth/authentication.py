@@ -1,0 +1,95 @@
+"""`Authorization: Bearer <access token>` authentication: the second door, giving exactly the principal an API
+key with the same scopes and employer binding gives (ADR 0049).
+
+The token's signature and claims are checked first (no database), then the client is read on every request:
+a revoked client, or one whose partner is inactive, is refused at once. The principal's scopes are those of
+the token that the client still holds (an operator narrowing a client narrows its live tokens too), its
+employers are the client's current ones, its rate-limit bucket is the client (`oauth:<client_id>`), and its
+`partner_id` scopes idempotency keys to the partner like any key's.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from apps.oauth.contracts import PRINCIPAL_PREFIX
+from apps.oauth.models import OAuthClient
+from apps.oauth.tokens import InvalidToken, access_token_verify
+from apps.partners.authentication import partner_rate_limits
+from apps.partners.contracts import Principal
+
+KEYWORD = "Bearer"
+REALM = "keel"
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+class InvalidTokenError(exceptions.AuthenticationFailed):
+    """401 with the RFC 6750 §3 challenge `Bearer error="invalid_token"` (problem+json body)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        safe = detail.replace('"', "'")
+        self.headers = {
+            "WWW-Authenticate": f'{KEYWORD} realm="{REALM}", error="invalid_token", error_description="{safe}"'
+        }
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    """Listed before `ApiKeyAuthentication` in DRF settings: it answers only `Bearer` headers and passes any
+    other header on, so the API-key path is unchanged."""
+
+    def authenticate(self, request: Request) -> tuple[Principal, OAuthClient] | None:
+        header = get_authorization_header(request)
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != KEYWORD.lower().encode():
+            return None
+        try:
+            raw = token.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise InvalidTokenError("The access token is not valid.") from None
+        if not raw:
+            raise InvalidTokenError(f"Use the header `Authorization: {KEYWORD} <access token>`.")
+        try:
+            claims = access_token_verify(raw)
+        except InvalidToken as exc:
+            raise InvalidTokenError(str(exc)) from None
+        client = OAuthClient.objects.select_related("partner").filter(client_id=claims["client_id"]).first()
+        if client is None or client.revoked_at is not None:
+            raise InvalidTokenError("The OAuth client of this token has been revoked.")
+        if not client.partner.is_active:
+            raise InvalidTokenError("The partner is not active.")
+        _touch_last_used(client)
+        return principal_for_client(client, token_scopes=claims["scope"].split()), client
+
+    def authenticate_header(self, request: Request) -> str:
+        # The challenge of a request that sent no credentials (or a scheme neither door knows): both doors.
+        return f'Api-Key, {KEYWORD} realm="{REALM}"'
+
+
+def principal_for_client(client: OAuthClient, *, token_scopes: list[str]) -> Principal:
+    """The `Principal` of a request made with one of `client`'s tokens (see the module docstring)."""
+    employer_ids: frozenset[int] = frozenset()
+    if not client.all_employers:
+        employer_ids = frozenset(client.employers.values_list("id", flat=True))
+    return Principal(
+        partner_id=client.partner_id,
+        partner_name=client.partner.name,
+        key_prefix=PRINCIPAL_PREFIX + client.client_id,
+        scopes=frozenset(token_scopes) & frozenset(client.scopes),
+        all_employers=client.all_employers,
+        employer_ids=employer_ids,
+        rate_limits=partner_rate_limits(client.partner),
+    )
+
+
+def _touch_last_used(client: OAuthClient) -> None:
+    """Record use at most once a minute per client (a write per request would be a hot row)."""
+    now = timezone.now()
+    if client.last_used_at is None or now - client.last_used_at > LAST_USED_GRANULARITY:
+        OAuthClient.objects.filter(pk=client.pk).update(last_used_at=now)
+        client.last_used_at = now
