@@ -81,7 +81,8 @@ BAD_EMAILS = ["x@localhost", "a@b.c", "dev..sen@example.com", "x@localhost.", "@
 @pytest.fixture
 def world(make_key, time_machine):
     time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=False)
-    policy = PolicyFactory()
+    # An endpoint, so that `POST /reconciliations` accepts the insurer (its roster can be pulled).
+    policy = PolicyFactory(insurer__endpoint="http://127.0.0.1:9/sandbox/sandbox-rest")
     employer = policy.employer
     client = make_key(partner=employer.partner, all_employers=True)
     with resolver_stub(WEBHOOK_DNS):  # webhook URLs are resolved at registration; no traffic leaves the test

@@ -31,7 +31,10 @@ def _json(value: Any) -> Any:
 
 
 def _record_json(member: MemberRecord) -> dict[str, Any]:
-    return {f: _json(getattr(member, f)) for f in ("employee_code", *COMPARED_FIELDS)}
+    record = {f: _json(getattr(member, f)) for f in ("employee_code", *COMPARED_FIELDS)}
+    if member.gender:
+        record["gender"] = member.gender  # the insurer sent it: `create_addition` needs no gender then
+    return record
 
 
 def _norm(field: str, value: Any) -> Any:

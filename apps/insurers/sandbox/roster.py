@@ -140,7 +140,8 @@ def roster_misbehaviour(*, code: str, page: int) -> tuple[int, str] | None:
 
 
 def roster_page(*, code: str, policy_number: str, cursor: str, limit: int) -> dict[str, Any]:
-    """One page: `{"members": [...], "page": n, "next_cursor": str | None}` (dates ISO, sums in paise)."""
+    """One page: `{"members": [...], "page": n, "next_cursor": str | None}` (dates ISO, sums in paise), plus
+    `"total"` (members of the policy) on the first page."""
     after, page = roster_cursor_decode(cursor)
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     members = list(
@@ -151,7 +152,11 @@ def roster_page(*, code: str, policy_number: str, cursor: str, limit: int) -> di
     has_more = len(members) > limit
     members = members[:limit]
     next_cursor = roster_cursor_encode(after=members[-1].employee_code, page=page + 1) if has_more else None
-    return {"members": [_member_json(m) for m in members], "page": page, "next_cursor": next_cursor}
+    body: dict[str, Any] = {"members": [_member_json(m) for m in members], "page": page, "next_cursor": next_cursor}
+    if not after:
+        # The first page says how many members the policy has, so the client can show progress.
+        body["total"] = SandboxRosterMember.objects.filter(code=code, policy_number=policy_number).count()
+    return body
 
 
 def parse_member(raw: Mapping[str, Any]) -> dict[str, Any]:
