@@ -411,6 +411,10 @@ def test_the_parameter_table_walks_every_filter_and_path_id():
         ("/api/v1/employers", "external_ref"),
         ("/api/v1/loan-applications", "created_after"),
         ("/api/v1/endorsement-batches/{id}", "id"),
+        ("/api/v1/reconciliations", "status"),
+        ("/api/v1/reconciliations", "insurer"),
+        ("/api/v1/reconciliations", "employer"),
+        ("/api/v1/discrepancies/{id}", "id"),
     } <= walked
 
 
