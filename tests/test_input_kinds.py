@@ -86,7 +86,8 @@ BAD_RATES = [v for v in BAD_MONEY if v != "1.234"] + ["1.23456", "1234567", "\u0
 @pytest.fixture
 def world(make_key, time_machine):
     time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=False)
-    policy = PolicyFactory()
+    # An endpoint, so that `POST /reconciliations` accepts the insurer (its roster can be pulled).
+    policy = PolicyFactory(insurer__endpoint="http://127.0.0.1:9/sandbox/sandbox-rest")
     employer = policy.employer
     client = make_key(partner=employer.partner, all_employers=True)
     with resolver_stub(WEBHOOK_DNS):  # webhook URLs are resolved at registration; no traffic leaves the test
@@ -417,6 +418,10 @@ def test_the_parameter_table_walks_every_filter_and_path_id():
         ("/api/v1/employers", "external_ref"),
         ("/api/v1/loan-applications", "created_after"),
         ("/api/v1/endorsement-batches/{id}", "id"),
+        ("/api/v1/reconciliations", "status"),
+        ("/api/v1/reconciliations", "insurer"),
+        ("/api/v1/reconciliations", "employer"),
+        ("/api/v1/discrepancies/{id}", "id"),
     } <= walked
 
 

@@ -17,6 +17,7 @@ APPS = Path(__file__).resolve().parent.parent / "apps"
 LAYERS = [
     {"demo"},
     {"ops"},
+    {"reconciliation"},
     {"endorsements"},
     {"ledger", "loan_applications"},
     {"employers"},

@@ -215,6 +215,11 @@ def active_members(*, policy_id: int) -> Iterator[MemberRow]:
     yield from rows.iterator(chunk_size=2000)
 
 
+def active_member_count(*, policy_id: int) -> int:
+    """How many members the policy actively covers (reconciliation's progress estimate)."""
+    return Coverage.objects.filter(policy_id=policy_id, status=CoverageStatus.ACTIVE).count()
+
+
 def active_member(*, policy_id: int, employee_code: str) -> tuple[MemberRow, str, str] | None:
     """One member's active cover as `(member row, gender, email)`, or None if the policy does not cover them."""
     row = (

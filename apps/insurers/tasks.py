@@ -6,6 +6,7 @@ from celery import shared_task
 
 from apps.insurers.files.importer import result_files_import
 from apps.insurers.sandbox.files import sandbox_files_process_all
+from apps.insurers.sandbox.roster_files import sandbox_roster_requests_answer_all
 
 
 @shared_task(name="insurers.import_result_files", ignore_result=True)
@@ -16,5 +17,6 @@ def import_result_files() -> dict[str, int]:
 
 @shared_task(name="insurers.sandbox_files", ignore_result=True)
 def sandbox_files() -> int:
-    """Every few seconds when the sandbox is enabled: the sandbox file insurer answers waiting batches."""
-    return sandbox_files_process_all()
+    """Every few seconds when the sandbox is enabled: the sandbox file insurer answers waiting batches and
+    roster requests (reconciliation)."""
+    return sandbox_files_process_all() + sandbox_roster_requests_answer_all()

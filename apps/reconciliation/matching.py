@@ -10,9 +10,16 @@ from datetime import date
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
-from apps.reconciliation.models import Discrepancy, DiscrepancyKind, DiscrepancySeverity, ReconciliationRun
+from apps.reconciliation.contracts import ResolutionAction
+from apps.reconciliation.models import (
+    Discrepancy,
+    DiscrepancyKind,
+    DiscrepancySeverity,
+    DiscrepancyStatus,
+    ReconciliationRun,
+)
 from apps.reconciliation.selectors import MemberRecord, PolicyScope, insurer_members, keel_charges, keel_members
 
 COMPARED_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
@@ -31,7 +38,10 @@ def _json(value: Any) -> Any:
 
 
 def _record_json(member: MemberRecord) -> dict[str, Any]:
-    return {f: _json(getattr(member, f)) for f in ("employee_code", *COMPARED_FIELDS)}
+    record = {f: _json(getattr(member, f)) for f in ("employee_code", *COMPARED_FIELDS)}
+    if member.gender:
+        record["gender"] = member.gender  # the insurer sent it: `create_addition` needs no gender then
+    return record
 
 
 def _norm(field: str, value: Any) -> Any:
@@ -56,9 +66,34 @@ def _pairs(
             k, i = next(keel, None), next(insurer, None)
 
 
-def _flush(batch: list[Discrepancy]) -> None:
+def _accepted_before(batch: list[Discrepancy]) -> set[tuple[int, str]]:
+    """`(policy id, key)` of the batch's differences an operator already settled in an earlier run with the
+    same two values: ignored (with a note) or flagged for finance. Such a difference is not written again
+    (ADR 0045): it is counted as `accepted` until either side changes."""
+    if not batch:
+        return set()
+    keys = {d.key for d in batch}
+    policy_ids = {d.policy_id for d in batch}
+    settled = Discrepancy.objects.filter(
+        Q(status=DiscrepancyStatus.IGNORED) | Q(resolution_action=ResolutionAction.FLAG_FOR_FINANCE),
+        policy_id__in=policy_ids,
+        key__in=keys,
+    ).values_list("policy_id", "key", "keel_value", "insurer_value")
+    values = {(policy_id, key): (keel, insurer) for policy_id, key, keel, insurer in settled}
+    return {(d.policy_id, d.key) for d in batch if values.get((d.policy_id, d.key)) == (d.keel_value, d.insurer_value)}
+
+
+def _flush(batch: list[Discrepancy], counts: Counter[str]) -> None:
+    """Write the batch once per run and key, leaving out differences settled before (their count moves from
+    their kind to `accepted`)."""
+    accepted = _accepted_before(batch)
+    fresh = [d for d in batch if (d.policy_id, d.key) not in accepted]
+    for d in batch:
+        if (d.policy_id, d.key) in accepted:
+            counts[d.kind] -= 1
+            counts["accepted"] += 1
     with transaction.atomic():
-        Discrepancy.objects.bulk_create(batch, ignore_conflicts=True)
+        Discrepancy.objects.bulk_create(fresh, ignore_conflicts=True)
     batch.clear()
 
 
@@ -123,10 +158,10 @@ def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
                 counts["matched"] += 1
                 matched_in_batch += 1
         if len(batch) >= BATCH or matched_in_batch >= BATCH:
-            _flush(batch)
+            _flush(batch, counts)
             ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
             matched_in_batch = 0
-    _flush(batch)
+    _flush(batch, counts)
     ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
     return counts
 
@@ -187,6 +222,6 @@ def policy_money_match(
         )
         counts[kind] += 1
         if len(batch) >= BATCH:
-            _flush(batch)
-    _flush(batch)
+            _flush(batch, counts)
+    _flush(batch, counts)
     return counts

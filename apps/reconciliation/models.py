@@ -70,6 +70,9 @@ class ReconciliationRun(models.Model):
     pages_pulled = models.PositiveIntegerField(default=0)
     rows_pulled = models.PositiveIntegerField(default=0)
     rows_matched = models.PositiveIntegerField(default=0)
+    # Members the pull expects (ADR 0045): per policy, the total the insurer reports with its first page, else
+    # Keel's active members; the base of `percent`.
+    rows_expected = models.PositiveIntegerField(default=0)
     # Where a resumed pull starts: {"<policy id>": "<cursor of the next page>" | None (policy done)}; a policy
     # not pulled yet is absent.
     resume_cursors = models.JSONField(default=dict, blank=True)
@@ -96,6 +99,21 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk} {self.insurer_id} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        """Progress 0–100 (ADR 0045): 100 once COMPLETED; otherwise, with `rows_expected` known, 95 × the
+        share of expected rows pulled plus 4 × the share matched, at most 99; without it, the share of
+        policies pulled."""
+        if self.status == RunStatus.COMPLETED:
+            return 100
+        if self.rows_expected:
+            pulled = min(self.rows_pulled, self.rows_expected) * 95 // self.rows_expected
+            matched = min(self.rows_matched, self.rows_expected) * 4 // self.rows_expected
+            return min(99, pulled + matched)
+        if self.policies_total:
+            return min(99, self.policies_done * 100 // self.policies_total)
+        return 0
 
 
 class ReconciliationLock(models.Model):
@@ -131,6 +149,7 @@ class InsurerRosterEntry(models.Model):
     date_of_birth = models.DateField(null=True, blank=True)
     sum_insured = models.BigIntegerField(help_text="paise")
     start_date = models.DateField(null=True, blank=True)
+    gender = models.CharField(max_length=16, blank=True, help_text="when the insurer sends it")
     last_seen_run = models.ForeignKey(
         ReconciliationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

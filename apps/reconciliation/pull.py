@@ -37,6 +37,9 @@ class RosterPage:
     ]  # employee_code, first_name, last_name, date_of_birth/start_date (date), sum_insured (paise)
     next_cursor: str | None
     page: int
+    # Members of the policy at the insurer, when the insurer says (REST/SOAP: on the first page; file: the
+    # manifest's row count). Drives the run's `percent`.
+    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class PullPolicy:
     read_timeout: float = 30.0
 
 
-def _member(raw: dict[str, Any]) -> dict[str, Any]:
+def member_from_insurer(raw: dict[str, Any]) -> dict[str, Any]:
+    """An insurer's member record (JSON shape: ISO dates, `sum_insured` in paise) → the roster's values.
+    Raises `ValueError`, `KeyError` or `TypeError` for an unreadable one."""
     return {
         "employee_code": str(raw["employee_code"]),
         "first_name": str(raw.get("first_name") or ""),
@@ -57,33 +62,31 @@ def _member(raw: dict[str, Any]) -> dict[str, Any]:
         "date_of_birth": date.fromisoformat(raw["date_of_birth"]) if raw.get("date_of_birth") else None,
         "sum_insured": int(raw["sum_insured"]),
         "start_date": date.fromisoformat(raw["start_date"]) if raw.get("start_date") else None,
+        "gender": str(raw.get("gender") or ""),
     }
 
 
-def _fetch_json(
-    *, session: requests.Session, url: str, params: dict[str, Any], policy: PullPolicy, sleep: Callable[[float], None]
-) -> dict[str, Any]:
-    """One page's JSON body, with bounded retries. Every wait goes through `sleep` (tests pass a fake clock)."""
+class TransientPullError(Exception):
+    """One attempt failed in a way worth retrying; `retry_after` is what the insurer asked for (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def with_retries(fetch: Callable[[], Any], *, policy: PullPolicy, sleep: Callable[[float], None]) -> Any:
+    """`fetch()`'s answer, retried while it raises `TransientPullError`, at most `policy.max_attempts` times.
+
+    Each wait is the insurer's `retry_after` (never less: a throttled client waits at least what was asked)
+    or, without one, full-jitter exponential backoff; a wait over `policy.max_wait_seconds` fails at once.
+    Every wait goes through `sleep` (the runner's refreshes the run's lock first; tests pass a fake clock).
+    Raises `RosterPullError` when the budget is spent; `RosterPullError` from `fetch` passes through."""
     last_error = ""
     for attempt in range(1, policy.max_attempts + 1):
-        retry_after: float | None = None
         try:
-            response = session.get(url, params=params, timeout=(policy.connect_timeout, policy.read_timeout))
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                try:
-                    body = response.json()
-                except ValueError as exc:
-                    raise RosterPullError(f"unreadable page: {exc}") from exc
-                if not isinstance(body, dict):
-                    raise RosterPullError("unreadable page: not a JSON object")
-                return body
-            if response.status_code not in TRANSIENT_STATUSES:
-                raise RosterPullError(f"insurer refused: HTTP {response.status_code} {response.text[:300]}")
-            last_error = f"HTTP {response.status_code}"
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return fetch()
+        except TransientPullError as exc:
+            last_error, retry_after = str(exc), exc.retry_after
         if attempt == policy.max_attempts:
             break
         if retry_after is not None:
@@ -97,6 +100,34 @@ def _fetch_json(
             wait = random.uniform(0, min(policy.backoff_cap_seconds, policy.backoff_base_seconds * 2**attempt))  # noqa: S311
         sleep(wait)
     raise RosterPullError(f"page failed after {policy.max_attempts} attempts: {last_error}")
+
+
+def _fetch_json(
+    *, session: requests.Session, url: str, params: dict[str, Any], policy: PullPolicy, sleep: Callable[[float], None]
+) -> dict[str, Any]:
+    """One page's JSON body, with bounded retries (`with_retries`)."""
+
+    def attempt() -> dict[str, Any]:
+        try:
+            response = session.get(url, params=params, timeout=(policy.connect_timeout, policy.read_timeout))
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise TransientPullError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code == 200:
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise RosterPullError(f"unreadable page: {exc}") from exc
+            if not isinstance(body, dict):
+                raise RosterPullError("unreadable page: not a JSON object")
+            return body
+        if response.status_code not in TRANSIENT_STATUSES:
+            raise RosterPullError(f"insurer refused: HTTP {response.status_code} {response.text[:300]}")
+        raise TransientPullError(
+            f"HTTP {response.status_code}", retry_after=parse_retry_after(response.headers.get("Retry-After"))
+        )
+
+    body: dict[str, Any] = with_retries(attempt, policy=policy, sleep=sleep)
+    return body
 
 
 def _pages(
@@ -147,9 +178,10 @@ def rest_roster_pages(
     ):
         try:
             yield RosterPage(
-                members=[_member(m) for m in body["members"]],
+                members=[member_from_insurer(m) for m in body["members"]],
                 next_cursor=body.get("next_cursor") or None,
                 page=int(body.get("page") or 0),
+                total=int(body["total"]) if body.get("total") is not None else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RosterPullError(f"unreadable roster page: {exc}") from exc

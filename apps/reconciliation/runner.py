@@ -16,9 +16,10 @@ from apps.audit.services import job_run_finish, job_run_start
 from apps.reconciliation.contracts import JOB_RECONCILIATION, RunLockLostError
 from apps.reconciliation.matching import policy_match, policy_money_match
 from apps.reconciliation.models import ReconciliationRun, RunStatus
-from apps.reconciliation.pull import PullPolicy, RosterPullError, rest_roster_pages, rest_statement_charges
-from apps.reconciliation.selectors import run_policies
+from apps.reconciliation.pull import PullPolicy, RosterPullError
+from apps.reconciliation.selectors import keel_member_count, run_policies
 from apps.reconciliation.services import reconciliation_finish, reconciliation_lock_refresh, roster_page_record
+from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
 
 log = structlog.get_logger(__name__)
 
@@ -93,28 +94,37 @@ def reconciliation_execute(
     status, error, summary = RunStatus.COMPLETED, "", Counter[str]()
     by_employer: dict[int, Counter[str]] = {}
     try:
+        try:
+            source = roster_source_for(run.insurer, session=session, sleep=wait, policy=pull_policy)
+        except RosterUnsupportedError as exc:
+            raise RosterPullError(str(exc)) from exc
         for scope in policies:
             key = str(scope.policy_id)
             if key in run.resume_cursors and run.resume_cursors[key] is None:
                 continue  # pulled completely before this worker resumed the run
-            pages = rest_roster_pages(
-                endpoint=run.insurer.endpoint,
+            fresh = key not in run.resume_cursors
+            pages = source.pages(
                 policy_number=scope.policy_number,
                 cursor=run.resume_cursors.get(key) or "",
                 page_size=page_size,
-                session=session,
-                sleep=wait,
-                policy=pull_policy,
+                request_id=f"run{run.pk}-policy{scope.policy_id}",
             )
             for page in pages:
                 if _cancel_requested(run_id):
                     raise _Cancelled
+                expected = 0
+                if fresh:
+                    # The policy's share of `rows_expected` (ADR 0045): what the insurer says it holds, else
+                    # what Keel covers; added once, with the policy's first page.
+                    expected = page.total if page.total is not None else keel_member_count(policy_id=scope.policy_id)
+                    fresh = False
                 seen = roster_page_record(
                     run_id=run_id,
                     insurer_id=run.insurer_id,
                     policy_id=scope.policy_id,
                     members=page.members,
                     next_cursor=page.next_cursor,
+                    rows_expected=expected,
                 )
                 if on_page is not None:
                     on_page(scope.policy_number, seen)
@@ -124,15 +134,9 @@ def reconciliation_execute(
         ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
         for scope in policies:
             counts = policy_match(run=run, scope=scope)
-            statement = rest_statement_charges(
-                endpoint=run.insurer.endpoint,
-                policy_number=scope.policy_number,
-                page_size=page_size,
-                session=session,
-                sleep=wait,
-                policy=pull_policy,
-            )
-            counts.update(policy_money_match(run=run, scope=scope, statement=statement))
+            if source.has_statement:
+                statement = source.statement(policy_number=scope.policy_number, page_size=page_size)
+                counts.update(policy_money_match(run=run, scope=scope, statement=statement))
             summary.update(counts)
             by_employer.setdefault(scope.employer_id, Counter()).update(counts)
             reconciliation_lock_refresh(run_id=run_id)

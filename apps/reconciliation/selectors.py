@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from apps.employers import selectors as employers
@@ -34,6 +35,7 @@ class MemberRecord:
     date_of_birth: date | None
     sum_insured: int
     start_date: date | None
+    gender: str = ""
 
 
 def scope_employer_ids(*, insurer_id: int, employer_id: int | None) -> list[int]:
@@ -55,13 +57,18 @@ def keel_members(*, policy_id: int) -> Iterator[MemberRecord]:
         yield MemberRecord(*row)
 
 
+def keel_member_count(*, policy_id: int) -> int:
+    """How many members Keel actively covers on a policy (a run's expected rows when the insurer gives none)."""
+    return employers.active_member_count(policy_id=policy_id)
+
+
 def insurer_members(*, run_id: int, insurer_id: int, policy_id: int) -> Iterator[MemberRecord]:
     """The insurer's roster of a policy as this run saw it (entries not seen by the run are gone at the
     insurer), ordered by employee code, streamed in chunks."""
     rows = (
         InsurerRosterEntry.objects.filter(insurer_id=insurer_id, policy_id=policy_id, last_seen_run_id=run_id)
         .order_by("employee_code")
-        .values_list("employee_code", "first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
+        .values_list("employee_code", "first_name", "last_name", "date_of_birth", "sum_insured", "start_date", "gender")
     )
     for row in rows.iterator(chunk_size=2000):
         yield MemberRecord(*row)
@@ -90,6 +97,18 @@ def run_visible_to(principal: Principal, run: ReconciliationRun) -> bool:
         return False
     visible = set(employers_visible_to(principal).filter(pk__in=run.employer_ids).values_list("pk", flat=True))
     return visible == set(run.employer_ids)
+
+
+def runs_for(principal: Principal) -> QuerySet[ReconciliationRun]:
+    """Runs a key may list, newest first: a run named for one employer the key may act for, and an
+    all-employers run this key's partner started. The latter covers several employers; for a key limited to
+    some employers the caller keeps only rows `run_visible_to` passes (the rule of `run_get_for`)."""
+    visible = employers_visible_to(principal).values("pk")
+    return (
+        ReconciliationRun.objects.select_related("insurer")
+        .filter(Q(employer_id__in=visible) | Q(employer__isnull=True, partner_id=principal.partner_id))
+        .order_by("-id")
+    )
 
 
 def run_get_for(principal: Principal, run_id: int | str) -> ReconciliationRun:

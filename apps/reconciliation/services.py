@@ -45,7 +45,7 @@ from apps.reconciliation.models import (
     RunStatus,
 )
 
-ROSTER_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
+ROSTER_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date", "gender")
 
 
 def _lock_rows(*, run: ReconciliationRun, insurer_id: int, employer_ids: Sequence[int]) -> None:
@@ -155,7 +155,8 @@ def reconciliation_lock_refresh(*, run_id: int) -> None:
 
 
 def _entry_values(member: Mapping[str, Any]) -> dict[str, Any]:
-    return {field: member[field] for field in ROSTER_FIELDS}
+    # `gender` is optional: most insurers do not send it.
+    return {field: member.get(field, "") if field == "gender" else member[field] for field in ROSTER_FIELDS}
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,6 +171,7 @@ def roster_page_record(
     policy_id: int,
     members: Sequence[Mapping[str, Any]],
     next_cursor: str | None,
+    rows_expected: int = 0,
 ) -> int:
     """Upsert one pulled page into the current insurer roster and advance the run, in one transaction.
 
@@ -180,7 +182,8 @@ def roster_page_record(
        `InsurerRosterChange` per changed entry (changed fields only, previous and new);
     3. mark every entry seen by this run; `rows_pulled` grows only by entries this run had not seen yet, so a
        page pulled twice (a retry, a resumed run) is never counted twice;
-    4. store `next_cursor` as the policy's resume point (None: the policy is done).
+    4. store `next_cursor` as the policy's resume point (None: the policy is done), and add `rows_expected`
+       (the policy's expected members, given with its first page) to the run's.
     Returns the number of entries newly seen by this run.
     """
     reconciliation_lock_refresh(run_id=run_id)
@@ -194,6 +197,7 @@ def roster_page_record(
     }
     created: list[InsurerRosterEntry] = []
     changed: list[InsurerRosterEntry] = []
+    unchanged_ids: list[int] = []
     history: list[InsurerRosterChange] = []
     newly_seen = 0
     for code, member in by_code.items():
@@ -216,19 +220,25 @@ def roster_page_record(
         if entry.last_seen_run_id != run_id:
             newly_seen += 1
         diff = {f: v for f, v in values.items() if getattr(entry, f) != v}
-        if diff:
-            previous = {f: getattr(entry, f) for f in diff}
-            for field, value in diff.items():
-                setattr(entry, field, value)
-            entry.updated_at = now
-            history.append(
-                InsurerRosterChange(
-                    entry=entry, run_id=run_id, previous=_jsonable(previous), new=_jsonable(diff), changed_at=now
-                )
-            )
+        if not diff:
+            unchanged_ids.append(entry.pk)
+            continue
+        previous = {f: getattr(entry, f) for f in diff}
+        for field, value in diff.items():
+            setattr(entry, field, value)
+        entry.updated_at = now
         entry.last_seen_run_id = run_id
         changed.append(entry)
+        history.append(
+            InsurerRosterChange(
+                entry=entry, run_id=run_id, previous=_jsonable(previous), new=_jsonable(diff), changed_at=now
+            )
+        )
     InsurerRosterEntry.objects.bulk_create(created, batch_size=1000)
+    # Most entries are unchanged: one plain UPDATE marks them seen (a `bulk_update` of 1,000 rows builds a
+    # CASE per field per row, and cost seconds a page in the benchmark).
+    if unchanged_ids:
+        InsurerRosterEntry.objects.filter(pk__in=unchanged_ids).update(last_seen_run_id=run_id)
     if changed:
         InsurerRosterEntry.objects.bulk_update(
             changed, [*ROSTER_FIELDS, "last_seen_run", "updated_at"], batch_size=1000
@@ -242,6 +252,7 @@ def roster_page_record(
         pages_pulled=F("pages_pulled") + 1,
         rows_pulled=F("rows_pulled") + newly_seen,
         policies_done=F("policies_done") + (0 if next_cursor else 1),
+        rows_expected=F("rows_expected") + rows_expected,
         resume_cursors=cursors,
     )
     return newly_seen
@@ -346,8 +357,11 @@ def _intake_body(discrepancy: Discrepancy, action: str, gender: str) -> dict[str
             "changes": {discrepancy.field: change},
         }
     member = dict(discrepancy.insurer_value or {})
+    gender = gender or str(member.get("gender") or "")
     if not gender:
-        raise ResolutionNotAllowedError("`create_addition` needs the member's `gender` (the insurer does not send it)")
+        raise DomainValidationError(
+            {"gender": "The insurer's record has no gender: send `gender` (male, female, other)."}
+        )
     return {
         "type": "addition",
         "effective_date": member.get("start_date") or today,
@@ -393,10 +407,12 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
 
     1. Lock the row; if it is no longer open, return it unchanged: resolving twice is a no-op returning the
        first resolution (whatever the second request asked).
-    2. `ignore` (any kind) → IGNORED. `flag_for_finance` (money kinds) → RESOLVED with an operator task in
-       `resolution_result`, no ledger change. `create_deletion` (missing_at_insurer: end Keel's cover),
-       `create_addition` (missing_internally: from the insurer's record, with `gender`, which insurers do not
-       send) and `create_correction` (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
+    2. `ignore` (any kind, with a non-blank `note`, else `DomainValidationError` naming `note`) → IGNORED.
+       `flag_for_finance` (money kinds) → RESOLVED with an operator task in `resolution_result`, no
+       ledger change. `create_deletion` (missing_at_insurer: end Keel's cover),
+       `create_addition` (missing_internally: from the insurer's record; `gender` from the body, else the
+       insurer's record, else `DomainValidationError` naming `gender`) and `create_correction`
+       (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
        endorsement's id, submitted through the endorsements intake in this transaction. `resend`
        (missing_at_insurer, field_mismatch) → RESOLVED; an outbox message has the consumer send Keel's member
        to the insurer again (an addition, or a correction), with no charge and no Keel coverage change;
@@ -410,6 +426,10 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
     )
     if discrepancy.status != DiscrepancyStatus.OPEN:
         return discrepancy
+    note = note.strip()
+    if action == ResolutionAction.IGNORE and not note:
+        # Issue 12: an ignored difference says why, so the next reader knows it was a decision.
+        raise DomainValidationError({"note": "`ignore` needs a note saying why."})
     result: dict[str, Any]
     if action == ResolutionAction.IGNORE:
         status, result = DiscrepancyStatus.IGNORED, {"ignored": True}
@@ -449,6 +469,37 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
         after={"status": status, "resolution_action": action, "resolution_note": note, **result},
     )
     return discrepancy
+
+
+def reconciliation_abandoned_sweep() -> list[int]:
+    """End FAILED every RUNNING run whose worker stopped: it holds no live lock (each lock row expired, no
+    refresh for `LOCK_TTL_SECONDS`) and started more than `LOCK_TTL_SECONDS` ago. Beat runs this every
+    minute (ADR 0045), so a killed worker's run does not stay RUNNING until the next POST takes its lock.
+
+    1. Pick candidates: RUNNING, started before now − TTL, no lock row with `expires_at` ≥ now.
+    2. End each with `reconciliation_finish` (conditional on RUNNING: a worker that refreshed in between, or a
+       run ended meanwhile, is left alone — finish writes nothing then), which deletes its lock rows and
+       records its partner events. Returns the ids ended."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=LOCK_TTL_SECONDS)
+    live = ReconciliationLock.objects.filter(expires_at__gte=now).values("run_id")
+    candidates = list(
+        ReconciliationRun.objects.filter(status=RunStatus.RUNNING, started_at__lt=cutoff)
+        .exclude(pk__in=live)
+        .values_list("pk", flat=True)
+    )
+    ended = []
+    for run_id in candidates:
+        with transaction.atomic():
+            if ReconciliationLock.objects.select_for_update().filter(run_id=run_id, expires_at__gte=now).exists():
+                continue  # its worker refreshed after step 1
+            if reconciliation_finish(
+                run_id=run_id,
+                status=RunStatus.FAILED,
+                error=f"abandoned: no heartbeat for {LOCK_TTL_SECONDS} s (its worker stopped)",
+            ):
+                ended.append(run_id)
+    return ended
 
 
 ROSTER_HISTORY_DAYS = 400

@@ -7,12 +7,12 @@ from celery import shared_task
 from django.db import transaction
 
 from apps.common.actors import Actor
-from apps.insurers.contracts import InsurerProtocol
 from apps.insurers.selectors import insurers_active
 from apps.reconciliation.contracts import RunOverlapError
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.selectors import scope_employer_ids
-from apps.reconciliation.services import reconciliation_start, roster_history_purge
+from apps.reconciliation.services import reconciliation_abandoned_sweep, reconciliation_start, roster_history_purge
+from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +34,17 @@ def reconciliation_run_enqueue(*, run_id: int) -> None:
 
 @shared_task(name="reconciliation.nightly", ignore_result=True)
 def reconciliation_nightly() -> dict[str, int | str]:
-    """Beat, nightly: one operator run per active REST insurer over all its employers (skipped, not queued
-    twice, while a run for any of them is still in progress). Returns `{insurer code: run id | "skipped"}`."""
+    """Beat, nightly: one operator run per active insurer with a roster (REST, SOAP, file) over all its
+    employers (skipped, not queued twice, while a run for any of them is still in progress; skipped with a log
+    line when its configuration cannot serve a roster). Returns `{insurer code: run id | "skipped"}`."""
     started: dict[str, int | str] = {}
     actor = Actor.system("reconciliation.nightly")
-    for insurer in insurers_active().filter(protocol=InsurerProtocol.REST):
+    for insurer in insurers_active():
+        try:
+            roster_source_for(insurer)
+        except RosterUnsupportedError as exc:
+            log.warning("reconciliation.nightly_unsupported", insurer=insurer.code, error=str(exc))
+            continue
         employer_ids = scope_employer_ids(insurer_id=insurer.pk, employer_id=None)
         if not employer_ids:
             continue
@@ -59,6 +65,12 @@ def reconciliation_nightly() -> dict[str, int | str]:
             continue
         started[insurer.code] = run.pk
     return started
+
+
+@shared_task(name="reconciliation.sweep_abandoned", ignore_result=True)
+def reconciliation_sweep_abandoned() -> list[int]:
+    """Beat, every minute: end FAILED the runs whose worker stopped heartbeating (ADR 0045)."""
+    return reconciliation_abandoned_sweep()
 
 
 @shared_task(name="reconciliation.history_purge", ignore_result=True)

@@ -269,6 +269,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=20, minute=30),  # 02:00 IST
         "options": {"queue": "reconciliation"},
     },
+    # On `default`, not `reconciliation`: the worker whose runs it ends may be the one that stopped.
+    "reconciliation-sweep-abandoned": {
+        "task": "reconciliation.sweep_abandoned",
+        "schedule": 60.0,
+        "options": {"queue": "default"},
+    },
     "reconciliation-history-purge": {
         "task": "reconciliation.history_purge",
         "schedule": crontab(hour=22, minute=0),

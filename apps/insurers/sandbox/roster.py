@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.common.money import to_minor
 from apps.insurers.sandbox.models import SandboxCharge, SandboxRosterControl, SandboxRosterMember
 
 MAX_PAGE_SIZE = 5000
@@ -140,7 +141,8 @@ def roster_misbehaviour(*, code: str, page: int) -> tuple[int, str] | None:
 
 
 def roster_page(*, code: str, policy_number: str, cursor: str, limit: int) -> dict[str, Any]:
-    """One page: `{"members": [...], "page": n, "next_cursor": str | None}` (dates ISO, sums in paise)."""
+    """One page: `{"members": [...], "page": n, "next_cursor": str | None}` (dates ISO, sums in paise), plus
+    `"total"` (members of the policy) on the first page."""
     after, page = roster_cursor_decode(cursor)
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     members = list(
@@ -151,7 +153,11 @@ def roster_page(*, code: str, policy_number: str, cursor: str, limit: int) -> di
     has_more = len(members) > limit
     members = members[:limit]
     next_cursor = roster_cursor_encode(after=members[-1].employee_code, page=page + 1) if has_more else None
-    return {"members": [_member_json(m) for m in members], "page": page, "next_cursor": next_cursor}
+    body: dict[str, Any] = {"members": [_member_json(m) for m in members], "page": page, "next_cursor": next_cursor}
+    if not after:
+        # The first page says how many members the policy has, so the client can show progress.
+        body["total"] = SandboxRosterMember.objects.filter(code=code, policy_number=policy_number).count()
+    return body
 
 
 def parse_member(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,3 +260,70 @@ def roster_follow(*, code: str, items: Iterable[Any], confirmed_keys: set[str]) 
             date_of_birth=item.date_of_birth,
             sum_insured=item.sum_insured,
         )
+
+
+# --- Drift from the command line (`manage.py sandbox_insurer --drift …`, issue 12) -------------------------
+
+DRIFT_KINDS = ("drop_member", "change", "add_member", "charge_amount", "drop_charge")
+DRIFT_HELP = (
+    "drop_member:CODE | change:CODE:FIELD=VALUE (first_name, last_name, date_of_birth, start_date as "
+    "YYYY-MM-DD, sum_insured in rupees) | add_member:CODE:FIRST:LAST:YYYY-MM-DD:RUPEES | "
+    "charge_amount:ENDORSEMENT_ID:RUPEES | drop_charge:ENDORSEMENT_ID"
+)
+
+
+def _rupees_to_paise(text: str) -> int:
+    return to_minor(text, allow_negative=True)
+
+
+def sandbox_drift_apply(*, code: str, policy_number: str, spec: str) -> str:
+    """Apply one drift written as `spec` (see `DRIFT_HELP`) to sandbox `code` (the member kinds on
+    `policy_number`); returns what was done, in words. Raises `ValueError` for a spec it cannot read or a
+    member or charge that is not there."""
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    try:
+        if kind == "drop_member" and len(parts) == 1:
+            done = sandbox_roster_drop(code=code, policy_number=policy_number, employee_code=parts[0])
+            what = f"dropped member {parts[0]}"
+        elif kind == "change" and len(parts) == 2 and "=" in parts[1]:
+            field, _, value = parts[1].partition("=")
+            converted: Any = value
+            if field in ("date_of_birth", "start_date"):
+                converted = date.fromisoformat(value)
+            elif field == "sum_insured":
+                converted = _rupees_to_paise(value)
+            done = sandbox_roster_change(
+                code=code, policy_number=policy_number, employee_code=parts[0], **{field: converted}
+            )
+            what = f"changed {parts[0]} {field} to {value}"
+        elif kind == "add_member" and len(parts) == 5:
+            employee_code, first, last, born, rupees = parts
+            done = sandbox_roster_load(
+                code=code,
+                policy_number=policy_number,
+                members=[
+                    {
+                        "employee_code": employee_code,
+                        "first_name": first,
+                        "last_name": last,
+                        "date_of_birth": date.fromisoformat(born),
+                        "sum_insured": _rupees_to_paise(rupees),
+                        "start_date": timezone.localdate(),
+                    }
+                ],
+            )
+            what = f"added member {employee_code} (Keel does not cover it)"
+        elif kind == "charge_amount" and len(parts) == 2:
+            done = sandbox_charge_change(code=code, endorsement_id=int(parts[0]), amount=_rupees_to_paise(parts[1]))
+            what = f"charged endorsement {parts[0]} {parts[1]}"
+        elif kind == "drop_charge" and len(parts) == 1:
+            done = sandbox_charge_drop(code=code, endorsement_id=int(parts[0]))
+            what = f"dropped the charge of endorsement {parts[0]}"
+        else:
+            raise ValueError(f"cannot read drift {spec!r}: expected {DRIFT_HELP}")
+    except (TypeError, ArithmeticError) as exc:
+        raise ValueError(f"cannot read drift {spec!r}: {exc}") from exc
+    if not done:
+        raise ValueError(f"drift {spec!r} changed nothing: no such member or charge at {code} ({policy_number})")
+    return what

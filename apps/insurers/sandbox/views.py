@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.insurers.callback_secrets import callback_secret_open
 from apps.insurers.conf import sandbox_enabled
-from apps.insurers.sandbox import roster, soap
+from apps.insurers.sandbox import roster, soap, soap_roster
 from apps.insurers.sandbox.callbacks import schedule_callbacks
 from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox_apply, sandbox_config_for
 from apps.insurers.sandbox.models import SandboxConfig
@@ -124,7 +124,8 @@ def roster_list(request: HttpRequest, code: str) -> JsonResponse:
 @require_http_methods(["GET", "POST"])
 def soap_endpoint(request: HttpRequest, code: str) -> HttpResponse:
     """SOAP face (ADR 0027): `GET ?wsdl` serves the versioned WSDL; `POST` is `SubmitEndorsements`, applied by
-    the same engine, rules and idempotency ledger as the REST face."""
+    the same engine, rules and idempotency ledger as the REST face, or `GetRoster` / `GetStatement`
+    (reconciliation, ADR 0045)."""
     if not sandbox_enabled():
         raise Http404("The sandbox insurer is disabled.")
     if request.method == "GET":
@@ -138,6 +139,10 @@ def soap_endpoint(request: HttpRequest, code: str) -> HttpResponse:
         return soap.response_fault(
             "Server", "The sandbox insurer is temporarily unavailable (simulated).", status=503, retry_after="1"
         )
+    roster_call = soap_roster.roster_operation_of(request.body)
+    if roster_call is not None:
+        operation, roster_request = roster_call
+        return soap_roster.roster_operation_answer(code=config.code, operation=operation, request=roster_request)
     try:
         raw_items = soap.parse_request(request.body)
         results = _apply(config, raw_items)

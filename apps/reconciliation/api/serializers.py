@@ -5,10 +5,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.common.money import format_minor
 from apps.common.serializers import Serializer
 from apps.employers.contracts import Gender
-from apps.reconciliation.contracts import RESOLUTION_ACTIONS
+from apps.reconciliation.contracts import MONEY_KINDS, RESOLUTION_ACTIONS
 from apps.reconciliation.models import (
+    Discrepancy,
     DiscrepancyKind,
     DiscrepancySeverity,
     DiscrepancyStatus,
@@ -31,7 +33,13 @@ class ReconciliationProgressSerializer(Serializer):
     pages_pulled = serializers.IntegerField()
     rows_pulled = serializers.IntegerField()
     rows_matched = serializers.IntegerField()
-    percent = serializers.IntegerField(help_text="share of the run's policies pulled, 0–100")
+    rows_expected = serializers.IntegerField(
+        help_text="members the pull expects: the insurer's reported total per policy, else Keel's active members"
+    )
+    percent = serializers.IntegerField(
+        help_text="0–100: 95 × rows pulled / rows_expected + 4 × rows matched / rows_expected while running, "
+        "100 when completed (ADR 0045)"
+    )
 
 
 class ReconciliationRunSerializer(Serializer):
@@ -50,16 +58,14 @@ class ReconciliationRunSerializer(Serializer):
 
     @extend_schema_field(ReconciliationProgressSerializer)
     def get_progress(self, run: ReconciliationRun) -> dict[str, Any]:
-        percent = 100 if run.status == RunStatus.COMPLETED else 0
-        if run.status != RunStatus.COMPLETED and run.policies_total:
-            percent = min(99, run.policies_done * 100 // run.policies_total)
         return {
             "policies_total": run.policies_total,
             "policies_done": run.policies_done,
             "pages_pulled": run.pages_pulled,
             "rows_pulled": run.rows_pulled,
             "rows_matched": run.rows_matched,
-            "percent": percent,
+            "rows_expected": run.rows_expected,
+            "percent": run.percent,
         }
 
 
@@ -73,14 +79,37 @@ class DiscrepancySerializer(Serializer):
     kind = serializers.ChoiceField(choices=DiscrepancyKind.choices, read_only=True)
     field = serializers.CharField(read_only=True)
     severity = serializers.ChoiceField(choices=DiscrepancySeverity.choices, read_only=True)
-    keel_value = serializers.JSONField(read_only=True, help_text="Keel's side: a value, a member, or paise")
-    insurer_value = serializers.JSONField(read_only=True, help_text="the insurer's side")
+    keel_value = serializers.SerializerMethodField(
+        help_text="Keel's side: a field's value, a member, or an amount; money as a decimal string in rupees"
+    )
+    insurer_value = serializers.SerializerMethodField(help_text="the insurer's side, in the same shape")
     status = serializers.ChoiceField(choices=DiscrepancyStatus.choices, read_only=True)
     resolution_action = serializers.CharField(read_only=True)
     resolution_note = serializers.CharField(read_only=True)
     resolution_result = serializers.DictField(read_only=True)
     resolved_at = serializers.DateTimeField(allow_null=True, read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_keel_value(self, discrepancy: Discrepancy) -> Any:
+        return discrepancy_value_at_api(discrepancy, discrepancy.keel_value)
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_insurer_value(self, discrepancy: Discrepancy) -> Any:
+        return discrepancy_value_at_api(discrepancy, discrepancy.insurer_value)
+
+
+def discrepancy_value_at_api(discrepancy: Discrepancy, value: Any) -> Any:
+    """One side of a discrepancy as the API shows it (SPEC §2: money as a decimal string in rupees, "1234.50";
+    stored as integer paise): an amount of a money kind, a `sum_insured` field value, a member's `sum_insured`.
+    Other values (names, ISO dates, None) pass unchanged."""
+    if value is None:
+        return None
+    if discrepancy.kind in MONEY_KINDS or discrepancy.field == "sum_insured":
+        return format_minor(int(value))
+    if isinstance(value, dict) and value.get("sum_insured") is not None:
+        return {**value, "sum_insured": format_minor(int(value["sum_insured"]))}
+    return value
 
 
 class DiscrepancyResolveInputSerializer(Serializer):

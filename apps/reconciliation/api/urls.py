@@ -10,5 +10,6 @@ urlpatterns = [
         views.ReconciliationDiscrepancyListView.as_view(),
         name="reconciliation-discrepancies",
     ),
+    path("discrepancies/<int:pk>", views.DiscrepancyDetailView.as_view(), name="discrepancy-detail"),
     path("discrepancies/<int:pk>/resolve", views.DiscrepancyResolveView.as_view(), name="discrepancy-resolve"),
 ]

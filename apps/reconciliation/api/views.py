@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import Conflict, DomainValidationError
-from apps.common.filters import FilterSet
+from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent
 from apps.employers import selectors as employer_selectors
 from apps.insurers.selectors import insurer_by_code
@@ -30,13 +30,40 @@ from apps.reconciliation.models import (
     DiscrepancySeverity,
     DiscrepancyStatus,
     ReconciliationRun,
+    RunStatus,
 )
+from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
 from apps.reconciliation.tasks import reconciliation_run_enqueue
 
 
+class ReconciliationRunFilter(FilterSet):
+    status = django_filters.ChoiceFilter(choices=RunStatus.choices)
+    insurer = django_filters.CharFilter(field_name="insurer__code", max_length=40, help_text="insurer code")
+    employer = IdFilter(field_name="employer_id", help_text="the employer a run was started for")
+
+    class Meta:
+        model = ReconciliationRun
+        fields = ("status", "insurer", "employer")
+
+
 class ReconciliationCreateView(PartnerGenericAPIView):
+    read_scope = Scope.RECONCILIATION_READ
     write_scope = Scope.RECONCILIATION_WRITE
     serializer_class = ReconciliationRunSerializer
+    filterset_class = ReconciliationRunFilter
+
+    def get_queryset(self) -> QuerySet[ReconciliationRun]:
+        if getattr(self, "swagger_fake_view", False):
+            return ReconciliationRun.objects.none()
+        return selectors.runs_for(principal_of(self.request))
+
+    @extend_schema(operation_id="reconciliations_list", responses=ReconciliationRunSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        """The key's runs, newest first (cursor pages; filters `status`, `insurer`, `employer`)."""
+        principal = principal_of(request)
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
+        runs = [run for run in page if principal.all_employers or selectors.run_visible_to(principal, run)]
+        return self.get_paginated_response(ReconciliationRunSerializer(runs, many=True).data)
 
     @extend_schema(
         request=ReconciliationCreateInputSerializer,
@@ -60,6 +87,10 @@ class ReconciliationCreateView(PartnerGenericAPIView):
         insurer = insurer_by_code(data["insurer"])
         if insurer is None:
             raise DomainValidationError({"insurer": "No such insurer."})
+        try:
+            roster_source_for(insurer)  # a protocol without a roster, or a broken configuration: 422 now
+        except RosterUnsupportedError as exc:
+            raise DomainValidationError({"insurer": str(exc)}) from exc
         if policy_id is not None:
             policy = employer_selectors.policy_with_employer_for(
                 principal, employer_id=employer_id, policy_id=policy_id
@@ -136,6 +167,14 @@ class ReconciliationDiscrepancyListView(PartnerGenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(DiscrepancySerializer(page, many=True).data)
+
+
+class DiscrepancyDetailView(PartnerGenericAPIView):
+    read_scope = Scope.RECONCILIATION_READ
+    serializer_class = DiscrepancySerializer
+
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(DiscrepancySerializer(selectors.discrepancy_get_for(principal_of(request), pk)).data)
 
 
 class DiscrepancyResolveView(PartnerGenericAPIView):

@@ -18,6 +18,20 @@ from apps.reconciliation.selectors import scope_employer_ids
 from apps.reconciliation.services import reconciliation_start
 
 SANDBOX = "sandbox-rest"
+# Where a factory-made sandbox-rest insurer points: nothing listens there. Tests that pull register the sandbox
+# on a live server (`sandbox_register`), which replaces it.
+UNREACHABLE_ENDPOINT = "http://127.0.0.1:9/sandbox/sandbox-rest"
+
+
+@pytest.fixture(autouse=True)
+def sandbox_insurer_with_endpoint(request):
+    """The `sandbox-rest` insurer `PolicyFactory` reuses, with an endpoint: a POST refuses an insurer whose
+    roster cannot be pulled (422 naming `insurer`)."""
+    if "django_db" not in {m.name for m in request.node.iter_markers()}:
+        return
+    from apps.employers.tests.factories import InsurerFactory
+
+    InsurerFactory(code=SANDBOX, endpoint=UNREACHABLE_ENDPOINT)
 
 
 class FakeClock:

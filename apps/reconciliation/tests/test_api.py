@@ -109,6 +109,7 @@ def test_get_shows_progress_and_delete_requests_cancel(setup) -> None:
         "pages_pulled": 0,
         "rows_pulled": 0,
         "rows_matched": 0,
+        "rows_expected": 0,
         "percent": 0,
     }
     assert cancelled.status_code == 202

@@ -42,3 +42,30 @@ def test_wrong_charge_and_missing_charge_are_each_found(active_policy, start_run
         ("charge_missing", second.pk, second.premium_amount, None),
     ]
     assert (done.summary["amount_mismatch"], done.summary["charge_missing"], done.summary["matched"]) == (1, 1, 3)
+
+
+def test_settled_money_differences_are_not_found_again_until_a_side_changes(
+    active_policy, start_run, fake_clock
+) -> None:
+    from apps.reconciliation.services import discrepancy_resolve
+    from apps.reconciliation.tests.conftest import SYSTEM
+
+    first, second, _ = Endorsement.objects.order_by("pk")
+    sandbox_charge_change(code=SANDBOX, endorsement_id=first.pk, amount=first.premium_amount + 100)
+    sandbox_charge_drop(code=SANDBOX, endorsement_id=second.pk)
+    found = reconciliation_execute(run_id=start_run(active_policy).pk, sleep=fake_clock)
+    wrong = Discrepancy.objects.get(run=found, kind="amount_mismatch")
+    missing = Discrepancy.objects.get(run=found, kind="charge_missing")
+    discrepancy_resolve(discrepancy_id=wrong.pk, action="flag_for_finance", note="", actor=SYSTEM)
+    discrepancy_resolve(discrepancy_id=missing.pk, action="ignore", note="waived by the insurer", actor=SYSTEM)
+
+    again = reconciliation_execute(run_id=start_run(active_policy).pk, sleep=fake_clock)
+    sandbox_charge_change(code=SANDBOX, endorsement_id=first.pk, amount=first.premium_amount + 200)
+    changed = reconciliation_execute(run_id=start_run(active_policy).pk, sleep=fake_clock)
+
+    assert Discrepancy.objects.filter(run=again).count() == 0
+    assert (again.summary["accepted"], again.summary["amount_mismatch"], again.summary["charge_missing"]) == (2, 0, 0)
+    assert list(Discrepancy.objects.filter(run=changed).values_list("kind", "insurer_value")) == [
+        ("amount_mismatch", first.premium_amount + 200)
+    ]
+    assert changed.summary["accepted"] == 1

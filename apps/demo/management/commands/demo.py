@@ -8,7 +8,10 @@ worker, so the run is deterministic and takes seconds:
 2. one addition is of a 70-year-old: the sandbox rejects it (age_limit) and its hold is released;
 3. a lean employer's additions do not fit its balance: they park in ON_HOLD_FUNDS until a top-up wakes them;
 4. one employer per insurer protocol — REST, SOAP (over HTTP) and files (batch file + manifest, the sandbox's
-   result file imported) — reaches ACTIVE.
+   result file imported) — reaches ACTIVE;
+5. reconciliation (issue 12): the REST sandbox drifts in one way per discrepancy kind, a run finds exactly those
+   five, each is resolved (resend, create_correction, create_addition, flag_for_finance, ignore with a note),
+   and a second run finds none.
 """
 
 from __future__ import annotations
@@ -29,16 +32,21 @@ from apps.common.money import format_minor
 from apps.employers.models import Employer, Policy
 from apps.employers.services import employer_create
 from apps.endorsements import services
-from apps.endorsements.models import Endorsement, EndorsementHistory
+from apps.endorsements.models import Endorsement, EndorsementHistory, EndorsementStatus
 from apps.endorsements.parsing import draft_from_request
 from apps.insurers.files.importer import result_files_import
 from apps.insurers.sandbox.files import sandbox_files_process_all
+from apps.insurers.sandbox.roster import sandbox_drift_apply
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger
 from apps.ledger.selectors import balance_get
 from apps.outbox.testing import drain
 from apps.partners.models import Partner
 from apps.partners.services import partner_create
+from apps.reconciliation.api.serializers import discrepancy_value_at_api
+from apps.reconciliation.models import Discrepancy
+from apps.reconciliation.runner import reconciliation_execute
+from apps.reconciliation.services import discrepancy_resolve, reconciliation_start
 
 
 class _ThreadingServer(WSGIServer):
@@ -139,9 +147,69 @@ class Command(BaseCommand):
                 self.stdout.write(f"   {sandbox.code} ({sandbox.protocol}): {', '.join(statuses)}")
                 per_protocol.append(employer.pk)
 
+            self._reconciliation(funded_policy, actor)
             self._timeline([funded.pk, lean.pk, *per_protocol], started)
         finally:
             server.shutdown()
+
+    def _reconciliation(self, policy: Policy, actor: Actor) -> None:
+        """Step 5: one drift per discrepancy kind at the REST sandbox, a run that finds each, each resolved, and a
+        second run that finds none (the sandbox's roster follows what it confirms)."""
+        self.stdout.write(self.style.MIGRATE_HEADING("5. Reconciliation: the insurer's roster and charges drift"))
+        code, number = policy.insurer.code, policy.policy_number
+        left = Endorsement.objects.filter(policy=policy, type="deletion").values("employee_code")
+        covered = list(
+            Endorsement.objects.filter(policy=policy, type="addition", status=EndorsementStatus.ACTIVE)
+            .exclude(employee_code__in=left)
+            .order_by("employee_code")
+        )
+        gone, wrong_dob, wrong_charge, no_charge = covered[:4]
+        for spec in (
+            f"drop_member:{gone.employee_code}",
+            f"change:{wrong_dob.employee_code}:date_of_birth=1979-12-31",
+            "add_member:X-ONLY:Ravi:Iyer:1985-03-04:300000.00",
+            f"charge_amount:{wrong_charge.pk}:{format_minor(wrong_charge.premium_amount + 5_00)}",
+            f"drop_charge:{no_charge.pk}",
+        ):
+            self.stdout.write(f"   sandbox: {sandbox_drift_apply(code=code, policy_number=number, spec=spec)}")
+        found = self._reconcile(policy, actor)
+        actions = {
+            "missing_at_insurer": ("resend", "the insurer lost the member: send it again"),
+            "field_mismatch": ("create_correction", "the insurer has the right date of birth"),
+            "missing_internally": ("create_addition", "joined through the insurer's portal"),
+            "amount_mismatch": ("flag_for_finance", "finance to ask for a credit note"),
+            "charge_missing": ("ignore", "the insurer waived this charge"),
+        }
+        for discrepancy in Discrepancy.objects.filter(run=found).order_by("id"):
+            action, note = actions[discrepancy.kind]
+            done = discrepancy_resolve(
+                discrepancy_id=discrepancy.pk, action=action, note=note, gender="male", actor=actor
+            )
+            self.stdout.write(f"   resolved {discrepancy.kind:<18} with {action:<17} → {done.status} ({note})")
+        self._pump(actor)
+        self.stdout.write("   … and a second run:")
+        self._reconcile(policy, actor)
+
+    def _reconcile(self, policy: Policy, actor: Actor) -> Any:
+        run = reconciliation_start(
+            insurer_id=policy.insurer_id,
+            employer_ids=[policy.employer_id],
+            employer_id=policy.employer_id,
+            policy_id=policy.pk,
+            partner_id=None,
+            actor=actor,
+        )
+        done = reconciliation_execute(run_id=run.pk)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(done.summary.items()) if v and k not in ("pages_pulled",))
+        self.stdout.write(f"   run {done.pk} {done.status} ({done.percent}%): {counts}")
+        for d in Discrepancy.objects.filter(run=done).order_by("id"):
+            subject = d.employee_code or f"endorsement #{d.endorsement_id}"
+            field = f" {d.field}" if d.field else ""
+            keel = discrepancy_value_at_api(d, d.keel_value)
+            theirs = discrepancy_value_at_api(d, d.insurer_value)
+            shown = f": Keel {keel} / insurer {theirs or 'nothing'}" if d.field or d.endorsement_id else ""
+            self.stdout.write(f"     {d.kind:<18} {subject}{field}{shown}")
+        return done
 
     def _employer(self, partner: Partner, ref: str, name: str, actor: Actor) -> Employer:
         return employer_create(

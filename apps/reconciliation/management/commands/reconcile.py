@@ -11,6 +11,7 @@ from apps.reconciliation.contracts import RunOverlapError
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.selectors import scope_employer_ids
 from apps.reconciliation.services import reconciliation_start
+from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
 from apps.reconciliation.tasks import reconciliation_run_enqueue
 
 
@@ -30,6 +31,10 @@ class Command(BaseCommand):
         insurer = insurer_by_code(options["insurer"])
         if insurer is None:
             raise CommandError(f"no insurer with code {options['insurer']!r}")
+        try:
+            roster_source_for(insurer)
+        except RosterUnsupportedError as exc:
+            raise CommandError(str(exc)) from exc
         employer_id, policy_id = options["employer"], options["policy"]
         if policy_id is not None and (
             employer_id is None

@@ -1,0 +1,19 @@
+"""The roster file contract of file insurers (reconciliation, issue 12, ADR 0045): names and schema version
+shared by Keel's puller (`apps.reconciliation.pull_file`) and the sandbox file insurer
+(`apps.insurers.sandbox.roster_files`).
+
+Keel asks with `<request id>.roster-request.json` (`{"policy_number", "request_id"}`) in the outbound location;
+the insurer answers with `roster-<request id>.jsonl` and then `roster-<request id>.roster-manifest.json` in the
+inbound location. The manifest suffix is not `.manifest.json`, so the result-file importer never takes a roster.
+"""
+
+from __future__ import annotations
+
+ROSTER_SCHEMA_VERSION = "keel.roster.v1"
+ROSTER_REQUEST_SUFFIX = ".roster-request.json"
+ROSTER_MANIFEST_SUFFIX = ".roster-manifest.json"
+
+
+def roster_file_names(request_id: str) -> tuple[str, str]:
+    """`(data file, manifest)` names of the roster file answering `request_id`."""
+    return f"roster-{request_id}.jsonl", f"roster-{request_id}{ROSTER_MANIFEST_SUFFIX}"

@@ -1,0 +1,114 @@
+"""Listing runs, reading one discrepancy, money as decimal strings, and the note `ignore` needs (issue 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.audit.models import AuditEvent
+from apps.employers.tests.factories import EmployerFactory
+from apps.endorsements.tests.factories import PolicyFactory
+from apps.reconciliation.models import Discrepancy, ReconciliationRun
+from apps.reconciliation.services import reconciliation_finish
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(make_key):
+    policy = PolicyFactory()
+    other = PolicyFactory(insurer=policy.insurer)
+    own = make_key(partner=policy.employer.partner, employers=[policy.employer])
+    foreign = make_key(partner=other.employer.partner, employers=[other.employer])
+    return policy, other, own, foreign
+
+
+def _discrepancy(run_id: int, policy, **fields) -> Discrepancy:
+    values = {"employee_code": "E1", "kind": "missing_at_insurer", "severity": "high", "key": "k"}
+    values.update(fields)
+    return Discrepancy.objects.create(run_id=run_id, employer=policy.employer, policy=policy, **values)
+
+
+def test_list_shows_only_the_keys_runs_newest_first_with_filters(setup) -> None:
+    policy, other, own, foreign = setup
+    mine = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    reconciliation_finish(run_id=mine, status="COMPLETED")
+    again = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    theirs = foreign.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+
+    listed = own.get("/api/v1/reconciliations")
+    running = own.get("/api/v1/reconciliations?status=RUNNING")
+    by_employer = own.get(f"/api/v1/reconciliations?employer={other.employer_id}")
+    by_insurer = own.get("/api/v1/reconciliations?insurer=nope")
+    bad = own.get("/api/v1/reconciliations?status=SLEEPING")
+
+    assert [r["id"] for r in listed.json()["results"]] == [again, mine]
+    assert [r["id"] for r in running.json()["results"]] == [again]
+    assert by_employer.json()["results"] == []
+    assert by_insurer.json()["results"] == []
+    assert bad.status_code == 422
+    assert [r["id"] for r in foreign.get("/api/v1/reconciliations").json()["results"]] == [theirs]
+
+
+def test_a_limited_key_does_not_list_a_partner_run_over_employers_it_cannot_see(setup, make_key) -> None:
+    policy, _, own, _ = setup
+    platform = make_key(partner=policy.employer.partner, all_employers=True)
+    PolicyFactory(insurer=policy.insurer, employer=EmployerFactory(partner=policy.employer.partner))
+    wide = platform.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+
+    assert own.get("/api/v1/reconciliations").json()["results"] == []
+    assert [r["id"] for r in platform.get("/api/v1/reconciliations").json()["results"]] == [wide]
+
+
+def test_discrepancy_detail_is_tenant_scoped_and_shows_money_in_rupees(setup) -> None:
+    policy, _, own, foreign = setup
+    run_id = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    money = _discrepancy(run_id, policy, kind="amount_mismatch", keel_value=123450, insurer_value=123550, key="c:1")
+    si = _discrepancy(
+        run_id, policy, kind="field_mismatch", field="sum_insured", keel_value=50000000, insurer_value=30000005, key="f"
+    )
+    missing = _discrepancy(
+        run_id, policy, kind="missing_internally", insurer_value={"employee_code": "E1", "sum_insured": 5}, key="m"
+    )
+    name = _discrepancy(run_id, policy, kind="field_mismatch", field="first_name", keel_value="A", insurer_value="B")
+
+    shown = {d.pk: own.get(f"/api/v1/discrepancies/{d.pk}").json() for d in (money, si, missing, name)}
+
+    assert (shown[money.pk]["keel_value"], shown[money.pk]["insurer_value"]) == ("1234.50", "1235.50")
+    assert (shown[si.pk]["keel_value"], shown[si.pk]["insurer_value"]) == ("500000.00", "300000.05")
+    assert (shown[missing.pk]["keel_value"], shown[missing.pk]["insurer_value"]) == (
+        None,
+        {"employee_code": "E1", "sum_insured": "0.05"},
+    )
+    assert (shown[name.pk]["keel_value"], shown[name.pk]["insurer_value"]) == ("A", "B")
+    assert foreign.get(f"/api/v1/discrepancies/{money.pk}").status_code == 404
+    assert own.get("/api/v1/discrepancies/999999").status_code == 404
+
+
+@pytest.mark.parametrize("note", [None, "", "   "])
+def test_ignore_without_a_note_is_422_naming_note_and_changes_nothing(setup, note) -> None:
+    policy, _, own, _ = setup
+    run_id = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    discrepancy = _discrepancy(run_id, policy)
+    body = {"action": "ignore"} if note is None else {"action": "ignore", "note": note}
+
+    response = own.post(f"/api/v1/discrepancies/{discrepancy.pk}/resolve", body)
+
+    assert response.status_code == 422
+    assert [e["pointer"] for e in response.json()["errors"]] == ["/note"]
+    discrepancy.refresh_from_db()
+    assert (discrepancy.status, discrepancy.resolution_note) == ("open", "")
+    assert not AuditEvent.objects.filter(action="reconciliation.discrepancy_resolved").exists()
+
+
+def test_every_action_keeps_its_note(setup) -> None:
+    policy, _, own, _ = setup
+    run_id = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    ignored = _discrepancy(run_id, policy, key="a")
+    flagged = _discrepancy(run_id, policy, kind="charge_missing", key="b", keel_value=100)
+
+    first = own.post(f"/api/v1/discrepancies/{ignored.pk}/resolve", {"action": "ignore", "note": " known gap "})
+    second = own.post(f"/api/v1/discrepancies/{flagged.pk}/resolve", {"action": "flag_for_finance", "note": "check"})
+
+    assert (first.status_code, first.json()["status"], first.json()["resolution_note"]) == (200, "ignored", "known gap")
+    assert (second.status_code, second.json()["resolution_note"]) == (200, "check")
+    assert ReconciliationRun.objects.count() == 1
