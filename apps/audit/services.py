@@ -20,7 +20,6 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from apps.common.bulk import insert_one
 from apps.audit.models import (
     AuditEvent,
     ExchangeDirection,
@@ -33,6 +32,7 @@ from apps.audit.models import (
 )
 from apps.audit.sealing import audit_verify, seal_all
 from apps.common.actors import Actor
+from apps.common.bulk import insert_one
 from apps.common.logging import current_correlation_id, scrub_text
 
 __all__ = [

@@ -120,7 +120,7 @@ def insert_one(instance: models.Model) -> models.Model:
         fields = tuple(f for f in meta.concrete_fields if pk_given or not f.primary_key)
         quote = connection.ops.quote_name
         sql = (
-            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 - names from model metadata
             f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(meta.pk.column)}"
         )
         cached = _INSERTS[key] = (sql, fields)

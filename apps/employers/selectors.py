@@ -58,10 +58,11 @@ def policy_with_employer_for(principal: Principal, *, employer_id: int, policy_i
 
 _POLICY_FIELDS = tuple(f.attname for f in Policy._meta.concrete_fields)
 _EMPLOYER_FIELDS = tuple(f.attname for f in Employer._meta.concrete_fields)
+# Names from model metadata; every value is a bound parameter.
 _POLICY_WITH_EMPLOYER_SQL = (
-    "SELECT "
-    + ", ".join([*(f"p.{Policy._meta.get_field(n).column}" for n in _POLICY_FIELDS)]
-                + [f"m.{Employer._meta.get_field(n).column}" for n in _EMPLOYER_FIELDS])
+    "SELECT "  # noqa: S608
+    + ", ".join([*(f"p.{f.column}" for f in Policy._meta.concrete_fields)]
+                + [f"m.{f.column}" for f in Employer._meta.concrete_fields])
     + f" FROM {Policy._meta.db_table} p JOIN {EMPLOYERS_TABLE} m ON m.id = p.employer_id"
     " WHERE p.id = %s AND p.employer_id = %s AND m.partner_id = %s"
 )  # fmt: skip

@@ -45,18 +45,20 @@ _DETAIL_SHOWN = {
     "premium_amount", "premium_direction", "batch_id", "insurer_reference", "rejection_class", "rejection_reason",
     "created_at", "updated_at",
 }  # fmt: skip
-_DETAIL_FIELDS = tuple(f.attname for f in Endorsement._meta.concrete_fields if f.attname in _DETAIL_SHOWN)
-_HISTORY_FIELDS = tuple(
-    f.attname for f in EndorsementHistory._meta.concrete_fields if f.attname in {"to_status", "at", "detail"}
+_DETAIL_COLUMNS = tuple(f for f in Endorsement._meta.concrete_fields if f.attname in _DETAIL_SHOWN)
+_HISTORY_COLUMNS = tuple(
+    f for f in EndorsementHistory._meta.concrete_fields if f.attname in {"to_status", "at", "detail"}
 )
+_DETAIL_FIELDS = tuple(f.attname for f in _DETAIL_COLUMNS)
+_HISTORY_FIELDS = tuple(f.attname for f in _HISTORY_COLUMNS)
+_EMPLOYER_AT = _DETAIL_FIELDS.index("employer_id")
 _DETAIL_SQL = (
-    "SELECT "
-    + ", ".join([*(f"e.{Endorsement._meta.get_field(n).column}" for n in _DETAIL_FIELDS)]
-                + [f"h.{EndorsementHistory._meta.get_field(n).column}" for n in _HISTORY_FIELDS])
+    "SELECT "  # noqa: S608
+    + ", ".join([*(f"e.{f.column}" for f in _DETAIL_COLUMNS)] + [f"h.{f.column}" for f in _HISTORY_COLUMNS])
     + f" FROM {Endorsement._meta.db_table} e JOIN {EMPLOYERS_TABLE} m ON m.id = e.employer_id"
     + f" LEFT JOIN {EndorsementHistory._meta.db_table} h ON h.endorsement_id = e.id"
     " WHERE e.id = %s AND m.partner_id = %s ORDER BY h.id"
-)  # fmt: skip  # noqa: S608 - names from model metadata; every value is a bound parameter
+)  # fmt: skip
 
 
 def endorsement_detail_for(
@@ -75,7 +77,7 @@ def endorsement_detail_for(
     with connection.cursor() as cursor:
         cursor.execute(_DETAIL_SQL, [pk, principal.partner_id])
         rows = cursor.fetchall()
-    if not rows or not (principal.all_employers or rows[0][_DETAIL_FIELDS.index("employer_id")] in principal.employer_ids):
+    if not rows or not (principal.all_employers or rows[0][_EMPLOYER_AT] in principal.employer_ids):
         raise Http404
     split = len(_DETAIL_FIELDS)
     endorsement = Endorsement.from_db(connection.alias, _DETAIL_FIELDS, rows[0][:split])

@@ -76,10 +76,10 @@ def _lock_pan(*, partner_id: int, pan_blind_index: str) -> None:
 
 
 _DUPLICATE_SQL = (
-    f"SELECT id FROM {LoanApplication._meta.db_table}"
+    f"SELECT id FROM {LoanApplication._meta.db_table}"  # noqa: S608 - the table name from model metadata
     " WHERE partner_id = %s AND pan_blind_index = %s AND (status = %s OR created_at >= %s)"
     " ORDER BY created_at DESC LIMIT 1"
-)  # noqa: S608 - the table name from model metadata; every value is a bound parameter
+)
 
 
 def loan_application_find_duplicate(*, partner_id: int, pan_blind_index: str) -> LoanApplication | None:

@@ -25,5 +25,5 @@ WEBHOOKS_ALLOW_LOCAL_HTTP = False
 # 1 s Celery runs as the safety net. The web process sends no Celery nudge on commit: the NOTIFY is already
 # there, and the nudge (a Redis SET NX and, when it wins, a Celery publish) was 30 % of the instructions of
 # `POST /endorsements` (bench/request_cost.py). Set these to true where those two processes do not run.
-OUTBOX = {**OUTBOX, "NUDGE_ON_COMMIT": env.bool("OUTBOX_NUDGE_ON_COMMIT", default=False)}  # noqa: F405
-WEBHOOKS = {**WEBHOOKS, "NUDGE_ON_COMMIT": env.bool("WEBHOOKS_NUDGE_ON_COMMIT", default=False)}  # noqa: F405
+OUTBOX = {**OUTBOX, "NUDGE_ON_COMMIT": env.bool("OUTBOX_NUDGE_ON_COMMIT", default=False)}
+WEBHOOKS = {**WEBHOOKS, "NUDGE_ON_COMMIT": env.bool("WEBHOOKS_NUDGE_ON_COMMIT", default=False)}

@@ -55,7 +55,8 @@ def test_insert_one_stores_exactly_what_save_stores(time_machine):
 
     fast = bulk.insert_one(OutboxMessage(**fields))
 
-    assert fast.pk is not None and fast.pk != by_orm.pk
+    assert fast.pk is not None
+    assert fast.pk != by_orm.pk
     assert (fast._state.adding, fast._state.db) == (False, "default")
     assert _columns(OutboxMessage, fast.pk) == _columns(OutboxMessage, by_orm.pk)
     assert OutboxMessage.objects.get(pk=fast.pk).payload == fields["payload"]

@@ -141,7 +141,9 @@ def endorsement_detail_representation(e: Any, history: Iterable[Any]) -> dict[st
     """`EndorsementDetailSerializer`'s document: `endorsement_representation(e)` plus `history`, a list of
     `{status, at, detail}` for the given history rows (`EndorsementHistory`, in the order given)."""
     document = endorsement_representation(e)
-    document["history"] = [{"status": str(h.to_status), "at": _datetime(h.at), "detail": str(h.detail)} for h in history]
+    document["history"] = [
+        {"status": str(h.to_status), "at": _datetime(h.at), "detail": str(h.detail)} for h in history
+    ]
     return document
 
 
