@@ -46,8 +46,10 @@ from typing import Any
 from _common import ROOT, bench_world, require_postgres_and_redis, setup_environment
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
-# As production runs: the web process nudges the relay on commit.
-os.environ["OUTBOX_NUDGE_ON_COMMIT"] = "true"
+# As production runs (config.settings.production, ADR 0048): no Celery nudge on commit — the relay and webhook
+# processes are woken by PostgreSQL NOTIFY, which the triggers queue in the same transactions here too.
+os.environ["OUTBOX_NUDGE_ON_COMMIT"] = "false"
+os.environ["WEBHOOKS_NUDGE_ON_COMMIT"] = "false"
 # DEBUG is off: PAN keys must be set explicitly (bench-only keys, derived from a label).
 for _name, _label in (("PAN_ENCRYPTION_KEYS", "pan-1"), ("PAN_BLIND_INDEX_KEY", "blind-index")):
     _key = base64.b64encode(hashlib.sha256(f"keel-bench-only:{_label}".encode()).digest()).decode()

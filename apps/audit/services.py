@@ -33,6 +33,7 @@ from apps.audit.models import (
 from apps.audit.sealing import audit_verify, seal_all
 from apps.common import bulk
 from apps.common.actors import Actor
+from apps.common.bulk import insert_one
 from apps.common.logging import current_correlation_id, scrub_text
 
 __all__ = [
@@ -213,7 +214,7 @@ def audit_record(
     sensitive = DEFAULT_SENSITIVE_FIELDS | {s.lower() for s in sensitive_fields}
     entry = AuditEntry(action, object_type, object_id, employer_id, before, after)
     event = _audit_event(actor=actor, entry=entry, sensitive=sensitive, now=timezone.now())
-    event.save(force_insert=True)
+    insert_one(event)  # `save(force_insert=True)` without the ORM's per-call compilation (issue 15)
     return event
 
 

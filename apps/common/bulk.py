@@ -134,3 +134,51 @@ def _copy_value(field: models.Field[Any, Any]) -> Callable[[models.Model], Any]:
     if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
         return lambda obj: field.pre_save(obj, True)
     return lambda obj: getattr(obj, attname)
+
+
+# (model, database vendor, pk given?) → (INSERT statement, the fields it binds, in order)
+_INSERTS: dict[tuple[type[models.Model], str, bool], tuple[str, tuple[models.Field[Any, Any], ...]]] = {}
+
+
+def _plain(model: type[models.Model]) -> bool:
+    """No database default and no generated column: every column's value comes from the instance."""
+    return not any(
+        getattr(f, "db_default", models.NOT_PROVIDED) is not models.NOT_PROVIDED or getattr(f, "generated", False)
+        for f in model._meta.concrete_fields
+    )
+
+
+def insert_one(instance: models.Model) -> models.Model:
+    """`instance.save(force_insert=True)` on the hot paths (issue 15), without the ORM's per-call compilation of
+    the INSERT (≈ 1,300 profiler events of a 10,000-event request): one cached statement per model, every
+    value prepared as the ORM prepares it (`pre_save` — `auto_now`/`auto_now_add` — then `get_db_prep_save`),
+    the generated primary key read back with `RETURNING`. Returns `instance`, saved (pk set, `_state` as after
+    `save`). Sends no `pre_save`/`post_save` signals (Keel has no receivers). Falls back to `save` for a model
+    with database defaults or generated columns, or a database that cannot return columns from an INSERT.
+    Raises what the INSERT raises (`IntegrityError` …), like `save`."""
+    model = type(instance)
+    meta = model._meta
+    pk_given = instance.pk is not None
+    if not (connection.features.can_return_columns_from_insert and _plain(model)):
+        instance.save(force_insert=True)
+        return instance
+    key = (model, connection.vendor, pk_given)
+    cached = _INSERTS.get(key)
+    if cached is None:
+        fields = tuple(f for f in meta.concrete_fields if pk_given or not f.primary_key)
+        quote = connection.ops.quote_name
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 - names from model metadata
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(meta.pk.column)}"
+        )
+        cached = _INSERTS[key] = (sql, fields)
+    sql, fields = cached
+    values = [f.get_db_prep_save(f.pre_save(instance, True), connection=connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        (pk,) = cursor.fetchone()
+    if not pk_given:
+        setattr(instance, meta.pk.attname, meta.pk.to_python(pk))
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.audit.contracts import PiiAction
 from apps.audit.services import audit_record, pii_access_record
 from apps.common.actors import Actor
+from apps.common.bulk import insert_one
 from apps.common.errors import Conflict, DomainValidationError
 from apps.common.money import format_minor
 from apps.loan_applications import pan as pan_crypto
@@ -74,8 +75,24 @@ def _lock_pan(*, partner_id: int, pan_blind_index: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
+_DUPLICATE_SQL = (
+    f"SELECT id FROM {LoanApplication._meta.db_table}"  # noqa: S608 - the table name from model metadata
+    " WHERE partner_id = %s AND pan_blind_index = %s AND (status = %s OR created_at >= %s)"
+    " ORDER BY created_at DESC LIMIT 1"
+)
+
+
 def loan_application_find_duplicate(*, partner_id: int, pan_blind_index: str) -> LoanApplication | None:
+    """The partner's latest application for this PAN (by blind index) that is still PENDING or was created in
+    the last 24 h (SPEC §9), with only its id loaded; None if there is none. One hand-written statement on
+    PostgreSQL — it runs on every `POST /loan-applications` and the ORM's compilation cost more than the
+    query (issue 15) — and the same filter through the ORM elsewhere."""
     since = timezone.now() - DUPLICATE_WINDOW
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_DUPLICATE_SQL, [partner_id, pan_blind_index, str(LoanStatus.PENDING), since])
+            row = cursor.fetchone()
+        return None if row is None else LoanApplication.from_db(connection.alias, ("id",), row)
     return (
         LoanApplication.objects.filter(partner_id=partner_id, pan_blind_index=pan_blind_index)
         .filter(Q(status=LoanStatus.PENDING) | Q(created_at__gte=since))
@@ -132,7 +149,7 @@ def loan_application_create(
 
     application_id = uuid7()
     ciphertext, key_version = pan_crypto.encrypt_pan(pan, application_id=application_id, ring=ring)
-    application = LoanApplication.objects.create(
+    application = LoanApplication(
         id=application_id,
         partner_id=partner_id,
         pan_ciphertext=ciphertext,
@@ -150,6 +167,7 @@ def loan_application_create(
         status=LoanStatus.PENDING,
         created_at=timezone.now(),
     )
+    insert_one(application)  # the ORM's INSERT without its per-call compilation (hot path, issue 15)
     audit_record(
         actor=actor,
         action=LoanAuditAction.SUBMITTED,

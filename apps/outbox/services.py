@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from apps.common.bulk import insert_one
 from apps.common.logging import current_correlation_id
 from apps.outbox.models import InboxEntry, OutboxMessage, OutboxStatus
 
@@ -77,7 +78,7 @@ def outbox_enqueue(
     if not isinstance(payload, dict):
         raise OutboxError(f"payload for {topic!r} must be a JSON object")
     now = timezone.now()
-    message = OutboxMessage.objects.create(
+    message = OutboxMessage(
         topic=topic,
         key=key,
         payload=payload,
@@ -85,6 +86,7 @@ def outbox_enqueue(
         created_at=now,
         available_at=now + timedelta(seconds=delay_seconds) if delay_seconds > 0 else now,
     )
+    insert_one(message)  # the ORM's INSERT without its per-call compilation (hot path, issue 15)
     if settings.OUTBOX["NUDGE_ON_COMMIT"] and not _nudge_registered(connection):
         transaction.on_commit(_nudge)
     return message

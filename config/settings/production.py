@@ -19,3 +19,11 @@ CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
 # Webhook targets: https and public addresses only, never a local receiver (SPEC §10).
 WEBHOOKS_ALLOW_LOCAL_HTTP = False
+
+# Wake-ups (ADR 0048): the production layout runs the `outbox_relay` and `webhook_dispatch` processes, woken by
+# PostgreSQL NOTIFY at each commit (triggers of outbox migration 0002 and partners migration 0002), with beat's
+# 1 s Celery runs as the safety net. The web process sends no Celery nudge on commit: the NOTIFY is already
+# there, and the nudge (a Redis SET NX and, when it wins, a Celery publish) was 30 % of the instructions of
+# `POST /endorsements` (bench/request_cost.py). Set these to true where those two processes do not run.
+OUTBOX = {**OUTBOX, "NUDGE_ON_COMMIT": env.bool("OUTBOX_NUDGE_ON_COMMIT", default=False)}
+WEBHOOKS = {**WEBHOOKS, "NUDGE_ON_COMMIT": env.bool("WEBHOOKS_NUDGE_ON_COMMIT", default=False)}

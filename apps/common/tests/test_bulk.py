@@ -114,3 +114,35 @@ def test_copy_create_stamps_auto_now_add_columns() -> None:
 def test_copy_create_of_nothing_does_nothing(django_assert_num_queries) -> None:
     with django_assert_num_queries(0):
         assert bulk.copy_create([]) == []
+
+
+def _columns(model, pk) -> dict:
+    row = model.objects.filter(pk=pk).values().get()
+    return {name: value for name, value in row.items() if name != "id"}
+
+
+def test_insert_one_stores_exactly_what_save_stores(time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    fields = {"topic": "t.x", "key": "k'1\"; --", "payload": {"n": [1, {"a": None}], "s": "₹"}, "headers": {"c": "x"}}
+    by_orm = OutboxMessage(**fields)
+    by_orm.save(force_insert=True)
+
+    fast = bulk.insert_one(OutboxMessage(**fields))
+
+    assert fast.pk is not None
+    assert fast.pk != by_orm.pk
+    assert (fast._state.adding, fast._state.db) == (False, "default")
+    assert _columns(OutboxMessage, fast.pk) == _columns(OutboxMessage, by_orm.pk)
+    assert OutboxMessage.objects.get(pk=fast.pk).payload == fields["payload"]
+
+
+def test_insert_one_keeps_a_given_primary_key_and_raises_like_save_on_a_duplicate():
+    from django.db import IntegrityError, transaction
+
+    given = bulk.insert_one(OutboxMessage(pk=987_654_321, topic="t.given", payload={}))
+    assert OutboxMessage.objects.get(pk=987_654_321).topic == "t.given"
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulk.insert_one(OutboxMessage(pk=given.pk, topic="t.again", payload={}))
+
+    assert list(OutboxMessage.objects.values_list("topic", flat=True)) == ["t.given"]

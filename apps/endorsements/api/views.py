@@ -27,6 +27,7 @@ from apps.endorsements.api.serializers import (
     EndorsementDetailSerializer,
     EndorsementQuoteSerializer,
     EndorsementSerializer,
+    endorsement_detail_representation,
     progress_payload,
 )
 from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementStatus, EndorsementType
@@ -135,8 +136,8 @@ class EndorsementDetailView(PartnerGenericAPIView):
     serializer_class = EndorsementDetailSerializer
 
     def get(self, request: Request, pk: int) -> Response:
-        endorsement = selectors.endorsement_get_for(principal_of(request), pk)
-        return Response(EndorsementDetailSerializer(endorsement).data)
+        endorsement, history = selectors.endorsement_detail_for(principal_of(request), pk)
+        return Response(endorsement_detail_representation(endorsement, history))
 
 
 class EndorsementCancelView(PartnerGenericAPIView):
