@@ -70,8 +70,8 @@ check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
 	DJANGO_SETTINGS_MODULE=config.settings.production DJANGO_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(64))')" \
 	  DJANGO_ALLOWED_HOSTS=keel.example DATABASE_URL=$(PG_URL) REDIS_URL=redis://127.0.0.1:6379/0 \
 	  $(BIN)/python manage.py check --deploy --fail-level WARNING
-	@if command -v docker-compose >/dev/null; then DJANGO_SECRET_KEY=x docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml parses"; \
-	 elif docker compose version >/dev/null 2>&1; then DJANGO_SECRET_KEY=x docker compose -f docker-compose.yml config -q; \
+	@if command -v docker-compose >/dev/null; then DJANGO_SECRET_KEY=x OAUTH_SIGNING_KEYS_KEY=x docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml parses"; \
+	 elif docker compose version >/dev/null 2>&1; then DJANGO_SECRET_KEY=x OAUTH_SIGNING_KEYS_KEY=x docker compose -f docker-compose.yml config -q; \
 	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
 
 bench: install ## run every benchmark (PostgreSQL + Redis), each on its own database; figures go to docs/benchmarks.md
