@@ -31,6 +31,7 @@ from rest_framework import exceptions
 from rest_framework.settings import api_settings
 
 from apps.common.errors import problem_response
+from apps.common.text import control_character_error
 from apps.live import hub as hub_module
 from apps.live.hub import LiveEvent, Subscription, live_event_of
 from apps.partners.contracts import Principal
@@ -94,18 +95,22 @@ def _open(request: HttpRequest) -> StreamRequest:
     employer_id = None
     raw_employer = request.GET.get("employer")
     if raw_employer is not None:
-        if not raw_employer.isdigit() or len(raw_employer) > 18:
+        if not (raw_employer.isascii() and raw_employer.isdigit()) or len(raw_employer) > 18 or int(raw_employer) < 1:
             raise _Refused(_invalid(request, "employer", "must be an employer id (a positive integer)"))
         employer_id = int(raw_employer)
         owner = employer_partners([employer_id]).get(employer_id)
         if owner is None or not principal.may_act_for(employer_id=employer_id, employer_partner_id=owner):
             raise _Refused(problem_response(request, 404, "No employer with this id."))
 
+    # The header (what EventSource sends on a reconnect) or the query parameter; errors name the one used.
+    source = "Last-Event-ID" if request.headers.get("Last-Event-ID") else "last_event_id"
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
     if last_event_id:
+        if message := control_character_error(last_event_id):
+            raise _Refused(_invalid(request, source, message))  # a NUL would be a PostgreSQL error, not a miss
         event = events_visible_to(principal).filter(public_id=last_event_id[:MAX_ID_LENGTH]).first()
         if event is None or event.position is None:
-            raise _Refused(_invalid(request, "Last-Event-ID", "no event with this id is visible to this caller"))
+            raise _Refused(_invalid(request, source, "no event with this id is visible to this caller"))
         after = event.position
     else:
         top = events_visible_to(principal).order_by("-position").values_list("position", flat=True).first()
