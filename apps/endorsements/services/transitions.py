@@ -95,7 +95,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
     if not transitions:
         return
     label = actor.display[:120]
-    if bulk.supports_copy():
+    if bulk.supports_copy() and len(transitions) >= bulk.COPY_MIN_ROWS:  # one INSERT beats COPY for a few rows
         now = timezone.now()
         bulk.copy_insert(
             EndorsementHistory,
