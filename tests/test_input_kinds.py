@@ -722,6 +722,36 @@ def test_a_key_of_another_employer_never_receives_a_stored_response(world, make_
 
     assert "Idempotent-Replayed" not in replay, replay.content[:300]
     assert replay.content != original.content
+    if 200 <= replay.status_code < 300 and operation in REPLAYED:  # its own request: its retries replay it
+        with resolver_stub(WEBHOOK_DNS):
+            retried = second.post(path, body, HTTP_IDEMPOTENCY_KEY=key)
+        assert retried["Idempotent-Replayed"] == "true"
+        assert retried.json()["id"] == replay.json()["id"]
     if operation in REPLAYED:  # the key that made it still gets its replay (a secret shown once is null there)
         assert again["Idempotent-Replayed"] == "true"
         assert again.json() == {**original.json(), **{k: None for k in ("secret",) if k in original.json()}}
+
+
+def test_a_key_of_another_employer_reusing_an_idempotency_key_has_requests_of_its_own(world, make_key):
+    """Keys are claimed per partner and key binding: the second key's retries replay its own response, and a
+    different body is not refused as "reused" — it never learns another key used that Idempotency-Key."""
+    employer = world["employer"]
+    other = PolicyFactory(employer__partner=employer.partner).employer
+    first = make_key(partner=employer.partner, employers=[employer])
+    second = make_key(partner=employer.partner, employers=[other])
+    body = {"url": WEBHOOK_URL, "event_types": ["ledger.topup_posted"]}
+    with resolver_stub(WEBHOOK_DNS):
+        mine = first.post("/api/v1/webhook-endpoints", body, HTTP_IDEMPOTENCY_KEY="shared-x")
+        theirs = second.post("/api/v1/webhook-endpoints", body, HTTP_IDEMPOTENCY_KEY="shared-x")
+        theirs_again = second.post("/api/v1/webhook-endpoints", body, HTTP_IDEMPOTENCY_KEY="shared-x")
+        different = second.post(
+            "/api/v1/webhook-endpoints", {**body, "description": "other"}, HTTP_IDEMPOTENCY_KEY="shared-x"
+        )
+
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert theirs.json()["id"] != mine.json()["id"]
+    assert theirs.json()["employers"] == [other.pk]
+    assert theirs_again["Idempotent-Replayed"] == "true"
+    assert theirs_again.json()["id"] == theirs.json()["id"]
+    assert different.status_code == 422  # its own key, now with another body: "reused", as for any key
+    assert different.json()["type"].endswith("idempotency-key-reused")

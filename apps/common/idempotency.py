@@ -11,10 +11,13 @@
    canonicalised (key order, white space); a form or multipart body by its parsed fields and each file's
    SHA-256 — a multipart boundary differs on every send. A body too deeply nested to canonicalise is hashed
    as its bytes rather than recursed into.
-5. A stored response is replayed only to a key that may see it (issue 8, kind 9): a key acting for all the
-   partner's employers, a key bound to at least the employers of the key that made the request, or one
-   bound to the stored response's `employer`. Any other key of the same partner has its request handled as
-   its own (the view then answers, typically 404) and nothing is stored for it.
+5. A stored response is replayed only to a key that may see it (issue 8, kind 9): keys are claimed per
+   partner *and* key binding (`requester_scope`), so a key of another employer that reuses an
+   Idempotency-Key has a request of its own (the view then answers, typically 404), stored and replayed to
+   its own retries; it never sees the other request's response nor learns it exists (no 422 for a different
+   body). A key that may see a completed response of another binding — acting for all the partner's
+   employers, bound to at least the requester's employers, or to the `employer` the body names — gets it
+   replayed (`foreign_replay`).
 """
 
 from __future__ import annotations
@@ -107,6 +110,15 @@ def employer_binding(user: Any) -> list[int] | None:
     return sorted(int(i) for i in getattr(user, "employer_ids", ()))
 
 
+def requester_scope_of(employer_ids: list[int] | None) -> str:
+    """The stored scope of a binding: "all" for a key acting for all its partner's employers, else "employers:"
+    and 40 hex digits of SHA-256 over the sorted ids (bounded, whatever the number of employers)."""
+    if employer_ids is None:
+        return "all"
+    digest = hashlib.sha256(",".join(str(i) for i in sorted(employer_ids)).encode()).hexdigest()
+    return f"employers:{digest[:40]}"
+
+
 def replay_visible_to(user: Any, body: Any, requester_employer_ids: list[int] | None = None) -> bool:
     """May this caller (a `Principal` of the record's partner) see a stored response? Yes when it acts for
     all the partner's employers, or for every employer the key that made the request was bound to
@@ -122,9 +134,32 @@ def replay_visible_to(user: Any, body: Any, requester_employer_ids: list[int] | 
     return isinstance(employer, int) and not isinstance(employer, bool) and employer in binding
 
 
+def foreign_replay(
+    *, partner_id: int, key: str, fingerprint: str, user: Any, requester_scope: str
+) -> IdempotencyRecord | None:
+    """A completed record of the same partner, key and request made under another key binding that `user` may
+    see (`replay_visible_to`), or None: a platform key retrying what an employer key sent gets that response.
+    One indexed read; records of bindings `user` may not see are ignored (they neither replay nor refuse)."""
+    candidates = IdempotencyRecord.objects.filter(
+        partner_id=partner_id,
+        key=key,
+        fingerprint=fingerprint,
+        status=IdempotencyStatus.COMPLETED,
+        expires_at__gt=timezone.now(),
+    ).exclude(requester_scope=requester_scope)
+    for record in candidates:
+        body = json.loads(record.response_body) if record.response_body else None
+        if replay_visible_to(user, body, record.requester_employer_ids):
+            return record
+    return None
+
+
 def idempotency_claim(
     *, partner_id: int, key: str, fingerprint: str, requester_employer_ids: list[int] | None = None
 ) -> Claim:
+    """Claim `key` for one request of `partner_id` made under a key bound to `requester_employer_ids` (None =
+    all employers). Each binding has its own keys (the unique constraint includes `requester_scope`)."""
+    scope = requester_scope_of(requester_employer_ids)
     now = timezone.now()
     lock_until = now + timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
     for _ in range(3):
@@ -135,13 +170,14 @@ def idempotency_claim(
                     key=key,
                     fingerprint=fingerprint,
                     requester_employer_ids=requester_employer_ids,
+                    requester_scope=scope,
                     status=IdempotencyStatus.IN_PROGRESS,
                     locked_until=lock_until,
                     expires_at=now + settings.IDEMPOTENCY_TTL,
                 )
             return Claim("proceed", record)
         except IntegrityError:
-            existing = IdempotencyRecord.objects.filter(partner_id=partner_id, key=key).first()
+            existing = IdempotencyRecord.objects.filter(partner_id=partner_id, key=key, requester_scope=scope).first()
             if existing is None:
                 continue  # released between our insert and our read: try again
             if existing.expires_at <= now:
@@ -161,7 +197,7 @@ def idempotency_claim(
                 existing.locked_until = lock_until
                 return Claim("proceed", existing)
             return Claim("in_progress", existing)
-    return Claim("in_progress", IdempotencyRecord(partner_id=partner_id, key=key))
+    return Claim("in_progress", IdempotencyRecord(partner_id=partner_id, key=key, requester_scope=scope))
 
 
 _SHOWN_ONCE = "_keel_shown_once"
@@ -218,11 +254,21 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                 slug="invalid-idempotency-key",
             )
         fingerprint = request_fingerprint_of(request)
-        claim = idempotency_claim(
-            partner_id=int(getattr(request.user, "partner_id")),  # noqa: B009
+        partner_id = int(getattr(request.user, "partner_id"))  # noqa: B009
+        binding = employer_binding(request.user)
+        foreign = foreign_replay(
+            partner_id=partner_id,
             key=key,
             fingerprint=fingerprint,
-            requester_employer_ids=employer_binding(request.user),
+            user=request.user,
+            requester_scope=requester_scope_of(binding),
+        )
+        if foreign is not None:
+            body = json.loads(foreign.response_body) if foreign.response_body else None
+            headers = {**foreign.response_headers, REPLAYED_HEADER: "true"}
+            return Response(body, status=foreign.response_status, headers=headers)
+        claim = idempotency_claim(
+            partner_id=partner_id, key=key, fingerprint=fingerprint, requester_employer_ids=binding
         )
         if claim.outcome == "mismatch":
             raise ProblemError(
@@ -240,10 +286,6 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
         if claim.outcome == "replay":
             record = claim.record
             body = json.loads(record.response_body) if record.response_body else None
-            if not replay_visible_to(request.user, body, record.requester_employer_ids):
-                # Another employer's response: this key's request is its own (and is not stored under a key
-                # that already holds another response).
-                return view_method(self, request, *args, **kwargs)
             headers = {**record.response_headers, REPLAYED_HEADER: "true"}
             return Response(body, status=record.response_status, headers=headers)
 

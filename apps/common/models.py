@@ -25,13 +25,18 @@ class IdempotencyRecord(models.Model):
     # The employers the claiming key was bound to (sorted ids), or null for a key that acts for all of its
     # partner's employers: a replay goes only to a key bound to at least these (issue 8, kind 9).
     requester_employer_ids = models.JSONField(null=True, blank=True)
+    # `requester_employer_ids` as a short key (`idempotency.requester_scope_of`): each binding has its own keys,
+    # so a key of another employer that reuses an Idempotency-Key gets a request — and retries — of its own.
+    requester_scope = models.CharField(max_length=64, default="", blank=True)
     locked_until = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["partner_id", "key"], name="idempotency_key_per_partner"),
+            models.UniqueConstraint(
+                fields=["partner_id", "key", "requester_scope"], name="idempotency_key_per_partner_scope"
+            ),
         ]
 
     def __str__(self) -> str:

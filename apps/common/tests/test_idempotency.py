@@ -55,6 +55,7 @@ def test_same_key_while_first_is_running_is_409(client):
     IdempotencyRecord.objects.create(
         partner_id=client.api_key.partner_id,
         key="k-busy",
+        requester_scope="all",  # claimed by a key acting for all the partner's employers, as `client` does
         fingerprint=_fingerprint(BODY),
         status=IdempotencyStatus.IN_PROGRESS,
         locked_until=timezone.now() + timedelta(seconds=30),
@@ -72,6 +73,7 @@ def test_claim_abandoned_by_a_crashed_request_is_taken_over(client):
     IdempotencyRecord.objects.create(
         partner_id=client.api_key.partner_id,
         key="k-dead",
+        requester_scope="all",  # claimed by a key acting for all the partner's employers, as `client` does
         fingerprint=_fingerprint(BODY),
         status=IdempotencyStatus.IN_PROGRESS,
         locked_until=timezone.now() - timedelta(seconds=1),
