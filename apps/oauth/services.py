@@ -15,8 +15,7 @@ from apps.common.errors import DomainValidationError
 from apps.oauth.contracts import OAuthAuditAction
 from apps.oauth.keys import signing_key_new
 from apps.oauth.models import OAuthClient, SigningKey
-from apps.partners.contracts import Scope
-from apps.partners.ownership import employer_partners
+from apps.partners.services import grant_errors
 
 CLIENT_ID_PREFIX = "kc_"
 SECRET_PREFIX = "kcs_"
@@ -46,19 +45,13 @@ def oauth_client_create(
     (`scopes`, `employers`), with nothing written."""
     scopes = sorted(set(scopes))
     employer_ids = sorted(set(employer_ids))
-    errors: dict[str, str] = {}
-    unknown = [s for s in scopes if s not in Scope.values]
-    if unknown:
-        errors["scopes"] = f"unknown scope(s): {', '.join(unknown)}; valid: {', '.join(Scope.values)}"
-    if not scopes:
-        errors["scopes"] = "at least one scope is required"
-    if all_employers == bool(employer_ids):
-        errors["employers"] = "give either employer ids or all_employers, not both and not neither"
-    if employer_ids:
-        found = {pk for pk, owner in employer_partners(employer_ids).items() if owner == partner_id}
-        missing = [str(e) for e in employer_ids if e not in found]
-        if missing:
-            errors["employers"] = f"employer(s) {', '.join(missing)} do not exist for partner {partner_name}"
+    errors = grant_errors(
+        partner_id=partner_id,
+        partner_name=partner_name,
+        scopes=scopes,
+        employer_ids=employer_ids,
+        all_employers=all_employers,
+    )
     if errors:
         raise DomainValidationError(errors)
 

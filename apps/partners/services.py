@@ -30,6 +30,28 @@ def partner_create(*, name: str, actor: Actor) -> Partner:
     return partner
 
 
+def grant_errors(
+    *, partner_id: int, partner_name: str, scopes: list[str], employer_ids: list[int], all_employers: bool
+) -> dict[str, str]:
+    """What is wrong with a credential's grant — the one rule for API keys and OAuth clients (SPEC §2): known
+    scopes, at least one; every employer of the partner (`all_employers`) or listed employers that belong to
+    it, not both and not neither. Returns `{field: message}` (`scopes`, `employers`), empty when it is valid."""
+    errors: dict[str, str] = {}
+    unknown = [s for s in scopes if s not in Scope.values]
+    if unknown:
+        errors["scopes"] = f"unknown scope(s): {', '.join(unknown)}; valid: {', '.join(Scope.values)}"
+    if not scopes:
+        errors["scopes"] = "at least one scope is required"
+    if all_employers == bool(employer_ids):
+        errors["employers"] = "give either employer ids or all_employers, not both and not neither"
+    if employer_ids:
+        found = {pk for pk, owner in employer_partners(employer_ids).items() if owner == partner_id}
+        missing = [str(e) for e in employer_ids if e not in found]
+        if missing:
+            errors["employers"] = f"employer(s) {', '.join(missing)} do not exist for partner {partner_name}"
+    return errors
+
+
 @transaction.atomic
 def api_key_create(
     *,
@@ -48,19 +70,13 @@ def api_key_create(
     """
     scopes = sorted(set(scopes))
     employer_ids = sorted(set(employer_ids))
-    errors: dict[str, str] = {}
-    unknown = [s for s in scopes if s not in Scope.values]
-    if unknown:
-        errors["scopes"] = f"unknown scope(s): {', '.join(unknown)}; valid: {', '.join(Scope.values)}"
-    if not scopes:
-        errors["scopes"] = "at least one scope is required"
-    if all_employers == bool(employer_ids):
-        errors["employers"] = "give either employer ids or all_employers, not both and not neither"
-    if employer_ids:
-        found = {pk for pk, owner in employer_partners(employer_ids).items() if owner == partner.pk}
-        missing = [str(e) for e in employer_ids if e not in found]
-        if missing:
-            errors["employers"] = f"employer(s) {', '.join(missing)} do not exist for partner {partner.name}"
+    errors = grant_errors(
+        partner_id=partner.pk,
+        partner_name=partner.name,
+        scopes=scopes,
+        employer_ids=employer_ids,
+        all_employers=all_employers,
+    )
     if expires_at is not None and expires_at <= timezone.now():
         errors["expires_at"] = "must be in the future"
     if errors:
