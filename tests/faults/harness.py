@@ -183,6 +183,10 @@ class Cluster:
             PAN_ENCRYPTION_KEYS=f"1:{_drill_key('pan-1')}",
             PAN_ACTIVE_KEY_VERSION="1",
             PAN_BLIND_INDEX_KEY=_drill_key("blind-index"),
+            # DEBUG is off: every secret box needs its key, as in production (ADR 0042, 0044, 0049).
+            WEBHOOK_SECRETS_KEY=_drill_key("webhook-secrets"),
+            INSURER_CALLBACK_SECRETS_KEY=_drill_key("insurer-callback-secrets"),
+            OAUTH_SIGNING_KEYS_KEY=_drill_key("oauth-signing-keys"),
             LOG_LEVEL="INFO",
             # Short breaker settings so a drill sees several open → half-open → closed cycles.
             INSURER_CIRCUIT_FAIL_MAX="5",
