@@ -9,20 +9,17 @@ pull. The WSDL is read from the repository, never fetched from the insurer.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from typing import Any
 
 import requests
 import zeep
 import zeep.exceptions
 from lxml import etree
-from zeep.transports import Transport
 
 from apps.insurers.gateways.rest import parse_retry_after
-from apps.insurers.gateways.soap import BINDING, WSDL_PATH
+from apps.insurers.gateways.soap import BINDING, soap_client
 from apps.reconciliation.pull import (
     TRANSIENT_STATUSES,
     PullPolicy,
@@ -34,36 +31,11 @@ from apps.reconciliation.pull import (
 )
 
 
-class _LastResponseTransport(Transport):  # type: ignore[misc]
-    """zeep's transport, keeping this thread's last HTTP response (a fault does not carry the status or
-    `Retry-After`)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.last = threading.local()
-
-    def post(self, address: str, message: Any, headers: dict[str, str]) -> requests.Response:
-        self.last.response = None
-        response = super().post(address, message, headers)
-        self.last.response = response
-        return response
-
-
-@lru_cache(maxsize=8)
-def _client(connect_timeout: float, read_timeout: float) -> tuple[zeep.Client, _LastResponseTransport]:
-    """One parsed WSDL per process and timeout pair."""
-    transport = _LastResponseTransport(
-        session=requests.Session(), timeout=connect_timeout, operation_timeout=(connect_timeout, read_timeout)
-    )
-    settings = zeep.Settings(strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True)
-    return zeep.Client(wsdl=str(WSDL_PATH), transport=transport, settings=settings), transport
-
-
 def _call(
     *, endpoint: str, operation: str, request: dict[str, Any], policy: PullPolicy, sleep: Callable[[float], None]
 ) -> Any:
     """One operation's parsed answer, with bounded retries."""
-    client, transport = _client(policy.connect_timeout, policy.read_timeout)
+    client, transport = soap_client(policy.connect_timeout, policy.read_timeout)
     service = client.create_service(BINDING, endpoint)
 
     def attempt() -> Any:

@@ -47,7 +47,7 @@ BINDING = f"{{{NAMESPACE}}}EndorsementsBinding"
 OPERATION = "endorsements.submit"
 
 
-class _RecordingTransport(Transport):  # type: ignore[misc]
+class RecordingTransport(Transport):  # type: ignore[misc]
     """zeep's transport, remembering the last HTTP response of this thread (status and `Retry-After` are
     not on zeep's exceptions)."""
 
@@ -63,11 +63,12 @@ class _RecordingTransport(Transport):  # type: ignore[misc]
 
 
 @lru_cache(maxsize=8)
-def _client(connect_timeout: float, read_timeout: float) -> tuple[zeep.Client, _RecordingTransport]:
-    """One parsed WSDL per process and timeout pair (parsing costs ~10 ms; zeep clients are reusable)."""
+def soap_client(connect_timeout: float, read_timeout: float) -> tuple[zeep.Client, RecordingTransport]:
+    """One parsed WSDL per process and timeout pair (parsing costs ~10 ms; zeep clients are reusable), with its
+    transport. Used by the submit gateway and by reconciliation's roster pull (the same v1 WSDL)."""
     session = requests.Session()
     session.headers.update({"User-Agent": "keel-insurer-gateway/1"})
-    transport = _RecordingTransport(
+    transport = RecordingTransport(
         session=session, timeout=connect_timeout, operation_timeout=(connect_timeout, read_timeout)
     )
     settings = zeep.Settings(strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True)
@@ -126,7 +127,7 @@ class SoapGateway:
             )
         self.insurer_code = insurer_code
         self.endpoint = endpoint
-        self.client, self.transport = _client(
+        self.client, self.transport = soap_client(
             float(connect_timeout if connect_timeout is not None else gateway_setting("CONNECT_TIMEOUT_SECONDS")),
             float(read_timeout if read_timeout is not None else gateway_setting("READ_TIMEOUT_SECONDS")),
         )
