@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -178,6 +179,13 @@ def test_callback_mode_answers_pending_then_delivers_signed_results(sandbox_insu
     results = insurer_submit(insurer_code="sandbox-rest", submissions=[ok, too_old])
 
     assert [r.outcome for r in results] == ["pending", "pending"]
+    # Wait on the delivery itself, not on time: the callback thread is started by the live server's thread after
+    # its transaction commits, and under load its first attempts may be retried (callbacks.MAX_ATTEMPTS).
+    deadline = time.monotonic() + 60
+    while SandboxApplied.objects.filter(callback_delivered_at__isnull=False).count() < 2:
+        assert time.monotonic() < deadline, "the sandbox never delivered both callbacks"
+        wait_for_callbacks(timeout=1)
+        time.sleep(0.05)
     assert wait_for_callbacks(timeout=15)
     events = {m.payload["endorsement_id"]: m for m in OutboxMessage.objects.filter(topic="insurer.result_received")}
     assert set(events) == {ok.endorsement_id, too_old.endorsement_id}
