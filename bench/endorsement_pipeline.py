@@ -27,6 +27,7 @@ import time
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 from _common import free_port, require_postgres_and_redis, setup_environment, start_gunicorn
 
@@ -37,9 +38,20 @@ setup_environment()
 CLAIM = 1
 
 
-def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] = (), partner_id: int = 0) -> None:
+def pipeline_worker(
+    stop_at: float,
+    index: int = 0,
+    file_codes: tuple[str, ...] = (),
+    partner_id: int = 0,
+    ready: Any = None,
+    go: Any = None,
+) -> None:
     """Relay + deliver inline + scheduler windows, until this run's endorsements are all terminal (40 idle
     rounds pass while none is left in flight) or the time is up.
+
+    With `ready`/`go` (a multiprocessing queue and event) the worker starts first, reports ready once Django is
+    set up, and waits for `go` (set when the upload has been accepted): production workers are already running
+    when a partner uploads, so their start-up is not part of upload → terminal.
 
     Each round relays and delivers at most `CLAIM` outbox rows, then runs a scheduler tick — like a Celery
     worker that prefetches one task while beat ticks: a worker busy with one chunk leaves the next ones to the
@@ -59,6 +71,10 @@ def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] 
     from apps.outbox.relay import relay_once
 
     actor = Actor.system("bench.pipeline")
+    Endorsement.objects.exists()  # connect before reporting ready
+    if ready is not None:
+        ready.put(index)
+        go.wait()
     idle = 0
     while time.time() < stop_at and idle < 40:
         claimed: list = []
@@ -82,6 +98,32 @@ def pipeline_worker(stop_at: float, index: int = 0, file_codes: tuple[str, ...] 
         else:
             idle += 1
             time.sleep(0.05)
+
+
+def start_workers(count: int, target: Any, args_of: Any) -> tuple[list[Any], Any]:
+    """Spawn `count` pipeline workers (`target(*args_of(index), ready, go)`), wait until each has set Django up:
+    (processes, the `go` event to set once the upload is accepted)."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args_of(index), ready, go)) for index in range(count)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    return procs, go
+
+
+def last_transition_at(partner_id: int, statuses: Any) -> float | None:
+    """Wall-clock time (epoch seconds) of the last history row moving one of the partner's endorsements into one
+    of `statuses` — when the run was really done, without the workers' idle rounds before they exit."""
+    from django.db.models import Max
+
+    from apps.endorsements.models import EndorsementHistory
+
+    at = EndorsementHistory.objects.filter(endorsement__partner_id=partner_id, to_status__in=list(statuses)).aggregate(
+        last=Max("at")
+    )["last"]
+    return at.timestamp() if at else None
 
 
 def raw_insert_commit_rate(n: int = 2000) -> float:
@@ -132,7 +174,7 @@ def main() -> None:
     from apps.common.actors import Actor
     from apps.employers.models import Policy
     from apps.employers.services import employer_create
-    from apps.endorsements.models import Endorsement
+    from apps.endorsements.models import Endorsement, EndorsementStatus
     from apps.insurers.callback_secrets import callback_secret_seal
     from apps.insurers.models import Insurer, InsurerProtocol
     from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
@@ -225,30 +267,31 @@ def main() -> None:
     server = start_gunicorn(port)
     headers = {"Authorization": f"Api-Key {key}"}
 
-    def upload_and_run(batches: list[dict]) -> tuple[float, float]:
-        """Upload the batches through the API, run the pipeline workers until quiet: (upload s, total s)."""
-        started = time.perf_counter()
+    def upload_and_run(batches: list[dict]) -> tuple[float, float, float]:
+        """Start the pipeline workers, upload the batches through the API, run until quiet: (upload s,
+        upload → last terminal transition s, upload → workers quiet s)."""
+        stop_at = time.time() + args.timeout + 120
+        file_codes = tuple(c for c, p in zip(insurer_codes, insurer_protocols, strict=True) if p == "file")
+        workers, go = start_workers(args.workers, pipeline_worker, lambda i: (stop_at, i, file_codes, partner.pk))
+        started_wall, started = time.time(), time.perf_counter()
         for upload in batches:
             response = requests.post(f"{base}/api/v1/endorsement-batches", json=upload, headers=headers, timeout=120)
             if response.status_code != 202:
+                go.set()
                 sys.exit(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
         uploaded = time.perf_counter() - started
-        stop_at = time.time() + args.timeout
-        ctx = multiprocessing.get_context("spawn")
-        file_codes = tuple(c for c, p in zip(insurer_codes, insurer_protocols, strict=True) if p == "file")
-        workers = [
-            ctx.Process(target=pipeline_worker, args=(stop_at, index, file_codes, partner.pk))
-            for index in range(args.workers)
-        ]
-        for w in workers:
-            w.start()
+        go.set()
         for w in workers:
             w.join()
-        return uploaded, time.perf_counter() - started
+        quiet = time.perf_counter() - started
+        terminal = [EndorsementStatus.ACTIVE, EndorsementStatus.REJECTED, EndorsementStatus.FAILED]
+        last = last_transition_at(partner.pk, terminal)
+        connection.close()
+        return uploaded, (last - started_wall) if last else quiet, quiet
 
-    deletion_run: tuple[float, float] | None = None
+    deletion_run: tuple[float, float, float] | None = None
     try:
-        uploaded, elapsed = upload_and_run(uploads)
+        uploaded, elapsed, quiet = upload_and_run(uploads)
         if args.deletions:
             per = max(1, args.deletions // args.employers)
             deletion_run = upload_and_run(
@@ -294,7 +337,8 @@ def main() -> None:
     print(
         f"      uploaded ({args.employers} batches through the API) in {uploaded:.1f} s; "
         f"upload → all terminal in {elapsed:.1f} s "
-        f"({total / elapsed:,.0f} endorsements/s, {total / elapsed / raw_rate:.2f}× raw commit rate)"
+        f"({total / elapsed:,.0f} endorsements/s, {total / elapsed / raw_rate:.2f}× raw commit rate; "
+        f"the last terminal transition's time; the workers were quiet after {quiet:.1f} s)"
     )
     print(f"      statuses: {by_status}")
     print(

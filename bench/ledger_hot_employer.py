@@ -53,7 +53,7 @@ def _timed(name: str, fn: Callable[..., Any], totals: _Totals, count: Callable[[
     return wrapper
 
 
-def timed_worker(stop_at: float, index: int, partner_id: int, out: Any) -> None:
+def timed_worker(stop_at: float, index: int, partner_id: int, out: Any, ready: Any = None, go: Any = None) -> None:
     """`endorsement_pipeline.pipeline_worker` with the ledger's hold and capture calls timed; puts the totals."""
     import django
 
@@ -68,7 +68,7 @@ def timed_worker(stop_at: float, index: int, partner_id: int, out: Any) -> None:
     )
     ledger.holds_capture_bulk = _timed("capture", ledger.holds_capture_bulk, totals, len)  # type: ignore[assignment]
     try:
-        pipeline_worker(stop_at, index, (), partner_id)
+        pipeline_worker(stop_at, index, (), partner_id, ready, go)
     finally:
         out.put(totals)
 
@@ -146,27 +146,32 @@ def setup_run(base: str, protocol: str, endorsements: int) -> tuple[int, str, di
 
 def upload_and_run(
     base: str, key: str, body: dict[str, Any], *, partner_id: int, workers: int, timeout: float
-) -> tuple[float, float, list[_Totals]]:
-    """Upload the batch through the API, run the pipeline workers until quiet: (upload s, total s, totals)."""
+) -> tuple[float, float, float, list[_Totals]]:
+    """Start the pipeline workers (already running when the partner uploads, as in production), upload the batch
+    through the API, run until quiet: (upload s, upload → last ACTIVE transition s, upload → workers quiet s,
+    totals)."""
     import requests
+    from endorsement_pipeline import last_transition_at, start_workers
 
-    started = time.perf_counter()
+    from apps.endorsements.models import EndorsementStatus
+
+    out = multiprocessing.get_context("spawn").Queue()
+    stop_at = time.time() + timeout + 120
+    procs, go = start_workers(workers, timed_worker, lambda i: (stop_at, i, partner_id, out))
+    started_wall, started = time.time(), time.perf_counter()
     response = requests.post(
         f"{base}/api/v1/endorsement-batches", json=body, headers={"Authorization": f"Api-Key {key}"}, timeout=300
     )
+    go.set()
     if response.status_code != 202:
         sys.exit(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
     uploaded = time.perf_counter() - started
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    stop_at = time.time() + timeout
-    procs = [ctx.Process(target=timed_worker, args=(stop_at, i, partner_id, out)) for i in range(workers)]
-    for p in procs:
-        p.start()
     totals = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    return uploaded, time.perf_counter() - started, totals
+    quiet = time.perf_counter() - started
+    last = last_transition_at(partner_id, [EndorsementStatus.ACTIVE, EndorsementStatus.REJECTED])
+    return uploaded, (last - started_wall) if last else quiet, quiet, totals
 
 
 def main() -> int:
@@ -198,7 +203,7 @@ def main() -> int:
     connection.close()
     server = start_gunicorn(port)
     try:
-        uploaded, elapsed, totals = upload_and_run(
+        uploaded, elapsed, quiet, totals = upload_and_run(
             base, key, body, partner_id=partner_id, workers=args.workers, timeout=args.timeout
         )
     finally:
@@ -223,7 +228,8 @@ def main() -> int:
     print(f"  limit  raw single-row UPDATE+COMMIT, 1 connection: {limit:,.0f} /s")
     print(
         f"  {args.endorsements:,} endorsements, 1 employer, 1 {args.protocol} sandbox insurer: uploaded in "
-        f"{uploaded:.1f} s; upload → all terminal in {elapsed:.1f} s ({args.endorsements / elapsed:,.0f}/s)"
+        f"{uploaded:.1f} s; upload → all terminal in {elapsed:.1f} s ({args.endorsements / elapsed:,.0f}/s; the last "
+        f"ACTIVE transition's time; the workers were quiet after {quiet:.1f} s)"
     )
     print(
         f"      statuses: {by_status}; applied more than once: {doubled}; ledger_verify: "
