@@ -133,7 +133,31 @@ def problem_response(request: HttpRequest | None, status_code: int, detail: str,
     return response
 
 
+def _as_api_exception(exc: Exception) -> Exception:
+    """Django's and the database's exceptions in DRF's terms: 413, 404, 403, and a retryable 503 for an
+    unreachable database (SPEC §2); any other exception unchanged."""
+    if isinstance(exc, RequestDataTooBig):
+        return ProblemError(status_code=413, detail="The request body is larger than this endpoint accepts.")
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable or refused the connection: a retryable 503, not a 500 (SPEC §2).
+        log.warning("api.database_unavailable", exc_type=type(exc).__name__)
+        return ProblemError(
+            status_code=503,
+            detail="The service is temporarily unavailable; retry shortly.",
+            slug="service-unavailable",
+            headers={"Retry-After": "5"},
+        )
+    return exc
+
+
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's exception handler answering problem+json (RFC 9457, SPEC §2): 422 with `errors[]` (JSON pointers)
+    for validation, the APIException's status otherwise (its headers kept, `Retry-After` on 429), 500 with no
+    detail for anything unhandled (logged with its traceback)."""
     request = context.get("request")
     instance = request.path if request is not None else None
 
@@ -150,22 +174,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             errors=errors,
         )
         return Response(body, status=422, content_type=PROBLEM_CONTENT_TYPE)
-    if isinstance(exc, RequestDataTooBig):
-        exc = ProblemError(status_code=413, detail="The request body is larger than this endpoint accepts.")
-    elif isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    elif isinstance(exc, (OperationalError, InterfaceError)):
-        # The database is unreachable or refused the connection: a retryable 503, not a 500 (SPEC §2).
-        log.warning("api.database_unavailable", exc_type=type(exc).__name__)
-        exc = ProblemError(
-            status_code=503,
-            detail="The service is temporarily unavailable; retry shortly.",
-            slug="service-unavailable",
-            headers={"Retry-After": "5"},
-        )
-
+    exc = _as_api_exception(exc)
     if isinstance(exc, exceptions.ValidationError):
         body = problem_body(
             status_code=422,

@@ -239,6 +239,30 @@ def idempotency_purge_expired(*, batch_size: int = 5000) -> int:
     return IdempotencyRecord.objects.filter(pk__in=ids).delete()[0] if ids else 0
 
 
+def _replayed(record: IdempotencyRecord) -> Response:
+    """The stored response of `record`, marked `Idempotency-Replayed: true`."""
+    body = json.loads(record.response_body) if record.response_body else None
+    return Response(body, status=record.response_status, headers={**record.response_headers, REPLAYED_HEADER: "true"})
+
+
+def _refuse_unless_claimed(outcome: str) -> None:
+    """Raise the problem for a claim this request may not run under: 422 `idempotency-key-reused` (another body),
+    409 `idempotency-key-in-progress` with `Retry-After: 1` (the first request still runs)."""
+    if outcome == "mismatch":
+        raise ProblemError(
+            status_code=422,
+            detail=f"This {HEADER} was used with a different request body.",
+            slug="idempotency-key-reused",
+        )
+    if outcome == "in_progress":
+        raise ProblemError(
+            status_code=409,
+            detail=f"A request with this {HEADER} is still being processed; retry shortly.",
+            slug="idempotency-key-in-progress",
+            headers={"Retry-After": "1"},
+        )
+
+
 def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
     """Decorate a creating `post` of a partner API view (request.user carries `partner_id`)."""
 
@@ -264,31 +288,13 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
             requester_scope=requester_scope_of(binding),
         )
         if foreign is not None:
-            body = json.loads(foreign.response_body) if foreign.response_body else None
-            headers = {**foreign.response_headers, REPLAYED_HEADER: "true"}
-            return Response(body, status=foreign.response_status, headers=headers)
+            return _replayed(foreign)
         claim = idempotency_claim(
             partner_id=partner_id, key=key, fingerprint=fingerprint, requester_employer_ids=binding
         )
-        if claim.outcome == "mismatch":
-            raise ProblemError(
-                status_code=422,
-                detail=f"This {HEADER} was used with a different request body.",
-                slug="idempotency-key-reused",
-            )
-        if claim.outcome == "in_progress":
-            raise ProblemError(
-                status_code=409,
-                detail=f"A request with this {HEADER} is still being processed; retry shortly.",
-                slug="idempotency-key-in-progress",
-                headers={"Retry-After": "1"},
-            )
         if claim.outcome == "replay":
-            record = claim.record
-            body = json.loads(record.response_body) if record.response_body else None
-            headers = {**record.response_headers, REPLAYED_HEADER: "true"}
-            return Response(body, status=record.response_status, headers=headers)
-
+            return _replayed(claim.record)
+        _refuse_unless_claimed(claim.outcome)
         record = claim.record
         try:
             with transaction.atomic():

@@ -286,7 +286,7 @@ class CsvRow:
     errors: list[tuple[str, str]] = field(default_factory=list)  # structural faults: the row cannot be parsed
 
 
-# ~65 lines, kept whole on purpose: the reader's line bookkeeping (`previous_line`, `start`) and the row
+# long: ~65 lines, kept whole on purpose: the reader's line bookkeeping (`previous_line`, `start`) and the row
 # numbering must advance together on every path of the one loop, which a split would spread over functions.
 def read_csv(content: bytes) -> list[CsvRow]:
     """The rows of an uploaded CSV (UTF-8, optional BOM, LF/CRLF/CR line ends, RFC 4180 quoting).

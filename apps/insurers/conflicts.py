@@ -107,7 +107,7 @@ def insurer_conflict_record(
         )
         .order_by("-id")
         .first()
-    )
+    )  # the submission the result answers: the latest one (to that insurer, when given)
     try:
         with transaction.atomic():
             conflict = InsurerConflict.objects.create(
@@ -127,6 +127,18 @@ def insurer_conflict_record(
         again = _unresolved(endorsement_id, outcome)
         assert again is not None, "the unique index refused a row that is not there"
         return again
+    _announce(conflict)
+    return conflict
+
+
+def _announce(conflict: InsurerConflict) -> None:
+    """Audit `insurer.result_conflict_recorded` for a new conflict row and log it for operators."""
+    endorsement_id, source, outcome, keel_status = (
+        conflict.endorsement_id,
+        conflict.source,
+        conflict.insurer_outcome,
+        conflict.keel_status,
+    )
     audit_record(
         actor=Actor.system(f"insurer.{source}"),
         action=InsurerAuditAction.CONFLICT_RECORDED,
@@ -149,7 +161,6 @@ def insurer_conflict_record(
         keel_status=keel_status,
         source=source,
     )
-    return conflict
 
 
 def _unresolved(endorsement_id: int, outcome: str) -> InsurerConflict | None:

@@ -109,6 +109,8 @@ def verify(*, insurer_code: str, manifest: Any, content: bytes) -> list[ResultRo
     return rows
 
 
+# long: one pass of chunked reads, in-place bookkeeping and chunked writes over the same `known` map; split,
+# the map and the counters would travel through every piece.
 def _apply_rows(insurer: Insurer, rows: Sequence[ResultRow], *, source: str) -> tuple[int, int]:
     """Record the rows in our submission log and publish them; (applied, unknown). Caller's transaction.
 
@@ -215,6 +217,8 @@ def _claim(insurer: Insurer, **fields: Any) -> ResultFile | None:
         return None
 
 
+# long: the import steps of the module docstring in their order, each a short guarded block (read, verify,
+# claim, apply, move); one function keeps the quarantine paths visible together.
 def result_file_import(insurer: Insurer, inbound: FileLocation, manifest_name: str) -> str:
     """Import one result file (steps in the module docstring); returns imported | quarantined | duplicate |
     unreadable."""

@@ -133,6 +133,8 @@ class SoapGateway:
         )
         self.service = self.client.create_service(BINDING, endpoint)
 
+    # long: one SOAP exchange and its one log record on every path; the except ladder is the classification
+    # table (timeout, connection, fault, unusable, unreadable, deferred) and reads best in one place.
     def submit(self, submissions: Sequence[EndorsementSubmission]) -> list[SubmissionResult]:
         if not submissions:
             return []

@@ -77,6 +77,7 @@ def _free_port() -> int:
 class Command(BaseCommand):
     help = "Drive an end-to-end endorsement run on this machine and print its timeline."
 
+    # long: the demo script, one numbered step after another, read top to bottom as the printed timeline.
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py demo")
         port = _free_port()

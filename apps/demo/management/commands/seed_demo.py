@@ -38,6 +38,8 @@ class Command(BaseCommand):
         "endorsement accounts, and one loan application of each outcome (the API key: `manage.py demo_key`)."
     )
 
+    # long: the seed as one list of steps read top to bottom (sandbox insurers, partner, employers, policies,
+    # loans) and then what it printed for the reader.
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py seed_demo")
         with transaction.atomic():
