@@ -7,8 +7,10 @@ from datetime import date
 import structlog
 from django.utils import timezone
 
+from apps.common.actors import Actor
 from apps.insurers.contracts import EndorsementSubmission, MemberData
 from apps.insurers.services import insurer_submit
+from apps.ledger import services as ledger
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
@@ -30,9 +32,13 @@ def resend_to_insurer(message: Message) -> None:
        the outcome and send nothing.
     3. Outside any transaction, submit it with the resolution's idempotency key (the insurer applies it
        once): an addition for a member the insurer lacks, a correction carrying Keel's values for a field
-       mismatch, a deletion of a member only the insurer has; no premium (`none`), endorsement id 0 (no Keel
-       endorsement exists). A transient insurer error raises, and the outbox retries with backoff.
-    4. Store the insurer's outcome on the discrepancy and mark the message consumed, in one transaction.
+       mismatch, a deletion of a member only the insurer has; endorsement id 0 (no Keel endorsement exists).
+       Only a field mismatch's correction carries a premium, the one priced at resolution (ADR 0051). A
+       transient insurer error raises, and the outbox retries with backoff.
+    4. Store the insurer's outcome on the discrepancy and mark the message consumed, in one transaction; with
+       them, a priced resend's money (ADR 0051, `_settle`): confirmed → its hold captured (debit) or its credit
+       refunded; rejected, or nothing sent → its hold released. A `pending` outcome (the insurer answers
+       later) leaves the hold in place.
     """
     if inbox_seen(message):
         with inbox_consume(message):
@@ -54,8 +60,31 @@ def resend_to_insurer(message: Message) -> None:
         log.info("reconciliation.resent", discrepancy_id=discrepancy.pk, outcome=result.outcome)
     with inbox_consume(message) as first:
         if first and discrepancy is not None:
-            merged = {**discrepancy.resolution_result, **outcome}
+            merged = {**discrepancy.resolution_result, **outcome, **_settle(discrepancy, outcome)}
             Discrepancy.objects.filter(pk=discrepancy.pk).update(resolution_result=merged)
+
+
+def _settle(discrepancy: Discrepancy, outcome: dict[str, object]) -> dict[str, object]:
+    """The ledger side of a priced resend once the insurer answered (inside the consumer's transaction; every
+    ledger operation is idempotent by its reference). Returns what to add to `resolution_result`."""
+    priced = discrepancy.resolution_result
+    direction, amount = priced.get("premium_direction"), int(priced.get("premium_amount") or 0)
+    reference = resend_idempotency_key(discrepancy.pk)
+    result = outcome.get("resend_outcome")
+    actor = Actor.system("reconciliation.resend")
+    if direction == "debit":
+        if result == "confirmed":
+            capture = ledger.hold_capture(reference=reference, actor=actor)
+            return {"capture_transaction_id": capture.pk}
+        if result in ("rejected", "skipped"):
+            ledger.hold_release(reference=reference, actor=actor, reason=f"resend {result}")
+            return {"hold_released": True}
+    elif direction == "credit" and result == "confirmed":
+        refund = ledger.refund_post(
+            employer_id=discrepancy.employer_id, amount=amount, reference=f"{reference}-refund", actor=actor
+        )
+        return {"refund_transaction_id": refund.pk}
+    return {}
 
 
 def _submission(discrepancy: Discrepancy) -> EndorsementSubmission | None:
@@ -91,12 +120,18 @@ def _submission(discrepancy: Discrepancy) -> EndorsementSubmission | None:
     assert record.date_of_birth is not None
     assert record.start_date is not None
     addition = discrepancy.kind == DiscrepancyKind.MISSING_AT_INSURER
+    # A field mismatch's resend was priced when it was resolved (ADR 0051): send what was priced — the sum
+    # insured, the date, the premium — even if Keel's cover changed since.
+    priced = discrepancy.resolution_result
+    effective = priced.get("effective_date")
     return EndorsementSubmission(
         endorsement_id=0,
         idempotency_key=key,
         kind="addition" if addition else "correction",
         policy_number=discrepancy.policy.policy_number,
-        effective_date=record.start_date if addition else timezone.localdate(),
+        effective_date=record.start_date
+        if addition
+        else (date.fromisoformat(effective) if effective else timezone.localdate()),
         member=MemberData(
             employee_code=record.employee_code,
             first_name=record.first_name,
@@ -105,7 +140,7 @@ def _submission(discrepancy: Discrepancy) -> EndorsementSubmission | None:
             gender=gender,
             email=email,
         ),
-        sum_insured=record.sum_insured,
-        premium_amount=0,
-        premium_direction="none",
+        sum_insured=int(priced.get("sum_insured", record.sum_insured)),
+        premium_amount=int(priced.get("premium_amount") or 0),
+        premium_direction=priced.get("premium_direction") or "none",
     )

@@ -5,14 +5,15 @@ merge-joined, so memory holds one chunk of each side and one batch of discrepanc
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import date
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q
 
-from apps.reconciliation.contracts import ResolutionAction
+from apps.common.bulk import copy_create
+from apps.reconciliation.contracts import MONEY_KINDS, ResolutionAction
 from apps.reconciliation.models import (
     Discrepancy,
     DiscrepancyKind,
@@ -31,6 +32,7 @@ FIELD_SEVERITY = {
     "sum_insured": DiscrepancySeverity.HIGH,
 }
 BATCH = 1000
+MEMBER_KINDS = (DiscrepancyKind.MISSING_AT_INSURER, DiscrepancyKind.MISSING_INTERNALLY, DiscrepancyKind.FIELD_MISMATCH)
 
 
 def _json(value: Any) -> Any:
@@ -83,9 +85,16 @@ def _accepted_before(batch: list[Discrepancy]) -> set[tuple[int, str]]:
     return {(d.policy_id, d.key) for d in batch if values.get((d.policy_id, d.key)) == (d.keel_value, d.insurer_value)}
 
 
-def _flush(batch: list[Discrepancy], counts: Counter[str]) -> None:
+def _first_pass(run: ReconciliationRun, scope: PolicyScope, kinds: Collection[str]) -> bool:
+    """True when the run has written no discrepancy of `kinds` for the policy yet: this pass cannot meet a key it
+    wrote before, so its batches may be COPied. A resumed run re-matching a policy answers False."""
+    return not Discrepancy.objects.filter(run=run, policy_id=scope.policy_id, kind__in=kinds).exists()
+
+
+def _flush(batch: list[Discrepancy], counts: Counter[str], *, first_pass: bool = False) -> None:
     """Write the batch once per run and key, leaving out differences settled before (their count moves from
-    their kind to `accepted`)."""
+    their kind to `accepted`). On the run's first pass over a policy the rows go in by `COPY` (`copy_create`,
+    ADR 0051); otherwise `INSERT … ON CONFLICT DO NOTHING` keeps a re-match from writing a key twice."""
     accepted = _accepted_before(batch)
     fresh = [d for d in batch if (d.policy_id, d.key) not in accepted]
     for d in batch:
@@ -93,7 +102,10 @@ def _flush(batch: list[Discrepancy], counts: Counter[str]) -> None:
             counts[d.kind] -= 1
             counts["accepted"] += 1
     with transaction.atomic():
-        Discrepancy.objects.bulk_create(fresh, ignore_conflicts=True)
+        if first_pass:
+            copy_create(fresh)
+        else:
+            Discrepancy.objects.bulk_create(fresh, ignore_conflicts=True)
     batch.clear()
 
 
@@ -106,6 +118,7 @@ def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
     counts: Counter[str] = Counter()
     batch: list[Discrepancy] = []
     common = {"run": run, "employer_id": scope.employer_id, "policy_id": scope.policy_id}
+    first_pass = _first_pass(run, scope, MEMBER_KINDS)
     keel = keel_members(policy_id=scope.policy_id)
     insurer = insurer_members(run_id=run.pk, insurer_id=run.insurer_id, policy_id=scope.policy_id)
     matched_in_batch = 0
@@ -158,10 +171,10 @@ def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
                 counts["matched"] += 1
                 matched_in_batch += 1
         if len(batch) >= BATCH or matched_in_batch >= BATCH:
-            _flush(batch, counts)
+            _flush(batch, counts, first_pass=first_pass)
             ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
             matched_in_batch = 0
-    _flush(batch, counts)
+    _flush(batch, counts, first_pass=first_pass)
     ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
     return counts
 
@@ -198,6 +211,7 @@ def policy_money_match(
     """
     counts: Counter[str] = Counter()
     batch: list[Discrepancy] = []
+    first_pass = _first_pass(run, scope, MONEY_KINDS)
     for endorsement_id, keel, insurer in _merge_by_id(keel_charges(policy_id=scope.policy_id), statement):
         if keel == insurer:
             continue
@@ -222,6 +236,6 @@ def policy_money_match(
         )
         counts[kind] += 1
         if len(batch) >= BATCH:
-            _flush(batch, counts)
-    _flush(batch, counts)
+            _flush(batch, counts, first_pass=first_pass)
+    _flush(batch, counts, first_pass=first_pass)
     return counts

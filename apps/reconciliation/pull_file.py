@@ -13,6 +13,11 @@ File names and shapes: `apps.insurers.files.roster`. I/O only, no database.
 3. Yield pages of `page_size` rows; a page's cursor is the row offset after it, so a resumed run starts at
    the next unrecorded row of the same file.
 4. When the last page has been yielded the files move to `imported/`.
+
+The statement of charges (ADR 0051) comes with the roster (`statement-<request_id>.jsonl` + its manifest,
+`keel.statement.v1`): `file_statement_charges` waits for it the same way (the request was written for the
+roster), verifies it the same way (a mismatch quarantines both files and fails the run), yields
+`(endorsement_id, amount)` in id order and moves the files to `imported/`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any
 from apps.insurers.files.roster import (
     ROSTER_REQUEST_SUFFIX,
     ROSTER_SCHEMA_VERSION,
+    STATEMENT_SCHEMA_VERSION,
     roster_file_names,
+    statement_file_names,
 )
 from apps.insurers.files.storage import FileLocation, StorageError
 from apps.reconciliation.pull import RosterPage, RosterPullError, member_from_insurer
@@ -36,14 +43,17 @@ DEFAULT_POLL_SECONDS = 5.0
 DEFAULT_MAX_WAIT_SECONDS = 600.0
 
 
-def _verified_rows(inbound: FileLocation, *, request_id: str, policy_number: str) -> list[bytes]:
-    """The roster file's lines after checking it against its manifest; quarantines and raises on a mismatch."""
-    data_name, manifest_name = roster_file_names(request_id)
+def _verified_rows(
+    inbound: FileLocation, *, names: tuple[str, str], schema_version: str, policy_number: str, what: str
+) -> list[bytes]:
+    """The lines of data file `names[0]` after checking it against its manifest `names[1]`; quarantines both
+    and raises `RosterPullError` on a mismatch (`what`: "roster" or "statement", for the message)."""
+    data_name, manifest_name = names
     try:
         manifest = json.loads(inbound.read(manifest_name))
         content = inbound.read(data_name)
     except StorageError as exc:
-        raise RosterPullError(f"roster file {data_name} unreadable: {exc}") from exc
+        raise RosterPullError(f"{what} file {data_name} unreadable: {exc}") from exc
     except ValueError as exc:
         manifest, content = None, b""
         problem = f"manifest is not JSON ({exc})"
@@ -52,8 +62,8 @@ def _verified_rows(inbound: FileLocation, *, request_id: str, policy_number: str
         rows = content.count(b"\n")
         if not isinstance(manifest, dict):
             problem = "manifest is not a JSON object"
-        elif manifest.get("schema_version") != ROSTER_SCHEMA_VERSION:
-            problem = f"schema_version {manifest.get('schema_version')!r} is not {ROSTER_SCHEMA_VERSION!r}"
+        elif manifest.get("schema_version") != schema_version:
+            problem = f"schema_version {manifest.get('schema_version')!r} is not {schema_version!r}"
         elif manifest.get("policy_number") != policy_number:
             problem = f"policy_number {manifest.get('policy_number')!r} is not {policy_number!r}"
         elif manifest.get("sha256") != digest:
@@ -65,7 +75,36 @@ def _verified_rows(inbound: FileLocation, *, request_id: str, policy_number: str
     for name in (data_name, manifest_name):
         with contextlib.suppress(StorageError):  # the error below says what is wrong; the file stays
             inbound.move(name, "quarantine")
-    raise RosterPullError(f"roster file {data_name} quarantined: {problem}")
+    raise RosterPullError(f"{what} file {data_name} quarantined: {problem}")
+
+
+def _await_manifest(
+    *,
+    outbound: FileLocation,
+    inbound: FileLocation,
+    manifest_name: str,
+    policy_number: str,
+    request_id: str,
+    sleep: Callable[[float], None],
+    poll_seconds: float,
+    max_wait_seconds: float,
+) -> None:
+    """Step 1: write the request if `manifest_name` is not in the inbound location yet, then poll for it.
+    Raises `RosterPullError` (the request could not be written, no answer within `max_wait_seconds`)."""
+    waited = 0.0
+    requested = False
+    while manifest_name not in inbound.list_names(manifest_name):
+        if not requested:
+            request = json.dumps({"policy_number": policy_number, "request_id": request_id}).encode()
+            try:
+                outbound.write_files_atomic([(f"{request_id}{ROSTER_REQUEST_SUFFIX}", request)])
+            except StorageError as exc:
+                raise RosterPullError(f"could not write the roster request: {exc}") from exc
+            requested = True
+        if waited >= max_wait_seconds:
+            raise RosterPullError(f"no file {manifest_name} after {max_wait_seconds:.0f} s")
+        sleep(poll_seconds)
+        waited += poll_seconds
 
 
 def file_roster_pages(
@@ -83,21 +122,23 @@ def file_roster_pages(
     """Yield the roster of `policy_number` from the file answering `request_id`, from row `cursor` (a row
     offset; empty: the start). Raises `RosterPullError` (no answer in time, a quarantined file, a bad row)."""
     data_name, manifest_name = roster_file_names(request_id)
-    waited = 0.0
-    requested = False
-    while manifest_name not in inbound.list_names(manifest_name):
-        if not requested:
-            request = json.dumps({"policy_number": policy_number, "request_id": request_id}).encode()
-            try:
-                outbound.write_files_atomic([(f"{request_id}{ROSTER_REQUEST_SUFFIX}", request)])
-            except StorageError as exc:
-                raise RosterPullError(f"could not write the roster request: {exc}") from exc
-            requested = True
-        if waited >= max_wait_seconds:
-            raise RosterPullError(f"no roster file {manifest_name} after {max_wait_seconds:.0f} s")
-        sleep(poll_seconds)
-        waited += poll_seconds
-    lines = _verified_rows(inbound, request_id=request_id, policy_number=policy_number)
+    _await_manifest(
+        outbound=outbound,
+        inbound=inbound,
+        manifest_name=manifest_name,
+        policy_number=policy_number,
+        request_id=request_id,
+        sleep=sleep,
+        poll_seconds=poll_seconds,
+        max_wait_seconds=max_wait_seconds,
+    )
+    lines = _verified_rows(
+        inbound,
+        names=(data_name, manifest_name),
+        schema_version=ROSTER_SCHEMA_VERSION,
+        policy_number=policy_number,
+        what="roster",
+    )
     start = int(cursor or 0)
     total = len(lines)
     page_number = start // page_size + 1
@@ -115,3 +156,53 @@ def file_roster_pages(
             inbound.move(name, "imported")
     if total == 0:
         yield RosterPage(members=[], next_cursor=None, page=1, total=0)
+
+
+def file_statement_charges(
+    *,
+    outbound: FileLocation,
+    inbound: FileLocation,
+    policy_number: str,
+    request_id: str,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
+) -> Iterator[tuple[int, int]]:
+    """The insurer's statement of charges of `policy_number` answering `request_id`, as `(endorsement_id,
+    amount)` (paise, debit > 0, credit < 0) in endorsement-id order, from the verified statement file. Raises
+    `RosterPullError` (no answer in time, a quarantined file, a bad row, rows out of id order)."""
+    data_name, manifest_name = statement_file_names(request_id)
+    _await_manifest(
+        outbound=outbound,
+        inbound=inbound,
+        manifest_name=manifest_name,
+        policy_number=policy_number,
+        request_id=request_id,
+        sleep=sleep,
+        poll_seconds=poll_seconds,
+        max_wait_seconds=max_wait_seconds,
+    )
+    lines = _verified_rows(
+        inbound,
+        names=(data_name, manifest_name),
+        schema_version=STATEMENT_SCHEMA_VERSION,
+        policy_number=policy_number,
+        what="statement",
+    )
+    previous = 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+            endorsement_id, amount = row["endorsement_id"], row["amount"]
+            if not (isinstance(endorsement_id, int) and isinstance(amount, int)) or isinstance(amount, bool):
+                raise TypeError("endorsement_id and amount are integers (paise)")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RosterPullError(f"unreadable row in {data_name} at row {number}: {exc}") from exc
+        if endorsement_id <= previous:
+            # The match is a merge-join on endorsement id: an out-of-order row would be misread as missing.
+            raise RosterPullError(f"{data_name} row {number}: endorsement ids are not in ascending order")
+        previous = endorsement_id
+        yield endorsement_id, amount
+    for name in (data_name, manifest_name):
+        with contextlib.suppress(StorageError):  # read and compared; a file left behind is only clutter
+            inbound.move(name, "imported")

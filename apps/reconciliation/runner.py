@@ -17,7 +17,7 @@ from apps.reconciliation.contracts import JOB_RECONCILIATION, RunLockLostError
 from apps.reconciliation.matching import policy_match, policy_money_match
 from apps.reconciliation.models import ReconciliationRun, RunStatus
 from apps.reconciliation.pull import PullPolicy, RosterPullError
-from apps.reconciliation.selectors import keel_member_count, run_policies
+from apps.reconciliation.selectors import PolicyScope, keel_member_count, run_policies
 from apps.reconciliation.services import reconciliation_finish, reconciliation_lock_refresh, roster_page_record
 from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
 
@@ -32,6 +32,11 @@ _JOB_STATUS = {
 
 class _Cancelled(Exception):
     pass
+
+
+def _request_id(run: ReconciliationRun, scope: PolicyScope) -> str:
+    """Names a file insurer's roster request, and so its roster and statement files (stable across a resume)."""
+    return f"run{run.pk}-policy{scope.policy_id}"
 
 
 def _cancel_requested(run_id: int) -> bool:
@@ -107,7 +112,7 @@ def reconciliation_execute(
                 policy_number=scope.policy_number,
                 cursor=run.resume_cursors.get(key) or "",
                 page_size=page_size,
-                request_id=f"run{run.pk}-policy{scope.policy_id}",
+                request_id=_request_id(run, scope),
             )
             for page in pages:
                 if _cancel_requested(run_id):
@@ -134,9 +139,12 @@ def reconciliation_execute(
         ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
         for scope in policies:
             counts = policy_match(run=run, scope=scope)
-            if source.has_statement:
-                statement = source.statement(policy_number=scope.policy_number, page_size=page_size)
-                counts.update(policy_money_match(run=run, scope=scope, statement=statement))
+            statement = source.statement(
+                policy_number=scope.policy_number,
+                page_size=page_size,
+                request_id=_request_id(run, scope),
+            )
+            counts.update(policy_money_match(run=run, scope=scope, statement=statement))
             summary.update(counts)
             by_employer.setdefault(scope.employer_id, Counter()).update(counts)
             reconciliation_lock_refresh(run_id=run_id)

@@ -144,6 +144,16 @@ def keel_member_for_resend(*, policy_id: int, employee_code: str) -> tuple[Membe
     return MemberRecord(*row), gender, email
 
 
+def insurer_sum_insured(*, policy_id: int, employee_code: str) -> int | None:
+    """The sum insured (paise) the insurer holds for a member of a policy as last pulled (its current roster
+    entry; a later run that saw a change has overwritten it), or None if no run has seen the member."""
+    return (
+        InsurerRosterEntry.objects.filter(policy_id=policy_id, employee_code=employee_code)
+        .values_list("sum_insured", flat=True)
+        .first()
+    )
+
+
 @dataclass(frozen=True)
 class RunRow:
     """One reconciliation run as the operations dashboard lists it (plain values, no model instance)."""

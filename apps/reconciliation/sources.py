@@ -18,7 +18,7 @@ from apps.insurers.contracts import InsurerConfigurationError, InsurerProtocol
 from apps.insurers.credentials import decrypt_credentials
 from apps.insurers.files.storage import FileLocation, location_for
 from apps.reconciliation.pull import PullPolicy, RosterPage, rest_roster_pages, rest_statement_charges
-from apps.reconciliation.pull_file import file_roster_pages
+from apps.reconciliation.pull_file import file_roster_pages, file_statement_charges
 from apps.reconciliation.pull_soap import soap_roster_pages, soap_statement_charges
 
 if TYPE_CHECKING:
@@ -31,8 +31,8 @@ class RosterUnsupportedError(Exception):
 
 @dataclass
 class RosterSource:
-    """One insurer's roster and statement, whatever its protocol. `statement` yields nothing for a file
-    insurer (its files carry no statement of charges: money is not matched)."""
+    """One insurer's roster and statement of charges, whatever its protocol (a file insurer sends its statement
+    as a file beside the roster, ADR 0051)."""
 
     protocol: str
     endpoint: str = ""
@@ -41,10 +41,6 @@ class RosterSource:
     session: requests.Session | None = None
     sleep: Callable[[float], None] = time.sleep
     policy: PullPolicy = field(default_factory=PullPolicy)
-
-    @property
-    def has_statement(self) -> bool:
-        return self.protocol != InsurerProtocol.FILE
 
     def pages(self, *, policy_number: str, cursor: str, page_size: int, request_id: str) -> Iterator[RosterPage]:
         """The roster of `policy_number` by page from `cursor`; `request_id` names a file insurer's roster
@@ -80,14 +76,23 @@ class RosterSource:
             policy=self.policy,
         )
 
-    def statement(self, *, policy_number: str, page_size: int) -> Iterator[tuple[int, int]]:
-        """`(endorsement_id, amount paise)` in id order. Raises `RosterPullError`."""
+    def statement(self, *, policy_number: str, page_size: int, request_id: str) -> Iterator[tuple[int, int]]:
+        """`(endorsement_id, amount paise)` in id order; `request_id` names the file insurer's request (the
+        roster's: its statement file answers the same request). Raises `RosterPullError`."""
         if self.protocol == InsurerProtocol.SOAP:
             return soap_statement_charges(
                 endpoint=self.endpoint, policy_number=policy_number, page_size=page_size, sleep=self.sleep
             )
         if self.protocol == InsurerProtocol.FILE:
-            return iter(())
+            assert self.outbound is not None
+            assert self.inbound is not None
+            return file_statement_charges(
+                outbound=self.outbound,
+                inbound=self.inbound,
+                policy_number=policy_number,
+                request_id=request_id,
+                sleep=self.sleep,
+            )
         return rest_statement_charges(
             endpoint=self.endpoint,
             policy_number=policy_number,

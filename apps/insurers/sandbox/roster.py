@@ -178,7 +178,8 @@ def charges_record(*, code: str, items: Iterable[Any], confirmed_keys: set[str])
     rows = [
         SandboxCharge(code=code, policy_number=i.policy_number, endorsement_id=i.endorsement_id, amount=i.charge)
         for i in items
-        if i.idempotency_key in confirmed_keys and i.endorsement_id is not None and i.charge
+        # Endorsement id 0 is a reconciliation resend (no Keel endorsement): the statement is per endorsement.
+        if i.idempotency_key in confirmed_keys and i.endorsement_id and i.charge
     ]
     SandboxCharge.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
 

@@ -6,7 +6,9 @@ in employee-code order (`employee_code, first_name, last_name, date_of_birth, st
 paise), and then its manifest (`schema_version` `keel.roster.v1`, `request_id`, `insurer`, `policy_number`,
 `file`, `row_count`, `sha256` of the data file's bytes, `created_at`) into the inbound location, atomically and
 manifest last, and moves the request to `processed/`. The manifest's suffix is `.roster-manifest.json`, so the
-result-file importer (which takes `*.manifest.json`) never picks a roster up.
+result-file importer (which takes `*.manifest.json`) never picks a roster up. With it, in the same atomic write,
+the policy's statement of charges (`statement-<request id>.jsonl` + `.statement-manifest.json`, ADR 0051): one
+`{"endorsement_id", "amount"}` per charge in endorsement-id order, as the REST and SOAP faces serve it.
 
 Run by beat with the sandbox's batch files (`insurers.sandbox_files`) and called directly by tests.
 """
@@ -22,19 +24,21 @@ from apps.insurers.credentials import decrypt_credentials
 from apps.insurers.files.roster import (
     ROSTER_REQUEST_SUFFIX,
     ROSTER_SCHEMA_VERSION,
+    STATEMENT_SCHEMA_VERSION,
     roster_file_names,
+    statement_file_names,
 )
 from apps.insurers.files.storage import FileLocation, StorageError, check_name, location_for
 from apps.insurers.gateways.file import jsonl, manifest_for
 from apps.insurers.models import Insurer, InsurerProtocol
-from apps.insurers.sandbox.models import SandboxRosterMember
+from apps.insurers.sandbox.models import SandboxCharge, SandboxRosterMember
 
 log = structlog.get_logger(__name__)
 
 
 def roster_file_write(inbound: FileLocation, *, code: str, policy_number: str, request_id: str) -> dict[str, object]:
-    """Write sandbox `code`'s roster of `policy_number` into `inbound` (data, then manifest); returns the
-    manifest."""
+    """Write sandbox `code`'s roster and statement of charges of `policy_number` into `inbound` (data files,
+    then manifests, one atomic write); returns the roster's manifest."""
     rows = [
         {
             "employee_code": m.employee_code,
@@ -48,14 +52,32 @@ def roster_file_write(inbound: FileLocation, *, code: str, policy_number: str, r
         .order_by("employee_code")
         .iterator(chunk_size=2000)
     ]
-    content = jsonl(rows)
-    data_name, manifest_name = roster_file_names(request_id)
-    manifest = manifest_for(
-        schema_version=ROSTER_SCHEMA_VERSION, batch_id=request_id, insurer=code, file=data_name, content=content
-    )
-    manifest["request_id"] = request_id
-    manifest["policy_number"] = policy_number
-    inbound.write_files_atomic([(data_name, content), (manifest_name, json.dumps(manifest, indent=2).encode())])
+    charges = [
+        {"endorsement_id": endorsement_id, "amount": amount}
+        for endorsement_id, amount in SandboxCharge.objects.filter(code=code, policy_number=policy_number)
+        .order_by("endorsement_id")
+        .values_list("endorsement_id", "amount")
+        .iterator(chunk_size=2000)
+    ]
+    files: list[tuple[str, bytes]] = []
+    manifests: list[tuple[str, bytes]] = []
+    manifest: dict[str, object] = {}
+    for schema, names, lines in (
+        (ROSTER_SCHEMA_VERSION, roster_file_names(request_id), rows),
+        (STATEMENT_SCHEMA_VERSION, statement_file_names(request_id), charges),
+    ):
+        data_name, manifest_name = names
+        content = jsonl(lines)
+        described = manifest_for(
+            schema_version=schema, batch_id=request_id, insurer=code, file=data_name, content=content
+        )
+        described["request_id"] = request_id
+        described["policy_number"] = policy_number
+        files.append((data_name, content))
+        manifests.append((manifest_name, json.dumps(described, indent=2).encode()))
+        manifest = manifest or described
+    # Data first, manifests last: a reader that sees a manifest finds its data complete.
+    inbound.write_files_atomic([*files, *manifests])
     return manifest
 
 

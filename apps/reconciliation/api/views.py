@@ -181,7 +181,15 @@ class DiscrepancyResolveView(PartnerGenericAPIView):
     write_scope = Scope.RECONCILIATION_WRITE
     serializer_class = DiscrepancySerializer
 
-    @extend_schema(request=DiscrepancyResolveInputSerializer, responses={200: DiscrepancySerializer})
+    @extend_schema(
+        request=DiscrepancyResolveInputSerializer,
+        responses={
+            200: DiscrepancySerializer,
+            409: OpenApiResponse(
+                description="a duplicate endorsement (create_*), or a priced resend the available balance cannot hold"
+            ),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         """Resolve once; a second call returns the first resolution unchanged."""
         discrepancy = selectors.discrepancy_get_for(principal_of(request), pk)

@@ -133,6 +133,8 @@ def test_file_roster_is_requested_verified_and_matched(insurers, covered_policy,
     assert sorted(p.name for p in (inbound / "imported").iterdir()) == [
         f"roster-run{run.pk}-policy{policy.pk}.jsonl",
         f"roster-run{run.pk}-policy{policy.pk}.roster-manifest.json",
+        f"statement-run{run.pk}-policy{policy.pk}.jsonl",
+        f"statement-run{run.pk}-policy{policy.pk}.statement-manifest.json",
     ]
     assert (
         insurers["root"] / FILE / "outbound" / "processed" / f"run{run.pk}-policy{policy.pk}.roster-request.json"
