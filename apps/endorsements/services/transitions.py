@@ -103,7 +103,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
             ((t.endorsement_id, t.from_status, t.to_status, t.detail[:500], label, now) for t in transitions),
         )
     else:
-        EndorsementHistory.objects.bulk_create(
+        bulk.copy_create(  # fewer than COPY_MIN_ROWS: `bulk_create`, or the cached INSERT for one row
             [
                 EndorsementHistory(
                     endorsement_id=t.endorsement_id,
