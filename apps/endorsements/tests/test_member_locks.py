@@ -16,9 +16,7 @@ pytestmark = [pytest.mark.postgres]
 
 def my_advisory_locks() -> list[str]:
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT mode FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() ORDER BY mode"
-        )
+        cursor.execute("SELECT mode FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() ORDER BY mode")
         return [mode for (mode,) in cursor.fetchall()]
 
 
