@@ -117,8 +117,14 @@ def setup_partner() -> tuple[str, int]:
 
 
 def start_processes(port: int, args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "OUTBOX_NUDGE_ON_COMMIT": "true"}
+    # `--relay nudge`: the on-commit Celery nudge runs the relay as a task on the worker. `--relay process`: the
+    # production layout of ADR 0048 — an `outbox_relay` process woken by PostgreSQL NOTIFY, no nudge.
+    env = {**os.environ, "OUTBOX_NUDGE_ON_COMMIT": "true" if args.relay == "nudge" else "false"}
     log = subprocess.DEVNULL if not args.verbose else None
+    relay = []
+    if args.relay == "process":
+        command = [sys.executable, "manage.py", "outbox_relay", "--linger-ms", "5"]
+        relay.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True))
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-b", f"127.0.0.1:{port}",
          "-w", str(args.web_workers), "-k", "gthread", "--threads", str(args.web_threads),
@@ -131,7 +137,7 @@ def start_processes(port: int, args: argparse.Namespace) -> list[subprocess.Pope
          "--without-heartbeat", "-l", "WARNING", "-n", f"bench-loans-{os.getpid()}@%h"],
         cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True,
     )  # fmt: skip
-    return [web, worker]
+    return [web, worker, *relay]
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -327,6 +333,9 @@ def main() -> None:
     # (measured: POST → decided p50 ~10 s with prefork -c 2 vs ~0.7 s with threads -c 4 on a loaded 2-core box).
     parser.add_argument("--pool", default="threads", help="Celery pool (threads, prefork)")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--relay", choices=["nudge", "process"], default="nudge", help="what runs the relay (see start_processes)"
+    )
     parser.add_argument("--poll-interval", type=float, default=0.25, help="seconds between polls of one application")
     parser.add_argument("--verbose", action="store_true", help="show the server's and worker's output")
     args = parser.parse_args()
@@ -402,7 +411,7 @@ def main() -> None:
     ratio_ok = max(ratios) <= TARGET_RATIO and undecided == 0
     print("\nLoan pipeline benchmark (POST → scoring → decision through gunicorn, outbox and a Celery worker)")
     print(f"  machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; gunicorn {args.web_workers}×"
-          f"{args.web_threads} threads; celery -P {args.pool} -c {args.concurrency}")  # fmt: skip
+          f"{args.web_threads} threads; celery -P {args.pool} -c {args.concurrency}; relay: {args.relay}")  # fmt: skip
     print(f"  load average before the run: {load_before[0]:.2f}; after: {os.getloadavg()[0]:.2f}")
     print(f"  warm-up: {len(warm['exact'])} application(s) decided")  # type: ignore[arg-type]
     print(f"  {args.runs} runs of {args.seconds:.0f} s at {args.rate} req/s, each: limit (bare DRF create, same auth, "
