@@ -75,7 +75,7 @@ check: lint ## lint, types, import contracts, migrations, OpenAPI, deploy checks
 	 else echo "docker compose not installed: docker-compose.yml not checked"; fi
 
 bench: install ## run every benchmark (PostgreSQL + Redis), each on its own database; figures go to docs/benchmarks.md
-	@status=0; for b in request_cost outbox_relay ledger_hold_capture ledger_hot_employer endorsement_api endorsement_pipeline file_gateway loan_pipeline input_edge batch_parse webhooks analytics reconciliation; do \
+	@status=0; for b in request_cost outbox_relay ledger_hold_capture ledger_hot_employer endorsement_api upload_memory endorsement_pipeline file_gateway loan_pipeline input_edge batch_parse webhooks analytics reconciliation; do \
 	  echo "== bench/$$b.py"; \
 	  createdb -h 127.0.0.1 -U postgres keel_bench_$$b 2>/dev/null || true; \
 	  DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_$$b $(BIN)/python manage.py migrate -v0 || exit 1; \

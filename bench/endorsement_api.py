@@ -1,12 +1,18 @@
-"""Endorsement API benchmarks (SPEC §12) against a real gunicorn server on PostgreSQL + Redis:
+"""Endorsement API benchmarks (SPEC §12, issue 15 part 2) against a real gunicorn server on PostgreSQL + Redis:
 
-1. single `POST /api/v1/endorsements` latency at a fixed rate (default 100 req/s for 10 s), with the same
-   rate of `GET /health` on the same server as the bare-Django limit measured in the same run;
+1. single `POST /api/v1/endorsements` latency at a fixed rate (default 100 req/s for 10 s), **5 times**, each run
+   paired with its limit measured just before it on the same server at the same rate: the bare DRF create
+   endpoint of `bench/limits.py` (same middleware, API-key auth, scope check and rate limiter; one
+   `INSERT … COMMIT`; mounted by `config.settings.bench` only). Prints each run, then the median and the worst
+   of the 5 p99 ratios; target: `POST /endorsements` p99 ≤ 3× the bare write p99 in the worst of 5 (and the
+   absolute SPEC bar, p99 ≤ 30 ms, which a loaded machine cannot be held to);
 2. a 10,000-row JSON batch `POST /api/v1/endorsement-batches`, accepted and persisted with its outbox rows,
-   against the same PostgreSQL's raw bulk insert of 10,000 rows measured in the same run.
+   against the same PostgreSQL's raw bulk insert of 10,000 rows measured in the same run (once).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench REDIS_URL=redis://127.0.0.1:6379/14 \
-        .venv/bin/python bench/endorsement_api.py [--rate 100] [--seconds 10] [--rows 10000]
+        .venv/bin/python bench/endorsement_api.py [--rate 100] [--seconds 10] [--runs 5] [--rows 10000]
+
+Exit status 1 when the ratio target is missed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
+import sys
 import threading
 import time
 import uuid
@@ -21,7 +29,14 @@ from datetime import date
 
 from _common import bench_world, free_port, percentile, require_postgres_and_redis, setup_environment, start_gunicorn
 
+# The bench URLconf adds the limit endpoint to the shipped routes; as production runs (ADR 0048): no nudge.
+os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
+os.environ["OUTBOX_NUDGE_ON_COMMIT"] = "false"
+os.environ["WEBHOOKS_NUDGE_ON_COMMIT"] = "false"
 setup_environment()
+
+TARGET_RATIO = 3.0
+TARGET_P99_MS = 30.0
 
 
 def setup_world() -> tuple[str, int, int]:
@@ -100,7 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5, help="paired limit / POST measurements")
+    parser.add_argument("--rows", type=int, default=10_000, help="batch rows (0: no batch measurement)")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     args = parser.parse_args()
@@ -109,75 +125,126 @@ def main() -> None:
 
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
+
+    from bench.limits import CREATE_TABLE_SQL
 
     call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(CREATE_TABLE_SQL)
     key, employer, policy = setup_world()
     port = free_port()
+    load_before = os.getloadavg()
     server = start_gunicorn(port, workers=args.workers, threads=args.threads)
     import requests
 
     base = f"http://127.0.0.1:{port}"
+    runs: list[dict[str, float]] = []
+    total_errors = 0
+    batch_line = ""
     try:
         headers = {"Authorization": f"Api-Key {key}"}
         run = uuid.uuid4().hex[:6]
         for i in range(50):  # warm-up of both endpoints and the workers' connection pools
-            requests.get(f"{base}/health")
+            requests.post(f"{base}/api/v1/bench/bare-create", json={"note": f"w{i}"}, headers=headers)
             requests.post(f"{base}/api/v1/endorsements", json=body(employer, policy, f"W{run}{i}"), headers=headers)
 
         # The load generator's own garbage collections would stall its threads and count as server latency.
         gc.collect()
         gc.freeze()
-        health, _ = paced(base, args.rate, args.seconds, lambda s, i: s.get(f"{base}/health"))
-        posts, errors = paced(
-            base,
-            args.rate,
-            args.seconds,
-            lambda s, i: s.post(
-                f"{base}/api/v1/endorsements", json=body(employer, policy, f"P{run}{i}"), headers=headers
-            ),
-        )
-        rows = [
-            {k: v for k, v in body(employer, policy, f"B{run}{i}").items() if k not in ("employer", "policy")}
-            for i in range(args.rows)
-        ]
-        raw = raw_bulk_insert_seconds(args.rows)
-        started = time.perf_counter()
-        response = requests.post(
-            f"{base}/api/v1/endorsement-batches",
-            json={"employer": employer, "policy": policy, "rows": rows},
-            headers=headers,
-            timeout=120,
-        )
-        batch_seconds = time.perf_counter() - started
-        batch_ok = response.status_code == 202
-        accepted = response.json().get("accepted") if batch_ok else f"HTTP {response.status_code} {response.text[:200]}"
-        probe = requests.post(f"{base}/api/v1/endorsements", json=body(employer, policy, f"Q{run}"), headers=headers)
+        for r in range(args.runs):
+            bare, bare_errors = paced(
+                base,
+                args.rate,
+                args.seconds,
+                lambda s, i: s.post(f"{base}/api/v1/bench/bare-create", json={"note": f"b{i}"}, headers=headers),
+            )
+            posts, errors = paced(
+                base,
+                args.rate,
+                args.seconds,
+                lambda s, i, r=r: s.post(
+                    f"{base}/api/v1/endorsements", json=body(employer, policy, f"P{run}{r}x{i}"), headers=headers
+                ),
+            )
+            total_errors += errors + bare_errors
+            figures = {
+                "bare_p99": percentile(bare, 99),
+                "p50": percentile(posts, 50),
+                "p95": percentile(posts, 95),
+                "p99": percentile(posts, 99),
+                "load": os.getloadavg()[0],
+            }
+            figures["ratio"] = figures["p99"] / figures["bare_p99"]
+            runs.append(figures)
+            print(
+                f"  run {r + 1}: bare write p99 {figures['bare_p99']:.1f} ms; POST /endorsements "
+                f"p50 {figures['p50']:.1f} p95 {figures['p95']:.1f} p99 {figures['p99']:.1f} ms "
+                f"→ {figures['ratio']:.2f}× "
+                f"({errors + bare_errors} errors; load {figures['load']:.2f})",
+                flush=True,
+            )
+        if args.rows:
+            batch_line = batch_run(base, headers, employer, policy, run, args.rows)
     finally:
         server.terminate()
         server.wait(timeout=20)
 
-    h99, p50, p95, p99 = percentile(health, 99), percentile(posts, 50), percentile(posts, 95), percentile(posts, 99)
+    ratios = [f["ratio"] for f in runs]
+    worst = max(runs, key=lambda f: f["ratio"])
+    worst_p99 = max(f["p99"] for f in runs)
+    ok = max(ratios) <= TARGET_RATIO and total_errors == 0
     print("\nEndorsement API benchmark")
     print(
         f"  machine: {os.cpu_count()} cores; gunicorn {args.workers} workers × {args.threads} threads; "
-        "PostgreSQL + Redis"
-    )
-    print(f"  limit  GET /health at {args.rate}/s: p50 {percentile(health, 50):.1f} ms, p99 {h99:.1f} ms")
-    print(
-        f"  POST /api/v1/endorsements at {args.rate}/s for {args.seconds:.0f} s: {len(posts)} requests, {errors} errors"
+        f"PostgreSQL + Redis; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
     print(
-        f"      p50 {p50:.1f} ms   p95 {p95:.1f} ms   p99 {p99:.1f} ms   p99 ratio to /health p99: {p99 / h99:.1f}×"
-        f"   target p99 ≤ 30 ms: {'MET' if p99 <= 30 else 'MISSED'}"
+        f"  {args.runs} runs of {args.seconds:.0f} s at {args.rate} req/s, each: limit (bare DRF create, same auth and "
+        "rate limiter, one INSERT … COMMIT) then POST /api/v1/endorsements"
     )
-    print(f"  limit  raw bulk INSERT of {args.rows:,} rows in one transaction: {raw:.3f} s")
     print(
-        f"  batch of {args.rows:,} rows accepted and persisted with outbox rows: {batch_seconds:.2f} s "
+        f"  p99 ratio POST / bare write: median {statistics.median(ratios):.2f}×, worst {max(ratios):.2f}× "
+        f"(that run: {worst['p99']:.1f} ms / {worst['bare_p99']:.1f} ms)   target ≤ {TARGET_RATIO}× in the worst of "
+        f"{args.runs}: {'MET' if ok else 'MISSED'}"
+    )
+    print(
+        f"  POST p99: median {statistics.median(f['p99'] for f in runs):.1f} ms, worst {worst_p99:.1f} ms   "
+        f"absolute SPEC bar ≤ {TARGET_P99_MS:.0f} ms: {'MET' if worst_p99 <= TARGET_P99_MS else 'MISSED'} "
+        "(machine-dependent; the ratio is the bar this bench holds)"
+    )
+    print(f"  bare write p99: median {statistics.median(f['bare_p99'] for f in runs):.1f} ms, worst "
+          f"{max(f['bare_p99'] for f in runs):.1f} ms; {total_errors} failed requests")  # fmt: skip
+    if batch_line:
+        print(batch_line)
+    sys.exit(0 if ok else 1)
+
+
+def batch_run(base: str, headers: dict[str, str], employer: int, policy: int, run: str, count: int) -> str:
+    """The 10,000-row batch against the raw bulk insert of the same PostgreSQL; returns the printed lines."""
+    import requests
+
+    rows = [
+        {k: v for k, v in body(employer, policy, f"B{run}{i}").items() if k not in ("employer", "policy")}
+        for i in range(count)
+    ]
+    raw = raw_bulk_insert_seconds(count)
+    started = time.perf_counter()
+    response = requests.post(
+        f"{base}/api/v1/endorsement-batches",
+        json={"employer": employer, "policy": policy, "rows": rows},
+        headers=headers,
+        timeout=120,
+    )
+    batch_seconds = time.perf_counter() - started
+    batch_ok = response.status_code == 202
+    accepted = response.json().get("accepted") if batch_ok else f"HTTP {response.status_code} {response.text[:200]}"
+    return (
+        f"  limit  raw bulk INSERT of {count:,} rows in one transaction: {raw:.3f} s\n"
+        f"  batch of {count:,} rows accepted and persisted with outbox rows: {batch_seconds:.2f} s "
         f"(accepted {accepted}); ratio to raw insert: {batch_seconds / raw:.1f}×   target ≤ 2 s: "
         f"{'MET' if batch_ok and batch_seconds <= 2 else 'MISSED'}"
     )
-    if errors:
-        print(f"  {errors} POSTs failed; a probe POST afterwards answered HTTP {probe.status_code}: {probe.text[:300]}")
 
 
 if __name__ == "__main__":

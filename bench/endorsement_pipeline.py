@@ -13,11 +13,15 @@ import (safe concurrently: each file is claimed once). Limit measured in the sam
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_e2e REDIS_URL=redis://127.0.0.1:6379/14 \
         .venv/bin/python bench/endorsement_pipeline.py [--endorsements 10000] [--employers 50] [--workers 2] \
         [--protocols rest,soap,file]
+
+Also printed (issue 15 part 4): each pipeline worker's resident set after the run's first 1,000 endorsements
+were terminal and after the last (from /proc/self/status), target: after ≤ 1.1× the first (no growth).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -36,6 +40,18 @@ setup_environment()
 
 # Outbox rows a pipeline worker claims per relay round (see `pipeline_worker`).
 CLAIM = 1
+# A worker's RSS after the run is held to this ratio of its RSS when the first RSS_FIRST endorsements were done.
+RSS_FIRST = 1_000
+RSS_TARGET_RATIO = 1.1
+
+
+def rss_mb() -> float:
+    """This process's resident set, MB (Linux /proc)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def pipeline_worker(
@@ -43,6 +59,7 @@ def pipeline_worker(
     index: int = 0,
     file_codes: tuple[str, ...] = (),
     partner_id: int = 0,
+    rss_file: str = "",
     ready: Any = None,
     go: Any = None,
 ) -> None:
@@ -76,7 +93,13 @@ def pipeline_worker(
         ready.put(index)
         go.wait()
     idle = 0
+    rss_first: tuple[int, float] | None = None  # (terminal endorsements then, RSS MB)
+    terminal = [S.ACTIVE, S.REJECTED, S.FAILED, S.CANCELLED]
     while time.time() < stop_at and idle < 40:
+        if rss_first is None:  # a count per round until the first RSS_FIRST are done (then none)
+            done = Endorsement.objects.filter(partner_id=partner_id, status__in=terminal).count()
+            if done >= RSS_FIRST:
+                rss_first = (done, rss_mb())
         claimed: list = []
         delivered = relay_once(batch_size=CLAIM, publish=lambda message, _queue: claimed.append(message))
         for message in claimed:
@@ -98,6 +121,10 @@ def pipeline_worker(
         else:
             idle += 1
             time.sleep(0.05)
+    if rss_file:
+        done = Endorsement.objects.filter(partner_id=partner_id, status__in=terminal).count()
+        with open(rss_file, "w") as out:
+            json.dump({"first": rss_first, "last": (done, rss_mb())}, out)
 
 
 def start_workers(count: int, target: Any, args_of: Any) -> tuple[list[Any], Any]:
@@ -272,7 +299,10 @@ def main() -> None:
         upload → last terminal transition s, upload → workers quiet s)."""
         stop_at = time.time() + args.timeout + 120
         file_codes = tuple(c for c, p in zip(insurer_codes, insurer_protocols, strict=True) if p == "file")
-        workers, go = start_workers(args.workers, pipeline_worker, lambda i: (stop_at, i, file_codes, partner.pk))
+        rss_files = [os.path.join(file_root, f"rss-{len(rss_reports)}-{index}.json") for index in range(args.workers)]
+        workers, go = start_workers(
+            args.workers, pipeline_worker, lambda i: (stop_at, i, file_codes, partner.pk, rss_files[i])
+        )
         started_wall, started = time.time(), time.perf_counter()
         for upload in batches:
             response = requests.post(f"{base}/api/v1/endorsement-batches", json=upload, headers=headers, timeout=120)
@@ -287,8 +317,15 @@ def main() -> None:
         terminal = [EndorsementStatus.ACTIVE, EndorsementStatus.REJECTED, EndorsementStatus.FAILED]
         last = last_transition_at(partner.pk, terminal)
         connection.close()
+        report: list[dict] = []
+        for path in rss_files:
+            if os.path.exists(path):
+                with open(path) as saved:
+                    report.append(json.load(saved))
+        rss_reports.append(report)
         return uploaded, (last - started_wall) if last else quiet, quiet
 
+    rss_reports: list[list[dict]] = []
     deletion_run: tuple[float, float, float] | None = None
     try:
         uploaded, elapsed, quiet = upload_and_run(uploads)
@@ -354,6 +391,19 @@ def main() -> None:
             f"upload → all terminal in {deletion_run[1]:.1f} s ({deleted / deletion_run[1]:,.0f} endorsements/s)"
         )
     print(f"      target ≤ 30 s, nothing lost or doubled: {'MET' if ok and elapsed <= 30 else 'MISSED'}")
+    print("  pipeline workers' memory over the upload run (issue 15 part 4):")
+    for index, worker in enumerate(rss_reports[0] if rss_reports else []):
+        first, last = worker["first"], worker["last"]
+        if first is None:
+            print(f"      worker {index}: fewer than {RSS_FIRST:,} endorsements terminal while it sampled; "
+                  f"RSS at the end {last[1]:.0f} MB")  # fmt: skip
+            continue
+        ratio = last[1] / first[1]
+        print(
+            f"      worker {index}: RSS {first[1]:.0f} MB when {first[0]:,} were terminal, {last[1]:.0f} MB after "
+            f"{last[0]:,}: {ratio:.2f}×   target ≤ {RSS_TARGET_RATIO}×: "
+            f"{'MET' if ratio <= RSS_TARGET_RATIO else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def timed_worker(stop_at: float, index: int, partner_id: int, out: Any, ready: A
     )
     ledger.holds_capture_bulk = _timed("capture", ledger.holds_capture_bulk, totals, len)  # type: ignore[assignment]
     try:
-        pipeline_worker(stop_at, index, (), partner_id, ready, go)
+        pipeline_worker(stop_at, index, (), partner_id, ready=ready, go=go)
     finally:
         out.put(totals)
 

@@ -18,7 +18,7 @@ percent whatever else the machine does. CPU time: the same child without valgrin
 The limit endpoints are mounted only by `config.settings.bench` (bench/limits.py), never in the shipped API.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/keel_bench_request_cost REDIS_URL=redis://127.0.0.1:6379/14 \
-        .venv/bin/python bench/request_cost.py [--requests 40] [--rounds 5]
+        .venv/bin/python bench/request_cost.py [--requests 40] [--rounds 5] [--principal-cache on|off]
 
 Needs valgrind and gcc (Debian: `apt-get install valgrind gcc`). Exit status 1 when a target is missed.
 """
@@ -196,6 +196,14 @@ def child(mode: str, world: dict[str, Any], requests: int, rounds: int, marks: s
     import django
 
     django.setup()
+    if os.environ.get("API_PRINCIPAL_CACHE_SECONDS") != "0":
+        # Steady state of the principal cache (ADR 0054): callgrind slows this process ~50×, so its 5 s would
+        # expire every few requests here, where production at 100 req/s re-reads a key once in ~500 requests.
+        # Its clock is frozen in the child, so every measured request is a hit; `--principal-cache off` measures
+        # the miss (every request reads the key, as before the cache).
+        from apps.partners.principal_cache import principal_cache
+
+        principal_cache.clock = lambda: 0.0
     client = InProcessClient(world["key"])
     senders = case_senders(client, {**world, "run": f"{world['run']}{mode[0]}"})  # each child its own members
     cg = ctypes.CDLL(marks) if mode == "instructions" else None
@@ -270,6 +278,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=40, help="measured requests per case (and per CPU round)")
     parser.add_argument("--rounds", type=int, default=5, help="CPU-time rounds per case")
+    parser.add_argument(
+        "--principal-cache",
+        choices=["on", "off"],
+        default="on",
+        help="off: API_PRINCIPAL_CACHE_SECONDS=0, every request reads its key (the cost before ADR 0054)",
+    )
     parser.add_argument("--child", choices=["cpu", "instructions"], help=argparse.SUPPRESS)
     parser.add_argument("--world", help=argparse.SUPPRESS)
     parser.add_argument("--marks", help=argparse.SUPPRESS)
@@ -277,6 +291,8 @@ def main() -> None:
     if args.child:
         child(args.child, json.loads(args.world), args.requests, args.rounds, args.marks)
         return
+    if args.principal_cache == "off":
+        os.environ["API_PRINCIPAL_CACHE_SECONDS"] = "0"  # inherited by both children
     require_postgres_and_redis()
     if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
         sys.exit("valgrind is needed (Debian: apt-get install valgrind)")
@@ -303,6 +319,7 @@ def main() -> None:
     print("\nRequest cost per request, web process only (in-process WSGI; PostgreSQL/Redis servers not counted)")
     print(f"  machine: {os.cpu_count()} cores; {args.requests} measured requests per case after {WARMUP} warm-up;")
     print(f"  CPU time: median / worst of {args.rounds} rounds; callgrind run took {valgrind_seconds:.0f} s")
+    print(f"  principal cache (ADR 0054): {args.principal_cache}")
     print(f"  {'case':<28} {'instructions':>14} {'× limit':>8} {'CPU µs med':>11} {'worst':>8} {'× limit':>8}  target")
     failed = []
     for case in CASES:

@@ -82,24 +82,29 @@ def endorsement_events_record(transitions: Sequence[_Transition], endorsements: 
     partner_events_record(drafts)
 
 
+# Endorsements read back and recorded per round by `endorsements_received_events_record`: a 50,000-row upload
+# held 50,000 model instances, their drafts and their events at once (issue 15 part 4: web peak RSS).
+RECEIVED_EVENTS_CHUNK = 2_000
+
+
 def endorsements_received_events_record(ids: Sequence[int]) -> None:
-    """`endorsement.received` for rows inserted in bulk (batches), read back in one query."""
-    if not ids:
-        return
-    rows = Endorsement.objects.filter(pk__in=list(ids)).order_by("id")
-    partner_events_record(
-        [
-            EventDraft(
-                type=EventType.ENDORSEMENT_RECEIVED,
-                partner_id=e.partner_id,
-                employer_id=e.employer_id,
-                object_type="endorsement",
-                object_id=str(e.pk),
-                data=_data(e, previous="", detail=f"received in batch {e.batch_id}"),
-            )
-            for e in rows
-        ]
-    )
+    """`endorsement.received` for rows inserted in bulk (batches), read back `RECEIVED_EVENTS_CHUNK` at a time
+    (one query and one `partner_events_record` per chunk), so memory is bounded by the chunk, not the batch."""
+    for start in range(0, len(ids), RECEIVED_EVENTS_CHUNK):
+        rows = Endorsement.objects.filter(pk__in=list(ids[start : start + RECEIVED_EVENTS_CHUNK])).order_by("id")
+        partner_events_record(
+            [
+                EventDraft(
+                    type=EventType.ENDORSEMENT_RECEIVED,
+                    partner_id=e.partner_id,
+                    employer_id=e.employer_id,
+                    object_type="endorsement",
+                    object_id=str(e.pk),
+                    data=_data(e, previous="", detail=f"received in batch {e.batch_id}"),
+                )
+                for e in rows
+            ]
+        )
 
 
 def batch_completed_events_record(batch_ids: Sequence[int]) -> None:

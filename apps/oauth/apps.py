@@ -8,3 +8,7 @@ class OAuthConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.oauth import schema  # noqa: F401 - registers the OpenAPI security scheme
+        from apps.oauth.models import OAuthClient
+        from apps.partners.principal_cache import install_invalidation
+
+        install_invalidation(OAuthClient)

@@ -15,6 +15,7 @@ from apps.common.errors import DomainValidationError
 from apps.oauth.contracts import OAuthAuditAction
 from apps.oauth.keys import signing_key_new
 from apps.oauth.models import OAuthClient, SigningKey
+from apps.partners.principal_cache import principal_cache_clear
 from apps.partners.services import grant_errors
 
 CLIENT_ID_PREFIX = "kc_"
@@ -79,13 +80,14 @@ def oauth_client_create(
 
 @transaction.atomic
 def oauth_client_revoke(*, client_id: str, actor: Actor) -> OAuthClient:
-    """Revoke a client: its next request with any token it holds gets 401 (the Bearer authentication reads
-    `revoked_at` on every request, so "within 5 s" holds with no cache to wait for). Idempotent.
+    """Revoke a client: every token it holds gets 401 at once in this process and within 5 s in every other
+    (the Bearer authentication keeps a client at most 5 s in `principal_cache`, ADR 0054). Idempotent.
     Raises `OAuthClient.DoesNotExist` for an unknown client id."""
     client = OAuthClient.objects.select_for_update().get(client_id=client_id)
     if client.revoked_at is None:
         client.revoked_at = timezone.now()
         OAuthClient.objects.filter(pk=client.pk, revoked_at__isnull=True).update(revoked_at=client.revoked_at)
+        principal_cache_clear()  # this process at once; every other within 5 s (ADR 0054)
         audit_record(
             actor=actor,
             action=OAuthAuditAction.CLIENT_REVOKED,

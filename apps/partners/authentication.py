@@ -1,7 +1,9 @@
 """`Authorization: Api-Key <prefix>.<secret>` authentication.
 
 Keys are looked up by their prefix and verified against a SHA-512 hash (constant-time compare); a
-revoked, expired or unknown key, or one whose partner is inactive, gets 401.
+revoked, expired or unknown key, or one whose partner is inactive, gets 401. The look-up (key, partner, employer
+binding) is kept for at most 5 s in the process's `principal_cache` (ADR 0054); the secret and the expiry are
+checked on every request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 
 from apps.partners.contracts import Principal
 from apps.partners.models import APIKey, Partner
+from apps.partners.principal_cache import principal_cache
 
 KEYWORD = "Api-Key"
 
@@ -29,30 +32,49 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("The Authorization header is not valid.")
         if scheme != KEYWORD or not raw_key.strip():
             raise exceptions.AuthenticationFailed(f"Use the header `Authorization: {KEYWORD} <key>`.")
-        api_key = authenticate_key(raw_key.strip())
-        return principal_for(api_key), api_key
+        return authenticate_key(raw_key.strip())
 
     def authenticate_header(self, request: Request) -> str:
         return KEYWORD
 
 
-def authenticate_key(raw_key: str) -> APIKey:
+def authenticate_key(raw_key: str) -> tuple[Principal, APIKey]:
+    """The principal and key of `raw_key` (`<prefix>.<secret>`), or `AuthenticationFailed` (401) naming why:
+    unknown or wrong secret, revoked, expired, partner inactive.
+
+    A key found valid is cached by prefix for at most 5 s (`principal_cache`, ADR 0054): within that window a
+    request costs no query, but its secret is still compared with the stored hash and its expiry with the
+    clock. Only valid keys are cached, so a refused key is re-read on every try."""
     prefix, dot, _secret = raw_key.partition(".")
     if not dot or len(raw_key) > 200:
         raise exceptions.AuthenticationFailed("The API key is not valid.")
-    api_key = APIKey.objects.select_related("partner").filter(prefix=prefix).first()
-    if api_key is None or not api_key.is_valid(raw_key):
+    cache_key = ("api_key", prefix)
+    cached: tuple[Principal, APIKey] | None = principal_cache.get(cache_key)
+    if cached is not None:
+        principal, api_key = cached
+        if not api_key.is_valid(raw_key):
+            raise exceptions.AuthenticationFailed("The API key is not valid.")
+        if api_key.has_expired:
+            raise exceptions.AuthenticationFailed("The API key has expired.")
+        return principal, api_key
+    found = APIKey.objects.select_related("partner").filter(prefix=prefix).first()
+    if found is None or not found.is_valid(raw_key):
         raise exceptions.AuthenticationFailed("The API key is not valid.")
+    api_key = found
     if api_key.revoked:
         raise exceptions.AuthenticationFailed("The API key has been revoked.")
     if api_key.has_expired:
         raise exceptions.AuthenticationFailed("The API key has expired.")
     if not api_key.partner.is_active:
         raise exceptions.AuthenticationFailed("The partner is not active.")
-    return api_key
+    principal = principal_for(api_key)
+    principal_cache.put(cache_key, (principal, api_key))
+    return principal, api_key
 
 
 def principal_for(api_key: APIKey) -> Principal:
+    """The `Principal` of a valid key: its partner, scopes, employer binding (one query for a non-platform key)
+    and the partner's rate limits."""
     employer_ids: frozenset[int] = frozenset()
     if not api_key.all_employers:
         employer_ids = frozenset(api_key.employers.values_list("id", flat=True))
@@ -68,6 +90,7 @@ def principal_for(api_key: APIKey) -> Principal:
 
 
 def partner_rate_limits(partner: Partner) -> dict[str, int]:
+    """`{"minute": n, "hour": n, "day": n}`: the partner's own limits, the platform default where unset."""
     defaults = settings.API_DEFAULT_RATE_LIMITS
     return {
         "minute": partner.rate_limit_per_minute or defaults["minute"],
@@ -81,3 +104,4 @@ def touch_last_used(api_key: APIKey) -> None:
     now = timezone.now()
     if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
         APIKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now  # the cached key too, so the next request within the minute writes nothing

@@ -14,6 +14,7 @@ from apps.common.errors import DomainValidationError
 from apps.partners.contracts import PartnerAuditAction
 from apps.partners.models import APIKey, Partner, Scope
 from apps.partners.ownership import employer_partners
+from apps.partners.principal_cache import principal_cache_clear
 from apps.partners.ratelimit import rate_limit_reset
 
 
@@ -111,6 +112,7 @@ def api_key_revoke(*, prefix: str, actor: Actor) -> APIKey:
         now = timezone.now()
         APIKey.objects.filter(pk=api_key.pk, revoked=False).update(revoked=True, revoked_at=now)
         api_key.revoked, api_key.revoked_at = True, now
+        principal_cache_clear()  # this process at once; every other within 5 s (ADR 0054)
         audit_record(
             actor=actor,
             action=PartnerAuditAction.API_KEY_REVOKED,

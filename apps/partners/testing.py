@@ -28,6 +28,16 @@ class KeyClient:
         return method
 
 
+@pytest.fixture(autouse=True)
+def _clear_principal_cache():
+    """Principals are cached per process for up to 5 s (ADR 0054); no test sees another's."""
+    from apps.partners.principal_cache import principal_cache
+
+    principal_cache.clear()
+    yield
+    principal_cache.clear()
+
+
 @pytest.fixture
 def make_key():
     """make_key(partner=..., scopes=[...], employers=[...] | all_employers=True, expires_at=None)."""

@@ -392,6 +392,8 @@ API_DEFAULT_RATE_LIMITS = {
     "day": env.int("API_RATE_LIMIT_PER_DAY", default=200_000),
 }
 API_RATE_LIMIT_WARNING_RATIO = 0.8
+# How long a web process trusts the key / OAuth client it read (ADR 0054); clamped to 0..5 s, 0 turns it off.
+API_PRINCIPAL_CACHE_SECONDS = env.float("API_PRINCIPAL_CACHE_SECONDS", default=5.0)
 API_RATE_LIMIT_GRACE_RATIO = 1.1
 API_RATE_LIMIT_GRACE_SECONDS = 300
 IDEMPOTENCY_TTL = timedelta(hours=24)

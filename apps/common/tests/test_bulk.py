@@ -146,3 +146,35 @@ def test_insert_one_keeps_a_given_primary_key_and_raises_like_save_on_a_duplicat
         bulk.insert_one(OutboxMessage(pk=given.pk, topic="t.again", payload={}))
 
     assert list(OutboxMessage.objects.values_list("topic", flat=True)) == ["t.given"]
+
+
+def test_insert_one_of_a_row_with_foreign_keys_nulls_ints_and_json_stores_what_save_stores(time_machine):
+    """The prepared-value shortcut (`_preparer`) against the ORM's own `save` on a wide row: strings, an int
+    foreign-key-like id, None, an IP, JSON and an auto timestamp."""
+    from apps.audit.models import AuditEvent
+
+    time_machine.move_to(timezone.now(), tick=False)
+    for i in (1, 2):  # odd and even rows: the None and non-None branches of `_audit_rows`
+        by_orm, fast = _audit_rows(i + 1, timezone.now())[i], _audit_rows(i + 1, timezone.now())[i]
+        by_orm.save(force_insert=True)
+
+        bulk.insert_one(fast)
+
+        assert _columns(AuditEvent, fast.pk) == _columns(AuditEvent, by_orm.pk)
+
+
+def test_copy_create_of_one_row_takes_the_cached_insert_and_stores_what_bulk_create_stores(
+    django_assert_num_queries,
+):
+    from apps.audit.models import AuditEvent
+
+    now = timezone.now()
+    by_orm, one = _audit_rows(2, now)[1], _audit_rows(2, now)[1]
+    AuditEvent.objects.bulk_create([by_orm])
+
+    with django_assert_num_queries(1):
+        assert bulk.copy_create([one]) == [one]
+
+    assert one.pk is not None
+    assert one._state.adding is False
+    assert _columns(AuditEvent, one.pk) == _columns(AuditEvent, by_orm.pk)

@@ -102,3 +102,34 @@ def test_control_character_rule_is_exactly_c0_c1_and_surrogates(text):
     expected = any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
     assert (control_character_error(text) is not None) is expected
+
+
+def test_fields_lent_per_thread_carry_no_state_between_instances_and_never_cross_threads():
+    import threading
+
+    from rest_framework import serializers as drf
+
+    from apps.common.serializers import FieldsReusedPerThreadMixin, Serializer
+
+    class LentSerializer(FieldsReusedPerThreadMixin, Serializer):
+        name = drf.CharField(max_length=5)
+        count = drf.IntegerField()
+
+    first = LentSerializer(data={"name": "toolong", "count": "x"})
+    assert not first.is_valid()
+    second = LentSerializer(data={"name": "ok", "count": 3})
+
+    assert second.is_valid(), second.errors
+    assert second.validated_data == {"name": "ok", "count": 3}
+    assert second.fields["name"] is first.fields["name"]  # lent, not copied
+    assert {f.parent for f in second.fields.values()} == {second}
+    assert set(first.errors) == {"name", "count"}  # the first instance's errors are its own
+    control = LentSerializer(data={"name": "a\x00b", "count": 1})
+    assert not control.is_valid()
+    assert set(control.errors) == {"name"}  # hardened fields stay hardened
+
+    elsewhere: list[object] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(LentSerializer(data={}).fields["name"]))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first.fields["name"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,7 @@ def _defaults(now: datetime) -> dict[str, Any]:
     }
 
 
-def copy_rows(ids: Sequence[int], values: Sequence[dict[str, Any]], *, now: datetime) -> Iterator[tuple[Any, ...]]:
+def copy_rows(ids: Sequence[int], values: Iterable[dict[str, Any]], *, now: datetime) -> Iterator[tuple[Any, ...]]:
     """Rows for `bulk.copy_insert(Endorsement, COPY_COLUMNS, …)`: `ids[i]` is the primary key of `values[i]`
     (from `received_values`); JSON columns as text, as COPY wants them."""
     defaults = _defaults(now)

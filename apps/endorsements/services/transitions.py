@@ -54,21 +54,49 @@ def _today() -> date:
 # --- locking -------------------------------------------------------------------------------------------------
 
 
+# Above this many members one transaction takes the policy's lock exclusively instead of one lock per member:
+# PostgreSQL's shared lock table holds `max_locks_per_transaction` × connections entries (64 × 100 by default),
+# and a 50,000-row upload took 50,000 advisory locks — "out of shared memory" (issue 15 part 4).
+MEMBER_LOCKS_MAX = 2_000
+
+
 def _lock_members(policy_id: int, employee_codes: Iterable[str]) -> None:
     """Serialise work on the same members (policy, employee_code) across requests and workers.
 
-    PostgreSQL: transaction-scoped advisory locks, taken in sorted order so two batches cannot deadlock.
+    PostgreSQL: transaction-scoped advisory locks in two levels, in one statement:
+    1. the policy's lock — shared by every caller with at most `MEMBER_LOCKS_MAX` members, exclusive for more;
+    2. then (shared callers only) one lock per member, in sorted order, so two callers cannot deadlock.
+    A large batch thus holds one lock and excludes all member work on its policy while it runs; everything
+    else still excludes only the same members (the chunks of a batch run in parallel, ADR 0043).
     SQLite has a single writer, so the write transaction itself serialises.
     """
     if connection.vendor != "postgresql":
         return
     keys = sorted({_member_lock_key(policy_id, code) for code in employee_codes})
-    if len(keys) == 1:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s::bigint)", keys)
-    elif keys:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", [keys])
+    if not keys:
+        return
+    policy_key = _policy_lock_key(policy_id)
+    with connection.cursor() as cursor:
+        if len(keys) > MEMBER_LOCKS_MAX:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s::bigint)", [policy_key])
+        elif len(keys) == 1:
+            # Left to right: the shared policy lock, then the member's.
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s::bigint), pg_advisory_xact_lock(%s::bigint)",
+                [policy_key, keys[0]],
+            )
+        else:
+            # The member locks are computed per row of the join, so only after `p` took the policy lock.
+            cursor.execute(
+                "WITH p AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%s::bigint)) "
+                "SELECT pg_advisory_xact_lock(k) FROM p, unnest(%s::bigint[]) AS k ORDER BY k",
+                [policy_key, keys],
+            )
+
+
+def _policy_lock_key(policy_id: int) -> int:
+    digest = hashlib.blake2b(f"policy-members:{policy_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _member_lock_key(policy_id: int, employee_code: str) -> int:
@@ -103,7 +131,7 @@ def _record(transitions: Sequence[Transition], *, actor: Actor, endorsements: di
             ((t.endorsement_id, t.from_status, t.to_status, t.detail[:500], label, now) for t in transitions),
         )
     else:
-        EndorsementHistory.objects.bulk_create(
+        bulk.copy_create(  # fewer than COPY_MIN_ROWS: `bulk_create`, or the cached INSERT for one row
             [
                 EndorsementHistory(
                     endorsement_id=t.endorsement_id,

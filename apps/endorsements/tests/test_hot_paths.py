@@ -18,6 +18,7 @@ from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.partners.api.base import NO_ACCESS
 from apps.partners.contracts import Principal
 from apps.partners.models import APIKey
+from apps.partners.principal_cache import principal_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -70,6 +71,13 @@ def test_post_endorsements_makes_a_pinned_number_of_queries(make_key, policy, dj
     assert response.status_code == 202, response.content
     assert Endorsement.objects.count() == 1
 
+    # The key is now in the principal cache (ADR 0054): the next request skips its look-up.
+    with django_assert_num_queries(12):
+        response = client.post("/api/v1/endorsements", addition(policy, "E-2", effective=date(2026, 6, 1)))
+
+    assert response.status_code == 202, response.content
+    assert Endorsement.objects.count() == 2
+
 
 def test_get_endorsement_makes_two_queries_and_answers_what_the_generic_serializer_would(
     make_key, policy, django_assert_num_queries
@@ -79,8 +87,11 @@ def test_get_endorsement_makes_two_queries_and_answers_what_the_generic_serializ
         endorsement_id=created["id"], from_status="RECEIVED", to_status="VALIDATED", detail="ok", actor="t"
     )
 
+    principal_cache.clear()
     with django_assert_num_queries(2):  # the key; the endorsement joined to its employer and history
         response = client.get(f"/api/v1/endorsements/{created['id']}")
+    with django_assert_num_queries(1):  # the key is in the principal cache now (ADR 0054)
+        assert client.get(f"/api/v1/endorsements/{created['id']}").json() == response.json()
 
     assert response.status_code == 200
     stored = Endorsement.objects.get(pk=created["id"])

@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.fields import MoneyField
-from apps.common.serializers import ModelSerializer, Serializer
+from apps.common.serializers import FieldsReusedPerThreadMixin, ModelSerializer, Serializer
 from apps.loan_applications.models import (
     MAX_MONTHLY_INCOME,
     MAX_REQUESTED_AMOUNT,
@@ -30,7 +30,7 @@ def age_on(born: date, today: date) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-class LoanApplicationCreateInputSerializer(Serializer):
+class LoanApplicationCreateInputSerializer(FieldsReusedPerThreadMixin, Serializer):
     pan_number = serializers.CharField(
         max_length=10, min_length=10, help_text="Permanent Account Number, e.g. ABCDE1234F. Never returned."
     )

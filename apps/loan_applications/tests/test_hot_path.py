@@ -25,6 +25,13 @@ def test_post_loan_application_makes_a_pinned_number_of_queries(loans, django_as
     assert response.status_code == 202, response.content
     assert LoanApplication.objects.count() == 1
 
+    # The key is now in the principal cache (ADR 0054): the next request skips its look-up.
+    with django_assert_num_queries(7):
+        response = loans.post("/api/v1/loan-applications", LoanApplicationPayloadFactory(pan_number="FGHIJ5678K"))
+
+    assert response.status_code == 202, response.content
+    assert LoanApplication.objects.count() == 2
+
 
 def test_the_accepted_document_is_the_serializers(loans):
     response = loans.post("/api/v1/loan-applications", LoanApplicationPayloadFactory(pan_number="KLMNP4321Q"))

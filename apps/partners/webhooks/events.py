@@ -44,6 +44,9 @@ class UnknownEventType(ValueError):
     pass
 
 
+_KNOWN_TYPES = frozenset(EventType.values)  # once: the enum property builds a new list per call
+
+
 def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
     """Write `drafts` as `Event` rows in the caller's transaction; returns them (ids and sequences set).
 
@@ -53,9 +56,8 @@ def partner_events_record(drafts: Sequence[EventDraft]) -> list[Event]:
     """
     if not drafts:
         return []
-    known = frozenset(EventType.values)  # computed once: the enum property builds a new list per call
     for draft in drafts:
-        if draft.type not in known:
+        if draft.type not in _KNOWN_TYPES:
             raise UnknownEventType(draft.type)
     if not connection.in_atomic_block:
         raise OutboxError("partner_events_record must be called inside the transaction of the change")
