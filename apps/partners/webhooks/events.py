@@ -120,53 +120,89 @@ def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], 
         return {(r[0], r[1]): int(r[2]) for r in cursor.fetchall()}
 
 
-_ASSIGN_SQL = """
+# Steps 2–4 of `events_sequence` in one statement (PostgreSQL): positions, the deliveries of the positioned
+# events to every subscribed active endpoint (the same rule as `endpoint_wants`, in SQL: partner, a subscribed
+# type — `event_types ? type` on the jsonb list — and the employer binding), in position order so one object's
+# deliveries to one endpoint get increasing ids, and the NOTIFYs, queued for commit. One round trip instead of
+# one per step: at a steady trickle the dispatcher loop runs this for every committed transaction (ADR 0052).
+_SEQUENCE_SQL = """
 WITH todo AS (
     SELECT id, row_number() OVER (ORDER BY id) AS rn FROM partners_event
     WHERE position IS NULL ORDER BY id LIMIT %(limit)s
-), base AS (SELECT COALESCE(MAX(position), 0) AS top FROM partners_event)
-UPDATE partners_event e SET position = base.top + todo.rn, positioned_at = %(now)s
-FROM todo, base WHERE e.id = todo.id
-RETURNING e.id
+), base AS (SELECT COALESCE(MAX(position), 0) AS top FROM partners_event),
+positioned AS (
+    UPDATE partners_event e SET position = base.top + todo.rn, positioned_at = %(now)s
+    FROM todo, base WHERE e.id = todo.id
+    RETURNING e.id, e.position, e.partner_id, e.employer_id, e.type, e.object_type, e.object_id
+), fanned AS (
+    INSERT INTO partners_webhookdelivery
+        (endpoint_id, event_id, order_key, status, attempts, next_attempt_at, created_at, last_error)
+    SELECT ep.id, p.id, p.object_type || ':' || p.object_id, %(pending)s, 0, %(now)s, %(now)s, ''
+    FROM positioned p JOIN partners_webhookendpoint ep ON ep.partner_id = p.partner_id AND ep.is_active
+    WHERE ep.event_types ? p.type
+      AND (ep.employer_ids IS NULL OR jsonb_typeof(ep.employer_ids) = 'null' OR p.employer_id IS NULL
+           OR ep.employer_ids @> to_jsonb(p.employer_id))
+    ORDER BY p.position, ep.id
+    RETURNING endpoint_id
+), counted AS (
+    SELECT (SELECT count(*) FROM positioned) AS events, ARRAY(SELECT DISTINCT endpoint_id FROM fanned) AS endpoints
+)
+SELECT events, endpoints,
+       CASE WHEN events > 0 THEN pg_notify(%(positioned_channel)s, '') END,
+       CASE WHEN cardinality(endpoints) > 0 THEN pg_notify(%(webhooks_channel)s, '') END
+FROM counted
 """
 
 
 def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
-    """Give committed events their commit-order positions and fan them out; returns how many.
+    """Give committed events their commit-order positions and fan them out; returns how many events.
 
     Steps, in one short transaction:
     1. Take the sequencer lock (PostgreSQL: `pg_advisory_xact_lock`; SQLite has one writer anyway). Another
        sequencer waits here and then sees this one's positions.
-    2. Number every visible unpositioned event after the highest position, in insert-id order (one UPDATE).
+    2. Number every visible unpositioned event after the highest position, in insert-id order.
        Events of one object were inserted in the order they happened (their recorders were serialised by the
        object's row locks and `EventSequence`), so their positions keep that order.
     3. Create the deliveries of those events to every active endpoint subscribed to them (partner, type,
        employer binding), in position order — which is the order the dispatcher sends one object's events.
-    4. At commit, wake other idle dispatcher processes (PostgreSQL NOTIFY `keel_webhooks`).
+    4. At commit, wake the live streams and other idle dispatcher processes (PostgreSQL NOTIFY
+       `keel_events_positioned`, `keel_webhooks`).
+    On PostgreSQL steps 2–4 are one statement (`_SEQUENCE_SQL`); the lock is its own statement first, so the
+    statement's snapshot is taken after the previous sequencer committed.
     """
+    return sequence_and_fan_out(limit=limit)[0]
+
+
+def sequence_and_fan_out(*, limit: int = SEQUENCE_BATCH) -> tuple[int, frozenset[int]]:
+    """`events_sequence`, also returning the ids of the endpoints that got new deliveries (the dispatcher wakes
+    its runs of those endpoints instead of waiting for them to poll)."""
     with transaction.atomic():
         now = timezone.now()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
-                cursor.execute(_ASSIGN_SQL, {"limit": limit, "now": now})
-                ids = [r[0] for r in cursor.fetchall()]
-        else:
-            todo = list(Event.objects.filter(position__isnull=True).order_by("id").values_list("id", flat=True)[:limit])
-            top = Event.objects.aggregate(top=Max("position"))["top"] or 0
-            for offset, pk in enumerate(todo, start=1):
-                Event.objects.filter(pk=pk).update(position=top + offset, positioned_at=now)
-            ids = todo
-        if not ids:
-            return 0
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:  # wakes the live-stream readers at commit (ADR 0050)
-                cursor.execute("SELECT pg_notify(%s, '')", [POSITIONED_CHANNEL])
-        created = deliveries_create(Event.objects.filter(pk__in=ids).order_by("position"))
-        if created and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:  # wakes other idle dispatcher processes at commit
-                cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
-    return len(ids)
+                cursor.execute(
+                    _SEQUENCE_SQL,
+                    {
+                        "limit": limit,
+                        "now": now,
+                        "pending": "pending",
+                        "positioned_channel": POSITIONED_CHANNEL,
+                        "webhooks_channel": NOTIFY_CHANNEL,
+                    },
+                )
+                events, endpoints, _, _ = cursor.fetchone()
+            return int(events), frozenset(endpoints or ())
+        todo = list(Event.objects.filter(position__isnull=True).order_by("id").values_list("id", flat=True)[:limit])
+        top = Event.objects.aggregate(top=Max("position"))["top"] or 0
+        for offset, pk in enumerate(todo, start=1):
+            Event.objects.filter(pk=pk).update(position=top + offset, positioned_at=now)
+        if not todo:
+            return 0, frozenset()
+        deliveries_create(Event.objects.filter(pk__in=todo).order_by("position"))
+        created_for = WebhookDelivery.objects.filter(event_id__in=todo).values_list("endpoint_id", flat=True)
+        endpoint_ids = frozenset(created_for)
+    return len(todo), endpoint_ids
 
 
 def endpoint_wants(endpoint: WebhookEndpoint, event: Event) -> bool:
