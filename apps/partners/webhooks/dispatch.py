@@ -31,6 +31,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -167,6 +168,34 @@ class RunHandle:
     wake: threading.Event = field(default_factory=threading.Event)
     release: bool = False
     lingering: bool = False
+    # Fresh deliveries of the endpoint handed over by the loop's sequencer (sendable at once, ADR 0052), the
+    # endpoint's URL in the same snapshot, and whether the run must query (deliveries it was not handed).
+    inbox: deque[WebhookDelivery] = field(default_factory=deque)
+    url: str | None = None
+    needs_query: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ask_query(self) -> None:
+        with self._lock:
+            self.needs_query = True
+        self.wake.set()
+
+    def take_query(self) -> bool:
+        with self._lock:
+            asked, self.needs_query = self.needs_query, False
+        return asked
+
+    def hand_over(self, deliveries: list[WebhookDelivery], url: str | None) -> None:
+        if url is not None:
+            self.url = url
+        self.inbox.extend(deliveries)  # one C call: the run takes a pass's deliveries together
+        self.wake.set()
+
+    def take(self) -> list[WebhookDelivery]:
+        taken: list[WebhookDelivery] = []
+        while self.inbox:
+            taken.append(self.inbox.popleft())
+        return taken
 
 
 def endpoint_run(claim: Claim, *, handle: RunHandle | None = None) -> int:
@@ -213,23 +242,47 @@ def _endpoint_run(claim: Claim, handle: RunHandle | None = None) -> int:
     # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
     stop_at = started + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
     drain_until = min(stop_at, started + RUN_DRAIN_SECONDS)
+    limit = int(settings.WEBHOOKS["DISPATCH_BATCH"])
     secrets: list[str] = []
+    endpoint: WebhookEndpoint | None = None
+    sent: set[int] = set()  # deliveries this run has sent: a handed-over one a query also returned goes once
+    query = True
     total = 0
     while True:
+        handed: list[WebhookDelivery] = []
         if handle is not None:
             handle.wake.clear()  # before the query: deliveries created from here on wake the wait below
+            handed = handle.take()
+            query = handle.take_query() or query or (endpoint is None and bool(handed))
         now = timezone.now()
-        deliveries = _due_deliveries(claim.endpoint_id, now=now, limit=int(settings.WEBHOOKS["DISPATCH_BATCH"]))
-        if not deliveries:  # nothing due, or the endpoint is no longer active
+        deliveries: list[WebhookDelivery] = []
+        if query:
+            # Due deliveries with the endpoint as it is now (a PATCH or a disable applies from this batch on).
+            deliveries = _due_deliveries(claim.endpoint_id, now=now, limit=limit)
+            if deliveries:
+                endpoint = deliveries[0].endpoint
+            elif not handed:
+                endpoint = None  # nothing due, or the endpoint is no longer active
+            query = len(deliveries) >= limit  # a full batch: more may be due
+        if endpoint is not None and handed:
+            # Handed over by the sequencer in one snapshot with the endpoint, which was active with this URL.
+            if handle is not None and handle.url:
+                endpoint.url = handle.url
+            known = {d.pk for d in deliveries}
+            deliveries = sorted(deliveries + [d for d in handed if d.pk not in known], key=lambda d: d.pk)
+        deliveries = [d for d in deliveries if d.pk not in sent]
+        if endpoint is None or not deliveries:
             if handle is None or not _linger(handle, until=drain_until):
                 return total
             continue
-        endpoint = deliveries[0].endpoint  # re-read with each batch: a PATCH (URL, is_active) applies from here
+        for d in deliveries:
+            d.endpoint = endpoint
         if not secrets:
             secrets = _signing_secrets(endpoint.pk, now=now)
             if not secrets:
                 return total
         outcomes, gone, endpoint_failed = _send_batch(endpoint, deliveries, secrets, stop_at=stop_at)
+        sent.update(o.delivery.pk for o in outcomes)
         total += _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
         if gone or endpoint_failed or time.monotonic() > drain_until:
             return total
@@ -299,6 +352,8 @@ def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, 
         and all(o.result is not None and o.result.ok for o in outcomes)
     ):
         _record_all_delivered(endpoint, outcomes, now=now)
+        # The run keeps this object for its next batches: keep it as the row now is (a later failure counts 1).
+        endpoint.consecutive_failures, endpoint.failing_since, endpoint.last_success_at = 0, None, now
         deliveries_recorded(delivered=len(outcomes), retry=0, failed=0)
         return len(outcomes)
     attempts: list[WebhookAttempt] = []
@@ -592,11 +647,24 @@ def dispatch_forever(
                 last_sweep = time.monotonic()
             sequenced, claimed = 0, 0
             try:
-                sequenced, endpoint_ids = sequence_and_fan_out()
+                done = sequence_and_fan_out()
+                sequenced, endpoint_ids = done.events, done.endpoint_ids
                 _remember_session(own_pids)
                 here = {h.claim.endpoint_id: h for h in running.values()}
+                if listener is not None and listener.take_foreign():
+                    for handle in here.values():  # another process queued deliveries: runs query again
+                        handle.ask_query()
+                fresh: dict[int, list[WebhookDelivery]] = {}
+                for delivery in done.fresh:
+                    fresh.setdefault(delivery.endpoint_id, []).append(delivery)
                 for endpoint_id in endpoint_ids & here.keys():
-                    here[endpoint_id].wake.set()
+                    handle = here[endpoint_id]
+                    if endpoint_id in done.held_endpoint_ids or endpoint_id not in fresh:
+                        handle.ask_query()
+                    handle.hand_over(fresh.get(endpoint_id, []), done.fresh_urls.get(endpoint_id))
+                if sweep:
+                    for handle in here.values():  # retries come due by time: every run queries now and then
+                        handle.ask_query()
                 free = threads - len(running)
                 if free > 0:
                     for c in endpoints_claim(limit=free, exclude=set(here)):
@@ -616,10 +684,10 @@ def dispatch_forever(
                 time.sleep(0.5)
             if idle_exit and not (sequenced or claimed or running):
                 break
-            if listener is None and running:
-                wake.wait(0.01)
-            else:
-                wake.wait(max(0.0, idle_seconds - (time.monotonic() - last_sweep)))
+            timeout = 0.01 if listener is None and running else idle_seconds - (time.monotonic() - last_sweep)
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+            _wait(wake, timeout, should_stop)
         for handle in running.values():
             handle.release = True
             handle.wake.set()
@@ -630,6 +698,15 @@ def dispatch_forever(
             listener.close()
         connection.close()
     return total
+
+
+def _wait(wake: threading.Event, timeout: float, should_stop: Callable[[], bool]) -> None:
+    """Sleep until `wake` is set or `timeout` passes, looking at `should_stop()` every 0.25 s (a stop request
+    sets no event)."""
+    end = time.monotonic() + max(0.0, timeout)
+    while not wake.wait(max(0.0, min(0.25, end - time.monotonic()))):
+        if should_stop() or time.monotonic() >= end:
+            return
 
 
 def _remember_session(pids: set[int]) -> None:
@@ -656,6 +733,7 @@ class _Listener:
         self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
         self._connection.execute(f"LISTEN {EVENTS_CHANNEL}")
         self._wake, self._ignore, self._channel = wake, ignore_pids, NOTIFY_CHANNEL
+        self._foreign = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="webhooks-listener", daemon=True)
         self._thread.start()
@@ -664,8 +742,10 @@ class _Listener:
         while not self._stopping.is_set():
             try:
                 for notify in self._connection.notifies(timeout=0.25):
-                    if notify.channel == self._channel and notify.pid in self._ignore:
-                        continue
+                    if notify.channel == self._channel:
+                        if notify.pid in self._ignore:
+                            continue
+                        self._foreign = True
                     self._wake.set()
             except Exception:
                 if self._stopping.is_set():
@@ -673,6 +753,12 @@ class _Listener:
                 log.warning("webhooks.listener_failed", exc_info=True)
                 self._wake.set()  # the loop's periodic pass goes on; try again shortly
                 time.sleep(0.5)
+
+    def take_foreign(self) -> bool:
+        """Whether another session (another dispatcher's or a task's sequencer, a redelivery) queued deliveries
+        since the last call."""
+        foreign, self._foreign = self._foreign, False
+        return foreign
 
     def close(self) -> None:
         self._stopping.set()
