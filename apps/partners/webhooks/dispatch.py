@@ -14,8 +14,12 @@ pending age or dead rows.
    object whose earlier delivery is still backing off, check the URL (`sender.target_check`, ADR 0031) and
    send each to the checked address (`sender.send`): signed with every active secret, `webhook-id` = the
    event's id (the same on every retry and redelivery). While more are due, the run takes the next batch, for
-   up to `RUN_DRAIN_SECONDS` (ADR 0046): one claim serves a steady trickle of small batches.
-3. **Record** each outcome in one transaction per batch: attempt rows; delivered rows; failed rows back off
+   up to `RUN_DRAIN_SECONDS` (ADR 0046): one claim serves a steady trickle of small batches. Under
+   `dispatch_forever` a run that finds nothing due lingers for the rest of that time, and the loop's sequencer
+   hands it each new delivery that is the first pending one of its object (`RunHandle`, ADR 0052): no query,
+   claim or secret opening per event.
+3. **Record** each outcome in one transaction per batch (an all-2xx batch: one statement): attempt rows;
+   delivered rows; failed rows back off
    (`backoff_seconds`) and give up after `RETRY_WINDOW_HOURS`; a 410 disables the endpoint; a
    connection error, timeout or 5xx/429 also puts the whole endpoint in backoff and ends the run (no
    hammering a dead receiver; its other deliveries wait, nobody else's do). The lease is released.
