@@ -565,3 +565,50 @@ def test_the_dispatcher_loop_delivers_commits_it_is_notified_of_in_order_with_on
     assert [(r.json["object"]["id"], r.json["sequence"]) for r in receiver.received] == expected
     assert claims == [endpoint.pk]
     assert WebhookDelivery.objects.filter(status="delivered").count() == 12
+
+
+def _listening_pids() -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN keel_events'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dispatcher_listens_again_after_its_listening_session_is_terminated(require_postgres):
+    """A PostgreSQL restart or a terminated session must not leave the loop deaf until its idle pass: the
+    listener thread reopens its connection, LISTENs again, and the next commit wakes the loop."""
+    from django.db import connection
+
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint_for(partner.pk, receiver.url)
+        stop = threading.Event()
+        loop = threading.Thread(target=lambda: dispatch_forever(should_stop=stop.is_set, idle_seconds=60.0))
+        loop.start()
+        try:
+            for _ in range(200):
+                if _listening_pids():
+                    break
+                time.sleep(0.025)
+            [first] = _listening_pids()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+            for _ in range(400):
+                if _listening_pids() not in ([], [first]):
+                    break
+                time.sleep(0.025)
+            [second] = _listening_pids()
+            [event] = _commit_events(partner.pk, "after")
+            for _ in range(400):
+                if receiver.count:
+                    break
+                time.sleep(0.025)
+        finally:
+            stop.set()
+            loop.join(30)
+    assert second != first
+    assert [r.webhook_id for r in receiver.received] == [event.public_id]

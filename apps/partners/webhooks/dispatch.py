@@ -29,6 +29,7 @@ pending age or dead rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -723,28 +724,39 @@ def _remember_session(pids: set[int]) -> None:
 class _Listener:
     """LISTEN keel_events and keel_webhooks on a connection of its own, in a thread of its own: each
     notification sets `wake` at once (no polling). A `keel_webhooks` from one of `ignore_pids` (this loop's own
-    sequencer) is skipped: the loop already woke the runs it concerns."""
+    sequencer) is skipped: the loop already woke the runs it concerns. A lost connection (PostgreSQL restarted,
+    the session terminated) is reopened every 0.5 s until it is back; meanwhile the loop's idle pass goes on."""
 
     def __init__(self, wake: threading.Event, *, ignore_pids: set[int]) -> None:
-        import psycopg
-
-        from apps.partners.webhooks.events import EVENTS_CHANNEL, NOTIFY_CHANNEL
+        from apps.partners.webhooks.events import NOTIFY_CHANNEL
 
         params = connection.get_connection_params()
         for name in ("cursor_factory", "context", "pool"):
             params.pop(name, None)
-        self._connection = psycopg.connect(autocommit=True, **params)
-        self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        self._connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+        self._params = params
+        self._connection = self._open()  # the first one fails loudly: the command cannot listen at all
         self._wake, self._ignore, self._channel = wake, ignore_pids, NOTIFY_CHANNEL
         self._foreign = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="webhooks-listener", daemon=True)
         self._thread.start()
 
+    def _open(self) -> Any:
+        import psycopg
+
+        from apps.partners.webhooks.events import EVENTS_CHANNEL, NOTIFY_CHANNEL
+
+        conn = psycopg.connect(autocommit=True, **self._params)
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+        return conn
+
     def _listen(self) -> None:
         while not self._stopping.is_set():
             try:
+                if self._connection is None:
+                    self._connection = self._open()
+                    self._wake.set()  # notifications may have been missed while it was gone: look now
                 for notify in self._connection.notifies(timeout=0.25):
                     if notify.channel == self._channel:
                         if notify.pid in self._ignore:
@@ -755,8 +767,13 @@ class _Listener:
                 if self._stopping.is_set():
                     return
                 log.warning("webhooks.listener_failed", exc_info=True)
-                self._wake.set()  # the loop's periodic pass goes on; try again shortly
-                time.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    if self._connection is not None:
+                        self._connection.close()
+                self._connection = None
+                self._foreign = True  # what was missed is unknown: runs query again
+                self._wake.set()
+                self._stopping.wait(0.5)
 
     def take_foreign(self) -> bool:
         """Whether another session (another dispatcher's or a task's sequencer, a redelivery) queued deliveries
@@ -767,7 +784,8 @@ class _Listener:
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=2)
-        self._connection.close()
+        if self._connection is not None:
+            self._connection.close()
 
 
 NUDGE_FLAG = "webhooks:dispatch-queued"
