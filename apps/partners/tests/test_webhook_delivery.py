@@ -411,3 +411,204 @@ def test_runs_at_once_never_exceed_the_connection_pool_and_the_dispatcher_comman
     assert options["pool"]["max_size"] == 18
     del options["pool"]
     assert dispatch.run_slots() == 16
+
+
+# --- ADR 0052: the sequencer hands fresh deliveries to lingering runs -----------------------------------------
+
+
+def _commit_events(partner_id: int, *object_ids: str, data: dict | None = None) -> list:
+    """Record events in one transaction without sequencing them (the dispatcher's sequencer does that)."""
+    from django.db import transaction
+
+    from apps.partners.webhooks.contracts import EventDraft
+    from apps.partners.webhooks.events import partner_events_record
+
+    drafts = [
+        EventDraft(
+            type=EventType.LEDGER_TOPUP_POSTED,
+            partner_id=partner_id,
+            employer_id=None,
+            object_type="ledger",
+            object_id=object_id,
+            data=data or {"n": object_id},
+        )
+        for object_id in object_ids
+    ]
+    with transaction.atomic():
+        return partner_events_record(drafts)
+
+
+def test_the_sequencer_hands_over_each_objects_first_pending_delivery_with_the_stored_payload(require_postgres):
+    """A delivery is handed over only when no earlier delivery of its object to its endpoint is pending, and the
+    handed-over event serialises byte for byte like the stored row (the body the partner's signature covers)."""
+    from apps.partners.webhooks.events import sequence_and_fan_out
+    from apps.partners.webhooks.models import Event
+
+    partner = PartnerFactory()
+    held_back, open_ = (endpoint_for(partner.pk, f"http://127.0.0.1:9/{name}")[0] for name in ("held", "open"))
+    [a1] = _commit_events(partner.pk, "A")
+    first = sequence_and_fan_out()
+    assert (first.events, first.endpoint_ids, first.held_endpoint_ids) == (1, {held_back.pk, open_.pk}, set())
+    assert [(d.endpoint_id, d.event.public_id) for d in first.fresh] == [
+        (held_back.pk, a1.public_id),
+        (open_.pk, a1.public_id),
+    ]
+    # A#1 backs off at one endpoint and was delivered at the other.
+    later = timezone.now() + timedelta(minutes=5)
+    WebhookDelivery.objects.filter(endpoint=held_back).update(attempts=1, next_attempt_at=later)
+    WebhookDelivery.objects.filter(endpoint=open_).update(status="delivered")
+    data = {"amount": "1234.50", "name": "Ünïcode ✓", "nested": {"list": [1, 2.5, None, True], "empty": {}}}
+    a2, b1, a3 = _commit_events(partner.pk, "A", "B", "A", data=data)
+    second = sequence_and_fan_out()
+    assert (second.events, second.held_endpoint_ids) == (3, {held_back.pk})
+    assert [(d.endpoint_id, d.event.public_id) for d in second.fresh] == [  # id order: position, endpoint
+        (open_.pk, a2.public_id),
+        (held_back.pk, b1.public_id),  # A#2 and A#3 wait behind the backing-off A#1 there
+        (open_.pk, b1.public_id),
+        (open_.pk, a3.public_id),
+    ]
+    assert second.fresh_urls == {held_back.pk: held_back.url, open_.pk: open_.url}
+    for handed in second.fresh:
+        stored = WebhookDelivery.objects.select_related("event").get(pk=handed.pk)
+        assert (handed.endpoint_id, handed.order_key, handed.created_at, handed.attempts) == (
+            stored.endpoint_id,
+            stored.order_key,
+            stored.created_at,
+            0,
+        )
+        assert dispatch.event_body(handed.event) == dispatch.event_body(Event.objects.get(pk=stored.event_id))
+    assert sequence_and_fan_out().events == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lingering_run_sends_a_handed_over_delivery_without_a_query_or_a_new_claim(require_postgres, monkeypatch):
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    queries: list[int] = []
+    real_due = dispatch._due_deliveries
+
+    def counting_due(endpoint_id, **kwargs):
+        queries.append(endpoint_id)
+        return real_due(endpoint_id, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_due_deliveries", counting_due)
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, secret = endpoint_for(partner.pk, receiver.url)
+        _commit_events(partner.pk, "1")
+        sequence_and_fan_out()
+        [claim] = dispatch.endpoints_claim(limit=4)
+        handle = dispatch.RunHandle(claim)
+        result: list[int] = []
+        run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
+        run.start()
+        try:
+            for _ in range(400):  # the first delivery is sent and recorded; the run waits for more
+                if handle.lingering:
+                    break
+                time.sleep(0.025)
+            assert (handle.lingering, receiver.count, queries) == (True, 1, [endpoint.pk])
+            [second] = _commit_events(partner.pk, "2")
+            done = sequence_and_fan_out()
+            handle.hand_over(list(done.fresh), done.fresh_urls[endpoint.pk])
+            for _ in range(400):
+                if receiver.count == 2 and handle.lingering:
+                    break
+                time.sleep(0.025)
+        finally:
+            handle.release = True
+            handle.wake.set()
+            run.join(30)
+    assert result == [2]
+    assert queries == [endpoint.pk]  # the handed-over delivery needed no query
+    assert receiver.received[1].webhook_id == second.public_id
+    Webhook(secret).verify(receiver.received[1].body, receiver.received[1].headers)
+    assert list(WebhookDelivery.objects.order_by("id").values_list("status", "attempts")) == [("delivered", 1)] * 2
+    assert WebhookAttempt.objects.filter(succeeded=True).count() == 2
+    assert WebhookEndpoint.objects.filter(pk=endpoint.pk, leased_until__isnull=True).exists()  # lease released
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dispatcher_loop_delivers_commits_it_is_notified_of_in_order_with_one_claim(require_postgres, monkeypatch):
+    """The loop wakes on the commit's NOTIFY (no polling: the idle pass is a minute away), sequences, and hands
+    each new delivery to the endpoint's lingering run: one claim serves every event, in per-object order."""
+    claims: list[int] = []
+    real_claim = dispatch.endpoints_claim
+
+    def counting_claim(**kwargs):
+        claimed = real_claim(**kwargs)
+        claims.extend(c.endpoint_id for c in claimed)
+        return claimed
+
+    monkeypatch.setattr(dispatch, "endpoints_claim", counting_claim)
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        stop = threading.Event()
+        loop = threading.Thread(target=lambda: dispatch_forever(should_stop=stop.is_set, idle_seconds=60.0))
+        loop.start()
+        try:
+            time.sleep(0.5)  # listening
+            expected = []
+            for n in range(6):
+                expected += [(e.object_id, e.sequence) for e in _commit_events(partner.pk, "A", f"b{n}")]
+                for _ in range(400):
+                    if receiver.count == len(expected):
+                        break
+                    time.sleep(0.025)
+        finally:
+            stop.set()
+            loop.join(30)
+    assert not loop.is_alive()
+    assert [(r.json["object"]["id"], r.json["sequence"]) for r in receiver.received] == expected
+    assert claims == [endpoint.pk]
+    assert WebhookDelivery.objects.filter(status="delivered").count() == 12
+
+
+def _listening_pids() -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN keel_events'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dispatcher_listens_again_after_its_listening_session_is_terminated(require_postgres):
+    """A PostgreSQL restart or a terminated session must not leave the loop deaf until its idle pass: the
+    listener thread reopens its connection, LISTENs again, and the next commit wakes the loop."""
+    from django.db import connection
+
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint_for(partner.pk, receiver.url)
+        stop = threading.Event()
+        loop = threading.Thread(target=lambda: dispatch_forever(should_stop=stop.is_set, idle_seconds=60.0))
+        loop.start()
+        try:
+            for _ in range(200):
+                if _listening_pids():
+                    break
+                time.sleep(0.025)
+            [first] = _listening_pids()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+            for _ in range(400):
+                if _listening_pids() not in ([], [first]):
+                    break
+                time.sleep(0.025)
+            [second] = _listening_pids()
+            [event] = _commit_events(partner.pk, "after")
+            for _ in range(400):
+                if receiver.count:
+                    break
+                time.sleep(0.025)
+        finally:
+            stop.set()
+            loop.join(30)
+    assert second != first
+    assert [r.webhook_id for r in receiver.received] == [event.public_id]

@@ -14,8 +14,12 @@ pending age or dead rows.
    object whose earlier delivery is still backing off, check the URL (`sender.target_check`, ADR 0031) and
    send each to the checked address (`sender.send`): signed with every active secret, `webhook-id` = the
    event's id (the same on every retry and redelivery). While more are due, the run takes the next batch, for
-   up to `RUN_DRAIN_SECONDS` (ADR 0046): one claim serves a steady trickle of small batches.
-3. **Record** each outcome in one transaction per batch: attempt rows; delivered rows; failed rows back off
+   up to `RUN_DRAIN_SECONDS` (ADR 0046): one claim serves a steady trickle of small batches. Under
+   `dispatch_forever` a run that finds nothing due lingers for the rest of that time, and the loop's sequencer
+   hands it each new delivery that is the first pending one of its object (`RunHandle`, ADR 0052): no query,
+   claim or secret opening per event.
+3. **Record** each outcome in one transaction per batch (an all-2xx batch: one statement): attempt rows;
+   delivered rows; failed rows back off
    (`backoff_seconds`) and give up after `RETRY_WINDOW_HOURS`; a 410 disables the endpoint; a
    connection error, timeout or 5xx/429 also puts the whole endpoint in backoff and ends the run (no
    hammering a dead receiver; its other deliveries wait, nobody else's do). The lease is released.
@@ -25,15 +29,17 @@ pending age or dead rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -138,6 +144,9 @@ class _Outcome:
 
 
 def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[WebhookDelivery]:
+    """Up to `limit` due deliveries of an **active** endpoint in id (= position) order, each with its event and
+    the endpoint row as it is now (one query: a PATCH or a disable applies from the next batch on), skipping an
+    object whose earlier delivery is still backing off. Empty when the endpoint is inactive."""
     backing_off = WebhookDelivery.objects.filter(
         endpoint_id=endpoint_id,
         order_key=OuterRef("order_key"),
@@ -147,16 +156,59 @@ def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[Webh
     )
     return list(
         WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .filter(endpoint__is_active=True)
         .exclude(Exists(backing_off))
-        .select_related("event")
+        .select_related("event", "endpoint")
         .order_by("id")[:limit]
     )
 
 
-def endpoint_run(claim: Claim) -> int:
-    """Steps 2–3 for one claimed endpoint. Returns how many deliveries were delivered."""
+@dataclass(eq=False, slots=True)
+class RunHandle:
+    """How the dispatcher loop talks to a run on a pool thread (`dispatch_forever`). `wake` is set when the
+    loop's sequencer created deliveries for the run's endpoint; `release` asks a lingering run to give its
+    thread back (another endpoint needs it); `lingering` says the run is waiting for work."""
+
+    claim: Claim
+    wake: threading.Event = field(default_factory=threading.Event)
+    release: bool = False
+    lingering: bool = False
+    # Fresh deliveries of the endpoint handed over by the loop's sequencer (sendable at once, ADR 0052), the
+    # endpoint's URL in the same snapshot, and whether the run must query (deliveries it was not handed).
+    inbox: deque[WebhookDelivery] = field(default_factory=deque)
+    url: str | None = None
+    needs_query: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ask_query(self) -> None:
+        with self._lock:
+            self.needs_query = True
+        self.wake.set()
+
+    def take_query(self) -> bool:
+        with self._lock:
+            asked, self.needs_query = self.needs_query, False
+        return asked
+
+    def hand_over(self, deliveries: list[WebhookDelivery], url: str | None) -> None:
+        if url is not None:
+            self.url = url
+        self.inbox.extend(deliveries)  # one C call: the run takes a pass's deliveries together
+        self.wake.set()
+
+    def take(self) -> list[WebhookDelivery]:
+        taken: list[WebhookDelivery] = []
+        while self.inbox:
+            taken.append(self.inbox.popleft())
+        return taken
+
+
+def endpoint_run(claim: Claim, *, handle: RunHandle | None = None) -> int:
+    """Steps 2–3 for one claimed endpoint. Returns how many deliveries were delivered. With a `handle` (the
+    dispatcher loop's), a run that finds nothing due waits on `handle.wake` for new deliveries until its drain
+    time ends or the loop asks for the thread back, instead of returning at once (ADR 0052)."""
     try:
-        return _endpoint_run(claim)
+        return _endpoint_run(claim, handle)
     finally:
         WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
             leased_until=None, lease_token=None
@@ -184,35 +236,76 @@ def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:
 
 # A run keeps sending while its endpoint has due deliveries, for up to this long, before giving its thread back:
 # one claim, lease and secret opening then serve many small batches (at a steady trickle of events a batch is
-# a few deliveries, and per-run round trips would otherwise dominate). Endpoints beyond the thread count wait
-# at most this long for a thread.
+# a few deliveries, and per-run round trips would otherwise dominate). Run by the dispatcher loop, a run that finds
+# nothing due waits for the loop's wake-up for the rest of this time (ADR 0052), and gives its thread back at once
+# when the loop needs it for another endpoint; so endpoints beyond the thread count wait at most this long.
 RUN_DRAIN_SECONDS = 1.0
 
 
-def _endpoint_run(claim: Claim) -> int:
+def _endpoint_run(claim: Claim, handle: RunHandle | None = None) -> int:
     started = time.monotonic()
     # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
     stop_at = started + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
     drain_until = min(stop_at, started + RUN_DRAIN_SECONDS)
+    limit = int(settings.WEBHOOKS["DISPATCH_BATCH"])
     secrets: list[str] = []
+    endpoint: WebhookEndpoint | None = None
+    sent: set[int] = set()  # deliveries this run has sent: a handed-over one a query also returned goes once
+    query = True
     total = 0
     while True:
-        # Re-read each batch: a PATCH (URL, is_active) or a disable applies from the next batch on.
-        endpoint = WebhookEndpoint.objects.filter(pk=claim.endpoint_id, is_active=True).first()
-        if endpoint is None:
-            return total
+        handed: list[WebhookDelivery] = []
+        if handle is not None:
+            handle.wake.clear()  # before the query: deliveries created from here on wake the wait below
+            handed = handle.take()
+            query = handle.take_query() or query or (endpoint is None and bool(handed))
         now = timezone.now()
+        deliveries: list[WebhookDelivery] = []
+        if query:
+            # Due deliveries with the endpoint as it is now (a PATCH or a disable applies from this batch on).
+            deliveries = _due_deliveries(claim.endpoint_id, now=now, limit=limit)
+            if deliveries:
+                endpoint = deliveries[0].endpoint
+            elif not handed:
+                endpoint = None  # nothing due, or the endpoint is no longer active
+            query = len(deliveries) >= limit  # a full batch: more may be due
+        if endpoint is not None and handed:
+            # Handed over by the sequencer in one snapshot with the endpoint, which was active with this URL.
+            if handle is not None and handle.url:
+                endpoint.url = handle.url
+            known = {d.pk for d in deliveries}
+            deliveries = sorted(deliveries + [d for d in handed if d.pk not in known], key=lambda d: d.pk)
+        deliveries = [d for d in deliveries if d.pk not in sent]
+        if endpoint is None or not deliveries:
+            if handle is None or not _linger(handle, until=drain_until):
+                return total
+            continue
+        for d in deliveries:
+            d.endpoint = endpoint
         if not secrets:
             secrets = _signing_secrets(endpoint.pk, now=now)
             if not secrets:
                 return total
-        deliveries = _due_deliveries(endpoint.pk, now=now, limit=int(settings.WEBHOOKS["DISPATCH_BATCH"]))
-        if not deliveries:
-            return total
         outcomes, gone, endpoint_failed = _send_batch(endpoint, deliveries, secrets, stop_at=stop_at)
+        sent.update(o.delivery.pk for o in outcomes)
         total += _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
         if gone or endpoint_failed or time.monotonic() > drain_until:
             return total
+
+
+def _linger(handle: RunHandle, *, until: float) -> bool:
+    """Wait, holding the endpoint's lease and this thread, for the loop to say new deliveries exist
+    (`handle.wake`) — at most until `until` (the run's drain time). Returns whether to query again: False when
+    the time is up or the loop wants the thread for another endpoint (`handle.release`)."""
+    remaining = until - time.monotonic()
+    if remaining <= 0 or handle.release:
+        return False
+    handle.lingering = True
+    try:
+        woken = handle.wake.wait(remaining)
+    finally:
+        handle.lingering = False
+    return woken and not handle.release
 
 
 def _send_batch(
@@ -253,9 +346,21 @@ def _send_batch(
 
 
 def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, endpoint_failed: bool) -> int:
+    """Record a batch's outcomes in one transaction (see the module docstring, step 3); returns how many were
+    delivered. Every delivery update is conditional on the row still being pending: recorded once."""
     if not outcomes:
         return 0
     now = timezone.now()
+    if (
+        connection.vendor == "postgresql"
+        and not (gone or endpoint_failed)
+        and all(o.result is not None and o.result.ok for o in outcomes)
+    ):
+        _record_all_delivered(endpoint, outcomes, now=now)
+        # The run keeps this object for its next batches: keep it as the row now is (a later failure counts 1).
+        endpoint.consecutive_failures, endpoint.failing_since, endpoint.last_success_at = 0, None, now
+        deliveries_recorded(delivered=len(outcomes), retry=0, failed=0)
+        return len(outcomes)
     attempts: list[WebhookAttempt] = []
     delivered: list[int] = []
     given_up: list[tuple[int, int, str]] = []
@@ -329,6 +434,53 @@ def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, 
             )
         deliveries_recorded(delivered=len(delivered), retry=len(retry), failed=len(given_up))
     return len(delivered)
+
+
+# The common outcome — every delivery of the batch answered 2xx — as one statement (atomic on its own): the
+# attempt rows, the deliveries marked delivered (only those still pending), and the endpoint's success, written
+# only when it changes something or `last_success_at` is a second old (it serves the 72 h give-up rule and the
+# admin list, not an audit). One round trip instead of four per batch (ADR 0052).
+_RECORD_DELIVERED_SQL = """
+WITH attempt AS (
+    INSERT INTO partners_webhookattempt (delivery_id, endpoint_id, event_public_id, event_type, attempt, at,
+        status_code, latency_ms, response_excerpt, error, succeeded)
+    SELECT u.delivery_id, %(endpoint)s, u.public_id, u.type, u.attempt, u.at, u.status_code, u.latency_ms,
+        u.excerpt, '', true
+    FROM unnest(%(ids)s::bigint[], %(public_ids)s::text[], %(types)s::text[], %(attempts)s::int[],
+        %(ats)s::timestamptz[], %(status_codes)s::int[], %(latencies)s::int[], %(excerpts)s::text[])
+        AS u(delivery_id, public_id, type, attempt, at, status_code, latency_ms, excerpt)
+), delivered AS (
+    UPDATE partners_webhookdelivery SET status = %(delivered)s, finished_at = %(now)s, attempts = attempts + 1,
+        last_error = ''
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = %(pending)s
+)
+UPDATE partners_webhookendpoint
+SET consecutive_failures = 0, failing_since = NULL, last_success_at = %(now)s, retry_at = %(now)s
+WHERE id = %(endpoint)s AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR retry_at > %(now)s
+    OR last_success_at IS NULL OR last_success_at < %(now)s - interval '1 second')
+"""
+
+
+def _record_all_delivered(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, now: datetime) -> None:
+    results = [o.result for o in outcomes if o.result is not None]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_DELIVERED_SQL,
+            {
+                "endpoint": endpoint.pk,
+                "ids": [o.delivery.pk for o in outcomes],
+                "public_ids": [o.delivery.event.public_id for o in outcomes],
+                "types": [o.delivery.event.type for o in outcomes],
+                "attempts": [o.delivery.attempts + 1 for o in outcomes],
+                "ats": [o.at for o in outcomes],
+                "status_codes": [r.status_code for r in results],
+                "latencies": [r.latency_ms for r in results],
+                "excerpts": [r.excerpt[:1000] for r in results],
+                "delivered": DeliveryStatus.DELIVERED.value,
+                "pending": DeliveryStatus.PENDING.value,
+                "now": now,
+            },
+        )
 
 
 def _failing_for_whole_window(endpoint: WebhookEndpoint, now: datetime) -> bool:
@@ -429,12 +581,12 @@ def dispatch_once(*, inline: bool = True) -> int:
     return total
 
 
-def _threaded_run(claim: Claim) -> int:
+def _threaded_run(claim: Claim, handle: RunHandle | None = None) -> int:
     from django.db import close_old_connections
 
     close_old_connections()
     try:
-        return endpoint_run(claim)
+        return endpoint_run(claim, handle=handle)
     except Exception:
         log.warning("webhooks.endpoint_run_failed", exc_info=True, extra={"endpoint": claim.endpoint_id})
         return 0
@@ -452,13 +604,19 @@ def dispatch_forever(
     idle_exit: bool = False,
 ) -> int:
     """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds` — or, with
-    `idle_exit` (the Celery task), until a pass finds nothing to sequence, claim or wait for.
-
-    Each pass first runs the sequencer (positions + deliveries of newly committed events). A finished run
-    frees its thread at once and the loop claims again (excluding endpoints still running here), so a slow
-    endpoint holds one thread and never the others' turns. Idle: wait for a commit that wrote events or
-    deliveries (PostgreSQL NOTIFY `keel_events` / `keel_webhooks`) or `idle_seconds`. Returns how many
+    `idle_exit` (the Celery task), until a pass finds nothing to sequence, claim or wait for. Returns how many
     deliveries were delivered.
+
+    A *pass* (1) sequences committed events (positions + deliveries, `events.sequence_and_fan_out`), (2) wakes
+    this process's runs of the endpoints that got deliveries — a run that found nothing due waits for exactly
+    this (`RunHandle`) instead of giving its endpoint back and being claimed again, (3) collects finished runs
+    and (4) claims endpoints for the free threads (excluding those running here), so a slow endpoint holds one
+    thread and never the others' turns; with no thread free while another endpoint may be waiting (new
+    deliveries for an endpoint not running here, or every `idle_seconds`), lingering runs are asked to give
+    their threads back. A pass runs as soon as something happens — a commit that wrote events or another
+    process's deliveries (PostgreSQL NOTIFY `keel_events` / `keel_webhooks`, received by a listener thread) or
+    a run finishing — and at least every `idle_seconds`; the loop sleeps on one `threading.Event` in between
+    (ADR 0052). Without a listener (the Celery task) it polls every 10 ms while runs are going.
     """
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if connection.vendor != "postgresql":
@@ -472,45 +630,72 @@ def dispatch_forever(
                     break
                 time.sleep(min(idle_seconds, 0.2))
         return total
-    threads = run_slots()
-    running: dict[Future[int], int] = {}
-    listener = _Listener() if listen else None
-    total = 0
-    from apps.partners.webhooks.events import events_sequence
+    from apps.partners.webhooks.events import sequence_and_fan_out
 
-    # A pass (sequence + claim) runs when a commit was notified, a run finished, or `idle_seconds` passed — so
-    # new events are picked up within ~10 ms even while slow endpoints keep their threads busy.
-    due_pass = True
-    last_pass = 0.0
+    threads = run_slots()
+    running: dict[Future[int], RunHandle] = {}
+    wake = threading.Event()
+    own_pids: set[int] = set()  # this loop's database sessions: their own NOTIFY keel_webhooks is no news
+    listener = _Listener(wake, ignore_pids=own_pids) if listen else None
+    linger = listen and not idle_exit  # the Celery task's runs give their thread back when nothing is due
+    total = 0
+    last_sweep = time.monotonic()
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
-            claimed: list[Claim] = []
-            sequenced = 0
-            if due_pass or time.monotonic() - last_pass >= idle_seconds:
-                last_pass = time.monotonic()
-                try:
-                    sequenced = events_sequence()
-                    claimed = endpoints_claim(limit=threads - len(running), exclude=set(running.values()))
-                except Exception:
-                    log.warning("webhooks.claim_failed", exc_info=True)
-                    connection.close()
-                    time.sleep(0.5)
-                for c in claimed:
-                    running[_pool().submit(_threaded_run, c)] = c.endpoint_id
-                if idle_exit and not (sequenced or claimed or running):
-                    break
-            due_pass = bool(claimed)
-            if running:
-                done, _ = wait(list(running), timeout=0.01, return_when=FIRST_COMPLETED)
-                for f in done:
-                    running.pop(f)
-                    total += f.result()
-                due_pass = due_pass or bool(done) or (listener is None) or listener.wait(0)
-            elif listener is not None:
-                due_pass = listener.wait(idle_seconds) or True
-            else:
-                time.sleep(min(idle_seconds, 0.2))
-                due_pass = True
+            wake.clear()  # before the pass: anything that happens during it makes the next wait return at once
+            finished = [f for f in running if f.done()]
+            for f in finished:
+                running.pop(f)
+                total += f.result()
+            sweep = time.monotonic() - last_sweep >= idle_seconds
+            if sweep:
+                last_sweep = time.monotonic()
+            sequenced, claimed = 0, 0
+            try:
+                done = sequence_and_fan_out()
+                sequenced, endpoint_ids = done.events, done.endpoint_ids
+                _remember_session(own_pids)
+                here = {h.claim.endpoint_id: h for h in running.values()}
+                if listener is not None and listener.take_foreign():
+                    for handle in here.values():  # another process queued deliveries: runs query again
+                        handle.ask_query()
+                fresh: dict[int, list[WebhookDelivery]] = {}
+                for delivery in done.fresh:
+                    fresh.setdefault(delivery.endpoint_id, []).append(delivery)
+                for endpoint_id in endpoint_ids & here.keys():
+                    handle = here[endpoint_id]
+                    if endpoint_id in done.held_endpoint_ids or endpoint_id not in fresh:
+                        handle.ask_query()
+                    handle.hand_over(fresh.get(endpoint_id, []), done.fresh_urls.get(endpoint_id))
+                if sweep:
+                    for handle in here.values():  # retries come due by time: every run queries now and then
+                        handle.ask_query()
+                free = threads - len(running)
+                if free > 0:
+                    for c in endpoints_claim(limit=free, exclude=set(here)):
+                        handle = RunHandle(c)
+                        future = _pool().submit(_threaded_run, c, handle if linger else None)
+                        future.add_done_callback(lambda _f: wake.set())
+                        running[future] = handle
+                        claimed += 1
+                elif sweep or endpoint_ids - here.keys():
+                    for handle in running.values():  # someone else may be due: lingering runs give threads back
+                        if handle.lingering:
+                            handle.release = True
+                            handle.wake.set()
+            except Exception:
+                log.warning("webhooks.claim_failed", exc_info=True)
+                connection.close()
+                time.sleep(0.5)
+            if idle_exit and not (sequenced or claimed or running):
+                break
+            timeout = 0.01 if listener is None and running else idle_seconds - (time.monotonic() - last_sweep)
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+            _wait(wake, timeout, should_stop)
+        for handle in running.values():
+            handle.release = True
+            handle.wake.set()
         for f in list(running):
             total += f.result()
     finally:
@@ -520,33 +705,87 @@ def dispatch_forever(
     return total
 
 
+def _wait(wake: threading.Event, timeout: float, should_stop: Callable[[], bool]) -> None:
+    """Sleep until `wake` is set or `timeout` passes, looking at `should_stop()` every 0.25 s (a stop request
+    sets no event)."""
+    end = time.monotonic() + max(0.0, timeout)
+    while not wake.wait(max(0.0, min(0.25, end - time.monotonic()))):
+        if should_stop() or time.monotonic() >= end:
+            return
+
+
+def _remember_session(pids: set[int]) -> None:
+    raw = getattr(connection, "connection", None)
+    pid = getattr(getattr(raw, "info", None), "backend_pid", None)
+    if pid:
+        pids.add(int(pid))
+
+
 class _Listener:
-    """LISTEN keel_events and keel_webhooks on a connection of its own (both are NOTIFYed at commit)."""
+    """LISTEN keel_events and keel_webhooks on a connection of its own, in a thread of its own: each
+    notification sets `wake` at once (no polling). A `keel_webhooks` from one of `ignore_pids` (this loop's own
+    sequencer) is skipped: the loop already woke the runs it concerns. A lost connection (PostgreSQL restarted,
+    the session terminated) is reopened every 0.5 s until it is back; meanwhile the loop's idle pass goes on."""
 
-    def __init__(self) -> None:
-        import psycopg
-
-        from apps.partners.webhooks.events import EVENTS_CHANNEL, NOTIFY_CHANNEL
+    def __init__(self, wake: threading.Event, *, ignore_pids: set[int]) -> None:
+        from apps.partners.webhooks.events import NOTIFY_CHANNEL
 
         params = connection.get_connection_params()
         for name in ("cursor_factory", "context", "pool"):
             params.pop(name, None)
-        self._connection = psycopg.connect(autocommit=True, **params)
-        self._connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        self._connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+        self._params = params
+        self._connection = self._open()  # the first one fails loudly: the command cannot listen at all
+        self._wake, self._ignore, self._channel = wake, ignore_pids, NOTIFY_CHANNEL
+        self._foreign = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="webhooks-listener", daemon=True)
+        self._thread.start()
 
-    def wait(self, timeout: float) -> bool:
-        """Block until a notification (True) or `timeout` (False); drains the backlog (one pass serves all)."""
-        woke = False
-        for _ in self._connection.notifies(timeout=max(timeout, 0.0001), stop_after=1):
-            woke = True
-        if woke:
-            for _ in self._connection.notifies(timeout=0.0001):
-                pass
-        return woke
+    def _open(self) -> Any:
+        import psycopg
+
+        from apps.partners.webhooks.events import EVENTS_CHANNEL, NOTIFY_CHANNEL
+
+        conn = psycopg.connect(autocommit=True, **self._params)
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+        return conn
+
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._connection is None:
+                    self._connection = self._open()
+                    self._wake.set()  # notifications may have been missed while it was gone: look now
+                for notify in self._connection.notifies(timeout=0.25):
+                    if notify.channel == self._channel:
+                        if notify.pid in self._ignore:
+                            continue
+                        self._foreign = True
+                    self._wake.set()
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                log.warning("webhooks.listener_failed", exc_info=True)
+                with contextlib.suppress(Exception):
+                    if self._connection is not None:
+                        self._connection.close()
+                self._connection = None
+                self._foreign = True  # what was missed is unknown: runs query again
+                self._wake.set()
+                self._stopping.wait(0.5)
+
+    def take_foreign(self) -> bool:
+        """Whether another session (another dispatcher's or a task's sequencer, a redelivery) queued deliveries
+        since the last call."""
+        foreign, self._foreign = self._foreign, False
+        return foreign
 
     def close(self) -> None:
-        self._connection.close()
+        self._stopping.set()
+        self._thread.join(timeout=2)
+        if self._connection is not None:
+            self._connection.close()
 
 
 NUDGE_FLAG = "webhooks:dispatch-queued"

@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -38,6 +41,8 @@ NOTIFY_CHANNEL = "keel_webhooks"  # the sequencer created deliveries
 POSITIONED_CHANNEL = "keel_events_positioned"
 EVENTS_CHANNEL = "keel_events"  # a transaction that wrote events committed (trigger, migration 0002)
 SEQUENCE_BATCH = 2000
+# A pass that creates more deliveries than this hands none over (a backlog: the runs query in batches anyway).
+HAND_OVER_MAX = 1000
 
 
 class UnknownEventType(ValueError):
@@ -122,53 +127,156 @@ def _sequence_take(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], 
         return {(r[0], r[1]): int(r[2]) for r in cursor.fetchall()}
 
 
-_ASSIGN_SQL = """
+# Steps 2–4 of `events_sequence` in one statement (PostgreSQL): positions, the deliveries of the positioned
+# events to every subscribed active endpoint (the same rule as `endpoint_wants`, in SQL: partner, a subscribed
+# type — `event_types ? type` on the jsonb list — and the employer binding), in position order so one object's
+# deliveries to one endpoint get increasing ids, and the NOTIFYs, queued for commit. One round trip instead of
+# one per step: at a steady trickle the dispatcher loop runs this for every committed transaction (ADR 0052).
+_SEQUENCE_SQL = """
 WITH todo AS (
     SELECT id, row_number() OVER (ORDER BY id) AS rn FROM partners_event
     WHERE position IS NULL ORDER BY id LIMIT %(limit)s
-), base AS (SELECT COALESCE(MAX(position), 0) AS top FROM partners_event)
-UPDATE partners_event e SET position = base.top + todo.rn, positioned_at = %(now)s
-FROM todo, base WHERE e.id = todo.id
-RETURNING e.id
+), base AS (SELECT COALESCE(MAX(position), 0) AS top FROM partners_event),
+positioned AS (
+    UPDATE partners_event e SET position = base.top + todo.rn, positioned_at = %(now)s
+    FROM todo, base WHERE e.id = todo.id
+    RETURNING e.id, e.public_id, e.position, e.partner_id, e.employer_id, e.type, e.object_type, e.object_id,
+        e.sequence, e.data, e.created_at
+), fanned AS (
+    INSERT INTO partners_webhookdelivery
+        (endpoint_id, event_id, order_key, status, attempts, next_attempt_at, created_at, last_error)
+    SELECT ep.id, p.id, p.object_type || ':' || p.object_id, %(pending)s, 0, %(now)s, %(now)s, ''
+    FROM positioned p JOIN partners_webhookendpoint ep ON ep.partner_id = p.partner_id AND ep.is_active
+    WHERE ep.event_types ? p.type
+      AND (ep.employer_ids IS NULL OR jsonb_typeof(ep.employer_ids) = 'null' OR p.employer_id IS NULL
+           OR ep.employer_ids @> to_jsonb(p.employer_id))
+    ORDER BY p.position, ep.id
+    RETURNING id, endpoint_id, event_id, order_key, created_at
+), counted AS (
+    SELECT (SELECT count(*) FROM positioned) AS events, ARRAY(SELECT DISTINCT endpoint_id FROM fanned) AS endpoints
+)
+SELECT events, endpoints,
+       CASE WHEN events > 0 THEN pg_notify(%(positioned_channel)s, '') END,
+       CASE WHEN cardinality(endpoints) > 0 THEN pg_notify(%(webhooks_channel)s, '') END,
+       (SELECT json_agg(json_build_object(
+            'id', f.id, 'endpoint_id', f.endpoint_id, 'url', ep.url, 'order_key', f.order_key,
+            'created_at', f.created_at, 'event_id', p.id, 'public_id', p.public_id, 'partner_id', p.partner_id,
+            'employer_id', p.employer_id, 'type', p.type, 'object_type', p.object_type, 'object_id', p.object_id,
+            'sequence', p.sequence, 'data', p.data, 'event_created_at', p.created_at, 'position', p.position,
+            -- fresh: no earlier pending delivery of the object to the endpoint (this snapshot holds none of the
+            -- rows the CTE inserted, so any pending row it sees is an earlier one)
+            'fresh', NOT EXISTS (
+                SELECT 1 FROM partners_webhookdelivery x
+                WHERE x.endpoint_id = f.endpoint_id AND x.order_key = f.order_key AND x.status = %(pending)s)
+        ) ORDER BY f.id)
+        FROM fanned f JOIN positioned p ON p.id = f.event_id JOIN partners_webhookendpoint ep ON ep.id = f.endpoint_id
+        WHERE (SELECT count(*) FROM fanned) <= %(hand_over_max)s)
+FROM counted
 """
 
 
 def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
-    """Give committed events their commit-order positions and fan them out; returns how many.
+    """Give committed events their commit-order positions and fan them out; returns how many events.
 
     Steps, in one short transaction:
     1. Take the sequencer lock (PostgreSQL: `pg_advisory_xact_lock`; SQLite has one writer anyway). Another
        sequencer waits here and then sees this one's positions.
-    2. Number every visible unpositioned event after the highest position, in insert-id order (one UPDATE).
+    2. Number every visible unpositioned event after the highest position, in insert-id order.
        Events of one object were inserted in the order they happened (their recorders were serialised by the
        object's row locks and `EventSequence`), so their positions keep that order.
     3. Create the deliveries of those events to every active endpoint subscribed to them (partner, type,
        employer binding), in position order — which is the order the dispatcher sends one object's events.
-    4. At commit, wake other idle dispatcher processes (PostgreSQL NOTIFY `keel_webhooks`).
+    4. At commit, wake the live streams and other idle dispatcher processes (PostgreSQL NOTIFY
+       `keel_events_positioned`, `keel_webhooks`).
+    On PostgreSQL steps 2–4 are one statement (`_SEQUENCE_SQL`); the lock is its own statement first, so the
+    statement's snapshot is taken after the previous sequencer committed.
     """
+    return sequence_and_fan_out(limit=limit).events
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """What one sequencer pass did: `events` positioned; `endpoint_ids` that got deliveries; `fresh`, the new
+    deliveries (PostgreSQL), each with its event, that were the first pending delivery of their object to their
+    endpoint when created — sendable at once, in id order; `fresh_urls`, those endpoints' URLs in the same
+    snapshot; `held_endpoint_ids`, endpoints that also got a delivery queued behind an earlier one."""
+
+    events: int
+    endpoint_ids: frozenset[int] = frozenset()
+    fresh: tuple[WebhookDelivery, ...] = ()
+    fresh_urls: dict[int, str] = field(default_factory=dict)
+    held_endpoint_ids: frozenset[int] = frozenset()
+
+
+def _sequenced(events: int, endpoint_ids: list[int] | None, raw: Any) -> Sequenced:
+    rows: list[dict[str, Any]] = json.loads(raw) if isinstance(raw, str) else (raw or [])
+    fresh: list[WebhookDelivery] = []
+    urls: dict[int, str] = {}
+    held: set[int] = set()
+    for row in rows:
+        if not row["fresh"]:
+            held.add(row["endpoint_id"])
+            continue
+        event = Event(
+            id=row["event_id"],
+            public_id=row["public_id"],
+            partner_id=row["partner_id"],
+            employer_id=row["employer_id"],
+            type=row["type"],
+            object_type=row["object_type"],
+            object_id=row["object_id"],
+            sequence=row["sequence"],
+            data=row["data"],
+            created_at=datetime.fromisoformat(row["event_created_at"]),
+            position=row["position"],
+        )
+        created = datetime.fromisoformat(row["created_at"])
+        delivery = WebhookDelivery(
+            id=row["id"],
+            endpoint_id=row["endpoint_id"],
+            order_key=row["order_key"],
+            status="pending",
+            attempts=0,
+            created_at=created,
+            next_attempt_at=created,
+        )
+        delivery.event = event
+        fresh.append(delivery)
+        urls[row["endpoint_id"]] = row["url"]
+    return Sequenced(events, frozenset(endpoint_ids or ()), tuple(fresh), urls, frozenset(held))
+
+
+def sequence_and_fan_out(*, limit: int = SEQUENCE_BATCH) -> Sequenced:
+    """`events_sequence`, also returning what it created (`Sequenced`): the dispatcher hands the fresh
+    deliveries to its runs of those endpoints instead of waiting for them to query (ADR 0052)."""
     with transaction.atomic():
         now = timezone.now()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
-                cursor.execute(_ASSIGN_SQL, {"limit": limit, "now": now})
-                ids = [r[0] for r in cursor.fetchall()]
-        else:
-            todo = list(Event.objects.filter(position__isnull=True).order_by("id").values_list("id", flat=True)[:limit])
-            top = Event.objects.aggregate(top=Max("position"))["top"] or 0
-            for offset, pk in enumerate(todo, start=1):
-                Event.objects.filter(pk=pk).update(position=top + offset, positioned_at=now)
-            ids = todo
-        if not ids:
-            return 0
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:  # wakes the live-stream readers at commit (ADR 0050)
-                cursor.execute("SELECT pg_notify(%s, '')", [POSITIONED_CHANNEL])
-        created = deliveries_create(Event.objects.filter(pk__in=ids).order_by("position"))
-        if created and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:  # wakes other idle dispatcher processes at commit
-                cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
-    return len(ids)
+                cursor.execute(
+                    _SEQUENCE_SQL,
+                    {
+                        "limit": limit,
+                        "now": now,
+                        "pending": "pending",
+                        "positioned_channel": POSITIONED_CHANNEL,
+                        "webhooks_channel": NOTIFY_CHANNEL,
+                        "hand_over_max": HAND_OVER_MAX,
+                    },
+                )
+                events, endpoints, _, _, rows = cursor.fetchone()
+            return _sequenced(int(events), endpoints, rows)
+        todo = list(Event.objects.filter(position__isnull=True).order_by("id").values_list("id", flat=True)[:limit])
+        top = Event.objects.aggregate(top=Max("position"))["top"] or 0
+        for offset, pk in enumerate(todo, start=1):
+            Event.objects.filter(pk=pk).update(position=top + offset, positioned_at=now)
+        if not todo:
+            return Sequenced(0)
+        deliveries_create(Event.objects.filter(pk__in=todo).order_by("position"))
+        created_for = WebhookDelivery.objects.filter(event_id__in=todo).values_list("endpoint_id", flat=True)
+        endpoint_ids = frozenset(created_for)
+    return Sequenced(len(todo), endpoint_ids)
 
 
 def endpoint_wants(endpoint: WebhookEndpoint, event: Event) -> bool:
