@@ -29,6 +29,8 @@ from apps.endorsements.tests.factories import PolicyFactory
 from apps.partners.tests.factories import PartnerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# The histogram is PostgreSQL's (SQLite sorts in Python); the funnel/chart test runs on both.
+needs_postgres = pytest.mark.usefixtures("require_postgres")
 IST = ZoneInfo("Asia/Kolkata")
 START = datetime(2026, 10, 31, 20, 0, tzinfo=IST)
 FRACTIONS = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)
@@ -138,6 +140,8 @@ def assert_exact_everywhere(partners: list) -> int:
         ("sub-second-and-negative", 6),
     ],
 )
+@pytest.mark.postgres
+@needs_postgres
 def test_histogram_percentiles_equal_percentile_cont_over_every_row(shape, seed):
     rng = random.Random(seed)
     partners = [PartnerFactory(), PartnerFactory()]
@@ -147,6 +151,8 @@ def test_histogram_percentiles_equal_percentile_cont_over_every_row(shape, seed)
     assert assert_exact_everywhere(partners) == 9
 
 
+@pytest.mark.postgres
+@needs_postgres
 def test_histogram_follows_updates_deletes_and_compaction():
     rng = random.Random(53)
     partners = [PartnerFactory(), PartnerFactory()]
@@ -177,6 +183,8 @@ def test_histogram_follows_updates_deletes_and_compaction():
     assert_exact_everywhere(partners)
 
 
+@pytest.mark.postgres
+@needs_postgres
 def test_buckets_are_non_decreasing_in_the_duration():
     """Exactness rests on this: a longer duration never lands in a lower bucket (checked across bucket edges,
     sub-millisecond, negative and day-plus durations)."""
@@ -200,6 +208,8 @@ def test_buckets_are_non_decreasing_in_the_duration():
     assert buckets[-1] > buckets[len(buckets) // 2] > 0
 
 
+@pytest.mark.postgres
+@needs_postgres
 def test_a_histogram_that_disagrees_with_the_rows_falls_back_to_sorting_every_row(caplog):
     rng = random.Random(8)
     partner = PartnerFactory()
@@ -265,6 +275,8 @@ def test_ops_funnel_and_chart_from_the_rollup_equal_the_rows(monkeypatch):
     assert compared == 3
 
 
+@pytest.mark.postgres
+@needs_postgres
 def test_day_of_the_histogram_is_the_ist_date_of_receipt():
     partner = PartnerFactory()
     policy = PolicyFactory(employer=EmployerFactory(partner=partner))
