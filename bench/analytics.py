@@ -18,8 +18,9 @@ figure the **worst of `--rounds`** requests:
 - `GET /api/v1/analytics/endorsements` for one employer and for all 5,000, cold (response cache emptied
   before each request) and warm (served from the cache);
 - `GET /ops/` as a staff user;
-- for comparison, all employers cold answered from the endorsement rows instead of the hourly rollup (ADR
-  0047), no target.
+- for comparison, all employers cold answered from the endorsement rows instead of the hourly rollup and the
+  duration histogram (ADR 0047, 0053), no target. Since ADR 0053 replaced the `created_at` covering index of
+  the ACTIVE rows with the (duration bucket, `created_at`) one, that path's percentiles scan the table.
 
 The limit measured in the same run: a bare `SELECT count(*)` of the endorsements table (worst of the same
 rounds), printed with each figure's ratio to it. Targets: analytics ≤ 200 ms cold for one employer,

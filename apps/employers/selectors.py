@@ -156,6 +156,12 @@ def employer_filter(employer_id: int) -> QuerySet[Employer]:
     return Employer.objects.filter(pk=employer_id)
 
 
+def employers_filter(employer_ids: list[int]) -> QuerySet[Employer]:
+    """The employers with these ids as an unevaluated queryset (`employer_filter` for many; the ledger's
+    balances of a list of employers)."""
+    return Employer.objects.filter(pk__in=employer_ids)
+
+
 def employer_contact(employer_id: int) -> EmployerContact | None:
     """The employer's name and contact e-mail (`""` if it has none), or None if there is no such employer; one
     query (the ledger's low-balance mail)."""

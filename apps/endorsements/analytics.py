@@ -6,14 +6,16 @@
 1. one aggregate pass over the rows received in range: totals by status and type (`COUNT(*) FILTER`) and
    premium debited/credited (`SUM … FILTER`), parallel-safe;
 2. the exact median and p95 of RECEIVED → ACTIVE (`percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER
-   BY …)`) over the ACTIVE rows only, read from their partial covering index;
+   BY …)`) over the ACTIVE rows only;
 3. the top rejection classes (`GROUP BY rejection_class`, REJECTED and FAILED rows of the range);
 4. the hourly trend of the 24 hours before the request (or before the end of `to`), one bucket per
    Asia/Kolkata hour, every hour present.
 
 For a partner's employers or every employer, 1, 3 and all but the unfinished hour of 4 read the hourly
-rollup instead (`apps/endorsements/rollup.py`, ADR 0047): a few thousand rows whatever the table's size; the
-percentiles (2) always read the endorsement rows.
+rollup instead (`apps/endorsements/rollup.py`, ADR 0047): a few thousand rows whatever the table's size. The
+percentiles (2) are always computed from the endorsement rows, but there a duration histogram kept with the
+rollup locates the bucket of each rank, so only those buckets' rows are read and sorted (ADR 0053): the same
+exact values as sorting every row.
 
 SQLite (the embedded `make run` default) runs the same definitions through the ORM and computes the
 percentiles in Python with `percentile_cont`'s linear interpolation: slower, equally exact.
@@ -21,6 +23,7 @@ percentiles in Python with `percentile_cont`'s linear interpolation: slower, equ
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -44,11 +47,13 @@ from apps.endorsements.models import (
 )
 from apps.endorsements.rollup import (
     rollup_available,
+    rollup_duration_percentiles,
     rollup_figures,
     rollup_per_hour,
     rollup_top_rejection_classes,
 )
 
+logger = logging.getLogger(__name__)
 IST = ZoneInfo("Asia/Kolkata")
 MAX_RANGE_DAYS = 366
 EARLIEST_DATE, LATEST_DATE = date(1970, 1, 1), date(9998, 12, 31)
@@ -156,21 +161,19 @@ SELECT COUNT(*), {_STATUS_COLUMNS}, {_TYPE_COLUMNS},
   FROM {_TABLE}
  WHERE created_at >= %s AND created_at < %s {{employer_clause}}
 """  # noqa: S608 - table name from model metadata, status/type values from TextChoices; values bound
-# The exact percentiles over the ACTIVE rows only, read from their partial covering index
-# (`endorsement_active_recv_idx`); an ordered-set aggregate cannot run in parallel, so it reads no more
-# than it must. The seconds are `date_part` (float8 arithmetic) below one day — the same correctly rounded
-# value as the exact numeric `EXTRACT`, at a fraction of its cost — and the exact `EXTRACT` otherwise (there
-# `date_part` adds the day seconds in floating point and could differ in the last bit); ADR 0047.
-_DURATION = """CASE WHEN activated_at - created_at < interval '1 day' AND activated_at - created_at > interval '-1 day'
-            THEN date_part('epoch', activated_at - created_at)
-            ELSE EXTRACT(EPOCH FROM activated_at - created_at)::float8 END"""
+# The exact percentiles over every ACTIVE row in range (listed employers, and the fallback of
+# `_rollup_percentiles`). `endorsement_active_seconds` (migration 0005) is the RECEIVED → ACTIVE seconds as
+# float8: `date_part` below one day — the same correctly rounded value as the exact numeric `EXTRACT`, at a
+# fraction of its cost — and the exact `EXTRACT` otherwise (ADR 0047); PostgreSQL inlines it.
 _PG_PERCENTILES_SQL = f"""
-SELECT COUNT(*), percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY {_DURATION})
+SELECT COUNT(*),
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY endorsement_active_seconds(created_at, activated_at))
   FROM {_TABLE}
  WHERE status = 'ACTIVE' AND activated_at IS NOT NULL AND created_at >= %s AND created_at < %s {{employer_clause}}
 """  # noqa: S608 - as above
 # The sort of every duration in range stays in memory (4 MB, the default, spills 620,000 of them to disk).
 PERCENTILE_WORK_MEM = "64MB"
+PERCENTILE_FRACTIONS = (0.5, 0.95)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,11 +280,29 @@ def _hour_start(instant: datetime) -> datetime:
     return instant.astimezone(IST).replace(minute=0, second=0, microsecond=0)
 
 
+def _rollup_percentiles(rng: AnalyticsRange, scope: EmployerScope) -> tuple[float | None, float | None, int]:
+    """(median, p95 seconds, ACTIVE rows counted), exact: the duration histogram says which buckets hold the
+    ranks and only their rows are sorted (ADR 0053); every row is sorted if the histogram disagrees with them."""
+    found = rollup_duration_percentiles(
+        partner_id=scope.partner_id,
+        from_day=rng.from_date,
+        to_day=rng.to_date,
+        start=rng.start,
+        end=rng.end,
+        fractions=PERCENTILE_FRACTIONS,
+    )
+    if found is None:
+        logger.warning("analytics.duration_histogram_mismatch", extra={"partner_id": scope.partner_id})
+        return _pg_percentiles(rng, scope)
+    median, p95 = found.values
+    return median, p95, found.count
+
+
 def _rollup_summary(rng: AnalyticsRange, scope: EmployerScope) -> dict[str, Any]:
     """Counts and premium sums from the rollup (`rng.start`/`rng.end` are IST midnights, so whole rollup
-    hours); the exact percentiles from the ACTIVE rows (ADR 0047)."""
+    hours and days); the exact percentiles from the ACTIVE rows of the histogram's buckets (ADR 0047, 0053)."""
     figures = rollup_figures(partner_id=scope.partner_id, start=rng.start, end=rng.end)
-    median, p95, activated = _pg_percentiles(rng, scope)
+    median, p95, activated = _rollup_percentiles(rng, scope)
     return {
         "total": figures.total,
         "by_status": {s: figures.by_status.get(s, 0) for s in EndorsementStatus.values},
@@ -406,14 +427,36 @@ def endorsement_analytics(*, scope: EmployerScope, rng: AnalyticsRange) -> dict[
     }
 
 
-def endorsement_funnel(*, since: datetime | None = None) -> dict[str, int]:
-    """Endorsements per current status, every status present: those received since `since` (a range scan of
-    the `created_at` index: the /ops/ funnel shows the last 24 hours), or all of them."""
+def endorsement_funnel(*, since: datetime | None = None, now: datetime | None = None) -> dict[str, int]:
+    """Endorsements per current status, every status present: those received since `since` (the /ops/ funnel
+    shows the last 24 hours), or all of them (`since` None).
+
+    On PostgreSQL the whole Asia/Kolkata hours from `since` to the hour of `now` are summed from the hourly
+    rollup (ADR 0047) and only the edges — before the first whole hour, and from the current hour on — are
+    counted from the rows through the `created_at` index: two hours of rows at most, whatever the table's size.
+    Elsewhere, or without `since`, one GROUP BY over the rows."""
+    if since is not None and rollup_available():
+        first_whole = _hour_start(since)
+        if first_whole < since:
+            first_whole += timedelta(hours=1)
+        last_whole = _hour_start(now or timezone.now())
+        if first_whole < last_whole:
+            counts = rollup_figures(partner_id=None, start=first_whole, end=last_whole).by_status
+            edges = [_status_counts(created_at__gte=since, created_at__lt=first_whole)] if since < first_whole else []
+            edges.append(_status_counts(created_at__gte=last_whole))
+            for edge in edges:
+                for status, n in edge.items():
+                    counts[status] = counts.get(status, 0) + n
+            return {s: counts.get(s, 0) for s in EndorsementStatus.values}
     rows = Endorsement.objects.order_by()
     if since is not None:
         rows = rows.filter(created_at__gte=since)
     counts = dict(rows.values_list("status").annotate(n=Count("*")))
     return {s: counts.get(s, 0) for s in EndorsementStatus.values}
+
+
+def _status_counts(**filters: Any) -> dict[str, int]:
+    return dict(Endorsement.objects.filter(**filters).order_by().values_list("status").annotate(n=Count("*")))
 
 
 def endorsement_status_counts(statuses: tuple[str, ...]) -> dict[str, int]:
@@ -426,18 +469,12 @@ def endorsement_status_counts(statuses: tuple[str, ...]) -> dict[str, int]:
 
 
 def endorsements_per_hour(*, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Received per Asia/Kolkata hour for the 24 hours before `now`, every hour present (the /ops/ chart)."""
+    """Received per Asia/Kolkata hour for the 24 hours before `now`, every hour present (the /ops/ chart): the
+    whole hours from the hourly rollup on PostgreSQL and the current one from the rows (as the analytics
+    trend), the rows' `created_at` index elsewhere."""
     now = now or timezone.now()
     buckets = trend_buckets(now)
-    per_hour = dict(
-        Endorsement.objects.filter(created_at__gte=buckets[0], created_at__lt=now)
-        .order_by()
-        .annotate(hour=TruncHour("created_at", tzinfo=IST))
-        .values("hour")
-        .annotate(n=Count("*"))
-        .values_list("hour", "n")
-    )
-    per_hour = {hour.astimezone(IST): n for hour, n in per_hour.items()}
+    per_hour = _per_hour(EmployerScope(), buckets[0], now)
     return [{"hour": b, "count": per_hour.get(b, 0)} for b in buckets]
 
 

@@ -110,13 +110,8 @@ class Endorsement(models.Model):
             models.Index(fields=["employer", "id"], condition=Q(status="ON_HOLD_FUNDS"), name="endorsement_parked_idx"),
             # /ops/ funnel and the per-status metrics: an index-only GROUP BY status (ADR 0033).
             models.Index(fields=["status"], name="endorsement_status_idx"),
-            # Analytics percentiles (RECEIVED → ACTIVE): only ACTIVE rows, read index-only (ADR 0033).
-            models.Index(
-                fields=["created_at"],
-                include=["activated_at", "employer"],
-                condition=Q(status="ACTIVE"),
-                name="endorsement_active_recv_idx",
-            ),
+            # Analytics percentiles (RECEIVED → ACTIVE) read one duration bucket of ACTIVE rows index-only from
+            # `endorsement_active_bucket_idx`, an expression index made by migration 0005 (ADR 0053).
         ]
 
     def __str__(self) -> str:
@@ -177,3 +172,28 @@ class EndorsementRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partner_id} {self.hour:%Y-%m-%d %H}h {self.status}/{self.type}: {self.n}"
+
+
+class EndorsementDurationRollup(models.Model):
+    """How many ACTIVE endorsements (with an `activated_at`) per partner, Asia/Kolkata day of receipt and
+    RECEIVED → ACTIVE duration bucket (ADR 0053). PostgreSQL only, written by the same statement-level
+    triggers as `EndorsementRollup` (signed delta rows, folded by `rollup_compact`); the bucket is the SQL
+    function `endorsement_duration_bucket(created_at, activated_at)`, non-decreasing in the duration. It only
+    tells which bucket holds a percentile's rank: the value itself is read from the endorsement rows of that
+    bucket, so percentiles stay exact."""
+
+    partner_id = models.BigIntegerField()
+    day = models.DateField(help_text="Asia/Kolkata date the endorsements were received on")
+    bucket = models.IntegerField(help_text="endorsement_duration_bucket(created_at, activated_at)")
+    n = models.BigIntegerField()
+    compacted = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["partner_id", "day"], name="endorsement_durroll_idx"),
+            models.Index(fields=["day"], name="endorsement_durroll_day_idx"),
+            models.Index(fields=["id"], condition=Q(compacted=False), name="endorsement_durroll_delta_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id} {self.day} bucket {self.bucket}: {self.n}"

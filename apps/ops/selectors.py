@@ -3,8 +3,9 @@ owning app's selectors. `dashboard()` assembles them; every panel is independent
 (Redis down, the broker unreachable) renders as an error in its own panel and not as a 500.
 
 Cost at scale (1,000,000 endorsements, 100,000 outbox rows, 5,000 employers; `bench/analytics.py`): the
-funnel is one GROUP BY over the status index, the hourly chart a range scan of the `created_at` index, the
-outbox one aggregate over the unfinished rows' partial indexes; the other panels read a handful of rows.
+funnel and the hourly chart sum the hourly rollup's whole hours (ADR 0047) and count only the unfinished edge
+hours from the rows, the attention counts read the status index, the outbox is one aggregate over the
+unfinished rows' partial indexes; the other panels read a handful of rows.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def queue_depths() -> list[dict[str, Any]]:
 def funnel(now: datetime) -> dict[str, Any]:
     """The last 24 hours' endorsements by current state (the pipeline as it is now; the same rows as the
     chart), and the all-time FAILED / ON_HOLD counts an operator must act on, each linking to its admin list."""
-    counts = endorsement_funnel(since=now - timedelta(hours=24))
+    counts = endorsement_funnel(since=now - timedelta(hours=24), now=now)
     attention = endorsement_status_counts(ATTENTION)
     widest = max([counts[s] for s in FUNNEL_PATH] + [1])
     admin_list = reverse("admin:endorsements_endorsement_changelist")

@@ -14,7 +14,7 @@ from django.db.models import Count, Sum
 from apps.employers.tests.factories import EmployerFactory
 from apps.endorsements import analytics
 from apps.endorsements.analytics import EmployerScope, analytics_range_parse, endorsement_analytics, percentile_cont
-from apps.endorsements.models import Endorsement, EndorsementRollup, EndorsementStatus
+from apps.endorsements.models import Endorsement, EndorsementDurationRollup, EndorsementRollup, EndorsementStatus
 from apps.endorsements.rollup import rollup_compact, rollup_status_type_counts
 from apps.endorsements.tests.factories import PolicyFactory
 from apps.partners.tests.factories import PartnerFactory
@@ -145,7 +145,10 @@ def test_rollup_answers_equal_direct_computation_on_random_data(monkeypatch):
     assert deleted > folded > 0
     assert not EndorsementRollup.objects.filter(compacted=False).exists()
     keys = EndorsementRollup.objects.values("partner_id", "hour", "status", "type", "rejection_class")
-    assert keys.count() == keys.distinct().count() == folded  # one row per key
+    histogram_keys = EndorsementDurationRollup.objects.values("partner_id", "day", "bucket")
+    assert keys.count() == keys.distinct().count()  # one row per key, in each table
+    assert histogram_keys.count() == histogram_keys.distinct().count()
+    assert keys.count() + histogram_keys.count() == folded
     assert not EndorsementRollup.objects.filter(n=0, debited=0, credited=0, activated=0).exists()
     assert_same_everywhere(monkeypatch, partners)
     assert_gauge_matches()
