@@ -4,7 +4,8 @@ The events table is the source of truth. A single daemon thread per process hold
 commit-order `position` it has read) and, each time it wakes, reads the events positioned since, in position
 order, and hands each to the subscribers that may see it (same partner, a requested type, an employer of the
 caller). It wakes on PostgreSQL NOTIFY `keel_events_positioned` (sent by the sequencer when it positions events)
-and, as a safety net and on the embedded SQLite defaults, every `EVENT_STREAM_POLL_SECONDS`.
+and, as a safety net, every `EVENT_STREAM_SAFETY_POLL_SECONDS` (2 s); without NOTIFY (the embedded SQLite
+defaults, or a LISTEN connection that broke) it polls every `EVENT_STREAM_POLL_SECONDS` (0.25 s).
 
 Steps of one wake-up:
 1. read up to `BATCH` events with position > cursor, ordered by position (one indexed query), and serialise each
@@ -26,6 +27,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,20 +182,34 @@ class EventHub:
     # --- the reader thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Read, then wait; read again on a NOTIFY, a `poke`, or when the safety poll is due. With LISTEN the wait
+        is in slices of `EVENT_STREAM_POLL_SECONDS` (a `poke` or `stop` is seen within one) but the table is
+        queried only on a NOTIFY, a `poke` or every `EVENT_STREAM_SAFETY_POLL_SECONDS` — not a query per slice
+        holding the GIL beside the event loop for nothing. Without LISTEN every slice reads."""
         listener = _Listener.open()
+        due = True
+        last_read = 0.0
         try:
             while not self._stopping.is_set():
-                try:
-                    self._read_new()
-                except Exception:  # the database is away: keep the thread, retry at the next wake
-                    log.warning("event_hub.read_failed", exc_info=True)
-                    close_old_connections()
-                    connection.close()
-                timeout = float(settings.EVENT_STREAM_POLL_SECONDS)
-                if listener is not None and not listener.wait(timeout):
-                    listener = None  # the LISTEN connection broke: poll from now on
-                elif listener is None:
-                    self._wake.wait(timeout)
+                if due:
+                    last_read = time.monotonic()
+                    try:
+                        self._read_new()
+                    except Exception:  # the database is away: keep the thread, retry at the next wake
+                        log.warning("event_hub.read_failed", exc_info=True)
+                        close_old_connections()
+                        connection.close()
+                poll = float(settings.EVENT_STREAM_POLL_SECONDS)
+                if listener is not None:
+                    notified = listener.wait(poll)
+                    if notified is None:
+                        listener = None  # the LISTEN connection broke: poll from now on
+                    safety = float(settings.EVENT_STREAM_SAFETY_POLL_SECONDS)
+                    due = notified is not False or time.monotonic() - last_read >= safety
+                else:
+                    self._wake.wait(poll)
+                    due = True
+                due = due or self._wake.is_set()
                 self._wake.clear()
         finally:
             if listener is not None:
@@ -255,16 +271,18 @@ class _Listener:
             return None
         return cls(raw)
 
-    def wait(self, timeout: float) -> bool:
-        """Block until a notification or `timeout`; False if the connection broke (closed, then)."""
+    def wait(self, timeout: float) -> bool | None:
+        """Block until a notification or `timeout`: True if notified, False if timed out, None if the connection
+        broke (closed, then)."""
+        notified = False
         try:
             for _ in self._connection.notifies(timeout=max(timeout, 0.0001), stop_after=1):
-                pass
+                notified = True
         except Exception:
             log.warning("event_hub.listen_lost; polling only", exc_info=True)
             self.close()
-            return False
-        return True
+            return None
+        return notified
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # already broken
