@@ -74,8 +74,12 @@ class Subscription:
     types: frozenset[str]
     employer_ids: frozenset[int] | None
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[LiveEvent] = field(default_factory=lambda: asyncio.Queue(settings.EVENT_STREAM_QUEUE_SIZE))
+    # None in the queue: "send a heartbeat" (put by the loop's heartbeat ticker, apps/live/streaming.py).
+    queue: asyncio.Queue[LiveEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(settings.EVENT_STREAM_QUEUE_SIZE)
+    )
     overflowed: bool = False
+    last_sent: float = 0.0  # the loop's clock when the stream last sent anything
 
     def admits(self, event: LiveEvent) -> bool:
         if self.partner_id is not None and event.partner_id != self.partner_id:
