@@ -283,6 +283,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="API p99 runs each way (median)")
     parser.add_argument("--posts", type=int, default=200, help="sequential POSTs per API run")
     parser.add_argument("--skip-api", action="store_true", help="measure only the latency rounds")
+    parser.add_argument("--skip-latency", action="store_true", help="measure only the API p99 runs")
     args = parser.parse_args()
     if args.clients_of:
         run_clients(int(args.clients_of[0]), args.clients_of[1], args.clients_of[2])
@@ -342,6 +343,8 @@ def main() -> None:
             )
 
         # (a) latency: relay + Celery worker (the limit), the sequencer (`webhook_dispatch`), the clients.
+        if args.skip_latency:
+            raise _SkipLatency
         name = f"bench-live-{os.getpid()}@%h"
         worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "bench", "-P", "threads", "-c", "2"]
         worker += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", "-n", name]
@@ -384,17 +387,20 @@ def main() -> None:
                 f"receptions, {missing} missing)",
                 flush=True,
             )
+    except _SkipLatency:
+        pass
     finally:
         for process in reversed(processes):
             stop(process)
         keys_file.unlink(missing_ok=True)
         out_file.unlink(missing_ok=True)
 
+    if args.skip_latency:
+        _print_api(args, api_without, api_with)
+        return
     worst_relay = max(percentile(r, 99) for r, _ in rounds)
     worst_p50 = max(percentile(s, 50) for _, s in rounds)
     worst_p99 = max(percentile(s, 99) for _, s in rounds)
-    without = statistics.median(api_without) if api_without else float("nan")
-    with_clients = statistics.median(api_with) if api_with else float("nan")
     met = "met" if worst_p99 <= TARGET_LATENCY_RATIO * worst_relay else "MISSED"
     print()
     print(f"limit: relay commit → consumer @ {args.rate}/s, worst p99 of {args.repeat}: {worst_relay:.1f} ms")
@@ -406,6 +412,16 @@ def main() -> None:
     if args.skip_api:
         print("API POST p99: not measured (--skip-api)")
         return
+    _print_api(args, api_without, api_with)
+
+
+class _SkipLatency(Exception):
+    """`--skip-latency`: leave the measuring block after the API runs (its `finally` stops the processes)."""
+
+
+def _print_api(args: Any, api_without: list[float], api_with: list[float]) -> None:
+    without = statistics.median(api_without) if api_without else float("nan")
+    with_clients = statistics.median(api_with) if api_with else float("nan")
     print(
         f"API POST p99 (median of {args.runs}): {without:.1f} ms without, {with_clients:.1f} ms with "
         f"{args.clients} idle streams = {with_clients / without:.2f}× "

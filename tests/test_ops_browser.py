@@ -184,3 +184,94 @@ def test_anonymous_and_non_staff_are_redirected_to_the_login(browser, live_serve
     browser.get(f"{live_server.url}/ops/")
     assert browser.current_url == f"{live_server.url}/admin/login/?next=/ops/"
     assert browser.find_elements(By.ID, "panels") == []
+
+
+@pytest.fixture
+def asgi_server(transactional_db) -> Iterator[str]:
+    """The whole app under uvicorn, as `make run` serves it (ADR 0050), in a thread of this process (so it sees
+    the test database and settings), static files served as the live server serves them; its base URL. A hub of
+    its own, stopped after the test."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.asgi import get_asgi_application
+
+    from apps.live import hub as hub_module
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    previous, hub_module.hub = hub_module.hub, hub_module.EventHub()
+    config = uvicorn.Config(
+        ASGIStaticFilesHandler(get_asgi_application()),  # type: ignore[no-untyped-call]
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="asgi-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        hub_module.hub.stop()
+        hub_module.hub = previous
+
+
+@pytest.fixture
+def asgi_browser(asgi_server) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+        assert_clean(driver, asgi_server)
+    finally:
+        driver.quit()
+
+
+@override_settings(OPS_REFRESH_SECONDS=600)  # no poll during the test: only the live feed can refresh the panels
+def test_under_asgi_the_dashboard_lists_every_partners_events_live_and_refreshes_on_them(
+    asgi_browser, asgi_server, django_user_model
+):
+    from apps.live.tests.test_stream import STATUSES, record
+    from apps.partners.tests.factories import PartnerFactory
+
+    django_user_model.objects.create_user("operator", password="op-pass-123", is_staff=True)
+    acme, other = PartnerFactory(name="acme"), PartnerFactory(name="other")
+    log_in(asgi_browser, asgi_server, "operator", "op-pass-123", "/ops/")
+    WebDriverWait(asgi_browser, 10).until(ec.presence_of_element_located((By.ID, "panels")))
+    WebDriverWait(asgi_browser, 10).until(lambda d: text(d, "live-status") == "live")
+    assert attribute(asgi_browser, "panels", "data-refreshed") is None
+
+    record(acme.pk, None, STATUSES[:2], oid="a-1")
+    record(other.pk, None, STATUSES[:1], oid="o-1")
+
+    WebDriverWait(asgi_browser, 10).until(lambda d: attribute(d, "live-feed", "data-received") == "3")
+    items = asgi_browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#live-events li'), function (li) {"
+        " return li.textContent; });"
+    )
+    assert [item.split(" · ")[1:3] for item in items] == [  # newest first
+        [STATUSES[0], f"partner {other.pk}"],
+        [STATUSES[1], f"partner {acme.pk}"],
+        [STATUSES[0], f"partner {acme.pk}"],
+    ]
+    # The events refreshed the panels (the poll is 10 minutes away), once for the burst or twice, not per event.
+    WebDriverWait(asgi_browser, 10).until(lambda d: attribute(d, "panels", "data-refreshed") is not None)
+    full_page_screenshot(asgi_browser, "dashboard-live-feed.png")

@@ -4,12 +4,17 @@ The events table is the source of truth. A single daemon thread per process hold
 commit-order `position` it has read) and, each time it wakes, reads the events positioned since, in position
 order, and hands each to the subscribers that may see it (same partner, a requested type, an employer of the
 caller). It wakes on PostgreSQL NOTIFY `keel_events_positioned` (sent by the sequencer when it positions events)
-and, as a safety net and on the embedded SQLite defaults, every `EVENT_STREAM_POLL_SECONDS`.
+and, as a safety net, every `EVENT_STREAM_SAFETY_POLL_SECONDS` (2 s); without NOTIFY (the embedded SQLite
+defaults, or a LISTEN connection that broke) it polls every `EVENT_STREAM_POLL_SECONDS` (0.25 s).
 
 Steps of one wake-up:
-1. read up to `BATCH` events with position > cursor, ordered by position (one indexed query);
-2. for each, in order, offer it to every subscriber of its partner whose filter admits it;
-3. move the cursor to the last position read; repeat 1 while a full batch came back.
+1. read up to `BATCH` events with position > cursor, ordered by position (one indexed query), and serialise each
+   once, here, into its SSE frame (`LiveEvent.frame`) — never once per client;
+2. for each, in order, collect every subscriber of its partner, and every staff subscriber (`partner_id` None:
+   the operators' cross-tenant feed, ADR 0055), whose filter admits it;
+3. hand each event loop its whole share of the batch in one `call_soon_threadsafe` (one wake-up of that loop per
+   batch, not one per event and client), then move the cursor to the last position read; repeat 1 while a full
+   batch came back.
 A subscriber whose queue is full (a client reading slower than events come) is marked `overflowed` and gets no
 more events: its stream ends, and the client's reconnect with `Last-Event-ID` resumes from the table — an
 event is never silently dropped.
@@ -19,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,28 +46,45 @@ BATCH = 1000
 
 @dataclass(frozen=True, slots=True)
 class LiveEvent:
-    """One positioned event as streams send it: `payload` is the same JSON object `GET /api/v1/events` lists."""
+    """One positioned event as streams send it: `payload` is the same JSON object `GET /api/v1/events` lists;
+    `data` is that object serialised once (compact JSON, UTF-8) and `frame` the whole SSE frame partners get."""
 
     position: int
     partner_id: int
     employer_id: int | None
     type: str
     payload: dict[str, Any]
+    data: bytes
+    frame: bytes
+
+    @property
+    def staff_frame(self) -> bytes:
+        """The frame of the operators' feed: the partner's event JSON with `"partner": <partner id>` first
+        (spliced into the serialised object, not serialised again)."""
+        data = b'{"partner":%d,%s' % (self.partner_id, self.data[1:])
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (self.payload["id"].encode(), self.type.encode(), data)
 
 
 @dataclass(eq=False, slots=True)
 class Subscription:
-    """One open stream's filter and queue. `employer_ids` None = every employer of the partner."""
+    """One open stream's filter and queue. `partner_id` None = every partner (the staff feed, ADR 0055);
+    `employer_ids` None = every employer."""
 
-    partner_id: int
+    partner_id: int | None
     types: frozenset[str]
     employer_ids: frozenset[int] | None
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[LiveEvent] = field(default_factory=lambda: asyncio.Queue(settings.EVENT_STREAM_QUEUE_SIZE))
+    # None in the queue: "send a heartbeat" (put by the loop's heartbeat ticker, apps/live/streaming.py).
+    queue: asyncio.Queue[LiveEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(settings.EVENT_STREAM_QUEUE_SIZE)
+    )
     overflowed: bool = False
+    last_sent: float = 0.0  # the loop's clock when the stream last sent anything
 
     def admits(self, event: LiveEvent) -> bool:
-        if event.partner_id != self.partner_id or event.type not in self.types:
+        if self.partner_id is not None and event.partner_id != self.partner_id:
+            return False
+        if event.type not in self.types:
             return False
         return self.employer_ids is None or event.employer_id is None or event.employer_id in self.employer_ids
 
@@ -73,15 +98,44 @@ class Subscription:
             self.overflowed = True
 
 
+def _deliver(batch: list[tuple[Subscription, LiveEvent]]) -> None:
+    """Run on one event loop's thread: offer that loop's share of a reader batch, in position order."""
+    for subscription, event in batch:
+        subscription.offer(event)
+
+
 def live_event_of(event: Event) -> LiveEvent:
+    """The stream form of a positioned `Event` row (its payload serialised once, for every stream)."""
     assert event.position is not None
+    payload = event_payload(event)
+    data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (event.public_id.encode(), event.type.encode(), data)
     return LiveEvent(
         position=event.position,
         partner_id=event.partner_id,
         employer_id=event.employer_id,
         type=event.type,
-        payload=event_payload(event),
+        payload=payload,
+        data=data,
+        frame=frame,
     )
+
+
+def events_after(after: int, *, limit: int) -> list[LiveEvent]:
+    """Up to `limit` positioned events of every partner with position > `after`, in position order (the staff
+    feed's replay, ADR 0055; partners replay through `events_visible_to`). Sync: reads the database."""
+    return [live_event_of(e) for e in Event.objects.filter(position__gt=after).order_by("position")[:limit]]
+
+
+def event_position(public_id: str) -> int | None:
+    """The commit-order position of the event `public_id` of any partner, None if unknown or not positioned."""
+    return Event.objects.filter(public_id=public_id).values_list("position", flat=True).first()
+
+
+def newest_position() -> int:
+    """The highest position of any event (0 for none): where a stream without `Last-Event-ID` starts."""
+    top = Event.objects.filter(position__isnull=False).order_by("-position").values_list("position", flat=True)
+    return int(top.first() or 0)
 
 
 class EventHub:
@@ -89,7 +143,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_partner: dict[int, set[Subscription]] = {}
+        self._by_partner: dict[int | None, set[Subscription]] = {}  # None: the staff subscribers
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -132,20 +186,34 @@ class EventHub:
     # --- the reader thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Read, then wait; read again on a NOTIFY, a `poke`, or when the safety poll is due. With LISTEN the wait
+        is in slices of `EVENT_STREAM_POLL_SECONDS` (a `poke` or `stop` is seen within one) but the table is
+        queried only on a NOTIFY, a `poke` or every `EVENT_STREAM_SAFETY_POLL_SECONDS` — not a query per slice
+        holding the GIL beside the event loop for nothing. Without LISTEN every slice reads."""
         listener = _Listener.open()
+        due = True
+        last_read = 0.0
         try:
             while not self._stopping.is_set():
-                try:
-                    self._read_new()
-                except Exception:  # the database is away: keep the thread, retry at the next wake
-                    log.warning("event_hub.read_failed", exc_info=True)
-                    close_old_connections()
-                    connection.close()
-                timeout = float(settings.EVENT_STREAM_POLL_SECONDS)
-                if listener is not None and not listener.wait(timeout):
-                    listener = None  # the LISTEN connection broke: poll from now on
-                elif listener is None:
-                    self._wake.wait(timeout)
+                if due:
+                    last_read = time.monotonic()
+                    try:
+                        self._read_new()
+                    except Exception:  # the database is away: keep the thread, retry at the next wake
+                        log.warning("event_hub.read_failed", exc_info=True)
+                        close_old_connections()
+                        connection.close()
+                poll = float(settings.EVENT_STREAM_POLL_SECONDS)
+                if listener is not None:
+                    notified = listener.wait(poll)
+                    if notified is None:
+                        listener = None  # the LISTEN connection broke: poll from now on
+                    safety = float(settings.EVENT_STREAM_SAFETY_POLL_SECONDS)
+                    due = notified is not False or time.monotonic() - last_read >= safety
+                else:
+                    self._wake.wait(poll)
+                    due = True
+                due = due or self._wake.is_set()
                 self._wake.clear()
         finally:
             if listener is not None:
@@ -157,8 +225,7 @@ class EventHub:
             with self._lock:
                 cursor = self.cursor or 0
             rows = list(Event.objects.filter(position__gt=cursor).order_by("position")[:BATCH])
-            for row in rows:
-                self._fan_out(live_event_of(row))
+            self._fan_out(live_event_of(row) for row in rows)
             if rows:
                 with self._lock:
                     self.cursor = rows[-1].position
@@ -169,14 +236,20 @@ class EventHub:
                     connection.close()
                 return
 
-    def _fan_out(self, event: LiveEvent) -> None:
+    def _fan_out(self, events: Iterable[LiveEvent]) -> None:
+        """Steps 2 and 3 of the module docstring: group by event loop, one `call_soon_threadsafe` per loop."""
         with self._lock:
-            subs = list(self._by_partner.get(event.partner_id, ()))
-        for sub in subs:
-            if sub.admits(event):
-                # RuntimeError: the subscriber's loop has closed; its stream unsubscribes as it ends.
-                with contextlib.suppress(RuntimeError):
-                    sub.loop.call_soon_threadsafe(sub.offer, event)
+            by_partner = {key: list(subs) for key, subs in self._by_partner.items()}
+        staff = by_partner.get(None, [])
+        per_loop: dict[asyncio.AbstractEventLoop, list[tuple[Subscription, LiveEvent]]] = {}
+        for event in events:
+            for sub in (*by_partner.get(event.partner_id, ()), *staff):
+                if sub.admits(event):
+                    per_loop.setdefault(sub.loop, []).append((sub, event))
+        for loop, batch in per_loop.items():
+            # RuntimeError: that loop has closed; its streams unsubscribe as they end.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, batch)
 
 
 class _Listener:
@@ -202,16 +275,18 @@ class _Listener:
             return None
         return cls(raw)
 
-    def wait(self, timeout: float) -> bool:
-        """Block until a notification or `timeout`; False if the connection broke (closed, then)."""
+    def wait(self, timeout: float) -> bool | None:
+        """Block until a notification or `timeout`: True if notified, False if timed out, None if the connection
+        broke (closed, then)."""
+        notified = False
         try:
             for _ in self._connection.notifies(timeout=max(timeout, 0.0001), stop_after=1):
-                pass
+                notified = True
         except Exception:
             log.warning("event_hub.listen_lost; polling only", exc_info=True)
             self.close()
-            return False
-        return True
+            return None
+        return notified
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # already broken

@@ -15,14 +15,12 @@ comment line is sent every `EVENT_STREAM_HEARTBEAT_SECONDS` so proxies keep an i
 
 from __future__ import annotations
 
-import asyncio
-import json
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -32,8 +30,8 @@ from rest_framework.settings import api_settings
 
 from apps.common.errors import problem_response
 from apps.common.text import control_character_error
-from apps.live import hub as hub_module
-from apps.live.hub import LiveEvent, Subscription, live_event_of
+from apps.live.hub import LiveEvent, live_event_of
+from apps.live.streaming import sse_body
 from apps.partners.contracts import Principal
 from apps.partners.ownership import employer_partners
 from apps.partners.ratelimit import rate_limit_hit
@@ -148,51 +146,23 @@ def _backlog(stream: StreamRequest, after: int) -> list[LiveEvent]:
 
 
 def sse_frame(event: LiveEvent) -> bytes:
-    body = json.dumps(event.payload, separators=(",", ":"), default=str)
-    return f"id: {event.payload['id']}\nevent: {event.type}\ndata: {body}\n\n".encode()
+    """The partner's frame: `id`, `event`, `data` (the event JSON of `GET /api/v1/events`), built once per event."""
+    return event.frame
 
 
-async def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
-    """1. subscribe to the process's reader, from the loop that sends this response (the view itself may run on
-       another one), before reading the table, so nothing committed from now on is missed;
-    2. send the table's events after the resume position, in batches, until it has none left;
-    3. send what the reader offers, skipping anything at or before the last position sent (the reader and the
-       table overlap), with a heartbeat comment whenever nothing came for a while."""
-    hub = hub_module.hub
+def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
     principal = stream.principal
-    subscription = Subscription(
+    employer_id = stream.employer_id
+    return sse_body(
         partner_id=principal.partner_id,
         types=stream.types,
         employer_ids=None if principal.all_employers else principal.employer_ids,
-        loop=asyncio.get_running_loop(),
+        after_position=stream.after_position,
+        replay=functools.partial(_backlog, stream),
+        replay_batch=BACKLOG_BATCH,
+        frame=sse_frame,
+        keep=(lambda event: True) if employer_id is None else (lambda event: event.employer_id == employer_id),
     )
-    hub.subscribe(subscription, from_position=stream.after_position)
-    try:
-        yield b"retry: 2000\n: connected\n\n"  # the client sees the stream open before any replay
-        last = stream.after_position
-        while True:
-            batch = await sync_to_async(_backlog, thread_sensitive=False)(stream, last)
-            for event in batch:
-                yield sse_frame(event)
-                last = event.position
-            if len(batch) < BACKLOG_BATCH:
-                break
-        yield b": live\n\n"  # caught up with the table; from here on, events as they are committed
-        heartbeat = float(settings.EVENT_STREAM_HEARTBEAT_SECONDS)
-        while not subscription.overflowed:
-            try:
-                event = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
-            except TimeoutError:
-                yield b": heartbeat\n\n"
-                continue
-            if event.position <= last:
-                continue
-            if stream.employer_id is not None and event.employer_id != stream.employer_id:
-                continue
-            yield sse_frame(event)
-            last = event.position
-    finally:
-        hub.unsubscribe(subscription)
 
 
 @require_GET

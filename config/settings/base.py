@@ -376,6 +376,8 @@ OAUTH_CLOCK_LEEWAY_SECONDS = env.int("OAUTH_CLOCK_LEEWAY_SECONDS", default=30)
 EVENT_STREAM_HEARTBEAT_SECONDS = env.float("EVENT_STREAM_HEARTBEAT_SECONDS", default=15.0)
 # How often each process's reader looks for newly positioned events without a NOTIFY (SQLite: always).
 EVENT_STREAM_POLL_SECONDS = env.float("EVENT_STREAM_POLL_SECONDS", default=0.25)
+# With PostgreSQL LISTEN/NOTIFY the reader wakes on NOTIFY and polls only this often, as a safety net.
+EVENT_STREAM_SAFETY_POLL_SECONDS = env.float("EVENT_STREAM_SAFETY_POLL_SECONDS", default=2.0)
 # Events a stream may have unsent before it is closed (the client resumes from the table with Last-Event-ID).
 EVENT_STREAM_QUEUE_SIZE = env.int("EVENT_STREAM_QUEUE_SIZE", default=1000)
 

@@ -213,3 +213,44 @@ def test_refusals_are_problem_json(make_key, case, status):
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert hub_module.hub.subscriber_count() == 0
+
+
+def test_on_postgresql_a_notify_wakes_the_reader_long_before_its_safety_poll(make_key, settings):
+    settings.EVENT_STREAM_SAFETY_POLL_SECONDS = 60.0  # only the sequencer's NOTIFY can deliver within the wait
+    partner = PartnerFactory(name="acme")
+    key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario() -> None:
+        response = await open_stream(f"Api-Key {key.plaintext}")
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await asyncio.sleep(0.3)  # the reader is past its first read, waiting on LISTEN
+        await sync_to_async(record)(partner.pk, None, STATUSES[:1])
+        assert [f["event"] for f in await frames(chunks, 1, timeout=3.0)] == STATUSES[:1]
+
+    asyncio.run(scenario())
+
+
+def test_idle_streams_get_heartbeats_from_one_ticker_per_event_loop(make_key, settings):
+    from apps.live import streaming
+
+    settings.EVENT_STREAM_HEARTBEAT_SECONDS = 0.3
+    partner = PartnerFactory(name="acme")
+    keys = [make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ]) for _ in range(3)]
+
+    async def until_heartbeat(chunks: AsyncIterator[bytes]) -> bytes:
+        while (chunk := await chunks.__anext__()) != b": heartbeat\n\n":
+            assert chunk.startswith((b"retry:", b": live")), chunk  # nothing but the opening lines before it
+        return chunk
+
+    async def scenario() -> None:
+        responses = [await open_stream(f"Api-Key {key.plaintext}") for key in keys]
+        streams = [aiter(r.streaming_content) for r in responses]
+        got = await asyncio.wait_for(asyncio.gather(*(until_heartbeat(s) for s in streams)), 5.0)
+        assert got == [b": heartbeat\n\n"] * 3
+        ticker = streaming._tickers[asyncio.get_running_loop()]
+        assert len(ticker.streams) == 3
+        assert ticker.task is not None
+        assert not ticker.task.done()
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ are 401 with `WWW-Authenticate: Bearer error="invalid_token"`."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from drf_spectacular.generators import SchemaGenerator
@@ -186,3 +187,24 @@ def test_openapi_documents_both_schemes():
     assert set(schemes["OAuth2"]["flows"]["clientCredentials"]["scopes"]) == set(Scope.values)
     operation = schema["paths"]["/api/v1/employers"]["get"]
     assert {name for requirement in operation["security"] for name in requirement} == {"ApiKeyAuth", "OAuth2"}
+
+
+def test_last_use_is_written_at_most_once_a_minute_per_client(partner, make_bearer):
+    employer = EmployerFactory(partner=partner)
+    bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.EMPLOYERS_READ])
+    client = OAuthClient.objects.get(pk=bearer.oauth_client.pk)
+    issued_use = client.last_used_at  # the token request itself counts as a use
+    assert issued_use is not None
+
+    for _ in range(3):
+        assert bearer.get(f"/api/v1/employers/{employer.pk}").status_code == 200
+    assert OAuthClient.objects.get(pk=client.pk).last_used_at == issued_use  # within the minute: no write
+
+    a_minute_ago = issued_use - timedelta(seconds=61)
+    OAuthClient.objects.filter(pk=client.pk).update(last_used_at=a_minute_ago)
+    assert bearer.get(f"/api/v1/employers/{employer.pk}").status_code == 200
+    touched = OAuthClient.objects.get(pk=client.pk).last_used_at
+    assert touched is not None
+    assert touched > issued_use
+    assert bearer.get(f"/api/v1/employers/{employer.pk}").status_code == 200
+    assert OAuthClient.objects.get(pk=client.pk).last_used_at == touched
