@@ -27,9 +27,9 @@ Per manifest (`result_file_import`):
    not the move, is what makes the import happen once; a move never overwrites an earlier file of the same
    name, see `storage.FileLocation.move`).
 
-`result_files_import` records a job run only when a tick did something new: imported, quarantined or skipped
-a file, or met a condition (unreachable or misconfigured folder, unreadable manifest, data file still
-awaited) that is news by `conditions.condition_is_news`; the matching log warning is rate-limited the same way.
+`result_files_import` records a job run only when a tick did something new: imported or quarantined a file, or
+met a condition (unreachable or misconfigured folder, unreadable manifest, data file still awaited, a file
+seen before) that is news by `conditions.condition_is_news`; the matching log warning is rate-limited the same way.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ UPDATE_CHUNK = 5000
 OUTCOMES = ("confirmed", "rejected")
 MAX_FILE_BYTES = 256 * 1024 * 1024
 JOB = "insurers.result_files_import"
-# Outcomes of `result_file_import` that are news by themselves (a file was handled); the others are conditions.
-HANDLED = ("imported", "quarantined", "duplicate")
+# Outcomes of `result_file_import` that are news by themselves; the others (duplicate, waiting, unreadable) are
+# conditions of one file, news once: a duplicate whose move keeps failing must not write a run every tick.
+HANDLED = ("imported", "quarantined")
 
 
 class QuarantineError(ValueError):
@@ -414,8 +415,8 @@ def result_files_import(*, insurer_code: str | None = None) -> Counter[str]:
     (`result_file_import`'s, plus `unreachable` / `configuration` per insurer whose inbound folder cannot be
     used now / at all).
 
-    Recorded as a job run only when the tick did something new (issue 11): a file imported, quarantined or
-    skipped as a duplicate, or a condition that is news (`conditions.condition_is_news`: first seen, changed,
+    Recorded as a job run only when the tick did something new (issue 11): a file imported or quarantined, or
+    a condition (including a duplicate file) that is news (`conditions.condition_is_news`: first seen, changed,
     or not reported for `CONDITION_REPEAT_SECONDS`). An idle tick, or one that only meets conditions already
     reported, writes nothing. An exception is always recorded as a failed run."""
     insurers = Insurer.objects.filter(protocol=InsurerProtocol.FILE, is_active=True)

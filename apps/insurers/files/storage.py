@@ -95,6 +95,22 @@ class FileLocation(Protocol):
         """Where this is, without secrets (for logs and the exchange log)."""
 
 
+def _link_or_rename(source: Path, target: Path) -> None:
+    """Move `source` to `target` unless `target` exists (`FileExistsError`): a hard link, which cannot replace,
+    then unlink. On a filesystem without hard links (some network mounts: EPERM, ENOTSUP, EXDEV…) an
+    existence check and a rename instead."""
+    try:
+        os.link(source, target)
+    except (FileExistsError, FileNotFoundError):
+        raise
+    except OSError:
+        if target.exists():
+            raise FileExistsError(str(target)) from None
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
 class LocalFolder:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -166,13 +182,12 @@ class LocalFolder:
             kept = name
             for attempt in range(3):
                 try:
-                    os.link(source, target / kept)
+                    _link_or_rename(source, target / kept)
                     break
                 except FileExistsError:
                     if attempt == 2:
                         raise
                     kept = kept_name(name, source.read_bytes(), attempt=attempt + 1)
-            os.unlink(source)
         except FileNotFoundError:
             return None  # another importer moved it first
         except OSError as exc:

@@ -422,3 +422,37 @@ def test_sftp_missing_data_file_is_reported_as_missing(tmp_path) -> None:
             location.read("a.jsonl")
         with pytest.raises(StorageMissingError):
             location.modified_at("a.jsonl")
+
+
+def test_a_duplicate_that_cannot_be_moved_is_recorded_once_not_every_tick(
+    file_insurer, tmp_path, make_submission
+) -> None:
+    _ok, _too_old, inbound, _manifest_name = answered(tmp_path, make_submission)
+    assert dict(result_files_import(insurer_code=CODE)) == {"imported": 1}
+    for name in files_in(inbound / "imported"):
+        (inbound / name).write_bytes((inbound / "imported" / name).read_bytes())
+    (inbound / "duplicates").write_bytes(b"")  # a file where the folder should be: every move fails
+
+    for _ in range(3):
+        assert dict(result_files_import(insurer_code=CODE)) == {"duplicate": 1}
+
+    assert runs() == [{"imported": 1}, {"duplicate": 1}]
+    assert len(files_in(inbound)) == 3  # the pair, and the obstacle
+
+
+def test_local_move_without_hard_links_still_never_overwrites(tmp_path, monkeypatch) -> None:
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    location = LocalFolder(tmp_path)
+    (tmp_path / "imported").mkdir()
+    (tmp_path / "imported" / "b1.jsonl").write_bytes(b"first\n")
+    (tmp_path / "b1.jsonl").write_bytes(b"second\n")
+
+    kept = location.move("b1.jsonl", "imported")
+
+    assert kept == f"b1.{hashlib.sha256(b'second' + bytes([10])).hexdigest()[:12]}.jsonl"
+    assert (tmp_path / "imported" / "b1.jsonl").read_bytes() == b"first\n"
+    assert (tmp_path / "imported" / kept).read_bytes() == b"second\n"
+    assert files_in(tmp_path) == []
