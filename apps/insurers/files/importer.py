@@ -17,7 +17,8 @@ Per manifest (`result_file_import`):
    admin, on /ops/, in `keel_insurer_result_files_quarantined` and in the job-run log) and nothing of it is
    applied;
 3. in one transaction: read our submission log for the file's keys; a row whose `endorsement_id` is not the
-   endorsement its key was sent for quarantines the file (`line N: … belongs to endorsement A, not B`);
+   endorsement its key was sent for quarantines the file
+   (`line N: endorsement_id mismatch: idempotency_key … belongs to endorsement A, the row names B`);
    otherwise claim the file by inserting its `ResultFile` row (unique insurer + name + SHA-256: a file seen
    before, or one a concurrent importer is applying, is skipped) and apply its rows like a callback: update
    our submission log and enqueue `insurer.results_received` in chunks, consumed by the endorsements app (rows
