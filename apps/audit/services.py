@@ -348,8 +348,11 @@ class JobRun:
     finished: bool = False
 
 
-def job_run_start(*, job: str, params: Mapping[str, Any] | None = None) -> JobRun:
-    """Write the start event of a run. Call it outside the job's own transaction, or a rollback erases it."""
+def job_run_start(*, job: str, params: Mapping[str, Any] | None = None, started_at: datetime | None = None) -> JobRun:
+    """Write the start event of a run. Call it outside the job's own transaction, or a rollback erases it.
+
+    `started_at` (default now) lets a job that decides afterwards whether its run is worth recording (a beat
+    job's tick that met nothing new writes no run at all) record when the run really began."""
     run = JobRun(run_id=uuid.uuid4(), job=job[:80])
     JobRunEvent.objects.create(
         run_id=run.run_id,
@@ -357,7 +360,7 @@ def job_run_start(*, job: str, params: Mapping[str, Any] | None = None) -> JobRu
         phase=JobPhase.START,
         status=JobStatus.RUNNING,
         params=redact(jsonable(params)) if params else None,
-        created_at=timezone.now(),
+        created_at=started_at or timezone.now(),
     )
     return run
 

@@ -17,7 +17,14 @@ from apps.common.errors import Conflict
 from apps.insurers.callback_secrets import callback_secret_mask
 from apps.insurers.conflicts import insurer_conflict_accept, insurer_conflict_request_reversal
 from apps.insurers.credentials import CredentialsError, decrypt_credentials, mask
-from apps.insurers.models import CallbackEvent, Insurer, InsurerConflict, InsurerSubmission, ResultFile
+from apps.insurers.models import (
+    CallbackEvent,
+    Insurer,
+    InsurerConflict,
+    InsurerSubmission,
+    ResultFile,
+    ResultFileStatus,
+)
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
 from apps.insurers.services import insurer_callback_secret_set, insurer_credentials_set
 
@@ -212,9 +219,50 @@ class InsurerConflictAdmin(ReadOnlyAdmin):
 
 @admin.register(ResultFile)
 class ResultFileAdmin(ReadOnlyAdmin):
-    """Every result file imported or quarantined (SPEC §8): filter by status to see what needs an operator."""
+    """Every result file imported or quarantined (SPEC §8): filter by status to see what needs an operator
+    (the ops dashboard links here with `?status__exact=quarantined`). The time the file was handled is shown
+    as "Imported at" or "Quarantined at" by its status (the column `imported_at` holds both), and the error
+    says why a file was quarantined, naming the line where there is one."""
 
-    list_display = ("id", "insurer", "name", "status", "row_count", "applied_count", "unknown_count", "imported_at")
+    list_display = (
+        "id",
+        "insurer",
+        "name",
+        "status",
+        "error_summary",
+        "row_count",
+        "applied_count",
+        "unknown_count",
+        "imported_at_display",
+        "quarantined_at_display",
+    )
     list_filter = ("status", "insurer")
-    search_fields = ("name", "=sha256", "batch_id")
+    search_fields = ("name", "=sha256", "batch_id", "error")
     date_hierarchy = "imported_at"
+    readonly_fields = ("imported_at_display", "quarantined_at_display")
+    fields = (
+        "insurer",
+        "name",
+        "status",
+        "error",
+        "imported_at_display",
+        "quarantined_at_display",
+        "sha256",
+        "batch_id",
+        "row_count",
+        "applied_count",
+        "unknown_count",
+        "manifest",
+    )
+
+    @admin.display(description="Error")
+    def error_summary(self, obj: ResultFile) -> str:
+        return obj.error if len(obj.error) <= 160 else obj.error[:159] + "…"
+
+    @admin.display(description="Imported at", ordering="imported_at", empty_value="")
+    def imported_at_display(self, obj: ResultFile) -> Any:
+        return obj.imported_at if obj.status == ResultFileStatus.IMPORTED else None
+
+    @admin.display(description="Quarantined at", ordering="imported_at", empty_value="")
+    def quarantined_at_display(self, obj: ResultFile) -> Any:
+        return obj.imported_at if obj.status == ResultFileStatus.QUARANTINED else None

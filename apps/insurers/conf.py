@@ -2,7 +2,7 @@
 
 `settings.INSURER_GATEWAY` may override any of: CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS,
 CIRCUIT_FAIL_MAX, CIRCUIT_RESET_SECONDS, HALF_OPEN_PROBES, HALF_OPEN_SUCCESSES,
-CALLBACK_MAX_EVENTS. `settings.SANDBOX_INSURER_ENABLED` turns the
+CALLBACK_MAX_EVENTS, RESULT_FILE_GRACE_SECONDS, CONDITION_REPEAT_SECONDS. `settings.SANDBOX_INSURER_ENABLED` turns the
 sandbox insurer's HTTP routes on (default: on when DEBUG).
 """
 
@@ -22,6 +22,12 @@ DEFAULTS: dict[str, Any] = {
     "HALF_OPEN_SUCCESSES": 2,
     # Longest batch of events one callback request may carry (bounded input).
     "CALLBACK_MAX_EVENTS": 1000,
+    # A result file's manifest whose data file is still missing this long after the manifest was written
+    # (its mtime) is quarantined (issue 11); before that the data file may still be arriving.
+    "RESULT_FILE_GRACE_SECONDS": 600.0,
+    # A file-job condition already recorded (an unreachable or misconfigured folder, an unreadable manifest)
+    # is not recorded or warned about again for this long, so a 2 s beat does not fill the job log.
+    "CONDITION_REPEAT_SECONDS": 3600.0,
 }
 
 

@@ -5,6 +5,9 @@
   without calling out). Event metrics: observed in the worker that made the call.
 - `keel_insurer_circuit_state{insurer}`: 0 closed, 1 half-open, 2 open; read at scrape time from the shared
   breaker state (Redis/cache), so every process reports the same.
+- `keel_insurer_result_files_quarantined{insurer}`: result files quarantined so far (all time, issue 11), read
+  at scrape time from the `ResultFile` rows (one grouped query), so it is right under the multiprocess setup
+  and after a restart; alert on `increase(...[15m]) > 0`. Insurers with none are reported as 0.
 """
 
 from __future__ import annotations
@@ -42,7 +45,30 @@ class CircuitCollector(Collector):
         yield family
 
 
+class QuarantinedFilesCollector(Collector):
+    NAME = "keel_insurer_result_files_quarantined"
+    HELP = "Result files quarantined (all time) by insurer"
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=["insurer"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from apps.insurers.models import InsurerProtocol
+        from apps.insurers.selectors import insurers_active, result_files_quarantined_by_insurer
+
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["insurer"])
+        try:
+            counts = result_files_quarantined_by_insurer()
+            codes = {i.code for i in insurers_active().filter(protocol=InsurerProtocol.FILE)} | set(counts)
+            for code in sorted(codes):
+                family.add_metric([code], counts.get(code, 0))
+        except Exception:
+            return
+        yield family
+
+
 def register_collector() -> None:
     from apps.common.metrics import register_scrape_collector
 
     register_scrape_collector("insurers", CircuitCollector())
+    register_scrape_collector("insurers_result_files", QuarantinedFilesCollector())

@@ -3,9 +3,9 @@ waiting for operators."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
-from apps.insurers.models import ConflictStatus, Insurer, InsurerConflict
+from apps.insurers.models import ConflictStatus, Insurer, InsurerConflict, ResultFile, ResultFileStatus
 
 
 def insurers_active() -> QuerySet[Insurer]:
@@ -35,3 +35,15 @@ def insurer_conflicts_unresolved(*, limit: int = 10) -> tuple[int, list[InsurerC
         status__in=[ConflictStatus.OPEN, ConflictStatus.REVERSAL_REQUESTED]
     ).select_related("insurer")
     return unresolved.count(), list(unresolved.order_by("-detected_at", "-id")[:limit])
+
+
+def result_files_quarantined_by_insurer() -> dict[str, int]:
+    """{insurer code: how many of its result files were quarantined (all time)}, insurers with none left out;
+    one grouped query (issue 11: the ops dashboard and `keel_insurer_result_files_quarantined`)."""
+    rows = (
+        ResultFile.objects.filter(status=ResultFileStatus.QUARANTINED)
+        .values_list("insurer__code")
+        .annotate(count=Count("id"))
+        .order_by("insurer__code")
+    )
+    return dict(rows)

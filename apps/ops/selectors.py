@@ -31,7 +31,7 @@ from apps.endorsements.analytics import (
 )
 from apps.endorsements.contracts import EndorsementStatus
 from apps.insurers.resilience import circuit_state
-from apps.insurers.selectors import insurer_conflicts_unresolved, insurers_active
+from apps.insurers.selectors import insurer_conflicts_unresolved, insurers_active, result_files_quarantined_by_insurer
 from apps.ledger.selectors import low_balance_employers
 from apps.outbox.selectors import outbox_stats
 from apps.partners.webhooks.selectors import webhook_deliveries_recent
@@ -183,5 +183,6 @@ def _panels(now: datetime) -> dict[str, Panel]:
         "jobs": lambda: last_job_runs(limit=12),
         "conflicts": conflicts,
         "webhooks": lambda: webhook_deliveries_recent(limit=10),
+        "quarantined_files": lambda: sum(result_files_quarantined_by_insurer().values()),
     }
     return {name: _panel(name, read) for name, read in readers.items()}

@@ -342,6 +342,10 @@ INSURER_GATEWAY = {
     "CIRCUIT_RESET_SECONDS": env.float("INSURER_CIRCUIT_RESET_SECONDS", default=30.0),
     "HALF_OPEN_PROBES": env.int("INSURER_HALF_OPEN_PROBES", default=1),
     "HALF_OPEN_SUCCESSES": env.int("INSURER_HALF_OPEN_SUCCESSES", default=2),
+    # File insurers (issue 11): quarantine a result manifest whose data file is still missing after this long;
+    # record/warn about a repeated file-job condition (unreachable folder, bad configuration) once per period.
+    "RESULT_FILE_GRACE_SECONDS": env.float("INSURER_RESULT_FILE_GRACE_SECONDS", default=600.0),
+    "CONDITION_REPEAT_SECONDS": env.float("INSURER_FILE_CONDITION_REPEAT_SECONDS", default=3600.0),
 }
 # Debits parked for lack of funds longer than this fail (hold-expiry sweeper).
 ENDORSEMENT_PARK_MAX_HOURS = env.int("ENDORSEMENT_PARK_MAX_HOURS", default=72)

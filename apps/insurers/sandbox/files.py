@@ -17,7 +17,9 @@ import time
 import structlog
 
 from apps.insurers.conf import sandbox_enabled
+from apps.insurers.contracts import InsurerConfigurationError
 from apps.insurers.credentials import decrypt_credentials
+from apps.insurers.files.conditions import condition_cleared, condition_is_news
 from apps.insurers.files.storage import StorageError, check_name, location_for
 from apps.insurers.gateways.file import BATCH_SCHEMA_VERSION, MANIFEST_SUFFIX, RESULT_SCHEMA_VERSION, write_batch
 from apps.insurers.models import Insurer, InsurerProtocol
@@ -25,6 +27,7 @@ from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox
 from apps.insurers.sandbox.models import SandboxMode
 
 log = structlog.get_logger(__name__)
+JOB = "insurers.sandbox_files"
 
 
 def sandbox_file_process(*, code: str) -> int:
@@ -83,10 +86,20 @@ def sandbox_file_process(*, code: str) -> int:
 
 
 def sandbox_files_process_all() -> int:
-    """Every sandbox file insurer (code starting with `sandbox-`), for the beat job."""
+    """Every sandbox file insurer (code starting with `sandbox-`), for the beat job. A sandbox whose folders
+    are misconfigured or unreachable is skipped (it must not stop the others) with a warning that is
+    rate-limited like the importer's (`files.conditions`): once, then again only if the error changes or an
+    hour has passed."""
     total = 0
     for code in Insurer.objects.filter(
         protocol=InsurerProtocol.FILE, is_active=True, code__startswith="sandbox-"
     ).values_list("code", flat=True):
-        total += sandbox_file_process(code=code)
+        try:
+            total += sandbox_file_process(code=code)
+        except (StorageError, InsurerConfigurationError) as exc:
+            condition = "unreachable" if isinstance(exc, StorageError) else "configuration"
+            if condition_is_news(job=JOB, subject=code, condition=condition, detail=str(exc)):
+                log.warning("sandbox.file_insurer_unusable", insurer=code, condition=condition, error=str(exc))
+            continue
+        condition_cleared(job=JOB, subject=code, conditions=("unreachable", "configuration"))
     return total
