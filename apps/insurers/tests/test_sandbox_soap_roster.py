@@ -121,9 +121,7 @@ def test_soap_drift_of_each_kind_is_found_exactly_once(soap_policy) -> None:
     done = _reconcile(soap_policy)
 
     assert done.status == RunStatus.COMPLETED, done.error
-    found = sorted(
-        Discrepancy.objects.filter(run=done).values_list("kind", "employee_code", "field", "endorsement_id")
-    )
+    found = sorted(Discrepancy.objects.filter(run=done).values_list("kind", "employee_code", "field", "endorsement_id"))
     assert found == sorted(
         [
             ("missing_at_insurer", "S-0", "", None),
