@@ -38,11 +38,12 @@ def endorsements_fail(
     at all (no adapter, bad config, missing credentials). Either way the reason is kept in `last_error`, the
     history and `rejection_reason` (≤ 500 chars), so the partner and operators see why (SPEC §8)."""
     endorsements = {e.pk: e for e in Endorsement.objects.select_for_update().filter(pk__in=ids, status=S.SENT)}
-    # A configuration failure never reached the insurer (issue 11): say so, rather than that it refused.
+    # Say what happened (issue 11): a configuration failure never left Keel; a transient one ran out of retries
+    # (the insurer answered 5xx or timed out, or the batch file could not be written: not always a refusal).
     cause = (
         "not sent, Keel cannot send to this insurer"
         if rejection_class == "configuration"
-        else "insurer could not take it"
+        else "gave up sending after retries"
     )
     detail = f"{cause}: {reason}"[:500]
     transitions = _move_many(

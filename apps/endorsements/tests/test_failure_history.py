@@ -110,7 +110,7 @@ def test_each_retried_transient_failure_is_noted_once_per_round(world, settings,
             (S.FUNDS_LOCKED, S.SENT, "handed to sandbox-rest's gateway"),
             (S.SENT, S.SENT, f"send attempt 1 failed: {failure}; retrying"),
             (S.SENT, S.SENT, f"send attempt 2 failed: {failure}; retrying"),
-            (S.SENT, S.FAILED, f"insurer could not take it: {failure} (3 failed attempts)"),
+            (S.SENT, S.FAILED, f"gave up sending after retries: {failure} (3 failed attempts)"),
         ]
     assert Endorsement.objects.get(pk=ids[0]).rejection_reason == f"{failure} (3 failed attempts)"
 
@@ -129,4 +129,30 @@ def test_a_redelivered_retry_round_notes_nothing_twice(world) -> None:
     assert [h[2] for h in history(pk) if h[1] == S.SENT] == [
         "send attempt 1 failed: timed out; retrying",
         "send attempt 2 failed: HTTP 503; retrying",
+    ]
+
+
+def test_a_batch_file_that_cannot_be_written_is_noted_per_round(world, settings, time_machine, tmp_path) -> None:
+    policy, client, _ = world
+    settings.ENDORSEMENT_SEND_MAX_ATTEMPTS = 2
+    settings.OUTBOX = {**settings.OUTBOX, "BACKOFF_BASE_SECONDS": 0.0, "BACKOFF_CAP_SECONDS": 0.0}
+    blocker = tmp_path / "outbound"
+    blocker.write_text("a file where the outbound folder should be")
+    files = Insurer.objects.create(
+        code="files-1", name="Files", protocol="file", outbound_folder=str(blocker), inbound_folder=str(tmp_path)
+    )
+    pk = client.post(
+        "/api/v1/endorsements", addition(PolicyFactory(employer=policy.employer, insurer=files), "W-1", effective=TODAY)
+    ).json()["id"]
+
+    run_pipeline()
+    for _ in range(4):
+        time_machine.shift(timedelta(seconds=2))
+        drain()
+
+    failure = f"insurer files-1: could not write the batch file: cannot create {blocker}: File exists"
+    assert [h for h in history(pk) if S.SENT in (h[0], h[1])] == [
+        (S.FUNDS_LOCKED, S.SENT, "handed to files-1's gateway"),
+        (S.SENT, S.SENT, f"send attempt 1 failed: {failure}; retrying"),
+        (S.SENT, S.FAILED, f"gave up sending after retries: {failure} (2 failed attempts)"),
     ]

@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 
@@ -93,7 +94,7 @@ def sandbox_files_process_all() -> int:
     for code in Insurer.objects.filter(
         protocol=InsurerProtocol.FILE, is_active=True, code__startswith="sandbox-"
     ).values_list("code", flat=True):
-        total += while_folders_usable(code=code, work="batches", run=lambda code=code: sandbox_file_process(code=code))
+        total += while_folders_usable(code=code, work="batches", run=partial(sandbox_file_process, code=code))
     return total
 
 

@@ -14,6 +14,7 @@ Run by beat with the sandbox's batch files (`insurers.sandbox_files`) and called
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import structlog
 
@@ -89,9 +90,7 @@ def sandbox_roster_requests_answer(*, code: str) -> int:
 def sandbox_roster_requests_answer_all() -> int:
     """Every sandbox file insurer (code starting with `sandbox-`), for the beat job."""
     return sum(
-        while_folders_usable(
-            code=code, work="roster requests", run=lambda code=code: sandbox_roster_requests_answer(code=code)
-        )
+        while_folders_usable(code=code, work="roster requests", run=partial(sandbox_roster_requests_answer, code=code))
         for code in Insurer.objects.filter(
             protocol=InsurerProtocol.FILE, is_active=True, code__startswith="sandbox-"
         ).values_list("code", flat=True)
