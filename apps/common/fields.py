@@ -9,7 +9,16 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.common.money import MAX_MINOR, MONEY_PATTERN, MoneyError, decimal_pattern, format_minor, to_minor
+from apps.common.money import (
+    MAX_MINOR,
+    MONEY_PATTERN,
+    MoneyError,
+    NegativeAmountError,
+    decimal_pattern,
+    format_minor,
+    money_range_message,
+    to_minor,
+)
 
 
 @extend_schema_field(
@@ -39,12 +48,12 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
             self.fail("invalid")
         try:
             minor = to_minor(data)
+        except NegativeAmountError:
+            raise serializers.ValidationError(money_range_message(self.min_minor, self.max_minor)) from None
         except MoneyError:
             self.fail("invalid")
-        if minor < self.min_minor:
-            raise serializers.ValidationError(f"Must be at least {format_minor(self.min_minor)}.")
-        if minor > self.max_minor:
-            raise serializers.ValidationError(f"Must be at most {format_minor(self.max_minor)}.")
+        if not self.min_minor <= minor <= self.max_minor:
+            raise serializers.ValidationError(money_range_message(self.min_minor, self.max_minor))
         return minor
 
 

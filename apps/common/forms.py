@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from apps.common.money import MAX_MINOR, MoneyError, format_minor, to_minor
+from apps.common.money import MAX_MINOR, MoneyError, NegativeAmountError, format_minor, money_range_message, to_minor
 from apps.common.text import EMAIL_VALIDATOR, ControlCharacterValidator
 
 
@@ -27,12 +27,14 @@ class MoneyFormField(forms.CharField):
             return None
         try:
             minor = to_minor(text)
+        except NegativeAmountError:
+            raise forms.ValidationError(money_range_message(self.min_minor, self.max_minor), code="min_value")
         except MoneyError as exc:
             raise forms.ValidationError(str(exc).capitalize() + ".", code="invalid")
         if minor < self.min_minor:
-            raise forms.ValidationError(f"Must be at least {format_minor(self.min_minor)}.", code="min_value")
+            raise forms.ValidationError(money_range_message(self.min_minor, self.max_minor), code="min_value")
         if minor > self.max_minor:
-            raise forms.ValidationError(f"Must be at most {format_minor(self.max_minor)}.", code="max_value")
+            raise forms.ValidationError(money_range_message(self.min_minor, self.max_minor), code="max_value")
         return minor
 
 

@@ -10,19 +10,25 @@
    (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked.
 4. `JsonNestingGuardMiddleware` — 400 for a body nested deeper than `API_MAX_JSON_DEPTH`, before any code
    that parses JSON runs (the Idempotency-Key fingerprint, DRF's parser, insurer callbacks).
+
+`RequestLogMiddleware` (django-structlog's request log) logs a response marked as a client fault
+(`mark_client_fault`) at warning, whatever its status.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
+from django_structlog.middlewares import RequestMiddleware
 
 from apps.common.errors import PROBLEM_CONTENT_TYPE, problem_response
 from apps.common.parsers import NESTING_CHECKED_META, json_nesting_exceeds, max_json_depth
@@ -216,3 +222,34 @@ class JsonNestingGuardMiddleware:
                 )
             request.META[NESTING_CHECKED_META] = len(body)
         return self.get_response(request)
+
+
+# --- request log -------------------------------------------------------------------------------------------
+
+_LEVEL_OVERRIDE: ContextVar[int | None] = ContextVar("request_log_level_override", default=None)
+
+
+def mark_client_fault(response: HttpResponse) -> HttpResponse:
+    """Mark a 5xx that a protocol requires for the caller's mistake (a SOAP 1.1 `Client` fault is HTTP 500) so
+    it is logged at warning, not as a server error: by `RequestLogMiddleware`, and not at all by Django's
+    `django.request` "Internal Server Error" (the view logs the fault itself)."""
+    response.keel_client_fault = True  # type: ignore[attr-defined]
+    response._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log.log_response skips it
+    return response
+
+
+class RequestLogMiddleware(RequestMiddleware):  # type: ignore[misc]
+    """django-structlog's `request_finished` log, at warning for a response `mark_client_fault` marked (the
+    level is chosen from the status code alone upstream; a context variable carries the override, so
+    concurrent requests never see each other's)."""
+
+    def handle_response(self, request: HttpRequest, response: HttpResponse) -> None:
+        token = _LEVEL_OVERRIDE.set(logging.WARNING if getattr(response, "keel_client_fault", False) else None)
+        try:
+            super().handle_response(request, response)
+        finally:
+            _LEVEL_OVERRIDE.reset(token)
+
+    def _log_level_for_status_code(self, status_code: int) -> int:
+        override = _LEVEL_OVERRIDE.get()
+        return override if override is not None else int(super()._log_level_for_status_code(status_code))

@@ -34,12 +34,19 @@ class MoneyError(ValueError):
     pass
 
 
+class NegativeAmountError(MoneyError):
+    """A well-formed amount with a minus sign where none is allowed: a range error, not a grammar error, so
+    fields answer it with their range message ("Must be greater than 0…"), never "enter an amount as a decimal
+    string" (issue 11)."""
+
+
 def to_minor(amount: Decimal | str | int, *, allow_negative: bool = False) -> int:
     """Rupees → integer paise, by the API grammar (`MONEY_PATTERN`).
 
     Accepts a decimal string (`"1234.5"`, `"1234.50"`), an `int` (whole rupees) or a finite `Decimal`
     with at most two places. Raises `MoneyError` for floats, booleans, exponents, separators, blanks,
-    more than two places, more than 15 integer digits, and a sign unless `allow_negative`.
+    more than two places, more than 15 integer digits; `NegativeAmountError` (a `MoneyError`) for a
+    well-formed negative amount unless `allow_negative`.
     """
     if isinstance(amount, (bool, float)):
         raise MoneyError("money must be a decimal string, not a float")
@@ -58,10 +65,24 @@ def to_minor(amount: Decimal | str | int, *, allow_negative: bool = False) -> in
     if len(text) > 24 or not _MONEY_RE.fullmatch(text):
         raise MoneyError("enter an amount as a decimal string with at most two places, like 1234.50")
     if text.startswith("-") and not allow_negative:
-        raise MoneyError("amount must not be negative")
+        raise NegativeAmountError("amount must not be negative")
     whole, _, frac = text.lstrip("-").partition(".")
     minor = int(whole) * 100 + int((frac + "00")[:2])
     return -minor if text.startswith("-") else minor
+
+
+def money_range_message(min_minor: int, max_minor: int) -> str:
+    """What a money field says to an amount outside [`min_minor`, `max_minor`] paise — negative ("-5") or
+    zero where it must be positive alike (issue 11): "Must be greater than 0 and at most 10000000000.00.",
+    "Must not be negative.", "Must be at least 100.00."; the upper bound is named when it is not `MAX_MINOR`."""
+    if min_minor == 1:
+        lower = "Must be greater than 0"
+    elif min_minor == 0:
+        lower = "Must not be negative"
+    else:
+        lower = f"Must be at least {format_minor(min_minor)}"
+    upper = f" and at most {format_minor(max_minor)}" if max_minor < MAX_MINOR else ""
+    return f"{lower}{upper}."
 
 
 def round_to_minor(value: Decimal) -> int:

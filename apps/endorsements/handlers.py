@@ -37,7 +37,8 @@ def handle_dispatch(message: Message) -> None:
     2. Call the insurer, outside any transaction, with each endorsement's own idempotency key.
     3. Our breaker is open (or its half-open probes are taken) or our outbound rate limit is spent: nothing
        was sent → `Defer` until it may be tried again; no attempt of the budget is spent (ADR 0025).
-    4. The insurer failed transiently (timeout, 5xx, 429): retry with backoff (at least its Retry-After),
+    4. The insurer failed transiently (timeout, 5xx, 429, file not writable): one history row per endorsement
+       for this round (`endorsements_note_send_retry`), then retry with backoff (at least its Retry-After),
        unless the budget — ENDORSEMENT_SEND_MAX_ATTEMPTS failed calls or ENDORSEMENT_SEND_MAX_HOURS since the
        batch was sent — is spent: then FAILED, holds released, in one transaction with the inbox row.
     5. Keel cannot send (no adapter, no such insurer, bad configuration or credentials): FAILED at once with
@@ -64,6 +65,9 @@ def handle_dispatch(message: Message) -> None:
                         ids=[s.endorsement_id for s in submissions], reason=f"{exc} ({spent})", actor=actor
                     )
             return
+        services.endorsements_note_send_retry(
+            ids=[s.endorsement_id for s in submissions], attempt=message.attempt + 1, reason=str(exc), actor=actor
+        )
         raise RetryLater(str(exc), min_delay_seconds=exc.retry_after, max_attempts=send_max_attempts() + 1) from exc
     except InsurerConfigurationError as exc:
         # Retrying cannot help (no adapter, no such insurer, bad or missing configuration or credentials):

@@ -29,7 +29,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from apps.common.ids import BIGINT_MAX
-from apps.common.money import MoneyError, format_minor, to_minor
+from apps.common.money import MoneyError, NegativeAmountError, format_minor, to_minor
 from apps.common.text import EMAIL_VALIDATOR, MAX_EMAIL_LOCAL_PART, control_character_error
 from apps.employers.contracts import Gender
 from apps.endorsements.models import EndorsementType
@@ -172,13 +172,17 @@ def _member_fields(
 def _sum_insured(value: Any, field: str, errors: list[tuple[str, str]]) -> int | None:
     if value is None or value == "":
         return None
+    range_message = f"Must be greater than 0 and at most {format_minor(MAX_SUM_INSURED)}."
     try:
         minor = to_minor(value)
+    except NegativeAmountError:  # "-5" is out of range like "0", not a malformed amount (issue 11)
+        errors.append((field, range_message))
+        return None
     except MoneyError:
         errors.append((field, MONEY_MESSAGE))
         return None
     if not 0 < minor <= MAX_SUM_INSURED:
-        errors.append((field, f"Must be greater than 0 and at most {format_minor(MAX_SUM_INSURED)}."))
+        errors.append((field, range_message))
         return None
     return minor
 

@@ -67,7 +67,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_structlog.middlewares.RequestMiddleware",
+    "apps.common.middleware.RequestLogMiddleware",  # django-structlog's, client faults at warning
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 

@@ -34,6 +34,7 @@ from apps.endorsements.services.operator import (
     endorsement_review_decide,
     endorsements_expire_parked,
     endorsements_fail,
+    endorsements_note_send_retry,
     endorsements_wake_parked,
 )
 from apps.endorsements.services.processing import endorsements_process
@@ -55,6 +56,7 @@ __all__ = [
     "endorsements_activate_due",
     "endorsements_expire_parked",
     "endorsements_fail",
+    "endorsements_note_send_retry",
     "endorsements_process",
     "endorsements_wake_parked",
     "results_apply",

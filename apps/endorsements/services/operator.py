@@ -13,7 +13,7 @@ from django.utils import timezone
 from apps.common.actors import Actor
 from apps.common.errors import Conflict
 from apps.endorsements.contracts import EndorsementTopic
-from apps.endorsements.models import CANCELLABLE, Endorsement
+from apps.endorsements.models import CANCELLABLE, Endorsement, EndorsementHistory
 from apps.endorsements.services.funds import _fund_validated, _place_holds, _release_hold, _release_holds
 from apps.endorsements.services.transitions import (
     S,
@@ -38,7 +38,14 @@ def endorsements_fail(
     at all (no adapter, bad config, missing credentials). Either way the reason is kept in `last_error`, the
     history and `rejection_reason` (≤ 500 chars), so the partner and operators see why (SPEC §8)."""
     endorsements = {e.pk: e for e in Endorsement.objects.select_for_update().filter(pk__in=ids, status=S.SENT)}
-    detail = f"insurer could not take it: {reason}"[:500]
+    # Say what happened (issue 11): a configuration failure never left Keel; a transient one ran out of retries
+    # (the insurer answered 5xx or timed out, or the batch file could not be written: not always a refusal).
+    cause = (
+        "not sent, Keel cannot send to this insurer"
+        if rejection_class == "configuration"
+        else "gave up sending after retries"
+    )
+    detail = f"{cause}: {reason}"[:500]
     transitions = _move_many(
         [_Step(e, detail) for e in endorsements.values()],
         S.FAILED,
@@ -52,6 +59,36 @@ def endorsements_fail(
     _record(transitions, actor=actor, endorsements=endorsements)
     _on_terminal(finished)
     return transitions
+
+
+@transaction.atomic
+def endorsements_note_send_retry(*, ids: Sequence[int], attempt: int, reason: str, actor: Actor) -> int:
+    """History of a transient send failure that will be retried (issue 11): each endorsement of `ids` still
+    SENT gets one row `SENT → SENT` "send attempt <attempt> failed: <reason>; retrying", so a batch whose insurer
+    answers 503, times out or whose file cannot be written does not sit SENT with no word of it.
+
+    One row per endorsement per retry round (`attempt` is the dispatch message's failed-delivery count, and a
+    round comes only after the outbox's backoff), never one per deferral. A redelivered round writes nothing
+    again: the rows of `attempt` are looked for first. No audit row or partner event: the status did not
+    change. Returns how many rows were written."""
+    prefix = f"send attempt {attempt} failed"
+    noted = set(
+        EndorsementHistory.objects.filter(endorsement_id__in=ids, detail__startswith=prefix).values_list(
+            "endorsement_id", flat=True
+        )
+    )
+    still_sent = (
+        Endorsement.objects.filter(pk__in=ids, status=S.SENT).exclude(pk__in=noted).values_list("pk", flat=True)
+    )
+    detail = f"{prefix}: {reason}; retrying"[:500]
+    rows = [
+        EndorsementHistory(
+            endorsement_id=pk, from_status=S.SENT, to_status=S.SENT, detail=detail, actor=actor.display[:120]
+        )
+        for pk in still_sent
+    ]
+    EndorsementHistory.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
 
 
 @transaction.atomic
@@ -134,6 +171,7 @@ def endorsement_retry(*, endorsement: Endorsement, actor: Actor) -> Endorsement:
         detail=f"retried by {actor.display}",
         last_error="",
         rejection_class="",
+        rejection_reason="",
         ready_at=None,
         sent_at=None,
         funding_generation=e.funding_generation + 1,

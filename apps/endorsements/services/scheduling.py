@@ -65,7 +65,9 @@ def _dispatch_batch(*, insurer: Insurer, actor: Actor) -> int:
     if not ids:
         return 0
     endorsements = {e.pk: e for e in Endorsement.objects.filter(pk__in=ids)}
-    detail = f"sent to {insurer.code}"
+    # Handed to the gateway, not yet sent: the dispatch consumer calls the insurer after this commits, and may
+    # find it cannot (configuration) or must retry (issue 11). Its history says which.
+    detail = f"handed to {insurer.code}'s gateway"
     transitions = _move_many(
         [_Step(endorsements[pk], detail) for pk in ids],
         S.SENT,

@@ -170,6 +170,18 @@ class _Step:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+FAILED_STATES = frozenset({S.FAILED, S.REJECTED})
+
+
+def _clear_failure(to: str, allowed_from: Iterable[str], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus an empty `rejection_class` and `rejection_reason` when the move may leave FAILED/REJECTED
+    for a state that is not a failure (a retry, an accepted late confirmation): an endorsement that ends
+    ACTIVE never shows the reason it once failed for (issue 11). Values the caller gives win."""
+    if to in FAILED_STATES or not FAILED_STATES.intersection(allowed_from):
+        return values
+    return {"rejection_class": "", "rejection_reason": "", **values}
+
+
 def _move_many(steps: Sequence[_Step], to: str, *, allowed_from: Iterable[str], **common: Any) -> list[Transition]:
     """`_move` for many endorsements in three statements instead of one UPDATE each.
 
@@ -181,6 +193,7 @@ def _move_many(steps: Sequence[_Step], to: str, *, allowed_from: Iterable[str], 
     if not steps:
         return []
     allowed = list(allowed_from)
+    common = _clear_failure(to, allowed, common)
     by_id = {s.endorsement.pk: s for s in steps}
     movable: list[int] = []
     ids = sorted(by_id)
@@ -262,7 +275,9 @@ def _move(
 ) -> Transition | None:
     """Conditional transition: UPDATE … WHERE id = … AND status IN allowed_from. None if it lost a race."""
     previous = endorsement.status
-    updated = Endorsement.objects.filter(pk=endorsement.pk, status__in=list(allowed_from)).update(
+    allowed = list(allowed_from)
+    fields = _clear_failure(to, allowed, fields)
+    updated = Endorsement.objects.filter(pk=endorsement.pk, status__in=allowed).update(
         status=to, updated_at=timezone.now(), **fields
     )
     if updated != 1:

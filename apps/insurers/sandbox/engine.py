@@ -32,7 +32,7 @@ class SandboxItem:
     date_of_birth: date | None
     # What the insurer debits (+) or credits (-) its CD account for this endorsement, paise (its statement).
     charge: int = 0
-    # The member as sent (REST); the sandbox's roster follows what it confirms when they are all present.
+    # The member as sent (REST and SOAP); the sandbox's roster follows what it confirms when they are all present.
     first_name: str = ""
     last_name: str = ""
     sum_insured: int | None = None

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import time
+from collections.abc import Callable
+from functools import partial
 
 import structlog
 
 from apps.insurers.conf import sandbox_enabled
 from apps.insurers.contracts import InsurerConfigurationError
 from apps.insurers.credentials import decrypt_credentials
-from apps.insurers.files.conditions import condition_cleared, condition_is_news
 from apps.insurers.files.storage import StorageError, check_name, location_for
 from apps.insurers.gateways.file import BATCH_SCHEMA_VERSION, MANIFEST_SUFFIX, RESULT_SCHEMA_VERSION, write_batch
 from apps.insurers.models import Insurer, InsurerProtocol
@@ -27,7 +29,7 @@ from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox
 from apps.insurers.sandbox.models import SandboxMode
 
 log = structlog.get_logger(__name__)
-JOB = "insurers.sandbox_files"
+folder_log = logging.getLogger(__name__)
 
 
 def sandbox_file_process(*, code: str) -> int:
@@ -86,20 +88,45 @@ def sandbox_file_process(*, code: str) -> int:
 
 
 def sandbox_files_process_all() -> int:
-    """Every sandbox file insurer (code starting with `sandbox-`), for the beat job. A sandbox whose folders
-    are misconfigured or unreachable is skipped (it must not stop the others) with a warning that is
-    rate-limited like the importer's (`files.conditions`): once, then again only if the error changes or an
-    hour has passed."""
+    """Every sandbox file insurer (code starting with `sandbox-`), for the beat job; an insurer whose folders
+    cannot be used now is skipped and reported by `while_folders_usable`."""
     total = 0
     for code in Insurer.objects.filter(
         protocol=InsurerProtocol.FILE, is_active=True, code__startswith="sandbox-"
     ).values_list("code", flat=True):
-        try:
-            total += sandbox_file_process(code=code)
-        except (StorageError, InsurerConfigurationError) as exc:
-            condition = "unreachable" if isinstance(exc, StorageError) else "configuration"
-            if condition_is_news(job=JOB, subject=code, condition=condition, detail=str(exc)):
-                log.warning("sandbox.file_insurer_unusable", insurer=code, condition=condition, error=str(exc))
-            continue
-        condition_cleared(job=JOB, subject=code, conditions=("unreachable", "configuration"))
+        total += while_folders_usable(code=code, work="batches", run=partial(sandbox_file_process, code=code))
     return total
+
+
+# (code, work) → (condition, when it was last logged by `_clock`): what `while_folders_usable` has reported.
+_UNUSABLE: dict[tuple[str, str], tuple[str, float]] = {}
+UNUSABLE_REPEAT_SECONDS = 600.0
+_clock: Callable[[], float] = time.monotonic
+
+
+def while_folders_usable(*, code: str, work: str, run: Callable[[], int]) -> int:
+    """`run()` (a beat job's work for sandbox file insurer `code`), or 0 when its folders cannot be used now
+    (missing, not a folder, not writable, SFTP down, misconfigured), logged once per condition (issue 11): the
+    beat job runs every 2 s, and a traceback each time buried everything else.
+
+    1. A new condition (first failure, or a different error): one warning with the traceback.
+    2. The same condition again: nothing, except a one-line reminder every `UNUSABLE_REPEAT_SECONDS`.
+    3. Usable again after a failure: one info line. State is per process (each worker reports once)."""
+    key = (code, work)
+    try:
+        done = run()
+    except (OSError, InsurerConfigurationError) as exc:
+        condition = f"{type(exc).__name__}: {exc}"
+        reported = _UNUSABLE.get(key)
+        now = _clock()
+        fields = {"insurer": code, "work": work, "condition": condition[:500]}
+        if reported is None or reported[0] != condition:
+            folder_log.warning("sandbox.file_folder_unusable", exc_info=True, extra=fields)
+            _UNUSABLE[key] = (condition, now)
+        elif now - reported[1] >= UNUSABLE_REPEAT_SECONDS:
+            folder_log.warning("sandbox.file_folder_still_unusable", extra=fields)
+            _UNUSABLE[key] = (condition, now)
+        return 0
+    if _UNUSABLE.pop(key, None) is not None:
+        folder_log.info("sandbox.file_folder_usable_again", extra={"insurer": code, "work": work})
+    return done

@@ -217,7 +217,7 @@ def statement_page(*, code: str, policy_number: str, cursor: str, limit: int) ->
 def roster_follow(*, code: str, items: Iterable[Any], confirmed_keys: set[str]) -> None:
     """The roster follows what the sandbox newly confirmed (inside `sandbox_apply`'s transaction): an addition
     adds the member (start = effective date), a correction updates it, a deletion removes it. Items without
-    the member's names, date of birth or sum insured (e.g. the SOAP face's short form) leave it unchanged."""
+    the member's names, date of birth or sum insured (a hand-written request) leave it unchanged."""
     upserts: dict[tuple[str, str], SandboxRosterMember] = {}
     corrections: list[Any] = []
     for item in items:

@@ -16,6 +16,7 @@ Run by beat with the sandbox's batch files (`insurers.sandbox_files`) and called
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import structlog
 
@@ -31,6 +32,7 @@ from apps.insurers.files.roster import (
 from apps.insurers.files.storage import FileLocation, StorageError, check_name, location_for
 from apps.insurers.gateways.file import jsonl, manifest_for
 from apps.insurers.models import Insurer, InsurerProtocol
+from apps.insurers.sandbox.files import while_folders_usable
 from apps.insurers.sandbox.models import SandboxCharge, SandboxRosterMember
 
 log = structlog.get_logger(__name__)
@@ -110,7 +112,7 @@ def sandbox_roster_requests_answer(*, code: str) -> int:
 def sandbox_roster_requests_answer_all() -> int:
     """Every sandbox file insurer (code starting with `sandbox-`), for the beat job."""
     return sum(
-        sandbox_roster_requests_answer(code=code)
+        while_folders_usable(code=code, work="roster requests", run=partial(sandbox_roster_requests_answer, code=code))
         for code in Insurer.objects.filter(
             protocol=InsurerProtocol.FILE, is_active=True, code__startswith="sandbox-"
         ).values_list("code", flat=True)

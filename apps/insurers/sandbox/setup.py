@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from django.db import transaction
@@ -142,3 +144,50 @@ def sandbox_addresses_repair(*, base_url: str) -> list[tuple[str, str, str]]:
             config.callback_url = after
             config.save(update_fields=["callback_url", "updated_at"])
     return changes
+
+
+_ADDRESS_FIELDS = ("endpoint", "outbound_folder", "inbound_folder")
+
+
+@contextmanager
+def sandbox_registered_temporarily(
+    *, base_url: str, codes: tuple[str, ...], file_root: str = "insurers"
+) -> Iterator[list[Insurer]]:
+    """`sandbox_register(base_url=…, codes=…)` for the duration of the block, then — in `finally`, however the
+    block ends — every address it changed put back: each insurer's endpoint and folders and each sandbox
+    callback URL, as they were before (issue 11: `make demo` registered its temporary server's port and left a
+    running `make run` sending to a dead port). Each restored insurer is audited as
+    `insurer.sandbox_address_repaired`. Insurers the block created had no address before and keep theirs."""
+    before = {
+        insurer.code: {f: getattr(insurer, f) for f in _ADDRESS_FIELDS}
+        for insurer in Insurer.objects.filter(code__in=codes)
+    }
+    callbacks = dict(SandboxConfig.objects.filter(code__in=codes).values_list("code", "callback_url"))
+    try:
+        yield sandbox_register(base_url=base_url, codes=codes, file_root=file_root)
+    finally:
+        _addresses_restore(before, callbacks)
+
+
+@transaction.atomic
+def _addresses_restore(before: dict[str, dict[str, str]], callbacks: dict[str, str]) -> None:
+    actor = Actor.system("sandbox_registered_temporarily")
+    for insurer in Insurer.objects.select_for_update().filter(code__in=sorted(before)).order_by("code"):
+        now = {f: getattr(insurer, f) for f in _ADDRESS_FIELDS}
+        if now == before[insurer.code]:
+            continue
+        for field, value in before[insurer.code].items():
+            setattr(insurer, field, value)
+        insurer.save(update_fields=list(_ADDRESS_FIELDS))
+        audit_record(
+            actor=actor,
+            action=InsurerAuditAction.SANDBOX_ADDRESS_REPAIRED,
+            object_type="insurer",
+            object_id=insurer.pk,
+            before=now,
+            after=before[insurer.code],
+        )
+    for config in SandboxConfig.objects.select_for_update().filter(code__in=sorted(callbacks)).order_by("code"):
+        if config.callback_url != callbacks[config.code]:
+            config.callback_url = callbacks[config.code]
+            config.save(update_fields=["callback_url", "updated_at"])

@@ -68,7 +68,10 @@ def _text(parent: etree._Element, name: str) -> str | None:
 
 
 def parse_request(body: bytes) -> list[dict[str, Any]]:
-    """A SOAP envelope → the REST-shaped item dicts `parse_items` takes. Raises `SoapRequestError`."""
+    """A SOAP envelope → the REST-shaped item dicts `parse_items` takes, with every field the WSDL's
+    `Endorsement` carries (the member's names, gender and e-mail, `sumInsured` in paise), so the roster follows
+    SOAP additions as it follows REST ones (issue 11: dropping them left the SOAP roster empty and every member
+    `missing_at_insurer`). Raises `SoapRequestError`."""
     if len(body) > MAX_BODY_BYTES:
         raise SoapRequestError("request body too large")
     if b"<!DOCTYPE" in body[:1024].upper():
@@ -98,11 +101,16 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
                 "kind": _text(node, "kind"),
                 "policy_number": _text(node, "policyNumber") or "",
                 "effective_date": _text(node, "effectiveDate"),
+                "sum_insured": _text(node, "sumInsured"),
                 "premium_amount": _text(node, "premiumAmount"),
                 "premium_direction": _text(node, "premiumDirection"),
                 "member": {
                     "employee_code": _text(member, "employeeCode") or "",
+                    "first_name": _text(member, "firstName") or "",
+                    "last_name": _text(member, "lastName") or "",
                     "date_of_birth": _text(member, "dateOfBirth"),
+                    "gender": _text(member, "gender") or "",
+                    "email": _text(member, "email") or "",
                 },
             }
         )

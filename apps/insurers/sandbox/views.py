@@ -4,6 +4,7 @@ external party, need no API key, and exist only when `SANDBOX_INSURER_ENABLED` i
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from typing import Any
@@ -13,12 +14,16 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from apps.common.middleware import mark_client_fault
 from apps.insurers.callback_secrets import callback_secret_open
 from apps.insurers.conf import sandbox_enabled
+from apps.insurers.models import Insurer, InsurerProtocol
 from apps.insurers.sandbox import roster, soap, soap_roster
 from apps.insurers.sandbox.callbacks import schedule_callbacks
 from apps.insurers.sandbox.engine import SandboxInputError, parse_items, sandbox_apply, sandbox_config_for
 from apps.insurers.sandbox.models import SandboxConfig
+
+log = logging.getLogger(__name__)
 
 
 def _prelude(code: str) -> tuple[SandboxConfig, JsonResponse | None]:
@@ -128,6 +133,9 @@ def soap_endpoint(request: HttpRequest, code: str) -> HttpResponse:
     (reconciliation, ADR 0045)."""
     if not sandbox_enabled():
         raise Http404("The sandbox insurer is disabled.")
+    # Only a registered SOAP insurer has a SOAP face: any other code is 404 and leaves no row behind (issue 11).
+    if not Insurer.objects.filter(code=code, protocol=InsurerProtocol.SOAP).exists():
+        raise Http404("No SOAP insurer is registered with this code.")
     if request.method == "GET":
         if not soap.is_wsdl_request(request):
             return HttpResponse("Append ?wsdl for the service description.", content_type="text/plain", status=400)
@@ -142,10 +150,21 @@ def soap_endpoint(request: HttpRequest, code: str) -> HttpResponse:
     roster_call = soap_roster.roster_operation_of(request.body)
     if roster_call is not None:
         operation, roster_request = roster_call
-        return soap_roster.roster_operation_answer(code=config.code, operation=operation, request=roster_request)
+        answer = soap_roster.roster_operation_answer(code=config.code, operation=operation, request=roster_request)
+        if answer.status_code == 500:  # a Client fault (the Server faults are 429/503)
+            log.warning("sandbox.soap_client_fault", extra={"insurer": code, "fault": "invalid roster request"})
+            mark_client_fault(answer)
+        return answer
     try:
         raw_items = soap.parse_request(request.body)
         results = _apply(config, raw_items)
     except (soap.SoapRequestError, SandboxInputError) as exc:
-        return soap.response_fault("Client", f"Invalid request: {exc}")
+        return _client_fault(code, f"Invalid request: {exc}")
     return soap.response_ok(results)
+
+
+def _client_fault(code: str, message: str) -> HttpResponse:
+    """A `Client` fault: HTTP 500 as SOAP 1.1 wants, but the caller's mistake, not ours — logged once at
+    warning as a client fault, instead of Django's error-level "Internal Server Error" (issue 11)."""
+    log.warning("sandbox.soap_client_fault", extra={"insurer": code, "fault": message[:300]})
+    return mark_client_fault(soap.response_fault("Client", message))

@@ -12,6 +12,9 @@ worker, so the run is deterministic and takes seconds:
 5. reconciliation (issue 12): the REST sandbox drifts in one way per discrepancy kind, a run finds exactly those
    five, each is resolved (resend, create_correction, create_addition, flag_for_finance, ignore with a note),
    and a second run finds none.
+
+The sandbox insurers point at the temporary server only while the demo runs: every address it changed is put
+back when it ends, however it ends (`sandbox_registered_temporarily`), so a `make run` next to it keeps working.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from apps.endorsements.parsing import draft_from_request
 from apps.insurers.files.importer import result_files_import
 from apps.insurers.sandbox.files import sandbox_files_process_all
 from apps.insurers.sandbox.roster import sandbox_drift_apply
-from apps.insurers.sandbox.setup import sandbox_register
+from apps.insurers.sandbox.setup import sandbox_registered_temporarily
 from apps.ledger import services as ledger
 from apps.ledger.selectors import balance_get
 from apps.outbox.testing import drain
@@ -77,7 +80,6 @@ def _free_port() -> int:
 class Command(BaseCommand):
     help = "Drive an end-to-end endorsement run on this machine and print its timeline."
 
-    # long: the demo script, one numbered step after another, read top to bottom as the printed timeline.
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py demo")
         port = _free_port()
@@ -86,72 +88,77 @@ class Command(BaseCommand):
         )
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started = timezone.now()
+        # The sandbox insurers point at this temporary server while the demo runs, and back at wherever they
+        # pointed before (a running `make run`) when it ends, however it ends (issue 11).
         try:
-            insurers = sandbox_register(
+            with sandbox_registered_temporarily(
                 base_url=f"http://127.0.0.1:{port}", codes=("sandbox-rest", "sandbox-soap", "sandbox-file")
-            )
-            insurer = insurers[0]
-            run = started.strftime("%H%M%S")
-            partner = Partner.objects.filter(name="demo-partner").first() or partner_create(
-                name="demo-partner", actor=actor
-            )
-            today = timezone.localdate()
-            funded = self._employer(partner, f"DEMO-FUNDED-{run}", "Funded Industries", actor)
-            lean = self._employer(partner, f"DEMO-LEAN-{run}", "Lean Startups", actor)
-            funded_policy = self._policy(funded, insurer, f"GMC-F-{run}", today)
-            lean_policy = self._policy(lean, insurer, f"GMC-L-{run}", today)
-            ledger.topup_post(employer_id=funded.pk, amount=1_000_000_00, reference=f"demo-{run}-1", actor=actor)
-            ledger.topup_post(employer_id=lean.pk, amount=1_000_00, reference=f"demo-{run}-2", actor=actor)
-
-            self.stdout.write(self.style.MIGRATE_HEADING("1. Funded employer: a batch of additions (back-dated)"))
-            joined = today - timedelta(days=10)
-            rows = [self._addition(f"F{i}", joined, f"1988-04-0{i + 1}") for i in range(4)]
-            rows.append(self._addition("F-SENIOR", joined, "1950-01-15"))  # over 65: the insurer refuses
-            self._batch(funded, funded_policy, rows, partner, actor)
-            self.stdout.write(f"   balance: {self._balance(funded)} (the refused member's hold was released)")
-            self.stdout.write(self.style.MIGRATE_HEADING("   … then a batch of two leavers and two joiners"))
-            rows = [
-                {"type": "deletion", "employee_code": code, "effective_date": today.isoformat()}
-                for code in ("F0", "F1")
-            ]
-            rows += [self._addition(f"F{i}", today, "1991-09-09") for i in (4, 5)]
-            self._batch(funded, funded_policy, rows, partner, actor)
-            self.stdout.write(f"   balance: {self._balance(funded)}")
-
-            self.stdout.write(self.style.MIGRATE_HEADING("2. Lean employer: additions that do not fit its balance"))
-            for i in range(2):
-                services.endorsement_submit(
-                    employer=lean,
-                    policy=lean_policy,
-                    draft=draft_from_request(self._addition(f"L{i}", today, "1992-07-11")),
-                    partner_id=partner.pk,
-                    actor=actor,
-                )
-            self._pump(actor)
-            self.stdout.write(f"   balance before top-up: {self._balance(lean)}")
-            self.stdout.write(self.style.MIGRATE_HEADING("3. The lean employer tops up"))
-            ledger.topup_post(employer_id=lean.pk, amount=100_000_00, reference=f"demo-{run}-3", actor=actor)
-            self._pump(actor)
-            self.stdout.write(f"   balance after: {self._balance(lean)}")
-
-            self.stdout.write(self.style.MIGRATE_HEADING("4. One employer per insurer protocol"))
-            per_protocol = []
-            for sandbox in insurers:
-                employer = self._employer(partner, f"DEMO-{sandbox.protocol.upper()}-{run}", sandbox.name, actor)
-                policy = self._policy(employer, sandbox, f"GMC-{sandbox.protocol.upper()}-{run}", today)
-                ledger.topup_post(
-                    employer_id=employer.pk, amount=100_000_00, reference=f"demo-{run}-{sandbox.code}", actor=actor
-                )
-                rows = [self._addition(f"{sandbox.protocol[0].upper()}{i}", today, "1990-02-02") for i in range(2)]
-                self._batch(employer, policy, rows, partner, actor)
-                statuses = sorted(set(Endorsement.objects.filter(employer=employer).values_list("status", flat=True)))
-                self.stdout.write(f"   {sandbox.code} ({sandbox.protocol}): {', '.join(statuses)}")
-                per_protocol.append(employer.pk)
-
-            self._reconciliation(funded_policy, actor)
-            self._timeline([funded.pk, lean.pk, *per_protocol], started)
+            ) as insurers:
+                self._script(insurers, actor, started)
         finally:
             server.shutdown()
+
+    # long: the demo script, one numbered step after another, read top to bottom as the printed timeline.
+    def _script(self, insurers: list[Any], actor: Actor, started: Any) -> None:
+        insurer = insurers[0]
+        run = started.strftime("%H%M%S")
+        partner = Partner.objects.filter(name="demo-partner").first() or partner_create(
+            name="demo-partner", actor=actor
+        )
+        today = timezone.localdate()
+        funded = self._employer(partner, f"DEMO-FUNDED-{run}", "Funded Industries", actor)
+        lean = self._employer(partner, f"DEMO-LEAN-{run}", "Lean Startups", actor)
+        funded_policy = self._policy(funded, insurer, f"GMC-F-{run}", today)
+        lean_policy = self._policy(lean, insurer, f"GMC-L-{run}", today)
+        ledger.topup_post(employer_id=funded.pk, amount=1_000_000_00, reference=f"demo-{run}-1", actor=actor)
+        ledger.topup_post(employer_id=lean.pk, amount=1_000_00, reference=f"demo-{run}-2", actor=actor)
+
+        self.stdout.write(self.style.MIGRATE_HEADING("1. Funded employer: a batch of additions (back-dated)"))
+        joined = today - timedelta(days=10)
+        rows = [self._addition(f"F{i}", joined, f"1988-04-0{i + 1}") for i in range(4)]
+        rows.append(self._addition("F-SENIOR", joined, "1950-01-15"))  # over 65: the insurer refuses
+        self._batch(funded, funded_policy, rows, partner, actor)
+        self.stdout.write(f"   balance: {self._balance(funded)} (the refused member's hold was released)")
+        self.stdout.write(self.style.MIGRATE_HEADING("   … then a batch of two leavers and two joiners"))
+        rows = [
+            {"type": "deletion", "employee_code": code, "effective_date": today.isoformat()} for code in ("F0", "F1")
+        ]
+        rows += [self._addition(f"F{i}", today, "1991-09-09") for i in (4, 5)]
+        self._batch(funded, funded_policy, rows, partner, actor)
+        self.stdout.write(f"   balance: {self._balance(funded)}")
+
+        self.stdout.write(self.style.MIGRATE_HEADING("2. Lean employer: additions that do not fit its balance"))
+        for i in range(2):
+            services.endorsement_submit(
+                employer=lean,
+                policy=lean_policy,
+                draft=draft_from_request(self._addition(f"L{i}", today, "1992-07-11")),
+                partner_id=partner.pk,
+                actor=actor,
+            )
+        self._pump(actor)
+        self.stdout.write(f"   balance before top-up: {self._balance(lean)}")
+        self.stdout.write(self.style.MIGRATE_HEADING("3. The lean employer tops up"))
+        ledger.topup_post(employer_id=lean.pk, amount=100_000_00, reference=f"demo-{run}-3", actor=actor)
+        self._pump(actor)
+        self.stdout.write(f"   balance after: {self._balance(lean)}")
+
+        self.stdout.write(self.style.MIGRATE_HEADING("4. One employer per insurer protocol"))
+        per_protocol = []
+        for sandbox in insurers:
+            employer = self._employer(partner, f"DEMO-{sandbox.protocol.upper()}-{run}", sandbox.name, actor)
+            policy = self._policy(employer, sandbox, f"GMC-{sandbox.protocol.upper()}-{run}", today)
+            ledger.topup_post(
+                employer_id=employer.pk, amount=100_000_00, reference=f"demo-{run}-{sandbox.code}", actor=actor
+            )
+            rows = [self._addition(f"{sandbox.protocol[0].upper()}{i}", today, "1990-02-02") for i in range(2)]
+            self._batch(employer, policy, rows, partner, actor)
+            statuses = sorted(set(Endorsement.objects.filter(employer=employer).values_list("status", flat=True)))
+            self.stdout.write(f"   {sandbox.code} ({sandbox.protocol}): {', '.join(statuses)}")
+            per_protocol.append(employer.pk)
+
+        self._reconciliation(funded_policy, actor)
+        self._timeline([funded.pk, lean.pk, *per_protocol], started)
 
     def _reconciliation(self, policy: Policy, actor: Actor) -> None:
         """Step 5: one drift per discrepancy kind at the REST sandbox, a run that finds each, each resolved, and a
