@@ -280,15 +280,19 @@ def test_a_job_run_records_when_it_started(file_insurer, tmp_path, make_submissi
     assert start.created_at <= end.created_at
 
 
-def test_a_misconfigured_sandbox_file_insurer_does_not_stop_the_others_and_warns_once(file_insurer, tmp_path) -> None:
+def test_a_misconfigured_sandbox_file_insurer_does_not_stop_the_others_and_warns_once(
+    file_insurer, tmp_path, caplog, monkeypatch
+) -> None:
+    from apps.insurers.sandbox import files as sandbox_files
+
+    monkeypatch.setattr(sandbox_files, "_UNUSABLE", {})  # what this process has reported (`while_folders_usable`)
     Insurer.objects.create(code="sandbox-file-2", name="Broken", protocol="file", outbound_folder="", is_active=True)
 
-    with capture_logs() as logs:
+    with caplog.at_level("WARNING", logger=sandbox_files.__name__):
         for _ in range(3):
             assert sandbox_files_process_all() == 0
-    assert [(e["event"], e["insurer"]) for e in logs if e["log_level"] == "warning"] == [
-        ("sandbox.file_insurer_unusable", "sandbox-file-2")
-    ]
+    warnings = [(r.getMessage(), getattr(r, "insurer", None)) for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [("sandbox.file_folder_unusable", "sandbox-file-2")]
     assert runs("insurers.sandbox_files") == []
 
 
