@@ -89,3 +89,48 @@ def test_partners_does_not_reach_into_other_apps_through_get_model():
     partners = [p for p in (APPS / "partners").rglob("*.py") if "tests" not in p.parts and "migrations" not in p.parts]
 
     assert [str(p) for p in partners if "get_model(" in p.read_text(encoding="utf-8")] == []
+
+
+# STYLE / issue 9: "no function over ~60 lines without a reason written next to it". The reason is the comment
+# block directly above the `def` (or above its decorators), opening with `# long:`.
+LONG_FUNCTION_LINES = 60
+
+
+def long_functions_without_reason(path: Path, root: Path = APPS.parent) -> list[str]:
+    """`path:function (n lines)` for every function in `path` longer than `LONG_FUNCTION_LINES` whose `def` (or
+    first decorator) is not directly preceded by a `# long:` comment."""
+    source = path.read_text()
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        length = (node.end_lineno or node.lineno) - node.lineno + 1
+        if length <= LONG_FUNCTION_LINES:
+            continue
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1  # 0-based
+        start = first
+        while start > 0 and lines[start - 1].strip().startswith("#"):
+            start -= 1
+        reason = " ".join(line.strip().lstrip("#").strip() for line in lines[start:first])
+        if not reason.startswith("long:") or len(reason) < len("long: ") + 10:
+            found.append(f"{path.relative_to(root)}:{node.name} ({length} lines)")
+    return found
+
+
+def test_long_functions_carry_a_reason():
+    offenders = [entry for path in production_modules() for entry in long_functions_without_reason(path)]
+    assert offenders == []
+
+
+def test_the_long_function_scan_sees_a_long_function_and_its_reason(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(LONG_FUNCTION_LINES))
+    bare, reasoned, short_reason = tmp_path / "bare.py", tmp_path / "reasoned.py", tmp_path / "short.py"
+    bare.write_text(f"import functools\n\n\n@functools.cache\ndef f():\n{body}\n")
+    reasoned.write_text(
+        f"import functools\n\n\n# long: one table of values, read top to bottom\n@functools.cache\ndef g():\n{body}\n"
+    )
+    short_reason.write_text(f"# long: x\ndef h():\n{body}\n")
+    assert long_functions_without_reason(bare, tmp_path) == [f"bare.py:f ({LONG_FUNCTION_LINES + 1} lines)"]
+    assert long_functions_without_reason(reasoned, tmp_path) == []
+    assert long_functions_without_reason(short_reason, tmp_path) == [f"short.py:h ({LONG_FUNCTION_LINES + 1} lines)"]

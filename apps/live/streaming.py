@@ -29,6 +29,8 @@ Replay = Callable[[int], list[LiveEvent]]
 `replay_batch` of them (sync: it runs in a worker thread and must close its own database connection)."""
 
 
+# long: one async generator (replay, then live, heartbeats, overflow) whose state lives across yields; its
+# keyword parameters and docstring are a third of it.
 async def sse_body(
     *,
     partner_id: int | None,

@@ -109,6 +109,8 @@ def _flush(batch: list[Discrepancy], counts: Counter[str], *, first_pass: bool =
     batch.clear()
 
 
+# long: one merge walk over two ordered member streams with its batch and counters; split, the cursors and
+# the batch would travel through each piece.
 def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
     """Match one policy and write its `Discrepancy` rows (once per run and key, so a re-match adds nothing).
 

@@ -54,6 +54,8 @@ def _counts(run_id: int, summary: Counter[str] | None = None) -> dict[str, int]:
     return counts
 
 
+# long: the numbered run steps (job start, per-policy pull with Retry-After, match, money, finish, cancel and
+# failure paths) with their docstring; a candidate to split per step, noted in issue 12.
 def reconciliation_execute(
     *,
     run_id: int,

@@ -196,6 +196,8 @@ def _entries_locked(*, insurer_id: int, policy_id: int, codes: Sequence[str]) ->
     return {e.employee_code: e for e in InsurerRosterEntry.objects.raw(sql, [list(codes), insurer_id, policy_id])}
 
 
+# long: one transaction per page (lock, upsert, COPY, run progress) under a numbered-step docstring; the
+# steps share the locked rows.
 @transaction.atomic
 def roster_page_record(
     *,
@@ -431,6 +433,7 @@ def resend_idempotency_key(discrepancy_id: int) -> str:
     return f"reconciliation-resend-{discrepancy_id}"
 
 
+# long: a 12-line docstring stating the pricing rule; the body is one quote and one hold.
 def _resend_priced(discrepancy: Discrepancy, actor: Actor) -> dict[str, Any]:
     """Price a field-mismatch `resend` like any correction (SPEC §7, `apps/endorsements/pricing.py`) and fund
     it, inside the resolve transaction (ADR 0051). Returns what the consumer needs, stored in
@@ -499,6 +502,8 @@ def _resend_priced(discrepancy: Discrepancy, actor: Actor) -> dict[str, Any]:
     return result
 
 
+# long: a docstring listing every action and its effect (ADR 0040, 0051); the body dispatches on the action
+# under the row lock in one transaction.
 @transaction.atomic
 def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor, gender: str = "") -> Discrepancy:
     """Resolve an open discrepancy once, audited in the same transaction (ADR 0040).

@@ -345,6 +345,8 @@ def _send_batch(
 # --- 3. record -----------------------------------------------------------------------------------------
 
 
+# long: step 3 of the module docstring in one transaction: the all-2xx fast path, then per-outcome conditional
+# updates, 410 and whole-window disabling; split, the one transaction and `now` would travel through each piece.
 def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, endpoint_failed: bool) -> int:
     """Record a batch's outcomes in one transaction (see the module docstring, step 3); returns how many were
     delivered. Every delivery update is conditional on the row still being pending: recorded once."""
@@ -595,6 +597,8 @@ def _threaded_run(claim: Claim, handle: RunHandle | None = None) -> int:
         connection.close()
 
 
+# long: the dispatcher loop (ADR 0046, 0052): pass, hand-over, lingering runs and wake-ups share the running
+# set and the listener; a candidate to split into a small class, noted in issue 13.
 def dispatch_forever(
     *,
     should_stop: Callable[[], bool] = lambda: False,
