@@ -22,6 +22,7 @@ import structlog
 from apps.insurers.conf import sandbox_enabled
 from apps.insurers.contracts import InsurerConfigurationError
 from apps.insurers.credentials import decrypt_credentials
+from apps.insurers.files.conditions import condition_cleared, condition_report
 from apps.insurers.files.storage import StorageError, check_name, location_for
 from apps.insurers.gateways.file import BATCH_SCHEMA_VERSION, MANIFEST_SUFFIX, RESULT_SCHEMA_VERSION, write_batch
 from apps.insurers.models import Insurer, InsurerProtocol
@@ -98,35 +99,33 @@ def sandbox_files_process_all() -> int:
     return total
 
 
-# (code, work) → (condition, when it was last logged by `_clock`): what `while_folders_usable` has reported.
-_UNUSABLE: dict[tuple[str, str], tuple[str, float]] = {}
+JOB = "insurers.sandbox_files"
 UNUSABLE_REPEAT_SECONDS = 600.0
-_clock: Callable[[], float] = time.monotonic
 
 
 def while_folders_usable(*, code: str, work: str, run: Callable[[], int]) -> int:
     """`run()` (a beat job's work for sandbox file insurer `code`), or 0 when its folders cannot be used now
     (missing, not a folder, not writable, SFTP down, misconfigured), logged once per condition (issue 11): the
-    beat job runs every 2 s, and a traceback each time buried everything else.
+    beat job runs every 2 s, and a traceback each time buried everything else. Which report is due comes from
+    the file jobs' one condition memory (`files.conditions`, shared by every worker):
 
     1. A new condition (first failure, or a different error): one warning with the traceback.
     2. The same condition again: nothing, except a one-line reminder every `UNUSABLE_REPEAT_SECONDS`.
-    3. Usable again after a failure: one info line. State is per process (each worker reports once)."""
-    key = (code, work)
+    3. Usable again after a reported failure: one info line."""
+    subject = f"{code}/{work}"
     try:
         done = run()
     except (OSError, InsurerConfigurationError) as exc:
         condition = f"{type(exc).__name__}: {exc}"
-        reported = _UNUSABLE.get(key)
-        now = _clock()
         fields = {"insurer": code, "work": work, "condition": condition[:500]}
-        if reported is None or reported[0] != condition:
+        report = condition_report(
+            job=JOB, subject=subject, condition="unusable", detail=condition, repeat_seconds=UNUSABLE_REPEAT_SECONDS
+        )
+        if report == "new":
             folder_log.warning("sandbox.file_folder_unusable", exc_info=True, extra=fields)
-            _UNUSABLE[key] = (condition, now)
-        elif now - reported[1] >= UNUSABLE_REPEAT_SECONDS:
+        elif report == "repeat":
             folder_log.warning("sandbox.file_folder_still_unusable", extra=fields)
-            _UNUSABLE[key] = (condition, now)
         return 0
-    if _UNUSABLE.pop(key, None) is not None:
+    if condition_cleared(job=JOB, subject=subject, conditions=("unusable",)):
         folder_log.info("sandbox.file_folder_usable_again", extra={"insurer": code, "work": work})
     return done

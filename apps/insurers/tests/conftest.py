@@ -53,3 +53,24 @@ def sandbox_insurer(live_server):
 
     (insurer,) = sandbox_register(base_url=live_server.url)
     return insurer
+
+
+@pytest.fixture(autouse=True)
+def _file_condition_memory_of_its_own():
+    """Each test starts with no remembered file-job condition (`files.conditions`, kept in the shared cache for
+    a week): otherwise a condition one test reported is "not news" in the next, or in the next suite run."""
+    from django.core.cache import cache
+
+    from apps.insurers.files.conditions import KEY_PREFIX
+
+    def forget() -> None:
+        try:
+            keys = cache._cache.get_client().keys(f"*{KEY_PREFIX}*")  # Redis: only the condition keys
+            if keys:
+                cache._cache.get_client().delete(*keys)
+        except AttributeError:
+            cache.clear()  # locmem (no Redis): the whole cache is this process's
+
+    forget()
+    yield
+    forget()

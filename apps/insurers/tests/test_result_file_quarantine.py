@@ -281,11 +281,13 @@ def test_a_job_run_records_when_it_started(file_insurer, tmp_path, make_submissi
 
 
 def test_a_misconfigured_sandbox_file_insurer_does_not_stop_the_others_and_warns_once(
-    file_insurer, tmp_path, caplog, monkeypatch
+    file_insurer, tmp_path, caplog
 ) -> None:
+    from django.core.cache import cache
+
     from apps.insurers.sandbox import files as sandbox_files
 
-    monkeypatch.setattr(sandbox_files, "_UNUSABLE", {})  # what this process has reported (`while_folders_usable`)
+    cache.clear()  # the file jobs' condition memory (`files.conditions`) starts empty
     Insurer.objects.create(code="sandbox-file-2", name="Broken", protocol="file", outbound_folder="", is_active=True)
 
     with caplog.at_level("WARNING", logger=sandbox_files.__name__):

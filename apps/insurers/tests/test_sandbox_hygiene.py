@@ -5,8 +5,11 @@ rather than with a traceback every 2 s."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import pytest
+import time_machine
+from django.core.cache import cache
 
 from apps.insurers.models import Insurer
 from apps.insurers.sandbox import files
@@ -80,11 +83,12 @@ def test_a_soap_client_fault_is_a_500_logged_at_warning_as_a_client_fault(client
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(files, "_clock", lambda: now[0])
-    monkeypatch.setattr(files, "_UNUSABLE", {})
-    return now
+def clock():
+    """A stopped wall clock (the condition memory is wall-clock seconds), over a condition memory of its own."""
+    cache.clear()
+    with time_machine.travel(datetime.now(tz=UTC), tick=False) as traveller:
+        yield traveller
+    cache.clear()
 
 
 def test_an_unusable_outbound_folder_is_reported_once_per_condition(tmp_path, caplog, clock) -> None:
@@ -96,9 +100,9 @@ def test_an_unusable_outbound_folder_is_reported_once_per_condition(tmp_path, ca
 
     for _ in range(5):  # five beat runs, 2 s apart
         assert sandbox_files() == 0
-        clock[0] += 2
+        clock.shift(2)
     quiet = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
-    clock[0] += files.UNUSABLE_REPEAT_SECONDS
+    clock.shift(files.UNUSABLE_REPEAT_SECONDS)
     sandbox_files()
     sandbox_files()
     reminded = [(r.getMessage(), r.exc_info is not None) for r in caplog.records][len(quiet) :]
