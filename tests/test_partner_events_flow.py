@@ -13,8 +13,8 @@ from standardwebhooks.webhooks import Webhook
 
 from apps.common.actors import Actor
 from apps.employers.models import Employer
-from apps.endorsements import services
 from apps.endorsements.models import Endorsement
+from apps.endorsements.testing import run_pipeline
 from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger
@@ -53,14 +53,6 @@ def world(live_server, make_key, time_machine, require_postgres, settings, monke
         assert response.status_code == 201, response.content
         receiver.secrets = [response.json()["secret"]]
         yield policy, client, receiver
-
-
-def run_pipeline(rounds: int = 6) -> None:
-    for _ in range(rounds):
-        drain()
-        if not services.scheduler_tick(actor=SYSTEM, force=True):
-            drain()
-            return
 
 
 def deliver_all() -> None:

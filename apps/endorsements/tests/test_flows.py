@@ -16,6 +16,7 @@ from apps.common.actors import Actor
 from apps.employers.models import Coverage, CoverageChange
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementStatus
+from apps.endorsements.testing import run_pipeline
 from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
 from apps.insurers.sandbox.setup import sandbox_register
@@ -43,15 +44,6 @@ def fund(policy, rupees: int) -> None:
     ledger.topup_post(
         employer_id=policy.employer_id, amount=rupees * 100, reference=f"topup-{rupees}-{timezone.now()}", actor=SYSTEM
     )
-
-
-def run_pipeline(rounds: int = 6) -> None:
-    """Outbox → process → scheduler (window forced) → dispatch over HTTP → results, until quiet."""
-    for _ in range(rounds):
-        drain()
-        if not services.scheduler_tick(actor=SYSTEM, force=True):
-            drain()
-            return
 
 
 def upload_additions(client, policy, prefix: str, count: int):
