@@ -17,6 +17,7 @@ listed in `PARSED_ELSEWHERE` and walked by their own tests; their `employer`/`po
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -391,7 +392,9 @@ def _parameter_cases() -> list[tuple[str, str, str, Any, int]]:
             if name == "limit":
                 cases += [(path, name, where, v, 200) for v in (10**30, "9" * 5000, -1, 0, "abc", "1e3", "")]
             elif name == "cursor":
-                cases += [(path, name, where, v, 404) for v in ("a\u0000b", "not-a-cursor", "x" * 5000)]
+                # Garbage, and well-formed cursors crafted with a position the ordering column cannot hold.
+                crafted = [base64.b64encode(q.encode()).decode() for q in ("p=abc", "p=1e5", "r=1&p=abc", "p=1.5")]
+                cases += [(path, name, where, v, 422) for v in ("a\u0000b", "not-a-cursor", "x" * 5000, *crafted)]
             elif schema.get("type") == "integer":
                 # `after` is a position in commit order, where 0 (from the start) is valid; ids start at 1.
                 floor = (-1,) if name == "after" else (0, -1)

@@ -1,11 +1,23 @@
-"""Cursor pagination with `limit` (default 50, max 500) and an RFC 8288 `Link` header."""
+"""Cursor pagination with `limit` (default 50, max 500) and an RFC 8288 `Link` header.
+
+A cursor is opaque to clients but decodable: one that does not decode, or whose position is not a value of the
+ordering column (a crafted `p=abc` on an integer id), is bad input — 422 naming `cursor`, never a 500 from the
+query and never DRF's 404 "Invalid cursor" (SPEC §2).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import pagination
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from rest_framework import exceptions, pagination
+from rest_framework.request import Request
 from rest_framework.response import Response
+
+from apps.common.errors import DomainValidationError
+
+CURSOR_ERROR = "Not a cursor this list gave out; start again without `cursor`."
 
 
 class CursorPagination(pagination.CursorPagination):
@@ -14,6 +26,26 @@ class CursorPagination(pagination.CursorPagination):
     page_size_query_param = "limit"
     ordering = "-id"
     cursor_query_param = "cursor"
+
+    def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> list[Any] | None:
+        self._model = queryset.model  # decode_cursor checks the position against the ordering column
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
+        """DRF's cursor, or `DomainValidationError` (422) naming `cursor` when it does not decode or its
+        position is not a value of the ordering column."""
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise DomainValidationError({"cursor": CURSOR_ERROR}) from None
+        if cursor is not None and cursor.position is not None:
+            ordering = self.ordering if isinstance(self.ordering, str) else self.ordering[0]
+            field = self._model._meta.get_field(ordering.lstrip("-"))
+            try:
+                field.to_python(cursor.position)  # type: ignore[union-attr]
+            except (DjangoValidationError, ValueError, TypeError):
+                raise DomainValidationError({"cursor": CURSOR_ERROR}) from None
+        return cursor
 
     def get_paginated_response(self, data: list[Any]) -> Response:
         next_url, previous_url = self.get_next_link(), self.get_previous_link()
