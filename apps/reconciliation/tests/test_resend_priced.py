@@ -12,15 +12,18 @@ import pytest
 
 from apps.audit.models import AuditEvent
 from apps.common.errors import Conflict
+from apps.insurers.sandbox.callbacks import wait_for_callbacks
 from apps.insurers.sandbox.models import SandboxConfig, SandboxRosterMember
 from apps.insurers.sandbox.roster import sandbox_roster_change
+from apps.insurers.sandbox.service import sandbox_configure
 from apps.ledger import services as ledger
 from apps.ledger.models import Hold, HoldResolution, LedgerAccount, LedgerTransaction
 from apps.outbox.models import OutboxMessage
 from apps.outbox.testing import drain
+from apps.reconciliation.contracts import ResolutionNotAllowedError
 from apps.reconciliation.models import Discrepancy, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
-from apps.reconciliation.services import discrepancy_resolve
+from apps.reconciliation.services import discrepancy_resolve, resend_pending_settle
 from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -177,3 +180,65 @@ def test_resend_refused_over_the_api_is_a_409_problem_naming_the_premium(
     assert response.json()["premium_amount"] == "749.59"
     d.refresh_from_db()
     assert d.status == "open"
+
+
+def _pending_resend(policy, start_run, fake_clock) -> Discrepancy:
+    """A priced resend (debit, held) the sandbox answers `pending` (callback mode); its callback names endorsement
+    0, which the callback path does not know, so nothing settles it."""
+    d = _si_mismatch(policy, start_run, fake_clock, insurer_si=300_000_00)
+    sandbox_configure(code=SANDBOX, mode="callback")
+    discrepancy_resolve(discrepancy_id=d.pk, action="resend", note="Keel is right", actor=SYSTEM)
+    drain()
+    assert wait_for_callbacks()
+    drain()
+    d.refresh_from_db()
+    unresolved = not HoldResolution.objects.filter(hold__reference=REFERENCE.format(d.pk)).exists()
+    assert (d.resolution_result["resend_outcome"], unresolved) == ("pending", True)
+    return d
+
+
+def test_resend_answered_pending_is_listed_and_an_operator_confirming_it_captures_its_hold(
+    active_policy, start_run, fake_clock, admin_client
+) -> None:
+    policy = active_policy
+    d = _pending_resend(policy, start_run, fake_clock)
+    posted, held = _account(policy.employer_id)
+    assert held >= PREMIUM
+
+    listed = admin_client.get("/admin/reconciliation/discrepancy/?resend_outcome=pending")
+    acted = admin_client.post(
+        "/admin/reconciliation/discrepancy/",
+        {"action": "pending_resend_confirmed", "_selected_action": [d.pk]},
+        follow=True,
+    )
+
+    assert (listed.status_code, list(listed.context["cl"].result_list)) == (200, [d])
+    assert acted.status_code == 200
+    d.refresh_from_db()
+    capture = LedgerTransaction.objects.get(reference=REFERENCE.format(d.pk), kind="capture")
+    assert (d.resolution_result["resend_outcome"], d.resolution_result["capture_transaction_id"]) == (
+        "confirmed",
+        capture.pk,
+    )
+    assert (capture.amount, _account(policy.employer_id)) == (PREMIUM, (posted - PREMIUM, held - PREMIUM))
+    assert AuditEvent.objects.filter(action="reconciliation.resend_settled", object_id=str(d.pk)).count() == 1
+
+
+def test_resend_answered_pending_an_operator_rejects_releases_its_hold_once(
+    active_policy, start_run, fake_clock
+) -> None:
+    policy = active_policy
+    d = _pending_resend(policy, start_run, fake_clock)
+    posted, held = _account(policy.employer_id)
+
+    resend_pending_settle(discrepancy_id=d.pk, outcome="rejected", actor=SYSTEM)
+
+    d.refresh_from_db()
+    assert (d.resolution_result["resend_outcome"], d.resolution_result["hold_released"]) == ("rejected", True)
+    assert HoldResolution.objects.get(hold__reference=REFERENCE.format(d.pk)).kind == "released"
+    assert _account(policy.employer_id) == (posted, held - PREMIUM)
+    # Settled once: a second settlement is refused and changes nothing.
+    with pytest.raises(ResolutionNotAllowedError):
+        resend_pending_settle(discrepancy_id=d.pk, outcome="confirmed", actor=SYSTEM)
+    assert not LedgerTransaction.objects.filter(reference=REFERENCE.format(d.pk), kind="capture").exists()
+    assert _account(policy.employer_id) == (posted, held - PREMIUM)
