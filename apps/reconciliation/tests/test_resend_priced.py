@@ -8,10 +8,13 @@ The insurer holds ₹3,00,000.00, Keel ₹5,00,000.00: (50,000,000 − 30,000,00
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.common.errors import Conflict
+from apps.common.errors import Conflict, DomainValidationError
+from apps.employers.models import Coverage, Policy
 from apps.insurers.sandbox.callbacks import wait_for_callbacks
 from apps.insurers.sandbox.models import SandboxConfig, SandboxRosterMember
 from apps.insurers.sandbox.roster import sandbox_roster_change
@@ -242,3 +245,31 @@ def test_resend_answered_pending_an_operator_rejects_releases_its_hold_once(
         resend_pending_settle(discrepancy_id=d.pk, outcome="confirmed", actor=SYSTEM)
     assert not LedgerTransaction.objects.filter(reference=REFERENCE.format(d.pk), kind="capture").exists()
     assert _account(policy.employer_id) == (posted, held - PREMIUM)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("term_ended", "does not cover today"),
+        ("cover_ended", "Keel no longer covers this member"),
+    ],
+)
+def test_resend_that_cannot_be_priced_is_a_422_on_action_and_changes_nothing(
+    active_policy, start_run, fake_clock, change, message
+) -> None:
+    policy = active_policy
+    d = _si_mismatch(policy, start_run, fake_clock, insurer_si=300_000_00)
+    if change == "term_ended":
+        Policy.objects.filter(pk=policy.pk).update(end_date=date(2026, 5, 31))
+    else:
+        Coverage.objects.filter(policy=policy, employee__employee_code="M-1").update(status="ended")
+    before = (Hold.objects.count(), OutboxMessage.objects.count(), AuditEvent.objects.count())
+
+    with pytest.raises(DomainValidationError) as refused:
+        discrepancy_resolve(discrepancy_id=d.pk, action="resend", note="Keel is right", actor=SYSTEM)
+
+    assert list(refused.value.errors) == ["action"]
+    assert message in str(refused.value.errors["action"])
+    d.refresh_from_db()
+    assert (d.status, d.resolution_result) == ("open", {})
+    assert (Hold.objects.count(), OutboxMessage.objects.count(), AuditEvent.objects.count()) == before
