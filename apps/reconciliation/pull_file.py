@@ -195,7 +195,7 @@ def file_statement_charges(
         try:
             row = json.loads(line)
             endorsement_id, amount = row["endorsement_id"], row["amount"]
-            if not (isinstance(endorsement_id, int) and isinstance(amount, int)) or isinstance(amount, bool):
+            if type(endorsement_id) is not int or type(amount) is not int:  # a JSON true is no id 1
                 raise TypeError("endorsement_id and amount are integers (paise)")
         except (ValueError, KeyError, TypeError) as exc:
             raise RosterPullError(f"unreadable row in {data_name} at row {number}: {exc}") from exc
