@@ -15,6 +15,7 @@ from apps.common.actors import Actor
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementHistory, EndorsementStatus
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.models import Insurer
 from apps.insurers.sandbox.models import SandboxConfig
 from apps.insurers.sandbox.setup import sandbox_register
@@ -36,14 +37,6 @@ def world(live_server, make_key, time_machine, require_postgres):
     client = make_key(partner=policy.employer.partner, all_employers=True)
     ledger.topup_post(employer_id=policy.employer_id, amount=1_000_000_00, reference="topup-history", actor=SYSTEM)
     return policy, client, live_server
-
-
-def run_pipeline(rounds: int = 6) -> None:
-    for _ in range(rounds):
-        drain()
-        if not services.scheduler_tick(actor=SYSTEM, force=True):
-            drain()
-            return
 
 
 def history(endorsement_id: int) -> list[tuple[str, str, str]]:

@@ -14,15 +14,14 @@ from django.utils import timezone
 
 from apps.common.actors import Actor
 from apps.employers.models import Policy
-from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementStatus
 from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.models import SandboxRosterMember
 from apps.insurers.sandbox.roster import sandbox_drift_apply
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger
-from apps.outbox.testing import drain
 from apps.reconciliation.models import Discrepancy, ReconciliationRun, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.selectors import scope_employer_ids
@@ -33,15 +32,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SYSTEM = Actor.system("tests")
 TODAY = date(2026, 6, 1)
 SOAP = "sandbox-soap"
-
-
-def _pump() -> None:
-    """Outbox → process → scheduler (window forced) → SOAP dispatch over HTTP → results, until quiet."""
-    for _ in range(8):
-        drain()
-        if not services.scheduler_tick(actor=SYSTEM, force=True):
-            drain()
-            return
 
 
 def _reconcile(policy: Policy) -> ReconciliationRun:
@@ -69,14 +59,14 @@ def soap_policy(live_server, make_key, time_machine, require_postgres) -> Policy
     for n in range(6):
         response = client.post("/api/v1/endorsements", addition(policy, f"S-{n}", effective=TODAY))
         assert response.status_code == 202, response.content
-    _pump()
+    run_pipeline(rounds=8)
     for body in (
         correction(policy, "S-1", effective=TODAY, last_name="Iyer"),
         deletion(policy, "S-5", effective=TODAY),
     ):
         response = client.post("/api/v1/endorsements", body)
         assert response.status_code == 202, response.content
-    _pump()
+    run_pipeline(rounds=8)
     statuses = list(Endorsement.objects.order_by("id").values_list("type", "status"))
     assert statuses == [("addition", EndorsementStatus.ACTIVE)] * 6 + [
         ("correction", EndorsementStatus.ACTIVE),

@@ -10,6 +10,7 @@ from apps.common.actors import Actor
 from apps.employers.models import Coverage, Employee, Policy
 from apps.endorsements.models import Endorsement, EndorsementStatus
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.models import Insurer
 from apps.insurers.sandbox.roster import sandbox_roster_load
 from apps.insurers.sandbox.setup import sandbox_register
@@ -112,18 +113,6 @@ def start_run(operator) -> Callable[..., ReconciliationRun]:
 
 SYSTEM = Actor.system("tests")
 TODAY = date(2026, 6, 1)
-
-
-def run_pipeline(rounds: int = 6) -> None:
-    """Outbox → process → scheduler (window forced) → dispatch over HTTP → results, until quiet."""
-    from apps.endorsements import services
-    from apps.outbox.testing import drain
-
-    for _ in range(rounds):
-        drain()
-        if not services.scheduler_tick(actor=SYSTEM, force=True):
-            drain()
-            return
 
 
 def sandbox_roster_from_keel(policy: Policy, *, code: str = SANDBOX) -> None:
