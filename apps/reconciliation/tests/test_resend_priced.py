@@ -273,3 +273,20 @@ def test_resend_that_cannot_be_priced_is_a_422_on_action_and_changes_nothing(
     d.refresh_from_db()
     assert (d.status, d.resolution_result) == ("open", {})
     assert (Hold.objects.count(), OutboxMessage.objects.count(), AuditEvent.objects.count()) == before
+
+
+def test_resend_resolved_over_the_api_shows_its_price_in_rupees(active_policy, start_run, fake_clock, make_key) -> None:
+    policy = active_policy
+    d = _si_mismatch(policy, start_run, fake_clock, insurer_si=300_000_00)
+    client = make_key(partner=policy.employer.partner, all_employers=True)
+
+    response = client.post(f"/api/v1/discrepancies/{d.pk}/resolve", {"action": "resend", "note": "Keel is right"})
+    listed = client.get(f"/api/v1/reconciliations/{d.run_id}/discrepancies")
+
+    assert response.status_code == 200, response.content
+    shown = response.json()["resolution_result"]
+    money = (shown["premium_amount"], shown["sum_insured"], shown["premium_direction"])
+    assert money == ("749.59", "500000.00", "debit")
+    assert listed.json()["results"][0]["resolution_result"] == shown
+    d.refresh_from_db()  # stored in paise for the consumer
+    assert (d.resolution_result["premium_amount"], d.resolution_result["sum_insured"]) == (PREMIUM, 500_000_00)
