@@ -14,8 +14,8 @@ from standardwebhooks.webhooks import Webhook
 from apps.common.actors import Actor
 from apps.employers.models import Employer
 from apps.endorsements.models import Endorsement
-from apps.endorsements.testing import run_pipeline
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger
 from apps.loan_applications.tests.factories import LoanApplicationPayloadFactory

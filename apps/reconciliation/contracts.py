@@ -6,6 +6,7 @@ JOB_RECONCILIATION = "reconciliation.run"
 AUDIT_RUN_STARTED = "reconciliation.run_started"
 AUDIT_RUN_CANCEL_REQUESTED = "reconciliation.run_cancel_requested"
 AUDIT_DISCREPANCY_RESOLVED = "reconciliation.discrepancy_resolved"
+AUDIT_RESEND_SETTLED = "reconciliation.resend_settled"
 
 # A run's lock lives this long after its last refresh; a worker refreshes it after every page and before
 # every retry wait (at most `PullPolicy.max_wait_seconds`, 120 s, plus one request's timeouts).

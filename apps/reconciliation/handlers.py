@@ -7,17 +7,15 @@ from datetime import date
 import structlog
 from django.utils import timezone
 
-from apps.common.actors import Actor
 from apps.insurers.contracts import EndorsementSubmission, MemberData
 from apps.insurers.services import insurer_submit
-from apps.ledger import services as ledger
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
 from apps.reconciliation.contracts import TOPIC_RESEND, ResolutionAction
 from apps.reconciliation.models import Discrepancy, DiscrepancyKind
 from apps.reconciliation.selectors import keel_member_for_resend
-from apps.reconciliation.services import resend_idempotency_key
+from apps.reconciliation.services import resend_idempotency_key, resend_money_settle
 
 log = structlog.get_logger(__name__)
 
@@ -36,9 +34,10 @@ def resend_to_insurer(message: Message) -> None:
        Only a field mismatch's correction carries a premium, the one priced at resolution (ADR 0051). A
        transient insurer error raises, and the outbox retries with backoff.
     4. Store the insurer's outcome on the discrepancy and mark the message consumed, in one transaction; with
-       them, a priced resend's money (ADR 0051, `_settle`): confirmed → its hold captured (debit) or its credit
-       refunded; rejected, or nothing sent → its hold released. A `pending` outcome (the insurer answers
-       later) leaves the hold in place.
+       them, a priced resend's money (ADR 0051, `resend_money_settle`): confirmed → its hold captured (debit) or
+       its credit refunded; rejected, or nothing sent → its hold released. A `pending` outcome (the insurer
+       answers later, by a callback that knows endorsements, not resolutions) leaves the hold in place until an
+       operator settles it (`resend_pending_settle`).
     """
     if inbox_seen(message):
         with inbox_consume(message):
@@ -60,31 +59,9 @@ def resend_to_insurer(message: Message) -> None:
         log.info("reconciliation.resent", discrepancy_id=discrepancy.pk, outcome=result.outcome)
     with inbox_consume(message) as first:
         if first and discrepancy is not None:
-            merged = {**discrepancy.resolution_result, **outcome, **_settle(discrepancy, outcome)}
+            money = resend_money_settle(discrepancy, str(outcome["resend_outcome"]))
+            merged = {**discrepancy.resolution_result, **outcome, **money}
             Discrepancy.objects.filter(pk=discrepancy.pk).update(resolution_result=merged)
-
-
-def _settle(discrepancy: Discrepancy, outcome: dict[str, object]) -> dict[str, object]:
-    """The ledger side of a priced resend once the insurer answered (inside the consumer's transaction; every
-    ledger operation is idempotent by its reference). Returns what to add to `resolution_result`."""
-    priced = discrepancy.resolution_result
-    direction, amount = priced.get("premium_direction"), int(priced.get("premium_amount") or 0)
-    reference = resend_idempotency_key(discrepancy.pk)
-    result = outcome.get("resend_outcome")
-    actor = Actor.system("reconciliation.resend")
-    if direction == "debit":
-        if result == "confirmed":
-            capture = ledger.hold_capture(reference=reference, actor=actor)
-            return {"capture_transaction_id": capture.pk}
-        if result in ("rejected", "skipped"):
-            ledger.hold_release(reference=reference, actor=actor, reason=f"resend {result}")
-            return {"hold_released": True}
-    elif direction == "credit" and result == "confirmed":
-        refund = ledger.refund_post(
-            employer_id=discrepancy.employer_id, amount=amount, reference=f"{reference}-refund", actor=actor
-        )
-        return {"refund_transaction_id": refund.pk}
-    return {}
 
 
 def _submission(discrepancy: Discrepancy) -> EndorsementSubmission | None:

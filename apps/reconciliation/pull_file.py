@@ -78,19 +78,24 @@ def _verified_rows(
     raise RosterPullError(f"{what} file {data_name} quarantined: {problem}")
 
 
-def _await_manifest(
+def _verified_answer(
     *,
     outbound: FileLocation,
     inbound: FileLocation,
-    manifest_name: str,
+    names: tuple[str, str],
+    schema_version: str,
+    what: str,
     policy_number: str,
     request_id: str,
     sleep: Callable[[float], None],
     poll_seconds: float,
     max_wait_seconds: float,
-) -> None:
-    """Step 1: write the request if `manifest_name` is not in the inbound location yet, then poll for it.
-    Raises `RosterPullError` (the request could not be written, no answer within `max_wait_seconds`)."""
+) -> list[bytes]:
+    """Steps 1 and 2 for either answer to a roster request — the roster or the statement (`what`, for the
+    messages), data file and manifest `names`: write the request if the manifest is not in the inbound location
+    yet, poll for it, and return the data's lines once verified against it. Raises `RosterPullError` (the
+    request could not be written, no answer within `max_wait_seconds`, a quarantined file)."""
+    manifest_name = names[1]
     waited = 0.0
     requested = False
     while manifest_name not in inbound.list_names(manifest_name):
@@ -105,6 +110,14 @@ def _await_manifest(
             raise RosterPullError(f"no file {manifest_name} after {max_wait_seconds:.0f} s")
         sleep(poll_seconds)
         waited += poll_seconds
+    return _verified_rows(inbound, names=names, schema_version=schema_version, policy_number=policy_number, what=what)
+
+
+def _imported(inbound: FileLocation, names: tuple[str, str]) -> None:
+    """Step 4: move a read answer (data file and manifest) to `imported/`."""
+    for name in names:
+        with contextlib.suppress(StorageError):  # read and recorded; a file left behind is only clutter
+            inbound.move(name, "imported")
 
 
 def file_roster_pages(
@@ -122,22 +135,17 @@ def file_roster_pages(
     """Yield the roster of `policy_number` from the file answering `request_id`, from row `cursor` (a row
     offset; empty: the start). Raises `RosterPullError` (no answer in time, a quarantined file, a bad row)."""
     data_name, manifest_name = roster_file_names(request_id)
-    _await_manifest(
+    lines = _verified_answer(
         outbound=outbound,
         inbound=inbound,
-        manifest_name=manifest_name,
+        names=(data_name, manifest_name),
+        schema_version=ROSTER_SCHEMA_VERSION,
+        what="roster",
         policy_number=policy_number,
         request_id=request_id,
         sleep=sleep,
         poll_seconds=poll_seconds,
         max_wait_seconds=max_wait_seconds,
-    )
-    lines = _verified_rows(
-        inbound,
-        names=(data_name, manifest_name),
-        schema_version=ROSTER_SCHEMA_VERSION,
-        policy_number=policy_number,
-        what="roster",
     )
     start = int(cursor or 0)
     total = len(lines)
@@ -151,9 +159,7 @@ def file_roster_pages(
         end = offset + len(chunk)
         yield RosterPage(members=members, next_cursor=str(end) if end < total else None, page=page_number, total=total)
         page_number += 1
-    for name in (data_name, manifest_name):
-        with contextlib.suppress(StorageError):  # read and recorded; a file left behind is only clutter
-            inbound.move(name, "imported")
+    _imported(inbound, (data_name, manifest_name))
     if total == 0:
         yield RosterPage(members=[], next_cursor=None, page=1, total=0)
 
@@ -172,29 +178,24 @@ def file_statement_charges(
     amount)` (paise, debit > 0, credit < 0) in endorsement-id order, from the verified statement file. Raises
     `RosterPullError` (no answer in time, a quarantined file, a bad row, rows out of id order)."""
     data_name, manifest_name = statement_file_names(request_id)
-    _await_manifest(
+    lines = _verified_answer(
         outbound=outbound,
         inbound=inbound,
-        manifest_name=manifest_name,
+        names=(data_name, manifest_name),
+        schema_version=STATEMENT_SCHEMA_VERSION,
+        what="statement",
         policy_number=policy_number,
         request_id=request_id,
         sleep=sleep,
         poll_seconds=poll_seconds,
         max_wait_seconds=max_wait_seconds,
     )
-    lines = _verified_rows(
-        inbound,
-        names=(data_name, manifest_name),
-        schema_version=STATEMENT_SCHEMA_VERSION,
-        policy_number=policy_number,
-        what="statement",
-    )
     previous = 0
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line)
             endorsement_id, amount = row["endorsement_id"], row["amount"]
-            if not (isinstance(endorsement_id, int) and isinstance(amount, int)) or isinstance(amount, bool):
+            if type(endorsement_id) is not int or type(amount) is not int:  # a JSON true is no id 1
                 raise TypeError("endorsement_id and amount are integers (paise)")
         except (ValueError, KeyError, TypeError) as exc:
             raise RosterPullError(f"unreadable row in {data_name} at row {number}: {exc}") from exc
@@ -203,6 +204,4 @@ def file_statement_charges(
             raise RosterPullError(f"{data_name} row {number}: endorsement ids are not in ascending order")
         previous = endorsement_id
         yield endorsement_id, amount
-    for name in (data_name, manifest_name):
-        with contextlib.suppress(StorageError):  # read and compared; a file left behind is only clutter
-            inbound.move(name, "imported")
+    _imported(inbound, (data_name, manifest_name))

@@ -28,6 +28,7 @@ from apps.partners.webhooks.events import partner_events_record
 from apps.reconciliation.contracts import (
     ACTIONS_OF_KIND,
     AUDIT_DISCREPANCY_RESOLVED,
+    AUDIT_RESEND_SETTLED,
     AUDIT_RUN_CANCEL_REQUESTED,
     AUDIT_RUN_STARTED,
     LOCK_TTL_SECONDS,
@@ -431,6 +432,62 @@ def resend_idempotency_key(discrepancy_id: int) -> str:
     """The insurer applies a resend once, however often it is delivered. Also the reference of a priced
     resend's hold and capture in the ledger (its refund adds `-refund`)."""
     return f"reconciliation-resend-{discrepancy_id}"
+
+
+def resend_money_settle(discrepancy: Discrepancy, outcome: str, actor: Actor | None = None) -> dict[str, Any]:
+    """The ledger side of a priced resend once the insurer's answer (`outcome`: confirmed, rejected, skipped or
+    pending) is known, inside the caller's transaction; every ledger operation is idempotent by its reference
+    (ADR 0051). A debit: confirmed → its hold captured, rejected/skipped → released; a credit: confirmed → the
+    refund (`…-refund`) posted; `pending`, or an unpriced resend → nothing. Returns what to add to
+    `resolution_result` (`capture_transaction_id`, `hold_released` or `refund_transaction_id`)."""
+    priced = discrepancy.resolution_result
+    direction, amount = priced.get("premium_direction"), int(priced.get("premium_amount") or 0)
+    reference = resend_idempotency_key(discrepancy.pk)
+    actor = actor or Actor.system("reconciliation.resend")
+    if direction == "debit":
+        if outcome == "confirmed":
+            capture = ledger.hold_capture(reference=reference, actor=actor)
+            return {"capture_transaction_id": capture.pk}
+        if outcome in ("rejected", "skipped"):
+            ledger.hold_release(reference=reference, actor=actor, reason=f"resend {outcome}")
+            return {"hold_released": True}
+    elif direction == "credit" and outcome == "confirmed":
+        refund = ledger.refund_post(
+            employer_id=discrepancy.employer_id, amount=amount, reference=f"{reference}-refund", actor=actor
+        )
+        return {"refund_transaction_id": refund.pk}
+    return {}
+
+
+@transaction.atomic
+def resend_pending_settle(*, discrepancy_id: int, outcome: str, actor: Actor) -> Discrepancy:
+    """Settle by hand a resend the insurer answered `pending` (ADR 0051): its answer comes by a callback that
+    knows endorsements, not resolutions, so an operator who learnt it (the insurer's portal, the next run's
+    roster) records it here. `outcome`: `confirmed` (a debit's hold is captured, a credit refunded) or
+    `rejected` (a debit's hold is released). One transaction with its audit row (`AUDIT_RESEND_SETTLED`).
+
+    Raises `ResolutionNotAllowedError` when the discrepancy's resend is not pending (never resent, already
+    settled) or `outcome` is neither; nothing is written then."""
+    discrepancy = Discrepancy.objects.select_for_update().get(pk=discrepancy_id)
+    before = discrepancy.resolution_result
+    if before.get("resend_outcome") != "pending":
+        raise ResolutionNotAllowedError("Only a resend the insurer answered `pending` can be settled.")
+    if outcome not in ("confirmed", "rejected"):
+        raise ResolutionNotAllowedError("A pending resend settles as `confirmed` or `rejected`.")
+    settled = {"resend_outcome": outcome, "settled_by": actor.display[:120]}
+    settled.update(resend_money_settle(discrepancy, outcome, actor))
+    discrepancy.resolution_result = {**before, **settled}
+    discrepancy.save(update_fields=["resolution_result"])
+    audit_record(
+        actor=actor,
+        action=AUDIT_RESEND_SETTLED,
+        object_type="reconciliation_discrepancy",
+        object_id=discrepancy.pk,
+        employer_id=discrepancy.employer_id,
+        before={"resend_outcome": "pending"},
+        after=settled,
+    )
+    return discrepancy
 
 
 # long: a 12-line docstring stating the pricing rule; the body is one quote and one hold.

@@ -14,8 +14,8 @@ from django.utils import timezone
 from apps.common.actors import Actor
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementHistory, EndorsementStatus
-from apps.endorsements.testing import run_pipeline
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.models import Insurer
 from apps.insurers.sandbox.models import SandboxConfig
 from apps.insurers.sandbox.setup import sandbox_register

@@ -16,8 +16,8 @@ from apps.common.actors import Actor
 from apps.employers.models import Coverage, CoverageChange
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementStatus
-from apps.endorsements.testing import run_pipeline
 from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.sandbox.models import SandboxApplied, SandboxConfig
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger

@@ -38,9 +38,9 @@ from apps.insurers.sandbox.models import SandboxCharge, SandboxRosterMember
 log = structlog.get_logger(__name__)
 
 
-def roster_file_write(inbound: FileLocation, *, code: str, policy_number: str, request_id: str) -> dict[str, object]:
+def roster_file_write(inbound: FileLocation, *, code: str, policy_number: str, request_id: str) -> None:
     """Write sandbox `code`'s roster and statement of charges of `policy_number` into `inbound` (data files,
-    then manifests, one atomic write); returns the roster's manifest."""
+    then manifests, one atomic write)."""
     rows = [
         {
             "employee_code": m.employee_code,
@@ -63,7 +63,6 @@ def roster_file_write(inbound: FileLocation, *, code: str, policy_number: str, r
     ]
     files: list[tuple[str, bytes]] = []
     manifests: list[tuple[str, bytes]] = []
-    manifest: dict[str, object] = {}
     for schema, names, lines in (
         (ROSTER_SCHEMA_VERSION, roster_file_names(request_id), rows),
         (STATEMENT_SCHEMA_VERSION, statement_file_names(request_id), charges),
@@ -77,10 +76,8 @@ def roster_file_write(inbound: FileLocation, *, code: str, policy_number: str, r
         described["policy_number"] = policy_number
         files.append((data_name, content))
         manifests.append((manifest_name, json.dumps(described, indent=2).encode()))
-        manifest = manifest or described
     # Data first, manifests last: a reader that sees a manifest finds its data complete.
     inbound.write_files_atomic([*files, *manifests])
-    return manifest
 
 
 def sandbox_roster_requests_answer(*, code: str) -> int:

@@ -15,8 +15,8 @@ from django.utils import timezone
 from apps.common.actors import Actor
 from apps.employers.models import Policy
 from apps.endorsements.models import Endorsement, EndorsementStatus
-from apps.endorsements.testing import run_pipeline
 from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.models import InsurerProtocol
 from apps.insurers.sandbox.models import SandboxRosterMember
 from apps.insurers.sandbox.roster import sandbox_drift_apply
@@ -59,14 +59,14 @@ def soap_policy(live_server, make_key, time_machine, require_postgres) -> Policy
     for n in range(6):
         response = client.post("/api/v1/endorsements", addition(policy, f"S-{n}", effective=TODAY))
         assert response.status_code == 202, response.content
-    run_pipeline(8)
+    run_pipeline(rounds=8)
     for body in (
         correction(policy, "S-1", effective=TODAY, last_name="Iyer"),
         deletion(policy, "S-5", effective=TODAY),
     ):
         response = client.post("/api/v1/endorsements", body)
         assert response.status_code == 202, response.content
-    run_pipeline(8)
+    run_pipeline(rounds=8)
     statuses = list(Endorsement.objects.order_by("id").values_list("type", "status"))
     assert statuses == [("addition", EndorsementStatus.ACTIVE)] * 6 + [
         ("correction", EndorsementStatus.ACTIVE),

@@ -86,7 +86,9 @@ class DiscrepancySerializer(Serializer):
     status = serializers.ChoiceField(choices=DiscrepancyStatus.choices, read_only=True)
     resolution_action = serializers.CharField(read_only=True)
     resolution_note = serializers.CharField(read_only=True)
-    resolution_result = serializers.DictField(read_only=True)
+    resolution_result = serializers.SerializerMethodField(
+        help_text="what the resolution did; a priced resend's `premium_amount` and `sum_insured` as decimal strings"
+    )
     resolved_at = serializers.DateTimeField(allow_null=True, read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
@@ -97,6 +99,17 @@ class DiscrepancySerializer(Serializer):
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_insurer_value(self, discrepancy: Discrepancy) -> Any:
         return discrepancy_value_at_api(discrepancy, discrepancy.insurer_value)
+
+    @extend_schema_field(serializers.DictField())
+    def get_resolution_result(self, discrepancy: Discrepancy) -> dict[str, Any]:
+        # Stored in paise for the consumer that sends and settles it (ADR 0051); money at the API is rupees.
+        result = dict(discrepancy.resolution_result)
+        for key in RESOLUTION_MONEY_KEYS & result.keys():
+            result[key] = format_minor(int(result[key]))
+        return result
+
+
+RESOLUTION_MONEY_KEYS = frozenset({"premium_amount", "sum_insured"})
 
 
 def discrepancy_value_at_api(discrepancy: Discrepancy, value: Any) -> Any:

@@ -10,6 +10,8 @@ from apps.common.actors import Actor
 from apps.employers.models import Coverage, Employee, Policy
 from apps.endorsements.models import Endorsement, EndorsementStatus
 from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.endorsements.tests.pipeline import run_pipeline
+from apps.insurers.models import Insurer
 from apps.insurers.sandbox.roster import sandbox_roster_load
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.ledger import services as ledger
@@ -113,22 +115,10 @@ SYSTEM = Actor.system("tests")
 TODAY = date(2026, 6, 1)
 
 
-def run_pipeline(rounds: int = 6) -> None:
-    """Outbox → process → scheduler (window forced) → dispatch over HTTP → results, until quiet."""
-    from apps.endorsements import services
-    from apps.outbox.testing import drain
-
-    for _ in range(rounds):
-        drain()
-        if not services.scheduler_tick(actor=SYSTEM, force=True):
-            drain()
-            return
-
-
-def sandbox_roster_from_keel(policy: Policy) -> None:
-    """Make the sandbox's roster of `policy` what Keel covers (the insurer applied everything)."""
+def sandbox_roster_from_keel(policy: Policy, *, code: str = SANDBOX) -> None:
+    """Make sandbox `code`'s roster of `policy` what Keel covers (the insurer applied everything)."""
     sandbox_roster_load(
-        code=SANDBOX,
+        code=code,
         policy_number=policy.policy_number,
         members=[
             {
@@ -144,18 +134,24 @@ def sandbox_roster_from_keel(policy: Policy) -> None:
     )
 
 
-@pytest.fixture
-def active_policy(live_server, make_key, time_machine, require_postgres):
-    """A sandbox-rest policy with three additions ACTIVE through the pipeline, the sandbox roster matching."""
-    time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=True)
-    [insurer] = sandbox_register(base_url=live_server.url)
+def policy_with_active_additions(*, insurer: Insurer, make_key, pump: Callable[[], None]) -> Policy:
+    """A funded policy of `insurer` with three additions (`M-0`…`M-2`, effective `TODAY`) sent through the API and
+    brought to ACTIVE by `pump` (the pipeline of the insurer's protocol), the sandbox's roster what Keel covers."""
     policy = PolicyFactory(insurer=insurer)
     client = make_key(partner=policy.employer.partner, all_employers=True)
     ledger.topup_post(employer_id=policy.employer_id, amount=1_000_000_00, reference="topup-recon", actor=SYSTEM)
     for n in range(3):
         response = client.post("/api/v1/endorsements", addition(policy, f"M-{n}", effective=TODAY))
         assert response.status_code == 202, response.content
-    run_pipeline()
+    pump()
     assert set(Endorsement.objects.values_list("status", flat=True)) == {EndorsementStatus.ACTIVE}
-    sandbox_roster_from_keel(policy)
+    sandbox_roster_from_keel(policy, code=insurer.code)
     return policy
+
+
+@pytest.fixture
+def active_policy(live_server, make_key, time_machine, require_postgres):
+    """A sandbox-rest policy with three additions ACTIVE through the pipeline, the sandbox roster matching."""
+    time_machine.move_to(timezone.make_aware(timezone.datetime(2026, 6, 1, 10, 0)), tick=True)
+    [insurer] = sandbox_register(base_url=live_server.url)
+    return policy_with_active_additions(insurer=insurer, make_key=make_key, pump=run_pipeline)

@@ -12,22 +12,19 @@ import json
 import pytest
 from django.utils import timezone
 
-from apps.employers.models import Coverage
 from apps.endorsements import services
 from apps.endorsements.models import Endorsement, EndorsementStatus
-from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.insurers.files.importer import result_files_import
 from apps.insurers.sandbox.files import sandbox_file_process
 from apps.insurers.sandbox.models import SandboxCharge
-from apps.insurers.sandbox.roster import sandbox_charge_change, sandbox_charge_drop, sandbox_roster_load
+from apps.insurers.sandbox.roster import sandbox_charge_change, sandbox_charge_drop
 from apps.insurers.sandbox.roster_files import sandbox_roster_requests_answer
 from apps.insurers.sandbox.setup import sandbox_register
-from apps.ledger import services as ledger
 from apps.ledger.models import LedgerTransaction
 from apps.outbox.testing import drain
 from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
-from apps.reconciliation.tests.conftest import SYSTEM, TODAY
+from apps.reconciliation.tests.conftest import SYSTEM, policy_with_active_additions
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
@@ -43,12 +40,12 @@ def file_policy(live_server, make_key, time_machine, require_postgres, tmp_path)
         base_url=live_server.url, codes=("sandbox-rest", FILE), file_root=str(tmp_path / "insurers")
     )
     insurer = {i.code: i for i in insurers}[FILE]
-    policy = PolicyFactory(insurer=insurer)
-    client = make_key(partner=policy.employer.partner, all_employers=True)
-    ledger.topup_post(employer_id=policy.employer_id, amount=1_000_000_00, reference="topup-file", actor=SYSTEM)
-    for n in range(3):
-        response = client.post("/api/v1/endorsements", addition(policy, f"M-{n}", effective=TODAY))
-        assert response.status_code == 202, response.content
+    policy = policy_with_active_additions(insurer=insurer, make_key=make_key, pump=_file_pipeline)
+    return policy, tmp_path / "insurers" / FILE
+
+
+def _file_pipeline() -> None:
+    """Outbox → scheduler → batch file → sandbox → result file → import, until every endorsement is ACTIVE."""
     for _ in range(10):
         drain()
         services.scheduler_tick(actor=SYSTEM, force=True)
@@ -57,24 +54,7 @@ def file_policy(live_server, make_key, time_machine, require_postgres, tmp_path)
         result_files_import(insurer_code=FILE)
         drain()
         if not Endorsement.objects.exclude(status=EndorsementStatus.ACTIVE).exists():
-            break
-    assert set(Endorsement.objects.values_list("status", flat=True)) == {EndorsementStatus.ACTIVE}
-    sandbox_roster_load(
-        code=FILE,
-        policy_number=policy.policy_number,
-        members=[
-            {
-                "employee_code": c.employee.employee_code,
-                "first_name": c.employee.first_name,
-                "last_name": c.employee.last_name,
-                "date_of_birth": c.employee.date_of_birth,
-                "sum_insured": c.sum_insured,
-                "start_date": c.start_date,
-            }
-            for c in Coverage.objects.select_related("employee").filter(policy=policy, status="active")
-        ],
-    )
-    return policy, tmp_path / "insurers" / FILE
+            return
 
 
 def _answering(waits: list[float], then=None):

@@ -9,11 +9,12 @@ import pytest
 
 from apps.employers.models import Coverage, Employee
 from apps.endorsements.models import Endorsement, EndorsementStatus
+from apps.endorsements.tests.pipeline import run_pipeline
 from apps.insurers.sandbox.roster import sandbox_roster_change, sandbox_roster_drop, sandbox_roster_load
 from apps.reconciliation.models import Discrepancy, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.services import discrepancy_resolve
-from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM, TODAY, member, run_pipeline
+from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM, TODAY, member
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
