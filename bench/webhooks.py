@@ -15,7 +15,8 @@ Each figure comes with its limit, measured in the same run:
     path: `Event` rows committed → NOTIFY keel_events → `webhook_dispatch` (sequencer: positions + fan-out, then
     sends) → receiver; limit: the outbox relay's commit → consumer-start latency at the same rate (the
     `bench.outbox` consumer through `outbox_relay` and a Celery worker, running alongside), measured alternately.
-    `--repeat` rounds; the worst p99 of each is reported. Target: webhook p99 ≤ 3× relay p99.
+    `--repeat` rounds, each judged on its own: the ratio webhook p99 ÷ relay p99 of the same round (both measured
+    alternately under the same load), and the worst round's ratio is reported. Target: webhook p99 ≤ 3× relay p99.
 
 Use a database of its own (created if missing). Everything it starts is stopped at the end; its rows are removed.
 """
@@ -276,6 +277,11 @@ def throughput_run(port: int, events: int, *, slow: bool) -> float:
         stop(dispatcher)
 
 
+def latency_ratio(relay_ms: list[float], webhook_ms: list[float]) -> float:
+    """One latency round's verdict: webhook commit → delivered p99 ÷ relay commit → consumer p99 of the same round."""
+    return percentile(webhook_ms, 99) / max(percentile(relay_ms, 99), 1e-9)
+
+
 def latency_round(port: int, partner_id: int, *, rate: int, seconds: float) -> tuple[list[float], list[float]]:
     """One relay-limit phase then one webhook phase at `rate`; returns (relay ms, webhook ms)."""
     import redis
@@ -423,7 +429,7 @@ def main() -> None:
             print(
                 f"  latency round {n + 1}: relay p99 {percentile(relay_ms, 99):.1f} ms ({len(relay_ms)}), "
                 f"webhooks p50 {percentile(webhook_ms, 50):.1f} / p99 {percentile(webhook_ms, 99):.1f} ms "
-                f"({len(webhook_ms)} deliveries)",
+                f"({len(webhook_ms)} deliveries), {latency_ratio(relay_ms, webhook_ms):.2f}× relay p99",
                 flush=True,
             )
     finally:
@@ -434,9 +440,11 @@ def main() -> None:
 
     healthy = statistics.median(healthy_runs) if healthy_runs else float("nan")
     slowed = statistics.median(slow_runs) if slow_runs else float("nan")
-    worst_relay = max(percentile(r, 99) for r, _ in rounds)
-    worst_p50 = max(percentile(w, 50) for _, w in rounds)
-    worst_p99 = max(percentile(w, 99) for _, w in rounds)
+    # Each round is judged against the relay measured alongside it: the worst round is the one with the worst
+    # ratio (a slow round for both paths is load, not the dispatcher), reported with its own p50/p99.
+    worst = max(rounds, key=lambda r: latency_ratio(*r))
+    worst_relay, worst_ratio = percentile(worst[0], 99), latency_ratio(*worst)
+    worst_p50, worst_p99 = percentile(worst[1], 50), percentile(worst[1], 99)
     drop = 1 - slowed / healthy
     rows = [
         ("limit: bare POSTs, 10 threads, keep-alive", f"{bare:,.0f}/s", "", ""),
@@ -453,16 +461,16 @@ def main() -> None:
             f"≤ 25% lower: {'met' if drop <= TARGET_SLOWDOWN else 'MISSED'}",
         ),
         (
-            f"limit: relay commit → consumer @ {args.rate}/s (worst of {args.repeat})",
+            f"limit: relay commit → consumer @ {args.rate}/s (the worst round's, of {args.repeat})",
             f"p99 {worst_relay:.1f} ms",
             "",
             "",
         ),
         (
-            f"commit → delivered @ {args.rate} events/s × 10 endpoints (worst of {args.repeat})",
+            f"commit → delivered @ {args.rate} events/s × 10 endpoints (worst round's ratio, of {args.repeat})",
             f"p50 {worst_p50:.1f} / p99 {worst_p99:.1f} ms",
-            f"{worst_p99 / worst_relay:.2f}× relay p99",
-            f"≤ 3× relay p99: {'met' if worst_p99 <= TARGET_LATENCY_RATIO * worst_relay else 'MISSED'}",
+            f"{worst_ratio:.2f}× relay p99",
+            f"≤ 3× relay p99: {'met' if worst_ratio <= TARGET_LATENCY_RATIO else 'MISSED'}",
         ),
     ]
     if args.latency_only:
