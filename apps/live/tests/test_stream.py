@@ -19,20 +19,10 @@ from apps.partners.tests.factories import PartnerFactory
 from apps.partners.webhooks.contracts import EventDraft
 from apps.partners.webhooks.events import events_sequence, partner_events_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A hub per test (`apps.live.testing.fresh_hub`).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_hub")]
 
 STATUSES = ["endorsement.received", "endorsement.validated", "endorsement.funds_locked", "endorsement.sent"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_hub(settings):
-    """A hub per test (the module one would keep a cursor from another test's database), stopped after it."""
-    settings.EVENT_STREAM_POLL_SECONDS = 0.05
-    hub = hub_module.EventHub()
-    previous, hub_module.hub = hub_module.hub, hub
-    yield hub
-    hub.stop()
-    hub_module.hub = previous
 
 
 def record(partner_id: int, employer_id: int | None, types: list[str], oid: str = "e-1") -> None:
