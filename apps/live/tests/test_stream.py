@@ -205,6 +205,27 @@ def test_refusals_are_problem_json(make_key, case, status):
     assert hub_module.hub.subscriber_count() == 0
 
 
+@pytest.mark.parametrize(
+    ("headers", "query", "pointer", "detail"),
+    [
+        ({}, "?last_event_id=evt_%00nul", "/last_event_id", "Must not contain control characters."),
+        ({}, "?last_event_id=" + "x" * 10_000, "/last_event_id", "no event with this id is visible to this caller"),
+        ({"Last-Event-ID": "evt_nope"}, "?last_event_id=evt_also", "/Last-Event-ID", "no event with this id"),
+    ],
+)
+def test_a_bad_resume_id_is_a_422_naming_the_header_or_parameter_used(make_key, headers, query, pointer, detail):
+    # Given a partner's key, when it opens its stream resuming after an id that is bad, huge or unknown
+    key = make_key(partner=PartnerFactory(name="acme"), all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    response = asyncio.run(open_stream(f"Api-Key {key.plaintext}", "/api/v1/events/stream" + query, **headers))
+
+    # Then a 422 names where the id came from (the header wins over the parameter), and no stream was opened
+    assert response.status_code == 422, response.content
+    [error] = response.json()["errors"]
+    assert error["pointer"] == pointer
+    assert error["detail"].startswith(detail)
+    assert hub_module.hub.subscriber_count() == 0
+
+
 def test_on_postgresql_a_notify_wakes_the_reader_long_before_its_safety_poll(make_key, settings):
     settings.EVENT_STREAM_SAFETY_POLL_SECONDS = 60.0  # only the sequencer's NOTIFY can deliver within the wait
     partner = PartnerFactory(name="acme")
