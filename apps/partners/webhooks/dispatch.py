@@ -604,7 +604,6 @@ def dispatch_forever(
     should_stop: Callable[[], bool] = lambda: False,
     max_seconds: float | None = None,
     idle_seconds: float = 1.0,
-    listen: bool = True,
     idle_exit: bool = False,
 ) -> int:
     """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds` — or, with
@@ -620,7 +619,7 @@ def dispatch_forever(
     their threads back. A pass runs as soon as something happens — a commit that wrote events or another
     process's deliveries (PostgreSQL NOTIFY `keel_events` / `keel_webhooks`, received by a listener thread) or
     a run finishing — and at least every `idle_seconds`; the loop sleeps on one `threading.Event` in between
-    (ADR 0052). Without a listener (the Celery task) it polls every 10 ms while runs are going.
+    (ADR 0052). The Celery task (`idle_exit`) is woken the same way; only its runs do not linger.
     """
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if connection.vendor != "postgresql":
@@ -640,8 +639,10 @@ def dispatch_forever(
     running: dict[Future[int], RunHandle] = {}
     wake = threading.Event()
     own_pids: set[int] = set()  # this loop's database sessions: their own NOTIFY keel_webhooks is no news
-    listener = _Listener(wake, ignore_pids=own_pids) if listen else None
-    linger = listen and not idle_exit  # the Celery task's runs give their thread back when nothing is due
+    # The Celery task (`idle_exit`, queued every second by beat) listens only once it has something to wait for:
+    # an idle run returns after its first pass without opening a connection.
+    listener = None if idle_exit else _Listener(wake, ignore_pids=own_pids)
+    linger = not idle_exit  # the Celery task's runs give their thread back when nothing is due
     total = 0
     last_sweep = time.monotonic()
     try:
@@ -693,7 +694,10 @@ def dispatch_forever(
                 time.sleep(0.5)
             if idle_exit and not (sequenced or claimed or running):
                 break
-            timeout = 0.01 if listener is None and running else idle_seconds - (time.monotonic() - last_sweep)
+            if listener is None:
+                listener = _Listener(wake, ignore_pids=own_pids)
+                wake.set()  # anything committed before LISTEN: one more pass looks at once
+            timeout = idle_seconds - (time.monotonic() - last_sweep)
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
             _wait(wake, timeout, should_stop)
