@@ -40,6 +40,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._common import latency_ratio, percentile, worst_latency_round  # noqa: E402
+
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -135,11 +137,6 @@ def check_services() -> None:
     with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=3) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
 def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -275,11 +272,6 @@ def throughput_run(port: int, events: int, *, slow: bool) -> float:
         return expected / elapsed
     finally:
         stop(dispatcher)
-
-
-def latency_ratio(relay_ms: list[float], webhook_ms: list[float]) -> float:
-    """One latency round's verdict: webhook commit → delivered p99 ÷ relay commit → consumer p99 of the same round."""
-    return percentile(webhook_ms, 99) / max(percentile(relay_ms, 99), 1e-9)
 
 
 def latency_round(port: int, partner_id: int, *, rate: int, seconds: float) -> tuple[list[float], list[float]]:
@@ -440,11 +432,8 @@ def main() -> None:
 
     healthy = statistics.median(healthy_runs) if healthy_runs else float("nan")
     slowed = statistics.median(slow_runs) if slow_runs else float("nan")
-    # Each round is judged against the relay measured alongside it: the worst round is the one with the worst
-    # ratio (a slow round for both paths is load, not the dispatcher), reported with its own p50/p99.
-    worst = max(rounds, key=lambda r: latency_ratio(*r))
-    worst_relay, worst_ratio = percentile(worst[0], 99), latency_ratio(*worst)
-    worst_p50, worst_p99 = percentile(worst[1], 50), percentile(worst[1], 99)
+    # Each round is judged against the relay measured alongside it; the worst ratio's round is reported.
+    worst_relay, worst_p50, worst_p99, worst_ratio = worst_latency_round(rounds)
     drop = 1 - slowed / healthy
     rows = [
         ("limit: bare POSTs, 10 threads, keep-alive", f"{bare:,.0f}/s", "", ""),
