@@ -1,1 +1,1 @@
-pytest_plugins = ["apps.common.testing", "apps.partners.testing", "apps.oauth.testing"]
+pytest_plugins = ["apps.common.testing", "apps.partners.testing", "apps.oauth.testing", "apps.live.testing"]

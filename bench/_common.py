@@ -38,6 +38,23 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
+def latency_ratio(limit_ms: list[float], measured_ms: list[float]) -> float:
+    """One latency round's verdict: the measured path's p99 ÷ the p99 of the limit measured in the same round."""
+    return percentile(measured_ms, 99) / max(percentile(limit_ms, 99), 1e-9)
+
+
+def worst_latency_round(rounds: list[tuple[list[float], list[float]]]) -> tuple[float, float, float, float]:
+    """Latency rounds `(limit samples, measured samples)` judged round by round, each against its own limit (a
+    round slow for both paths is load, not the path): `(limit p99, p50, p99, ratio)` of the worst ratio's round."""
+    limit_ms, measured_ms = max(rounds, key=lambda r: latency_ratio(*r))
+    return (
+        percentile(limit_ms, 99),
+        percentile(measured_ms, 50),
+        percentile(measured_ms, 99),
+        latency_ratio(limit_ms, measured_ms),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -133,6 +133,19 @@ def problem_response(request: HttpRequest | None, status_code: int, detail: str,
     return response
 
 
+def problem_invalid_field(request: HttpRequest | None, field: str, message: str) -> JsonResponse:
+    """The 422 problem+json of the API's validation errors (`errors: [{pointer: "/<field>", detail}]`) for one bad
+    field, outside DRF (the async stream views)."""
+    return problem_response(
+        request,
+        422,
+        "The request is not valid.",
+        slug="validation-error",
+        title="Validation failed",
+        errors=[{"pointer": pointer([field]), "detail": message}],
+    )
+
+
 def _as_api_exception(exc: Exception) -> Exception:
     """Django's and the database's exceptions in DRF's terms: 413, 404, 403, and a retryable 503 for an
     unreachable database (SPEC §2); any other exception unchanged."""

@@ -61,8 +61,7 @@ class LiveEvent:
     def staff_frame(self) -> bytes:
         """The frame of the operators' feed: the partner's event JSON with `"partner": <partner id>` first
         (spliced into the serialised object, not serialised again)."""
-        data = b'{"partner":%d,%s' % (self.partner_id, self.data[1:])
-        return b"id: %s\nevent: %s\ndata: %s\n\n" % (self.payload["id"].encode(), self.type.encode(), data)
+        return _sse_frame(self.payload["id"], self.type, b'{"partner":%d,%s' % (self.partner_id, self.data[1:]))
 
 
 @dataclass(eq=False, slots=True)
@@ -109,7 +108,6 @@ def live_event_of(event: Event) -> LiveEvent:
     assert event.position is not None
     payload = event_payload(event)
     data = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (event.public_id.encode(), event.type.encode(), data)
     return LiveEvent(
         position=event.position,
         partner_id=event.partner_id,
@@ -117,8 +115,13 @@ def live_event_of(event: Event) -> LiveEvent:
         type=event.type,
         payload=payload,
         data=data,
-        frame=frame,
+        frame=_sse_frame(event.public_id, event.type, data),
     )
+
+
+def _sse_frame(event_id: str, event_type: str, data: bytes) -> bytes:
+    """One SSE frame: `id` (what the client sends back as `Last-Event-ID`), `event` (the type), `data` (JSON)."""
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event_type.encode(), data)
 
 
 def events_after(after: int, *, limit: int) -> list[LiveEvent]:

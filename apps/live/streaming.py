@@ -20,9 +20,31 @@ from collections.abc import AsyncIterator, Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpRequest, StreamingHttpResponse
 
 from apps.live import hub as hub_module
 from apps.live.hub import LiveEvent, Subscription
+
+MAX_EVENT_ID_LENGTH = 40  # longer than any event's public id
+
+
+def resume_id(request: HttpRequest) -> tuple[str, str]:
+    """Where a stream resumes: `(field, event id)` — the `Last-Event-ID` header (what EventSource sends on a
+    reconnect) or else the `last_event_id` query parameter, cut to `MAX_EVENT_ID_LENGTH`, with the name of the
+    one used (a 422 names it); `("last_event_id", "")` when neither is given."""
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        return "Last-Event-ID", header[:MAX_EVENT_ID_LENGTH]
+    return "last_event_id", (request.GET.get("last_event_id") or "")[:MAX_EVENT_ID_LENGTH]
+
+
+def sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """`body` (an `sse_body`) as a `text/event-stream` response that neither caches nor proxies buffer (nginx)."""
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
 
 Replay = Callable[[int], list[LiveEvent]]
 """`replay(after)`: the next events visible to this stream with position > `after`, in position order, at most

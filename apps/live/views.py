@@ -22,16 +22,16 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 from rest_framework import exceptions
 from rest_framework.settings import api_settings
 
-from apps.common.errors import problem_response
+from apps.common.errors import problem_invalid_field, problem_response
 from apps.common.text import control_character_error
 from apps.live.hub import LiveEvent, live_event_of
-from apps.live.streaming import sse_body
+from apps.live.streaming import resume_id, sse_body, sse_response
 from apps.partners.contracts import Principal
 from apps.partners.ownership import employer_partners
 from apps.partners.ratelimit import rate_limit_hit
@@ -39,7 +39,6 @@ from apps.partners.webhooks.contracts import EventType, read_scope_of, types_rea
 from apps.partners.webhooks.selectors import events_visible_to
 
 BACKLOG_BATCH = 500
-MAX_ID_LENGTH = 40
 
 
 class _Refused(Exception):
@@ -83,7 +82,7 @@ def _open(request: HttpRequest) -> StreamRequest:
     requested = {t.strip() for value in request.GET.getlist("type") for t in value.split(",") if t.strip()}
     unknown = sorted(requested - set(EventType.values))
     if unknown:
-        raise _Refused(_invalid(request, "type", f"unknown event type(s): {', '.join(unknown)[:200]}"))
+        raise _Refused(problem_invalid_field(request, "type", f"unknown event type(s): {', '.join(unknown)[:200]}"))
     unreadable = sorted(requested - readable)
     if unreadable:
         scope = read_scope_of(unreadable[0])
@@ -94,21 +93,19 @@ def _open(request: HttpRequest) -> StreamRequest:
     raw_employer = request.GET.get("employer")
     if raw_employer is not None:
         if not (raw_employer.isascii() and raw_employer.isdigit()) or len(raw_employer) > 18 or int(raw_employer) < 1:
-            raise _Refused(_invalid(request, "employer", "must be an employer id (a positive integer)"))
+            raise _Refused(problem_invalid_field(request, "employer", "must be an employer id (a positive integer)"))
         employer_id = int(raw_employer)
         owner = employer_partners([employer_id]).get(employer_id)
         if owner is None or not principal.may_act_for(employer_id=employer_id, employer_partner_id=owner):
             raise _Refused(problem_response(request, 404, "No employer with this id."))
 
-    # The header (what EventSource sends on a reconnect) or the query parameter; errors name the one used.
-    source = "Last-Event-ID" if request.headers.get("Last-Event-ID") else "last_event_id"
-    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    source, last_event_id = resume_id(request)
     if last_event_id:
-        if message := control_character_error(last_event_id):
-            raise _Refused(_invalid(request, source, message))  # a NUL would be a PostgreSQL error, not a miss
-        event = events_visible_to(principal).filter(public_id=last_event_id[:MAX_ID_LENGTH]).first()
+        if message := control_character_error(last_event_id):  # a NUL would be a PostgreSQL error, not a miss
+            raise _Refused(problem_invalid_field(request, source, message))
+        event = events_visible_to(principal).filter(public_id=last_event_id).first()
         if event is None or event.position is None:
-            raise _Refused(_invalid(request, source, "no event with this id is visible to this caller"))
+            raise _Refused(problem_invalid_field(request, source, "no event with this id is visible to this caller"))
         after = event.position
     else:
         top = events_visible_to(principal).order_by("-position").values_list("position", flat=True).first()
@@ -121,17 +118,6 @@ def _open_and_close(request: HttpRequest) -> StreamRequest:
         return _open(request)
     finally:
         connection.close()  # worker threads are pooled: do not leave a connection per thread behind
-
-
-def _invalid(request: HttpRequest, field: str, message: str) -> HttpResponse:
-    return problem_response(
-        request,
-        422,
-        "The request is not valid.",
-        slug="validation-error",
-        title="Validation failed",
-        errors=[{"pointer": f"/{field}", "detail": message}],
-    )
 
 
 def _backlog(stream: StreamRequest, after: int) -> list[LiveEvent]:
@@ -172,7 +158,4 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
         stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
     except _Refused as refused:
         return refused.response
-    response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
+    return sse_response(_events(stream))

@@ -12,9 +12,7 @@ employers are the client's current ones, its rate-limit bucket is the client (`o
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
-from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -22,13 +20,12 @@ from rest_framework.request import Request
 from apps.oauth.contracts import PRINCIPAL_PREFIX
 from apps.oauth.models import OAuthClient
 from apps.oauth.tokens import InvalidToken, access_token_verify
-from apps.partners.authentication import partner_rate_limits
+from apps.partners.authentication import partner_rate_limits, touch_last_used
 from apps.partners.contracts import Principal
 from apps.partners.principal_cache import principal_cache
 
 KEYWORD = "Bearer"
 REALM = "keel"
-LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
 class InvalidTokenError(exceptions.AuthenticationFailed):
@@ -62,7 +59,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         except InvalidToken as exc:
             raise InvalidTokenError(str(exc)) from None
         client, base = _client_and_principal(claims["client_id"])
-        _touch_last_used(client)
+        touch_last_used(client)  # the cached client's copy: at most once a minute (ADR 0054)
         return replace(base, scopes=frozenset(claims["scope"].split()) & base.scopes), client
 
     def authenticate_header(self, request: Request) -> str:
@@ -102,11 +99,3 @@ def principal_for_client(client: OAuthClient, *, token_scopes: list[str]) -> Pri
         employer_ids=employer_ids,
         rate_limits=partner_rate_limits(client.partner),
     )
-
-
-def _touch_last_used(client: OAuthClient) -> None:
-    """Record use at most once a minute per client (a write per request would be a hot row)."""
-    now = timezone.now()
-    if client.last_used_at is None or now - client.last_used_at > LAST_USED_GRANULARITY:
-        OAuthClient.objects.filter(pk=client.pk).update(last_used_at=now)
-        client.last_used_at = now

@@ -12,7 +12,6 @@ import hmac
 from urllib.parse import unquote_plus
 
 from django.http import HttpRequest, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -21,6 +20,7 @@ from apps.oauth.keys import jwks
 from apps.oauth.models import OAuthClient
 from apps.oauth.services import secret_hash
 from apps.oauth.tokens import access_token_mint
+from apps.partners.authentication import touch_last_used
 
 GRANT_TYPE = "client_credentials"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -117,8 +117,7 @@ def token(request: HttpRequest) -> JsonResponse:
     except _TokenRequestError as exc:
         return _error_response(exc)
     minted = access_token_mint(client=client, scopes=list(scopes))
-    if client.last_used_at is None or (timezone.now() - client.last_used_at).total_seconds() > 60:
-        OAuthClient.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
+    touch_last_used(client)  # a token request is a use: the rule of every request (at most once a minute)
     response = JsonResponse(
         {"access_token": minted.token, "token_type": "Bearer", "expires_in": minted.expires_in, "scope": minted.scope}
     )

@@ -18,18 +18,17 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
-from apps.common.errors import problem_response
+from apps.common.errors import problem_invalid_field, problem_response
 from apps.common.text import control_character_error
 from apps.live.hub import LiveEvent, event_position, events_after, newest_position
-from apps.live.streaming import sse_body
+from apps.live.streaming import resume_id, sse_body, sse_response
 from apps.partners.webhooks.contracts import EventType
 
 REPLAY_BATCH = 500
-MAX_ID_LENGTH = 40
 
 
 def _start_position(last_event_id: str) -> int | None:
@@ -64,19 +63,11 @@ async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
     if not isinstance(request, ASGIRequest):
         return problem_response(request, 503, "The live feed is served by the ASGI server only (ADR 0050).")
 
-    source = "Last-Event-ID" if request.headers.get("Last-Event-ID") else "last_event_id"
-    last_event_id = (request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "")[:MAX_ID_LENGTH]
+    source, last_event_id = resume_id(request)
     message = control_character_error(last_event_id) if last_event_id else None
     after = None if message else await sync_to_async(_start_position, thread_sensitive=False)(last_event_id)
     if after is None:
-        return problem_response(
-            request,
-            422,
-            "The request is not valid.",
-            slug="validation-error",
-            title="Validation failed",
-            errors=[{"pointer": f"/{source}", "detail": message or "no event with this id"}],
-        )
+        return problem_invalid_field(request, source, message or "no event with this id")
     body = sse_body(
         partner_id=None,
         types=frozenset(EventType.values),
@@ -86,7 +77,4 @@ async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
         replay_batch=REPLAY_BATCH,
         frame=_staff_frame,
     )
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return sse_response(body)

@@ -8,7 +8,11 @@ checked on every request.
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -99,9 +103,24 @@ def partner_rate_limits(partner: Partner) -> dict[str, int]:
     }
 
 
-def touch_last_used(api_key: APIKey) -> None:
-    """Record use at most once a minute per key (a write per request would be a hot row)."""
+# How often a credential's `last_used_at` is written: it tells operators whether a key or client is still in use,
+# and a write per request would make the credential's row a hot row.
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+def touch_last_used(credential: APIKey | Any) -> None:
+    """Record that `credential` — an `APIKey` or an OAuth client, any row with `last_used_at` — was used now, at most
+    once a minute per row. Two guards:
+
+    1. in memory: a copy whose `last_used_at` is under a minute old sends nothing; after a write the copy is moved to
+       now, so the requests that share it (the principal cache keeps it up to 5 s, ADR 0054) send nothing either;
+    2. in the database: the `UPDATE` only writes a row whose stored use is a minute old, so a stale copy (another
+       process's cached principal, or one read before the token endpoint recorded a use) writes nothing.
+    """
     now = timezone.now()
-    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
-        APIKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now  # the cached key too, so the next request within the minute writes nothing
+    if credential.last_used_at is not None and now - credential.last_used_at <= LAST_USED_EVERY:
+        return
+    type(credential)._default_manager.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_EVERY), pk=credential.pk
+    ).update(last_used_at=now)
+    credential.last_used_at = now

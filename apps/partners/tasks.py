@@ -18,7 +18,7 @@ def webhooks_dispatch() -> int:
     from apps.partners.webhooks.dispatch import NUDGE_FLAG, dispatch_forever
 
     cache.delete(NUDGE_FLAG)
-    return dispatch_forever(max_seconds=DISPATCH_TASK_SECONDS, idle_seconds=0.2, listen=False, idle_exit=True)
+    return dispatch_forever(max_seconds=DISPATCH_TASK_SECONDS, idle_seconds=0.2, idle_exit=True)
 
 
 @shared_task(name="webhooks.retention", ignore_result=True)

@@ -19,20 +19,10 @@ from apps.partners.tests.factories import PartnerFactory
 from apps.partners.webhooks.contracts import EventDraft
 from apps.partners.webhooks.events import events_sequence, partner_events_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A hub per test (`apps.live.testing.fresh_hub`).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_hub")]
 
 STATUSES = ["endorsement.received", "endorsement.validated", "endorsement.funds_locked", "endorsement.sent"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_hub(settings):
-    """A hub per test (the module one would keep a cursor from another test's database), stopped after it."""
-    settings.EVENT_STREAM_POLL_SECONDS = 0.05
-    hub = hub_module.EventHub()
-    previous, hub_module.hub = hub_module.hub, hub
-    yield hub
-    hub.stop()
-    hub_module.hub = previous
 
 
 def record(partner_id: int, employer_id: int | None, types: list[str], oid: str = "e-1") -> None:
@@ -212,6 +202,27 @@ def test_refusals_are_problem_json(make_key, case, status):
 
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/problem+json"
+    assert hub_module.hub.subscriber_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "pointer", "detail"),
+    [
+        ({}, "?last_event_id=evt_%00nul", "/last_event_id", "Must not contain control characters."),
+        ({}, "?last_event_id=" + "x" * 10_000, "/last_event_id", "no event with this id is visible to this caller"),
+        ({"Last-Event-ID": "evt_nope"}, "?last_event_id=evt_also", "/Last-Event-ID", "no event with this id"),
+    ],
+)
+def test_a_bad_resume_id_is_a_422_naming_the_header_or_parameter_used(make_key, headers, query, pointer, detail):
+    # Given a partner's key, when it opens its stream resuming after an id that is bad, huge or unknown
+    key = make_key(partner=PartnerFactory(name="acme"), all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    response = asyncio.run(open_stream(f"Api-Key {key.plaintext}", "/api/v1/events/stream" + query, **headers))
+
+    # Then a 422 names where the id came from (the header wins over the parameter), and no stream was opened
+    assert response.status_code == 422, response.content
+    [error] = response.json()["errors"]
+    assert error["pointer"] == pointer
+    assert error["detail"].startswith(detail)
     assert hub_module.hub.subscriber_count() == 0
 
 

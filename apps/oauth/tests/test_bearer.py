@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from apps.common.actors import Actor
@@ -213,3 +214,46 @@ def test_last_use_is_written_at_most_once_a_minute_per_client(partner, make_bear
     assert touched > issued_use
     assert bearer.get(f"/api/v1/employers/{employer.pk}").status_code == 200
     assert OAuthClient.objects.get(pk=client.pk).last_used_at == touched
+
+
+def test_a_client_kept_in_the_principal_cache_records_its_use_once_not_on_every_request(partner, make_bearer):
+    # Given a client whose stored last use is over a minute old, and a cold principal cache (ADR 0054)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.partners.principal_cache import principal_cache_clear
+
+    employer = EmployerFactory(partner=partner)
+    bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.EMPLOYERS_READ])
+    OAuthClient.objects.filter(pk=bearer.oauth_client.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    principal_cache_clear()
+
+    # When five requests follow one another within the cache's 5 s
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(5):
+            assert bearer.get(f"/api/v1/employers/{employer.pk}").status_code == 200
+
+    # Then the first one writes the last use and the four served by the cached client send no statement for it
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "oauth_oauthclient"')]
+    assert len(writes) == 1, writes
+
+
+def test_a_stale_copy_of_a_client_does_not_overwrite_a_use_recorded_elsewhere(partner, make_bearer):
+    # Given a copy of the client read when its last use was two minutes old (another process's cached principal)
+    from apps.partners.authentication import touch_last_used
+
+    bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.EMPLOYERS_READ])
+    OAuthClient.objects.filter(pk=bearer.oauth_client.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    stale = OAuthClient.objects.get(pk=bearer.oauth_client.pk)
+    # and a use recorded since by someone else (the token endpoint, another web process)
+    recorded = timezone.now() - timedelta(seconds=10)
+    OAuthClient.objects.filter(pk=stale.pk).update(last_used_at=recorded)
+
+    # When the stale copy records a use
+    touch_last_used(stale)
+
+    # Then the row keeps the use recorded within the minute (the UPDATE is conditional in the database), and the copy
+    # no longer looks a minute old
+    assert OAuthClient.objects.get(pk=stale.pk).last_used_at == recorded
+    assert stale.last_used_at is not None
+    assert stale.last_used_at > recorded

@@ -18,20 +18,10 @@ from apps.live.tests.test_stream import STATUSES, frames, nothing_more, record
 from apps.partners.contracts import Scope
 from apps.partners.tests.factories import PartnerFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A hub per test (`apps.live.testing.fresh_hub`).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_hub")]
 
 FEED = "/ops/events/stream"
-
-
-@pytest.fixture(autouse=True)
-def fresh_hub(settings):
-    """A hub per test (the module one would keep a cursor from another test's database), stopped after it."""
-    settings.EVENT_STREAM_POLL_SECONDS = 0.05
-    hub = hub_module.EventHub()
-    previous, hub_module.hub = hub_module.hub, hub
-    yield hub
-    hub.stop()
-    hub_module.hub = previous
 
 
 @pytest.fixture

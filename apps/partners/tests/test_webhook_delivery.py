@@ -308,6 +308,61 @@ def test_the_celery_dispatch_task_returns_after_one_idle_pass(monkeypatch):
     assert passes == [1]
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_the_celery_dispatch_task_is_woken_by_commits_not_a_10_ms_poll(require_postgres, monkeypatch):
+    """ADR 0052: the task sleeps on the dispatcher's wake-up (NOTIFY, a run finishing, its 0.2 s idle pass) like
+    `webhook_dispatch`; it used to run a pass (sequencer + claim) every 10 ms while a run was going."""
+    from apps.partners.tasks import webhooks_dispatch
+
+    # Given an endpoint whose receiver holds its request, and the task running
+    released = threading.Event()
+    slow_partner, fast_partner = PartnerFactory(), PartnerFactory()
+    passes: list[float] = []
+    real_claim = dispatch.endpoints_claim
+
+    def counting_claim(**kwargs):
+        passes.append(time.monotonic())
+        return real_claim(**kwargs)
+
+    def held(_item):
+        released.wait(30)
+        return 200, {}, b""
+
+    monkeypatch.setattr(dispatch, "endpoints_claim", counting_claim)
+    with Receiver(respond=held) as slow_receiver, Receiver() as fast:
+        endpoint_for(slow_partner.pk, slow_receiver.url)
+        endpoint_for(fast_partner.pk, fast.url)
+        record(slow_partner.pk, object_id="s1")
+        task = threading.Thread(target=webhooks_dispatch)
+        task.start()
+        try:
+            for _ in range(200):
+                if slow_receiver.count:
+                    break
+                time.sleep(0.05)
+            assert slow_receiver.count == 1
+
+            # When the run is held for 2 s, and then another partner's event commits
+            held_from = time.monotonic()
+            time.sleep(2.0)
+            held_passes = len([t for t in passes if t >= held_from])
+            record(fast_partner.pk, object_id="f1")
+            for _ in range(100):
+                if fast.count:
+                    break
+                time.sleep(0.02)
+
+            # Then the held second saw its idle passes (every 0.2 s), not ~200 polls, and the commit still reached
+            # the same task's loop at once
+            assert held_passes <= 15, held_passes
+            assert fast.count == 1
+        finally:
+            released.set()
+            task.join(30)
+    assert WebhookDelivery.objects.filter(status="delivered").count() == 2
+
+
 def test_secrets_are_sealed_at_rest_and_plaintext_rows_are_sealed_by_the_migration():
     """ADR 0042: a row holding a plaintext `whsec_…` (written before migration 0004) is sealed by it, the sealed
     value opens only for its endpoint, and deliveries are still signed with the plaintext."""

@@ -206,3 +206,44 @@ def test_beat_runs_retention_hourly_and_the_job_run_records_rows_per_table(setti
     end = JobRunEvent.objects.get(job="webhooks.retention", phase="end")
     assert end.counts == {"attempts": 0, "events": 1, "deliveries": 0, "sequences": 0, "secrets": 0}
     assert not Event.objects.exists()
+
+
+def test_the_sequencers_fan_out_follows_endpoint_wants_exactly():
+    """On PostgreSQL the fan-out is SQL (`_SEQUENCE_SQL`, ADR 0052), elsewhere `endpoint_wants` in Python: the two
+    must create the same deliveries — partner, subscribed type, employer binding, active endpoints only."""
+    from apps.employers.tests.factories import EmployerFactory
+    from apps.partners.webhooks.contracts import EventType
+    from apps.partners.webhooks.events import endpoint_wants
+    from apps.partners.webhooks.models import WebhookEndpoint
+
+    # Given endpoints of two partners with every kind of subscription and binding, one of them disabled
+    mine, theirs = PartnerFactory(), PartnerFactory()
+    e1, e2, e3 = (EmployerFactory(partner=mine) for _ in range(3))
+    topup, low = EventType.LEDGER_TOPUP_POSTED, EventType.LEDGER_LOW_BALANCE
+    with resolver_stub(PUBLIC):
+        endpoints = [
+            endpoint_for(mine.pk, "https://hooks.example.com/all")[0],
+            endpoint_for(mine.pk, "https://hooks.example.com/e1", types=[topup], employer_ids=(e1.pk,))[0],
+            endpoint_for(mine.pk, "https://hooks.example.com/e12", types=[topup, low], employer_ids=(e1.pk, e2.pk))[0],
+            endpoint_for(theirs.pk, "https://hooks.example.com/theirs")[0],
+            endpoint_for(mine.pk, "https://hooks.example.com/off")[0],
+        ]
+    WebhookEndpoint.objects.filter(pk=endpoints[-1].pk).update(is_active=False)
+
+    # When events of each kind commit together and one sequencer pass fans them out
+    kinds = [(mine, topup, e1), (mine, topup, e2), (mine, topup, e3), (mine, topup, None), (mine, low, e2)]
+    kinds += [(mine, EventType.LOAN_APPLICATION_DECIDED, None), (theirs, topup, None)]
+    drafts = [
+        EventDraft(type=t, partner_id=p.pk, employer_id=e.pk if e else None, object_type="x", object_id=str(i))
+        for i, (p, t, e) in enumerate(kinds)
+    ]
+    with transaction.atomic():
+        events = partner_events_record(drafts)
+    assert events_sequence() == len(kinds)
+
+    # Then the deliveries are exactly the pairs `endpoint_wants` admits among the active endpoints
+    active = list(WebhookEndpoint.objects.filter(pk__in=[ep.pk for ep in endpoints], is_active=True))
+    expected = {(ep.pk, ev.pk) for ep in active for ev in events if endpoint_wants(ep, ev)}
+    assert set(WebhookDelivery.objects.values_list("endpoint_id", "event_id")) == expected
+    # all: my 6; e1: topup e1 and employer-less topup; e12: topup e1, e2, employer-less + low e2; theirs: 1
+    assert len(expected) == 13

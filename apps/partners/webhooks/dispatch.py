@@ -41,7 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -63,6 +63,9 @@ from apps.partners.webhooks.models import (
     WebhookSecret,
 )
 from apps.partners.webhooks.secrets import secret_open
+
+if TYPE_CHECKING:
+    from apps.partners.webhooks.events import Sequenced
 
 log = logging.getLogger(__name__)
 
@@ -597,14 +600,11 @@ def _threaded_run(claim: Claim, handle: RunHandle | None = None) -> int:
         connection.close()
 
 
-# long: the dispatcher loop (ADR 0046, 0052): pass, hand-over, lingering runs and wake-ups share the running
-# set and the listener; a candidate to split into a small class, noted in issue 13.
 def dispatch_forever(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     max_seconds: float | None = None,
     idle_seconds: float = 1.0,
-    listen: bool = True,
     idle_exit: bool = False,
 ) -> int:
     """Keep every pool thread busy with a claimed endpoint until `should_stop()` or `max_seconds` — or, with
@@ -620,93 +620,144 @@ def dispatch_forever(
     their threads back. A pass runs as soon as something happens — a commit that wrote events or another
     process's deliveries (PostgreSQL NOTIFY `keel_events` / `keel_webhooks`, received by a listener thread) or
     a run finishing — and at least every `idle_seconds`; the loop sleeps on one `threading.Event` in between
-    (ADR 0052). Without a listener (the Celery task) it polls every 10 ms while runs are going.
+    (ADR 0052). The Celery task (`idle_exit`) is woken the same way; only its runs do not linger.
     """
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if connection.vendor != "postgresql":
-        # SQLite (the embedded default) has one writer: run the endpoints one after another in this thread.
-        total = 0
-        while not should_stop() and (deadline is None or time.monotonic() < deadline):
-            delivered = dispatch_once(inline=True)
-            total += delivered
-            if not delivered:
-                if idle_exit:
-                    break
-                time.sleep(min(idle_seconds, 0.2))
-        return total
-    from apps.partners.webhooks.events import sequence_and_fan_out
-
-    threads = run_slots()
-    running: dict[Future[int], RunHandle] = {}
-    wake = threading.Event()
-    own_pids: set[int] = set()  # this loop's database sessions: their own NOTIFY keel_webhooks is no news
-    listener = _Listener(wake, ignore_pids=own_pids) if listen else None
-    linger = listen and not idle_exit  # the Celery task's runs give their thread back when nothing is due
-    total = 0
-    last_sweep = time.monotonic()
+        return _dispatch_inline(
+            should_stop=should_stop, deadline=deadline, idle_seconds=idle_seconds, idle_exit=idle_exit
+        )
+    loop = _DispatchLoop(idle_seconds=idle_seconds, idle_exit=idle_exit)
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
-            wake.clear()  # before the pass: anything that happens during it makes the next wait return at once
-            finished = [f for f in running if f.done()]
-            for f in finished:
-                running.pop(f)
-                total += f.result()
-            sweep = time.monotonic() - last_sweep >= idle_seconds
-            if sweep:
-                last_sweep = time.monotonic()
-            sequenced, claimed = 0, 0
-            try:
-                done = sequence_and_fan_out()
-                sequenced, endpoint_ids = done.events, done.endpoint_ids
-                _remember_session(own_pids)
-                here = {h.claim.endpoint_id: h for h in running.values()}
-                if listener is not None and listener.take_foreign():
-                    for handle in here.values():  # another process queued deliveries: runs query again
-                        handle.ask_query()
-                fresh: dict[int, list[WebhookDelivery]] = {}
-                for delivery in done.fresh:
-                    fresh.setdefault(delivery.endpoint_id, []).append(delivery)
-                for endpoint_id in endpoint_ids & here.keys():
-                    handle = here[endpoint_id]
-                    if endpoint_id in done.held_endpoint_ids or endpoint_id not in fresh:
-                        handle.ask_query()
-                    handle.hand_over(fresh.get(endpoint_id, []), done.fresh_urls.get(endpoint_id))
-                if sweep:
-                    for handle in here.values():  # retries come due by time: every run queries now and then
-                        handle.ask_query()
-                free = threads - len(running)
-                if free > 0:
-                    for c in endpoints_claim(limit=free, exclude=set(here)):
-                        handle = RunHandle(c)
-                        future = _pool().submit(_threaded_run, c, handle if linger else None)
-                        future.add_done_callback(lambda _f: wake.set())
-                        running[future] = handle
-                        claimed += 1
-                elif sweep or endpoint_ids - here.keys():
-                    for handle in running.values():  # someone else may be due: lingering runs give threads back
-                        if handle.lingering:
-                            handle.release = True
-                            handle.wake.set()
-            except Exception:
-                log.warning("webhooks.claim_failed", exc_info=True)
-                connection.close()
-                time.sleep(0.5)
-            if idle_exit and not (sequenced or claimed or running):
+            if not loop.run_pass() and idle_exit:
                 break
-            timeout = 0.01 if listener is None and running else idle_seconds - (time.monotonic() - last_sweep)
-            if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
-            _wait(wake, timeout, should_stop)
-        for handle in running.values():
+            loop.wait(deadline=deadline, should_stop=should_stop)
+        return loop.finish()
+    finally:
+        loop.close()
+
+
+def _dispatch_inline(
+    *, should_stop: Callable[[], bool], deadline: float | None, idle_seconds: float, idle_exit: bool
+) -> int:
+    """SQLite (the embedded default) has one writer: run the endpoints one after another in this thread."""
+    total = 0
+    while not should_stop() and (deadline is None or time.monotonic() < deadline):
+        delivered = dispatch_once(inline=True)
+        total += delivered
+        if not delivered:
+            if idle_exit:
+                break
+            time.sleep(min(idle_seconds, 0.2))
+    return total
+
+
+class _DispatchLoop:
+    """The state `dispatch_forever` keeps between passes: the runs going on the pool's threads (with their
+    `RunHandle`), the one event the loop sleeps on, the listener that sets it, and the delivered count."""
+
+    def __init__(self, *, idle_seconds: float, idle_exit: bool) -> None:
+        self.threads = run_slots()
+        self.running: dict[Future[int], RunHandle] = {}
+        self.wake = threading.Event()
+        self.own_pids: set[int] = set()  # this loop's database sessions: their own NOTIFY keel_webhooks is no news
+        self.idle_seconds = idle_seconds
+        self.linger = not idle_exit  # the Celery task's runs give their thread back when nothing is due
+        # The Celery task (`idle_exit`, queued every second by beat) listens only once it has something to wait
+        # for: an idle run returns after its first pass without opening a connection.
+        self.listener = None if idle_exit else _Listener(self.wake, ignore_pids=self.own_pids)
+        self.last_sweep = time.monotonic()
+        self.total = 0
+
+    def run_pass(self) -> bool:
+        """One pass (steps 1–4 of `dispatch_forever`'s docstring). Returns whether there was anything to do:
+        events sequenced, endpoints claimed or runs still going."""
+        from apps.partners.webhooks.events import sequence_and_fan_out
+
+        self.wake.clear()  # before the pass: anything that happens during it makes the next wait return at once
+        for future in [f for f in self.running if f.done()]:
+            self.running.pop(future)
+            self.total += future.result()
+        sweep = time.monotonic() - self.last_sweep >= self.idle_seconds
+        if sweep:
+            self.last_sweep = time.monotonic()
+        sequenced = claimed = 0
+        try:
+            done = sequence_and_fan_out()
+            sequenced = done.events
+            _remember_session(self.own_pids)
+            here = {h.claim.endpoint_id: h for h in self.running.values()}
+            self._hand_over(done, here, sweep=sweep)
+            claimed = self._claim_or_release(done.endpoint_ids, here, sweep=sweep)
+        except Exception:
+            log.warning("webhooks.claim_failed", exc_info=True)
+            connection.close()
+            time.sleep(0.5)
+        return bool(sequenced or claimed or self.running)
+
+    def _hand_over(self, done: Sequenced, here: dict[int, RunHandle], *, sweep: bool) -> None:
+        """Step 2: give this process's runs the fresh deliveries of their endpoints; ask them to query when
+        they were not handed everything (a delivery queued behind another, another process's deliveries, the
+        idle sweep: retries come due by time)."""
+        if self.listener is not None and self.listener.take_foreign():
+            for handle in here.values():  # another process queued deliveries: runs query again
+                handle.ask_query()
+        fresh: dict[int, list[WebhookDelivery]] = {}
+        for delivery in done.fresh:
+            fresh.setdefault(delivery.endpoint_id, []).append(delivery)
+        for endpoint_id in done.endpoint_ids & here.keys():
+            handle = here[endpoint_id]
+            if endpoint_id in done.held_endpoint_ids or endpoint_id not in fresh:
+                handle.ask_query()
+            handle.hand_over(fresh.get(endpoint_id, []), done.fresh_urls.get(endpoint_id))
+        if sweep:
+            for handle in here.values():
+                handle.ask_query()
+
+    def _claim_or_release(self, endpoint_ids: frozenset[int], here: dict[int, RunHandle], *, sweep: bool) -> int:
+        """Step 4: claim endpoints for the free threads (not those running here) and start their runs; with no
+        thread free while another endpoint may be waiting (it got deliveries, or the idle sweep), ask the
+        lingering runs to give their threads back. Returns how many endpoints were claimed."""
+        free = self.threads - len(self.running)
+        if free <= 0:
+            if sweep or endpoint_ids - here.keys():
+                for handle in self.running.values():
+                    if handle.lingering:
+                        handle.release = True
+                        handle.wake.set()
+            return 0
+        claims = endpoints_claim(limit=free, exclude=set(here))
+        for claim in claims:
+            handle = RunHandle(claim)
+            future = _pool().submit(_threaded_run, claim, handle if self.linger else None)
+            future.add_done_callback(lambda _f: self.wake.set())
+            self.running[future] = handle
+        return len(claims)
+
+    def wait(self, *, deadline: float | None, should_stop: Callable[[], bool]) -> None:
+        """Sleep until something happens (`wake`) or the next idle sweep is due (or the deadline)."""
+        if self.listener is None:
+            self.listener = _Listener(self.wake, ignore_pids=self.own_pids)
+            self.wake.set()  # anything committed before LISTEN: one more pass looks at once
+        timeout = self.idle_seconds - (time.monotonic() - self.last_sweep)
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        _wait(self.wake, timeout, should_stop)
+
+    def finish(self) -> int:
+        """Ask every run to stop lingering, wait for them, and return how many deliveries were delivered."""
+        for handle in self.running.values():
             handle.release = True
             handle.wake.set()
-        for f in list(running):
-            total += f.result()
-    finally:
-        if listener is not None:
-            listener.close()
+        for future in list(self.running):
+            self.total += future.result()
+        return self.total
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         connection.close()
-    return total
 
 
 def _wait(wake: threading.Event, timeout: float, should_stop: Callable[[], bool]) -> None:

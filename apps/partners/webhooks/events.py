@@ -30,7 +30,7 @@ from apps.common import bulk
 from apps.outbox.services import OutboxError
 from apps.partners.ownership import employer_partners
 from apps.partners.webhooks.contracts import EventDraft, EventType
-from apps.partners.webhooks.models import Event, EventSequence, WebhookDelivery, WebhookEndpoint
+from apps.partners.webhooks.models import DeliveryStatus, Event, EventSequence, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def _sequenced(events: int, endpoint_ids: list[int] | None, raw: Any) -> Sequenc
             id=row["id"],
             endpoint_id=row["endpoint_id"],
             order_key=row["order_key"],
-            status="pending",
+            status=DeliveryStatus.PENDING,
             attempts=0,
             created_at=created,
             next_attempt_at=created,
@@ -259,7 +259,7 @@ def sequence_and_fan_out(*, limit: int = SEQUENCE_BATCH) -> Sequenced:
                     {
                         "limit": limit,
                         "now": now,
-                        "pending": "pending",
+                        "pending": DeliveryStatus.PENDING.value,
                         "positioned_channel": POSITIONED_CHANNEL,
                         "webhooks_channel": NOTIFY_CHANNEL,
                         "hand_over_max": HAND_OVER_MAX,
