@@ -25,6 +25,7 @@ from apps.endorsements.analytics import (
 from apps.endorsements.models import Endorsement, EndorsementDurationRollup, EndorsementStatus
 from apps.endorsements.rollup import rollup_compact, rollup_duration_percentiles
 from apps.endorsements.tests.factories import PolicyFactory
+from apps.ops.tests.conftest import crafted_row, insert_received
 from apps.partners.tests.factories import PartnerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,28 +58,11 @@ def make_rows(rng: random.Random, policies: list, n: int, shape: str, *, days: f
         policy = rng.choice(policies)
         at = START + timedelta(seconds=rng.uniform(0, days * 86400))
         active = rng.random() < 0.8
-        rows.append(
-            Endorsement(
-                employer_id=policy.employer_id,
-                policy=policy,
-                insurer_id=policy.insurer_id,
-                partner_id=policy.employer.partner_id,
-                type="addition",
-                status="ACTIVE" if active else rng.choice(["RECEIVED", "SENT", "FAILED"]),
-                employee_code=f"P-{i}",
-                effective_date=at.date(),
-                premium_direction="none",
-                content_hash=f"p{i}",
-                idempotency_key=f"pct-{shape}-{i}-{rng.random()}",
-                activated_at=at + timedelta(seconds=_duration(rng, shape)) if active and rng.random() < 0.97 else None,
-            )
-        )
+        activated = at + timedelta(seconds=_duration(rng, shape)) if active and rng.random() < 0.97 else None
+        status = "ACTIVE" if active else rng.choice(["RECEIVED", "SENT", "FAILED"])
+        rows.append(crafted_row(policy, n=f"P-{shape}-{i}", received=at, status=status, activated_at=activated))
         received.append(at)
-    made = Endorsement.objects.bulk_create(rows, batch_size=500)
-    for row, at in zip(made, received, strict=True):  # created_at is auto_now_add: set the received times back
-        row.created_at = at
-    Endorsement.objects.bulk_update(made, ["created_at"], batch_size=500)
-    return [row.pk for row in made]
+    return [row.pk for row in insert_received(rows, received)]
 
 
 def pg_percentile_cont(scope: EmployerScope, start: datetime, end: datetime) -> tuple[int, tuple[float | None, ...]]:
