@@ -6,12 +6,25 @@ import base64
 import hashlib
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_key(label: str) -> str:
+    """A fixed bench-only secret (base64 of SHA-256 of `keel-bench-only:<label>`), never a production one."""
+    return base64.b64encode(hashlib.sha256(f"keel-bench-only:{label}".encode()).digest()).decode()
+
+
+def set_bench_pan_keys() -> None:
+    """PAN encryption and blind-index keys for benches that run with DEBUG off (which refuses to derive them); the
+    web server and the workers inherit them, so they share the keys."""
+    os.environ.setdefault("PAN_ENCRYPTION_KEYS", f"1:{bench_key('pan-1')}")
+    os.environ.setdefault("PAN_BLIND_INDEX_KEY", bench_key("blind-index"))
 
 
 def setup_environment() -> None:
@@ -24,13 +37,34 @@ def setup_environment() -> None:
     os.environ.setdefault("SANDBOX_INSURER_ENABLED", "true")
     # DJANGO_DEBUG=false refuses to derive development keys: the benches seal insurers' callback secrets with a
     # fixed bench-only key (ADR 0044), never a production one.
-    bench_key = base64.b64encode(hashlib.sha256(b"keel-bench-only:insurer-callback-secrets").digest()).decode()
-    os.environ.setdefault("INSURER_CALLBACK_SECRETS_KEY", bench_key)
+    os.environ.setdefault("INSURER_CALLBACK_SECRETS_KEY", bench_key("insurer-callback-secrets"))
 
 
 def require_postgres_and_redis() -> None:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
         sys.exit("This benchmark needs PostgreSQL and Redis: set DATABASE_URL=postgres://… and REDIS_URL=redis://…")
+
+
+def django_ready() -> None:
+    """The set-up every database bench starts with: PostgreSQL and Redis required, Django set up, migrations
+    applied."""
+    require_postgres_and_redis()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def median_and_worst(values: list[float], unit: str, *, digits: int = 1) -> str:
+    """`median <v><unit>, worst <v><unit>` of one figure over the repeated runs of a latency bench (SPEC §12:
+    repeat 5 times, report the worst; "worst" is the largest)."""
+    return f"median {statistics.median(values):.{digits}f}{unit}, worst {max(values):.{digits}f}{unit}"
 
 
 def percentile(values: list[float], p: float) -> float:

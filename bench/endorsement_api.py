@@ -20,14 +20,22 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import sys
 import threading
 import time
 import uuid
 from datetime import date
 
-from _common import bench_world, free_port, percentile, require_postgres_and_redis, setup_environment, start_gunicorn
+from _common import (
+    bench_world,
+    django_ready,
+    free_port,
+    median_and_worst,
+    percentile,
+    setup_environment,
+    start_gunicorn,
+    verdict,
+)
 
 # The bench URLconf adds the limit endpoint to the shipped routes; as production runs (ADR 0048): no nudge.
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
@@ -120,16 +128,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     args = parser.parse_args()
-    require_postgres_and_redis()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    django_ready()
     from django.db import connection
 
     from bench.limits import CREATE_TABLE_SQL
 
-    call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(CREATE_TABLE_SQL)
     key, employer, policy = setup_world()
@@ -204,17 +207,16 @@ def main() -> None:
         "rate limiter, one INSERT … COMMIT) then POST /api/v1/endorsements"
     )
     print(
-        f"  p99 ratio POST / bare write: median {statistics.median(ratios):.2f}×, worst {max(ratios):.2f}× "
+        f"  p99 ratio POST / bare write: {median_and_worst(ratios, '×', digits=2)} "
         f"(that run: {worst['p99']:.1f} ms / {worst['bare_p99']:.1f} ms)   target ≤ {TARGET_RATIO}× in the worst of "
-        f"{args.runs}: {'MET' if ok else 'MISSED'}"
+        f"{args.runs}: {verdict(ok)}"
     )
     print(
-        f"  POST p99: median {statistics.median(f['p99'] for f in runs):.1f} ms, worst {worst_p99:.1f} ms   "
-        f"absolute SPEC bar ≤ {TARGET_P99_MS:.0f} ms: {'MET' if worst_p99 <= TARGET_P99_MS else 'MISSED'} "
+        f"  POST p99: {median_and_worst([f['p99'] for f in runs], ' ms')}   "
+        f"absolute SPEC bar ≤ {TARGET_P99_MS:.0f} ms: {verdict(worst_p99 <= TARGET_P99_MS)} "
         "(machine-dependent; the ratio is the bar this bench holds)"
     )
-    print(f"  bare write p99: median {statistics.median(f['bare_p99'] for f in runs):.1f} ms, worst "
-          f"{max(f['bare_p99'] for f in runs):.1f} ms; {total_errors} failed requests")  # fmt: skip
+    print(f"  bare write p99: {median_and_worst([f['bare_p99'] for f in runs], ' ms')}; {total_errors} failed requests")
     if batch_line:
         print(batch_line)
     sys.exit(0 if ok else 1)
@@ -243,7 +245,7 @@ def batch_run(base: str, headers: dict[str, str], employer: int, policy: int, ru
         f"  limit  raw bulk INSERT of {count:,} rows in one transaction: {raw:.3f} s\n"
         f"  batch of {count:,} rows accepted and persisted with outbox rows: {batch_seconds:.2f} s "
         f"(accepted {accepted}); ratio to raw insert: {batch_seconds / raw:.1f}×   target ≤ 2 s: "
-        f"{'MET' if batch_ok and batch_seconds <= 2 else 'MISSED'}"
+        f"{verdict(batch_ok and batch_seconds <= 2)}"
     )
 
 

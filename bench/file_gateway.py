@@ -28,7 +28,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from _common import require_postgres_and_redis, setup_environment
+from _common import django_ready, setup_environment
 
 setup_environment()
 
@@ -48,14 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000)
     args = parser.parse_args()
-    require_postgres_and_redis()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    django_ready()
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
     from apps.common.actors import Actor
     from apps.employers.models import Policy
     from apps.employers.services import employer_create

@@ -21,51 +21,36 @@ Exit status 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import (
+    ROOT,
+    django_ready,
+    free_port,
+    median_and_worst,
+    percentile,
+    set_bench_pan_keys,
+    verdict,
+)
+
 sys.path.insert(0, str(ROOT))
 # The bench URLconf: the shipped routes plus the limit endpoint (bench/limits.py).
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
-
-
-def _bench_key(label: str) -> str:
-    return base64.b64encode(hashlib.sha256(f"keel-bench-only:{label}".encode()).digest()).decode()
-
-
-# The web server and the worker must share PAN keys; DEBUG is off, so set them explicitly (bench-only keys).
-os.environ.setdefault("PAN_ENCRYPTION_KEYS", f"1:{_bench_key('pan-1')}")
-os.environ.setdefault("PAN_BLIND_INDEX_KEY", _bench_key("blind-index"))
+set_bench_pan_keys()  # the web server and the worker must share them
 
 FINAL = {"PRE_APPROVED", "REJECTED", "MANUAL_REVIEW"}
 TARGET_P95_MS = 250.0
 TARGET_RATIO = 10.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pan_for(run: int, n: int) -> str:
@@ -169,6 +154,18 @@ def wait_ready(base: str, timeout: float = 30) -> None:
 _local = threading.local()
 
 
+def at_rate(rate: int, total: int, send: Callable[[int], None]) -> None:
+    """Call `send(0)` … `send(total - 1)` on a fixed schedule of `rate` per second, each on its own pool thread
+    so a slow response never delays the next (open loop); returns when every call has returned."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        started = time.perf_counter()
+        for n in range(total):
+            pause = started + n / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            pool.submit(send, n)
+
+
 def session(headers: dict[str, str]):  # type: ignore[no-untyped-def]
     import requests
 
@@ -229,13 +226,7 @@ def latency_run(
     deadline = float("inf")
     poller_thread = threading.Thread(target=poll, daemon=True)
     poller_thread.start()
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        started = time.perf_counter()
-        for n in range(total):
-            pause = started + n / rate - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            pool.submit(post, n)
+    at_rate(rate, total, post)
     deadline = time.time() + 30
     done.set()
     poller_thread.join(timeout=40)
@@ -268,13 +259,7 @@ def bare_write_run(base: str, headers: dict[str, str], rate: int, seconds: float
             else:
                 failures += 1
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        started = time.perf_counter()
-        for n in range(total):
-            pause = started + n / rate - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            pool.submit(post, n)
+    at_rate(rate, total, post)
     return times, failures
 
 
@@ -339,18 +324,11 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=0.25, help="seconds between polls of one application")
     parser.add_argument("--verbose", action="store_true", help="show the server's and worker's output")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        sys.exit("This benchmark needs PostgreSQL and Redis: set DATABASE_URL=postgres://… and REDIS_URL=redis://…")
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    django_ready()
     from django.db import connection
 
     from bench.limits import CREATE_TABLE_SQL
 
-    call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(CREATE_TABLE_SQL)
     plaintext, partner_id = setup_partner()
@@ -417,12 +395,12 @@ def main() -> None:
     print(f"  {args.runs} runs of {args.seconds:.0f} s at {args.rate} req/s, each: limit (bare DRF create, same auth, "
           "one INSERT … COMMIT) then loan POSTs polled until decided")  # fmt: skip
     print(
-        f"  POST → decided p95: median {statistics.median(p95s):.0f} ms, worst {max(p95s):.0f} ms   target ≤ "
-        f"{TARGET_P95_MS:.0f} ms in the worst of {args.runs}: {'MET' if p95_ok else 'MISSED'}"
+        f"  POST → decided p95: {median_and_worst(p95s, ' ms', digits=0)}   target ≤ "
+        f"{TARGET_P95_MS:.0f} ms in the worst of {args.runs}: {verdict(p95_ok)}"
     )
     print(
-        f"  ratio to the same run's bare write p95: median {statistics.median(ratios):.1f}×, worst {max(ratios):.1f}×"
-        f"   target ≤ {TARGET_RATIO:.0f}× in the worst of {args.runs}: {'MET' if ratio_ok else 'MISSED'}"
+        f"  ratio to the same run's bare write p95: {median_and_worst(ratios, '×')}"
+        f"   target ≤ {TARGET_RATIO:.0f}× in the worst of {args.runs}: {verdict(ratio_ok)}"
     )
     print(f"  undecided applications: {undecided:.0f}; failed requests: {len(failures)}")
     print(f"  intake throughput, {args.clients} concurrent clients, {args.throughput_seconds:.0f} s:")

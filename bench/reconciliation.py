@@ -24,7 +24,7 @@ import sys
 import time
 from datetime import date, timedelta
 
-from _common import ROOT, bench_world, free_port, require_postgres_and_redis, setup_environment, start_gunicorn
+from _common import ROOT, bench_world, django_ready, free_port, setup_environment, start_gunicorn
 
 setup_environment()
 
@@ -142,13 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=100_000)
     args = parser.parse_args()
-    require_postgres_and_redis()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_ready()
     from apps.insurers.sandbox.setup import sandbox_register
 
     port = free_port()

@@ -26,7 +26,6 @@ Needs valgrind and gcc (Debian: `apt-get install valgrind gcc`). Exit status 1 w
 from __future__ import annotations
 
 import argparse
-import base64
 import ctypes
 import hashlib
 import io
@@ -43,17 +42,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, bench_world, require_postgres_and_redis, setup_environment
+from _common import ROOT, bench_world, django_ready, set_bench_pan_keys, setup_environment
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
 # As production runs (config.settings.production, ADR 0048): no Celery nudge on commit — the relay and webhook
 # processes are woken by PostgreSQL NOTIFY, which the triggers queue in the same transactions here too.
 os.environ["OUTBOX_NUDGE_ON_COMMIT"] = "false"
 os.environ["WEBHOOKS_NUDGE_ON_COMMIT"] = "false"
-# DEBUG is off: PAN keys must be set explicitly (bench-only keys, derived from a label).
-for _name, _label in (("PAN_ENCRYPTION_KEYS", "pan-1"), ("PAN_BLIND_INDEX_KEY", "blind-index")):
-    _key = base64.b64encode(hashlib.sha256(f"keel-bench-only:{_label}".encode()).digest()).decode()
-    os.environ.setdefault(_name, f"1:{_key}" if _name == "PAN_ENCRYPTION_KEYS" else _key)
+set_bench_pan_keys()  # DEBUG is off: PAN keys must be set explicitly (bench-only keys)
 setup_environment()
 
 LIMIT = "bare DRF create (limit)"
@@ -293,15 +289,9 @@ def main() -> None:
         return
     if args.principal_cache == "off":
         os.environ["API_PRINCIPAL_CACHE_SECONDS"] = "0"  # inherited by both children
-    require_postgres_and_redis()
     if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
         sys.exit("valgrind is needed (Debian: apt-get install valgrind)")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_ready()
     world = setup_world()
     with tempfile.TemporaryDirectory(prefix="keel-request-cost-") as tmp:
         folder = Path(tmp)

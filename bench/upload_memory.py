@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_world, free_port, require_postgres_and_redis, setup_environment, start_gunicorn
+from _common import bench_world, django_ready, free_port, setup_environment, start_gunicorn
 
 os.environ["OUTBOX_NUDGE_ON_COMMIT"] = "false"
 # A 50,000-row batch borrows pooled connections for its parallel chunks (ADR 0043); on a loaded machine the
@@ -63,15 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000)
     args = parser.parse_args()
-    require_postgres_and_redis()
-    import django
-
-    django.setup()
+    django_ready()
     import requests
-    from django.core.management import call_command
     from django.utils import timezone
 
-    call_command("migrate", verbosity=0)
     key, employer, policy = bench_world("upload", rate_limit=10_000_000)
     effective = timezone.localdate().isoformat()
     port = free_port()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import connection, models, transaction
+from django.db.models.signals import post_save, pre_save
 
 
 def supports_copy() -> bool:
@@ -148,7 +149,12 @@ _INSERTS: dict[tuple[type[models.Model], str, bool], tuple[str, tuple[Callable[[
 
 @functools.cache
 def _plain(model: type[models.Model]) -> bool:
-    """No database default and no generated column: every column's value comes from the instance."""
+    """No database default and no generated column: every column's value comes from the instance; and no
+    `pre_save`/`post_save` receiver, which the cached INSERT would skip (the principal cache's invalidation,
+    ADR 0054, listens on `APIKey`, `Partner`, `OAuthClient` and `Employer`). Cached per model: receivers are
+    connected in the apps' `ready()`, before any insert."""
+    if pre_save.has_listeners(model) or post_save.has_listeners(model):
+        return False
     return not any(
         getattr(f, "db_default", models.NOT_PROVIDED) is not models.NOT_PROVIDED or getattr(f, "generated", False)
         for f in model._meta.concrete_fields
@@ -201,8 +207,9 @@ def insert_one(instance: models.Model) -> models.Model:
     the INSERT (≈ 1,300 profiler events of a 10,000-event request): one cached statement per model, every
     value prepared as the ORM prepares it (`pre_save` — `auto_now`/`auto_now_add` — then `get_db_prep_save`),
     the generated primary key read back with `RETURNING`. Returns `instance`, saved (pk set, `_state` as after
-    `save`). Sends no `pre_save`/`post_save` signals (Keel has no receivers). Falls back to `save` for a model
-    with database defaults or generated columns, or a database that cannot return columns from an INSERT.
+    `save`). Sends no `pre_save`/`post_save` signals, so it falls back to `save` for a model with receivers of
+    them, as for a model with database defaults or generated columns, or a database that cannot return columns
+    from an INSERT.
     Raises what the INSERT raises (`IntegrityError` …), like `save`."""
     # The wrapper itself, not the `connection` proxy: every attribute read through the proxy costs a thread-
     # and task-local look-up, and the fields read `connection.ops` once per value.

@@ -97,6 +97,9 @@ class FieldsReusedPerThreadMixin:
                 fields[name] = field
             by_class[type(self)] = fields
         else:
+            # The map and its fields point at this instance only: neither keeps an earlier request's serializer
+            # (its data, its context with the request) alive for the thread's lifetime.
+            fields.serializer = self
             for field in fields.values():
                 field.parent = self
         return fields

@@ -46,6 +46,7 @@ from apps.endorsements.models import (
     PremiumDirection,
 )
 from apps.endorsements.rollup import (
+    percentile_cont_at,
     rollup_available,
     rollup_duration_percentiles,
     rollup_figures,
@@ -137,13 +138,9 @@ def trend_buckets(trend_end: datetime) -> list[datetime]:
 
 
 def percentile_cont(sorted_values: list[float], fraction: float) -> float | None:
-    """PostgreSQL's `percentile_cont`: linear interpolation between the two nearest ranks."""
-    if not sorted_values:
-        return None
-    position = fraction * (len(sorted_values) - 1)
-    lower = int(position)
-    upper = min(lower + 1, len(sorted_values) - 1)
-    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (position - lower)
+    """PostgreSQL's `percentile_cont` over `sorted_values`: linear interpolation between the two nearest ranks
+    (`percentile_cont_at`, the one interpolation the histogram path uses too); None for no values."""
+    return percentile_cont_at(len(sorted_values), fraction, sorted_values.__getitem__)
 
 
 def _paise_to_rupees(paise: int) -> str:
@@ -448,23 +445,19 @@ def endorsement_funnel(*, since: datetime | None = None, now: datetime | None = 
                 for status, n in edge.items():
                     counts[status] = counts.get(status, 0) + n
             return {s: counts.get(s, 0) for s in EndorsementStatus.values}
-    rows = Endorsement.objects.order_by()
-    if since is not None:
-        rows = rows.filter(created_at__gte=since)
-    counts = dict(rows.values_list("status").annotate(n=Count("*")))
+    counts = _status_counts(**({"created_at__gte": since} if since is not None else {}))
     return {s: counts.get(s, 0) for s in EndorsementStatus.values}
 
 
 def _status_counts(**filters: Any) -> dict[str, int]:
+    """{status: endorsements} of the rows matching `filters`, statuses with none absent (one GROUP BY)."""
     return dict(Endorsement.objects.filter(**filters).order_by().values_list("status").annotate(n=Count("*")))
 
 
 def endorsement_status_counts(statuses: tuple[str, ...]) -> dict[str, int]:
     """All-time counts of a few statuses (FAILED, ON_HOLD_*: the rows an operator must act on), read
     index-only from `endorsement_status_idx` whatever the table's size."""
-    counts = dict(
-        Endorsement.objects.filter(status__in=statuses).order_by().values_list("status").annotate(n=Count("*"))
-    )
+    counts = _status_counts(status__in=statuses)
     return {s: counts.get(s, 0) for s in statuses}
 
 

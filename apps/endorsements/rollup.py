@@ -13,6 +13,7 @@ only says which duration bucket holds each rank, and the values come from the en
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -200,6 +201,18 @@ SELECT s.total, s.sane, p.n, p.before, p.offsets, p.found, p.vals FROM summary s
 """  # noqa: S608 - table names from model metadata, values bound
 
 
+def percentile_cont_at(count: int, fraction: float, value_at: Callable[[int], float]) -> float | None:
+    """PostgreSQL's `percentile_cont(fraction)` (orderedsetaggs.c) over `count` sorted values, `value_at(rank)`
+    giving the value at a 0-based rank: the ranks floor and ceil of fraction × (count − 1), linearly interpolated
+    as `float8_lerp` does. None when `count` is 0; raises what `value_at` raises for a rank it lacks."""
+    if count == 0:
+        return None
+    position = fraction * (count - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    low = value_at(lower)
+    return low + (position - lower) * (value_at(upper) - low)
+
+
 @dataclass(frozen=True, slots=True)
 class DurationPercentiles:
     """`count` ACTIVE endorsements (with an `activated_at`) received in range; `values` the RECEIVED → ACTIVE
@@ -253,14 +266,12 @@ def rollup_duration_percentiles(
         if n is None or found != n:
             return None
         values.update({before + offset: float(value) for offset, value in zip(offsets, picked, strict=True)})
-    answers: list[float | None] = []
-    for fraction in fractions:
-        # `percentile_cont` (orderedsetaggs.c): the two ranks around fraction × (count − 1), interpolated.
-        position = fraction * (total - 1)
-        lower, upper = math.floor(position), math.ceil(position)
-        if not sane or lower not in values or upper not in values:
-            return None
-        answers.append(values[lower] + (position - lower) * (values[upper] - values[lower]))
+    if not sane:
+        return None
+    try:
+        answers = [percentile_cont_at(total, fraction, values.__getitem__) for fraction in fractions]
+    except KeyError:  # a rank in no bucket of the histogram
+        return None
     return DurationPercentiles(count=total, values=tuple(answers))
 
 
@@ -275,6 +286,7 @@ def rollup_status_type_counts() -> dict[tuple[str, str], int]:
 __all__ = [
     "DurationPercentiles",
     "RollupFigures",
+    "percentile_cont_at",
     "rollup_available",
     "rollup_compact",
     "rollup_duration_percentiles",

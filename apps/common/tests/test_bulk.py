@@ -178,3 +178,17 @@ def test_copy_create_of_one_row_takes_the_cached_insert_and_stores_what_bulk_cre
     assert one.pk is not None
     assert one._state.adding is False
     assert _columns(AuditEvent, one.pk) == _columns(AuditEvent, by_orm.pk)
+
+
+def test_insert_one_of_a_model_with_save_receivers_sends_them():
+    """The cached INSERT sends no signals: for a model something listens on (the principal cache's invalidation
+    on `Partner`, ADR 0054) `insert_one` saves through the ORM, so the receiver still runs."""
+    from apps.partners.models import Partner
+    from apps.partners.principal_cache import principal_cache
+
+    principal_cache.put(("api_key", "stale"), object())
+
+    partner = bulk.insert_one(Partner(name="signalled partner"))
+
+    assert Partner.objects.get(pk=partner.pk).name == "signalled partner"
+    assert len(principal_cache) == 0

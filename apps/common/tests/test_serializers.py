@@ -123,6 +123,7 @@ def test_fields_lent_per_thread_carry_no_state_between_instances_and_never_cross
     assert second.validated_data == {"name": "ok", "count": 3}
     assert second.fields["name"] is first.fields["name"]  # lent, not copied
     assert {f.parent for f in second.fields.values()} == {second}
+    assert second.fields.serializer is second  # the first request's serializer is not kept by the lent map
     assert set(first.errors) == {"name", "count"}  # the first instance's errors are its own
     control = LentSerializer(data={"name": "a\x00b", "count": 1})
     assert not control.is_valid()

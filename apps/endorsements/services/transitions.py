@@ -95,12 +95,16 @@ def _lock_members(policy_id: int, employee_codes: Iterable[str]) -> None:
 
 
 def _policy_lock_key(policy_id: int) -> int:
-    digest = hashlib.blake2b(f"policy-members:{policy_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return _advisory_key(f"policy-members:{policy_id}")
 
 
 def _member_lock_key(policy_id: int, employee_code: str) -> int:
-    digest = hashlib.blake2b(f"{policy_id}:{employee_code}".encode(), digest_size=8).digest()
+    return _advisory_key(f"{policy_id}:{employee_code}")
+
+
+def _advisory_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (signed bigint) for `name`: the first 8 bytes of its BLAKE2b digest."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

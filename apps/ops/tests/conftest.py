@@ -25,6 +25,35 @@ IST = ZoneInfo("Asia/Kolkata")
 _seq = itertools.count(1)
 
 
+def crafted_row(policy, *, n: int | str, received: datetime, status: str, **fields) -> Endorsement:
+    """An unsaved endorsement of `policy` as the pipeline would have left it, received at `received`: the columns
+    every crafted row needs (member `E-<n>`, a unique idempotency key), `fields` for the rest."""
+    row = {
+        "employer_id": policy.employer_id,
+        "policy": policy,
+        "insurer_id": policy.insurer_id,
+        "partner_id": policy.employer.partner_id,
+        "type": "addition",
+        "status": status,
+        "employee_code": f"E-{n}",
+        "effective_date": received.date(),
+        "premium_direction": "none",
+        "content_hash": f"h{n}",
+        "idempotency_key": f"ops-test-{n}-{next(_seq)}-{timezone.now().timestamp()}",
+    }
+    return Endorsement(**{**row, **fields})
+
+
+def insert_received(rows: list[Endorsement], received: list[datetime]) -> list[Endorsement]:
+    """Insert `rows` in bulk, then set each one's `created_at` back to its `received` time (`auto_now_add`
+    stamps the insert time; the UPDATE moves the rollup's deltas too, as a late-arriving row would)."""
+    made = Endorsement.objects.bulk_create(rows, batch_size=500)
+    for row, at in zip(made, received, strict=True):
+        row.created_at = at
+    Endorsement.objects.bulk_update(made, ["created_at"], batch_size=500)
+    return made
+
+
 def make_endorsement(
     policy,
     *,
@@ -38,24 +67,19 @@ def make_endorsement(
     batch: EndorsementBatch | None = None,
 ) -> Endorsement:
     """One endorsement row as the pipeline would have left it, received at `received` (default: now)."""
-    n = next(_seq)
     received = received or timezone.now()
-    row = Endorsement.objects.create(
-        employer_id=policy.employer_id,
-        policy=policy,
-        insurer_id=policy.insurer_id,
-        partner_id=policy.employer.partner_id,
+    row = crafted_row(
+        policy,
+        n=next(_seq),
+        received=received,
+        status=status,
         batch=batch,
         type=type,
-        status=status,
-        employee_code=f"E-{n}",
-        effective_date=received.date(),
         premium_amount=premium,
         premium_direction=direction if premium else "none",
-        content_hash=f"h{n}",
-        idempotency_key=f"ops-test-{n}-{timezone.now().timestamp()}",
         rejection_class=rejection_class,
     )
+    row.save(force_insert=True)
     activated = received + timedelta(seconds=active_after) if active_after is not None else None
     # created_at is auto_now_add: the received time of a crafted row is set after the insert.
     Endorsement.objects.filter(pk=row.pk).update(created_at=received, activated_at=activated)

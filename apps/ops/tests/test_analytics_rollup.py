@@ -17,6 +17,7 @@ from apps.endorsements.analytics import EmployerScope, analytics_range_parse, en
 from apps.endorsements.models import Endorsement, EndorsementDurationRollup, EndorsementRollup, EndorsementStatus
 from apps.endorsements.rollup import rollup_compact, rollup_status_type_counts
 from apps.endorsements.tests.factories import PolicyFactory
+from apps.ops.tests.conftest import crafted_row, insert_received
 from apps.partners.tests.factories import PartnerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,19 +36,14 @@ def random_rows(rng: random.Random, policies: list, n: int) -> list[Endorsement]
         direction = rng.choice(["debit", "credit", "none"])
         received = START + timedelta(seconds=rng.uniform(0, 3.5 * 86400))
         rows.append(
-            Endorsement(
-                employer_id=policy.employer_id,
-                policy=policy,
-                insurer_id=policy.insurer_id,
-                partner_id=policy.employer.partner_id,
-                type=kind,
+            crafted_row(
+                policy,
+                n=f"R-{i}",
+                received=received,
                 status=status,
-                employee_code=f"R-{i}",
-                effective_date=received.date(),
+                type=kind,
                 premium_amount=0 if direction == "none" else rng.randint(1, 5_000_00),
                 premium_direction=direction,
-                content_hash=f"r{i}",
-                idempotency_key=f"rollup-{i}-{rng.random()}",
                 rejection_class=rng.choice(CLASSES) if status in ("FAILED", "REJECTED") and rng.random() < 0.9 else "",
                 # Mostly under a day (date_part), some over (the exact EXTRACT branch of the duration).
                 activated_at=received
@@ -115,12 +111,7 @@ def test_rollup_answers_equal_direct_computation_on_random_data(monkeypatch):
     partners = [PartnerFactory(), PartnerFactory()]
     policies = [PolicyFactory(employer=EmployerFactory(partner=p)) for p in partners for _ in range(3)]
     rows = random_rows(rng, policies, 600)
-    received = [row.created_at for row in rows]
-    made = Endorsement.objects.bulk_create(rows, batch_size=250)
-    # auto_now_add replaced created_at on insert; set the received times back with multi-row UPDATEs.
-    for row, at in zip(made, received, strict=True):
-        row.created_at = at
-    Endorsement.objects.bulk_update(made, ["created_at"], batch_size=200)
+    made = insert_received(rows, [row.created_at for row in rows])
     by_pk = {e.pk: e for e in made}
     assert EndorsementRollup.objects.filter(compacted=False).exists()
     assert assert_same_everywhere(monkeypatch, partners) == 12

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -14,7 +15,10 @@ from apps.ops.tests.conftest import make_endorsement
 pytestmark = pytest.mark.django_db
 
 
-def test_funnel_is_the_last_24_hours_and_attention_is_all_time():
+def test_funnel_is_the_last_24_hours_and_attention_is_all_time(time_machine):
+    # Mid-hour in Asia/Kolkata, so where "23 h 59 min ago" falls is fixed (it lands in the chart's first hour when
+    # the clock reads hh:59 IST — the test failed one minute in every hour when it read the wall clock).
+    time_machine.move_to(datetime(2026, 11, 20, 10, 17, 5, tzinfo=ZoneInfo("Asia/Kolkata")))
     policy = PolicyFactory()
     now = timezone.now()
     make_endorsement(policy, status="FAILED", received=now - timedelta(days=3))
@@ -33,9 +37,9 @@ def test_funnel_is_the_last_24_hours_and_attention_is_all_time():
         "ON_HOLD_FUNDS": 0,
         "ON_HOLD_REVIEW": 0,
     }
-    # The chart is 24 whole IST hours ending with the current one: 23 h 59 min ago falls before its first hour
-    # unless the clock is exactly on the hour.
-    assert panels["chart"].data["total"] == (2 if now.minute == 0 and now.second == 0 else 1)
+    # The chart is 24 whole IST hours ending with the current one (from 11:00 yesterday): 23 h 59 min ago (10:18
+    # yesterday) falls before its first hour.
+    assert panels["chart"].data["total"] == 1
     assert all(p.error is None for name, p in panels.items() if name != "queues"), {
         name: p.error for name, p in panels.items()
     }

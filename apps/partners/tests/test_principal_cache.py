@@ -5,6 +5,9 @@ shell: here a bare `.update()`, which no invalidation sees) takes effect within 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -55,19 +58,73 @@ def unreachable_redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def test_a_key_revoked_elsewhere_stops_working_within_5_seconds(make_key, employer, clock):
-    client = make_key(partner=employer.partner, employers=[employer])
+@dataclass
+class Door:
+    """One way in (an API key or an OAuth client's Bearer token): how to make a caller bound to employers, revoke
+    it behind every process's back (a bare `.update()`) or through its service, and reach its employer binding."""
+
+    make: Callable[..., Any]
+    revoke_elsewhere: Callable[[Any], None]
+    revoke: Callable[[Any], None]
+    binding: Callable[[Any], Any]
+    revoked_detail: str
+
+
+@pytest.fixture(params=["api_key", "oauth"])
+def door(request, make_key, make_bearer) -> Door:
+    if request.param == "api_key":
+        return Door(
+            make=make_key,
+            revoke_elsewhere=lambda c: APIKey.objects.filter(pk=c.api_key.pk).update(
+                revoked=True, revoked_at=timezone.now()
+            ),
+            revoke=lambda c: api_key_revoke(prefix=c.api_key.prefix, actor=Actor.system("tests")),
+            binding=lambda c: c.api_key.employers,
+            revoked_detail="The API key has been revoked.",
+        )
+    return Door(
+        make=make_bearer,
+        revoke_elsewhere=lambda c: OAuthClient.objects.filter(pk=c.oauth_client.pk).update(revoked_at=timezone.now()),
+        revoke=lambda c: oauth_client_revoke(client_id=c.oauth_client.client_id, actor=Actor.system("tests")),
+        binding=lambda c: c.oauth_client.employers,
+        revoked_detail="The OAuth client of this token has been revoked.",
+    )
+
+
+def test_a_caller_revoked_elsewhere_stops_working_within_5_seconds(door, employer, clock):
+    client = door.make(partner=employer.partner, employers=[employer])
     assert client.get(employer_url(employer)).status_code == 200
 
-    # Another process revokes the key: this process is not told.
-    APIKey.objects.filter(pk=client.api_key.pk).update(revoked=True, revoked_at=timezone.now())
+    # Another process revokes it: this process is not told.
+    door.revoke_elsewhere(client)
 
     clock.now += MAX_TTL_SECONDS - 0.1
     assert client.get(employer_url(employer)).status_code == 200  # the window the bound allows
     clock.now += 0.1
     response = client.get(employer_url(employer))
     assert response.status_code == 401
-    assert response.json()["detail"] == "The API key has been revoked."
+    assert response.json()["detail"] == door.revoked_detail
+
+
+def test_revoking_through_the_service_takes_effect_at_once(door, employer, clock):
+    client = door.make(partner=employer.partner, employers=[employer])
+    assert client.get(employer_url(employer)).status_code == 200
+
+    door.revoke(client)
+
+    assert client.get(employer_url(employer)).status_code == 401
+
+
+def test_an_employer_binding_change_takes_effect_at_once(door, employer, clock):
+    other = EmployerFactory(partner=employer.partner)
+    client = door.make(partner=employer.partner, employers=[employer])
+    assert client.get(employer_url(employer)).status_code == 200
+    assert client.get(employer_url(other)).status_code == 404
+
+    door.binding(client).set([other])
+
+    assert client.get(employer_url(employer)).status_code == 404
+    assert client.get(employer_url(other)).status_code == 200
 
 
 def test_the_5_second_bound_holds_while_redis_is_down(make_key, employer, clock, settings):
@@ -87,15 +144,6 @@ def test_the_5_second_bound_holds_while_redis_is_down(make_key, employer, clock,
     assert client.get(employer_url(employer)).status_code == 401
 
 
-def test_revoking_through_the_service_takes_effect_at_once(make_key, employer, clock):
-    client = make_key(partner=employer.partner, employers=[employer])
-    assert client.get(employer_url(employer)).status_code == 200
-
-    api_key_revoke(prefix=client.api_key.prefix, actor=Actor.system("tests"))
-
-    assert client.get(employer_url(employer)).status_code == 401
-
-
 def test_a_scope_change_takes_effect_at_once(make_key, employer, clock):
     client = make_key(partner=employer.partner, employers=[employer])
     assert client.get(employer_url(employer)).status_code == 200
@@ -105,18 +153,6 @@ def test_a_scope_change_takes_effect_at_once(make_key, employer, clock):
     api_key.save()
 
     assert client.get(employer_url(employer)).status_code == 403
-
-
-def test_an_employer_binding_change_takes_effect_at_once(make_key, employer, clock):
-    other = EmployerFactory(partner=employer.partner)
-    client = make_key(partner=employer.partner, employers=[employer])
-    assert client.get(employer_url(employer)).status_code == 200
-    assert client.get(employer_url(other)).status_code == 404
-
-    client.api_key.employers.set([other])
-
-    assert client.get(employer_url(employer)).status_code == 404
-    assert client.get(employer_url(other)).status_code == 200
 
 
 def test_removing_an_employer_from_the_binding_takes_effect_at_once(make_key, employer, clock):
@@ -186,38 +222,6 @@ def test_cached_keys_keep_their_tenants_apart(make_key, employer, clock):
     assert mine.get(employer_url(other_employer)).status_code == 404
     assert theirs.get(employer_url(employer)).status_code == 404
     assert mine.get(employer_url(employer)).status_code == 200
-
-
-def test_an_oauth_client_revoked_elsewhere_stops_working_within_5_seconds(make_bearer, employer, clock):
-    bearer = make_bearer(partner=employer.partner, employers=[employer])
-    assert bearer.get(employer_url(employer)).status_code == 200
-
-    OAuthClient.objects.filter(pk=bearer.oauth_client.pk).update(revoked_at=timezone.now())
-    clock.now += MAX_TTL_SECONDS - 0.1
-    assert bearer.get(employer_url(employer)).status_code == 200
-    clock.now += 0.1
-
-    assert bearer.get(employer_url(employer)).status_code == 401
-
-
-def test_an_oauth_client_revoked_through_the_service_stops_at_once(make_bearer, employer, clock):
-    bearer = make_bearer(partner=employer.partner, employers=[employer])
-    assert bearer.get(employer_url(employer)).status_code == 200
-
-    oauth_client_revoke(client_id=bearer.oauth_client.client_id, actor=Actor.system("tests"))
-
-    assert bearer.get(employer_url(employer)).status_code == 401
-
-
-def test_an_oauth_clients_binding_change_takes_effect_at_once(make_bearer, employer, clock):
-    other = EmployerFactory(partner=employer.partner)
-    bearer = make_bearer(partner=employer.partner, employers=[employer])
-    assert bearer.get(employer_url(employer)).status_code == 200
-
-    bearer.oauth_client.employers.set([other])
-
-    assert bearer.get(employer_url(employer)).status_code == 404
-    assert bearer.get(employer_url(other)).status_code == 200
 
 
 def test_a_token_narrower_than_its_cached_client_keeps_its_own_scopes(make_oauth_client, employer, clock):
