@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
+import structlog
 from django.conf import settings
 from django.core.cache import cache
 from drf_spectacular.types import OpenApiTypes
@@ -18,6 +20,8 @@ from apps.endorsements.analytics import EmployerScope, analytics_range_parse, en
 from apps.ops.api.serializers import EndorsementAnalyticsSerializer
 from apps.partners.api.base import PartnerGenericAPIView, principal_of
 from apps.partners.contracts import Scope
+
+log = structlog.get_logger(__name__)
 
 
 class EndorsementAnalyticsView(PartnerGenericAPIView):
@@ -65,8 +69,25 @@ class EndorsementAnalyticsView(PartnerGenericAPIView):
         key = f"analytics:endorsements:v1:{scope_key}:{rng.from_date}:{rng.to_date}:{trend_hour}"
         # A short TTL bounds how stale a figure can be (ADR 0033); the key includes the key's employer scope.
         ttl = settings.ANALYTICS_CACHE_SECONDS
-        body = cache.get(key)
+        body = _cached(key)
         if body is None:
             body = {"employer": employer_id, **endorsement_analytics(scope=scope, rng=rng)}
-            cache.set(key, body, timeout=ttl)
+            _cache_set(key, body, ttl)
         return Response(body, headers={"Cache-Control": f"private, max-age={ttl}"})
+
+
+# The response cache is an optimisation (ADR 0033): with the cache (Redis) down the figures are computed from the
+# database, as `/ready` reports the cache only as degraded — never a 500.
+def _cached(key: str) -> Any:
+    try:
+        return cache.get(key)
+    except Exception as exc:
+        log.warning("analytics.cache_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+
+
+def _cache_set(key: str, body: Any, ttl: int) -> None:
+    try:
+        cache.set(key, body, timeout=ttl)
+    except Exception as exc:
+        log.warning("analytics.cache_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])

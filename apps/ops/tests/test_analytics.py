@@ -218,3 +218,26 @@ def test_percentile_cont_matches_postgresql_interpolation():
     assert percentile_cont([7.0], 0.95) == 7.0
     assert percentile_cont([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile_cont([60.0, 120.0, 300.0], 0.95) == pytest.approx(282.0)
+
+
+def test_with_the_cache_down_the_figures_are_computed_not_a_500(crafted, make_key):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the cache's Redis is down
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    client = make_key(partner=crafted["partner"], scopes=[Scope.ANALYTICS_READ], employers=[crafted["a"]])
+    params = {"employer": crafted["a"].pk, "from": "2026-11-01", "to": "2026-11-02"}
+    expected = client.get(URL, params).json()
+    down = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed}/0",
+        }
+    }
+
+    with override_settings(CACHES=down):
+        response = client.get(URL, params)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == expected
