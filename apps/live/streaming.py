@@ -26,6 +26,7 @@ from apps.live import hub as hub_module
 from apps.live.hub import LiveEvent, Subscription
 
 MAX_EVENT_ID_LENGTH = 40  # longer than any event's public id
+AUTH_RECHECK_SECONDS = 1.0  # how stale a stream's "still authorised" may be before it sends (`sse_body`, step 4)
 
 
 def resume_id(request: HttpRequest) -> tuple[str, str]:
@@ -63,6 +64,7 @@ async def sse_body(
     replay_batch: int,
     frame: Callable[[LiveEvent], bytes],
     keep: Callable[[LiveEvent], bool] = lambda event: True,
+    authorised: Callable[[], bool] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of one stream of `partner_id`'s events (None: every partner's) of `types`, of
     `employer_ids` (None: every employer):
@@ -73,7 +75,11 @@ async def sse_body(
     3. send what the reader offers and `keep` admits, skipping anything at or before the last position sent
        (the reader and the table overlap) — every event already in the queue in one chunk — and a heartbeat
        comment when the loop's ticker finds it idle for `EVENT_STREAM_HEARTBEAT_SECONDS`. A subscription that
-       overflowed ends the stream; the client resumes from the table with `Last-Event-ID`."""
+       overflowed ends the stream; the client resumes from the table with `Last-Event-ID`.
+    4. `authorised()` (sync, run in a worker thread: the caller's credentials still valid — not revoked, not
+       expired) is asked again before anything is sent once `AUTH_RECHECK_SECONDS` have passed since it last
+       said yes; on no, the stream ends without sending, and the client's reconnect meets the 401. With the
+       principal cache's 5 s bound (ADR 0054), a revoked key or client gets no event later than that."""
     hub = hub_module.hub
     subscription = Subscription(
         partner_id=partner_id, types=types, employer_ids=employer_ids, loop=asyncio.get_running_loop()
@@ -91,7 +97,7 @@ async def sse_body(
                 break
         yield b": live\n\n"  # caught up with the table; from here on, events as they are committed
         loop = asyncio.get_running_loop()
-        subscription.last_sent = loop.time()
+        subscription.last_sent = checked_at = loop.time()
         ticker = _ticker_of(loop)
         ticker.add(subscription)
         queue = subscription.queue
@@ -105,12 +111,13 @@ async def sse_body(
                     elif item.position > last and keep(item):
                         chunk.append(frame(item))
                         last = item.position
-                if chunk:
-                    yield b"".join(chunk)
-                elif heartbeat_due:
-                    yield b": heartbeat\n\n"
-                else:
+                if not (chunk or heartbeat_due):
                     continue
+                if authorised is not None and loop.time() - checked_at >= AUTH_RECHECK_SECONDS:
+                    if not await sync_to_async(authorised, thread_sensitive=False)():
+                        return
+                    checked_at = loop.time()
+                yield b"".join(chunk) if chunk else b": heartbeat\n\n"
                 subscription.last_sent = loop.time()
         finally:
             ticker.discard(subscription)

@@ -136,7 +136,19 @@ def sse_frame(event: LiveEvent) -> bytes:
     return event.frame
 
 
-def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
+def _still_authorised(request: HttpRequest) -> bool:
+    """The stream's credentials authenticate again (sync): False once its API key or OAuth client is revoked or
+    its bearer token expired (issue 15/16: a revoked key gets nothing after 5 s, an open stream included)."""
+    try:
+        _authenticate(request)
+        return True
+    except exceptions.APIException:
+        return False
+    finally:
+        connection.close()  # worker threads are pooled: do not leave a connection per thread behind
+
+
+def _events(stream: StreamRequest, request: HttpRequest) -> AsyncIterator[bytes]:
     principal = stream.principal
     employer_id = stream.employer_id
     return sse_body(
@@ -148,6 +160,7 @@ def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
         replay_batch=BACKLOG_BATCH,
         frame=sse_frame,
         keep=(lambda event: True) if employer_id is None else (lambda event: event.employer_id == employer_id),
+        authorised=functools.partial(_still_authorised, request),
     )
 
 
@@ -158,4 +171,4 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
         stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
     except _Refused as refused:
         return refused.response
-    return sse_response(_events(stream))
+    return sse_response(_events(stream, request))

@@ -15,7 +15,11 @@ the dashboard's script keeps polling instead.
 
 from __future__ import annotations
 
+import functools
+
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.base import SessionBase
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest
@@ -42,6 +46,18 @@ def _start_position(last_event_id: str) -> int | None:
 def _replay(after: int) -> list[LiveEvent]:
     try:
         return events_after(after, limit=REPLAY_BATCH)
+    finally:
+        connection.close()
+
+
+def _still_staff(user_pk: int, session: SessionBase) -> bool:
+    """The feed's operator may still read it (sync): the session was not logged out or flushed, and the user is
+    still active staff — so deactivating a user or signing them out ends their open feed too (`sse_body` asks
+    at most every `AUTH_RECHECK_SECONDS` before it sends)."""
+    try:
+        if session.session_key is None or not session.exists(session.session_key):
+            return False
+        return get_user_model().objects.filter(pk=user_pk, is_active=True, is_staff=True).exists()
     finally:
         connection.close()
 
@@ -76,5 +92,6 @@ async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
         replay=_replay,
         replay_batch=REPLAY_BATCH,
         frame=_staff_frame,
+        authorised=functools.partial(_still_staff, user.pk, request.session),
     )
     return sse_response(body)

@@ -265,3 +265,36 @@ def test_idle_streams_get_heartbeats_from_one_ticker_per_event_loop(make_key, se
         assert not ticker.task.done()
 
     asyncio.run(scenario())
+
+
+def test_an_open_stream_ends_once_its_key_is_revoked_and_sends_nothing_after(make_key, monkeypatch):
+    """Issue 15/16: a revoked key gets nothing after 5 s — an open stream included. The stream re-checks its
+    credentials before it sends (at most every `AUTH_RECHECK_SECONDS`, 0 here) and ends on a no."""
+    from apps.common.actors import Actor
+    from apps.live import streaming
+    from apps.partners.services import api_key_revoke
+
+    monkeypatch.setattr(streaming, "AUTH_RECHECK_SECONDS", 0.0, raising=False)
+    partner = PartnerFactory(name="acme")
+    employer = EmployerFactory(partner=partner)
+    key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario() -> None:
+        response = await open_stream(f"Api-Key {key.plaintext}")
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[:1])
+        assert [f["event"] for f in await frames(chunks, 1)] == STATUSES[:1]
+
+        await sync_to_async(api_key_revoke)(prefix=key.api_key.prefix, actor=Actor.system("tests"))
+        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[1:2])
+        rest = b""
+        async with asyncio.timeout(10):
+            async for chunk in chunks:  # ends: the generator returns instead of sending
+                rest += chunk
+        assert b"id:" not in rest
+        assert b"endorsement.validated" not in rest
+        again = await open_stream(f"Api-Key {key.plaintext}")
+        assert again.status_code == 401
+
+    asyncio.run(scenario())

@@ -161,3 +161,40 @@ def test_outside_the_asgi_server_the_feed_answers_503_at_once(client, staff):
     assert response.status_code == 503
     assert response["Content-Type"] == "application/problem+json"
     assert hub_module.hub.subscriber_count() == 0
+
+
+@pytest.mark.parametrize("revoke", ["deactivated", "no_longer_staff", "signed_out"])
+def test_an_open_feed_ends_once_its_operator_loses_access_and_sends_nothing_after(staff, revoke, monkeypatch):
+    """Deactivating an operator, taking away staff, or ending their session (all sessions flushed) ends an
+    already open feed before its next send (`AUTH_RECHECK_SECONDS`, 0 here)."""
+    from django.contrib.sessions.models import Session
+
+    from apps.live import streaming
+
+    monkeypatch.setattr(streaming, "AUTH_RECHECK_SECONDS", 0.0, raising=False)
+    acme = PartnerFactory(name="acme")
+    employer = EmployerFactory(partner=acme)
+
+    def take_access() -> None:
+        if revoke == "signed_out":
+            Session.objects.all().delete()
+        else:
+            field = "is_active" if revoke == "deactivated" else "is_staff"
+            type(staff).objects.filter(pk=staff.pk).update(**{field: False})
+
+    async def scenario() -> None:
+        response = await open_feed(staff)
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await sync_to_async(record)(acme.pk, employer.pk, STATUSES[:1], oid="a-1")
+        assert [f["event"] for f in await frames(chunks, 1)] == STATUSES[:1]
+
+        await sync_to_async(take_access)()
+        await sync_to_async(record)(acme.pk, employer.pk, STATUSES[1:2], oid="a-1")
+        rest = b""
+        async with asyncio.timeout(10):
+            async for chunk in chunks:
+                rest += chunk
+        assert b"id:" not in rest
+
+    asyncio.run(scenario())
