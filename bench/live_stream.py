@@ -260,8 +260,8 @@ def stream_round(partner_ids: list[int], rate: int, seconds: float) -> list[str]
                         type="endorsement.received",
                         partner_id=random.choice(partner_ids),
                         employer_id=None,
-                        object_type="bench-live",
-                        object_id=f"{time.time_ns()}",
+                        object_type="endorsement",  # an EventObjectType; the id marks it a bench event
+                        object_id=f"bench-{time.time_ns()}",
                         data={"n": i},
                     )
                 ]

@@ -116,6 +116,7 @@ def _reconciliation_run(world: dict) -> int:
             policy_id=None,
             partner_id=policy.employer.partner_id,
             actor=Actor.system("tests"),
+            queue=False,
         ).pk
     return world["reconciliation_run"]
 
@@ -403,6 +404,10 @@ def _parameter_cases() -> list[tuple[str, str, str, Any, int]]:
                 cases += [(path, name, where, v, 422) for v in ("2026-13-45T00:00:00Z", "a\u0000b", "10000-01-01")]
             elif schema.get("type") == "string":
                 cases += [(path, name, where, v, 422) for v in ("a\u0000b", "a\u0001b", "a\u007fb")]
+                if "enum" in schema:  # a value outside the list is refused, not an empty page
+                    cases.append((path, name, where, "nope-not-a-value", 422))
+            elif schema.get("type") == "array" and "enum" in schema.get("items", {}):
+                cases.append((path, name, where, "nope-not-a-value", 422))
     return cases
 
 
@@ -471,6 +476,63 @@ def _assert_parameter_refused(world, path, name, where, value, expected):
         assert_422_on(response, f"/{name}")
     elif expected >= 400:
         assert response["Content-Type"] == PROBLEM
+
+
+# --- kind 3b: a single-valued query parameter given twice, on every GET operation -----------------------------
+
+
+def _repeated_cases() -> list[tuple[str, str]]:
+    """(path template, parameter) for every single-valued query parameter of every GET operation in the schema
+    (array parameters — `?type=a&type=b` — take several values by design)."""
+    return sorted(
+        (path, parameter["name"])
+        for path, operations in SCHEMA["paths"].items()
+        for parameter in (operations.get("get") or {}).get("parameters", [])
+        if parameter["in"] == "query" and parameter["schema"].get("type") != "array"
+    )
+
+
+REPEATED_CASES = _repeated_cases()
+
+
+def test_the_repeated_parameter_table_walks_every_single_valued_filter():
+    assert {
+        ("/api/v1/analytics/endorsements", "employer"),
+        ("/api/v1/events", "object_type"),
+        ("/api/v1/endorsements", "status"),
+        ("/api/v1/reconciliations", "insurer"),
+        ("/api/v1/events/stream", "employer"),
+    } <= set(REPEATED_CASES)
+    assert ("/api/v1/events", "type") not in REPEATED_CASES
+
+
+@pytest.mark.parametrize(("path", "name"), [c for c in REPEATED_CASES if c[0] != STREAM_PATH])
+def test_a_single_valued_parameter_given_twice_is_a_422_naming_it(world, path, name):
+    url = path
+    for prefix, real_id in PATH_IDS.items():
+        if url.startswith(prefix):
+            url = url.replace(prefix, prefix.replace("{id}", str(real_id(world))), 1)
+    query = f"{name}=1&{name}=2"
+    if "ledger" in path and name != "employer":
+        query += f"&employer={world['employer'].pk}"
+
+    response = world["client"].get(f"{url}?{query}")
+
+    assert_422_on(response, f"/{name}", "Give this parameter once: it takes a single value.")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name", sorted(n for p, n in REPEATED_CASES if p == STREAM_PATH))
+def test_a_single_valued_stream_parameter_given_twice_is_a_422_naming_it(world, name):
+    response = world["client"].get(f"{STREAM_PATH}?{name}=1&{name}=2")
+
+    assert_422_on(response, f"/{name}", "Give this parameter once: it takes a single value.")
+
+
+def test_a_multi_valued_parameter_may_repeat(world):
+    response = world["client"].get("/api/v1/events?type=endorsement.received&type=endorsement.active")
+
+    assert response.status_code == 200, response.content[:300]
 
 
 # --- kind 4: deep nesting, on every operation that takes a body ----------------------------------------------

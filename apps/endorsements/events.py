@@ -11,7 +11,7 @@ from django.db.models import Count
 
 from apps.common.money import format_minor
 from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementStatus
-from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.contracts import EventDraft, EventObjectType, EventType
 from apps.partners.webhooks.events import partner_events_record
 
 S = EndorsementStatus
@@ -74,7 +74,7 @@ def endorsement_events_record(transitions: Sequence[_Transition], endorsements: 
                 type=EVENT_TYPE_OF[t.to_status],
                 partner_id=e.partner_id,
                 employer_id=e.employer_id,
-                object_type="endorsement",
+                object_type=EventObjectType.ENDORSEMENT,
                 object_id=str(e.pk),
                 data=data,
             )
@@ -98,7 +98,7 @@ def endorsements_received_events_record(ids: Sequence[int]) -> None:
                     type=EventType.ENDORSEMENT_RECEIVED,
                     partner_id=e.partner_id,
                     employer_id=e.employer_id,
-                    object_type="endorsement",
+                    object_type=EventObjectType.ENDORSEMENT,
                     object_id=str(e.pk),
                     data=_data(e, previous="", detail=f"received in batch {e.batch_id}"),
                 )
@@ -125,7 +125,7 @@ def batch_completed_events_record(batch_ids: Sequence[int]) -> None:
                 type=EventType.ENDORSEMENT_BATCH_COMPLETED,
                 partner_id=batch.partner_id,
                 employer_id=batch.employer_id,
-                object_type="endorsement_batch",
+                object_type=EventObjectType.ENDORSEMENT_BATCH,
                 object_id=str(batch.pk),
                 data={
                     "id": batch.pk,

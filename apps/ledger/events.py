@@ -4,7 +4,7 @@ posting's transaction (one call per site). Amounts are decimal strings in rupees
 from __future__ import annotations
 
 from apps.common.money import format_minor
-from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.contracts import EventDraft, EventObjectType, EventType
 from apps.partners.webhooks.events import partner_events_record
 
 
@@ -18,7 +18,7 @@ def topup_posted_event_record(
                 type=EventType.LEDGER_TOPUP_POSTED,
                 partner_id=None,
                 employer_id=employer_id,
-                object_type="ledger_transaction",
+                object_type=EventObjectType.LEDGER_TRANSACTION,
                 object_id=str(transaction_id),
                 data={
                     "transaction": transaction_id,
@@ -43,7 +43,7 @@ def low_balance_event_record(*, employer_id: int, available: int, threshold: int
                 type=EventType.LEDGER_LOW_BALANCE,
                 partner_id=None,
                 employer_id=employer_id,
-                object_type="ledger_account",
+                object_type=EventObjectType.LEDGER_ACCOUNT,
                 object_id=f"employer:{employer_id}",
                 data={
                     "employer": employer_id,

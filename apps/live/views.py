@@ -78,6 +78,10 @@ def _open(request: HttpRequest) -> StreamRequest:
         detail = f"Rate limit exceeded; retry in {decision.retry_after} seconds."
         raise _Refused(problem_response(request, 429, detail, slug="rate-limited", headers=decision.headers))
 
+    repeated = [name for name in request.GET if name != "type" and len(request.GET.getlist(name)) > 1]
+    if repeated:
+        repeated_message = "Give this parameter once: it takes a single value."
+        raise _Refused(problem_invalid_field(request, repeated[0][:64], repeated_message))
     readable = set(types_readable_with(principal.scopes))
     requested = {t.strip() for value in request.GET.getlist("type") for t in value.split(",") if t.strip()}
     unknown = sorted(requested - set(EventType.values))
@@ -86,7 +90,7 @@ def _open(request: HttpRequest) -> StreamRequest:
     unreadable = sorted(requested - readable)
     if unreadable:
         scope = read_scope_of(unreadable[0])
-        raise _Refused(problem_response(request, 403, f"This API key lacks the `{scope}` scope."))
+        raise _Refused(problem_response(request, 403, f"This {principal.credential_name} lacks the `{scope}` scope."))
     types = frozenset(requested or readable)
 
     employer_id = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.contracts import EventDraft, EventObjectType, EventType
 from apps.partners.webhooks.events import partner_events_record
 
 
@@ -17,7 +17,7 @@ def loan_decided_event_record(*, application_id: object, partner_id: int, decide
                 type=EventType.LOAN_APPLICATION_DECIDED,
                 partner_id=partner_id,
                 employer_id=None,
-                object_type="loan_application",
+                object_type=EventObjectType.LOAN_APPLICATION,
                 object_id=str(application_id),
                 data={"id": str(application_id), **decided},
             )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from django.db.models import TextChoices
 
+from apps.partners.contracts import BEARER_PRINCIPAL_PREFIX
+
 # RFC 9068 §2.1: the `typ` header of a JWT access token.
 ACCESS_TOKEN_TYPE = "at+jwt"
 SIGNING_ALGORITHM = "ES256"
 # Principal.key_prefix of an OAuth client: the rate-limit bucket, the audit label and `created_by` of what the
 # client creates. One per client however many tokens it mints; it cannot collide with an API-key prefix
 # (8 characters without a colon).
-PRINCIPAL_PREFIX = "oauth:"
+PRINCIPAL_PREFIX = BEARER_PRINCIPAL_PREFIX
 
 
 class OAuthAuditAction(TextChoices):

@@ -13,8 +13,8 @@ from urllib.parse import unquote_plus
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 
+from apps.common.errors import problem_response
 from apps.oauth.contracts import TokenError
 from apps.oauth.keys import jwks
 from apps.oauth.models import OAuthClient
@@ -40,6 +40,8 @@ def _error_response(exc: _TokenRequestError) -> JsonResponse:
         response[name] = value
     if exc.status == 401:
         response["WWW-Authenticate"] = 'Basic realm="keel"'
+    if exc.status == 405:
+        response["Allow"] = "POST"
     return response
 
 
@@ -93,11 +95,15 @@ def _authenticate_client(client_id: str, secret: str) -> OAuthClient:
 
 
 @csrf_exempt
-@require_POST
 def token(request: HttpRequest) -> JsonResponse:
     """Client credentials grant: 200 `{access_token, token_type: "Bearer", expires_in, scope}`; errors are
-    400/401 `{error, error_description}` with RFC 6749 §5.2 codes; never cached (`no-store`)."""
+    400/401 `{error, error_description}` with RFC 6749 §5.2 codes, and a method other than POST is 405 in the same
+    shape (`invalid_request`, `Allow: POST`); never cached (`no-store`)."""
     try:
+        if request.method != "POST":
+            raise _TokenRequestError(
+                TokenError.INVALID_REQUEST, "The token endpoint takes POST (RFC 6749 §3.2).", status=405
+            )
         if request.content_type != FORM_CONTENT_TYPE:
             raise _TokenRequestError(TokenError.INVALID_REQUEST, f"Send the request as {FORM_CONTENT_TYPE}.")
         client_id, secret = _client_credentials(request)
@@ -126,9 +132,13 @@ def token(request: HttpRequest) -> JsonResponse:
     return response
 
 
-@require_GET
 def jwks_view(request: HttpRequest) -> JsonResponse:
-    """The public keys that verify Keel's access tokens (RFC 7517 JWK Set), the retiring ones included."""
+    """The public keys that verify Keel's access tokens (RFC 7517 JWK Set), the retiring ones included; a method
+    other than GET/HEAD is a problem+json 405 with `Allow`."""
+    if request.method not in ("GET", "HEAD"):
+        refused = problem_response(request, 405, f"Method {(request.method or '')[:16]} is not allowed here; use GET.")
+        refused["Allow"] = "GET, HEAD"
+        return refused
     response = JsonResponse(jwks())
     response["Cache-Control"] = "public, max-age=60"
     return response

@@ -47,6 +47,10 @@ class PartnerAuditAction(TextChoices):
     WEBHOOK_SECRETS_RESEALED = "webhook_secrets.resealed"
 
 
+# `Principal.key_prefix` of a caller authenticated by an OAuth access token (apps.oauth, ADR 0049) starts with this.
+BEARER_PRINCIPAL_PREFIX = "oauth:"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated API caller (set as `request.user` by `ApiKeyAuthentication`)."""
@@ -70,6 +74,11 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    @property
+    def credential_name(self) -> str:
+        """What the caller presented, as a refusal names it: "access token" (OAuth bearer) or "API key"."""
+        return "access token" if self.key_prefix.startswith(BEARER_PRINCIPAL_PREFIX) else "API key"
 
     def may_act_for(self, *, employer_id: int, employer_partner_id: int) -> bool:
         if employer_partner_id != self.partner_id:

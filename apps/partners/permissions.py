@@ -11,7 +11,7 @@ from apps.partners.contracts import Principal
 
 
 class HasScope(permissions.BasePermission):
-    message = "This API key does not have the scope this action needs."
+    message = "These credentials do not have the scope this action needs."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         principal = request.user
@@ -25,6 +25,6 @@ class HasScope(permissions.BasePermission):
         if scope is None:
             return True
         if not principal.has_scope(scope):
-            self.message = f"This API key lacks the `{scope}` scope."
+            self.message = f"This {principal.credential_name} lacks the `{scope}` scope."
             return False
         return True

@@ -62,7 +62,7 @@ def test_missing_scope_is_403_and_writes_nothing(partner, make_bearer):
     response = bearer.post("/api/v1/employers", {"name": "Globex", "external_ref": "GLX-1"})
 
     assert response.status_code == 403
-    assert response.json()["detail"] == "This API key lacks the `employers:write` scope."
+    assert response.json()["detail"] == "This access token lacks the `employers:write` scope."
     assert not Employer.objects.exists()
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from rest_framework import generics, views
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.actors import Actor
-from apps.common.errors import ProblemError
+from apps.common.errors import DomainValidationError, ProblemError
 from apps.common.logging import current_correlation_id
 from apps.partners.authentication import touch_last_used
 from apps.partners.contracts import Principal
@@ -17,8 +18,20 @@ from apps.partners.models import APIKey
 from apps.partners.ratelimit import RateDecision, rate_limit_hit
 
 
+def multi_value_filters(filterset_class: Any) -> frozenset[str]:
+    """The query parameters of a django-filter FilterSet that take several values (`?type=a&type=b`)."""
+    if filterset_class is None:
+        return frozenset()
+    multiple = (forms.MultipleChoiceField, forms.ModelMultipleChoiceField)
+    return frozenset(name for name, f in filterset_class.base_filters.items() if issubclass(f.field_class, multiple))
+
+
 class RateLimitedMixin:
-    """Counts every authenticated request against its key's limits and sets the RateLimit-* headers."""
+    """Counts every authenticated request against its key's limits and sets the RateLimit-* headers; refuses a
+    single-valued query parameter given twice (422 naming it: which one would count is a guess)."""
+
+    # Query parameters a view reads with `getlist` besides its FilterSet's multiple-choice filters.
+    multi_value_parameters: frozenset[str] = frozenset()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         request.rate_decision = None  # type: ignore[attr-defined]
@@ -37,6 +50,17 @@ class RateLimitedMixin:
                     headers={"Retry-After": str(decision.retry_after)},
                 )
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        self._refuse_repeated_parameters(request)
+
+    def _refuse_repeated_parameters(self, request: Request) -> None:
+        params = request.query_params
+        repeated = [name for name in params if len(params.getlist(name)) > 1]
+        if not repeated:
+            return
+        multi = self.multi_value_parameters | multi_value_filters(getattr(self, "filterset_class", None))
+        for name in repeated:
+            if name not in multi:
+                raise DomainValidationError({name[:64]: "Give this parameter once: it takes a single value."})
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]

@@ -20,7 +20,7 @@ from apps.common.serializers import ModelSerializer, Serializer
 from apps.partners.api.base import PartnerGenericAPIView, actor_from_request, principal_of
 from apps.partners.contracts import Scope
 from apps.partners.webhooks import selectors, services
-from apps.partners.webhooks.contracts import EventType
+from apps.partners.webhooks.contracts import EventObjectType, EventType
 from apps.partners.webhooks.dispatch import event_payload
 from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookEndpoint
 
@@ -134,7 +134,7 @@ class EventFilter(FilterSet):
     type = django_filters.MultipleChoiceFilter(choices=EventType.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     object_id = django_filters.CharFilter(field_name="object_id", max_length=64)
-    object_type = django_filters.CharFilter(field_name="object_type", max_length=32)
+    object_type = django_filters.ChoiceFilter(field_name="object_type", choices=EventObjectType.choices)
     employer = IdFilter(field_name="employer_id")
     # A position is an integer ≥ 0 (0 = from the start); `1.5` or `1e3` is 422, not a decimal comparison.
     after = IdFilter(field_name="position", lookup_expr="gt", min_value=0, label="Events after this position.")

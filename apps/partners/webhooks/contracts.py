@@ -76,6 +76,18 @@ def types_readable_with(scopes: frozenset[str]) -> list[str]:
     return [t for t in EventType.values if read_scope_of(t) in scopes]
 
 
+class EventObjectType(models.TextChoices):
+    """What an event is about (`object_type`): every producer names one of these (the constant, so `grep` finds
+    them all), and `GET /api/v1/events` accepts only these in its `object_type` filter (else a 422 naming it)."""
+
+    ENDORSEMENT = "endorsement"
+    ENDORSEMENT_BATCH = "endorsement_batch"
+    LEDGER_ACCOUNT = "ledger_account"
+    LEDGER_TRANSACTION = "ledger_transaction"
+    LOAN_APPLICATION = "loan_application"
+    RECONCILIATION = "reconciliation"
+
+
 @dataclass(frozen=True, slots=True)
 class EventDraft:
     """One partner-visible fact, handed to `partner_events_record` inside the transaction that made it.

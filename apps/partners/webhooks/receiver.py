@@ -1,7 +1,8 @@
 """A small webhook receiver on this machine: `manage.py webhook_listen`, the tests and the benchmark use it.
 
 It verifies each request with the Standard Webhooks library (`Webhook.verify`, independent of Keel's
-signing code) when given secrets, records it, and answers what `respond` says (default 204).
+signing code) when given secrets, records it, and answers what `respond` says (default: 204, or 400 when a
+signature does not verify).
 """
 
 from __future__ import annotations
@@ -32,8 +33,16 @@ class Received:
         return self.headers.get("webhook-id", "")
 
 
-# (status, headers, body) for a request; the default answers 204.
+# (status, headers, body) for a request; the default is `_default_answer`.
 Responder = Callable[[Received], tuple[int, dict[str, str], bytes]]
+
+
+def _default_answer(item: Received) -> tuple[int, dict[str, str], bytes]:
+    """204 for a verified (or, without secrets, unverified) webhook; 400 when the signature does not verify, as
+    a receiver must refuse it (Standard Webhooks) — Keel then retries and, in the end, dead-letters it."""
+    if item.verified is False:
+        return 400, {"Content-Type": "text/plain; charset=utf-8"}, b"webhook signature did not verify\n"
+    return 204, {}, b""
 
 
 class Receiver:
@@ -81,7 +90,7 @@ class Receiver:
                         receiver.received.append(item)
                 if receiver.on_request is not None:
                     receiver.on_request(item)
-                status, extra, payload = receiver.respond(item) if receiver.respond else (204, {}, b"")
+                status, extra, payload = receiver.respond(item) if receiver.respond else _default_answer(item)
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
