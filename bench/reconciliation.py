@@ -42,13 +42,13 @@ from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.services import reconciliation_start
 started = time.perf_counter()
 run = reconciliation_start(insurer_id={insurer}, employer_ids=[{employer}], employer_id={employer}, policy_id=None,
-                           partner_id=None, actor=Actor.system("bench"))
+                           partner_id=None, actor=Actor.system("bench"), queue=False)
 done = reconciliation_execute(run_id=run.pk, page_size={page})
 seconds = time.perf_counter() - started
 # The nightly case: the same roster pulled again (entries known, most unchanged), not part of the target.
 again_started = time.perf_counter()
 again = reconciliation_start(insurer_id={insurer}, employer_ids=[{employer}], employer_id={employer}, policy_id=None,
-                             partner_id=None, actor=Actor.system("bench"))
+                             partner_id=None, actor=Actor.system("bench"), queue=False)
 again = reconciliation_execute(run_id=again.pk, page_size={page})
 again_seconds = time.perf_counter() - again_started
 # VmHWM: this process's own peak RSS since its exec (ru_maxrss of a forked child also counts the pages it shared

@@ -210,6 +210,7 @@ def test_a_reconciliation_run_publishes_reconciliation_completed(world):
         policy_id=None,
         partner_id=None,
         actor=SYSTEM,
+        queue=False,
     )
     done = reconciliation_execute(run_id=run.pk, page_size=50, sleep=lambda _seconds: None)
     assert done.status == "COMPLETED"

@@ -14,7 +14,7 @@ from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import Conflict, DomainValidationError
 from apps.reconciliation.contracts import ResolutionAction, ResolutionNotAllowedError
 from apps.reconciliation.models import Discrepancy, InsurerRosterChange, ReconciliationRun
-from apps.reconciliation.services import discrepancy_resolve, reconciliation_cancel, resend_pending_settle
+from apps.reconciliation.services import discrepancy_resolve, reconciliation_cancel
 
 
 def _operator(request: HttpRequest) -> Actor:
@@ -52,13 +52,14 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
 
 
 class ResendPendingFilter(admin.SimpleListFilter):
-    """Resends the insurer answered `pending`: a priced one still holds its premium until settled (ADR 0051)."""
+    """Resends the insurer answered `pending` (a callback or file insurer answering later): the next run's roster
+    shows whether it applied them. A resend moves no money (ADR 0057), so nothing waits on the answer."""
 
     title = "resend answer"
     parameter_name = "resend_outcome"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("pending", "pending (hold kept until settled)")]
+        return [("pending", "pending")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> QuerySet[Discrepancy]:
         if self.value() == "pending":
@@ -93,8 +94,6 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
         "create_deletion",
         "create_correction",
         "request_insurer_deletion",
-        "pending_resend_confirmed",
-        "pending_resend_rejected",
     )
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet[Discrepancy], action: str) -> None:
@@ -135,27 +134,6 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
     @admin.action(description="Ask the insurer to delete its member (missing internally)")
     def request_insurer_deletion(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
         self._resolve(request, queryset, ResolutionAction.REQUEST_INSURER_DELETION)
-
-    def _settle(self, request: HttpRequest, queryset: QuerySet[Discrepancy], outcome: str) -> None:
-        actor = _operator(request)
-        done, refused = 0, []
-        for discrepancy in queryset.order_by("id"):
-            try:
-                resend_pending_settle(discrepancy_id=discrepancy.pk, outcome=outcome, actor=actor)
-                done += 1
-            except ResolutionNotAllowedError as exc:
-                refused.append(f"{discrepancy.pk}: {exc}")
-        self.message_user(request, f"pending resend {outcome}: {done} discrepancy(ies).")
-        if refused:
-            self.message_user(request, "Refused — " + "; ".join(refused[:20]), level=messages.WARNING)
-
-    @admin.action(description="Pending resend: the insurer applied it (capture its hold / post its refund)")
-    def pending_resend_confirmed(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
-        self._settle(request, queryset, "confirmed")
-
-    @admin.action(description="Pending resend: the insurer refused it (release its hold)")
-    def pending_resend_rejected(self, request: HttpRequest, queryset: QuerySet[Discrepancy]) -> None:
-        self._settle(request, queryset, "rejected")
 
 
 @admin.register(InsurerRosterChange)

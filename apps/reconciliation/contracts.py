@@ -6,7 +6,6 @@ JOB_RECONCILIATION = "reconciliation.run"
 AUDIT_RUN_STARTED = "reconciliation.run_started"
 AUDIT_RUN_CANCEL_REQUESTED = "reconciliation.run_cancel_requested"
 AUDIT_DISCREPANCY_RESOLVED = "reconciliation.discrepancy_resolved"
-AUDIT_RESEND_SETTLED = "reconciliation.resend_settled"
 
 # A run's lock lives this long after its last refresh; a worker refreshes it after every page and before
 # every retry wait (at most `PullPolicy.max_wait_seconds`, 120 s, plus one request's timeouts).
@@ -50,6 +49,9 @@ RESOLUTION_ACTIONS = (
 # Outbox topic of a `resend` or a `request_insurer_deletion`: payload {"discrepancy_id"}; the consumer sends
 # Keel's member (or a deletion of the insurer's) to the insurer.
 TOPIC_RESEND = "reconciliation.resend"
+# Outbox topic of a started run: payload {"run_id"}; the consumer queues the run's Celery task. Written with the
+# run (ADR 0058): a broker that is down when the run is created delays it, never loses it or costs a 500.
+TOPIC_RUN_REQUESTED = "reconciliation.run_requested"
 MONEY_KINDS = frozenset({"amount_mismatch", "charge_missing"})
 # The actions each kind takes besides `ignore`.
 ACTIONS_OF_KIND = {

@@ -12,12 +12,27 @@ from apps.insurers.services import insurer_submit
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.registry import consumer
-from apps.reconciliation.contracts import TOPIC_RESEND, ResolutionAction
+from apps.reconciliation.contracts import TOPIC_RESEND, TOPIC_RUN_REQUESTED, ResolutionAction
 from apps.reconciliation.models import Discrepancy, DiscrepancyKind
 from apps.reconciliation.selectors import keel_member_for_resend
-from apps.reconciliation.services import resend_idempotency_key, resend_money_settle
+from apps.reconciliation.services import resend_idempotency_key
+from apps.reconciliation.tasks import QUEUE, reconciliation_run
 
 log = structlog.get_logger(__name__)
+
+
+@consumer(TOPIC_RUN_REQUESTED, queue="reconciliation")
+def run_requested(message: Message) -> None:
+    """Queue a started run's Celery task (`reconciliation.run`, which runs or resumes it to its end). Written with
+    the run by `reconciliation_start`, so a run is queued once the relay reaches the broker, whenever that is.
+    A redelivery after a crash between the queueing and the inbox commit queues it again (ADR 0058: a run that
+    has ended returns at once)."""
+    if inbox_seen(message):
+        with inbox_consume(message):
+            return
+    reconciliation_run.apply_async(args=(int(message.payload["run_id"]),), queue=QUEUE)
+    with inbox_consume(message):
+        pass
 
 
 @consumer(TOPIC_RESEND, queue="reconciliation")
@@ -30,14 +45,11 @@ def resend_to_insurer(message: Message) -> None:
        the outcome and send nothing.
     3. Outside any transaction, submit it with the resolution's idempotency key (the insurer applies it
        once): an addition for a member the insurer lacks, a correction carrying Keel's values for a field
-       mismatch, a deletion of a member only the insurer has; endorsement id 0 (no Keel endorsement exists).
-       Only a field mismatch's correction carries a premium, the one priced at resolution (ADR 0051). A
-       transient insurer error raises, and the outbox retries with backoff.
-    4. Store the insurer's outcome on the discrepancy and mark the message consumed, in one transaction; with
-       them, a priced resend's money (ADR 0051, `resend_money_settle`): confirmed → its hold captured (debit) or
-       its credit refunded; rejected, or nothing sent → its hold released. A `pending` outcome (the insurer
-       answers later, by a callback that knows endorsements, not resolutions) leaves the hold in place until an
-       operator settles it (`resend_pending_settle`).
+       mismatch, a deletion of a member only the insurer has; endorsement id 0 (no Keel endorsement exists)
+       and no premium (ADR 0057: Keel already charged for the cover it holds). A transient insurer error
+       raises, and the outbox retries with backoff.
+    4. Store the insurer's outcome on the discrepancy and mark the message consumed, in one transaction. A
+       `pending` outcome stays pending: the insurer's later answer shows in the next run's roster.
     """
     if inbox_seen(message):
         with inbox_consume(message):
@@ -59,8 +71,7 @@ def resend_to_insurer(message: Message) -> None:
         log.info("reconciliation.resent", discrepancy_id=discrepancy.pk, outcome=result.outcome)
     with inbox_consume(message) as first:
         if first and discrepancy is not None:
-            money = resend_money_settle(discrepancy, str(outcome["resend_outcome"]))
-            merged = {**discrepancy.resolution_result, **outcome, **money}
+            merged = {**discrepancy.resolution_result, **outcome}
             Discrepancy.objects.filter(pk=discrepancy.pk).update(resolution_result=merged)
 
 
@@ -97,18 +108,12 @@ def _submission(discrepancy: Discrepancy) -> EndorsementSubmission | None:
     assert record.date_of_birth is not None
     assert record.start_date is not None
     addition = discrepancy.kind == DiscrepancyKind.MISSING_AT_INSURER
-    # A field mismatch's resend was priced when it was resolved (ADR 0051): send what was priced — the sum
-    # insured, the date, the premium — even if Keel's cover changed since.
-    priced = discrepancy.resolution_result
-    effective = priced.get("effective_date")
     return EndorsementSubmission(
         endorsement_id=0,
         idempotency_key=key,
         kind="addition" if addition else "correction",
         policy_number=discrepancy.policy.policy_number,
-        effective_date=record.start_date
-        if addition
-        else (date.fromisoformat(effective) if effective else timezone.localdate()),
+        effective_date=record.start_date if addition else timezone.localdate(),
         member=MemberData(
             employee_code=record.employee_code,
             first_name=record.first_name,
@@ -117,7 +122,7 @@ def _submission(discrepancy: Discrepancy) -> EndorsementSubmission | None:
             gender=gender,
             email=email,
         ),
-        sum_insured=int(priced.get("sum_insured", record.sum_insured)),
-        premium_amount=int(priced.get("premium_amount") or 0),
-        premium_direction=priced.get("premium_direction") or "none",
+        sum_insured=record.sum_insured,
+        premium_amount=0,
+        premium_direction="none",
     )

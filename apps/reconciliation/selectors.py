@@ -39,9 +39,10 @@ class MemberRecord:
 
 
 def scope_employer_ids(*, insurer_id: int, employer_id: int | None) -> list[int]:
-    """The employers a run covers: the one named, or every employer with a policy at the insurer."""
+    """The employers a run covers: the one named if it has a policy at the insurer (else none), or every employer
+    with a policy at the insurer."""
     if employer_id is not None:
-        return [employer_id]
+        return employers.policy_employer_ids(insurer_id=insurer_id, employer_ids=[employer_id])
     return employers.policy_employer_ids(insurer_id=insurer_id)
 
 
@@ -82,10 +83,10 @@ def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
 
 
 def scope_employer_ids_for_key(*, principal: Principal, insurer_id: int, employer_id: int | None) -> list[int]:
-    """The employers a key's run covers: the one named (already checked visible), else every employer the key
-    may act for with a policy at the insurer."""
+    """The employers a key's run covers: the one named (already checked visible) if it has a policy at the
+    insurer (else none), else every employer the key may act for with a policy at the insurer."""
     if employer_id is not None:
-        return [employer_id]
+        return employers.policy_employer_ids(insurer_id=insurer_id, employer_ids=[employer_id])
     visible = employers_visible_to(principal).values("pk")
     return employers.policy_employer_ids(insurer_id=insurer_id, employer_ids=visible)
 
@@ -142,16 +143,6 @@ def keel_member_for_resend(*, policy_id: int, employee_code: str) -> tuple[Membe
         return None
     row, gender, email = found
     return MemberRecord(*row), gender, email
-
-
-def insurer_sum_insured(*, policy_id: int, employee_code: str) -> int | None:
-    """The sum insured (paise) the insurer holds for a member of a policy as last pulled (its current roster
-    entry; a later run that saw a change has overwritten it), or None if no run has seen the member."""
-    return (
-        InsurerRosterEntry.objects.filter(policy_id=policy_id, employee_code=employee_code)
-        .values_list("sum_insured", flat=True)
-        .first()
-    )
 
 
 @dataclass(frozen=True)

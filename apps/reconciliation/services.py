@@ -17,22 +17,20 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.common.bulk import copy_create
-from apps.common.errors import Conflict, DomainValidationError
+from apps.common.errors import DomainValidationError
 from apps.endorsements import services as endorsement_services
 from apps.endorsements.parsing import CORRECTABLE_FIELDS, ParseErrors, draft_from_request
-from apps.endorsements.pricing import quote
-from apps.ledger import services as ledger
 from apps.outbox.services import outbox_enqueue
-from apps.partners.webhooks.contracts import EventDraft, EventType
+from apps.partners.webhooks.contracts import EventDraft, EventObjectType, EventType
 from apps.partners.webhooks.events import partner_events_record
 from apps.reconciliation.contracts import (
     ACTIONS_OF_KIND,
     AUDIT_DISCREPANCY_RESOLVED,
-    AUDIT_RESEND_SETTLED,
     AUDIT_RUN_CANCEL_REQUESTED,
     AUDIT_RUN_STARTED,
     LOCK_TTL_SECONDS,
     TOPIC_RESEND,
+    TOPIC_RUN_REQUESTED,
     ResolutionAction,
     ResolutionNotAllowedError,
     RunLockLostError,
@@ -48,7 +46,7 @@ from apps.reconciliation.models import (
     ReconciliationRun,
     RunStatus,
 )
-from apps.reconciliation.selectors import insurer_sum_insured, keel_member_for_resend
+from apps.reconciliation.selectors import keel_member_for_resend
 
 ROSTER_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date", "gender")
 
@@ -105,9 +103,13 @@ def reconciliation_start(
     policy_id: int | None,
     partner_id: int | None,
     actor: Actor,
+    queue: bool = True,
 ) -> ReconciliationRun:
     """Create a RUNNING run for `insurer_id` over `employer_ids` (the employers it covers; `employer_id` is the
-    one the caller named, None for an all-employers operator run) and take their locks.
+    one the caller named, None for an all-employers operator run) and take their locks. With `queue` (the API,
+    beat, `reconcile` without `--wait`), an outbox row `TOPIC_RUN_REQUESTED` in the same transaction has a worker
+    run it: a broker outage delays the run, it never loses it (the relay retries). `queue=False` is for a caller
+    that executes the run itself (`reconcile --wait`).
 
     Raises `RunOverlapError` (nothing written) when a live run holds the lock of any of those employers, and
     `ValueError` when `employer_ids` is empty (nothing to reconcile).
@@ -146,6 +148,8 @@ def reconciliation_start(
         employer_id=employer_id,
         after={"insurer_id": insurer_id, "employer_id": employer_id, "policy_id": policy_id},
     )
+    if queue:
+        outbox_enqueue(topic=TOPIC_RUN_REQUESTED, payload={"run_id": run.pk}, key=f"reconciliation-run-{run.pk}")
     return run
 
 
@@ -331,7 +335,7 @@ def reconciliation_finish(
                     type=EventType.RECONCILIATION_COMPLETED,
                     partner_id=None,
                     employer_id=employer_id,
-                    object_type="reconciliation",
+                    object_type=EventObjectType.RECONCILIATION,
                     object_id=str(run.pk),
                     data={
                         "id": run.pk,
@@ -429,137 +433,11 @@ def _intake(discrepancy: Discrepancy, action: str, gender: str, actor: Actor) ->
 
 
 def resend_idempotency_key(discrepancy_id: int) -> str:
-    """The insurer applies a resend once, however often it is delivered. Also the reference of a priced
-    resend's hold and capture in the ledger (its refund adds `-refund`)."""
+    """The insurer applies a resend (or a requested deletion) once, however often it is delivered."""
     return f"reconciliation-resend-{discrepancy_id}"
 
 
-def resend_money_settle(discrepancy: Discrepancy, outcome: str, actor: Actor | None = None) -> dict[str, Any]:
-    """The ledger side of a priced resend once the insurer's answer (`outcome`: confirmed, rejected, skipped or
-    pending) is known, inside the caller's transaction; every ledger operation is idempotent by its reference
-    (ADR 0051). A debit: confirmed → its hold captured, rejected/skipped → released; a credit: confirmed → the
-    refund (`…-refund`) posted; `pending`, or an unpriced resend → nothing. Returns what to add to
-    `resolution_result` (`capture_transaction_id`, `hold_released` or `refund_transaction_id`)."""
-    priced = discrepancy.resolution_result
-    direction, amount = priced.get("premium_direction"), int(priced.get("premium_amount") or 0)
-    reference = resend_idempotency_key(discrepancy.pk)
-    actor = actor or Actor.system("reconciliation.resend")
-    if direction == "debit":
-        if outcome == "confirmed":
-            capture = ledger.hold_capture(reference=reference, actor=actor)
-            return {"capture_transaction_id": capture.pk}
-        if outcome in ("rejected", "skipped"):
-            ledger.hold_release(reference=reference, actor=actor, reason=f"resend {outcome}")
-            return {"hold_released": True}
-    elif direction == "credit" and outcome == "confirmed":
-        refund = ledger.refund_post(
-            employer_id=discrepancy.employer_id, amount=amount, reference=f"{reference}-refund", actor=actor
-        )
-        return {"refund_transaction_id": refund.pk}
-    return {}
-
-
-@transaction.atomic
-def resend_pending_settle(*, discrepancy_id: int, outcome: str, actor: Actor) -> Discrepancy:
-    """Settle by hand a resend the insurer answered `pending` (ADR 0051): its answer comes by a callback that
-    knows endorsements, not resolutions, so an operator who learnt it (the insurer's portal, the next run's
-    roster) records it here. `outcome`: `confirmed` (a debit's hold is captured, a credit refunded) or
-    `rejected` (a debit's hold is released). One transaction with its audit row (`AUDIT_RESEND_SETTLED`).
-
-    Raises `ResolutionNotAllowedError` when the discrepancy's resend is not pending (never resent, already
-    settled) or `outcome` is neither; nothing is written then."""
-    discrepancy = Discrepancy.objects.select_for_update().get(pk=discrepancy_id)
-    before = discrepancy.resolution_result
-    if before.get("resend_outcome") != "pending":
-        raise ResolutionNotAllowedError("Only a resend the insurer answered `pending` can be settled.")
-    if outcome not in ("confirmed", "rejected"):
-        raise ResolutionNotAllowedError("A pending resend settles as `confirmed` or `rejected`.")
-    settled = {"resend_outcome": outcome, "settled_by": actor.display[:120]}
-    settled.update(resend_money_settle(discrepancy, outcome, actor))
-    discrepancy.resolution_result = {**before, **settled}
-    discrepancy.save(update_fields=["resolution_result"])
-    audit_record(
-        actor=actor,
-        action=AUDIT_RESEND_SETTLED,
-        object_type="reconciliation_discrepancy",
-        object_id=discrepancy.pk,
-        employer_id=discrepancy.employer_id,
-        before={"resend_outcome": "pending"},
-        after=settled,
-    )
-    return discrepancy
-
-
-# long: a 12-line docstring stating the pricing rule; the body is one quote and one hold.
-def _resend_priced(discrepancy: Discrepancy, actor: Actor) -> dict[str, Any]:
-    """Price a field-mismatch `resend` like any correction (SPEC §7, `apps/endorsements/pricing.py`) and fund
-    it, inside the resolve transaction (ADR 0051). Returns what the consumer needs, stored in
-    `resolution_result`: `sum_insured` (paise, Keel's, the value sent), `effective_date` (ISO, today),
-    `premium_amount` (paise), `premium_direction` (debit/credit/none), and for a debit `hold_reference`.
-
-    A correction sends Keel's whole record, so the insurer's sum insured changes whatever field the mismatch
-    was about: the price is `(annual(Keel's SI) − annual(insurer's SI)) × remaining_days / term_days`, rounded
-    half-up once, with the insurer's SI as last pulled (its roster entry) and Keel's SI as covered now.
-    Equal sums insured → `none`, nothing held. A debit places a hold of the premium now (captured when the
-    insurer confirms, released when it rejects — `handlers.resend_to_insurer`); a credit is refunded when
-    the insurer confirms.
-
-    Raises `DomainValidationError` naming `action` when Keel no longer covers the member or today is outside
-    the policy term, and `Conflict` (409, `insufficient-funds`) when the employer's available balance does not
-    cover the hold; the caller's transaction then rolls back, so nothing is written.
-    """
-    found = keel_member_for_resend(policy_id=discrepancy.policy_id, employee_code=discrepancy.employee_code)
-    if found is None:
-        raise DomainValidationError({"action": "Keel no longer covers this member: nothing to resend."})
-    keel_si = found[0].sum_insured
-    insurer_si = insurer_sum_insured(policy_id=discrepancy.policy_id, employee_code=discrepancy.employee_code)
-    if insurer_si is None and discrepancy.field == "sum_insured":
-        insurer_si = int(discrepancy.insurer_value or 0)
-    policy = discrepancy.policy
-    today = timezone.localdate()
-    try:
-        priced = quote(
-            kind="correction",
-            rate_per_mille=policy.premium_rate_per_mille,
-            policy_start=policy.start_date,
-            policy_end=policy.end_date,
-            effective_date=today,
-            sum_insured_new=keel_si,
-            sum_insured_old=keel_si if insurer_si is None else insurer_si,
-        )
-    except ValueError:
-        raise DomainValidationError(
-            {
-                "action": f"The policy term ({policy.start_date}–{policy.end_date}) does not cover today: a resend "
-                "that changes the sum insured cannot be priced; use `create_correction` or `ignore`."
-            }
-        ) from None
-    result: dict[str, Any] = {
-        "sum_insured": keel_si,
-        "effective_date": today.isoformat(),
-        "premium_amount": priced.premium_amount,
-        "premium_direction": priced.premium_direction,
-    }
-    if priced.premium_direction == "debit":
-        reference = resend_idempotency_key(discrepancy.pk)
-        held = ledger.hold_place(
-            employer_id=discrepancy.employer_id,
-            amount=priced.premium_amount,
-            reference=reference,
-            actor=actor,
-        )
-        if not held.placed:
-            raise Conflict(
-                f"The employer's available balance ({_rupees(held.available_after)}) does not cover this resend's "
-                f"premium ({_rupees(priced.premium_amount)}).",
-                slug="insufficient-funds",
-                extra={"premium_amount": _rupees(priced.premium_amount)},
-            )
-        result["hold_reference"] = reference
-    return result
-
-
-# long: a docstring listing every action and its effect (ADR 0040, 0051); the body dispatches on the action
+# long: a docstring listing every action and its effect (ADR 0040, 0057); the body dispatches on the action
 # under the row lock in one transaction.
 @transaction.atomic
 def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor, gender: str = "") -> Discrepancy:
@@ -575,15 +453,15 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
        (field_mismatch: Keel takes the insurer's value) → RESOLVED with the new
        endorsement's id, submitted through the endorsements intake in this transaction. `resend`
        (missing_at_insurer, field_mismatch) → RESOLVED; an outbox message has the consumer send Keel's member
-       to the insurer again (an addition, or a correction), with no Keel coverage change. A missing member's
-       resend carries no charge (Keel charged its addition); a field mismatch's is a correction priced from
-       the insurer's sum insured to Keel's (`_resend_priced`, ADR 0051: a debit is held now, captured on the
-       insurer's confirmation; a credit is refunded then; equal sums → no charge);
+       to the insurer again (an addition, or a correction), with no Keel coverage change and **no money**
+       (ADR 0057): Keel already charged the employer for the cover it holds, so bringing the insurer in line
+       with it owes nothing either way; what the insurer charged its CD account for its wrong record is the
+       statement money match's to find (`amount_mismatch` / `charge_missing`). A member Keel no longer covers
+       has nothing to resend: `DomainValidationError` naming `action`.
        `request_insurer_deletion` (missing_internally) → RESOLVED; the same consumer sends the insurer a
        deletion of its member, touching no Keel cover.
     Raises `ResolutionNotAllowedError` for an action the kind does not take, the intake's own
-    `DomainValidationError` / `Conflict`, and a priced resend's (`DomainValidationError` naming `action`,
-    `Conflict` `insufficient-funds`); nothing is written then.
+    `DomainValidationError` / `Conflict`, and the resend's `DomainValidationError`; nothing is written then.
     """
     discrepancy = (
         Discrepancy.objects.select_for_update(of=("self",)).select_related("employer", "policy").get(pk=discrepancy_id)
@@ -602,14 +480,13 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
     elif action == ResolutionAction.FLAG_FOR_FINANCE:
         status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
     elif action in (ResolutionAction.RESEND, ResolutionAction.REQUEST_INSURER_DELETION):
+        if action == ResolutionAction.RESEND and not keel_member_for_resend(
+            policy_id=discrepancy.policy_id, employee_code=discrepancy.employee_code
+        ):
+            raise DomainValidationError({"action": "Keel no longer covers this member: nothing to resend."})
         key = resend_idempotency_key(discrepancy.pk)
-        priced = (
-            _resend_priced(discrepancy, actor)
-            if action == ResolutionAction.RESEND and discrepancy.kind == DiscrepancyKind.FIELD_MISMATCH
-            else {}
-        )
         outbox_enqueue(topic=TOPIC_RESEND, payload={"discrepancy_id": discrepancy.pk}, key=key)
-        status, result = DiscrepancyStatus.RESOLVED, {"resend_key": key, **priced}
+        status, result = DiscrepancyStatus.RESOLVED, {"resend_key": key}
     else:
         status, result = DiscrepancyStatus.RESOLVED, _intake(discrepancy, action, gender, actor)
     discrepancy.status = status

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import structlog
 from celery import shared_task
-from django.db import transaction
 
 from apps.common.actors import Actor
 from apps.insurers.selectors import insurers_active
@@ -27,11 +26,6 @@ def reconciliation_run(run_id: int) -> str:
     return reconciliation_execute(run_id=run_id).status
 
 
-def reconciliation_run_enqueue(*, run_id: int) -> None:
-    """Queue the run once the transaction that created it commits."""
-    transaction.on_commit(lambda: reconciliation_run.apply_async(args=(run_id,), queue=QUEUE))
-
-
 @shared_task(name="reconciliation.nightly", ignore_result=True)
 def reconciliation_nightly() -> dict[str, int | str]:
     """Beat, nightly: one operator run per active insurer with a roster (REST, SOAP, file) over all its
@@ -49,16 +43,14 @@ def reconciliation_nightly() -> dict[str, int | str]:
         if not employer_ids:
             continue
         try:
-            with transaction.atomic():
-                run = reconciliation_start(
-                    insurer_id=insurer.pk,
-                    employer_ids=employer_ids,
-                    employer_id=None,
-                    policy_id=None,
-                    partner_id=None,
-                    actor=actor,
-                )
-                reconciliation_run_enqueue(run_id=run.pk)
+            run = reconciliation_start(
+                insurer_id=insurer.pk,
+                employer_ids=employer_ids,
+                employer_id=None,
+                policy_id=None,
+                partner_id=None,
+                actor=actor,
+            )
         except RunOverlapError as exc:
             log.info("reconciliation.nightly_skipped", insurer=insurer.code, running_id=exc.running_run_id)
             started[insurer.code] = "skipped"

@@ -34,7 +34,7 @@ def build_events(rows: Sequence[SandboxApplied]) -> list[dict[str, object]]:
     events: list[dict[str, object]] = []
     for row in rows:
         data: dict[str, object] = {"idempotency_key": row.idempotency_key, "insurer_reference": row.insurer_reference}
-        if row.endorsement_id is not None:
+        if row.endorsement_id:  # 0: no Keel endorsement (a reconciliation resend) — nothing to echo
             data["endorsement_id"] = row.endorsement_id
         if row.outcome == "rejected":
             data["reason"] = row.rejection_reason

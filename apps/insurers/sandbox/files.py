@@ -71,7 +71,7 @@ def sandbox_file_process(*, code: str) -> int:
         rows = []
         for item, result in zip(items, results, strict=True):
             row = {"idempotency_key": item.idempotency_key, "outcome": result["outcome"]}
-            if item.endorsement_id is not None:
+            if item.endorsement_id:  # 0: no Keel endorsement (a reconciliation resend) — nothing to echo
                 row["endorsement_id"] = item.endorsement_id
             if result.get("insurer_reference"):
                 row["insurer_reference"] = result["insurer_reference"]

@@ -42,6 +42,7 @@ def _reconcile(policy: Policy) -> ReconciliationRun:
         policy_id=None,
         partner_id=None,
         actor=SYSTEM,
+        queue=False,
     )
     return reconciliation_execute(run_id=run.pk, page_size=2, sleep=lambda seconds: None)
 

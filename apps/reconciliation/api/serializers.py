@@ -87,7 +87,7 @@ class DiscrepancySerializer(Serializer):
     resolution_action = serializers.CharField(read_only=True)
     resolution_note = serializers.CharField(read_only=True)
     resolution_result = serializers.SerializerMethodField(
-        help_text="what the resolution did; a priced resend's `premium_amount` and `sum_insured` as decimal strings"
+        help_text="what the resolution did: the new endorsement's id, a resend's key and the insurer's answer, …"
     )
     resolved_at = serializers.DateTimeField(allow_null=True, read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
@@ -102,7 +102,7 @@ class DiscrepancySerializer(Serializer):
 
     @extend_schema_field(serializers.DictField())
     def get_resolution_result(self, discrepancy: Discrepancy) -> dict[str, Any]:
-        # Stored in paise for the consumer that sends and settles it (ADR 0051); money at the API is rupees.
+        # Resends resolved before ADR 0057 stored a price in paise; money at the API is rupees.
         result = dict(discrepancy.resolution_result)
         for key in RESOLUTION_MONEY_KEYS & result.keys():
             result[key] = format_minor(int(result[key]))

@@ -33,7 +33,6 @@ from apps.reconciliation.models import (
     RunStatus,
 )
 from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
-from apps.reconciliation.tasks import reconciliation_run_enqueue
 
 
 class ReconciliationRunFilter(FilterSet):
@@ -100,6 +99,8 @@ class ReconciliationCreateView(PartnerGenericAPIView):
         employer_ids = selectors.scope_employer_ids_for_key(
             principal=principal, insurer_id=insurer.pk, employer_id=employer_id
         )
+        if not employer_ids and employer_id is not None:
+            raise DomainValidationError({"employer": "This employer has no policy at this insurer."})
         if not employer_ids:
             raise DomainValidationError({"insurer": "None of this key's employers has a policy at this insurer."})
         try:
@@ -122,7 +123,6 @@ class ReconciliationCreateView(PartnerGenericAPIView):
             raise Conflict(
                 "A reconciliation run is in progress for this scope.", slug="reconciliation-in-progress"
             ) from exc
-        reconciliation_run_enqueue(run_id=run.pk)
         return Response(ReconciliationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -134,10 +134,23 @@ class ReconciliationDetailView(PartnerGenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         return Response(ReconciliationRunSerializer(selectors.run_get_for(principal_of(request), pk)).data)
 
-    @extend_schema(request=None, responses={202: ReconciliationRunSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: ReconciliationRunSerializer,
+            409: OpenApiResponse(description="the run already ended (`reconciliation-ended`); nothing to cancel"),
+        },
+    )
     def delete(self, request: Request, pk: int) -> Response:
-        """Cancel: the run stops at its next page and ends CANCELLED, keeping what it pulled."""
+        """Cancel: the run stops at its next page and ends CANCELLED, keeping what it pulled. Repeating it while
+        the run still runs is a 202 again; a run that already ended is a 409 naming its status."""
         run = selectors.run_get_for(principal_of(request), pk)
+        if run.status != RunStatus.RUNNING:
+            raise Conflict(
+                f"Reconciliation run {run.pk} already ended ({run.status}): there is nothing to cancel.",
+                slug="reconciliation-ended",
+                extra={"status": run.status},
+            )
         run = services.reconciliation_cancel(run=run, actor=actor_from_request(request))
         return Response(ReconciliationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -185,9 +198,7 @@ class DiscrepancyResolveView(PartnerGenericAPIView):
         request=DiscrepancyResolveInputSerializer,
         responses={
             200: DiscrepancySerializer,
-            409: OpenApiResponse(
-                description="a duplicate endorsement (create_*), or a priced resend the available balance cannot hold"
-            ),
+            409: OpenApiResponse(description="a duplicate endorsement (create_*)"),
         },
     )
     def post(self, request: Request, pk: int) -> Response:

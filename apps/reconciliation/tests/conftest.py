@@ -106,6 +106,7 @@ def start_run(operator) -> Callable[..., ReconciliationRun]:
             policy_id=None,
             partner_id=None,
             actor=operator,
+            queue=False,  # the tests execute the run themselves (`reconciliation_execute`)
         )
 
     return _start

@@ -186,3 +186,35 @@ def test_post_honours_idempotency_key(setup) -> None:
     assert again.json() == first.json()
     assert other_body.status_code == 422
     assert ReconciliationRun.objects.count() == 1
+
+
+def test_post_with_the_broker_down_is_202_and_the_outbox_queues_the_run_once_it_is_back(
+    setup, django_capture_on_commit_callbacks
+) -> None:
+    """ADR 0058: the run is queued through the outbox row written with it, so a broker outage at POST time costs
+    neither a 500 nor a RUNNING run nobody executes; once the relay delivers, the consumer queues it (once)."""
+    from unittest import mock
+
+    from kombu.exceptions import OperationalError
+
+    from apps.outbox.models import OutboxMessage
+    from apps.outbox.testing import drain
+    from apps.reconciliation.contracts import TOPIC_RUN_REQUESTED
+
+    policy, own, _ = setup
+    down = OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    with mock.patch("apps.reconciliation.tasks.reconciliation_run.apply_async", side_effect=down) as refused:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code})
+
+    assert response.status_code == 202, response.content
+    run = ReconciliationRun.objects.get()
+    assert (response.json()["id"], run.status) == (run.pk, RunStatus.RUNNING)
+    refused.assert_not_called()
+    (row,) = OutboxMessage.objects.filter(topic=TOPIC_RUN_REQUESTED)
+    assert (row.payload, row.key) == ({"run_id": run.pk}, f"reconciliation-run-{run.pk}")
+
+    with mock.patch("apps.reconciliation.tasks.reconciliation_run.apply_async") as queued:
+        drain()
+        drain()  # a second pass delivers nothing again
+    queued.assert_called_once_with(args=(run.pk,), queue="reconciliation")

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from apps.endorsements.tests.factories import PolicyFactory
+from apps.outbox.testing import drain
 from apps.reconciliation.models import InsurerRosterChange, InsurerRosterEntry, ReconciliationRun
 from apps.reconciliation.tasks import reconciliation_history_purge, reconciliation_nightly
 
@@ -25,6 +26,7 @@ def test_nightly_starts_one_operator_run_per_active_insurer_and_skips_a_running_
         with django_capture_on_commit_callbacks(execute=True):
             first = reconciliation_nightly()
         second = reconciliation_nightly()
+        drain()  # the run is queued through its outbox row (ADR 0058)
 
     run = ReconciliationRun.objects.get()
     assert first == {"sandbox-rest": run.pk}

@@ -206,6 +206,7 @@ class Command(BaseCommand):
             policy_id=policy.pk,
             partner_id=None,
             actor=actor,
+            queue=False,  # executed here, below
         )
         done = reconciliation_execute(run_id=run.pk)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(done.summary.items()) if v and k not in ("pages_pulled",))

@@ -12,7 +12,6 @@ from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.selectors import scope_employer_ids
 from apps.reconciliation.services import reconciliation_start
 from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
-from apps.reconciliation.tasks import reconciliation_run_enqueue
 
 
 class Command(BaseCommand):
@@ -43,6 +42,8 @@ class Command(BaseCommand):
             raise CommandError("--policy must be a policy of --employer at this insurer")
         employer_ids = scope_employer_ids(insurer_id=insurer.pk, employer_id=employer_id)
         if not employer_ids:
+            if employer_id is not None:
+                raise CommandError(f"employer {employer_id} has no policy at {insurer.code}")
             raise CommandError(f"no employer has a policy at {insurer.code}")
         try:
             run = reconciliation_start(
@@ -52,11 +53,11 @@ class Command(BaseCommand):
                 policy_id=policy_id,
                 partner_id=None,
                 actor=Actor.system("manage.py reconcile"),
+                queue=not options["wait"],
             )
         except RunOverlapError as exc:
             raise CommandError(f"reconciliation run {exc.running_run_id} is in progress for this scope") from exc
         if not options["wait"]:
-            reconciliation_run_enqueue(run_id=run.pk)
             self.stdout.write(f"run {run.pk} queued")
             return
         self.stdout.write(f"run {run.pk} started")
@@ -65,7 +66,7 @@ class Command(BaseCommand):
         def progress(policy_number: str, seen: int) -> None:
             nonlocal pages
             pages += 1
-            self.stdout.write(f"  page {pages}: policy {policy_number}, {seen} new rows")
+            self.stdout.write(f"  page {pages}: policy {policy_number}, {seen} member(s) pulled")
 
         done = reconciliation_execute(run_id=run.pk, on_page=progress)
         self.stdout.write(f"run {done.pk} {done.status}" + (f": {done.error}" if done.error else ""))
