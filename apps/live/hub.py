@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,11 @@ class Subscription:
     )
     overflowed: bool = False
     last_sent: float = 0.0  # the loop's clock when the stream last sent anything
+    # "Are this stream's credentials still good?" (sync; None: never asked), and what identifies them, so streams
+    # opened with the same credentials are asked about once per sweep (apps/live/streaming.py, `_HeartbeatTicker`).
+    authorised: Callable[[], bool] | None = None
+    credential: Hashable = None
+    ended: bool = False  # a sweep found its credentials no longer authenticate: the stream ends, sending nothing
 
     def admits(self, event: LiveEvent) -> bool:
         if self.partner_id is not None and event.partner_id != self.partner_id:

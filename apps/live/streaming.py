@@ -10,23 +10,36 @@ a heartbeat marker in the queue of every stream that has sent nothing for `EVENT
 Per-connection timers woke the loop at random phases — 500 idle streams at 15 s made ~33 wake-ups a second, each
 one taking the GIL from the thread serving an API request; the ticker makes one a second (bench:
 `bench/live_stream.py`, API p99 with and without 500 idle streams).
+
+The same ticker ends streams whose credentials stopped authenticating (a revoked API key or OAuth client, an
+expired token; for the staff feed a deactivated, de-staffed or signed-out operator): every `AUTH_RECHECK_SECONDS`
+it asks each distinct credential of its live streams once, all in one worker thread, **off the send path** — a
+stream never waits on that check before it sends (asking before every send cost the stream's p99 14× the relay's;
+`docs/benchmarks.md`). A stream found unauthorised ends without sending anything more; its client's reconnect
+meets the 401. Bound: the principal cache's 5 s (ADR 0054) plus one sweep interval. A check that fails (the
+database away) is not a revocation: the stream goes on and the next sweep asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, StreamingHttpResponse
 
 from apps.live import hub as hub_module
 from apps.live.hub import LiveEvent, Subscription
 
 MAX_EVENT_ID_LENGTH = 40  # longer than any event's public id
-AUTH_RECHECK_SECONDS = 1.0  # how stale a stream's "still authorised" may be before it sends (`sse_body`, step 4)
+AUTH_RECHECK_SECONDS = 1.0  # how often a loop's ticker asks its live streams' credentials again (module docstring)
+
+logger = logging.getLogger(__name__)
 
 
 def resume_id(request: HttpRequest) -> tuple[str, str]:
@@ -65,6 +78,7 @@ async def sse_body(
     frame: Callable[[LiveEvent], bytes],
     keep: Callable[[LiveEvent], bool] = lambda event: True,
     authorised: Callable[[], bool] | None = None,
+    credential: Hashable = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of one stream of `partner_id`'s events (None: every partner's) of `types`, of
     `employer_ids` (None: every employer):
@@ -76,13 +90,18 @@ async def sse_body(
        (the reader and the table overlap) — every event already in the queue in one chunk — and a heartbeat
        comment when the loop's ticker finds it idle for `EVENT_STREAM_HEARTBEAT_SECONDS`. A subscription that
        overflowed ends the stream; the client resumes from the table with `Last-Event-ID`.
-    4. `authorised()` (sync, run in a worker thread: the caller's credentials still valid — not revoked, not
-       expired) is asked again before anything is sent once `AUTH_RECHECK_SECONDS` have passed since it last
-       said yes; on no, the stream ends without sending, and the client's reconnect meets the 401. With the
-       principal cache's 5 s bound (ADR 0054), a revoked key or client gets no event later than that."""
+    4. `authorised()` (sync: the caller's credentials still valid — not revoked, not expired; `credential`
+       identifies them, e.g. the Authorization header) is asked by the loop's ticker every
+       `AUTH_RECHECK_SECONDS`, once per distinct credential, off the send path (module docstring); on no, the
+       stream ends without sending anything more, and the client's reconnect meets the 401."""
     hub = hub_module.hub
     subscription = Subscription(
-        partner_id=partner_id, types=types, employer_ids=employer_ids, loop=asyncio.get_running_loop()
+        partner_id=partner_id,
+        types=types,
+        employer_ids=employer_ids,
+        loop=asyncio.get_running_loop(),
+        authorised=authorised,
+        credential=credential,
     )
     hub.subscribe(subscription, from_position=after_position)
     try:
@@ -97,12 +116,12 @@ async def sse_body(
                 break
         yield b": live\n\n"  # caught up with the table; from here on, events as they are committed
         loop = asyncio.get_running_loop()
-        subscription.last_sent = checked_at = loop.time()
+        subscription.last_sent = loop.time()
         ticker = _ticker_of(loop)
         ticker.add(subscription)
         queue = subscription.queue
         try:
-            while not subscription.overflowed:
+            while not (subscription.overflowed or subscription.ended):
                 first = await queue.get()
                 chunk, heartbeat_due = [], False
                 for item in (first, *(queue.get_nowait() for _ in range(queue.qsize()))):
@@ -111,12 +130,10 @@ async def sse_body(
                     elif item.position > last and keep(item):
                         chunk.append(frame(item))
                         last = item.position
+                if subscription.ended:
+                    return
                 if not (chunk or heartbeat_due):
                     continue
-                if authorised is not None and loop.time() - checked_at >= AUTH_RECHECK_SECONDS:
-                    if not await sync_to_async(authorised, thread_sensitive=False)():
-                        return
-                    checked_at = loop.time()
                 yield b"".join(chunk) if chunk else b": heartbeat\n\n"
                 subscription.last_sent = loop.time()
         finally:
@@ -132,6 +149,8 @@ class _HeartbeatTicker:
     def __init__(self) -> None:
         self.streams: set[Subscription] = set()
         self.task: asyncio.Task[None] | None = None
+        self.sweep: asyncio.Task[None] | None = None  # the credential check in flight, if any
+        self.swept_at = 0.0
 
     def add(self, subscription: Subscription) -> None:
         self.streams.add(subscription)
@@ -142,18 +161,53 @@ class _HeartbeatTicker:
         self.streams.discard(subscription)
 
     async def _run(self) -> None:
-        """Every tick (1 s, or the heartbeat interval if shorter): 1. for each live stream idle for the heartbeat
-        interval with nothing queued, 2. queue a heartbeat marker and count it as sent, so the next one is an
-        interval later; 3. stop once the loop has no live stream."""
+        """Every tick (1 s, or the heartbeat or recheck interval if shorter): 1. for each live stream idle for the
+        heartbeat interval with nothing queued, queue a heartbeat marker and count it as sent, so the next one is
+        an interval later; 2. every `AUTH_RECHECK_SECONDS`, start a credential sweep unless one is in flight;
+        3. stop once the loop has no live stream."""
         loop = asyncio.get_running_loop()
         while self.streams:
             heartbeat = float(settings.EVENT_STREAM_HEARTBEAT_SECONDS)
-            await asyncio.sleep(min(1.0, heartbeat))
+            await asyncio.sleep(min(1.0, heartbeat, AUTH_RECHECK_SECONDS))
             now = loop.time()
             for subscription in list(self.streams):
                 if now - subscription.last_sent >= heartbeat and subscription.queue.empty():
                     subscription.last_sent = now
                     subscription.queue.put_nowait(None)
+            if now - self.swept_at >= AUTH_RECHECK_SECONDS and (self.sweep is None or self.sweep.done()):
+                self.swept_at = now
+                self.sweep = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Ask each distinct credential of the live streams once (in one worker thread, `_refused`), then end
+        every stream whose credential was refused: mark it ended and wake it (a heartbeat marker; a full queue
+        wakes it anyway)."""
+        checks = {s.credential: s.authorised for s in self.streams if s.authorised is not None}
+        if not checks:
+            return
+        refused = await sync_to_async(_refused, thread_sensitive=False)(checks)
+        for subscription in list(self.streams):
+            if subscription.authorised is not None and subscription.credential in refused:
+                subscription.ended = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscription.queue.put_nowait(None)
+
+
+def _refused(checks: dict[Hashable, Callable[[], bool]]) -> set[Hashable]:
+    """The credentials among `checks` whose check says no (sync, one worker thread; its database connection is
+    closed at the end — worker threads are pooled). A check that raises is logged and counts as yes: a database
+    blip must not cut every stream (the next sweep asks again)."""
+    refused: set[Hashable] = set()
+    try:
+        for credential, authorised in checks.items():
+            try:
+                if not authorised():
+                    refused.add(credential)
+            except Exception:
+                logger.warning("live stream credential check failed; the stream goes on", exc_info=True)
+    finally:
+        connection.close()
+    return refused
 
 
 _tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeartbeatTicker] = weakref.WeakKeyDictionary()

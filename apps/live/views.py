@@ -141,15 +141,14 @@ def sse_frame(event: LiveEvent) -> bytes:
 
 
 def _still_authorised(request: HttpRequest) -> bool:
-    """The stream's credentials authenticate again (sync): False once its API key or OAuth client is revoked or
-    its bearer token expired (issue 15/16: a revoked key gets nothing after 5 s, an open stream included)."""
+    """The stream's credentials authenticate again (sync, asked by the loop's credential sweep, which closes the
+    connection): False once its API key or OAuth client is revoked or its bearer token expired (issue 16: an open
+    stream included). Any other failure (the database away) raises: not a revocation."""
     try:
         _authenticate(request)
         return True
-    except exceptions.APIException:
+    except (exceptions.AuthenticationFailed, exceptions.NotAuthenticated):
         return False
-    finally:
-        connection.close()  # worker threads are pooled: do not leave a connection per thread behind
 
 
 def _events(stream: StreamRequest, request: HttpRequest) -> AsyncIterator[bytes]:
@@ -165,6 +164,7 @@ def _events(stream: StreamRequest, request: HttpRequest) -> AsyncIterator[bytes]
         frame=sse_frame,
         keep=(lambda event: True) if employer_id is None else (lambda event: event.employer_id == employer_id),
         authorised=functools.partial(_still_authorised, request),
+        credential=request.headers.get("Authorization"),
     )
 
 

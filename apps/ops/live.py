@@ -52,14 +52,11 @@ def _replay(after: int) -> list[LiveEvent]:
 
 def _still_staff(user_pk: int, session: SessionBase) -> bool:
     """The feed's operator may still read it (sync): the session was not logged out or flushed, and the user is
-    still active staff — so deactivating a user or signing them out ends their open feed too (`sse_body` asks
-    at most every `AUTH_RECHECK_SECONDS` before it sends)."""
-    try:
-        if session.session_key is None or not session.exists(session.session_key):
-            return False
-        return get_user_model().objects.filter(pk=user_pk, is_active=True, is_staff=True).exists()
-    finally:
-        connection.close()
+    still active staff — so deactivating a user or signing them out ends their open feed too (the loop's
+    credential sweep asks every `AUTH_RECHECK_SECONDS` and closes the connection, apps/live/streaming.py)."""
+    if session.session_key is None or not session.exists(session.session_key):
+        return False
+    return get_user_model().objects.filter(pk=user_pk, is_active=True, is_staff=True).exists()
 
 
 def _staff_frame(event: LiveEvent) -> bytes:
@@ -93,5 +90,6 @@ async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
         replay_batch=REPLAY_BATCH,
         frame=_staff_frame,
         authorised=functools.partial(_still_staff, user.pk, request.session),
+        credential=(user.pk, request.session.session_key),
     )
     return sse_response(body)

@@ -268,13 +268,14 @@ def test_idle_streams_get_heartbeats_from_one_ticker_per_event_loop(make_key, se
 
 
 def test_an_open_stream_ends_once_its_key_is_revoked_and_sends_nothing_after(make_key, monkeypatch):
-    """Issue 15/16: a revoked key gets nothing after 5 s — an open stream included. The stream re-checks its
-    credentials before it sends (at most every `AUTH_RECHECK_SECONDS`, 0 here) and ends on a no."""
+    """Issue 15/16: a revoked key gets nothing after 5 s — an open stream included. The loop's ticker asks each
+    stream's credentials again every `AUTH_RECHECK_SECONDS` (0.2 s here), off the send path, and a stream whose
+    key was revoked ends; the client's reconnect meets the 401. Without the sweep the stream never ends."""
     from apps.common.actors import Actor
     from apps.live import streaming
     from apps.partners.services import api_key_revoke
 
-    monkeypatch.setattr(streaming, "AUTH_RECHECK_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(streaming, "AUTH_RECHECK_SECONDS", 0.2, raising=False)
     partner = PartnerFactory(name="acme")
     employer = EmployerFactory(partner=partner)
     key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
@@ -287,14 +288,54 @@ def test_an_open_stream_ends_once_its_key_is_revoked_and_sends_nothing_after(mak
         assert [f["event"] for f in await frames(chunks, 1)] == STATUSES[:1]
 
         await sync_to_async(api_key_revoke)(prefix=key.api_key.prefix, actor=Actor.system("tests"))
-        await sync_to_async(record)(partner.pk, employer.pk, STATUSES[1:2])
         rest = b""
         async with asyncio.timeout(10):
-            async for chunk in chunks:  # ends: the generator returns instead of sending
+            async for chunk in chunks:  # ends: the generator returns instead of waiting for more
                 rest += chunk
         assert b"id:" not in rest
-        assert b"endorsement.validated" not in rest
+        assert hub_module.hub.subscriber_count() == 0
         again = await open_stream(f"Api-Key {key.plaintext}")
         assert again.status_code == 401
+
+    asyncio.run(scenario())
+
+
+def test_the_credential_sweep_asks_each_credential_once_and_a_failing_check_ends_nothing():
+    """The ticker's sweep asks a credential shared by several streams once, ends exactly the streams whose
+    credential said no (waking them), and treats a check that raises (database away) as yes."""
+    from apps.live import streaming
+    from apps.live.hub import Subscription
+
+    asked: list[str] = []
+
+    def check(name: str, answer: bool | None) -> bool:
+        asked.append(name)
+        if answer is None:
+            raise ConnectionError("database away")
+        return answer
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ticker = streaming._HeartbeatTicker()
+        plan = {"good": True, "revoked": False, "broken": None}
+        subs = {
+            (name, n): Subscription(
+                partner_id=1,
+                types=frozenset({"x"}),
+                employer_ids=None,
+                loop=loop,
+                authorised=lambda name=name: check(name, plan[name]),
+                credential=name,
+            )
+            for name in plan
+            for n in range(2)
+        }
+        ticker.streams.update(subs.values())
+        await ticker._sweep()
+        assert sorted(asked) == ["broken", "good", "revoked"]
+        ended = {key for key, sub in subs.items() if sub.ended}
+        assert ended == {("revoked", 0), ("revoked", 1)}
+        assert [subs["revoked", n].queue.get_nowait() for n in range(2)] == [None, None]
+        assert all(subs[name, n].queue.empty() for name in ("good", "broken") for n in range(2))
 
     asyncio.run(scenario())
