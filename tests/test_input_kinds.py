@@ -4,9 +4,9 @@ The tables below are built at collection time from the schema drf-spectacular ge
 and serializers, so a field or endpoint added tomorrow is walked without a new line here:
 
 - kind 1 — integers beyond the bigint range and decimals beyond their digits, in bodies (422 on the field),
-  query parameters (422 on the parameter; `limit` of any size is never an error) and paths (404);
+  query parameters (422 on the parameter; a positive `limit` of any size is a page of at most 500) and paths (404);
 - kind 2 — every money field (the schema `pattern` is `MONEY_PATTERN`) refuses every other spelling (ADR 0014);
-- kind 3 — every writable text field refuses control characters;
+- kind 3 — every writable text field refuses control characters, and a number or boolean in its place;
 - kind 5 — every e-mail field refuses `x@localhost`, `a@b.c` and `dev..sen@example.com`.
 
 Each rejection asserts the exact status, the field's JSON pointer, and that **nothing was written** (row counts
@@ -258,6 +258,8 @@ def _body_cases() -> list[Case]:
                 cases += [Case(method, path, field, "kind2-rate", v) for v in BAD_RATES if rate]
             if _is_text(prop):
                 cases += [Case(method, path, field, "kind3-text", v) for v in BAD_TEXT]
+                # A number or boolean where text belongs is refused, not coerced to "123" (apps/common/serializers).
+                cases += [Case(method, path, field, "kind3-text-type", v) for v in (123, 1.5, True)]
             if prop.get("format") == "email":
                 cases += [Case(method, path, field, "kind5-email", v) for v in BAD_EMAILS]
     return cases
@@ -303,21 +305,48 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
     # The schema yields each kind where the endpoints have such fields (a table that came out empty would pass
     # vacuously); the exact sets document what each endpoint takes.
     assert kinds_by_operation == {
-        ("post", "/api/v1/employers"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
+        ("post", "/api/v1/employers"): {
+            "kind1-integer",
+            "kind1-decimal",
+            "kind2-money",
+            "kind3-text",
+            "kind3-text-type",
+            "kind5-email",
+        },
         ("patch", "/api/v1/employers/{id}"): {
             "kind1-integer",
             "kind1-decimal",
             "kind2-money",
             "kind3-text",
+            "kind3-text-type",
             "kind5-email",
         },
-        ("post", "/api/v1/policies"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind2-rate", "kind3-text"},
-        ("post", "/api/v1/ledger/topups"): {"kind1-integer", "kind1-decimal", "kind2-money", "kind3-text"},
-        ("post", "/api/v1/loan-applications"): {"kind1-decimal", "kind2-money", "kind3-text", "kind5-email"},
-        ("post", "/api/v1/webhook-endpoints"): {"kind3-text"},
-        ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text"},
-        ("post", "/api/v1/reconciliations"): {"kind1-integer", "kind3-text"},
-        ("post", "/api/v1/discrepancies/{id}/resolve"): {"kind3-text"},
+        ("post", "/api/v1/policies"): {
+            "kind1-integer",
+            "kind1-decimal",
+            "kind2-money",
+            "kind2-rate",
+            "kind3-text",
+            "kind3-text-type",
+        },
+        ("post", "/api/v1/ledger/topups"): {
+            "kind1-integer",
+            "kind1-decimal",
+            "kind2-money",
+            "kind3-text",
+            "kind3-text-type",
+        },
+        ("post", "/api/v1/loan-applications"): {
+            "kind1-decimal",
+            "kind2-money",
+            "kind3-text",
+            "kind3-text-type",
+            "kind5-email",
+        },
+        ("post", "/api/v1/webhook-endpoints"): {"kind3-text", "kind3-text-type"},
+        ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text", "kind3-text-type"},
+        ("post", "/api/v1/reconciliations"): {"kind1-integer", "kind3-text", "kind3-text-type"},
+        ("post", "/api/v1/discrepancies/{id}/resolve"): {"kind3-text", "kind3-text-type"},
     }
 
 
@@ -391,7 +420,9 @@ def _parameter_cases() -> list[tuple[str, str, str, Any, int]]:
                     cases += [(path, name, where, v, 404) for v in (2**63, 10**30, 10**400)]
                 continue
             if name == "limit":
-                cases += [(path, name, where, v, 200) for v in (10**30, "9" * 5000, -1, 0, "abc", "1e3", "")]
+                # A positive integer of any size asks for a page (at most 500 rows); anything else names `limit`.
+                cases += [(path, name, where, v, 200) for v in (10**30, "9" * 5000, 501, 1)]
+                cases += [(path, name, where, v, 422) for v in (-1, 0, "00", "abc", "1e3", "1.5", "", "a\u0000b")]
             elif name == "cursor":
                 # Garbage, and well-formed cursors crafted with a position the ordering column cannot hold.
                 crafted = [base64.b64encode(q.encode()).decode() for q in ("p=abc", "p=1e5", "r=1&p=abc", "p=1.5")]

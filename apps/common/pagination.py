@@ -1,4 +1,8 @@
-"""Cursor pagination with `limit` (default 50, max 500) and an RFC 8288 `Link` header.
+"""Cursor pagination with `limit` (default 50, an integer from 1 to 500) and an RFC 8288 `Link` header.
+
+A `limit` that is not a positive integer is bad input — 422 naming `limit` — not silently the default page
+(DRF's behaviour), as every other bad query value is (SPEC §2); a larger one than `max_page_size` asks for as many
+as a page holds and gets that many (ADR 0060).
 
 A cursor is opaque to clients but decodable: one that does not decode, or whose position is not a value of the
 ordering column (a crafted `p=abc` on an integer id), is bad input — 422 naming `cursor`, never a 500 from the
@@ -26,6 +30,28 @@ class CursorPagination(pagination.CursorPagination):
     page_size_query_param = "limit"
     ordering = "-id"
     cursor_query_param = "cursor"
+
+    def get_page_size(self, request: Request) -> int:
+        """`limit` from the query (default `page_size`), at most `max_page_size`; `DomainValidationError` (422)
+        naming `limit` when it is not a positive integer."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and raw.strip("0")):
+            raise DomainValidationError(
+                {self.page_size_query_param: "Must be a positive integer (at most 500 are given)."}
+            )
+        return self.max_page_size if len(raw) > 6 else min(int(raw), self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = (
+                    f"Items per page: a positive integer; at most {self.max_page_size} are given."
+                )
+        return parameters
 
     def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> list[Any] | None:
         self._model = queryset.model  # decode_cursor checks the position against the ordering column

@@ -4,8 +4,9 @@ Every serializer in Keel derives from `Serializer` or `ModelSerializer` here (ru
 it), and `harden_field` runs over each writable field when the serializer builds its fields — so a field
 added tomorrow is covered without anyone remembering to be careful (issue 8, kinds 1, 3, 5):
 
-- **text** (`CharField` and its kin: e-mail, slug, regex, URL…): no control characters
-  (`apps.common.text.control_character_error`; a field declared with `allow_newlines=True` keeps CR/LF);
+- **text** (`CharField` and its kin: e-mail, slug, regex, URL…): a JSON string only (DRF would turn `123` into
+  `"123"`: a wrong type is refused, not coerced; form and multipart values are strings anyway), and no control
+  characters (`apps.common.text.control_character_error`; a field declared with `allow_newlines=True` keeps CR/LF);
 - **e-mail** (`EmailField`): Django's `EmailValidator` without the `localhost` allow-list;
 - **integers** (`IntegerField`): bounded to the signed 64-bit range of the columns they end up in, so an id
   of 10^30 in a body or query is 422 naming the field, never an overflow;
@@ -18,6 +19,7 @@ Money fields are `apps.common.fields.MoneyField` (the grammar of ADR 0014); deci
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -38,6 +40,7 @@ def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore
     if getattr(field, HARDENED_FLAG, False) or field.read_only:
         return field
     if isinstance(field, serializers.CharField):
+        field.to_internal_value = _strings_only(field.to_internal_value)  # type: ignore[method-assign]
         allow_newlines = bool(getattr(field, "allow_newlines", False))
         field.validators.append(ControlCharacterValidator(allow_newlines=allow_newlines))
     if isinstance(field, serializers.EmailField):
@@ -54,6 +57,17 @@ def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore
         harden_field(field.child)
     setattr(field, HARDENED_FLAG, True)
     return field
+
+
+def _strings_only(to_internal_value: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`to_internal_value` of a text field that refuses anything but a string (DRF's "Not a valid string.")."""
+
+    def strict(data: Any) -> Any:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Not a valid string.", code="invalid")
+        return to_internal_value(data)
+
+    return strict
 
 
 class HardenedFieldsMixin:

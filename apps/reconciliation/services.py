@@ -17,7 +17,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
 from apps.common.bulk import copy_create
-from apps.common.errors import DomainValidationError
+from apps.common.errors import Conflict, DomainValidationError
 from apps.endorsements import services as endorsement_services
 from apps.endorsements.parsing import CORRECTABLE_FIELDS, ParseErrors, draft_from_request
 from apps.outbox.services import outbox_enqueue
@@ -443,8 +443,9 @@ def resend_idempotency_key(discrepancy_id: int) -> str:
 def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: Actor, gender: str = "") -> Discrepancy:
     """Resolve an open discrepancy once, audited in the same transaction (ADR 0040).
 
-    1. Lock the row; if it is no longer open, return it unchanged: resolving twice is a no-op returning the
-       first resolution (whatever the second request asked).
+    1. Lock the row; if it is no longer open: the same action again is a no-op returning the first resolution
+       (a retry); any other action is a `Conflict` (409 `discrepancy-already-resolved`, naming the action it
+       was resolved with) — a client that asked for something else must not read success.
     2. `ignore` (any kind, with a non-blank `note`, else `DomainValidationError` naming `note`) → IGNORED.
        `flag_for_finance` (money kinds) → RESOLVED with an operator task in `resolution_result`, no
        ledger change. `create_deletion` (missing_at_insurer: end Keel's cover),
@@ -467,7 +468,15 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
         Discrepancy.objects.select_for_update(of=("self",)).select_related("employer", "policy").get(pk=discrepancy_id)
     )
     if discrepancy.status != DiscrepancyStatus.OPEN:
-        return discrepancy
+        if discrepancy.resolution_action == action:
+            return discrepancy
+        raise Conflict(
+            f"This discrepancy is already {discrepancy.status}"
+            + (f" by `{discrepancy.resolution_action}`" if discrepancy.resolution_action else " by a later run")
+            + f"; `{action[:40]}` was not applied.",
+            slug="discrepancy-already-resolved",
+            extra={"discrepancy_status": discrepancy.status, "resolution_action": discrepancy.resolution_action},
+        )
     note = note.strip()
     if action == ResolutionAction.IGNORE and not note:
         # Issue 12: an ignored difference says why, so the next reader knows it was a decision.

@@ -198,11 +198,15 @@ class DiscrepancyResolveView(PartnerGenericAPIView):
         request=DiscrepancyResolveInputSerializer,
         responses={
             200: DiscrepancySerializer,
-            409: OpenApiResponse(description="a duplicate endorsement (create_*)"),
+            409: OpenApiResponse(
+                description="a duplicate endorsement (create_*), or already resolved with another action "
+                "(`discrepancy-already-resolved`, naming it)"
+            ),
         },
     )
     def post(self, request: Request, pk: int) -> Response:
-        """Resolve once; a second call returns the first resolution unchanged."""
+        """Resolve once; the same action again returns the first resolution unchanged (a safe retry), another
+        action on a resolved discrepancy is 409 `discrepancy-already-resolved`."""
         discrepancy = selectors.discrepancy_get_for(principal_of(request), pk)
         body = DiscrepancyResolveInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)

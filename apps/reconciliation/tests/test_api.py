@@ -134,12 +134,14 @@ def test_discrepancies_filter_and_resolve_once(setup) -> None:
 
     listed = own.get(f"/api/v1/reconciliations/{run_id}/discrepancies?kind=amount_mismatch")
     first = own.post(f"/api/v1/discrepancies/{money.pk}/resolve", {"action": "flag_for_finance", "note": "check"})
-    again = own.post(f"/api/v1/discrepancies/{money.pk}/resolve", {"action": "ignore", "note": "other"})
+    again = own.post(f"/api/v1/discrepancies/{money.pk}/resolve", {"action": "flag_for_finance", "note": "other"})
+    other = own.post(f"/api/v1/discrepancies/{money.pk}/resolve", {"action": "ignore", "note": "other"})
     refused = own.post(f"/api/v1/discrepancies/{member.pk}/resolve", {"action": "flag_for_finance"})
 
     assert [d["id"] for d in listed.json()["results"]] == [money.pk]
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
+    assert (other.status_code, other.json()["resolution_action"]) == (409, "flag_for_finance")
     assert (first.json()["status"], first.json()["resolution_action"]) == ("resolved", "flag_for_finance")
     assert refused.status_code == 422
     member.refresh_from_db()

@@ -112,3 +112,31 @@ def test_every_action_keeps_its_note(setup) -> None:
     assert (first.status_code, first.json()["status"], first.json()["resolution_note"]) == (200, "ignored", "known gap")
     assert (second.status_code, second.json()["resolution_note"]) == (200, "check")
     assert ReconciliationRun.objects.count() == 1
+
+
+def test_resolving_again_with_the_same_action_replays_and_with_another_is_409_changing_nothing(setup) -> None:
+    policy, _, own, _ = setup
+    run_id = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    d = _discrepancy(run_id, policy, key="a")
+    first = own.post(f"/api/v1/discrepancies/{d.pk}/resolve", {"action": "ignore", "note": "known gap"})
+    audits = AuditEvent.objects.count()
+
+    again = own.post(f"/api/v1/discrepancies/{d.pk}/resolve", {"action": "ignore", "note": "other words"})
+    other = own.post(f"/api/v1/discrepancies/{d.pk}/resolve", {"action": "resend", "note": "x"})
+
+    assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
+    assert other.status_code == 409
+    body = other.json()
+    assert (body["type"].rsplit("/", 1)[-1], body["status"], body["discrepancy_status"], body["resolution_action"]) == (
+        "discrepancy-already-resolved",
+        409,
+        "ignored",
+        "ignore",
+    )
+    d.refresh_from_db()
+    assert (d.status, d.resolution_action, d.resolution_note, AuditEvent.objects.count()) == (
+        "ignored",
+        "ignore",
+        "known gap",
+        audits,
+    )
