@@ -40,7 +40,7 @@ def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore
     if getattr(field, HARDENED_FLAG, False) or field.read_only:
         return field
     if isinstance(field, serializers.CharField):
-        field.to_internal_value = _strings_only(field.to_internal_value)  # type: ignore[method-assign]
+        field.to_internal_value = _strings_only(field.to_internal_value)  # type: ignore[method-assign,assignment]
         allow_newlines = bool(getattr(field, "allow_newlines", False))
         field.validators.append(ControlCharacterValidator(allow_newlines=allow_newlines))
     if isinstance(field, serializers.EmailField):
