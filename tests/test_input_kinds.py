@@ -31,6 +31,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 from apps.common.fields import RATE_PATTERN
 from apps.common.money import MONEY_PATTERN
+from apps.common.serializers import READ_ONLY_FIELD_MESSAGE, UNKNOWN_FIELD_MESSAGE
 from apps.common.testing import row_counts
 from apps.common.text import CONTROL_CHARACTER_MESSAGE
 from apps.employers.models import Employer
@@ -265,7 +266,30 @@ def _body_cases() -> list[Case]:
     return cases
 
 
-BODY_CASES = _body_cases()
+def _response_fields(operation: dict) -> set[str]:
+    """The top-level fields of an operation's 2xx JSON response (what the resource shows)."""
+    for status, response in operation.get("responses", {}).items():
+        schema = response.get("content", {}).get("application/json", {}).get("schema")
+        if status.startswith("2") and schema:
+            return set(_resolve(schema).get("properties", {}))
+    return set()
+
+
+def _shape_cases() -> list[Case]:
+    """A field the body does not take (every operation), and each field the response shows but the request
+    cannot set (read-only: `id`, `employers`, `secret`…): 422 naming it, never silently dropped."""
+    cases = []
+    for method, path, schema in _json_operations():
+        if (method, path) in PARSED_ELSEWHERE:
+            continue
+        cases.append(Case(method, path, ("not_a_field",), "unknown-field", "x"))
+        writable = set(_resolve(schema).get("properties", {}))
+        shown = _response_fields(SCHEMA["paths"][path][method])
+        cases += [Case(method, path, (name,), "read-only", "x") for name in sorted(shown - writable)]
+    return cases
+
+
+BODY_CASES = _body_cases() + _shape_cases()
 
 
 def _set(body: dict, field: tuple[str, ...], value: Any) -> dict:
@@ -311,6 +335,8 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
             "kind2-money",
             "kind3-text",
             "kind3-text-type",
+            "unknown-field",
+            "read-only",
             "kind5-email",
         },
         ("patch", "/api/v1/employers/{id}"): {
@@ -319,6 +345,8 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
             "kind2-money",
             "kind3-text",
             "kind3-text-type",
+            "unknown-field",
+            "read-only",
             "kind5-email",
         },
         ("post", "/api/v1/policies"): {
@@ -328,6 +356,8 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
             "kind2-rate",
             "kind3-text",
             "kind3-text-type",
+            "unknown-field",
+            "read-only",
         },
         ("post", "/api/v1/ledger/topups"): {
             "kind1-integer",
@@ -335,18 +365,28 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
             "kind2-money",
             "kind3-text",
             "kind3-text-type",
+            "unknown-field",
+            "read-only",
         },
         ("post", "/api/v1/loan-applications"): {
             "kind1-decimal",
             "kind2-money",
             "kind3-text",
             "kind3-text-type",
+            "unknown-field",
+            "read-only",
             "kind5-email",
         },
-        ("post", "/api/v1/webhook-endpoints"): {"kind3-text", "kind3-text-type"},
-        ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text", "kind3-text-type"},
-        ("post", "/api/v1/reconciliations"): {"kind1-integer", "kind3-text", "kind3-text-type"},
-        ("post", "/api/v1/discrepancies/{id}/resolve"): {"kind3-text", "kind3-text-type"},
+        ("post", "/api/v1/webhook-endpoints"): {"kind3-text", "kind3-text-type", "unknown-field", "read-only"},
+        ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text", "kind3-text-type", "unknown-field", "read-only"},
+        ("post", "/api/v1/reconciliations"): {
+            "kind1-integer",
+            "kind3-text",
+            "kind3-text-type",
+            "unknown-field",
+            "read-only",
+        },
+        ("post", "/api/v1/discrepancies/{id}/resolve"): {"kind3-text", "kind3-text-type", "unknown-field", "read-only"},
     }
 
 
@@ -374,7 +414,14 @@ def test_a_bad_value_in_any_body_field_is_422_on_that_field_and_writes_nothing(w
 
     response = getattr(world["client"], case.method)(path, body)
 
-    message = CONTROL_CHARACTER_MESSAGE if case.kind == "kind3-text" else None
+    message = {
+        "kind3-text": CONTROL_CHARACTER_MESSAGE,
+        "unknown-field": UNKNOWN_FIELD_MESSAGE,
+    }.get(case.kind)
+    if case.kind == "read-only":  # an input serializer may not know the field at all: either message will do
+        message = None
+        details = [e["detail"] for e in response.json().get("errors", []) if e["pointer"] == f"/{case.field[0]}"]
+        assert details in ([UNKNOWN_FIELD_MESSAGE], [READ_ONLY_FIELD_MESSAGE]), details
     assert_422_on(response, "/" + "/".join(case.field), message)
     assert row_counts() == before
     assert _employer_row(world["employer"]) == employer_before
@@ -616,7 +663,9 @@ def test_a_body_just_within_the_nesting_limit_is_parsed(world):
 
     response = world["client"].post("/api/v1/employers", body)
 
-    assert response.status_code == 201, response.content
+    # Parsed (not the nesting guard's 400): the body's fields were read, and the one the endpoint does not take
+    # is named.
+    assert_422_on(response, "/extra", UNKNOWN_FIELD_MESSAGE)
 
 
 # --- kind 2: every amount in a request is a MoneyField (the schema shows the grammar) -------------------------

@@ -10,7 +10,8 @@ added tomorrow is covered without anyone remembering to be careful (issue 8, kin
 - **e-mail** (`EmailField`): Django's `EmailValidator` without the `localhost` allow-list;
 - **integers** (`IntegerField`): bounded to the signed 64-bit range of the columns they end up in, so an id
   of 10^30 in a body or query is 422 naming the field, never an overflow;
-- **lists and dicts**: their child field is hardened the same way.
+- **lists and dicts**: their child field is hardened the same way;
+- **the body itself**: a field the serializer does not take, or only shows, is 422 naming it, never ignored.
 
 Money fields are `apps.common.fields.MoneyField` (the grammar of ADR 0014); decimals keep DRF's
 `max_digits` / `decimal_places` checks, which bound them too.
@@ -19,7 +20,7 @@ Money fields are `apps.common.fields.MoneyField` (the grammar of ADR 0014); deci
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -70,12 +71,34 @@ def _strings_only(to_internal_value: Callable[[Any], Any]) -> Callable[[Any], An
     return strict
 
 
+UNKNOWN_FIELD_MESSAGE = "Unknown field: this body takes no such field."
+READ_ONLY_FIELD_MESSAGE = "Read-only: this field cannot be set."
+
+
 class HardenedFieldsMixin:
+    # A body naming a field the serializer does not take, or one it only shows (read-only), is refused, 422 per
+    # field, rather than silently dropped: a partner who sent `employers` or `secret` believes it was applied
+    # (newcomer trial; SPEC §2). Serializers of query strings, which share the query with `cursor`, `limit` and
+    # the filters, set this False.
+    refuse_unknown_fields = True
+
     def get_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = super().get_fields()  # type: ignore[misc]
         for field in fields.values():
             harden_field(field)
         return fields
+
+    def to_internal_value(self, data: Any) -> Any:
+        if self.refuse_unknown_fields and isinstance(data, Mapping):
+            fields = self.fields  # type: ignore[attr-defined]
+            errors = {
+                str(name)[:64]: [READ_ONLY_FIELD_MESSAGE if name in fields else UNKNOWN_FIELD_MESSAGE]
+                for name in list(data)[:1000]
+                if name not in fields or fields[name].read_only
+            }
+            if errors:
+                raise serializers.ValidationError(dict(list(errors.items())[:20]))
+        return super().to_internal_value(data)  # type: ignore[misc]
 
 
 # No docstrings on the two bases: drf-spectacular would publish them as the description of every schema

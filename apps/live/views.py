@@ -24,7 +24,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.settings import api_settings
 
@@ -52,6 +52,7 @@ class StreamRequest:
     types: frozenset[str]
     employer_id: int | None
     after_position: int
+    headers: dict[str, str]  # the rate limiter's (`RateLimit-*`), sent on the stream's response like any other
 
 
 def _authenticate(request: HttpRequest) -> Principal:
@@ -78,6 +79,19 @@ def _open(request: HttpRequest) -> StreamRequest:
         detail = f"Rate limit exceeded; retry in {decision.retry_after} seconds."
         raise _Refused(problem_response(request, 429, detail, slug="rate-limited", headers=decision.headers))
 
+    try:
+        return _validate(request, principal, decision.headers)
+    except _Refused as refused:
+        for name, value in decision.headers.items():
+            refused.response[name] = value
+        raise
+
+
+# long: every query parameter and header of the stream checked in order, each refusal naming its field.
+def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str]) -> StreamRequest:
+    """The stream's parameters (`type`, `employer`, `Last-Event-ID`/`last_event_id`) checked for `principal`.
+    Raises `_Refused` (422 naming the parameter, 403 for a type its scopes cannot read, 404 for an employer it
+    may not see)."""
     repeated = [name for name in request.GET if name != "type" and len(request.GET.getlist(name)) > 1]
     if repeated:
         repeated_message = "Give this parameter once: it takes a single value."
@@ -114,7 +128,9 @@ def _open(request: HttpRequest) -> StreamRequest:
     else:
         top = events_visible_to(principal).order_by("-position").values_list("position", flat=True).first()
         after = 0 if top is None else int(top)
-    return StreamRequest(principal=principal, types=types, employer_id=employer_id, after_position=after)
+    return StreamRequest(
+        principal=principal, types=types, employer_id=employer_id, after_position=after, headers=headers
+    )
 
 
 def _open_and_close(request: HttpRequest) -> StreamRequest:
@@ -168,11 +184,19 @@ def _events(stream: StreamRequest, request: HttpRequest) -> AsyncIterator[bytes]
     )
 
 
-@require_GET
+@csrf_exempt  # an API address authenticated by header, not by cookie: no CSRF token applies (a POST is a 405)
 async def event_stream(request: HttpRequest) -> HttpResponseBase:
-    """Open a stream (module docstring): 200 `text/event-stream`, or problem+json 401/403/404/422/429."""
+    """Open a stream (module docstring): 200 `text/event-stream` with the `RateLimit-*` headers, or problem+json
+    401/403/404/422/429, or 405 with `Allow: GET` for another method."""
+    if request.method != "GET":
+        refused = problem_response(request, 405, f"Method {(request.method or '')[:16]} is not allowed here; use GET.")
+        refused["Allow"] = "GET"
+        return refused
     try:
         stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
     except _Refused as refused:
         return refused.response
-    return sse_response(_events(stream, request))
+    response = sse_response(_events(stream, request))
+    for name, value in stream.headers.items():
+        response[name] = value
+    return response

@@ -68,6 +68,11 @@ def oauth_client_create(
     )
     if employer_ids:
         client.employers.set(employer_ids)
+    if not SigningKey.objects.filter(retired_at__isnull=True).exists():
+        # The first client of a fresh install makes the first signing key, so `/.well-known/jwks.json` already
+        # lists the key its tokens will carry (a resource server caching the JWKS at start-up would otherwise
+        # refuse every token until its cache expired — newcomer trial).
+        oauth_key_rotate(actor=Actor.system("oauth first signing key"))
     audit_record(
         actor=actor,
         action=OAuthAuditAction.CLIENT_CREATED,

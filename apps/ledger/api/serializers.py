@@ -9,6 +9,7 @@ from apps.ledger.services import MAX_REFERENCE_LENGTH
 
 
 class LedgerEmployerQuerySerializer(Serializer):
+    refuse_unknown_fields = False  # a query string: `cursor`, `limit` and the other filters share it
     employer = serializers.IntegerField(min_value=1)
 
 

@@ -203,6 +203,44 @@ def test_refusals_are_problem_json(make_key, case, status):
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert hub_module.hub.subscriber_count() == 0
+    # Past authentication the rate limiter counted the request: its headers are on the refusal too (SPEC §2).
+    assert ("RateLimit-Limit" in response) is (status not in (401,))
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "head", "options"])
+@pytest.mark.parametrize("credentials", ["key", "none"])
+def test_another_method_than_get_is_a_405_problem_naming_get(make_key, method, credentials):
+    """Not CSRF's 403: the stream is an API address authenticated by header (trial finding)."""
+    key = make_key(partner=PartnerFactory(name="acme"), all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    headers = {"Authorization": f"Api-Key {key.plaintext}"} if credentials == "key" else {}
+
+    async def scenario():
+        return await getattr(AsyncClient(enforce_csrf_checks=True), method)("/api/v1/events/stream", headers=headers)
+
+    response = asyncio.run(scenario())
+
+    assert (response.status_code, response["Allow"], response["Content-Type"]) == (
+        405,
+        "GET",
+        "application/problem+json",
+    )
+    assert hub_module.hub.subscriber_count() == 0
+
+
+def test_the_stream_response_carries_the_rate_limit_headers(make_key):
+    key = make_key(partner=PartnerFactory(name="acme"), all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    async def scenario():
+        response = await open_stream(f"Api-Key {key.plaintext}")
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await chunks.aclose()
+        return response
+
+    response = asyncio.run(scenario())
+
+    assert response.status_code == 200
+    assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"} <= set(response.headers)
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def test_revoke_and_rotate_commands(make_oauth_client):
     assert client.revoked_at is not None
     assert AuditEvent.objects.filter(action="oauth_client.revoked").count() == 1
     assert SigningKey.objects.filter(retired_at__isnull=True).count() == 1
-    assert SigningKey.objects.count() == 2
+    assert SigningKey.objects.count() == 3  # the first client's key, then one per rotation
     with pytest.raises(CommandError, match="No OAuth client"):
         call_command("oauth_client_revoke", "kc_nobody", stdout=io.StringIO())
 

@@ -131,7 +131,7 @@ def test_token_errors_follow_rfc6749_and_change_nothing(registered, case, status
         OAuthClient.objects.filter(pk=client.pk).update(revoked_at="2026-01-01T00:00:00Z")
     elif case == "bad_basic":
         headers = {"HTTP_AUTHORIZATION": "Basic %%%"}
-    audit_before = AuditEvent.objects.count()
+    audit_before, keys_before = AuditEvent.objects.count(), list(SigningKey.objects.values_list("kid", flat=True))
 
     body = urlencode(form) if content_type == FORM else '{"grant_type": "client_credentials"}'
     response = Client().post("/oauth/token", body, content_type=content_type, **headers)
@@ -142,8 +142,9 @@ def test_token_errors_follow_rfc6749_and_change_nothing(registered, case, status
     assert response["Cache-Control"] == "no-store"
     if status == 401:
         assert response["WWW-Authenticate"] == 'Basic realm="keel"'
-    # Nothing changed: no key created, no use recorded, no audit row.
-    assert SigningKey.objects.count() == 0
+    # Nothing changed: no key created (the client's creation made the first one), no use recorded, no audit row.
+    assert list(SigningKey.objects.values_list("kid", flat=True)) == keys_before
+    assert len(keys_before) == 1
     assert OAuthClient.objects.get(pk=client.pk).last_used_at is None
     assert AuditEvent.objects.count() == audit_before
 
@@ -192,3 +193,16 @@ def test_a_token_signed_by_another_key_with_the_same_kid_fails_the_signature_che
     response = BearerClient(forged).get("/api/v1/employers")
     assert response.status_code == 401
     assert response.json()["detail"] == "The access token's signature does not verify."
+
+
+def test_the_first_client_of_a_fresh_install_publishes_the_key_its_tokens_will_carry(registered):
+    """A resource server that fetches the JWKS once, before any token exists, can verify the first token
+    (newcomer trial: the key set was empty until the first token was minted)."""
+    client, secret = registered
+    published = _jwks()
+
+    token = token_request(client.client_id, secret)
+    claims = jose_jwt.decode(token.json()["access_token"], published)
+
+    assert [k.kid for k in published] == [SigningKey.objects.get().kid]
+    assert claims.claims["client_id"] == client.client_id
