@@ -48,6 +48,7 @@ class ProblemError(exceptions.APIException):
         self.slug = slug or _slug(status_code)
         self.title = title or HTTPStatus(status_code).phrase
         self.extra = dict(extra or {})
+        _refuse_reserved_members(self.extra)
         self.headers = dict(headers or {})
 
 
@@ -119,8 +120,22 @@ def problem_body(
     if errors is not None:
         body["errors"] = errors
     if extra:
+        _refuse_reserved_members(extra)
         body.update(extra)
     return body
+
+
+# RFC 9457 §3.1 members (and Keel's own): an extension member must not overwrite them — a run's state as
+# `"status": "COMPLETED"` broke every client reading the HTTP status from the body (newcomer trial).
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors", "request_id"})
+
+
+def _refuse_reserved_members(extra: Mapping[str, Any]) -> None:
+    """Raise `ValueError` (a programming error, caught by the tests of each caller) for an extension member
+    named like a standard one."""
+    clash = RESERVED_MEMBERS.intersection(extra)
+    if clash:
+        raise ValueError(f"problem extension members {sorted(clash)} would overwrite RFC 9457 members")
 
 
 def problem_response(request: HttpRequest | None, status_code: int, detail: str, **kwargs: Any) -> JsonResponse:

@@ -376,6 +376,32 @@ def _rupees(paise: int) -> str:
     return f"{paise // 100}.{paise % 100:02d}"
 
 
+def _refuse_stale_insurer_action(discrepancy: Discrepancy, action: str) -> None:
+    """Refuse (`DomainValidationError` naming `action`) an insurer-side action the facts no longer support —
+    Keel's cover is read now, under the discrepancy's lock, not as the run saw it (newcomer trial):
+
+    - `resend` of a member Keel no longer covers: nothing to resend;
+    - `resend` of a field a correction cannot carry (a start date: `CORRECTABLE_FIELDS`): the insurer would
+      answer "confirmed" and change nothing — it is settled with the insurer outside Keel, then ignored;
+    - `request_insurer_deletion` of a member Keel covers now (added since the run): deleting it at the insurer
+      would leave the employer paying for cover the insurer no longer holds."""
+    covered = keel_member_for_resend(policy_id=discrepancy.policy_id, employee_code=discrepancy.employee_code)
+    if action == ResolutionAction.RESEND:
+        if not covered:
+            raise DomainValidationError({"action": "Keel no longer covers this member: nothing to resend."})
+        if discrepancy.kind == DiscrepancyKind.FIELD_MISMATCH and discrepancy.field not in CORRECTABLE_FIELDS:
+            raise DomainValidationError(
+                {
+                    "action": f"A `{discrepancy.field}` difference cannot be resent as a correction; settle it with "
+                    "the insurer and `ignore` it with a note."
+                }
+            )
+    elif covered:
+        raise DomainValidationError(
+            {"action": "Keel covers this member now (added since the run): asking the insurer to delete it is refused."}
+        )
+
+
 def _intake_body(discrepancy: Discrepancy, action: str, gender: str) -> dict[str, Any]:
     """The intake request (SPEC §7 shape) that resolves `discrepancy` with `action`."""
     today = timezone.localdate().isoformat()
@@ -489,10 +515,7 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
     elif action == ResolutionAction.FLAG_FOR_FINANCE:
         status, result = DiscrepancyStatus.RESOLVED, {"finance_task": f"reconciliation-discrepancy-{discrepancy.pk}"}
     elif action in (ResolutionAction.RESEND, ResolutionAction.REQUEST_INSURER_DELETION):
-        if action == ResolutionAction.RESEND and not keel_member_for_resend(
-            policy_id=discrepancy.policy_id, employee_code=discrepancy.employee_code
-        ):
-            raise DomainValidationError({"action": "Keel no longer covers this member: nothing to resend."})
+        _refuse_stale_insurer_action(discrepancy, action)
         key = resend_idempotency_key(discrepancy.pk)
         outbox_enqueue(topic=TOPIC_RESEND, payload={"discrepancy_id": discrepancy.pk}, key=key)
         status, result = DiscrepancyStatus.RESOLVED, {"resend_key": key}

@@ -268,3 +268,14 @@ def test_a_problem_body_is_as_long_as_its_content_length(platform):
     ):
         assert response.status_code in (401, 404, 422)
         assert response["Content-Length"] == str(len(response.content))
+
+
+@pytest.mark.parametrize("member", ["type", "title", "status", "detail", "instance", "errors", "request_id"])
+def test_a_problem_extension_may_not_overwrite_a_standard_member(member):
+    """RFC 9457 §3.1: `status` is the HTTP status code; an extension named like it is a programming error."""
+    from apps.common.errors import Conflict, problem_body
+
+    with pytest.raises(ValueError, match=member):
+        Conflict("x", extra={member: "COMPLETED"})
+    with pytest.raises(ValueError, match=member):
+        problem_body(status_code=409, detail="x", instance=None, extra={member: "COMPLETED"})

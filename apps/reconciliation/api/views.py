@@ -149,7 +149,7 @@ class ReconciliationDetailView(PartnerGenericAPIView):
             raise Conflict(
                 f"Reconciliation run {run.pk} already ended ({run.status}): there is nothing to cancel.",
                 slug="reconciliation-ended",
-                extra={"status": run.status},
+                extra={"run_status": run.status},
             )
         run = services.reconciliation_cancel(run=run, actor=actor_from_request(request))
         return Response(ReconciliationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.employers.tests.factories import EmployerFactory
@@ -220,3 +221,17 @@ def test_post_with_the_broker_down_is_202_and_the_outbox_queues_the_run_once_it_
         drain()
         drain()  # a second pass delivers nothing again
     queued.assert_called_once_with(args=(run.pk,), queue="reconciliation")
+
+
+def test_delete_of_an_ended_run_is_409_with_the_http_status_in_the_body_and_changes_nothing(setup) -> None:
+    policy, own, _ = setup
+    run_id = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    ReconciliationRun.objects.filter(pk=run_id).update(status=RunStatus.COMPLETED, finished_at=timezone.now())
+
+    refused = own.delete(f"/api/v1/reconciliations/{run_id}")
+
+    body = refused.json()
+    assert (refused.status_code, body["status"], body["run_status"]) == (409, 409, "COMPLETED")
+    assert body["type"].endswith("/reconciliation-ended")
+    run = ReconciliationRun.objects.get(pk=run_id)
+    assert (run.status, run.cancel_requested_at) == (RunStatus.COMPLETED, None)

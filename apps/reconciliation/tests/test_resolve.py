@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from apps.common.errors import Conflict
+from apps.common.errors import Conflict, DomainValidationError
 from apps.employers.models import Coverage, Employee
 from apps.endorsements.models import Endorsement, EndorsementStatus
 from apps.endorsements.tests.pipeline import run_pipeline
@@ -136,3 +136,42 @@ def test_request_insurer_deletion_removes_the_insurers_member_and_touches_no_kee
     assert (extra.status, extra.resolution_result["resend_outcome"]) == ("resolved", "confirmed")
     assert (Endorsement.objects.count(), Coverage.objects.count()) == (endorsements, covers)
     assert list(Discrepancy.objects.filter(run=_run(active_policy, start_run, fake_clock))) == []
+
+
+def test_request_insurer_deletion_of_a_member_keel_covers_now_is_422_and_changes_nothing(
+    active_policy, start_run, fake_clock
+) -> None:
+    """Newcomer trial: the member the insurer had extra was added in Keel after the run; deleting it at the
+    insurer would leave the employer paying for cover the insurer no longer holds."""
+    from apps.outbox.models import OutboxMessage
+
+    sandbox_roster_load(code=SANDBOX, policy_number=active_policy.policy_number, members=[member("X-1")])
+    extra = Discrepancy.objects.get(run=_run(active_policy, start_run, fake_clock))
+    Employee.objects.filter(employee_code="M-2").update(employee_code="X-1")  # Keel covers X-1 now
+    outbox = OutboxMessage.objects.count()
+
+    with pytest.raises(DomainValidationError) as refused:
+        discrepancy_resolve(discrepancy_id=extra.pk, action="request_insurer_deletion", note="x", actor=SYSTEM)
+
+    assert list(refused.value.errors) == ["action"]
+    extra.refresh_from_db()
+    assert (extra.status, extra.resolution_action, OutboxMessage.objects.count()) == ("open", "", outbox)
+
+
+def test_resend_of_a_start_date_difference_is_422_and_changes_nothing(active_policy, start_run, fake_clock) -> None:
+    """A correction cannot carry a start date: the insurer would answer "confirmed" and change nothing."""
+    from apps.outbox.models import OutboxMessage
+
+    sandbox_roster_change(
+        code=SANDBOX, policy_number=active_policy.policy_number, employee_code="M-1", start_date=date(2026, 1, 1)
+    )
+    mismatch = Discrepancy.objects.get(run=_run(active_policy, start_run, fake_clock))
+    assert (mismatch.kind, mismatch.field) == ("field_mismatch", "start_date")
+    outbox = OutboxMessage.objects.count()
+
+    with pytest.raises(DomainValidationError) as refused:
+        discrepancy_resolve(discrepancy_id=mismatch.pk, action="resend", note="x", actor=SYSTEM)
+
+    assert "start_date" in refused.value.errors["action"][0]
+    mismatch.refresh_from_db()
+    assert (mismatch.status, OutboxMessage.objects.count()) == ("open", outbox)
