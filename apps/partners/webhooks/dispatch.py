@@ -62,6 +62,7 @@ from apps.partners.webhooks.models import (
     WebhookEndpoint,
     WebhookSecret,
 )
+from apps.partners.webhooks.plans import plan_for_values_in_session, plan_for_values_in_transaction
 from apps.partners.webhooks.secrets import secret_open
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def endpoints_claim(*, limit: int, exclude: set[int] | frozenset[int] = frozense
         endpoint_id=OuterRef("pk"), status=DeliveryStatus.PENDING, next_attempt_at__lte=now
     )
     with transaction.atomic():
+        plan_for_values_in_transaction()  # `Exists(due)` by the partial pending index, at any table size (ADR 0059)
         ids = list(
             WebhookEndpoint.objects.select_for_update(skip_locked=True)
             .filter(is_active=True, retry_at__lte=now)
@@ -209,13 +211,15 @@ class RunHandle:
 def endpoint_run(claim: Claim, *, handle: RunHandle | None = None) -> int:
     """Steps 2–3 for one claimed endpoint. Returns how many deliveries were delivered. With a `handle` (the
     dispatcher loop's), a run that finds nothing due waits on `handle.wake` for new deliveries until its drain
-    time ends or the loop asks for the thread back, instead of returning at once (ADR 0052)."""
-    try:
-        return _endpoint_run(claim, handle)
-    finally:
-        WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
-            leased_until=None, lease_token=None
-        )
+    time ends or the loop asks for the thread back, instead of returning at once (ADR 0052). The run's session
+    plans each statement, and each attempt row's foreign-key check, for its values (ADR 0059)."""
+    with plan_for_values_in_session():
+        try:
+            return _endpoint_run(claim, handle)
+        finally:
+            WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
+                leased_until=None, lease_token=None
+            )
 
 
 def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:
