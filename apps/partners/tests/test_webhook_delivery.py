@@ -721,3 +721,36 @@ def test_foreign_key_checks_and_queries_use_indexes_after_the_tables_grew_past_t
         "partners_webhookdelivery": 0,
         "partners_event": 0,
     }
+
+
+def test_the_due_query_looks_up_each_rows_backing_off_predecessor_by_index_not_the_whole_backlog(require_postgres):
+    """ADR 0059: `_due_deliveries` excluded objects backing off with a `NOT EXISTS` that PostgreSQL turned into an
+    anti-join; planned from a 1-row estimate (tables without column statistics) it re-read every pending row of the
+    endpoint for each due row — 40,000 index entries for a 200-row backlog. Each due row now probes the
+    (endpoint, order_key) index once, and an object backing off still holds its later deliveries back."""
+    from django.db import connection
+
+    partner = PartnerFactory()
+    endpoint, _ = endpoint_for(partner.pk, "http://127.0.0.1:9/hooks")
+    now = timezone.now()
+    # index entries this transaction read from the (endpoint, order_key, id) pending index
+    read_entries = "SELECT pg_stat_get_xact_tuples_returned('partners_delivery_key_pending'::regclass)"
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE partners_webhookdelivery, partners_event")  # empty: no column statistics
+        cursor.execute(  # 5,000 delivered; a backlog of 150 due ones of distinct objects, object 7 backing off first
+            "WITH e AS (INSERT INTO partners_event (public_id, partner_id, type, object_type, object_id, sequence, "
+            "data, created_at) SELECT 'evt_backlog_' || g, %s, 'ledger.topup_posted', 'o', g::text, 1, '{}', %s "
+            "FROM generate_series(-5000, 150) g RETURNING id, object_id) "
+            "INSERT INTO partners_webhookdelivery (endpoint_id, event_id, order_key, status, attempts, "
+            "next_attempt_at, created_at, last_error) SELECT %s, id, 'o:' || CASE WHEN object_id = '0' THEN '7' "
+            "ELSE object_id END, CASE WHEN object_id::int < 0 THEN 'delivered' ELSE 'pending' END, 0, "
+            "CASE WHEN object_id = '0' THEN %s ELSE %s END, %s, '' FROM e",
+            [partner.pk, now, endpoint.pk, now + timedelta(minutes=5), now - timedelta(seconds=1), now],
+        )
+        cursor.execute(read_entries)
+        [before] = cursor.fetchone()
+        due = dispatch._due_deliveries(endpoint.pk, now=now, limit=200)
+        cursor.execute(read_entries)
+        [after] = cursor.fetchone()
+    assert sorted(int(d.event.object_id) for d in due) == [n for n in range(1, 151) if n != 7]
+    assert after - before <= 150  # one probe per due row: 0 or 1 entry each (it was ~150 per row)

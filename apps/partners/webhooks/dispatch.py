@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import BooleanField, Exists, F, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.common.secretbox import SealedValueError
@@ -148,21 +149,28 @@ class _Outcome:
     at: datetime
 
 
+# "An earlier delivery of this row's object to its endpoint is still backing off", looked up per due row by the
+# (endpoint, order_key) partial pending index. `LIMIT 1 OFFSET 0` keeps it a per-row subplan: as `NOT EXISTS`
+# PostgreSQL pulls it up into an anti-join planned from row estimates, and on tables without column statistics
+# (estimate: 1 row) it re-read every pending row of the endpoint for each due row — O(n²) in the backlog, so a
+# dispatcher that fell behind fell further behind (ADR 0059).
+_BACKING_OFF_SQL = (
+    "EXISTS (SELECT 1 FROM partners_webhookdelivery x WHERE x.endpoint_id = partners_webhookdelivery.endpoint_id"
+    " AND x.order_key = partners_webhookdelivery.order_key AND x.status = 'pending'"
+    " AND x.id < partners_webhookdelivery.id AND x.next_attempt_at > %s LIMIT 1 OFFSET 0)"
+)
+
+
 def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[WebhookDelivery]:
     """Up to `limit` due deliveries of an **active** endpoint in id (= position) order, each with its event and
     the endpoint row as it is now (one query: a PATCH or a disable applies from the next batch on), skipping an
-    object whose earlier delivery is still backing off. Empty when the endpoint is inactive."""
-    backing_off = WebhookDelivery.objects.filter(
-        endpoint_id=endpoint_id,
-        order_key=OuterRef("order_key"),
-        id__lt=OuterRef("id"),
-        status=DeliveryStatus.PENDING,
-        next_attempt_at__gt=now,
-    )
+    object whose earlier delivery is still backing off (`_BACKING_OFF_SQL`). Empty when the endpoint is
+    inactive."""
     return list(
         WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
         .filter(endpoint__is_active=True)
-        .exclude(Exists(backing_off))
+        .alias(backing_off=RawSQL(_BACKING_OFF_SQL, [now], output_field=BooleanField()))
+        .filter(backing_off=False)
         .select_related("event", "endpoint")
         .order_by("id")[:limit]
     )
