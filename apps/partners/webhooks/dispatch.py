@@ -169,7 +169,7 @@ def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[Webh
     return list(
         WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
         .filter(endpoint__is_active=True)
-        .alias(backing_off=RawSQL(_BACKING_OFF_SQL, [now], output_field=BooleanField()))
+        .alias(backing_off=RawSQL(_BACKING_OFF_SQL, [now], output_field=BooleanField()))  # noqa: S611 - constant SQL
         .filter(backing_off=False)
         .select_related("event", "endpoint")
         .order_by("id")[:limit]
