@@ -667,3 +667,90 @@ def test_the_dispatcher_listens_again_after_its_listening_session_is_terminated(
             loop.join(30)
     assert second != first
     assert [r.webhook_id for r in receiver.received] == [event.public_id]
+
+
+# --- ADR 0059: the dispatcher plans for the values it runs with, not from plans cached on small tables ----------
+
+
+def _seq_scans() -> dict[str, int]:
+    """Sequential scans of the delivery and event tables by this session in the current transaction."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+            "WHERE relname IN ('partners_webhookdelivery', 'partners_event')"
+        )
+        return dict(cursor.fetchall())
+
+
+def test_foreign_key_checks_and_queries_use_indexes_after_the_tables_grew_past_their_cached_plans(require_postgres):
+    """The bench's latency grew round by round (issue 13): each attempt row's foreign-key check
+    (`SELECT 1 FROM ONLY partners_webhookdelivery x WHERE id = $1 FOR KEY SHARE`) kept the generic plan
+    PostgreSQL cached while the table was a page — a sequential scan — and read the whole table as it grew,
+    until the next ANALYZE. Given plans primed on near-empty tables, after the tables grow a dispatch pass
+    (sequencer, claim, due query, recording, and their foreign-key checks) scans neither table sequentially."""
+    from django.db import connection
+
+    partner = PartnerFactory()
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # FK checks at each statement: the test never commits
+        cursor.execute("ANALYZE partners_webhookdelivery, partners_event")  # empty: 0 rows, 0 pages
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        for n in range(8):  # > 5 executions of every statement and FK check: PostgreSQL may cache a generic plan
+            record(partner.pk, object_id=f"small-{n}")
+            assert dispatch_once() == 1
+        with connection.cursor() as cursor:  # then the tables grow to ~150 pages each, as in a bench round
+            cursor.execute(
+                "WITH e AS (INSERT INTO partners_event (public_id, partner_id, type, object_type, object_id, "
+                "sequence, data, created_at, position, positioned_at) "
+                "SELECT 'evt_grown_' || g, %s, 'ledger.topup_posted', 'grown', g::text, 1, '{}', now(), "
+                "1000000 + g, now() FROM generate_series(1, 6000) g RETURNING id) "
+                "INSERT INTO partners_webhookdelivery (endpoint_id, event_id, order_key, status, attempts, "
+                "next_attempt_at, created_at, finished_at, last_error) "
+                "SELECT %s, id, 'grown:' || id, 'delivered', 1, now(), now(), now(), '' FROM e",
+                [partner.pk, endpoint.pk],
+            )
+        last = record(partner.pk, object_id="after-growth")
+        before = _seq_scans()
+        assert dispatch_once() == 1
+        after = _seq_scans()
+    assert receiver.received[-1].webhook_id == last.public_id
+    assert {table: after[table] - before[table] for table in after} == {
+        "partners_webhookdelivery": 0,
+        "partners_event": 0,
+    }
+
+
+def test_the_due_query_looks_up_each_rows_backing_off_predecessor_by_index_not_the_whole_backlog(require_postgres):
+    """ADR 0059: `_due_deliveries` excluded objects backing off with a `NOT EXISTS` that PostgreSQL turned into an
+    anti-join; planned from a 1-row estimate (tables without column statistics) it re-read every pending row of the
+    endpoint for each due row — 40,000 index entries for a 200-row backlog. Each due row now probes the
+    (endpoint, order_key) index once, and an object backing off still holds its later deliveries back."""
+    from django.db import connection
+
+    partner = PartnerFactory()
+    endpoint, _ = endpoint_for(partner.pk, "http://127.0.0.1:9/hooks")
+    now = timezone.now()
+    # index entries this transaction read from the (endpoint, order_key, id) pending index
+    read_entries = "SELECT pg_stat_get_xact_tuples_returned('partners_delivery_key_pending'::regclass)"
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE partners_webhookdelivery, partners_event")  # empty: no column statistics
+        cursor.execute(  # 5,000 delivered; a backlog of 150 due ones of distinct objects, object 7 backing off first
+            "WITH e AS (INSERT INTO partners_event (public_id, partner_id, type, object_type, object_id, sequence, "
+            "data, created_at) SELECT 'evt_backlog_' || g, %s, 'ledger.topup_posted', 'o', g::text, 1, '{}', %s "
+            "FROM generate_series(-5000, 150) g RETURNING id, object_id) "
+            "INSERT INTO partners_webhookdelivery (endpoint_id, event_id, order_key, status, attempts, "
+            "next_attempt_at, created_at, last_error) SELECT %s, id, 'o:' || CASE WHEN object_id = '0' THEN '7' "
+            "ELSE object_id END, CASE WHEN object_id::int < 0 THEN 'delivered' ELSE 'pending' END, 0, "
+            "CASE WHEN object_id = '0' THEN %s ELSE %s END, %s, '' FROM e",
+            [partner.pk, now, endpoint.pk, now + timedelta(minutes=5), now - timedelta(seconds=1), now],
+        )
+        cursor.execute(read_entries)
+        [before] = cursor.fetchone()
+        due = dispatch._due_deliveries(endpoint.pk, now=now, limit=200)
+        cursor.execute(read_entries)
+        [after] = cursor.fetchone()
+    assert sorted(int(d.event.object_id) for d in due) == [n for n in range(1, 151) if n != 7]
+    assert after - before <= 150  # one probe per due row: 0 or 1 entry each (it was ~150 per row)

@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import BooleanField, Exists, F, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.common.secretbox import SealedValueError
@@ -62,6 +63,7 @@ from apps.partners.webhooks.models import (
     WebhookEndpoint,
     WebhookSecret,
 )
+from apps.partners.webhooks.plans import plan_for_values_in_session, plan_for_values_in_transaction
 from apps.partners.webhooks.secrets import secret_open
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ def endpoints_claim(*, limit: int, exclude: set[int] | frozenset[int] = frozense
         endpoint_id=OuterRef("pk"), status=DeliveryStatus.PENDING, next_attempt_at__lte=now
     )
     with transaction.atomic():
+        plan_for_values_in_transaction()  # `Exists(due)` by the partial pending index, at any table size (ADR 0059)
         ids = list(
             WebhookEndpoint.objects.select_for_update(skip_locked=True)
             .filter(is_active=True, retry_at__lte=now)
@@ -146,21 +149,28 @@ class _Outcome:
     at: datetime
 
 
+# "An earlier delivery of this row's object to its endpoint is still backing off", looked up per due row by the
+# (endpoint, order_key) partial pending index. `LIMIT 1 OFFSET 0` keeps it a per-row subplan: as `NOT EXISTS`
+# PostgreSQL pulls it up into an anti-join planned from row estimates, and on tables without column statistics
+# (estimate: 1 row) it re-read every pending row of the endpoint for each due row — O(n²) in the backlog, so a
+# dispatcher that fell behind fell further behind (ADR 0059).
+_BACKING_OFF_SQL = (
+    "EXISTS (SELECT 1 FROM partners_webhookdelivery x WHERE x.endpoint_id = partners_webhookdelivery.endpoint_id"
+    " AND x.order_key = partners_webhookdelivery.order_key AND x.status = 'pending'"
+    " AND x.id < partners_webhookdelivery.id AND x.next_attempt_at > %s LIMIT 1 OFFSET 0)"
+)
+
+
 def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[WebhookDelivery]:
     """Up to `limit` due deliveries of an **active** endpoint in id (= position) order, each with its event and
     the endpoint row as it is now (one query: a PATCH or a disable applies from the next batch on), skipping an
-    object whose earlier delivery is still backing off. Empty when the endpoint is inactive."""
-    backing_off = WebhookDelivery.objects.filter(
-        endpoint_id=endpoint_id,
-        order_key=OuterRef("order_key"),
-        id__lt=OuterRef("id"),
-        status=DeliveryStatus.PENDING,
-        next_attempt_at__gt=now,
-    )
+    object whose earlier delivery is still backing off (`_BACKING_OFF_SQL`). Empty when the endpoint is
+    inactive."""
     return list(
         WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
         .filter(endpoint__is_active=True)
-        .exclude(Exists(backing_off))
+        .alias(backing_off=RawSQL(_BACKING_OFF_SQL, [now], output_field=BooleanField()))  # noqa: S611 - constant SQL
+        .filter(backing_off=False)
         .select_related("event", "endpoint")
         .order_by("id")[:limit]
     )
@@ -209,13 +219,15 @@ class RunHandle:
 def endpoint_run(claim: Claim, *, handle: RunHandle | None = None) -> int:
     """Steps 2–3 for one claimed endpoint. Returns how many deliveries were delivered. With a `handle` (the
     dispatcher loop's), a run that finds nothing due waits on `handle.wake` for new deliveries until its drain
-    time ends or the loop asks for the thread back, instead of returning at once (ADR 0052)."""
-    try:
-        return _endpoint_run(claim, handle)
-    finally:
-        WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
-            leased_until=None, lease_token=None
-        )
+    time ends or the loop asks for the thread back, instead of returning at once (ADR 0052). The run's session
+    plans each statement, and each attempt row's foreign-key check, for its values (ADR 0059)."""
+    with plan_for_values_in_session():
+        try:
+            return _endpoint_run(claim, handle)
+        finally:
+            WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
+                leased_until=None, lease_token=None
+            )
 
 
 def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:

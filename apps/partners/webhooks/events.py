@@ -31,6 +31,7 @@ from apps.outbox.services import OutboxError
 from apps.partners.ownership import employer_partners
 from apps.partners.webhooks.contracts import EventDraft, EventType
 from apps.partners.webhooks.models import DeliveryStatus, Event, EventSequence, WebhookDelivery, WebhookEndpoint
+from apps.partners.webhooks.plans import PLAN_FOR_VALUES
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> int:
     4. At commit, wake the live streams and other idle dispatcher processes (PostgreSQL NOTIFY
        `keel_events_positioned`, `keel_webhooks`).
     On PostgreSQL steps 2–4 are one statement (`_SEQUENCE_SQL`); the lock is its own statement first, so the
-    statement's snapshot is taken after the previous sequencer committed.
+    statement's snapshot is taken after the previous sequencer committed. The transaction plans its statements
+    and foreign-key checks for their values (`plans.PLAN_FOR_VALUES`, ADR 0059).
     """
     return sequence_and_fan_out(limit=limit).events
 
@@ -253,7 +255,9 @@ def sequence_and_fan_out(*, limit: int = SEQUENCE_BATCH) -> Sequenced:
         now = timezone.now()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+                # The lock, and this transaction's statements and commit-time foreign-key checks planned for their
+                # values (ADR 0059): a plan cached while the tables were small is a sequential scan.
+                cursor.execute(f"SELECT pg_advisory_xact_lock(%s), {PLAN_FOR_VALUES}", [SEQUENCER_LOCK])
                 cursor.execute(
                     _SEQUENCE_SQL,
                     {
