@@ -101,15 +101,25 @@ def run_visible_to(principal: Principal, run: ReconciliationRun) -> bool:
 
 
 def runs_for(principal: Principal) -> QuerySet[ReconciliationRun]:
-    """Runs a key may list, newest first: a run named for one employer the key may act for, and an
-    all-employers run this key's partner started. The latter covers several employers; for a key limited to
-    some employers the caller keeps only rows `run_visible_to` passes (the rule of `run_get_for`)."""
+    """Runs a key may list, newest first: a run named for one employer the key may act for, and every
+    all-employers run — this partner's, or an operator's (`reconcile`, the nightly run) — of which the caller
+    keeps only those whose `employer_ids` all lie in `employer_ids_visible_to` (the rule of `run_get_for`, so
+    the list shows exactly the runs the key may open by id)."""
     visible = employers_visible_to(principal).values("pk")
     return (
         ReconciliationRun.objects.select_related("insurer")
-        .filter(Q(employer_id__in=visible) | Q(employer__isnull=True, partner_id=principal.partner_id))
+        .filter(
+            Q(employer_id__in=visible)
+            | Q(employer__isnull=True, partner_id=principal.partner_id)
+            | Q(employer__isnull=True, partner__isnull=True)
+        )
         .order_by("-id")
     )
+
+
+def employer_ids_visible_to(principal: Principal) -> set[int]:
+    """The ids of the employers `principal` may act for (one query)."""
+    return set(employers_visible_to(principal).values_list("pk", flat=True))
 
 
 def run_get_for(principal: Principal, run_id: int | str) -> ReconciliationRun:

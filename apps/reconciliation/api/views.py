@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -38,7 +40,16 @@ from apps.reconciliation.sources import RosterUnsupportedError, roster_source_fo
 class ReconciliationRunFilter(FilterSet):
     status = django_filters.ChoiceFilter(choices=RunStatus.choices)
     insurer = django_filters.CharFilter(field_name="insurer__code", max_length=40, help_text="insurer code")
-    employer = IdFilter(field_name="employer_id", help_text="the employer a run was started for")
+    employer = IdFilter(
+        method="filter_employer",
+        help_text="runs covering this employer: started for it, or over all employers including it",
+    )
+
+    def filter_employer(self, queryset: QuerySet[ReconciliationRun], name: str, value: int) -> Any:
+        """Runs started for the employer, and every all-employers run (the view keeps those whose
+        `employer_ids` hold it: a JSON list, matched in Python so SQLite and PostgreSQL agree)."""
+        self.request._reconciliation_employer = value  # type: ignore[union-attr]
+        return queryset.filter(Q(employer_id=value) | Q(employer__isnull=True))
 
     class Meta:
         model = ReconciliationRun
@@ -61,7 +72,11 @@ class ReconciliationCreateView(PartnerGenericAPIView):
         """The key's runs, newest first (cursor pages; filters `status`, `insurer`, `employer`)."""
         principal = principal_of(request)
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
-        runs = [run for run in page if principal.all_employers or selectors.run_visible_to(principal, run)]
+        visible = selectors.employer_ids_visible_to(principal)
+        wanted = getattr(request, "_reconciliation_employer", None)
+        runs = [
+            run for run in page if set(run.employer_ids) <= visible and (wanted is None or wanted in run.employer_ids)
+        ]
         return self.get_paginated_response(ReconciliationRunSerializer(runs, many=True).data)
 
     @extend_schema(

@@ -140,3 +140,42 @@ def test_resolving_again_with_the_same_action_replays_and_with_another_is_409_ch
         "known gap",
         audits,
     )
+
+
+def test_an_operators_run_over_the_keys_employers_is_listed_as_it_can_be_opened_and_filters_by_employer(
+    setup, make_key
+) -> None:
+    """Newcomer trial: runs of `manage.py reconcile` (and the nightly run) could be opened by id but were missing
+    from the list; `?employer=` left out all-employers runs covering the employer."""
+    from apps.common.actors import Actor
+    from apps.reconciliation.services import reconciliation_start
+
+    policy, other, own, foreign = setup
+    platform = make_key(partner=policy.employer.partner, all_employers=True)
+    operator = reconciliation_start(
+        insurer_id=policy.insurer_id,
+        employer_ids=[policy.employer_id],
+        employer_id=None,
+        policy_id=None,
+        partner_id=None,
+        actor=Actor.system("tests"),
+        queue=False,
+    ).pk
+    reconciliation_finish(run_id=operator, status="COMPLETED")
+    across = reconciliation_start(
+        insurer_id=policy.insurer_id,
+        employer_ids=[policy.employer_id, other.employer_id],
+        employer_id=None,
+        policy_id=None,
+        partner_id=None,
+        actor=Actor.system("tests"),
+        queue=False,
+    ).pk
+
+    for key in (own, platform):
+        listed = [r["id"] for r in key.get("/api/v1/reconciliations").json()["results"]]
+        by_employer = key.get(f"/api/v1/reconciliations?employer={policy.employer_id}").json()["results"]
+        assert listed == [r["id"] for r in by_employer] == [operator]
+        assert key.get(f"/api/v1/reconciliations/{operator}").status_code == 200
+        assert key.get(f"/api/v1/reconciliations/{across}").status_code == 404
+    assert foreign.get("/api/v1/reconciliations").json()["results"] == []
