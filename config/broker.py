@@ -31,11 +31,17 @@ trial: work resumed 10–12 s after Redis was back). `Connection` below tries ev
 from __future__ import annotations
 
 import logging
+import os
+import uuid
+from time import monotonic
 from typing import Any
 
 from celery.app.amqp import AMQP as CeleryAMQP
 from kombu import Connection as KombuConnection
-from kombu.transport import redis
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem, redis
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps as json_dumps
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +118,41 @@ class AMQP(CeleryAMQP):
     """Celery's AMQP helper with Keel's `Connection` (workers, beat and the relay's publisher use it)."""
 
     Connection = Connection
+
+
+class FilesystemChannel(filesystem.Channel):
+    """kombu's file-system channel (the embedded broker of `make run`), except that a message file appears under
+    its queue's name only once it is complete.
+
+    Why (newcomer trial, 2026-12-02): kombu's `_put` creates `<time>_<uuid>.<queue>.msg` and then writes it,
+    while `_get` of another process lists the folder and takes any `….<queue>.msg` without the writer's lock.
+    A reader that comes between the two reads an empty file and raises `JSONDecodeError` out of the consumer:
+    the worker dies with "Unrecoverable error" (the supervisor restarts it) and that message is gone. Here the
+    message is written to `….<queue>.msg.tmp` (a name `_get` never matches) and renamed into place — atomic on
+    one file system — so a reader sees a whole message or none. A `.tmp` left by a writer killed mid-write is
+    never read; an undecodable `.msg` (from before this fix) is logged and skipped, not fatal."""
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = final + ".tmp"
+        try:
+            with open(partial, "wb", buffering=0) as f:
+                filesystem.lock(f, filesystem.LOCK_EX)
+                f.write(str_to_bytes(json_dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue: str) -> Any:
+        while True:
+            try:
+                return super()._get(queue)
+            except ValueError:  # JSONDecodeError: a torn file written before this fix; it is already removed
+                logger.warning("broker.undecodable_message_skipped", extra={"queue": queue})
+
+
+class FilesystemTransport(filesystem.Transport):
+    """kombu's file-system transport with `FilesystemChannel` (selected in config/settings/base.py)."""
+
+    Channel = FilesystemChannel
