@@ -132,19 +132,19 @@ class FilesystemChannel(filesystem.Channel):
     one file system — so a reader sees a whole message or none. A `.tmp` left by a writer killed mid-write is
     never read; an undecodable `.msg` (from before this fix) is logged and skipped, not fatal."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = final + ".tmp"
         try:
             with open(partial, "wb", buffering=0) as f:
-                filesystem.lock(f, filesystem.LOCK_EX)
+                filesystem.lock(f, filesystem.LOCK_EX)  # type: ignore[attr-defined]
                 f.write(str_to_bytes(json_dumps(payload)))
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str) -> Any:  # type: ignore[override]
         while True:
             try:
                 return super()._get(queue)
