@@ -76,7 +76,8 @@ def parse(url: str) -> Target:
     scheme = parts.scheme.lower()
     allowed_schemes = ("https", "http") if _allow_local() else ("https",)
     if scheme not in allowed_schemes:
-        raise UnsafeURL("The URL must use https." if scheme != "https" else "Not a valid URL.")
+        allowed = "https (or http to this machine, in local settings)" if _allow_local() else "https"
+        raise UnsafeURL(f"The URL must use {allowed}.")
     if parts.username or parts.password:
         raise UnsafeURL("The URL may not contain credentials.")
     host = (parts.hostname or "").rstrip(".")
