@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 
+from apps.common.errors import Conflict
 from apps.employers.models import Coverage, Employee
 from apps.endorsements.models import Endorsement, EndorsementStatus
 from apps.endorsements.tests.pipeline import run_pipeline
@@ -78,7 +79,9 @@ def test_resolving_twice_returns_the_first_result_and_submits_once(active_policy
     before = Endorsement.objects.count()
 
     first = discrepancy_resolve(discrepancy_id=d.pk, action="create_deletion", note="a", actor=SYSTEM)
-    again = discrepancy_resolve(discrepancy_id=d.pk, action="ignore", note="b", actor=SYSTEM)
+    again = discrepancy_resolve(discrepancy_id=d.pk, action="create_deletion", note="b", actor=SYSTEM)
+    with pytest.raises(Conflict):  # another action on a resolved one is 409, never a silent success
+        discrepancy_resolve(discrepancy_id=d.pk, action="ignore", note="b", actor=SYSTEM)
 
     assert (again.status, again.resolution_action, again.resolution_result) == (
         "resolved",
