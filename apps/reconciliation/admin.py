@@ -23,6 +23,23 @@ def _operator(request: HttpRequest) -> Actor:
     )
 
 
+class ResumedFilter(admin.SimpleListFilter):
+    """Runs the abandoned-run sweep queued again after their worker stopped (ADR 0061)."""
+
+    title = "resumed after a worker stopped"
+    parameter_name = "resumed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "yes"), ("no", "no")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ReconciliationRun]) -> QuerySet[ReconciliationRun]:
+        if self.value() == "yes":
+            return queryset.filter(resumes__gt=0)
+        if self.value() == "no":
+            return queryset.filter(resumes=0)
+        return queryset
+
+
 @admin.register(ReconciliationRun)
 class ReconciliationRunAdmin(ReadOnlyAdmin):
     list_display = (
@@ -34,11 +51,12 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
         "pages_pulled",
         "rows_pulled",
         "rows_matched",
+        "resumes",
         "requested_by",
         "created_at",
         "finished_at",
     )
-    list_filter = ("status", "insurer")
+    list_filter = ("status", "insurer", ResumedFilter)
     search_fields = ("=id", "=employer__id", "requested_by")
     date_hierarchy = "created_at"
     actions = ("cancel_runs",)

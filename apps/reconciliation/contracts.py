@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 JOB_RECONCILIATION = "reconciliation.run"
 AUDIT_RUN_STARTED = "reconciliation.run_started"
 AUDIT_RUN_CANCEL_REQUESTED = "reconciliation.run_cancel_requested"
+AUDIT_RUN_RESUMED = "reconciliation.run_resumed"
 AUDIT_DISCREPANCY_RESOLVED = "reconciliation.discrepancy_resolved"
 
-# A run's lock lives this long after its last refresh; a worker refreshes it after every page and before
-# every retry wait (at most `PullPolicy.max_wait_seconds`, 120 s, plus one request's timeouts).
-LOCK_TTL_SECONDS = 300
+# A live worker refreshes its run's lock with every recorded page and, between pages, at least every
+# `HEARTBEAT_SECONDS` (while it waits out a `Retry-After` or a file insurer, and while it matches, ADR 0061). The
+# longest step with no refresh is one insurer request (connect 5 s + read 30 s timeouts), so a lock goes
+# without a refresh for at most ~50 s; it lives `LOCK_TTL_SECONDS` after its last refresh (over 2x that). When
+# it lapses the worker is taken for dead: the abandoned-run sweep (beat, every minute) resumes the run.
+HEARTBEAT_SECONDS = 15
+LOCK_TTL_SECONDS = 120
+# A run whose worker stopped is queued again at most this many times; the next stop ends it FAILED (a run that
+# kills its worker every time, say by exhausting its memory, must not loop forever).
+MAX_RESUMES = 3
+# Longest single sleep while a run waits (a `Retry-After`, a file insurer's answer): a cancel is seen within it.
+WAIT_SLICE_SECONDS = 1.0
+
+# The figures of a run's summary, in this order, every key always present: matched members, discrepancies by
+# kind, and `accepted` (differences an operator settled before, not written again, ADR 0045). The API's run
+# `summary` and each employer's `reconciliation.completed` event carry exactly this shape (`run_summary`).
+SUMMARY_KEYS = (
+    "matched",
+    "missing_at_insurer",
+    "missing_internally",
+    "field_mismatch",
+    "amount_mismatch",
+    "charge_missing",
+    "accepted",
+)
+
+
+def run_summary(counts: Mapping[str, int]) -> dict[str, int]:
+    """The summary of a run (or of one employer's share of it) from its counts: `{key: int}` for every key of
+    `SUMMARY_KEYS`, in that order, 0 when absent; other counts (pages, rows pulled) are left out: they are the
+    run's `progress`. The one builder of both the API's `summary` and the partner event's."""
+    return {key: int(counts.get(key, 0)) for key in SUMMARY_KEYS}
 
 
 class RunOverlapError(Exception):

@@ -23,14 +23,18 @@ log = structlog.get_logger(__name__)
 
 @consumer(TOPIC_RUN_REQUESTED, queue="reconciliation")
 def run_requested(message: Message) -> None:
-    """Queue a started run's Celery task (`reconciliation.run`, which runs or resumes it to its end). Written with
-    the run by `reconciliation_start`, so a run is queued once the relay reaches the broker, whenever that is.
-    A redelivery after a crash between the queueing and the inbox commit queues it again (ADR 0058: a run that
-    has ended returns at once)."""
+    """Queue a started or resumed run's Celery task (`reconciliation.run`, which runs or resumes it to its end)
+    for the attempt the payload names (`{"run_id", "attempt"}`; 0 for the first, absent in rows written before
+    ADR 0061). Written with the run by `reconciliation_start`, and by the abandoned-run sweep for each resume,
+    so a run is queued once the relay reaches the broker, whenever that is. A redelivery after a crash between
+    the queueing and the inbox commit queues it again (ADR 0058: a run that has ended, or has been resumed for a
+    later attempt, returns at once)."""
     if inbox_seen(message):
         with inbox_consume(message):
             return
-    reconciliation_run.apply_async(args=(int(message.payload["run_id"]),), queue=QUEUE)
+    attempt = message.payload.get("attempt")
+    args = (int(message.payload["run_id"]),) + (() if attempt is None else (int(attempt),))
+    reconciliation_run.apply_async(args=args, queue=QUEUE)
     with inbox_consume(message):
         pass
 

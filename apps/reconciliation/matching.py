@@ -5,7 +5,7 @@ merge-joined, so memory holds one chunk of each side and one batch of discrepanc
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import date
 from typing import Any
 
@@ -21,7 +21,14 @@ from apps.reconciliation.models import (
     DiscrepancyStatus,
     ReconciliationRun,
 )
-from apps.reconciliation.selectors import MemberRecord, PolicyScope, insurer_members, keel_charges, keel_members
+from apps.reconciliation.selectors import (
+    MemberRecord,
+    PolicyScope,
+    endorsement_employee_codes,
+    insurer_members,
+    keel_charges,
+    keel_members,
+)
 
 COMPARED_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
 FIELD_SEVERITY = {
@@ -111,11 +118,14 @@ def _flush(batch: list[Discrepancy], counts: Counter[str], *, first_pass: bool =
 
 # long: one merge walk over two ordered member streams with its batch and counters; split, the cursors and
 # the batch would travel through each piece.
-def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
+def policy_match(
+    *, run: ReconciliationRun, scope: PolicyScope, heartbeat: Callable[[], None] = lambda: None
+) -> Counter[str]:
     """Match one policy and write its `Discrepancy` rows (once per run and key, so a re-match adds nothing).
 
     Returns counts by kind plus `matched` (members on both sides with every compared field equal). Keys:
-    `member:<code>` for a missing member, `field:<code>:<field>` for a field mismatch.
+    `member:<code>` for a missing member, `field:<code>:<field>` for a field mismatch. `heartbeat` is called
+    after every written batch (the runner's keeps the run's lock alive, at most one refresh per 15 s).
     """
     counts: Counter[str] = Counter()
     batch: list[Discrepancy] = []
@@ -176,6 +186,7 @@ def policy_match(*, run: ReconciliationRun, scope: PolicyScope) -> Counter[str]:
             _flush(batch, counts, first_pass=first_pass)
             ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
             matched_in_batch = 0
+            heartbeat()
     _flush(batch, counts, first_pass=first_pass)
     ReconciliationRun.objects.filter(pk=run.pk).update(rows_matched=F("rows_matched") + matched_in_batch)
     return counts
@@ -199,8 +210,22 @@ def _merge_by_id(
             k, i = next(ours, None), next(theirs, None)
 
 
+def _with_employee_codes(batch: list[Discrepancy], *, policy_id: int) -> list[Discrepancy]:
+    """Fill in each money discrepancy's `employee_code` from the Keel endorsement it concerns (one query per
+    batch), so an operator sees whose charge it is; a charge for an endorsement Keel does not have on this
+    policy keeps "" (Keel does not know the member)."""
+    codes = endorsement_employee_codes(policy_id=policy_id, endorsement_ids=[d.endorsement_id for d in batch])
+    for discrepancy in batch:
+        discrepancy.employee_code = codes.get(discrepancy.endorsement_id or 0, "")
+    return batch
+
+
 def policy_money_match(
-    *, run: ReconciliationRun, scope: PolicyScope, statement: Iterator[tuple[int, int]]
+    *,
+    run: ReconciliationRun,
+    scope: PolicyScope,
+    statement: Iterator[tuple[int, int]],
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> Counter[str]:
     """Compare the insurer's statement of charges (`(endorsement_id, amount)`, paise, debit > 0, credit < 0,
     in id order) with Keel's captures minus refunds per endorsement of the policy, and write a `Discrepancy`
@@ -209,12 +234,18 @@ def policy_money_match(
     - Keel moved money for an endorsement the insurer never charged → `charge_missing`;
     - both hold it with different amounts, or the insurer charged what Keel never captured → `amount_mismatch`
       (a missing Keel side counts as 0).
-    Returns counts by kind. Endorsements with no money on either side are not compared.
+    Each carries the member's `employee_code` from its endorsement where Keel has it. Returns counts by kind.
+    Endorsements with no money on either side are not compared. `heartbeat` is called every `BATCH` charges
+    compared (the runner's keeps the run's lock alive while a long statement streams).
     """
     counts: Counter[str] = Counter()
     batch: list[Discrepancy] = []
     first_pass = _first_pass(run, scope, MONEY_KINDS)
-    for endorsement_id, keel, insurer in _merge_by_id(keel_charges(policy_id=scope.policy_id), statement):
+    for walked, (endorsement_id, keel, insurer) in enumerate(
+        _merge_by_id(keel_charges(policy_id=scope.policy_id), statement), start=1
+    ):
+        if walked % BATCH == 0:
+            heartbeat()
         if keel == insurer:
             continue
         if insurer is None:
@@ -238,6 +269,6 @@ def policy_money_match(
         )
         counts[kind] += 1
         if len(batch) >= BATCH:
-            _flush(batch, counts, first_pass=first_pass)
-    _flush(batch, counts, first_pass=first_pass)
+            _flush(_with_employee_codes(batch, policy_id=scope.policy_id), counts, first_pass=first_pass)
+    _flush(_with_employee_codes(batch, policy_id=scope.policy_id), counts, first_pass=first_pass)
     return counts

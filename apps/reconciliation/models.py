@@ -65,6 +65,11 @@ class ReconciliationRun(models.Model):
     requested_by = models.CharField(max_length=120)
     status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.RUNNING)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Times the abandoned-run sweep queued this run again after its worker stopped heartbeating (ADR 0061): at
+    # most `MAX_RESUMES`. A worker executes the run only for the current count (older requests are stale), and
+    # its lock rows carry the count it was taken for.
+    resumes = models.PositiveSmallIntegerField(default=0)
+    resumed_at = models.DateTimeField(null=True, blank=True)
     policies_total = models.PositiveIntegerField(default=0)
     policies_done = models.PositiveIntegerField(default=0)
     pages_pulled = models.PositiveIntegerField(default=0)
@@ -127,6 +132,9 @@ class ReconciliationLock(models.Model):
     insurer = models.ForeignKey("insurers.Insurer", on_delete=models.CASCADE, related_name="+")
     employer = models.ForeignKey("employers.Employer", on_delete=models.CASCADE, related_name="+")
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="locks")
+    # The run's `resumes` when this row was taken: a worker of an earlier attempt that wakes up after the
+    # sweep resumed the run finds no row of its attempt to refresh, and stops (ADR 0061).
+    attempt = models.PositiveSmallIntegerField(default=0)
     expires_at = models.DateTimeField()
 
     class Meta:

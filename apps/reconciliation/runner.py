@@ -13,7 +13,12 @@ import structlog
 
 from apps.audit.models import JobStatus
 from apps.audit.services import job_run_finish, job_run_start
-from apps.reconciliation.contracts import JOB_RECONCILIATION, RunLockLostError
+from apps.reconciliation.contracts import (
+    HEARTBEAT_SECONDS,
+    JOB_RECONCILIATION,
+    WAIT_SLICE_SECONDS,
+    RunLockLostError,
+)
 from apps.reconciliation.matching import policy_match, policy_money_match
 from apps.reconciliation.models import ReconciliationRun, RunStatus
 from apps.reconciliation.pull import PullPolicy, RosterPullError
@@ -43,6 +48,53 @@ def _cancel_requested(run_id: int) -> bool:
     return ReconciliationRun.objects.filter(pk=run_id, cancel_requested_at__isnull=False).exists()
 
 
+class _Heartbeat:
+    """Keeps this worker's lock alive between recorded pages (ADR 0061): `beat()` refreshes it when
+    `HEARTBEAT_SECONDS` have passed since the last refresh (by `clock`, monotonic), so the match of a large policy
+    or a long statement never lets it lapse under a live worker; `beat(force=True)` refreshes now. Raises
+    `RunLockLostError` (from the refresh) once the run is another worker's."""
+
+    def __init__(self, *, run_id: int, attempt: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.run_id, self.attempt, self.clock = run_id, attempt, clock
+        self.last = clock()
+
+    def beat(self, *, force: bool = False) -> None:
+        if force or self.clock() - self.last >= HEARTBEAT_SECONDS:
+            reconciliation_lock_refresh(run_id=self.run_id, attempt=self.attempt)
+            self.last = self.clock()
+
+    def refreshed(self) -> None:
+        """The lock was just refreshed elsewhere (a recorded page): count from now."""
+        self.last = self.clock()
+
+
+def _interruptible_wait(seconds: float, *, run_id: int, heartbeat: _Heartbeat, sleep: Callable[[float], None]) -> None:
+    """Wait `seconds` (a `Retry-After`, a file insurer's poll) in slices of at most `WAIT_SLICE_SECONDS`, so a
+    cancel ends the run within a second, not when the wait ends (newcomer trial: a 120 s `Retry-After` kept a
+    cancelled run RUNNING).
+
+    1. Refresh the lock (a long wait must not let it lapse under a live worker).
+    2. Before each slice, one query for the run's cancel flag: set → raise `_Cancelled`.
+    3. Sleep the slice through `sleep` (tests pass a fake clock); refresh the lock again every
+       `HEARTBEAT_SECONDS` of waiting. Always sleeps at least once (a 0 s wait is one `sleep(0)`), and in all
+       exactly `seconds` (the insurer is never asked again early).
+    """
+    heartbeat.beat(force=True)
+    remaining, since_refresh = max(0.0, seconds), 0.0
+    while True:
+        if _cancel_requested(run_id):
+            raise _Cancelled
+        step = min(WAIT_SLICE_SECONDS, remaining)
+        sleep(step)
+        remaining -= step
+        since_refresh += step
+        if remaining <= 0:
+            return
+        if since_refresh >= HEARTBEAT_SECONDS:
+            heartbeat.beat(force=True)
+            since_refresh = 0.0
+
+
 def _counts(run_id: int, summary: Counter[str] | None = None) -> dict[str, int]:
     run = ReconciliationRun.objects.get(pk=run_id)
     counts = {
@@ -59,6 +111,7 @@ def _counts(run_id: int, summary: Counter[str] | None = None) -> dict[str, int]:
 def reconciliation_execute(
     *,
     run_id: int,
+    attempt: int | None = None,
     page_size: int = 1000,
     session: requests.Session | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -66,7 +119,9 @@ def reconciliation_execute(
     on_page: Callable[[str, int], None] | None = None,
 ) -> ReconciliationRun:
     """Run (or resume) `run_id` to its end and return it. `on_page(policy_number, rows newly seen)` is called
-    after each recorded page (the `reconcile --wait` command prints progress with it).
+    after each recorded page (the `reconcile --wait` command prints progress with it). `attempt`: the run's
+    `resumes` the request was queued for (ADR 0061); a request for another attempt is stale (the sweep resumed
+    the run since) and returns at once. None (`reconcile --wait`, tests): the run's current attempt.
 
     1. Write the job-run start event (outside any transaction).
     2. For each policy in scope, in id order, from its resume cursor: before each page, stop CANCELLED if a
@@ -74,13 +129,20 @@ def reconciliation_execute(
     3. Match every policy's members, then its money against the insurer's statement (pulled the same way,
        streamed); discrepancies are written once per run and key; write the summary; end COMPLETED.
     4. A pull error ends the run FAILED with the error kept; a lost lock (another run took over after this
-       worker stalled) ends only the job-run event, leaving the run to whoever ended it.
+       worker stalled, or the sweep resumed the run for a new worker) ends only the job-run event, leaving the
+       run to its new owner. Every wait is interruptible (`_interruptible_wait`): a cancel ends it within a
+       second; between pages the lock is refreshed at least every `HEARTBEAT_SECONDS`.
     5. End the run (with one `reconciliation.completed` partner event per employer, its own figures) and
        write the job-run end event with status, counts and error.
     """
     run = ReconciliationRun.objects.select_related("insurer").get(pk=run_id)
     if run.status != RunStatus.RUNNING:
         return run
+    if attempt is not None and attempt != run.resumes:
+        log.info("reconciliation.stale_request", run_id=run_id, attempt=attempt, current=run.resumes)
+        return run
+    attempt = run.resumes
+    heartbeat = _Heartbeat(run_id=run_id, attempt=attempt)
     job = job_run_start(
         job=JOB_RECONCILIATION,
         params={
@@ -88,14 +150,13 @@ def reconciliation_execute(
             "insurer": run.insurer.code,
             "employer_id": run.employer_id,
             "policy_id": run.policy_id,
+            "attempt": attempt,
         },
     )
     policies = run_policies(run)
 
     def wait(seconds: float) -> None:
-        # A long `Retry-After` must not let the lock expire under a live worker: refresh, then wait.
-        reconciliation_lock_refresh(run_id=run_id)
-        sleep(seconds)
+        _interruptible_wait(seconds, run_id=run_id, heartbeat=heartbeat, sleep=sleep)
 
     ReconciliationRun.objects.filter(pk=run_id).update(policies_total=len(policies))
     status, error, summary = RunStatus.COMPLETED, "", Counter[str]()
@@ -132,24 +193,26 @@ def reconciliation_execute(
                     members=page.members,
                     next_cursor=page.next_cursor,
                     rows_expected=expected,
+                    attempt=attempt,
                 )
+                heartbeat.refreshed()  # the page's transaction refreshed the lock
                 if on_page is not None:
                     on_page(scope.policy_number, seen)
         if _cancel_requested(run_id):
             raise _Cancelled
-        reconciliation_lock_refresh(run_id=run_id)
+        heartbeat.beat(force=True)
         ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
         for scope in policies:
-            counts = policy_match(run=run, scope=scope)
+            counts = policy_match(run=run, scope=scope, heartbeat=heartbeat.beat)
             statement = source.statement(
                 policy_number=scope.policy_number,
                 page_size=page_size,
                 request_id=_request_id(run, scope),
             )
-            counts.update(policy_money_match(run=run, scope=scope, statement=statement))
+            counts.update(policy_money_match(run=run, scope=scope, statement=statement, heartbeat=heartbeat.beat))
             summary.update(counts)
             by_employer.setdefault(scope.employer_id, Counter()).update(counts)
-            reconciliation_lock_refresh(run_id=run_id)
+            heartbeat.beat(force=True)
     except _Cancelled:
         status = RunStatus.CANCELLED
     except RunLockLostError as exc:
@@ -159,10 +222,16 @@ def reconciliation_execute(
     except RosterPullError as exc:
         status, error = RunStatus.FAILED, str(exc)
     except Exception as exc:
-        reconciliation_finish(run_id=run_id, status=RunStatus.FAILED, summary=_counts(run_id), error=repr(exc))
+        reconciliation_finish(
+            run_id=run_id, status=RunStatus.FAILED, summary=_counts(run_id), error=repr(exc), attempt=attempt
+        )
         job_run_finish(job, status=JobStatus.FAILED, counts=_counts(run_id), error=repr(exc))
         raise
     totals = _counts(run_id, summary)
-    reconciliation_finish(run_id=run_id, status=status, summary=totals, error=error, employer_counts=by_employer)
+    if not reconciliation_finish(
+        run_id=run_id, status=status, summary=totals, error=error, employer_counts=by_employer, attempt=attempt
+    ):
+        # Ended meanwhile (a takeover, the sweep), or resumed for another worker: its owner reports it.
+        status, error = RunStatus.FAILED, f"run {run_id} was ended or resumed elsewhere before this worker finished"
     job_run_finish(job, status=_JOB_STATUS[status], counts=totals, error=error)
     return ReconciliationRun.objects.get(pk=run_id)

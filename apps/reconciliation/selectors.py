@@ -82,6 +82,17 @@ def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
     yield from net_charges_by_endorsement(endorsement_ids_of_policy(policy_id))
 
 
+def endorsement_employee_codes(*, policy_id: int, endorsement_ids: list[int | None]) -> dict[int, str]:
+    """`{endorsement id: employee_code}` of those of `endorsement_ids` that are Keel endorsements on the policy
+    (one query; an empty list asks nothing). Read through the endorsements app's selector of the policy's
+    endorsements, the same subquery `keel_charges` uses."""
+    ids = sorted({pk for pk in endorsement_ids if pk})
+    if not ids:
+        return {}
+    rows = endorsement_ids_of_policy(policy_id).filter(pk__in=ids).values_list("pk", "employee_code")
+    return {int(pk): str(code) for pk, code in rows}
+
+
 def scope_employer_ids_for_key(*, principal: Principal, insurer_id: int, employer_id: int | None) -> list[int]:
     """The employers a key's run covers: the one named (already checked visible) if it has a policy at the
     insurer (else none), else every employer the key may act for with a policy at the insurer."""

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+import structlog
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -27,18 +28,20 @@ from apps.reconciliation.contracts import (
     ACTIONS_OF_KIND,
     AUDIT_DISCREPANCY_RESOLVED,
     AUDIT_RUN_CANCEL_REQUESTED,
+    AUDIT_RUN_RESUMED,
     AUDIT_RUN_STARTED,
     LOCK_TTL_SECONDS,
+    MAX_RESUMES,
     TOPIC_RESEND,
     TOPIC_RUN_REQUESTED,
     ResolutionAction,
     ResolutionNotAllowedError,
     RunLockLostError,
     RunOverlapError,
+    run_summary,
 )
 from apps.reconciliation.models import (
     Discrepancy,
-    DiscrepancyKind,
     DiscrepancyStatus,
     InsurerRosterChange,
     InsurerRosterEntry,
@@ -47,6 +50,8 @@ from apps.reconciliation.models import (
     RunStatus,
 )
 from apps.reconciliation.selectors import keel_member_for_resend
+
+log = structlog.get_logger(__name__)
 
 ROSTER_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date", "gender")
 
@@ -69,15 +74,17 @@ def _lock_rows(*, run: ReconciliationRun, insurer_id: int, employer_ids: Sequenc
     table = ReconciliationLock._meta.db_table
     # One VALUES row per employer, in id order: the same statement on PostgreSQL and on SQLite (≥ 3.35, the
     # embedded `make run` default), which has no arrays to unnest.
-    rows = ", ".join(["(%s, %s, %s, %s)"] * len(ids))
-    params: list[Any] = [value for employer_id in ids for value in (insurer_id, employer_id, run.pk, expires_at)]
+    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(ids))
+    params: list[Any] = [
+        value for employer_id in ids for value in (insurer_id, employer_id, run.pk, run.resumes, expires_at)
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {table} (insurer_id, employer_id, run_id, expires_at)
+            INSERT INTO {table} (insurer_id, employer_id, run_id, attempt, expires_at)
             VALUES {rows}
             ON CONFLICT (insurer_id, employer_id) DO UPDATE
-               SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
+               SET run_id = EXCLUDED.run_id, attempt = EXCLUDED.attempt, expires_at = EXCLUDED.expires_at
              WHERE {table}.expires_at < %s
             RETURNING employer_id
             """,  # noqa: S608 — the table name is ours, every value is a parameter
@@ -149,18 +156,22 @@ def reconciliation_start(
         after={"insurer_id": insurer_id, "employer_id": employer_id, "policy_id": policy_id},
     )
     if queue:
-        outbox_enqueue(topic=TOPIC_RUN_REQUESTED, payload={"run_id": run.pk}, key=f"reconciliation-run-{run.pk}")
+        outbox_enqueue(
+            topic=TOPIC_RUN_REQUESTED, payload={"run_id": run.pk, "attempt": 0}, key=f"reconciliation-run-{run.pk}"
+        )
     return run
 
 
-def reconciliation_lock_refresh(*, run_id: int) -> None:
-    """Push the run's lock expiry forward. Raises `RunLockLostError` if the run no longer holds any lock (it
-    expired and another run took it over), so a slow worker stops instead of racing the new run."""
-    held = ReconciliationLock.objects.filter(run_id=run_id).update(
-        expires_at=timezone.now() + timedelta(seconds=LOCK_TTL_SECONDS)
-    )
-    if not held:
-        raise RunLockLostError(f"run {run_id} lost its lock")
+def reconciliation_lock_refresh(*, run_id: int, attempt: int | None = None) -> None:
+    """Push the run's lock expiry `LOCK_TTL_SECONDS` forward (the worker's heartbeat). `attempt`: the run's
+    `resumes` the calling worker executes (None: any). Raises `RunLockLostError` if the run holds no lock of that
+    attempt — it expired and another run took it over, or the abandoned-run sweep resumed the run for a new
+    worker (ADR 0061) — so a slow worker stops instead of racing the run's new owner."""
+    held = ReconciliationLock.objects.filter(run_id=run_id)
+    if attempt is not None:
+        held = held.filter(attempt=attempt)
+    if not held.update(expires_at=timezone.now() + timedelta(seconds=LOCK_TTL_SECONDS)):
+        raise RunLockLostError(f"run {run_id} lost its lock" + ("" if attempt is None else f" (attempt {attempt})"))
 
 
 def _entry_values(member: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,12 +223,14 @@ def roster_page_record(
     members: Sequence[Mapping[str, Any]],
     next_cursor: str | None,
     rows_expected: int = 0,
+    attempt: int | None = None,
 ) -> int:
     """Upsert one pulled page into the current insurer roster and advance the run, in one transaction.
 
     `members`: dicts with `employee_code`, `first_name`, `last_name`, `date_of_birth` and `start_date`
     (`date`), `sum_insured` (paise). Steps:
-    1. refresh the run's lock (raises `RunLockLostError` if lost: nothing of the page is written);
+    1. refresh the run's lock of `attempt` (the worker's `resumes`; raises `RunLockLostError` if lost: nothing of
+       the page is written);
     2. read the entries of the page's codes, locked, one index probe per code (`_entries_locked`); create new
        ones (COPY), update changed ones and write one `InsurerRosterChange` per changed entry (changed fields
        only, previous and new);
@@ -227,7 +240,7 @@ def roster_page_record(
        (the policy's expected members, given with its first page) to the run's.
     Returns the number of entries newly seen by this run.
     """
-    reconciliation_lock_refresh(run_id=run_id)
+    reconciliation_lock_refresh(run_id=run_id, attempt=attempt)
     now = timezone.now()
     by_code = {m["employee_code"]: m for m in members}
     existing = _entries_locked(insurer_id=insurer_id, policy_id=policy_id, codes=sorted(by_code))
@@ -294,18 +307,6 @@ def roster_page_record(
     return newly_seen
 
 
-def _partner_summary(counts: Mapping[str, int]) -> dict[str, int]:
-    """The figures of the `reconciliation.completed` contract (apps/partners/webhooks/contracts.py)."""
-    return {
-        "matched": int(counts.get("matched", 0)),
-        "missing_at_insurer": int(counts.get(DiscrepancyKind.MISSING_AT_INSURER, 0)),
-        "missing_internally": int(counts.get(DiscrepancyKind.MISSING_INTERNALLY, 0)),
-        "field_mismatches": int(counts.get(DiscrepancyKind.FIELD_MISMATCH, 0)),
-        "money_mismatches": int(counts.get(DiscrepancyKind.AMOUNT_MISMATCH, 0))
-        + int(counts.get(DiscrepancyKind.CHARGE_MISSING, 0)),
-    }
-
-
 def reconciliation_finish(
     *,
     run_id: int,
@@ -313,21 +314,28 @@ def reconciliation_finish(
     summary: Mapping[str, Any] | None = None,
     error: str = "",
     employer_counts: Mapping[int, Mapping[str, int]] | None = None,
+    attempt: int | None = None,
 ) -> bool:
     """End a RUNNING run with `status` (COMPLETED, FAILED, CANCELLED), release its locks and, in the same
     transaction, record one `reconciliation.completed` partner event per employer the run covered, carrying
     only that employer's figures (`employer_counts`: counts by kind plus `matched`, per employer id; an employer
-    without counts reports zeros). Returns False, writing nothing, if the run had already ended (another
-    worker or a takeover got there first)."""
+    without counts reports zeros) in the shape of the API's run summary (`run_summary`). `attempt`: the run's
+    `resumes` the calling worker executed (None: any); a worker of an earlier attempt (the sweep resumed the run
+    since, ADR 0061) ends nothing. Returns False, writing nothing, if the run had already ended or moved to
+    another attempt (another worker, a takeover or the sweep got there first)."""
     with transaction.atomic():
         now = timezone.now()
         values: dict[str, Any] = {"status": status, "finished_at": now, "error": error[:2000]}
         if summary is not None:
             values["summary"] = dict(summary)
-        updated = ReconciliationRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(**values)
-        ReconciliationLock.objects.filter(run_id=run_id).delete()
-        if updated != 1:
+        current = ReconciliationRun.objects.filter(pk=run_id, status=RunStatus.RUNNING)
+        if attempt is not None:
+            current = current.filter(resumes=attempt)
+        if current.update(**values) != 1:
+            # An ended run's leftover rows go; a resumed run's rows belong to its new attempt and stay.
+            ReconciliationLock.objects.filter(run_id=run_id).exclude(run__status=RunStatus.RUNNING).delete()
             return False
+        ReconciliationLock.objects.filter(run_id=run_id).delete()
         run = ReconciliationRun.objects.select_related("insurer").get(pk=run_id)
         partner_events_record(
             [
@@ -342,7 +350,7 @@ def reconciliation_finish(
                         "insurer": run.insurer.code,
                         "employer": employer_id,
                         "status": status,
-                        "summary": _partner_summary((employer_counts or {}).get(employer_id, {})),
+                        "summary": run_summary((employer_counts or {}).get(employer_id, {})),
                         "started_at": run.started_at.isoformat() if run.started_at else None,
                         "finished_at": now.isoformat(),
                     },
@@ -549,35 +557,105 @@ def discrepancy_resolve(*, discrepancy_id: int, action: str, note: str, actor: A
     return discrepancy
 
 
-def reconciliation_abandoned_sweep() -> list[int]:
-    """End FAILED every RUNNING run whose worker stopped: it holds no live lock (each lock row expired, no
-    refresh for `LOCK_TTL_SECONDS`) and started more than `LOCK_TTL_SECONDS` ago. Beat runs this every
-    minute (ADR 0045), so a killed worker's run does not stay RUNNING until the next POST takes its lock.
+def reconciliation_abandoned_sweep() -> dict[str, list[int]]:
+    """Resume every RUNNING run whose worker stopped (ADR 0061; beat, every minute): nothing is lost when a
+    worker goes away (SPEC §1). A run's worker stopped when the run holds no live lock (no refresh for
+    `LOCK_TTL_SECONDS`) and it was started or last resumed more than `LOCK_TTL_SECONDS` ago.
 
-    1. Pick candidates: RUNNING, started before now − TTL, no lock row with `expires_at` ≥ now.
-    2. End each with `reconciliation_finish` (conditional on RUNNING: a worker that refreshed in between, or a
-       run ended meanwhile, is left alone — finish writes nothing then), which deletes its lock rows and
-       records its partner events. Returns the ids ended."""
+    1. Pick the candidates (one query), then handle each in its own transaction (`_abandoned_run_handle`):
+       resumed, ended, or left alone when its worker refreshed in between.
+    Returns `{"resumed": [ids], "failed": [ids], "cancelled": [ids]}`."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=LOCK_TTL_SECONDS)
     live = ReconciliationLock.objects.filter(expires_at__gte=now).values("run_id")
     candidates = list(
-        ReconciliationRun.objects.filter(status=RunStatus.RUNNING, started_at__lt=cutoff)
+        ReconciliationRun.objects.filter(status=RunStatus.RUNNING)
+        .filter(Q(resumed_at__lt=cutoff) | Q(resumed_at__isnull=True, started_at__lt=cutoff))
         .exclude(pk__in=live)
+        .order_by("pk")
         .values_list("pk", flat=True)
     )
-    ended = []
+    outcome: dict[str, list[int]] = {"resumed": [], "failed": [], "cancelled": []}
     for run_id in candidates:
-        with transaction.atomic():
-            if ReconciliationLock.objects.select_for_update().filter(run_id=run_id, expires_at__gte=now).exists():
-                continue  # its worker refreshed after step 1
-            if reconciliation_finish(
-                run_id=run_id,
-                status=RunStatus.FAILED,
-                error=f"abandoned: no heartbeat for {LOCK_TTL_SECONDS} s (its worker stopped)",
-            ):
-                ended.append(run_id)
-    return ended
+        handled = _abandoned_run_handle(run_id=run_id)
+        if handled:
+            outcome[handled].append(run_id)
+    return outcome
+
+
+# long: the numbered decision of the sweep (ADR 0061) under the run's row lock, each branch a few lines.
+@transaction.atomic
+def _abandoned_run_handle(*, run_id: int) -> str:
+    """Resume or end one run whose worker stopped, in one transaction; returns "resumed", "failed", "cancelled"
+    or "" (left alone).
+
+    1. Lock the run row, then its scope's lock rows (employer-id order, the order runs take them). A run that
+       ended meanwhile, or still holds a live lock of its own (its worker refreshed after the candidate query),
+       is left alone.
+    2. A cancel was asked for → end it CANCELLED now (resuming it would only stop at its first page).
+    3. Another run took any of its `(insurer, employer)` locks meanwhile (a row now names another run, or is
+       gone because that run ended and released it) → end it FAILED: that run may have pulled the same policies
+       since, and entries it saw are no longer this run's to match (`last_seen_run`), so resuming could report
+       members missing that are not.
+    4. Resumed `MAX_RESUMES` times already → end it FAILED, saying so.
+    5. Otherwise resume it: take its own expired lock rows again for attempt `resumes + 1` (a conditional update;
+       a worker of the earlier attempt that wakes up finds no row of its attempt and stops), count the resume,
+       audit it and queue the run again through the outbox (`TOPIC_RUN_REQUESTED`, payload `{run_id, attempt}`,
+       a key per resume). The new worker continues from the run's resume cursors: pages recorded before are
+       not pulled or counted again, and the match is rebuilt whole (discrepancies once per run and key).
+    Ending goes through `reconciliation_finish` (its locks released, its partner events recorded).
+    """
+    run = ReconciliationRun.objects.select_for_update().filter(pk=run_id, status=RunStatus.RUNNING).first()
+    if run is None:
+        return ""
+    now = timezone.now()
+    locks = list(
+        ReconciliationLock.objects.select_for_update()
+        .filter(insurer_id=run.insurer_id, employer_id__in=run.employer_ids)
+        .order_by("employer_id")
+    )
+    own = [lock for lock in locks if lock.run_id == run.pk]
+    if any(lock.expires_at >= now for lock in own):
+        return ""
+    abandoned = f"abandoned: no heartbeat for {LOCK_TTL_SECONDS} s (its worker stopped)"
+    if run.cancel_requested_at is not None:
+        reconciliation_finish(run_id=run.pk, status=RunStatus.CANCELLED, error="")
+        return "cancelled"
+    if len(own) < len(set(run.employer_ids)):
+        other = next((lock.run_id for lock in locks if lock.run_id != run.pk), None)
+        by = f"run {other}" if other else "another run"
+        reconciliation_finish(
+            run_id=run.pk, status=RunStatus.FAILED, error=f"{abandoned}; not resumed: {by} took over its scope"
+        )
+        return "failed"
+    if run.resumes >= MAX_RESUMES:
+        reconciliation_finish(
+            run_id=run.pk,
+            status=RunStatus.FAILED,
+            error=f"{abandoned}; not resumed again: it was resumed {run.resumes} times, the most allowed",
+        )
+        return "failed"
+    attempt = run.resumes + 1
+    ReconciliationLock.objects.filter(run_id=run.pk, expires_at__lt=now).update(
+        attempt=attempt, expires_at=now + timedelta(seconds=LOCK_TTL_SECONDS)
+    )
+    ReconciliationRun.objects.filter(pk=run.pk).update(resumes=attempt, resumed_at=now)
+    audit_record(
+        actor=Actor.system("reconciliation.sweep_abandoned"),
+        action=AUDIT_RUN_RESUMED,
+        object_type="reconciliation_run",
+        object_id=run.pk,
+        employer_id=run.employer_id,
+        before={"resumes": run.resumes},
+        after={"resumes": attempt, "pages_pulled": run.pages_pulled, "rows_pulled": run.rows_pulled},
+    )
+    outbox_enqueue(
+        topic=TOPIC_RUN_REQUESTED,
+        payload={"run_id": run.pk, "attempt": attempt},
+        key=f"reconciliation-run-{run.pk}-resume-{attempt}",
+    )
+    log.warning("reconciliation.run_resumed", run_id=run.pk, attempt=attempt, pages_pulled=run.pages_pulled)
+    return "resumed"
 
 
 ROSTER_HISTORY_DAYS = 400

@@ -21,9 +21,11 @@ QUEUE = "reconciliation"
 # A run's I/O is bounded by the puller's per-request timeouts and retry budget; the hard limit only stops a
 # worker that hangs anyway (its lock then expires and a new run can proceed).
 @shared_task(name="reconciliation.run", ignore_result=True, soft_time_limit=3300, time_limit=3600)
-def reconciliation_run(run_id: int) -> str:
-    """Run (or resume, after a redelivery) one reconciliation run to its end; returns its final status."""
-    return reconciliation_execute(run_id=run_id).status
+def reconciliation_run(run_id: int, attempt: int | None = None) -> str:
+    """Run (or resume, after a redelivery or the abandoned-run sweep) one reconciliation run to its end; returns
+    its status. `attempt`: the run's `resumes` it was queued for; a stale request (the run was resumed since)
+    does nothing (ADR 0061). None (a request queued before attempts existed): the current attempt."""
+    return reconciliation_execute(run_id=run_id, attempt=attempt).status
 
 
 @shared_task(name="reconciliation.nightly", ignore_result=True)
@@ -60,8 +62,10 @@ def reconciliation_nightly() -> dict[str, int | str]:
 
 
 @shared_task(name="reconciliation.sweep_abandoned", ignore_result=True)
-def reconciliation_sweep_abandoned() -> list[int]:
-    """Beat, every minute: end FAILED the runs whose worker stopped heartbeating (ADR 0045)."""
+def reconciliation_sweep_abandoned() -> dict[str, list[int]]:
+    """Beat, every minute: resume the runs whose worker stopped heartbeating, at most `MAX_RESUMES` times each,
+    ending one FAILED when another run took its scope meanwhile or its resumes are spent (ADR 0061). Returns
+    `{"resumed": [ids], "failed": [ids], "cancelled": [ids]}`."""
     return reconciliation_abandoned_sweep()
 
 

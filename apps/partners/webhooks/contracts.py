@@ -44,9 +44,9 @@ class EventType(models.TextChoices):
     LEDGER_TOPUP_POSTED = "ledger.topup_posted"
     LEDGER_LOW_BALANCE = "ledger.low_balance"
     LOAN_APPLICATION_DECIDED = "loan_application.decided"
-    # Contract defined here; its producer arrives with reconciliation (issue 12). `data`: {id, insurer,
-    # employer, status, summary: {matched, missing_at_insurer, missing_internally, field_mismatches,
-    # money_mismatches}, started_at, finished_at}.
+    # Produced by reconciliation (issue 12), one per employer of the run. `data`: {id, insurer, employer, status,
+    # summary: the shape of `GET /api/v1/reconciliations/{id}`'s (matched, missing_at_insurer, missing_internally,
+    # field_mismatch, amount_mismatch, charge_missing, accepted — that employer's counts), started_at, finished_at}.
     RECONCILIATION_COMPLETED = "reconciliation.completed"
 
 

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from apps.common.money import format_minor
 from apps.common.serializers import Serializer
 from apps.employers.contracts import Gender
-from apps.reconciliation.contracts import MONEY_KINDS, RESOLUTION_ACTIONS
+from apps.reconciliation.contracts import MONEY_KINDS, RESOLUTION_ACTIONS, run_summary
 from apps.reconciliation.models import (
     Discrepancy,
     DiscrepancyKind,
@@ -42,6 +42,21 @@ class ReconciliationProgressSerializer(Serializer):
     )
 
 
+class ReconciliationSummarySerializer(Serializer):
+    """A run's figures (`contracts.run_summary`), every key present; the `reconciliation.completed` partner event
+    carries the same shape with one employer's share."""
+
+    matched = serializers.IntegerField(help_text="members on both sides with every compared field equal")
+    missing_at_insurer = serializers.IntegerField()
+    missing_internally = serializers.IntegerField()
+    field_mismatch = serializers.IntegerField(help_text="one per differing field of a member")
+    amount_mismatch = serializers.IntegerField()
+    charge_missing = serializers.IntegerField()
+    accepted = serializers.IntegerField(
+        help_text="differences an operator ignored or flagged for finance before, unchanged since: not written again"
+    )
+
+
 class ReconciliationRunSerializer(Serializer):
     id = serializers.IntegerField(read_only=True)
     insurer = serializers.CharField(source="insurer.code", read_only=True)
@@ -50,8 +65,15 @@ class ReconciliationRunSerializer(Serializer):
     employers = serializers.ListField(source="employer_ids", child=serializers.IntegerField(), read_only=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
     cancel_requested_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    resumes = serializers.IntegerField(
+        read_only=True,
+        help_text="times the run was queued again after its worker stopped (at most 3; it continues where it was)",
+    )
+    resumed_at = serializers.DateTimeField(allow_null=True, read_only=True)
     progress = serializers.SerializerMethodField()
-    summary = serializers.DictField(child=serializers.IntegerField(), read_only=True)
+    summary = serializers.SerializerMethodField(
+        help_text="counts by kind, final once the run has ended (zeros while it runs)"
+    )
     error = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
@@ -67,6 +89,10 @@ class ReconciliationRunSerializer(Serializer):
             "rows_expected": run.rows_expected,
             "percent": run.percent,
         }
+
+    @extend_schema_field(ReconciliationSummarySerializer)
+    def get_summary(self, run: ReconciliationRun) -> dict[str, int]:
+        return run_summary(run.summary)
 
 
 class DiscrepancySerializer(Serializer):

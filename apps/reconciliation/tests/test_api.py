@@ -215,12 +215,12 @@ def test_post_with_the_broker_down_is_202_and_the_outbox_queues_the_run_once_it_
     assert (response.json()["id"], run.status) == (run.pk, RunStatus.RUNNING)
     refused.assert_not_called()
     (row,) = OutboxMessage.objects.filter(topic=TOPIC_RUN_REQUESTED)
-    assert (row.payload, row.key) == ({"run_id": run.pk}, f"reconciliation-run-{run.pk}")
+    assert (row.payload, row.key) == ({"run_id": run.pk, "attempt": 0}, f"reconciliation-run-{run.pk}")
 
     with mock.patch("apps.reconciliation.tasks.reconciliation_run.apply_async") as queued:
         drain()
         drain()  # a second pass delivers nothing again
-    queued.assert_called_once_with(args=(run.pk,), queue="reconciliation")
+    queued.assert_called_once_with(args=(run.pk, 0), queue="reconciliation")
 
 
 def test_delete_of_an_ended_run_is_409_with_the_http_status_in_the_body_and_changes_nothing(setup) -> None:

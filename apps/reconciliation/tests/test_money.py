@@ -35,13 +35,30 @@ def test_wrong_charge_and_missing_charge_are_each_found(active_policy, start_run
     done = reconciliation_execute(run_id=run.pk, sleep=fake_clock)
 
     found = sorted(
-        Discrepancy.objects.filter(run=done).values_list("kind", "endorsement_id", "keel_value", "insurer_value")
+        Discrepancy.objects.filter(run=done).values_list(
+            "kind", "endorsement_id", "employee_code", "keel_value", "insurer_value"
+        )
     )
+    # Each names the member whose charge it is, from the endorsement it concerns.
+    assert (first.employee_code, second.employee_code) == ("M-0", "M-1")
     assert found == [
-        ("amount_mismatch", first.pk, first.premium_amount, first.premium_amount + 100),
-        ("charge_missing", second.pk, second.premium_amount, None),
+        ("amount_mismatch", first.pk, "M-0", first.premium_amount, first.premium_amount + 100),
+        ("charge_missing", second.pk, "M-1", second.premium_amount, None),
     ]
     assert (done.summary["amount_mismatch"], done.summary["charge_missing"], done.summary["matched"]) == (1, 1, 3)
+
+
+def test_a_charge_keel_has_no_endorsement_for_names_no_member(active_policy) -> None:
+    from apps.endorsements.tests.factories import PolicyFactory
+    from apps.reconciliation.selectors import endorsement_employee_codes
+
+    first = Endorsement.objects.order_by("pk").first()
+    other_policy = PolicyFactory()
+
+    codes = endorsement_employee_codes(policy_id=active_policy.pk, endorsement_ids=[first.pk, first.pk + 10_000, None])
+    elsewhere = endorsement_employee_codes(policy_id=other_policy.pk, endorsement_ids=[first.pk])
+
+    assert (codes, elsewhere) == ({first.pk: "M-0"}, {})
 
 
 def test_settled_money_differences_are_not_found_again_until_a_side_changes(

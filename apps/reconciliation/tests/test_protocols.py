@@ -104,7 +104,8 @@ def test_soap_429_every_third_page_completes_and_waits_what_was_asked(
 
     assert done.status == RunStatus.COMPLETED, done.error
     assert (done.pages_pulled, done.rows_pulled, done.rows_matched) == (6, 12, 12)
-    assert fake_clock.waits == [4.0, 4.0]  # pages 3 and 6 throttled once each (Retry-After: 4)
+    # Pages 3 and 6 throttled once each (Retry-After: 4), each wait taken in 1 s slices (a cancel is seen).
+    assert fake_clock.waits == [1.0] * 8
 
 
 def _answering_clock(code: str, waits: list[float]):
@@ -128,7 +129,7 @@ def test_file_roster_is_requested_verified_and_matched(insurers, covered_policy,
     assert done.status == RunStatus.COMPLETED, done.error
     assert _kinds(done) == DRIFT_FOUND
     assert (done.pages_pulled, done.rows_pulled, done.rows_expected) == (3, 7, 7)
-    assert waits == [5.0]  # one poll: the request was answered during the first wait
+    assert waits == [1.0] * 5  # one 5 s poll, in 1 s slices: the request was answered during the first wait
     inbound = insurers["root"] / FILE / "inbound"
     assert sorted(p.name for p in (inbound / "imported").iterdir()) == [
         f"roster-run{run.pk}-policy{policy.pk}.jsonl",

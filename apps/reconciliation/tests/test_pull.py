@@ -11,7 +11,8 @@ from django.utils import timezone
 from apps.audit.models import JobRunEvent
 from apps.endorsements.tests.factories import PolicyFactory
 from apps.insurers.sandbox.roster import sandbox_roster_change, sandbox_roster_control, sandbox_roster_drop
-from apps.reconciliation.contracts import LOCK_TTL_SECONDS
+from apps.reconciliation.api.serializers import ReconciliationRunSerializer
+from apps.reconciliation.contracts import LOCK_TTL_SECONDS, SUMMARY_KEYS
 from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, ReconciliationRun, RunStatus
 from apps.reconciliation.pull import PullPolicy, RosterPullError, rest_roster_pages
 from apps.reconciliation.runner import reconciliation_execute
@@ -90,11 +91,28 @@ def test_429_on_every_third_page_completes_and_waits_what_was_asked(
 
     assert done.status == RunStatus.COMPLETED
     assert (done.pages_pulled, done.rows_pulled, done.rows_matched) == (10, 20, 20)
-    # Pages 3, 6 and 9 were refused once each; every wait honours the 7 s asked (an HTTP date is rounded up to
-    # the next whole second by the sandbox, less the time the answer took to arrive).
-    assert len(fake_clock.waits) == 3
-    assert all(wait >= (6.5 if http_date else 7) for wait in fake_clock.waits)
+    # Pages 3, 6 and 9 were refused once each; the waits honour the 7 s asked (an HTTP date is rounded up to the
+    # next whole second by the sandbox, less the time the answer took to arrive), slept in slices of at most 1 s
+    # so a cancel is seen at once (each wait on its own: `test_the_puller_waits_at_least_each_retry_after`).
+    assert sum(fake_clock.waits) >= 3 * (6.5 if http_date else 7)
+    assert max(fake_clock.waits) <= 1.0
+    if not http_date:
+        assert fake_clock.waits == [1.0] * 21
     assert InsurerRosterEntry.objects.count() == 20
+
+
+@pytest.mark.parametrize("http_date", [False, True])
+def test_the_puller_waits_at_least_each_retry_after(sandbox, covered_policy, fake_clock, http_date) -> None:
+    policy = covered_policy(6)
+    sandbox_roster_control(code=SANDBOX, throttle_every=3, retry_after_seconds=7, retry_after_http_date=http_date)
+
+    pages = list(
+        rest_roster_pages(endpoint=sandbox.endpoint, policy_number=policy.policy_number, page_size=2, sleep=fake_clock)
+    )
+
+    assert sum(len(page.members) for page in pages) == 6
+    assert len(fake_clock.waits) == 1  # the third request was refused once
+    assert fake_clock.waits[0] >= (6.5 if http_date else 7)
 
 
 def test_transient_failures_are_retried_with_backoff(sandbox, covered_policy, start_run, fake_clock) -> None:
@@ -212,20 +230,11 @@ def test_operator_run_sends_each_partner_only_its_own_figures(sandbox, covered_p
     assert sorted(done.employer_ids) == sorted([first.employer_id, second.employer_id])
     events = {e.employer_id: e for e in Event.objects.filter(type="reconciliation.completed")}
     assert {e.partner_id for e in events.values()} == {first.employer.partner_id, second.employer.partner_id}
-    assert events[first.employer_id].data["summary"] == {
-        "matched": 3,
-        "missing_at_insurer": 0,
-        "missing_internally": 0,
-        "field_mismatches": 0,
-        "money_mismatches": 0,
-    }
-    assert events[second.employer_id].data["summary"] == {
-        "matched": 1,
-        "missing_at_insurer": 1,
-        "missing_internally": 0,
-        "field_mismatches": 0,
-        "money_mismatches": 0,
-    }
+    zeros = dict.fromkeys(SUMMARY_KEYS, 0)
+    assert events[first.employer_id].data["summary"] == {**zeros, "matched": 3}
+    assert events[second.employer_id].data["summary"] == {**zeros, "matched": 1, "missing_at_insurer": 1}
+    # The run's own summary at the API is the same shape, with the two employers' figures added up.
+    assert ReconciliationRunSerializer(done).data["summary"] == {**zeros, "matched": 4, "missing_at_insurer": 1}
     assert {(e.data["id"], e.data["status"], e.data["insurer"]) for e in events.values()} == {
         (run.pk, "COMPLETED", "sandbox-rest")
     }

@@ -1,5 +1,5 @@
-"""A killed worker's run is ended by the sweeper, and a later POST proceeds (ADR 0045); `create_addition` takes
-the member's gender from the insurer's record when the body has none (issue 12)."""
+"""A killed worker's run is resumed by the sweeper (ADR 0061; its resume end to end: test_resume.py);
+`create_addition` takes the member's gender from the insurer's record when the body has none (issue 12)."""
 
 from __future__ import annotations
 
@@ -24,33 +24,33 @@ from apps.reconciliation.tests.conftest import SYSTEM
 pytestmark = pytest.mark.django_db
 
 
-def test_sweeper_ends_a_run_without_heartbeat_and_leaves_a_live_one(start_run) -> None:
+NOTHING = {"resumed": [], "failed": [], "cancelled": []}
+
+
+def test_sweeper_resumes_a_run_without_heartbeat_and_leaves_a_live_one(start_run) -> None:
     dead = start_run(PolicyFactory())
     live = start_run(PolicyFactory())
 
     with time_machine.travel(timezone.now() + timedelta(seconds=LOCK_TTL_SECONDS + 5)):
         reconciliation_lock_refresh(run_id=live.pk)  # its worker is still heartbeating
-        ended = reconciliation_abandoned_sweep()
+        swept = reconciliation_abandoned_sweep()
         again = reconciliation_abandoned_sweep()
 
     dead.refresh_from_db()
     live.refresh_from_db()
-    assert ended == [dead.pk]
-    assert again == []
-    assert (dead.status, dead.error) == (
-        RunStatus.FAILED,
-        f"abandoned: no heartbeat for {LOCK_TTL_SECONDS} s (its worker stopped)",
-    )
-    assert live.status == RunStatus.RUNNING
-    assert list(ReconciliationLock.objects.values_list("run_id", flat=True)) == [live.pk]
-    assert Event.objects.filter(object_id=str(dead.pk), type="reconciliation.completed").count() == 1
+    assert swept == {**NOTHING, "resumed": [dead.pk]}
+    assert again == NOTHING
+    assert (dead.status, dead.resumes, dead.error) == (RunStatus.RUNNING, 1, "")
+    assert (live.status, live.resumes) == (RunStatus.RUNNING, 0)
+    assert sorted(ReconciliationLock.objects.values_list("run_id", "attempt")) == [(dead.pk, 1), (live.pk, 0)]
+    assert not Event.objects.filter(type="reconciliation.completed").exists()
 
 
 def test_sweeper_leaves_a_young_run_alone(start_run) -> None:
     run = start_run(PolicyFactory())
     ReconciliationLock.objects.filter(run=run).update(expires_at=timezone.now() - timedelta(seconds=1))
 
-    assert reconciliation_abandoned_sweep() == []
+    assert reconciliation_abandoned_sweep() == NOTHING
     assert ReconciliationRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
 
 

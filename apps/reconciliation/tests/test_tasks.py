@@ -32,7 +32,7 @@ def test_nightly_starts_one_operator_run_per_active_insurer_and_skips_a_running_
     assert first == {"sandbox-rest": run.pk}
     assert second == {"sandbox-rest": "skipped"}
     assert (run.employer_id, run.partner_id, len(run.employer_ids)) == (None, None, 2)
-    queued.assert_called_once_with(args=(run.pk,), queue="reconciliation")
+    queued.assert_called_once_with(args=(run.pk, 0), queue="reconciliation")  # attempt 0: its first
 
 
 def test_roster_history_is_kept_400_days(start_run) -> None:
