@@ -42,6 +42,7 @@ from apps.reconciliation.contracts import (
 )
 from apps.reconciliation.models import (
     Discrepancy,
+    DiscrepancyKind,
     DiscrepancyStatus,
     InsurerRosterChange,
     InsurerRosterEntry,

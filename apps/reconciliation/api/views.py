@@ -219,6 +219,7 @@ class DiscrepancyResolveView(PartnerGenericAPIView):
             ),
         },
     )
+    @idempotent  # a `create_*` action creates an endorsement: SPEC §2's creating POST (newcomer trial)
     def post(self, request: Request, pk: int) -> Response:
         """Resolve once; the same action again returns the first resolution unchanged (a safe retry), another
         action on a resolved discrepancy is 409 `discrepancy-already-resolved`."""

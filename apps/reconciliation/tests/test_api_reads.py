@@ -179,3 +179,21 @@ def test_an_operators_run_over_the_keys_employers_is_listed_as_it_can_be_opened_
         assert key.get(f"/api/v1/reconciliations/{operator}").status_code == 200
         assert key.get(f"/api/v1/reconciliations/{across}").status_code == 404
     assert foreign.get("/api/v1/reconciliations").json()["results"] == []
+
+
+def test_resolve_honours_idempotency_key(setup) -> None:
+    """A `create_*` resolution creates an endorsement: resolve is a creating POST (SPEC §2; newcomer trial)."""
+    policy, _, own, _ = setup
+    run_id = own.post("/api/v1/reconciliations", {"insurer": policy.insurer.code}).json()["id"]
+    d = _discrepancy(run_id, policy, key="a")
+    path = f"/api/v1/discrepancies/{d.pk}/resolve"
+
+    first = own.post(path, {"action": "ignore", "note": "known"}, HTTP_IDEMPOTENCY_KEY="resolve-once")
+    again = own.post(path, {"action": "ignore", "note": "known"}, HTTP_IDEMPOTENCY_KEY="resolve-once")
+    reused = own.post(path, {"action": "resend", "note": "x"}, HTTP_IDEMPOTENCY_KEY="resolve-once")
+
+    assert (first.status_code, again.status_code, again["Idempotent-Replayed"]) == (200, 200, "true")
+    assert again.json() == first.json()
+    assert reused.status_code == 422
+    d.refresh_from_db()
+    assert (d.status, d.resolution_action) == ("ignored", "ignore")
