@@ -76,9 +76,9 @@ os.environ.setdefault(
 FINAL = {"PRE_APPROVED", "REJECTED", "MANUAL_REVIEW"}
 TARGET_P95_MS = 250.0
 TARGET_RATIO = 10.0
-# The Procfile processes the production layout runs (beat only runs the 1 s safety nets and schedules; `key`
-# prints the demo key), and the docker-compose service that runs the webhook dispatcher.
-PRODUCTION_PROCESSES = ("web", "worker", "relay")
+# The production layout runs the Procfile but these, and the docker-compose service of the webhook dispatcher.
+PROCFILE = ROOT / "config" / "Procfile"
+NOT_IN_THE_PIPELINE = ("beat", "key")
 COMPOSE_WEBHOOKS_SERVICE = "webhooks"
 
 STAGES = (
@@ -145,16 +145,17 @@ def setup_partner(receiver_url: str) -> tuple[str, int]:
     return plaintext, partner.pk
 
 
-def production_commands() -> dict[str, str]:
-    """{name: command line} of the production layout: the Procfile's web, worker and relay lines and the
-    webhook dispatcher's docker-compose command (tests/test_supervise.py holds the two files equal)."""
+def production_commands(procfile_path: Path = PROCFILE) -> dict[str, str]:
+    """{name: command line} of the production layout: every Procfile process but `beat` (its 1 s safety nets and
+    schedules are not the pipeline) and `key` (prints the demo key), and the webhook dispatcher — the Procfile's
+    `webhooks` line, else docker-compose's command (tests/test_supervise.py holds the two files equal)."""
     import shlex
 
     import yaml
     from honcho.environ import parse_procfile
 
-    procfile = dict(parse_procfile((ROOT / "config" / "Procfile").read_text()).processes)
-    commands = {name: procfile[name] for name in PRODUCTION_PROCESSES}
+    procfile = dict(parse_procfile(procfile_path.read_text()).processes)
+    commands = {name: command for name, command in procfile.items() if name not in NOT_IN_THE_PIPELINE}
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     commands["webhooks"] = procfile.get("webhooks") or shlex.join(
         compose["services"][COMPOSE_WEBHOOKS_SERVICE]["command"]
@@ -186,7 +187,7 @@ def start_processes(port: int, receiver_port: int, args: argparse.Namespace) -> 
         "WEBHOOKS_NUDGE_ON_COMMIT": nudge,
     }
     log = subprocess.DEVNULL if not args.verbose else None
-    commands = production_commands() if production else single_commands(port, args)
+    commands = production_commands(Path(args.procfile)) if production else single_commands(port, args)
     commands["receiver"] = f"{sys.executable} {ROOT / 'bench' / 'webhooks.py'} --serve {receiver_port}"
     processes = {}
     for name, command in commands.items():
@@ -424,8 +425,9 @@ def describe_layout(args: argparse.Namespace) -> str:
             f"-c {args.concurrency} for every queue; relay: on-commit nudge"
         )
     defaults = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")  # `${VAR:-default}` → default, as the tests expand them
-    shown = "; ".join(name + ": " + defaults.sub(r"\1", c) for name, c in production_commands().items())
-    return f"production (config/Procfile, nudges off): {shown}"
+    commands = production_commands(Path(args.procfile))
+    shown = "; ".join(name + ": " + defaults.sub(r"\1", c) for name, c in commands.items())
+    return f"production ({args.procfile}, nudges off): {shown}"
 
 
 def stage_line(label: str, values: list[float]) -> str:
@@ -437,6 +439,9 @@ def stage_line(label: str, values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layout", choices=["production", "single"], default="production")
+    parser.add_argument(
+        "--procfile", default=str(PROCFILE), help="--layout production: the Procfile to run (A/B of worker layouts)"
+    )
     parser.add_argument("--rate", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=5, help="paired limit / latency measurements")
