@@ -100,10 +100,16 @@ class KeelWorkerFixup(DjangoWorkerFixup):  # type: ignore[misc]
             conn.connection = None
 
 
+def keeps_connections() -> bool:
+    """Whether worker threads keep their database connection across tasks (KEEL_WORKER_KEEP_DB_CONNECTIONS,
+    default true; false restores Celery's per-task hand-back, for comparisons)."""
+    return os.environ.get("KEEL_WORKER_KEEP_DB_CONNECTIONS", "true").lower() not in ("0", "false", "no", "off")
+
+
 def _install_worker_fixup() -> None:
     """Give Celery's Django fix-up our worker fix-up before a worker installs it (at `worker_init`), unless
     KEEL_WORKER_KEEP_DB_CONNECTIONS is false (Celery's per-task hand-back; for comparisons)."""
-    if os.environ.get("KEEL_WORKER_KEEP_DB_CONNECTIONS", "true").lower() in ("0", "false", "no", "off"):
+    if not keeps_connections():
         return
     fixups: list[Any] = getattr(app, "_fixups", None) or []  # the fix-up instances Celery made for the app
     for fixup in fixups:
@@ -140,3 +146,22 @@ def _short_switch_interval(sender: Any = None, **_: object) -> None:
     name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "thread" in name and (interval := switch_interval()) > 0:
         sys.setswitchinterval(interval)
+
+
+@worker_init.connect
+def _enough_pooled_connections(sender: Any = None, **_: object) -> None:
+    """Stop a worker whose threads would wait for pooled connections: each thread keeps one, and the lease
+    keeper borrows one more, so the pool's `max_size` (DATABASE_POOL_MAX) must exceed the concurrency.
+    Raises ImproperlyConfigured; nothing to check without a pool (SQLite) or with `auto` concurrency."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    concurrency = getattr(sender, "concurrency", None)
+    if not keeps_connections() or not isinstance(pool, dict) or not isinstance(concurrency, int):
+        return
+    if concurrency + 1 > int(pool.get("max_size", 0)):
+        raise ImproperlyConfigured(
+            f"a worker of concurrency {concurrency} keeps {concurrency} database connections and its lease keeper "
+            f"one more: set DATABASE_POOL_MAX to at least {concurrency + 1} (it is {pool.get('max_size')})"
+        )

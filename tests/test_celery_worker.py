@@ -147,3 +147,32 @@ def test_a_negative_switch_interval_is_refused(monkeypatch):
 
     with pytest.raises(ValueError, match="KEEL_WORKER_SWITCH_INTERVAL"):
         keel_celery.switch_interval()
+
+
+@pytest.mark.parametrize(("concurrency", "refused"), [(4, False), (9, False), (10, True), ("auto", False)])
+def test_a_worker_whose_threads_would_wait_for_pooled_connections_does_not_start(monkeypatch, concurrency, refused):
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.delenv("KEEL_WORKER_KEEP_DB_CONNECTIONS", raising=False)
+    monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {"pool": {"min_size": 1, "max_size": 10}})
+    worker = SimpleNamespace(concurrency=concurrency)
+
+    if refused:
+        with pytest.raises(ImproperlyConfigured, match="DATABASE_POOL_MAX to at least 11"):
+            keel_celery._enough_pooled_connections(sender=worker)
+    else:
+        keel_celery._enough_pooled_connections(sender=worker)
+
+
+def test_without_a_pool_or_with_connections_handed_back_any_concurrency_starts(monkeypatch):
+    from django.conf import settings
+
+    worker = SimpleNamespace(concurrency=64)
+    monkeypatch.delenv("KEEL_WORKER_KEEP_DB_CONNECTIONS", raising=False)
+    monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {})
+    keel_celery._enough_pooled_connections(sender=worker)  # SQLite / no pool: nothing to check
+
+    monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {"pool": {"max_size": 10}})
+    monkeypatch.setenv("KEEL_WORKER_KEEP_DB_CONNECTIONS", "false")
+    keel_celery._enough_pooled_connections(sender=worker)
