@@ -1,8 +1,9 @@
 """The Celery app (`config.celery:app`).
 
-`celery -A config worker` without `-Q` runs every queue (what `make run` does); the production layout
-(docs/architecture.md, "Processes") runs the loan steps' queues on a worker of their own. Queues are declared
-by the outbox topic registry, so a new topic only has to name its queue.
+`celery -A config worker` without `-Q` runs every queue; the production layout (`config/Procfile`, which `make
+run` and docker-compose run; docs/architecture.md, "Processes"; ADR 0060) runs the loan steps' queues on a
+worker of their own and every other queue on the main one. Queues are declared by the outbox topic registry, so
+a new topic only has to name its queue.
 
 Two worker-side settings live here because they decide how long a message waits once it is in the worker
 (issue 15 part 3):
