@@ -9,10 +9,11 @@ for the pipeline to drain (one count query every 0.5 s) and reads every hop's ti
 
 Layouts (`--layout`):
 
-- `production` (default): the processes of `config/Procfile` — `web`, `worker`, `relay` (`outbox_relay
-  --linger-ms 5`) and `webhooks` (`webhook_dispatch`, the command docker-compose.yml runs) — started with the
-  Procfile's own command lines, with the Celery nudges off as production has them (ADR 0048: the relay and the
-  dispatcher are woken by PostgreSQL NOTIFY).
+- `production` (default): the processes of `config/Procfile` but `beat` and `key` — `web`, the two workers
+  (`worker`, `loans`), `relay` and `webhooks` (`webhook_dispatch`; docker-compose's command if a Procfile has no
+  such line) — started with the Procfile's own command lines, with the Celery nudges off as production has them
+  (ADR 0048: the relay and the dispatcher are woken by PostgreSQL NOTIFY). `--procfile` runs another Procfile
+  the same way (A/B of worker layouts).
 - `single`: the former bench layout — gunicorn (gthread) and one Celery worker for every queue, the relay run
   as a task on the worker by the on-commit nudge, no relay or dispatcher process.
 
