@@ -56,15 +56,17 @@ def test_the_procfile_runs_beat_as_its_own_process_never_inside_a_worker():
     from honcho.environ import parse_procfile
 
     processes = parse_procfile((Path(__file__).parents[1] / "config" / "Procfile").read_text()).processes
-    # `key` prints the demo key under `make run` only (issue 14); the drills and compose run the other four.
-    assert set(processes) == {"web", "worker", "beat", "relay", "key"}
+    # `key` prints the demo key under `make run` only (issue 14); the drills and compose run the others: the
+    # production worker layout (docs/architecture.md, ADR 0060).
+    assert set(processes) == {"web", "worker", "loans", "beat", "relay", "webhooks", "key"}
     assert processes["beat"].startswith("celery -A config beat")
     assert " -B" not in processes["worker"]
     assert "--beat" not in processes["worker"]
 
 
 def test_compose_runs_the_procfile_commands_and_restarts_every_long_lived_service():
-    """The drills run the Procfile; compose must run the same worker, relay and beat, supervised."""
+    """The drills run the Procfile; compose must run the same workers, relay, webhook dispatcher and beat,
+    supervised — every Procfile process but web (compose serves it with the image's gunicorn) and key."""
     from pathlib import Path
 
     import yaml
@@ -75,10 +77,37 @@ def test_compose_runs_the_procfile_commands_and_restarts_every_long_lived_servic
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     services = compose["services"]
 
-    for name in ("worker", "relay", "beat"):
+    assert set(procfile) - {"web", "key"} == {"worker", "loans", "beat", "relay", "webhooks"}
+    for name in set(procfile) - {"web", "key"}:
         # A Procfile default (`${KEEL_WORKER_LOG_LEVEL:-INFO}`) is what runs where the variable is unset.
         expanded = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", procfile[name])
         assert " ".join(services[name]["command"]) == expanded, name
     for name, service in services.items():
         expected = "no" if name == "migrate" else "unless-stopped"
         assert service.get("restart") == expected, name
+
+
+def test_the_two_workers_split_the_queues_between_them():
+    """The production worker layout (ADR 0060): the loan steps' queues on `loans`, every other queue on `worker`
+    — each queue consumed, none by both."""
+    from pathlib import Path
+
+    from django.conf import settings
+    from honcho.environ import parse_procfile
+
+    processes = parse_procfile((Path(__file__).parents[1] / "config" / "Procfile").read_text()).processes
+
+    def option(command: str, name: str) -> set[str]:
+        found = re.search(rf"{name} (\S+)", command)
+        return set(found.group(1).split(",")) if found else set()
+
+    loans = option(processes["loans"], "--queues")
+    excluded = option(processes["worker"], "--exclude-queues")
+    assert loans == excluded == {"scoring", "decisions"}
+    assert not option(processes["worker"], "--queues")  # every other queue, including ones added later
+    assert loans <= set(settings.KEEL_QUEUES)
+    for name in ("worker", "loans"):
+        assert "--pool threads --concurrency 4" in processes[name], name
+    # Two distinct node names (a second `keel@%h` on one host would clash with the first).
+    assert "--hostname loans@%h" in processes["loans"]
+    assert "--hostname keel@%h" in processes["worker"]

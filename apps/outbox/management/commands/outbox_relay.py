@@ -21,7 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, help="rows per claim (default OUTBOX['BATCH_SIZE'])")
         parser.add_argument("--idle-seconds", type=float, default=1.0, help="longest wait between passes")
         parser.add_argument(
-            "--linger-ms", type=float, default=0.0, help="after a commit wakes it, wait this long to batch commits"
+            "--linger-ms",
+            type=float,
+            default=0.0,
+            help="after a commit wakes it, wait this long to batch commits (default 0: every hop would wait, ADR 0060)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
