@@ -34,7 +34,7 @@ migrate: install ## apply migrations
 seed: migrate ## load the demo data (idempotent) and print a demo API key
 	$(BIN)/python manage.py seed_demo
 
-run: seed ## install, migrate, seed, then web (127.0.0.1:$KEEL_PORT, default 8000) + worker + relay + beat, restarting any that dies; prints the demo key last
+run: seed ## install, migrate, seed, then the Procfile: web (127.0.0.1:$KEEL_PORT, default 8000) + worker + loans worker + relay + webhook dispatcher + beat, restarting any that dies; prints the demo key last
 	$(BIN)/python manage.py collectstatic --noinput >/dev/null
 	@echo "Keel on http://127.0.0.1:$(KEEL_PORT)/ (KEEL_PORT; the sandbox insurer is reached there too)"
 	rm -rf var/prometheus && mkdir -p var/prometheus
