@@ -118,7 +118,7 @@ def test_soap_drift_of_each_kind_is_found_exactly_once(soap_policy) -> None:
             ("missing_at_insurer", "S-0", "", None),
             ("field_mismatch", "S-2", "date_of_birth", None),
             ("missing_internally", "X-ONLY", "", None),
-            ("amount_mismatch", "", "", wrong_charge.pk),
-            ("charge_missing", "", "", no_charge.pk),
+            ("amount_mismatch", "S-3", "", wrong_charge.pk),
+            ("charge_missing", "S-4", "", no_charge.pk),
         ]
     )
