@@ -31,11 +31,11 @@ from drf_spectacular.generators import SchemaGenerator
 
 from apps.common.fields import RATE_PATTERN
 from apps.common.money import MONEY_PATTERN
-from apps.common.serializers import READ_ONLY_FIELD_MESSAGE, UNKNOWN_FIELD_MESSAGE
+from apps.common.serializers import READ_ONLY_FIELD_MESSAGE
 from apps.common.testing import row_counts
-from apps.common.text import CONTROL_CHARACTER_MESSAGE
+from apps.common.text import CONTROL_CHARACTER_MESSAGE, UNKNOWN_FIELD_MESSAGE
 from apps.employers.models import Employer
-from apps.endorsements.tests.factories import PolicyFactory, addition
+from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
 from apps.loan_applications.tests.factories import LoanApplicationPayloadFactory
 from apps.partners.tests.webhook_helpers import resolver_stub
 
@@ -900,3 +900,55 @@ def test_a_key_of_another_employer_reusing_an_idempotency_key_has_requests_of_it
     assert theirs_again.json()["id"] == theirs.json()["id"]
     assert different.status_code == 422  # its own key, now with another body: "reused", as for any key
     assert different.json()["type"].endswith("idempotency-key-reused")
+
+
+# --- endorsement bodies: a key the body does not take is named, never dropped (newcomer trial) ----------------
+
+UNKNOWN_KEY_CASES = [
+    ("/api/v1/endorsements", "addition", ("status",)),
+    ("/api/v1/endorsements", "addition", ("premium_amount",)),
+    ("/api/v1/endorsements", "addition", ("employee", "salary")),
+    ("/api/v1/endorsements", "addition", ("employee_code",)),  # an addition names its member inside `employee`
+    ("/api/v1/endorsements", "deletion", ("employee",)),
+    ("/api/v1/endorsements", "correction", ("sum_insured",)),  # a correction changes it inside `changes`
+    ("/api/v1/endorsements/quote", "addition", ("status",)),
+    ("/api/v1/endorsements/quote", "addition", ("employee", "salary")),
+    ("/api/v1/endorsement-batches", "batch", ("status",)),
+]
+
+
+def _endorsement_body(world, kind: str) -> dict:
+    policy, effective = world["policy"], date(2026, 6, 1)
+    if kind == "deletion":
+        return deletion(policy, "E-1", effective=effective)
+    if kind == "correction":
+        return correction(policy, "E-1", effective=effective, first_name="Asha")
+    body = addition(policy, "E-1", effective=effective)
+    if kind == "batch":
+        return {"employer": body.pop("employer"), "policy": body.pop("policy"), "rows": [body]}
+    return body
+
+
+@pytest.mark.parametrize(("path", "kind", "field"), UNKNOWN_KEY_CASES, ids=lambda v: str(v))
+def test_a_key_an_endorsement_body_does_not_take_is_422_naming_it_and_writes_nothing(world, path, kind, field):
+    body = _set(_endorsement_body(world, kind), field, "x")
+    before = row_counts()
+
+    response = world["client"].post(path, body)
+
+    assert_422_on(response, "/" + "/".join(field), UNKNOWN_FIELD_MESSAGE)
+    assert row_counts() == before
+
+
+def test_a_batch_row_with_a_key_it_does_not_take_is_refused_by_name_and_the_valid_rows_go_on(world):
+    good = addition(world["policy"], "E-1", effective=date(2026, 6, 1))
+    bad = addition(world["policy"], "E-2", effective=date(2026, 6, 1))
+    ids = {"employer": good.pop("employer"), "policy": good.pop("policy")}
+    bad = {k: v for k, v in bad.items() if k not in ids} | {"employer": 999, "premium_amount": "1.00"}
+
+    response = world["client"].post("/api/v1/endorsement-batches", {**ids, "rows": [good, bad]})
+
+    assert response.status_code == 202, response.content
+    batch = response.json()
+    assert batch["total_rows"] == 2
+    assert sorted((e["row"], e["field"]) for e in batch["errors"]) == [(2, "employer"), (2, "premium_amount")]

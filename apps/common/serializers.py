@@ -29,7 +29,7 @@ from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from apps.common.ids import BIGINT_MAX, BIGINT_MIN
-from apps.common.text import EMAIL_VALIDATOR, ControlCharacterValidator
+from apps.common.text import EMAIL_VALIDATOR, UNKNOWN_FIELD_MESSAGE, ControlCharacterValidator
 
 HARDENED_FLAG = "_keel_hardened"
 _MAX_MESSAGE = f"Ensure this value is less than or equal to {BIGINT_MAX}."
@@ -71,7 +71,6 @@ def _strings_only(to_internal_value: Callable[[Any], Any]) -> Callable[[Any], An
     return strict
 
 
-UNKNOWN_FIELD_MESSAGE = "Unknown field: this body takes no such field."
 READ_ONLY_FIELD_MESSAGE = "Read-only: this field cannot be set."
 
 

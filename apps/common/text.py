@@ -62,3 +62,8 @@ class ControlCharacterValidator:
 
     def __hash__(self) -> int:
         return hash((ControlCharacterValidator, self.allow_newlines))
+
+
+# A body key an endpoint does not take (serializers: `apps.common.serializers`; endorsement bodies:
+# `apps.endorsements.parsing`): one message, so a client reads the same refusal everywhere.
+UNKNOWN_FIELD_MESSAGE = "Unknown field: this body takes no such field."

@@ -30,7 +30,7 @@ from django.core.exceptions import ValidationError
 
 from apps.common.ids import BIGINT_MAX
 from apps.common.money import MoneyError, NegativeAmountError, format_minor, to_minor
-from apps.common.text import EMAIL_VALIDATOR, MAX_EMAIL_LOCAL_PART, control_character_error
+from apps.common.text import EMAIL_VALIDATOR, MAX_EMAIL_LOCAL_PART, UNKNOWN_FIELD_MESSAGE, control_character_error
 from apps.employers.contracts import Gender
 from apps.endorsements.models import EndorsementType
 from apps.endorsements.validation import EndorsementDraft
@@ -195,15 +195,34 @@ def _code(value: Any, field: str, errors: list[tuple[str, str]]) -> str | None:
     return code
 
 
-def draft_from_request(body: Mapping[str, Any]) -> EndorsementDraft:
+# The keys each body takes (SPEC §7 request bodies); any other is refused, not dropped: a partner who sent
+# `status` or `premium_amount` must not believe it was applied (newcomer trial; the serializers' rule, ADR 0015).
+FIELDS_OF_TYPE = {
+    EndorsementType.ADDITION: frozenset({"type", "effective_date", "sum_insured", "employee"}),
+    EndorsementType.DELETION: frozenset({"type", "effective_date", "sum_insured", "employee_code"}),
+    EndorsementType.CORRECTION: frozenset({"type", "effective_date", "employee_code", "changes"}),
+}
+EMPLOYEE_FIELDS = frozenset({"employee_code", *MEMBER_TEXT_FIELDS, "date_of_birth", "gender", "email"})
+REQUEST_ENVELOPE = frozenset({"employer", "policy"})  # a single request's (and a quote's) ids, read by the view
+
+
+def unknown_fields(keys: Any, allowed: frozenset[str], prefix: str = "") -> list[tuple[str, str]]:
+    """`(path, UNKNOWN_FIELD_MESSAGE)` for each key of a JSON object not in `allowed` (at most 20)."""
+    return [(f"{prefix}{str(k)[:64]}", UNKNOWN_FIELD_MESSAGE) for k in keys if k not in allowed][:20]
+
+
+def draft_from_request(body: Mapping[str, Any], *, envelope: frozenset[str] = REQUEST_ENVELOPE) -> EndorsementDraft:
     """A single-request body or a JSON batch row → draft (SPEC §7 request bodies).
 
-    Raises `ParseErrors` listing every bad field with its path (`employee.email`, `changes.sum_insured`). Money is
-    returned in paise; `employer`/`policy` are not read here (see `parse_id`)."""
+    Raises `ParseErrors` listing every bad field with its path (`employee.email`, `changes.sum_insured`), a key
+    the body's type does not take included (`envelope`: the keys read by the caller — `employer`/`policy` of a
+    single request, none in a batch row). Money is returned in paise; `employer`/`policy` are not read here (see
+    `parse_id`)."""
     errors: list[tuple[str, str]] = []
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
         raise ParseErrors([("type", f"Must be one of: {', '.join(EndorsementType.values)}.")])
+    errors += unknown_fields(body, FIELDS_OF_TYPE[EndorsementType(kind)] | envelope)
     effective_date = _date(body.get("effective_date"), "effective_date", errors)
     sum_insured = _sum_insured(body.get("sum_insured"), "sum_insured", errors)
     details: dict[str, Any] = {}
@@ -214,6 +233,7 @@ def draft_from_request(body: Mapping[str, Any]) -> EndorsementDraft:
             errors.append(("employee", "Member details are required for an addition."))
             employee_code = None
         else:
+            errors += unknown_fields(employee, EMPLOYEE_FIELDS, "employee.")
             employee_code = _code(employee.get("employee_code"), "employee.employee_code", errors)
             details = _member_fields(employee, "employee.", errors, required=True)
     else:

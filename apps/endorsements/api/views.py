@@ -39,6 +39,7 @@ from apps.endorsements.parsing import (
     draft_from_request,
     parse_id,
     read_csv,
+    unknown_fields,
 )
 from apps.endorsements.pricing import format_exact_rupees
 from apps.endorsements.validation import EndorsementDraft
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from apps.employers.models import Employer, Policy
 
 ID_MESSAGE = "A positive integer id (at most 9223372036854775807) is required."
+
+# A batch body's keys (JSON: `rows`; multipart: the CSV `file`); any other is 422 naming it (newcomer trial).
+BATCH_FIELDS = frozenset({"employer", "policy", "rows", "file"})
 
 
 def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[Employer, Policy]:
@@ -234,6 +238,9 @@ class EndorsementBatchCreateView(PartnerGenericAPIView):
         body = request.data
         if not isinstance(body, Mapping):
             raise DomainValidationError({"": "The body must be a JSON object or a multipart form."})
+        unknown = unknown_fields(body, BATCH_FIELDS)
+        if unknown:
+            raise DomainValidationError(dict(unknown))
         employer, policy = resolve_employer_policy(request, body)
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
         if upload is not None:
@@ -290,7 +297,7 @@ def _parse_json_rows(rows: Any) -> tuple[list[EndorsementDraft | None], list[ser
         try:
             if not isinstance(row, Mapping):
                 raise ParseErrors([("row", "Each row must be an object.")])
-            drafts.append(draft_from_request(row))
+            drafts.append(draft_from_request(row, envelope=frozenset()))
         except ParseErrors as exc:
             drafts.append(None)
             errors += [services.RowError(number, f, d) for f, d in exc.errors]
