@@ -152,25 +152,14 @@ def test_an_operators_run_over_the_keys_employers_is_listed_as_it_can_be_opened_
 
     policy, other, own, foreign = setup
     platform = make_key(partner=policy.employer.partner, all_employers=True)
-    operator = reconciliation_start(
-        insurer_id=policy.insurer_id,
-        employer_ids=[policy.employer_id],
-        employer_id=None,
-        policy_id=None,
-        partner_id=None,
-        actor=Actor.system("tests"),
-        queue=False,
-    ).pk
+
+    def operators_run(employer_ids: list[int]) -> int:
+        kwargs = {"employer_id": None, "policy_id": None, "partner_id": None, "actor": Actor.system("tests")}
+        return reconciliation_start(insurer_id=policy.insurer_id, employer_ids=employer_ids, queue=False, **kwargs).pk
+
+    operator = operators_run([policy.employer_id])
     reconciliation_finish(run_id=operator, status="COMPLETED")
-    across = reconciliation_start(
-        insurer_id=policy.insurer_id,
-        employer_ids=[policy.employer_id, other.employer_id],
-        employer_id=None,
-        policy_id=None,
-        partner_id=None,
-        actor=Actor.system("tests"),
-        queue=False,
-    ).pk
+    across = operators_run([policy.employer_id, other.employer_id])
 
     for key in (own, platform):
         listed = [r["id"] for r in key.get("/api/v1/reconciliations").json()["results"]]
