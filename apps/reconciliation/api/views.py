@@ -48,7 +48,6 @@ class ReconciliationRunFilter(FilterSet):
     def filter_employer(self, queryset: QuerySet[ReconciliationRun], name: str, value: int) -> Any:
         """Runs started for the employer, and every all-employers run (the view keeps those whose
         `employer_ids` hold it: a JSON list, matched in Python so SQLite and PostgreSQL agree)."""
-        self.request._reconciliation_employer = value  # type: ignore[union-attr]
         return queryset.filter(Q(employer_id=value) | Q(employer__isnull=True))
 
     class Meta:
@@ -73,7 +72,9 @@ class ReconciliationCreateView(PartnerGenericAPIView):
         principal = principal_of(request)
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
         visible = selectors.employer_ids_visible_to(principal)
-        wanted = getattr(request, "_reconciliation_employer", None)
+        # Validated by the filter above (a bad value was a 422 there), so it parses.
+        raw_employer = request.query_params.get("employer")
+        wanted = int(raw_employer) if raw_employer else None
         runs = [
             run for run in page if set(run.employer_ids) <= visible and (wanted is None or wanted in run.employer_ids)
         ]
