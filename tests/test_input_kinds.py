@@ -6,7 +6,8 @@ and serializers, so a field or endpoint added tomorrow is walked without a new l
 - kind 1 — integers beyond the bigint range and decimals beyond their digits, in bodies (422 on the field),
   query parameters (422 on the parameter; a positive `limit` of any size is a page of at most 500) and paths (404);
 - kind 2 — every money field (the schema `pattern` is `MONEY_PATTERN`) refuses every other spelling (ADR 0014);
-- kind 3 — every writable text field refuses control characters, and a number or boolean in its place;
+- kind 3 — every writable text field refuses control characters, and a number or boolean in its place; every
+  boolean field takes only JSON `true`/`false` (not "yes", 1, "on", "true");
 - kind 5 — every e-mail field refuses `x@localhost`, `a@b.c` and `dev..sen@example.com`.
 
 Each rejection asserts the exact status, the field's JSON pointer, and that **nothing was written** (row counts
@@ -31,7 +32,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 from apps.common.fields import RATE_PATTERN
 from apps.common.money import MONEY_PATTERN
-from apps.common.serializers import READ_ONLY_FIELD_MESSAGE
+from apps.common.serializers import BOOLEAN_MESSAGE, READ_ONLY_FIELD_MESSAGE
 from apps.common.testing import row_counts
 from apps.common.text import CONTROL_CHARACTER_MESSAGE, UNKNOWN_FIELD_MESSAGE
 from apps.employers.models import Employer
@@ -76,6 +77,7 @@ BAD_MONEY = [
     None,
 ]
 BAD_TEXT = ["Ra\u0000vi", "a\u0001b", "tab\there", "new\nline", "a\u007fb", "a\u0085b", "a\u009fb"]
+BAD_BOOLEANS = ["yes", "on", "true", "false", "1", "0", 1, 0, "", None]
 BAD_EMAILS = ["x@localhost", "a@b.c", "dev..sen@example.com", "x@localhost.", "@example.com", "a@"]
 BAD_EMAILS.append("a" * 65 + "@example.com")  # RFC 5321: a local part holds at most 64 octets
 # A rate per mille has four places: "1.234" is a rate; the rest of the money table is not.
@@ -263,6 +265,9 @@ def _body_cases() -> list[Case]:
                 cases += [Case(method, path, field, "kind3-text-type", v) for v in (123, 1.5, True)]
             if prop.get("format") == "email":
                 cases += [Case(method, path, field, "kind5-email", v) for v in BAD_EMAILS]
+            if prop.get("type") == "boolean":
+                # Only JSON true/false: DRF alone would read "yes", 1, "on" or "0" as a boolean.
+                cases += [Case(method, path, field, "kind3-boolean", v) for v in BAD_BOOLEANS]
     return cases
 
 
@@ -370,6 +375,7 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
         },
         ("post", "/api/v1/loan-applications"): {
             "kind1-decimal",
+            "kind3-boolean",
             "kind2-money",
             "kind3-text",
             "kind3-text-type",
@@ -378,7 +384,13 @@ def test_the_tables_cover_every_kind_on_every_serializer_endpoint():
             "kind5-email",
         },
         ("post", "/api/v1/webhook-endpoints"): {"kind3-text", "kind3-text-type", "unknown-field", "read-only"},
-        ("patch", "/api/v1/webhook-endpoints/{id}"): {"kind3-text", "kind3-text-type", "unknown-field", "read-only"},
+        ("patch", "/api/v1/webhook-endpoints/{id}"): {
+            "kind3-boolean",
+            "kind3-text",
+            "kind3-text-type",
+            "unknown-field",
+            "read-only",
+        },
         ("post", "/api/v1/reconciliations"): {
             "kind1-integer",
             "kind3-text",
@@ -417,6 +429,7 @@ def test_a_bad_value_in_any_body_field_is_422_on_that_field_and_writes_nothing(w
     message = {
         "kind3-text": CONTROL_CHARACTER_MESSAGE,
         "unknown-field": UNKNOWN_FIELD_MESSAGE,
+        "kind3-boolean": None if case.value is None else BOOLEAN_MESSAGE,
     }.get(case.kind)
     if case.kind == "read-only":  # an input serializer may not know the field at all: either message will do
         message = None
@@ -952,3 +965,40 @@ def test_a_batch_row_with_a_key_it_does_not_take_is_refused_by_name_and_the_vali
     batch = response.json()
     assert batch["total_rows"] == 2
     assert sorted((e["row"], e["field"]) for e in batch["errors"]) == [(2, "employer"), (2, "premium_amount")]
+
+
+# --- booleans in a query string or a form body (all text there) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"flag": True}, True),
+        ({"flag": False}, False),
+        ("flag=true", True),
+        ("flag=false", False),
+        ({"flag": "true"}, BOOLEAN_MESSAGE),
+        ({"flag": 1}, BOOLEAN_MESSAGE),
+        ("flag=yes", BOOLEAN_MESSAGE),
+        ("flag=1", BOOLEAN_MESSAGE),
+        ("flag=True", BOOLEAN_MESSAGE),
+        ("flag=on", BOOLEAN_MESSAGE),
+    ],
+)
+def test_a_boolean_is_json_true_or_false_or_in_a_query_the_text_true_or_false(data, expected):
+    from django.http import QueryDict
+    from rest_framework import serializers
+
+    from apps.common.serializers import Serializer
+
+    class Flag(Serializer):
+        flag = serializers.BooleanField()
+
+    serializer = Flag(data=QueryDict(data) if isinstance(data, str) else data)
+
+    if isinstance(expected, bool):
+        assert serializer.is_valid(), serializer.errors
+        assert serializer.validated_data == {"flag": expected}
+    else:
+        assert not serializer.is_valid()
+        assert serializer.errors == {"flag": [expected]}

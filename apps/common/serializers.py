@@ -7,6 +7,9 @@ added tomorrow is covered without anyone remembering to be careful (issue 8, kin
 - **text** (`CharField` and its kin: e-mail, slug, regex, URL…): a JSON string only (DRF would turn `123` into
   `"123"`: a wrong type is refused, not coerced; form and multipart values are strings anyway), and no control
   characters (`apps.common.text.control_character_error`; a field declared with `allow_newlines=True` keeps CR/LF);
+- **booleans** (`BooleanField`): a JSON `true` or `false` only (DRF would take `"yes"`, `1`, `"on"`, `"0"`… and turn
+  them into a boolean the partner may not have meant); in a query string or a form body, where every value is text,
+  exactly `true` or `false`;
 - **e-mail** (`EmailField`): Django's `EmailValidator` without the `localhost` allow-list;
 - **integers** (`IntegerField`): bounded to the signed 64-bit range of the columns they end up in, so an id
   of 10^30 in a body or query is 422 naming the field, never an overflow;
@@ -25,6 +28,7 @@ from functools import cached_property
 from typing import Any
 
 from django.core.validators import EmailValidator, MaxValueValidator, MinValueValidator
+from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
@@ -44,6 +48,8 @@ def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore
         field.to_internal_value = _strings_only(field.to_internal_value)  # type: ignore[method-assign,assignment]
         allow_newlines = bool(getattr(field, "allow_newlines", False))
         field.validators.append(ControlCharacterValidator(allow_newlines=allow_newlines))
+    if isinstance(field, serializers.BooleanField):
+        field.to_internal_value = _booleans_only(field)  # type: ignore[method-assign]
     if isinstance(field, serializers.EmailField):
         field.validators = [v for v in field.validators if not isinstance(v, EmailValidator)]
         field.validators.append(EMAIL_VALIDATOR)
@@ -67,6 +73,23 @@ def _strings_only(to_internal_value: Callable[[Any], Any]) -> Callable[[Any], An
         if not isinstance(data, str):
             raise serializers.ValidationError("Not a valid string.", code="invalid")
         return to_internal_value(data)
+
+    return strict
+
+
+BOOLEAN_MESSAGE = "Must be a boolean: true or false."
+
+
+def _booleans_only(field: serializers.BooleanField) -> Callable[[Any], bool]:
+    """`to_internal_value` of a boolean field: `True`/`False` from JSON; from a query string or a form body (the
+    root serializer's data is a `QueryDict`, all text) the strings `true`/`false`. Anything else → `BOOLEAN_MESSAGE`."""
+
+    def strict(data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        if isinstance(getattr(field.root, "initial_data", None), QueryDict) and data in ("true", "false"):
+            return data == "true"
+        raise serializers.ValidationError(BOOLEAN_MESSAGE, code="invalid")
 
     return strict
 
