@@ -450,20 +450,20 @@ def test_a_run_stops_draining_after_its_time_and_releases_the_endpoint(settings,
 
 
 def test_runs_at_once_never_exceed_the_connection_pool_and_the_dispatcher_command_widens_it(settings, monkeypatch):
-    """Each run holds a pooled connection; the loop holds one more. 10 pooled connections and 11 runs made one
-    run's lease release time out, stranding its endpoint (unsent) until the lease expired."""
+    """Each run holds a pooled connection; the loop and the recorder hold one more each. 10 pooled connections and
+    11 runs made one run's lease release time out, stranding its endpoint (unsent) until the lease expired."""
     from django.db import connection
 
     settings.WEBHOOKS = {**settings.WEBHOOKS, "DISPATCH_THREADS": 16}
     options = {**connection.settings_dict.get("OPTIONS", {}), "pool": {"max_size": 10, "timeout": 1.5}}
     monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
     monkeypatch.setattr(type(connection), "_connection_pools", {}, raising=False)
-    assert dispatch.run_slots() == 8
+    assert dispatch.run_slots() == 7
     dispatch.pool_reserve(16)
-    assert options["pool"] == {"max_size": 18, "timeout": 1.5}
+    assert options["pool"] == {"max_size": 19, "timeout": 1.5}
     assert dispatch.run_slots() == 16
     dispatch.pool_reserve(4)  # never shrinks
-    assert options["pool"]["max_size"] == 18
+    assert options["pool"]["max_size"] == 19
     del options["pool"]
     assert dispatch.run_slots() == 16
 
@@ -754,3 +754,130 @@ def test_the_due_query_looks_up_each_rows_backing_off_predecessor_by_index_not_t
         [after] = cursor.fetchone()
     assert sorted(int(d.event.object_id) for d in due) == [n for n in range(1, 151) if n != 7]
     assert after - before <= 150  # one probe per due row: 0 or 1 entry each (it was ~150 per row)
+
+
+# --- ADR 0062: the recorder writes every run's all-2xx batches while the runs go on sending --------------------
+
+
+def _wait_until(condition, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_sends_on_while_its_batches_are_recorded_and_keeps_its_lease_until_they_are(
+    require_postgres, monkeypatch
+):
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
+    gate = threading.Event()
+    recorder = dispatch._Recorder()
+    real_flush = recorder.flush
+    recorder.flush = lambda taken: (gate.wait(30), real_flush(taken))  # the database is slow to record
+    monkeypatch.setattr(dispatch, "_the_recorder", recorder)
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        _commit_events(partner.pk, "1")
+        sequence_and_fan_out()
+        [claim] = dispatch.endpoints_claim(limit=4)
+        handle = dispatch.RunHandle(claim)
+        result: list[int] = []
+        run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
+        run.start()
+        try:
+            _wait_until(lambda: receiver.count == 1 and handle.lingering, "the first delivery sent")
+            [second] = _commit_events(partner.pk, "2")
+            done = sequence_and_fan_out()
+            handle.hand_over(list(done.fresh), done.fresh_urls[endpoint.pk])
+            _wait_until(lambda: receiver.count == 2, "the second sent while the first is being recorded")
+            assert WebhookDelivery.objects.filter(status="pending").count() == 2  # neither recorded yet
+            handle.release = True
+            handle.wake.set()
+            time.sleep(0.3)
+            assert run.is_alive()  # waiting for its records before it gives the lease back
+            assert WebhookEndpoint.objects.filter(pk=endpoint.pk, lease_token=claim.token).exists()
+        finally:
+            gate.set()
+            run.join(30)
+    assert result == [2]
+    assert [r.webhook_id for r in receiver.received][1] == second.public_id
+    assert list(WebhookDelivery.objects.order_by("id").values_list("status", "attempts")) == [("delivered", 1)] * 2
+    assert list(WebhookAttempt.objects.order_by("id").values_list("attempt", "succeeded", "status_code")) == [
+        (1, True, 204),
+        (1, True, 204),
+    ]
+    assert WebhookEndpoint.objects.filter(pk=endpoint.pk, leased_until__isnull=True).exists()
+
+
+def test_one_statement_records_the_batches_of_several_endpoints(require_postgres, django_assert_num_queries):
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoints = [endpoint_for(partner.pk, f"{receiver.url}{n}")[0] for n in range(3)]
+        _commit_events(partner.pk, "A", "B")
+        fresh = list(sequence_and_fan_out().fresh)
+    WebhookEndpoint.objects.filter(pk=endpoints[0].pk).update(consecutive_failures=2, failing_since=timezone.now())
+    recorder = dispatch._Recorder(start=False)
+    pending = []
+    ok = dispatch.sender.SendResult(200, 3, "ok", "")
+    for endpoint in endpoints:
+        outcomes = [dispatch._Outcome(d, ok, timezone.now()) for d in fresh if d.endpoint_id == endpoint.pk]
+        pending.append(recorder.submit(endpoint.pk, outcomes))
+
+    taken = recorder.take(timeout=0)
+    with django_assert_num_queries(1):
+        recorder.flush(taken)
+
+    assert len(taken) == 3
+    assert all(p.done.is_set() and not p.failed for p in pending)
+    assert WebhookDelivery.objects.filter(status="delivered", attempts=1).count() == 6
+    assert sorted(WebhookAttempt.objects.values_list("endpoint_id", flat=True)) == sorted([e.pk for e in endpoints] * 2)
+    assert not WebhookEndpoint.objects.filter(consecutive_failures__gt=0).exists()
+    assert not WebhookEndpoint.objects.filter(failing_since__isnull=False).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_the_recorder_could_not_write_is_sent_again_with_the_same_webhook_id(require_postgres, monkeypatch):
+    """At least once (SPEC §10): a record lost (the database away, or a crash before an async commit reached the
+    disk) leaves the delivery pending; the run ends, and the next one sends it again with the same `webhook-id`."""
+    from django.db import DatabaseError
+
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
+    recorder = dispatch._Recorder()
+    monkeypatch.setattr(dispatch, "_the_recorder", recorder)
+    real_record = dispatch._record_delivered
+    calls: list[int] = []
+
+    def fail_once(batches, **kwargs):
+        calls.append(len(batches))
+        if len(calls) == 1:
+            raise DatabaseError("connection lost")
+        return real_record(batches, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_record_delivered", fail_once)
+    partner = PartnerFactory()
+    with Receiver() as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        [event] = _commit_events(partner.pk, "1")
+        sequence_and_fan_out()
+        [claim] = dispatch.endpoints_claim(limit=4)
+        handle = dispatch.RunHandle(claim)
+        result: list[int] = []
+        run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
+        run.start()
+        _wait_until(lambda: receiver.count == 1 and handle.lingering, "the delivery sent")
+        handle.release = True
+        handle.wake.set()
+        run.join(30)
+        assert WebhookDelivery.objects.get().status == "pending"  # not recorded: it goes out again
+        assert WebhookEndpoint.objects.filter(pk=endpoint.pk, leased_until__isnull=True).exists()
+        assert dispatch_once() == 1
+    assert [r.webhook_id for r in receiver.received] == [event.public_id] * 2
+    assert WebhookDelivery.objects.get().status == "delivered"

@@ -32,12 +32,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -87,8 +88,15 @@ def window() -> timedelta:
 
 
 def event_body(event: Event) -> str:
-    """The JSON body every endpoint receives for `event` (also the events API's shape)."""
-    return json.dumps(event_payload(event), separators=(",", ":"), sort_keys=True)
+    """The JSON body every endpoint receives for `event` (also the events API's shape). Kept on the instance once
+    it has its position: the sequencer hands one instance to the runs of every subscribed endpoint, and an event
+    never changes after it is positioned."""
+    body: str | None = event.__dict__.get("_keel_body")
+    if body is None:
+        body = json.dumps(event_payload(event), separators=(",", ":"), sort_keys=True)
+        if event.position is not None:
+            event.__dict__["_keel_body"] = body
+    return body
 
 
 def event_payload(event: Event) -> dict[str, Any]:
@@ -161,14 +169,20 @@ _BACKING_OFF_SQL = (
 )
 
 
-def _due_deliveries(endpoint_id: int, *, now: datetime, limit: int) -> list[WebhookDelivery]:
+def _due_deliveries(
+    endpoint_id: int, *, now: datetime, limit: int, skip: frozenset[int] = frozenset()
+) -> list[WebhookDelivery]:
     """Up to `limit` due deliveries of an **active** endpoint in id (= position) order, each with its event and
     the endpoint row as it is now (one query: a PATCH or a disable applies from the next batch on), skipping an
-    object whose earlier delivery is still backing off (`_BACKING_OFF_SQL`). Empty when the endpoint is
-    inactive."""
+    object whose earlier delivery is still backing off (`_BACKING_OFF_SQL`) and the ids in `skip` (sent by the
+    run, their records not yet written). Empty when the endpoint is inactive."""
+    due = WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    )
+    if skip:
+        due = due.exclude(pk__in=sorted(skip))
     return list(
-        WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .filter(endpoint__is_active=True)
+        due.filter(endpoint__is_active=True)
         .alias(backing_off=RawSQL(_BACKING_OFF_SQL, [now], output_field=BooleanField()))  # noqa: S611 - constant SQL
         .filter(backing_off=False)
         .select_related("event", "endpoint")
@@ -186,6 +200,9 @@ class RunHandle:
     wake: threading.Event = field(default_factory=threading.Event)
     release: bool = False
     lingering: bool = False
+    # When the run started sending without a pause (its start, or its last wake-up from lingering): the loop takes
+    # the thread of a run busy for over `RUN_DRAIN_SECONDS` when another endpoint waits for one.
+    busy_since: float = field(default_factory=time.monotonic)
     # Fresh deliveries of the endpoint handed over by the loop's sequencer (sendable at once, ADR 0052), the
     # endpoint's URL in the same snapshot, and whether the run must query (deliveries it was not handed).
     inbox: deque[WebhookDelivery] = field(default_factory=deque)
@@ -220,11 +237,16 @@ def endpoint_run(claim: Claim, *, handle: RunHandle | None = None) -> int:
     """Steps 2–3 for one claimed endpoint. Returns how many deliveries were delivered. With a `handle` (the
     dispatcher loop's), a run that finds nothing due waits on `handle.wake` for new deliveries until its drain
     time ends or the loop asks for the thread back, instead of returning at once (ADR 0052). The run's session
-    plans each statement, and each attempt row's foreign-key check, for its values (ADR 0059)."""
-    with plan_for_values_in_session():
+    plans each statement, and each attempt row's foreign-key check, for its values (ADR 0059), and commits its
+    delivery records without waiting for the disk (ADR 0062: a crash can only make a delivery go out again).
+    Under the loop (a `handle`, PostgreSQL) an all-2xx batch is recorded by the process's recorder thread while
+    the run goes on sending (`_Recorder`, ADR 0062); the run waits for its records before it gives the lease back."""
+    records = _RunRecords(_recorder() if handle is not None and connection.vendor == "postgresql" else None)
+    with plan_for_values_in_session(commit_without_waiting_for_disk=True):
         try:
-            return _endpoint_run(claim, handle)
+            return _endpoint_run(claim, handle, records)
         finally:
+            records.settle()
             WebhookEndpoint.objects.filter(pk=claim.endpoint_id, lease_token=claim.token).update(
                 leased_until=None, lease_token=None
             )
@@ -249,21 +271,23 @@ def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:
     return opened
 
 
-# A run keeps sending while its endpoint has due deliveries, for up to this long, before giving its thread back:
-# one claim, lease and secret opening then serve many small batches (at a steady trickle of events a batch is
-# a few deliveries, and per-run round trips would otherwise dominate). Run by the dispatcher loop, a run that finds
-# nothing due waits for the loop's wake-up for the rest of this time (ADR 0052), and gives its thread back at once
-# when the loop needs it for another endpoint; so endpoints beyond the thread count wait at most this long.
+# A run keeps sending while its endpoint has due deliveries for up to this long without a pause, then gives its
+# thread back: endpoints beyond the thread count wait at most this long behind a busy one. Run by the dispatcher
+# loop, a run that finds nothing due waits for the loop's wake-up (ADR 0052) — until half its lease, or at once when
+# the loop needs the thread for another endpoint — and each wake-up starts a new budget: at a steady trickle of
+# events one claim, lease and due query serve every event for a minute instead of a second (ADR 0062). Its signing
+# secrets are read again when they are this old, so a rotation signs with the new secret within about a second.
 RUN_DRAIN_SECONDS = 1.0
 
 
-def _endpoint_run(claim: Claim, handle: RunHandle | None = None) -> int:
+def _endpoint_run(claim: Claim, handle: RunHandle | None, records: _RunRecords) -> int:
     started = time.monotonic()
     # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
     stop_at = started + 0.5 * float(settings.WEBHOOKS["ENDPOINT_LEASE_SECONDS"])
     drain_until = min(stop_at, started + RUN_DRAIN_SECONDS)
     limit = int(settings.WEBHOOKS["DISPATCH_BATCH"])
     secrets: list[str] = []
+    secrets_at = started
     endpoint: WebhookEndpoint | None = None
     sent: set[int] = set()  # deliveries this run has sent: a handed-over one a query also returned goes once
     query = True
@@ -278,7 +302,7 @@ def _endpoint_run(claim: Claim, handle: RunHandle | None = None) -> int:
         deliveries: list[WebhookDelivery] = []
         if query:
             # Due deliveries with the endpoint as it is now (a PATCH or a disable applies from this batch on).
-            deliveries = _due_deliveries(claim.endpoint_id, now=now, limit=limit)
+            deliveries = _due_deliveries(claim.endpoint_id, now=now, limit=limit, skip=records.in_flight())
             if deliveries:
                 endpoint = deliveries[0].endpoint
             elif not handed:
@@ -292,19 +316,30 @@ def _endpoint_run(claim: Claim, handle: RunHandle | None = None) -> int:
             deliveries = sorted(deliveries + [d for d in handed if d.pk not in known], key=lambda d: d.pk)
         deliveries = [d for d in deliveries if d.pk not in sent]
         if endpoint is None or not deliveries:
-            if handle is None or not _linger(handle, until=drain_until):
+            if handle is None or not _linger(handle, until=stop_at):
                 return total
+            drain_until = min(stop_at, time.monotonic() + RUN_DRAIN_SECONDS)  # a pause: a new sending budget
+            handle.busy_since = time.monotonic()
             continue
         for d in deliveries:
             d.endpoint = endpoint
-        if not secrets:
-            secrets = _signing_secrets(endpoint.pk, now=now)
+        if not secrets or time.monotonic() - secrets_at > RUN_DRAIN_SECONDS:
+            secrets, secrets_at = _signing_secrets(endpoint.pk, now=now), time.monotonic()
             if not secrets:
                 return total
         outcomes, gone, endpoint_failed = _send_batch(endpoint, deliveries, secrets, stop_at=stop_at)
         sent.update(o.delivery.pk for o in outcomes)
-        total += _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
-        if gone or endpoint_failed or time.monotonic() > drain_until:
+        if records.handed_to_recorder(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed):
+            total += len(outcomes)
+        elif records.settle():  # this endpoint's earlier records land before a failure's (its state moves in order)
+            total += _record(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed)
+        else:
+            return total  # a record failed (the database away): stop; the unrecorded deliveries are sent again
+        if gone or endpoint_failed:
+            return total
+        # Alone, a run gives its thread back after its sending budget; under the loop, when the loop asks for the
+        # thread (another endpoint waits: `_DispatchLoop._claim_or_release`) or at half its lease.
+        if time.monotonic() > (drain_until if handle is None else stop_at) or (handle is not None and handle.release):
             return total
 
 
@@ -368,14 +403,9 @@ def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, 
     if not outcomes:
         return 0
     now = timezone.now()
-    if (
-        connection.vendor == "postgresql"
-        and not (gone or endpoint_failed)
-        and all(o.result is not None and o.result.ok for o in outcomes)
-    ):
-        _record_all_delivered(endpoint, outcomes, now=now)
-        # The run keeps this object for its next batches: keep it as the row now is (a later failure counts 1).
-        endpoint.consecutive_failures, endpoint.failing_since, endpoint.last_success_at = 0, None, now
+    if connection.vendor == "postgresql" and _all_delivered(outcomes, gone=gone, endpoint_failed=endpoint_failed):
+        _record_delivered([(endpoint.pk, outcomes)], now=now)
+        _mark_succeeded(endpoint, now)
         deliveries_recorded(delivered=len(outcomes), retry=0, failed=0)
         return len(outcomes)
     attempts: list[WebhookAttempt] = []
@@ -414,6 +444,10 @@ def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, 
             else:
                 retry.append((d.pk, number, next_at, o.result.error[:500]))
     with transaction.atomic():
+        if gone or given_up:
+            # This batch may disable the endpoint (an audit row, an e-mail through the outbox): durable, unlike
+            # the run's delivery records (`plan_for_values_in_session`, ADR 0062).
+            _commit_waiting_for_disk()
         WebhookAttempt.objects.bulk_create(attempts, batch_size=1000)
         if delivered:
             WebhookDelivery.objects.filter(pk__in=delivered, status=DeliveryStatus.PENDING).update(
@@ -453,19 +487,31 @@ def _record(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, 
     return len(delivered)
 
 
-# The common outcome — every delivery of the batch answered 2xx — as one statement (atomic on its own): the
-# attempt rows, the deliveries marked delivered (only those still pending), and the endpoint's success, written
-# only when it changes something or `last_success_at` is a second old (it serves the 72 h give-up rule and the
-# admin list, not an audit). One round trip instead of four per batch (ADR 0052).
+def _all_delivered(outcomes: list[_Outcome], *, gone: bool, endpoint_failed: bool) -> bool:
+    return not (gone or endpoint_failed) and all(o.result is not None and o.result.ok for o in outcomes)
+
+
+def _mark_succeeded(endpoint: WebhookEndpoint, now: datetime) -> None:
+    """The run keeps its endpoint object for its next batches: keep it as the row now is (a later failure
+    counts 1)."""
+    endpoint.consecutive_failures, endpoint.failing_since, endpoint.last_success_at = 0, None, now
+
+
+# The common outcome — every delivery of a batch answered 2xx — as one statement (atomic on its own), for the
+# batches of any number of endpoints: the attempt rows, the deliveries marked delivered (only those still
+# pending), and each endpoint's success, written only when it changes something or `last_success_at` is a second
+# old (it serves the 72 h give-up rule and the admin list, not an audit). One round trip instead of four per
+# batch (ADR 0052), and one for every run's batches at once through the recorder (ADR 0062).
 _RECORD_DELIVERED_SQL = """
 WITH attempt AS (
     INSERT INTO partners_webhookattempt (delivery_id, endpoint_id, event_public_id, event_type, attempt, at,
         status_code, latency_ms, response_excerpt, error, succeeded)
-    SELECT u.delivery_id, %(endpoint)s, u.public_id, u.type, u.attempt, u.at, u.status_code, u.latency_ms,
+    SELECT u.delivery_id, u.endpoint_id, u.public_id, u.type, u.attempt, u.at, u.status_code, u.latency_ms,
         u.excerpt, '', true
-    FROM unnest(%(ids)s::bigint[], %(public_ids)s::text[], %(types)s::text[], %(attempts)s::int[],
-        %(ats)s::timestamptz[], %(status_codes)s::int[], %(latencies)s::int[], %(excerpts)s::text[])
-        AS u(delivery_id, public_id, type, attempt, at, status_code, latency_ms, excerpt)
+    FROM unnest(%(ids)s::bigint[], %(endpoint_ids)s::bigint[], %(public_ids)s::text[], %(types)s::text[],
+        %(attempts)s::int[], %(ats)s::timestamptz[], %(status_codes)s::int[], %(latencies)s::int[],
+        %(excerpts)s::text[])
+        AS u(delivery_id, endpoint_id, public_id, type, attempt, at, status_code, latency_ms, excerpt)
 ), delivered AS (
     UPDATE partners_webhookdelivery SET status = %(delivered)s, finished_at = %(now)s, attempts = attempts + 1,
         last_error = ''
@@ -473,31 +519,162 @@ WITH attempt AS (
 )
 UPDATE partners_webhookendpoint
 SET consecutive_failures = 0, failing_since = NULL, last_success_at = %(now)s, retry_at = %(now)s
-WHERE id = %(endpoint)s AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR retry_at > %(now)s
-    OR last_success_at IS NULL OR last_success_at < %(now)s - interval '1 second')
+WHERE id = ANY(%(endpoints)s::bigint[]) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL
+    OR retry_at > %(now)s OR last_success_at IS NULL OR last_success_at < %(now)s - interval '1 second')
 """
 
 
-def _record_all_delivered(endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, now: datetime) -> None:
-    results = [o.result for o in outcomes if o.result is not None]
+def _record_delivered(batches: list[tuple[int, list[_Outcome]]], *, now: datetime) -> None:
+    """Record all-2xx batches, `(endpoint id, outcomes)` each, in one statement (`_RECORD_DELIVERED_SQL`)."""
+    rows = [(endpoint_id, o) for endpoint_id, outcomes in batches for o in outcomes if o.result is not None]
     with connection.cursor() as cursor:
         cursor.execute(
             _RECORD_DELIVERED_SQL,
             {
-                "endpoint": endpoint.pk,
-                "ids": [o.delivery.pk for o in outcomes],
-                "public_ids": [o.delivery.event.public_id for o in outcomes],
-                "types": [o.delivery.event.type for o in outcomes],
-                "attempts": [o.delivery.attempts + 1 for o in outcomes],
-                "ats": [o.at for o in outcomes],
-                "status_codes": [r.status_code for r in results],
-                "latencies": [r.latency_ms for r in results],
-                "excerpts": [r.excerpt[:1000] for r in results],
+                "endpoints": sorted({endpoint_id for endpoint_id, _ in batches}),
+                "ids": [o.delivery.pk for _, o in rows],
+                "endpoint_ids": [endpoint_id for endpoint_id, _ in rows],
+                "public_ids": [o.delivery.event.public_id for _, o in rows],
+                "types": [o.delivery.event.type for _, o in rows],
+                "attempts": [o.delivery.attempts + 1 for _, o in rows],
+                "ats": [o.at for _, o in rows],
+                "status_codes": [o.result.status_code for _, o in rows if o.result is not None],
+                "latencies": [o.result.latency_ms for _, o in rows if o.result is not None],
+                "excerpts": [o.result.excerpt[:1000] for _, o in rows if o.result is not None],
                 "delivered": DeliveryStatus.DELIVERED.value,
                 "pending": DeliveryStatus.PENDING.value,
                 "now": now,
             },
         )
+
+
+@dataclass(eq=False, slots=True)
+class _PendingRecord:
+    """A run's all-2xx batch handed to the recorder; `done` is set once it is written (`failed`: it was not)."""
+
+    endpoint_id: int
+    outcomes: list[_Outcome]
+    done: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False
+
+
+class _Recorder:
+    """One thread per dispatcher process that writes the all-2xx batches of every endpoint run, as many as are
+    waiting, in one statement (`_record_delivered`), so that a run goes on sending while its last batch is
+    recorded: at a steady trickle of events each run sends one delivery per event, and recording it before taking
+    the next put a database round trip (and, before ADR 0062, a WAL flush) between consecutive deliveries of an
+    endpoint, and one statement per delivery on the process (ADR 0062). A run waits for its records before it
+    records a failure or gives its lease back (`_RunRecords.settle`), so an endpoint's state moves in order and no
+    other run sends what this one sent. The thread keeps its session (planned for values, commits not waiting for
+    the disk) while batches keep coming, and gives the connection back after `IDLE_SECONDS` without one."""
+
+    IDLE_SECONDS = 1.0
+    MAX_BATCHES = 500  # per statement
+
+    def __init__(self, *, start: bool = True) -> None:
+        self._queue: queue.SimpleQueue[_PendingRecord] = queue.SimpleQueue()
+        if start:
+            threading.Thread(target=self._loop, name="webhooks-recorder", daemon=True).start()
+
+    def submit(self, endpoint_id: int, outcomes: list[_Outcome]) -> _PendingRecord:
+        pending = _PendingRecord(endpoint_id, outcomes)
+        self._queue.put(pending)
+        return pending
+
+    def take(self, *, timeout: float) -> list[_PendingRecord]:
+        """Every batch waiting now (up to `MAX_BATCHES`), waiting up to `timeout` seconds for the first."""
+        try:
+            taken = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        with contextlib.suppress(queue.Empty):
+            while len(taken) < self.MAX_BATCHES:
+                taken.append(self._queue.get_nowait())
+        return taken
+
+    def flush(self, taken: list[_PendingRecord]) -> None:
+        """Write `taken` in one statement and wake their runs; a failure marks them failed (never raises)."""
+        try:
+            _record_delivered([(p.endpoint_id, p.outcomes) for p in taken], now=timezone.now())
+            deliveries_recorded(delivered=sum(len(p.outcomes) for p in taken), retry=0, failed=0)
+        except Exception:
+            log.warning("webhooks.record_failed", exc_info=True, extra={"batches": len(taken)})
+            for p in taken:
+                p.failed = True
+        finally:
+            for p in taken:
+                p.done.set()
+
+    def _loop(self) -> None:
+        while True:
+            taken = self.take(timeout=3600.0)
+            try:
+                with plan_for_values_in_session(commit_without_waiting_for_disk=True):
+                    while taken:
+                        self.flush(taken)
+                        taken = self.take(timeout=self.IDLE_SECONDS)
+            except Exception:  # the session could not be set up (the database away): these batches were not written
+                log.warning("webhooks.record_failed", exc_info=True, extra={"batches": len(taken)})
+                for p in taken:
+                    p.failed = True
+                    p.done.set()
+                time.sleep(0.5)
+            finally:
+                connection.close()  # back to the pool while no batch comes
+
+
+_the_recorder: _Recorder | None = None
+
+
+def _recorder() -> _Recorder:
+    global _the_recorder
+    with _executor_lock:
+        if _the_recorder is None:
+            _the_recorder = _Recorder()
+        return _the_recorder
+
+
+class _RunRecords:
+    """An endpoint run's batches handed to the recorder (`recorder` None: the run records each batch itself)."""
+
+    SETTLE_SECONDS = 30.0
+
+    def __init__(self, recorder: _Recorder | None) -> None:
+        self.recorder = recorder
+        self.pending: list[_PendingRecord] = []
+
+    def handed_to_recorder(
+        self, endpoint: WebhookEndpoint, outcomes: list[_Outcome], *, gone: bool, endpoint_failed: bool
+    ) -> bool:
+        """Hand an all-2xx batch to the recorder; False (the run records it itself) for any other batch."""
+        if (
+            self.recorder is None
+            or not outcomes
+            or not _all_delivered(outcomes, gone=gone, endpoint_failed=endpoint_failed)
+        ):
+            return False
+        self.pending.append(self.recorder.submit(endpoint.pk, outcomes))
+        _mark_succeeded(endpoint, timezone.now())
+        return True
+
+    def in_flight(self) -> frozenset[int]:
+        """The deliveries handed to the recorder and not yet written (a due query need not load them again)."""
+        return frozenset(o.delivery.pk for p in self.pending if not p.done.is_set() for o in p.outcomes)
+
+    def settle(self) -> bool:
+        """Wait for this run's batches to be written; False if one failed or did not land within
+        `SETTLE_SECONDS` (its deliveries stay pending and go out again after the lease)."""
+        written = True
+        for pending in self.pending:
+            written = pending.done.wait(self.SETTLE_SECONDS) and not pending.failed and written
+        self.pending.clear()
+        return written
+
+
+def _commit_waiting_for_disk() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = on")
 
 
 def _failing_for_whole_window(endpoint: WebhookEndpoint, now: datetime) -> bool:
@@ -558,23 +735,24 @@ def _pool() -> ThreadPoolExecutor:
 
 def run_slots() -> int:
     """How many endpoint runs go at once: `WEBHOOKS["DISPATCH_THREADS"]`, but never more than the process's
-    database connection pool can serve beside the dispatcher loop's own connection and one spare (each run
-    holds a connection). More runs than pooled connections made a run's lease release itself wait for a
+    database connection pool can serve beside the dispatcher loop's own connection, the recorder's and one spare
+    (each run holds a connection). More runs than pooled connections made a run's lease release itself wait for a
     connection and time out, leaving its endpoint leased — unsent — until the lease expired."""
     threads = int(settings.WEBHOOKS["DISPATCH_THREADS"])
     pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
     if isinstance(pool, dict) and pool.get("max_size"):
-        return max(1, min(threads, int(pool["max_size"]) - 2))
+        return max(1, min(threads, int(pool["max_size"]) - 3))
     return threads
 
 
 def pool_reserve(threads: int) -> None:
     """For a process that is only a dispatcher (`manage.py webhook_dispatch`): make the connection pool large
-    enough for `threads` runs plus the loop's connection and a spare (`run_slots()` then allows them all)."""
+    enough for `threads` runs plus the loop's connection, the recorder's and a spare (`run_slots()` then allows
+    them all)."""
     pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
-    if not isinstance(pool, dict) or int(pool.get("max_size") or 0) >= threads + 2:
+    if not isinstance(pool, dict) or int(pool.get("max_size") or 0) >= threads + 3:
         return
-    pool["max_size"] = threads + 2  # in place: every thread's connection wrapper shares this settings dict
+    pool["max_size"] = threads + 3  # in place: every thread's connection wrapper shares this settings dict
     close_pool = getattr(connection, "close_pool", None)  # the PostgreSQL backend's
     if close_pool is not None and connection.alias in getattr(type(connection), "_connection_pools", {}):
         close_pool()  # opened already with the smaller size: the next connection opens the new one
@@ -680,6 +858,7 @@ class _DispatchLoop:
         # for: an idle run returns after its first pass without opening a connection.
         self.listener = None if idle_exit else _Listener(self.wake, ignore_pids=self.own_pids)
         self.last_sweep = time.monotonic()
+        self.sweeps = 0
         self.total = 0
 
     def run_pass(self) -> bool:
@@ -724,8 +903,12 @@ class _DispatchLoop:
                 handle.ask_query()
             handle.hand_over(fresh.get(endpoint_id, []), done.fresh_urls.get(endpoint_id))
         if sweep:
-            for handle in here.values():
-                handle.ask_query()
+            # Retries come due by time, and nothing announces them: ask the runs whose endpoints have one. Every
+            # `FULL_SWEEP_EVERY`-th sweep asks every run, a safety net for anything else not handed over.
+            self.sweeps += 1
+            full = self.sweeps % FULL_SWEEP_EVERY == 0
+            for endpoint_id in here.keys() if full else _with_due_retries(here.keys()):
+                here[endpoint_id].ask_query()
 
     def _claim_or_release(self, endpoint_ids: frozenset[int], here: dict[int, RunHandle], *, sweep: bool) -> int:
         """Step 4: claim endpoints for the free threads (not those running here) and start their runs; with no
@@ -733,11 +916,21 @@ class _DispatchLoop:
         lingering runs to give their threads back. Returns how many endpoints were claimed."""
         free = self.threads - len(self.running)
         if free <= 0:
-            if sweep or endpoint_ids - here.keys():
-                for handle in self.running.values():
-                    if handle.lingering:
-                        handle.release = True
-                        handle.wake.set()
+            waiting = len(endpoint_ids - here.keys())
+            if sweep and not waiting:
+                waiting = _claimable_count(exclude=set(here), limit=self.threads)
+            if waiting:
+                # Lingering runs first, then runs that have been sending for over their budget (the longest first).
+                now = time.monotonic()
+                handles = [h for h in self.running.values() if not h.release]
+                lingering = [h for h in handles if h.lingering]
+                busy = sorted(
+                    (h for h in handles if not h.lingering and now - h.busy_since > RUN_DRAIN_SECONDS),
+                    key=lambda h: h.busy_since,
+                )
+                for handle in (lingering + busy)[:waiting]:
+                    handle.release = True
+                    handle.wake.set()
             return 0
         claims = endpoints_claim(limit=free, exclude=set(here))
         for claim in claims:
@@ -770,6 +963,45 @@ class _DispatchLoop:
         if self.listener is not None:
             self.listener.close()
         connection.close()
+
+
+# Every how many idle sweeps the loop asks each of its runs to query, whether or not a retry of its endpoint is due.
+FULL_SWEEP_EVERY = 10
+
+
+def _with_due_retries(endpoint_ids: Iterable[int]) -> set[int]:
+    """Which of `endpoint_ids` have a pending delivery that failed before and is due again (one query by the
+    partial pending index, planned for its values: ADR 0059)."""
+    ids = list(endpoint_ids)
+    if not ids:
+        return set()
+    with transaction.atomic():
+        plan_for_values_in_transaction()
+        return set(
+            WebhookDelivery.objects.filter(
+                endpoint_id__in=ids, status=DeliveryStatus.PENDING, attempts__gt=0, next_attempt_at__lte=timezone.now()
+            )
+            .values_list("endpoint_id", flat=True)
+            .distinct()
+        )
+
+
+def _claimable_count(*, exclude: set[int], limit: int) -> int:
+    """How many endpoints (up to `limit`, not in `exclude`) another run could claim now (`endpoints_claim`'s
+    filter, without locking or leasing): whether lingering runs should give their threads back."""
+    now = timezone.now()
+    due = WebhookDelivery.objects.filter(
+        endpoint_id=OuterRef("pk"), status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    )
+    with transaction.atomic():
+        plan_for_values_in_transaction()
+        return len(
+            WebhookEndpoint.objects.filter(is_active=True, retry_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .exclude(pk__in=list(exclude))
+            .filter(Exists(due))
+            .values_list("pk", flat=True)[:limit]
+        )
 
 
 def _wait(wake: threading.Event, timeout: float, should_stop: Callable[[], bool]) -> None:

@@ -215,23 +215,26 @@ def _sequenced(events: int, endpoint_ids: list[int] | None, raw: Any) -> Sequenc
     fresh: list[WebhookDelivery] = []
     urls: dict[int, str] = {}
     held: set[int] = set()
+    events_by_id: dict[int, Event] = {}  # one instance per event for its deliveries to every endpoint
     for row in rows:
         if not row["fresh"]:
             held.add(row["endpoint_id"])
             continue
-        event = Event(
-            id=row["event_id"],
-            public_id=row["public_id"],
-            partner_id=row["partner_id"],
-            employer_id=row["employer_id"],
-            type=row["type"],
-            object_type=row["object_type"],
-            object_id=row["object_id"],
-            sequence=row["sequence"],
-            data=row["data"],
-            created_at=datetime.fromisoformat(row["event_created_at"]),
-            position=row["position"],
-        )
+        event = events_by_id.get(row["event_id"])
+        if event is None:
+            event = events_by_id[row["event_id"]] = Event(
+                id=row["event_id"],
+                public_id=row["public_id"],
+                partner_id=row["partner_id"],
+                employer_id=row["employer_id"],
+                type=row["type"],
+                object_type=row["object_type"],
+                object_id=row["object_id"],
+                sequence=row["sequence"],
+                data=row["data"],
+                created_at=datetime.fromisoformat(row["event_created_at"]),
+                position=row["position"],
+            )
         created = datetime.fromisoformat(row["created_at"])
         delivery = WebhookDelivery(
             id=row["id"],
@@ -316,6 +319,11 @@ def deliveries_create(events: Iterable[Event], *, endpoints: Sequence[WebhookEnd
         if endpoint_wants(endpoint, event)
     ]
     WebhookDelivery.objects.bulk_create(rows, batch_size=2000)
+    if rows and connection.vendor == "postgresql":
+        # At commit, wake the dispatchers: a run lingering on one of these endpoints queries for them (the
+        # sequencer's own deliveries are handed over instead; these — a redelivery — are not).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     return len(rows)
 
 

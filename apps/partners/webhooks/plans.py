@@ -37,18 +37,31 @@ def plan_for_values_in_transaction() -> None:
 
 
 @contextlib.contextmanager
-def plan_for_values_in_session() -> Iterator[None]:
+def plan_for_values_in_session(*, commit_without_waiting_for_disk: bool = False) -> Iterator[None]:
     """For the block: every statement of this thread's database session — including the autocommit ones and
-    their foreign-key checks — is planned for its values (PostgreSQL; nothing elsewhere). Two round trips per
-    block (SET, RESET): meant for an endpoint run, which holds its session for up to `RUN_DRAIN_SECONDS`. The
-    RESET gives the pooled connection back as it was; a session that broke meanwhile is discarded by the pool."""
+    their foreign-key checks — is planned for its values (PostgreSQL; nothing elsewhere). One round trip to set, one per
+    setting to reset: meant for an endpoint run, which holds its session for up to `RUN_DRAIN_SECONDS`. The
+    RESET gives the pooled connection back as it was; a session that broke meanwhile is discarded by the pool.
+
+    With `commit_without_waiting_for_disk`, the session's commits also do not wait for the WAL flush
+    (`synchronous_commit = off`, in the same statement): what a database crash can lose is the last fraction of
+    a second of commits, which for an endpoint run's delivery records means those deliveries are sent again, with
+    the same `webhook-id` — the at-least-once contract of SPEC §10 (ADR 0062). A transaction in the block that
+    must be durable says `SET LOCAL synchronous_commit = on`."""
     if connection.vendor != "postgresql":
         yield
         return
+    settings = {"plan_cache_mode": "force_custom_plan"}
+    if commit_without_waiting_for_disk:
+        settings["synchronous_commit"] = "off"
     with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
+        cursor.execute(
+            "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+            [value for item in settings.items() for value in item],
+        )
     try:
         yield
     finally:
         with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-            cursor.execute("RESET plan_cache_mode")
+            for name in settings:
+                cursor.execute(f"RESET {name}")
