@@ -83,6 +83,9 @@ class Subscription:
     # opened with the same credentials are asked about once per sweep (apps/live/streaming.py, `_HeartbeatTicker`).
     authorised: Callable[[], bool] | None = None
     credential: Hashable = None
+    # `(loader, key)`: the sweep loads the credentials of every stream sharing a loader at once before asking them
+    # (`apps.live.streaming.Preload`); None: asked alone.
+    preload: tuple[Callable[[set[Hashable]], None], Hashable] | None = None
     ended: bool = False  # a sweep found its credentials no longer authenticate: the stream ends, sending nothing
 
     def admits(self, event: LiveEvent) -> bool:

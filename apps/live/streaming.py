@@ -60,6 +60,9 @@ def sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
     return response
 
 
+Preload = tuple[Callable[[set[Hashable]], None], Hashable]
+"""`(loader, key)`: the sweep calls `loader(keys)` once with the keys of every stream sharing the loader."""
+
 Replay = Callable[[int], list[LiveEvent]]
 """`replay(after)`: the next events visible to this stream with position > `after`, in position order, at most
 `replay_batch` of them (sync: it runs in a worker thread and must close its own database connection)."""
@@ -79,6 +82,7 @@ async def sse_body(
     keep: Callable[[LiveEvent], bool] = lambda event: True,
     authorised: Callable[[], bool] | None = None,
     credential: Hashable = None,
+    preload: Preload | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of one stream of `partner_id`'s events (None: every partner's) of `types`, of
     `employer_ids` (None: every employer):
@@ -93,7 +97,9 @@ async def sse_body(
     4. `authorised()` (sync: the caller's credentials still valid — not revoked, not expired; `credential`
        identifies them, e.g. the Authorization header) is asked by the loop's ticker every
        `AUTH_RECHECK_SECONDS`, once per distinct credential, off the send path (module docstring); on no, the
-       stream ends without sending anything more, and the client's reconnect meets the 401."""
+       stream ends without sending anything more, and the client's reconnect meets the 401. `preload`
+       (`(loader, key)`) lets a sweep load every stream's credential with one loader call before it asks them
+       one by one: `loader(keys)` for the keys of the streams that share it (e.g. one query for 500 API keys)."""
     hub = hub_module.hub
     subscription = Subscription(
         partner_id=partner_id,
@@ -102,6 +108,7 @@ async def sse_body(
         loop=asyncio.get_running_loop(),
         authorised=authorised,
         credential=credential,
+        preload=preload,
     )
     hub.subscribe(subscription, from_position=after_position)
     try:
@@ -185,7 +192,12 @@ class _HeartbeatTicker:
         checks = {s.credential: s.authorised for s in self.streams if s.authorised is not None}
         if not checks:
             return
-        refused = await sync_to_async(_refused, thread_sensitive=False)(checks)
+        preloads: dict[Callable[[set[Hashable]], None], set[Hashable]] = {}
+        for subscription in self.streams:
+            if subscription.authorised is not None and subscription.preload is not None:
+                loader, key = subscription.preload
+                preloads.setdefault(loader, set()).add(key)
+        refused = await sync_to_async(_refused, thread_sensitive=False)(checks, preloads)
         for subscription in list(self.streams):
             if subscription.authorised is not None and subscription.credential in refused:
                 subscription.ended = True
@@ -193,12 +205,21 @@ class _HeartbeatTicker:
                     subscription.queue.put_nowait(None)
 
 
-def _refused(checks: dict[Hashable, Callable[[], bool]]) -> set[Hashable]:
+def _refused(
+    checks: dict[Hashable, Callable[[], bool]],
+    preloads: dict[Callable[[set[Hashable]], None], set[Hashable]] | None = None,
+) -> set[Hashable]:
     """The credentials among `checks` whose check says no (sync, one worker thread; its database connection is
-    closed at the end — worker threads are pooled). A check that raises is logged and counts as yes: a database
-    blip must not cut every stream (the next sweep asks again)."""
+    closed at the end — worker threads are pooled), after each loader of `preloads` has loaded its keys at once.
+    A check or loader that raises is logged and counts as yes: a database blip must not cut every stream (the next
+    sweep asks again)."""
     refused: set[Hashable] = set()
     try:
+        for loader, keys in (preloads or {}).items():
+            try:
+                loader(keys)
+            except Exception:
+                logger.warning("live stream credential preload failed; each credential is asked alone", exc_info=True)
         for credential, authorised in checks.items():
             try:
                 if not authorised():

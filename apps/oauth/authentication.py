@@ -11,6 +11,7 @@ employers are the client's current ones, its rate-limit bucket is the client (`o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from rest_framework import exceptions
@@ -62,6 +63,11 @@ class BearerTokenAuthentication(BaseAuthentication):
         touch_last_used(client)  # the cached client's copy: at most once a minute (ADR 0054)
         return replace(base, scopes=frozenset(claims["scope"].split()) & base.scopes), client
 
+    @staticmethod
+    def principals_preload(key_prefixes: Iterable[str]) -> None:
+        """`oauth_clients_preload` for the OAuth clients among principals' `key_prefix`es (`oauth:<client id>`)."""
+        oauth_clients_preload(p.removeprefix(PRINCIPAL_PREFIX) for p in key_prefixes if p.startswith(PRINCIPAL_PREFIX))
+
     def authenticate_header(self, request: Request) -> str:
         # The challenge of a request that sent no credentials (or a scheme neither door knows): both doors.
         return f'Api-Key, {KEYWORD} realm="{REALM}"'
@@ -85,10 +91,38 @@ def _client_and_principal(client_id: str) -> tuple[OAuthClient, Principal]:
     return found
 
 
-def principal_for_client(client: OAuthClient, *, token_scopes: list[str]) -> Principal:
-    """The `Principal` of a request made with one of `client`'s tokens (see the module docstring)."""
-    employer_ids: frozenset[int] = frozenset()
-    if not client.all_employers:
+def oauth_clients_preload(client_ids: Iterable[str]) -> None:
+    """Put the clients of `client_ids` that `principal_cache` does not hold, and that are usable now (not revoked,
+    partner active), into it: one query for the clients and one for the employer bindings, instead of two per
+    client (`apps.partners.authentication.api_keys_preload` for keys; same caller, same reasons)."""
+    missing = sorted({c for c in client_ids if principal_cache.get(("oauth", c)) is None})
+    if not missing:
+        return
+    clients = [
+        c
+        for c in OAuthClient.objects.select_related("partner").filter(client_id__in=missing)
+        if c.revoked_at is None and c.partner.is_active
+    ]
+    bound: dict[int, set[int]] = {c.pk: set() for c in clients if not c.all_employers}
+    if bound:
+        through = OAuthClient.employers.through.objects.filter(oauthclient_id__in=list(bound))
+        for client_pk, employer_id in through.values_list("oauthclient_id", "employer_id"):
+            bound[client_pk].add(employer_id)
+    for client in clients:
+        principal = principal_for_client(
+            client, token_scopes=list(client.scopes), employer_ids=frozenset(bound.get(client.pk, ()))
+        )
+        principal_cache.put(("oauth", client.client_id), (client, principal))
+
+
+def principal_for_client(
+    client: OAuthClient, *, token_scopes: list[str], employer_ids: frozenset[int] | None = None
+) -> Principal:
+    """The `Principal` of a request made with one of `client`'s tokens (see the module docstring); the employer
+    binding is read here unless the caller read it (`employer_ids`)."""
+    if client.all_employers:
+        employer_ids = frozenset()
+    elif employer_ids is None:
         employer_ids = frozenset(client.employers.values_list("id", flat=True))
     return Principal(
         partner_id=client.partner_id,

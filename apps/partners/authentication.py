@@ -8,6 +8,7 @@ checked on every request.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from apps.partners.contracts import Principal
+from apps.partners.contracts import BEARER_PRINCIPAL_PREFIX, Principal
 from apps.partners.models import APIKey, Partner
 from apps.partners.principal_cache import principal_cache
 
@@ -40,6 +41,11 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return KEYWORD
+
+    @staticmethod
+    def principals_preload(key_prefixes: Iterable[str]) -> None:
+        """`api_keys_preload` for the API keys among principals' `key_prefix`es (the others are another door's)."""
+        api_keys_preload(p for p in key_prefixes if not p.startswith(BEARER_PRINCIPAL_PREFIX))
 
 
 def authenticate_key(raw_key: str) -> tuple[Principal, APIKey]:
@@ -74,11 +80,36 @@ def authenticate_key(raw_key: str) -> tuple[Principal, APIKey]:
     return principal, api_key
 
 
-def principal_for(api_key: APIKey) -> Principal:
-    """The `Principal` of a valid key: its partner, scopes, employer binding (one query for a non-platform key)
-    and the partner's rate limits."""
-    employer_ids: frozenset[int] = frozenset()
-    if not api_key.all_employers:
+def api_keys_preload(prefixes: Iterable[str]) -> None:
+    """Put the keys of `prefixes` that `principal_cache` does not hold, and that are valid now (not revoked, not
+    expired, partner active), into it — one query for the keys and one for the employer bindings of those bound to
+    employers, instead of two per key. For a caller about to authenticate many keys at once (the live streams'
+    credential sweep: their cache entries, made together when the streams opened, expire together). The checks
+    `authenticate_key` makes on a cached key still apply; an unknown or invalid key is simply not cached."""
+    missing = sorted({p for p in prefixes if principal_cache.get(("api_key", p)) is None})
+    if not missing:
+        return
+    keys = [
+        k
+        for k in APIKey.objects.select_related("partner").filter(prefix__in=missing)
+        if not k.revoked and not k.has_expired and k.partner.is_active
+    ]
+    bound: dict[int, set[int]] = {k.pk: set() for k in keys if not k.all_employers}
+    if bound:
+        through = APIKey.employers.through.objects.filter(apikey_id__in=list(bound))
+        for key_id, employer_id in through.values_list("apikey_id", "employer_id"):
+            bound[key_id].add(employer_id)
+    for key in keys:
+        principal = principal_for(key, employer_ids=frozenset(bound.get(key.pk, ())))
+        principal_cache.put(("api_key", key.prefix), (principal, key))
+
+
+def principal_for(api_key: APIKey, *, employer_ids: frozenset[int] | None = None) -> Principal:
+    """The `Principal` of a valid key: its partner, scopes, employer binding (one query for a non-platform key,
+    unless the caller read it: `employer_ids`) and the partner's rate limits."""
+    if api_key.all_employers:
+        employer_ids = frozenset()
+    elif employer_ids is None:
         employer_ids = frozenset(api_key.employers.values_list("id", flat=True))
     return Principal(
         partner_id=api_key.partner_id,

@@ -377,3 +377,68 @@ def test_the_credential_sweep_asks_each_credential_once_and_a_failing_check_ends
         assert all(subs[name, n].queue.empty() for name in ("good", "broken") for n in range(2))
 
     asyncio.run(scenario())
+
+
+def test_a_sweep_loads_every_streams_credential_in_two_queries_per_door_and_still_refuses_the_revoked(
+    make_key, make_bearer, django_assert_num_queries
+):
+    """The sweep's cost does not grow with the streams: with the principal cache expired (it expires for every
+    stream at once, 5 s after they opened together), keys and OAuth clients are read in two queries per door —
+    keys, their employer bindings; clients, theirs — and each check then answers from the cache. A revoked key or
+    client, an expired key and an inactive partner are not loaded, and their checks still say no."""
+    import functools
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test import RequestFactory
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from apps.common.actors import Actor
+    from apps.live import streaming, views
+    from apps.oauth.services import oauth_client_revoke
+    from apps.partners.principal_cache import principal_cache
+    from apps.partners.services import api_key_revoke
+
+    partner, quiet = PartnerFactory(name="acme"), PartnerFactory(name="quiet")
+    employers = [EmployerFactory(partner=partner) for _ in range(2)]
+    good = [make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ]) for _ in range(3)]
+    good += [make_key(partner=partner, employers=employers, scopes=[Scope.ENDORSEMENTS_READ]) for _ in range(3)]
+    bearers = [
+        make_bearer(partner=partner, employers=employers[:1], scopes=[Scope.ENDORSEMENTS_READ]) for _ in range(2)
+    ]
+    revoked = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    api_key_revoke(prefix=revoked.api_key.prefix, actor=Actor.system("tests"))
+    expired = make_key(partner=partner, all_employers=True, expires_at=timezone.now() + timedelta(seconds=1))
+    type(expired.api_key).objects.filter(pk=expired.api_key.pk).update(expiry_date=timezone.now() - timedelta(days=1))
+    inactive = make_key(partner=quiet, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    type(quiet).objects.filter(pk=quiet.pk).update(is_active=False)
+    revoked_bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    oauth_client_revoke(client_id=revoked_bearer.oauth_client.client_id, actor=Actor.system("tests"))
+
+    def check(header: str) -> functools.partial:
+        request = RequestFactory().get("/api/v1/events/stream", HTTP_AUTHORIZATION=header)
+        return functools.partial(views._still_authorised, request)
+
+    usable = {f"Api-Key {k.plaintext}": check(f"Api-Key {k.plaintext}") for k in good}
+    usable |= {f"Bearer {b.token}": check(f"Bearer {b.token}") for b in bearers}
+    unusable = [f"Api-Key {k.plaintext}" for k in (revoked, expired, inactive)] + [f"Bearer {revoked_bearer.token}"]
+    checks = usable | {header: check(header) for header in unusable}
+    prefixes = {k.api_key.prefix for k in (*good, revoked, expired, inactive)}
+    prefixes |= {f"oauth:{b.oauth_client.client_id}" for b in (*bearers, revoked_bearer)}
+    principal_cache.clear()
+
+    with django_assert_num_queries(4):
+        views._principals_preload(prefixes)
+    with CaptureQueriesContext(connection) as asked:
+        refused = streaming._refused(usable)
+    # Only the token signature's key set (one read per sweep, whatever the number of tokens): no credential row.
+    assert [q["sql"].split(" FROM ")[1].split(" ")[0] for q in asked.captured_queries] == ['"oauth_signingkey"']
+    assert refused == set()
+    assert streaming._refused(checks) == set(unusable)
+    principal_cache.clear()
+    assert streaming._refused(checks, {views._principals_preload: prefixes}) == set(unusable)
+    bound = principal_cache.get(("api_key", good[3].api_key.prefix))[0]
+    assert bound.employer_ids == frozenset(e.pk for e in employers)
+    client_principal = principal_cache.get(("oauth", bearers[0].oauth_client.client_id))[1]
+    assert client_principal.employer_ids == frozenset({employers[0].pk})
