@@ -881,3 +881,81 @@ def test_a_batch_the_recorder_could_not_write_is_sent_again_with_the_same_webhoo
         assert dispatch_once() == 1
     assert [r.webhook_id for r in receiver.received] == [event.public_id] * 2
     assert WebhookDelivery.objects.get().status == "delivered"
+
+
+# --- ADR 0066: what a failure backs off — the delivery (and its object's later events) or the whole endpoint -----
+
+DELIVERY_FAILURES = [400, 401, 403, 404, 409, 422, 301, 302, 500, 501, 505, 599]
+ENDPOINT_DOWN = [429, 502, 503, 504]
+
+
+def test_the_status_tables_cover_every_class_and_the_endpoint_rule():
+    assert set(ENDPOINT_DOWN) == set(dispatch.ENDPOINT_DOWN_STATUSES)
+    assert {s // 100 for s in DELIVERY_FAILURES} == {3, 4, 5}
+    assert not set(DELIVERY_FAILURES) & dispatch.ENDPOINT_DOWN_STATUSES
+
+
+@pytest.mark.parametrize("status", DELIVERY_FAILURES)
+def test_a_failing_event_holds_back_only_its_own_objects_later_events(status):
+    """docs/webhooks.md: the receiver refuses object A's event; B's and C's go out in the same pass, A's second
+    event waits behind the first, and the endpoint itself is not backing off."""
+    partner = PartnerFactory()
+    with Receiver(respond=lambda r: (status if r.json["object"]["id"] == "A" else 200, {}, b"")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        a1 = record(partner.pk, object_id="A")
+        record(partner.pk, object_id="B")
+        record(partner.pk, object_id="A")
+        record(partner.pk, object_id="C")
+        assert dispatch_once() == 2
+    assert [(r.json["object"]["id"], r.webhook_id) for r in receiver.received] == [
+        ("A", a1.public_id),
+        ("B", receiver.received[1].webhook_id),
+        ("C", receiver.received[2].webhook_id),
+    ]
+    endpoint.refresh_from_db()
+    assert (endpoint.consecutive_failures, endpoint.failing_since) == (0, None)
+    assert endpoint.retry_at <= timezone.now()
+    rows = WebhookDelivery.objects.filter(endpoint=endpoint).order_by("id").values_list("status", "attempts")
+    assert list(rows) == [("pending", 1), ("delivered", 1), ("pending", 0), ("delivered", 1)]
+
+
+@pytest.mark.parametrize("status", [*ENDPOINT_DOWN, None])
+def test_an_unavailable_endpoint_backs_off_as_a_whole(status):
+    """No connection (None: the receiver is stopped), 429, 502, 503, 504: nothing more is sent this pass and the
+    endpoint waits for its `retry_at`."""
+    partner = PartnerFactory()
+    if status is None:  # a receiver that was stopped: its port refuses connections
+        with Receiver() as receiver:
+            endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        record(partner.pk, object_id="A")
+        record(partner.pk, object_id="B")
+        assert dispatch_once() == 0
+    else:
+        with Receiver(respond=lambda _r: (status, {}, b"")) as receiver:
+            endpoint, _ = endpoint_for(partner.pk, receiver.url)
+            record(partner.pk, object_id="A")
+            record(partner.pk, object_id="B")
+            assert dispatch_once() == 0
+    assert len(receiver.received) == (1 if status is not None else 0)
+    endpoint.refresh_from_db()
+    assert endpoint.consecutive_failures == 1
+    assert endpoint.retry_at > timezone.now()
+    assert list(
+        WebhookDelivery.objects.filter(endpoint=endpoint).order_by("id").values_list("attempts", flat=True)
+    ) == [
+        1,
+        0,
+    ]
+
+
+def test_three_failures_in_a_row_back_off_the_endpoint_whatever_the_status():
+    partner = PartnerFactory()
+    with Receiver(respond=lambda _r: (500, {}, b"bug")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        for object_id in "ABCDE":
+            record(partner.pk, object_id=object_id)
+        assert dispatch_once() == 0
+    assert [r.json["object"]["id"] for r in receiver.received] == ["A", "B", "C"]
+    endpoint.refresh_from_db()
+    assert endpoint.consecutive_failures == 1
+    assert endpoint.retry_at > timezone.now()

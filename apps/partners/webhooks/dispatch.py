@@ -20,9 +20,10 @@ pending age or dead rows.
    claim or secret opening per event.
 3. **Record** each outcome in one transaction per batch (an all-2xx batch: one statement): attempt rows;
    delivered rows; failed rows back off
-   (`backoff_seconds`) and give up after `RETRY_WINDOW_HOURS`; a 410 disables the endpoint; a
-   connection error, timeout or 5xx/429 also puts the whole endpoint in backoff and ends the run (no
-   hammering a dead receiver; its other deliveries wait, nobody else's do). The lease is released.
+   (`backoff_seconds`) and give up after `RETRY_WINDOW_HOURS`, holding back only the later deliveries of their
+   object; a 410 disables the endpoint; a connection error, a timeout, 429, 502, 503 or 504 — or three failures
+   in a row — also puts the whole endpoint in backoff and ends the run (no hammering a dead receiver; its other
+   deliveries wait, nobody else's do; ADR 0066). The lease is released.
 4. Giving up on a delivery when the endpoint has not succeeded for the whole window disables it and
    e-mails the partner's contact (outbox `partners.endpoint_disabled`).
 """
@@ -358,13 +359,28 @@ def _linger(handle: RunHandle, *, until: float) -> bool:
     return woken and not handle.release
 
 
+# Answers that say the receiver as a whole cannot take deliveries now (rather than that it refused this one): they
+# put the whole endpoint in backoff. Any other failure (another 5xx, a 4xx, a redirect) backs off that delivery only,
+# holding back the later events of its object and no other (ADR 0066) — unless this many deliveries in a row fail.
+ENDPOINT_DOWN_STATUSES = frozenset({429, 502, 503, 504})
+FAILURES_IN_A_ROW_FOR_ENDPOINT = 3
+
+
+def endpoint_is_down(result: sender.SendResult) -> bool:
+    """A connection error, a timeout (no status) or an `ENDPOINT_DOWN_STATUSES` answer."""
+    return result.status_code is None or result.status_code in ENDPOINT_DOWN_STATUSES
+
+
 def _send_batch(
     endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], secrets: list[str], *, stop_at: float
 ) -> tuple[list[_Outcome], bool, bool]:
     """Send `deliveries` in order to the endpoint's URL, checked once for the batch (the connection goes to the
-    checked address). Returns (outcomes, gone, endpoint_failed)."""
+    checked address). Returns (outcomes, gone, endpoint_failed): a 410 ends the batch (`gone`); so does a failure
+    that says the endpoint is down (`endpoint_is_down`) or the `FAILURES_IN_A_ROW_FOR_ENDPOINT`-th failure in a row
+    (`endpoint_failed`); any other failure skips the rest of that object's deliveries in the batch and goes on."""
     outcomes: list[_Outcome] = []
     blocked: set[str] = set()
+    in_a_row = 0
     checked = sender.target_check(endpoint.url)
     for delivery in deliveries:
         if time.monotonic() > stop_at:
@@ -376,18 +392,20 @@ def _send_batch(
             outcomes.append(_Outcome(delivery, None, at))
             continue
         if isinstance(checked, sender.SendResult):  # refused by the URL policy: one failed attempt, then back off
-            result = checked
-        else:
-            body = event_body(delivery.event)
-            headers = sender.sign_headers(msg_id=delivery.event.public_id, body=body, secrets=secrets)
-            result = sender.send(url=endpoint.url, body=body.encode(), headers=headers, target=checked)
+            outcomes.append(_Outcome(delivery, checked, at))
+            return outcomes, False, True
+        body = event_body(delivery.event)
+        headers = sender.sign_headers(msg_id=delivery.event.public_id, body=body, secrets=secrets)
+        result = sender.send(url=endpoint.url, body=body.encode(), headers=headers, target=checked)
         outcomes.append(_Outcome(delivery, result, at))
         if result.ok:
+            in_a_row = 0
             continue
         blocked.add(delivery.order_key)
+        in_a_row += 1
         if result.status_code == 410:
             return outcomes, True, False
-        if result.status_code is None or result.status_code >= 500 or result.status_code == 429:
+        if endpoint_is_down(result) or in_a_row >= FAILURES_IN_A_ROW_FOR_ENDPOINT:
             return outcomes, False, True
     return outcomes, False, False
 
