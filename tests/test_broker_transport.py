@@ -160,3 +160,35 @@ def test_celery_connections_retry_after_one_second_then_every_two(monkeypatch: p
         {},
     ]
     assert broker.RECONNECT_INTERVAL_MAX == 2.0
+
+
+def test_acks_share_one_redis_client_per_channel_and_pool(redis_url: str, monkeypatch) -> None:
+    """kombu builds a `redis.Redis` per ack (≈ 90 µs of CPU each); Keel's channel builds one per channel and pool
+    (issue 15) — and a fresh one after a reconnect gave the channel a new pool. The acks still land."""
+    import redis as redis_py
+
+    built: list[object] = []
+    real_init = redis_py.Redis.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    connection = Connection(redis_url, transport=broker.Transport)
+    messages = [_deliver(connection) for _ in range(3)]
+    channels = {id(m.channel) for m in messages}
+    monkeypatch.setattr(redis_py.Redis, "__init__", counting_init)
+    for message in messages:
+        message.ack()
+    assert built == []  # each channel's client was made when its delivery was indexed; no ack makes one
+    assert len(channels) == 3
+    assert _waiting_and_unacked(redis_url) == (0, 0)
+
+    channel = messages[0].channel
+    with channel.conn_or_acquire() as first:
+        pass
+    channel._pool = None  # what a reconnect does: the next call makes a new pool
+    with channel.conn_or_acquire() as second:
+        assert second is not first
+        assert second.connection_pool is channel.pool
+    connection.release()
