@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from apps.outbox import registry
 from apps.outbox.contracts import Message
-from apps.outbox.models import InboxEntry, OutboxMessage, OutboxStatus
+from apps.outbox.models import InboxEntry, OutboxStatus
 
 # INSERT … ON CONFLICT DO NOTHING (PostgreSQL and SQLite ≥ 3.24): the row count says whether we were first.
 _INSERT_SQL = (
@@ -58,6 +58,12 @@ def inbox_seen(first: str | Message, second: int | str | None = None, /) -> bool
     return InboxEntry.objects.filter(consumer=name, message_id=message_id).exists()
 
 
+_MARK_DONE_SQL = (
+    "UPDATE outbox_outboxmessage SET status = %s, done_at = %s, leased_until = NULL, lease_token = NULL"
+    " WHERE id = %s AND status <> %s"
+)
+
+
 def mark_done(message_id: int) -> int:
     """The consumer's work for this row has committed (or is committing with this update): mark it `done`.
 
@@ -66,11 +72,10 @@ def mark_done(message_id: int) -> int:
     re-published, or a stale failure made it `pending`/`dead`, the effect has still been applied exactly once
     and the row is done. A duplicate delivery then finds the inbox row and changes nothing.
     """
-    return (
-        OutboxMessage.objects.filter(pk=message_id)
-        .exclude(status=OutboxStatus.DONE)
-        .update(status=OutboxStatus.DONE, done_at=timezone.now(), leased_until=None, lease_token=None)
-    )
+    # One constant statement, not a queryset built per call: every consumed message runs it (issue 15).
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_DONE_SQL, [OutboxStatus.DONE.value, timezone.now(), message_id, OutboxStatus.DONE.value])
+        return int(cursor.rowcount)
 
 
 @contextmanager
