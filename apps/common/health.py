@@ -9,6 +9,7 @@ PostgreSQL, so a load balancer must keep this process (ADR 0026).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +22,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from apps.common.errors import problem_response
 from apps.common.metrics import render_latest
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -33,6 +35,22 @@ READY_DEADLINE_SECONDS = 1.6
 # Without the database nothing can be served; without these the API still accepts writes (degraded).
 CRITICAL = frozenset({"database"})
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ready-check")
+
+
+def _probe(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """GET and HEAD only: another method is a 405 problem+json with `Allow: GET, HEAD` — not the CSRF
+    middleware's HTML 403 page, which a POST used to get (these addresses change nothing and take no cookie)."""
+
+    @functools.wraps(view)
+    def probe(request: HttpRequest) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            method = (request.method or "")[:16]
+            refused = problem_response(request, 405, f"Method {method} is not allowed here; use GET.")
+            refused["Allow"] = "GET, HEAD"
+            return refused
+        return view(request)
+
+    return csrf_exempt(never_cache(probe))
 
 
 def _backend_name(url: str) -> str:
@@ -117,14 +135,12 @@ def run_checks(deadline_seconds: float = READY_DEADLINE_SECONDS) -> dict[str, di
     return results
 
 
-@never_cache
-@require_GET
+@_probe
 def liveness(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-@never_cache
-@require_GET
+@_probe
 def readiness(request: HttpRequest) -> JsonResponse:
     checks = run_checks()
     down = sorted(name for name, c in checks.items() if c["status"] != "up")
@@ -142,8 +158,7 @@ def readiness(request: HttpRequest) -> JsonResponse:
     return response
 
 
-@never_cache
-@require_GET
+@_probe
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition of this host: every process's event metrics merged in multiprocess mode, plus
     the scrape-time state metrics (apps.common.metrics)."""

@@ -97,3 +97,22 @@ def test_metrics_exposes_prometheus_text(client):
     assert response.status_code == 200
     text = response.content.decode()
     assert "django_http_requests_total_by_method_total" in text or "django_http_requests" in text
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_probe_answers_another_method_with_a_405_problem_not_a_csrf_page(path, method):
+    """A CSRF-enforcing client (a browser's cookie session) still gets the 405: these addresses take no cookie."""
+    from django.test import Client
+
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
+
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/problem+json"
+    assert response["Allow"] == "GET, HEAD"
+    assert response.json()["detail"] == f"Method {method.upper()} is not allowed here; use GET."
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
+def test_a_probe_answers_head(client, path):
+    assert client.head(path).status_code == 200
