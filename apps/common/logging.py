@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -135,3 +137,27 @@ def current_correlation_id() -> str | None:
 
 
 logger = logging.getLogger("keel")
+
+
+class WarnAtMostEvery:
+    """A warning for a dependency that fails on every request or commit while it is down (Redis, the broker):
+    logged at the first failure — with the traceback when `exc_info` — and then at most once per `seconds`, each
+    time with how many were left out since the last one (`suppressed`). An outage is one line every
+    `seconds`, not a traceback per request. Thread-safe; one instance per event name (module level)."""
+
+    def __init__(self, log: logging.Logger, event: str, *, seconds: float = 60.0) -> None:
+        self.log, self.event, self.seconds = log, event, seconds
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def __call__(self, *, exc_info: bool = False, **extra: Any) -> bool:
+        """Log now (returns True) unless one was logged less than `seconds` ago (counts it, returns False)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._last is not None and now - self._last < self.seconds:
+                self._suppressed += 1
+                return False
+            self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        self.log.warning(self.event, exc_info=exc_info, extra={**extra, "suppressed": suppressed})
+        return True

@@ -17,7 +17,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from apps.common.bulk import insert_one
-from apps.common.logging import current_correlation_id
+from apps.common.logging import WarnAtMostEvery, current_correlation_id
 from apps.outbox.models import InboxEntry, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ def _nudge_registered(connection: BaseDatabaseWrapper) -> bool:
 
 
 NUDGE_FLAG = "outbox:relay-queued"
+# While Redis or the broker is down every commit's nudge fails: one warning a minute, not a traceback per commit.
+_warn_nudge_failed = WarnAtMostEvery(log, "outbox.nudge_failed")
+_warn_flag_unavailable = WarnAtMostEvery(log, "outbox.nudge_flag_unavailable")
 
 
 def _nudge() -> None:
@@ -115,14 +118,14 @@ def _nudge() -> None:
         # By name: the services never import the task module (tasks import services, not the reverse).
         current_app.send_task("outbox.relay", queue="outbox", retry=False, argsrepr="()", kwargsrepr="{}")
     except Exception:  # the broker or cache is down: the beat safety net (and our own retries) will catch up
-        log.warning("outbox.nudge_failed", exc_info=True)
+        _warn_nudge_failed(exc_info=True)
 
 
 def clear_nudge_flag() -> None:
     try:
         cache.delete(NUDGE_FLAG)
     except Exception:
-        log.warning("outbox.nudge_flag_unavailable", exc_info=True)
+        _warn_flag_unavailable(exc_info=True)
 
 
 def outbox_requeue(*, ids: Sequence[int] | None = None, topic: str | None = None, all_dead: bool = False) -> int:

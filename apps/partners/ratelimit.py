@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +27,8 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.locmem import LocMemCache
 from prometheus_client import Counter
 
+from apps.common.logging import WarnAtMostEvery
+
 log = logging.getLogger(__name__)
 
 FALLBACK_USED = Counter(
@@ -35,8 +36,6 @@ FALLBACK_USED = Counter(
 )
 # Counters while the shared cache is away: per process, so N web processes admit up to N× a limit.
 _local_cache = LocMemCache("keel-ratelimit-fallback", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
-_warned_at = [0.0]
-_warn_lock = threading.Lock()
 
 WINDOWS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 GRACE_COOLDOWN_SECONDS = 3600
@@ -105,13 +104,11 @@ def _increment_all(cache: BaseCache, counters: list[tuple[str, int]]) -> list[in
     return counts
 
 
+_warn_unavailable = WarnAtMostEvery(log, "ratelimit.shared_cache_unavailable", seconds=60.0)
+
+
 def _warn_fallback(exc: BaseException) -> None:
-    now = time.monotonic()
-    with _warn_lock:
-        if now - _warned_at[0] < 60:
-            return
-        _warned_at[0] = now
-    log.warning("ratelimit.shared_cache_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+    _warn_unavailable(error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def rate_limit_hit(*, key_prefix: str, limits: dict[str, int], now: float | None = None) -> RateDecision:

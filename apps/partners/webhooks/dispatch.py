@@ -52,6 +52,7 @@ from django.db.models import BooleanField, Exists, F, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from apps.common.logging import WarnAtMostEvery
 from apps.common.secretbox import SealedValueError
 from apps.outbox.services import outbox_enqueue
 from apps.partners.contracts import PartnerAuditAction, PartnerTopic
@@ -1106,6 +1107,7 @@ class _Listener:
 
 
 NUDGE_FLAG = "webhooks:dispatch-queued"
+_warn_nudge_failed = WarnAtMostEvery(log, "webhooks.nudge_failed")  # one a minute while Redis is down
 
 
 def dispatcher_nudge() -> None:
@@ -1120,4 +1122,4 @@ def dispatcher_nudge() -> None:
             # A nudge nobody picked up within 5 s is stale: beat has queued a newer run by then.
             webhooks_dispatch.apply_async(queue="webhooks", retry=False, expires=5)
     except Exception:
-        log.warning("webhooks.nudge_failed", exc_info=True)
+        _warn_nudge_failed(exc_info=True)
