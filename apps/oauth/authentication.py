@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from apps.oauth.contracts import PRINCIPAL_PREFIX
 from apps.oauth.models import OAuthClient
 from apps.oauth.tokens import InvalidToken, access_token_verify
-from apps.partners.authentication import partner_rate_limits, touch_last_used
+from apps.partners.authentication import employer_bindings, partner_rate_limits, touch_last_used
 from apps.partners.contracts import Principal
 from apps.partners.principal_cache import principal_cache
 
@@ -103,14 +103,10 @@ def oauth_clients_preload(client_ids: Iterable[str]) -> None:
         for c in OAuthClient.objects.select_related("partner").filter(client_id__in=missing)
         if c.revoked_at is None and c.partner.is_active
     ]
-    bound: dict[int, set[int]] = {c.pk: set() for c in clients if not c.all_employers}
-    if bound:
-        through = OAuthClient.employers.through.objects.filter(oauthclient_id__in=list(bound))
-        for client_pk, employer_id in through.values_list("oauthclient_id", "employer_id"):
-            bound[client_pk].add(employer_id)
+    bound = employer_bindings(OAuthClient, [c.pk for c in clients if not c.all_employers])
     for client in clients:
         principal = principal_for_client(
-            client, token_scopes=list(client.scopes), employer_ids=frozenset(bound.get(client.pk, ()))
+            client, token_scopes=list(client.scopes), employer_ids=bound.get(client.pk, frozenset())
         )
         principal_cache.put(("oauth", client.client_id), (client, principal))
 

@@ -94,14 +94,26 @@ def api_keys_preload(prefixes: Iterable[str]) -> None:
         for k in APIKey.objects.select_related("partner").filter(prefix__in=missing)
         if not k.revoked and not k.has_expired and k.partner.is_active
     ]
-    bound: dict[int, set[int]] = {k.pk: set() for k in keys if not k.all_employers}
-    if bound:
-        through = APIKey.employers.through.objects.filter(apikey_id__in=list(bound))
-        for key_id, employer_id in through.values_list("apikey_id", "employer_id"):
-            bound[key_id].add(employer_id)
+    bound = employer_bindings(APIKey, [k.pk for k in keys if not k.all_employers])
     for key in keys:
-        principal = principal_for(key, employer_ids=frozenset(bound.get(key.pk, ())))
+        principal = principal_for(key, employer_ids=bound.get(key.pk, frozenset()))
         principal_cache.put(("api_key", key.prefix), (principal, key))
+
+
+def employer_bindings(model: type[Any], ids: Iterable[Any]) -> dict[Any, frozenset[int]]:
+    """`{primary key: employer ids}` for the credentials `ids` of `model` (an `APIKey`, whose key is text, or an
+    OAuth client: any model with an `employers` many-to-many), in one query; one bound to none maps to an empty
+    set."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    relation = model._meta.get_field("employers")
+    source, target = relation.m2m_field_name(), relation.m2m_reverse_field_name()
+    rows = relation.remote_field.through.objects.filter(**{f"{source}__in": ids})
+    bound: dict[Any, set[int]] = {pk: set() for pk in ids}
+    for owner, employer in rows.values_list(f"{source}_id", f"{target}_id"):
+        bound[owner].add(employer)
+    return {pk: frozenset(employers) for pk, employers in bound.items()}
 
 
 def principal_for(api_key: APIKey, *, employer_ids: frozenset[int] | None = None) -> Principal:
