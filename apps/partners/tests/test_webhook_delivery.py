@@ -493,6 +493,20 @@ def _commit_events(partner_id: int, *object_ids: str, data: dict | None = None) 
         return partner_events_record(drafts)
 
 
+def _start_lingering_run() -> tuple[dispatch.Claim, dispatch.RunHandle, threading.Thread, list[int]]:
+    """Sequence what is committed, claim the one endpoint and start its run on a thread as the dispatcher loop
+    would (with a `RunHandle`): (claim, handle, the thread, the list its delivered count is appended to)."""
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    sequence_and_fan_out()
+    [claim] = dispatch.endpoints_claim(limit=4)
+    handle = dispatch.RunHandle(claim)
+    result: list[int] = []
+    run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
+    run.start()
+    return claim, handle, run, result
+
+
 def test_the_sequencer_hands_over_each_objects_first_pending_delivery_with_the_stored_payload(require_postgres):
     """A delivery is handed over only when no earlier delivery of its object to its endpoint is pending, and the
     handed-over event serialises byte for byte like the stored row (the body the partner's signature covers)."""
@@ -552,12 +566,7 @@ def test_a_lingering_run_sends_a_handed_over_delivery_without_a_query_or_a_new_c
     with Receiver() as receiver:
         endpoint, secret = endpoint_for(partner.pk, receiver.url)
         _commit_events(partner.pk, "1")
-        sequence_and_fan_out()
-        [claim] = dispatch.endpoints_claim(limit=4)
-        handle = dispatch.RunHandle(claim)
-        result: list[int] = []
-        run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
-        run.start()
+        _claim, handle, run, result = _start_lingering_run()
         try:
             for _ in range(400):  # the first delivery is sent and recorded; the run waits for more
                 if handle.lingering:
@@ -782,12 +791,7 @@ def test_a_run_sends_on_while_its_batches_are_recorded_and_keeps_its_lease_until
     with Receiver() as receiver:
         endpoint, _ = endpoint_for(partner.pk, receiver.url)
         _commit_events(partner.pk, "1")
-        sequence_and_fan_out()
-        [claim] = dispatch.endpoints_claim(limit=4)
-        handle = dispatch.RunHandle(claim)
-        result: list[int] = []
-        run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
-        run.start()
+        claim, handle, run, result = _start_lingering_run()
         try:
             _wait_until(lambda: receiver.count == 1 and handle.lingering, "the first delivery sent")
             [second] = _commit_events(partner.pk, "2")
@@ -847,8 +851,6 @@ def test_a_batch_the_recorder_could_not_write_is_sent_again_with_the_same_webhoo
     disk) leaves the delivery pending; the run ends, and the next one sends it again with the same `webhook-id`."""
     from django.db import DatabaseError
 
-    from apps.partners.webhooks.events import sequence_and_fan_out
-
     monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
     recorder = dispatch._Recorder()
     monkeypatch.setattr(dispatch, "_the_recorder", recorder)
@@ -866,12 +868,7 @@ def test_a_batch_the_recorder_could_not_write_is_sent_again_with_the_same_webhoo
     with Receiver() as receiver:
         endpoint, _ = endpoint_for(partner.pk, receiver.url)
         [event] = _commit_events(partner.pk, "1")
-        sequence_and_fan_out()
-        [claim] = dispatch.endpoints_claim(limit=4)
-        handle = dispatch.RunHandle(claim)
-        result: list[int] = []
-        run = threading.Thread(target=lambda: result.append(dispatch._threaded_run(claim, handle)))
-        run.start()
+        _claim, handle, run, _result = _start_lingering_run()
         _wait_until(lambda: receiver.count == 1 and handle.lingering, "the delivery sent")
         handle.release = True
         handle.wake.set()
