@@ -282,6 +282,9 @@ def _signing_secrets(endpoint_id: int, *, now: datetime) -> list[str]:
 RUN_DRAIN_SECONDS = 1.0
 
 
+# long: one run's loop — take what was handed over, query when asked, linger, refresh the secrets, send, hand the
+# records over — whose state (endpoint, secrets, sent ids, sending budget) lives across its turns; split, that
+# state would travel through every piece.
 def _endpoint_run(claim: Claim, handle: RunHandle | None, records: _RunRecords) -> int:
     started = time.monotonic()
     # Stop well before the endpoint's lease expires: past it another sender could claim the endpoint.
