@@ -7,7 +7,7 @@ pages outside any transaction and hands each page to `roster_page_record`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -306,6 +306,23 @@ def roster_page_record(
         resume_cursors=cursors,
     )
     return newly_seen
+
+
+@transaction.atomic
+def insurer_read_note(*, run_id: int, policy_id: int, at: datetime) -> datetime:
+    """Note that the run's worker is about to ask the insurer for policy `policy_id`'s data at `at` (an aware
+    time), keeping the earliest such time over every attempt of the run in `insurer_read_at` (ADR 0063): the
+    match judges Keel as it was then, so nothing Keel wrote after the insurer could have seen it is judged.
+    Written under the run's row lock before the first page is asked for (a file insurer's answer to an earlier
+    attempt's request is older than this attempt). Returns the time kept for the policy."""
+    run = ReconciliationRun.objects.select_for_update().only("insurer_read_at").get(pk=run_id)
+    read = dict(run.insurer_read_at or {})
+    earlier = read.get(str(policy_id))
+    if earlier is not None and datetime.fromisoformat(earlier) <= at:
+        return datetime.fromisoformat(earlier)
+    read[str(policy_id)] = at.isoformat()
+    ReconciliationRun.objects.filter(pk=run_id).update(insurer_read_at=read)
+    return at
 
 
 def reconciliation_finish(
