@@ -5,11 +5,12 @@ selectors, never at each other's models)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models.functions import Greatest
 from django.http import Http404
 
 from apps.employers.contracts import EmployerContact
@@ -242,14 +243,24 @@ def policy_exists(*, policy_id: int, employer_id: int, insurer_id: int) -> bool:
     return Policy.objects.filter(pk=policy_id, employer_id=employer_id, insurer_id=insurer_id).exists()
 
 
-def active_members(*, policy_id: int) -> Iterator[MemberRow]:
-    """The policy's active coverage as member rows, ordered by employee code, streamed in chunks of 2,000."""
+def members_for_match(*, policy_id: int, changed_after: datetime) -> Iterator[tuple[MemberRow, bool, datetime]]:
+    """The policy's cover as reconciliation judges it against an insurer roster read at `changed_after`
+    (ADR 0063): every active cover, plus every other cover changed after `changed_after` (ended since), as
+    `(member row, active now, last change)`; `last change` is the later of the cover's and the employee's
+    `updated_at` (a start, an end, a sum insured or a member detail written). Ordered by employee code, the
+    active cover of a code first; streamed in chunks of 2,000."""
     rows = (
-        Coverage.objects.filter(policy_id=policy_id, status=CoverageStatus.ACTIVE)
-        .order_by("employee__employee_code")
-        .values_list(*_MEMBER_FIELDS)
+        Coverage.objects.filter(policy_id=policy_id)
+        .filter(Q(status=CoverageStatus.ACTIVE) | Q(updated_at__gt=changed_after))
+        .annotate(
+            active=Case(When(status=CoverageStatus.ACTIVE, then=Value(True)), default=Value(False)),
+            changed_at=Greatest(F("updated_at"), F("employee__updated_at")),
+        )
+        .order_by("employee__employee_code", "-active", "pk")
+        .values_list(*_MEMBER_FIELDS, "active", "changed_at")
     )
-    yield from rows.iterator(chunk_size=2000)
+    for row in rows.iterator(chunk_size=2000):
+        yield row[:6], bool(row[6]), row[7]
 
 
 def active_member_count(*, policy_id: int) -> int:

@@ -10,7 +10,21 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When, Window
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -340,9 +354,13 @@ def ledger_trail_for_endorsement(*, endorsement_id: int) -> dict[str, list[Any]]
     return {"holds": holds, "entries": entries}
 
 
-def net_charges_by_endorsement(endorsement_ids: QuerySet[Any]) -> Iterator[tuple[int, int]]:
-    """`(endorsement id, captures − refunds)` in paise for the endorsements of `endorsement_ids` (a `values("pk")`
-    queryset) that have money, in endorsement-id order, streamed in chunks of 2,000 (reconciliation, issue 12)."""
+def net_charges_and_last_posting_by_endorsement(
+    endorsement_ids: QuerySet[Any],
+) -> Iterator[tuple[int, int, datetime]]:
+    """`(endorsement id, captures − refunds, time of the latest capture or refund)` (paise; an aware datetime)
+    for the endorsements of `endorsement_ids` (a `values("pk")` queryset) that have money, in endorsement-id
+    order, streamed in chunks of 2,000 (reconciliation leaves out money posted after the insurer's statement was
+    read, ADR 0063)."""
     rows = (
         LedgerTransaction.objects.filter(
             endorsement_id__isnull=False,
@@ -350,10 +368,13 @@ def net_charges_by_endorsement(endorsement_ids: QuerySet[Any]) -> Iterator[tuple
             endorsement_id__in=endorsement_ids,
         )
         .values("endorsement_id")
-        .annotate(net=Sum(Case(When(kind=TransactionKind.CAPTURE, then=F("amount")), default=-F("amount"))))
+        .annotate(
+            net=Sum(Case(When(kind=TransactionKind.CAPTURE, then=F("amount")), default=-F("amount"))),
+            last=Max("created_at"),
+        )
         .order_by("endorsement_id")
-        .values_list("endorsement_id", "net")
+        .values_list("endorsement_id", "net", "last")
     )
-    for endorsement_id, net in rows.iterator(chunk_size=2000):
+    for endorsement_id, net, last in rows.iterator(chunk_size=2000):
         if endorsement_id is not None:
-            yield endorsement_id, int(net or 0)
+            yield endorsement_id, int(net or 0), last

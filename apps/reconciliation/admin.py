@@ -61,7 +61,9 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     actions = ("cancel_runs",)
 
-    @admin.action(description="Cancel (the run stops at its next page, keeping what it pulled)")
+    @admin.action(
+        description="Cancel (the run stops at its next page, or now if its worker is gone; keeps what it pulled)"
+    )
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[ReconciliationRun]) -> None:
         actor = _operator(request)
         for run in queryset.order_by("id"):

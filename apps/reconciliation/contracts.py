@@ -8,6 +8,7 @@ JOB_RECONCILIATION = "reconciliation.run"
 AUDIT_RUN_STARTED = "reconciliation.run_started"
 AUDIT_RUN_CANCEL_REQUESTED = "reconciliation.run_cancel_requested"
 AUDIT_RUN_RESUMED = "reconciliation.run_resumed"
+AUDIT_RUN_CANCELLED = "reconciliation.run_cancelled"
 AUDIT_DISCREPANCY_RESOLVED = "reconciliation.discrepancy_resolved"
 
 # A live worker refreshes its run's lock with every recorded page and, between pages, at least every
@@ -20,12 +21,18 @@ LOCK_TTL_SECONDS = 120
 # A run whose worker stopped is queued again at most this many times; the next stop ends it FAILED (a run that
 # kills its worker every time, say by exhausting its memory, must not loop forever).
 MAX_RESUMES = 3
+# A cancel ends the run itself, at once, when the run's lock was last refreshed longer ago than this (ADR 0063):
+# four heartbeats, over the ~50 s a live worker can go without a refresh (one insurer request plus 15 s), so a live
+# worker is never taken for dead; it still stops within a second of the cancel (`WAIT_SLICE_SECONDS`).
+DEAD_WORKER_SECONDS = 4 * HEARTBEAT_SECONDS
 # Longest single sleep while a run waits (a `Retry-After`, a file insurer's answer): a cancel is seen within it.
 WAIT_SLICE_SECONDS = 1.0
 
 # The figures of a run's summary, in this order, every key always present: matched members, discrepancies by
-# kind, and `accepted` (differences an operator settled before, not written again, ADR 0045). The API's run
-# `summary` and each employer's `reconciliation.completed` event carry exactly this shape (`run_summary`).
+# kind, `changed_during_run` (members and endorsements that differed but whose Keel side was written after the
+# insurer's data was read: not judged, not written, ADR 0063) and `accepted` (differences an operator settled
+# before, not written again, ADR 0045). The API's run `summary` and each employer's `reconciliation.completed`
+# event carry exactly this shape (`run_summary`).
 SUMMARY_KEYS = (
     "matched",
     "missing_at_insurer",
@@ -33,6 +40,7 @@ SUMMARY_KEYS = (
     "field_mismatch",
     "amount_mismatch",
     "charge_missing",
+    "changed_during_run",
     "accepted",
 )
 

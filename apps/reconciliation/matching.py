@@ -1,16 +1,21 @@
 """The two-way match of one policy (issue 12, ADR 0040): Keel's active coverage against the insurer's roster
 as the run saw it, on `employee_code`, then field by field. Both sides stream in employee-code order and are
-merge-joined, so memory holds one chunk of each side and one batch of discrepancies."""
+merge-joined, so memory holds one chunk of each side and one batch of discrepancies.
+
+Both sides are judged at the time the insurer's data was read (ADR 0063): a difference that involves a Keel
+member or endorsement written after that time (cover started or ended, a detail or sum insured changed, money
+captured or refunded) is not written; it counts as `changed_during_run`, and the next run judges it."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 from apps.common.bulk import copy_create
 from apps.reconciliation.contracts import MONEY_KINDS, ResolutionAction
@@ -22,12 +27,14 @@ from apps.reconciliation.models import (
     ReconciliationRun,
 )
 from apps.reconciliation.selectors import (
+    KeelMember,
     MemberRecord,
     PolicyScope,
     endorsement_employee_codes,
     insurer_members,
     keel_charges,
     keel_members,
+    roster_read_at,
 )
 
 COMPARED_FIELDS = ("first_name", "last_name", "date_of_birth", "sum_insured", "start_date")
@@ -40,6 +47,8 @@ FIELD_SEVERITY = {
 }
 BATCH = 1000
 MEMBER_KINDS = (DiscrepancyKind.MISSING_AT_INSURER, DiscrepancyKind.MISSING_INTERNALLY, DiscrepancyKind.FIELD_MISMATCH)
+# The summary count of differences left out because Keel's side changed after the insurer's data was read.
+CHANGED_DURING_RUN = "changed_during_run"
 
 
 def _json(value: Any) -> Any:
@@ -59,8 +68,8 @@ def _norm(field: str, value: Any) -> Any:
 
 
 def _pairs(
-    keel: Iterator[MemberRecord], insurer: Iterator[MemberRecord]
-) -> Iterator[tuple[MemberRecord | None, MemberRecord | None]]:
+    keel: Iterator[KeelMember], insurer: Iterator[MemberRecord]
+) -> Iterator[tuple[KeelMember | None, MemberRecord | None]]:
     """Merge-join two streams ordered by employee code."""
     k, i = next(keel, None), next(insurer, None)
     while k is not None or i is not None:
@@ -119,23 +128,42 @@ def _flush(batch: list[Discrepancy], counts: Counter[str], *, first_pass: bool =
 # long: one merge walk over two ordered member streams with its batch and counters; split, the cursors and
 # the batch would travel through each piece.
 def policy_match(
-    *, run: ReconciliationRun, scope: PolicyScope, heartbeat: Callable[[], None] = lambda: None
+    *,
+    run: ReconciliationRun,
+    scope: PolicyScope,
+    heartbeat: Callable[[], None] = lambda: None,
+    as_of: datetime | None = None,
 ) -> Counter[str]:
     """Match one policy and write its `Discrepancy` rows (once per run and key, so a re-match adds nothing).
 
-    Returns counts by kind plus `matched` (members on both sides with every compared field equal). Keys:
-    `member:<code>` for a missing member, `field:<code>:<field>` for a field mismatch. `heartbeat` is called
-    after every written batch (the runner's keeps the run's lock alive, at most one refresh per 15 s).
+    `as_of`: when the insurer's roster was read (default: the run's `insurer_read_at` of the policy,
+    `roster_read_at`). A member whose Keel cover or details were written after `as_of` and who differs from the
+    roster (missing on either side, or a field unequal) is not written: it counts once as `changed_during_run`
+    (ADR 0063). Returns counts by kind plus `matched` (members Keel covers now and the roster holds, every
+    compared field equal) and `changed_during_run`. Keys: `member:<code>` for a missing member,
+    `field:<code>:<field>` for a field mismatch. `heartbeat` is called after every written batch (the runner's
+    keeps the run's lock alive, at most one refresh per 15 s).
     """
     counts: Counter[str] = Counter()
     batch: list[Discrepancy] = []
     common = {"run": run, "employer_id": scope.employer_id, "policy_id": scope.policy_id}
     first_pass = _first_pass(run, scope, MEMBER_KINDS)
-    keel = keel_members(policy_id=scope.policy_id)
+    as_of = as_of or roster_read_at(run_id=run.pk, policy_id=scope.policy_id)
+    keel = keel_members(policy_id=scope.policy_id, as_of=as_of)
     insurer = insurer_members(run_id=run.pk, insurer_id=run.insurer_id, policy_id=scope.policy_id)
     matched_in_batch = 0
-    for ours, theirs in _pairs(keel, insurer):
-        if theirs is None and ours is not None:
+    for member, theirs in _pairs(keel, insurer):
+        ours = member.record if member is not None else None
+        if ours is None and theirs is None:
+            continue  # cover ended after the read, and the roster no longer holds it either: nothing to judge
+        differing = (
+            [f for f in COMPARED_FIELDS if _norm(f, getattr(ours, f)) != _norm(f, getattr(theirs, f))]
+            if ours is not None and theirs is not None
+            else None  # one side has no member
+        )
+        if differing != [] and member is not None and member.changed:
+            counts[CHANGED_DURING_RUN] += 1  # Keel moved after the read: not judged by this run
+        elif theirs is None and ours is not None:
             kind = DiscrepancyKind.MISSING_AT_INSURER
             batch.append(
                 Discrepancy(
@@ -164,8 +192,7 @@ def policy_match(
             )
             counts[kind] += 1
         elif ours is not None and theirs is not None:
-            differing = [f for f in COMPARED_FIELDS if _norm(f, getattr(ours, f)) != _norm(f, getattr(theirs, f))]
-            for field in differing:
+            for field in differing or ():
                 batch.append(
                     Discrepancy(
                         **common,
@@ -193,20 +220,21 @@ def policy_match(
 
 
 def _merge_by_id(
-    ours: Iterator[tuple[int, int]], theirs: Iterator[tuple[int, int]]
-) -> Iterator[tuple[int, int | None, int | None]]:
-    """Merge-join two `(endorsement_id, amount)` streams ordered by id: `(id, keel_amount, insurer_amount)`."""
+    ours: Iterator[tuple[int, int, datetime]], theirs: Iterator[tuple[int, int]]
+) -> Iterator[tuple[int, int | None, int | None, datetime | None]]:
+    """Merge-join Keel's `(endorsement_id, amount, latest posting)` and the insurer's `(endorsement_id, amount)`
+    streams, both ordered by id: `(id, keel_amount, insurer_amount, keel's latest posting)`."""
     k, i = next(ours, None), next(theirs, None)
     while k is not None or i is not None:
         if i is None or (k is not None and k[0] < i[0]):
             assert k is not None
-            yield k[0], k[1], None
+            yield k[0], k[1], None, k[2]
             k = next(ours, None)
         elif k is None or i[0] < k[0]:
-            yield i[0], None, i[1]
+            yield i[0], None, i[1], None
             i = next(theirs, None)
         else:
-            yield k[0], k[1], i[1]
+            yield k[0], k[1], i[1], k[2]
             k, i = next(ours, None), next(theirs, None)
 
 
@@ -226,6 +254,7 @@ def policy_money_match(
     scope: PolicyScope,
     statement: Iterator[tuple[int, int]],
     heartbeat: Callable[[], None] = lambda: None,
+    as_of: datetime | None = None,
 ) -> Counter[str]:
     """Compare the insurer's statement of charges (`(endorsement_id, amount)`, paise, debit > 0, credit < 0,
     in id order) with Keel's captures minus refunds per endorsement of the policy, and write a `Discrepancy`
@@ -234,26 +263,30 @@ def policy_money_match(
     - Keel moved money for an endorsement the insurer never charged → `charge_missing`;
     - both hold it with different amounts, or the insurer charged what Keel never captured → `amount_mismatch`
       (a missing Keel side counts as 0).
+    `as_of`: when the statement was asked for (default: now, before the first charge is read). An endorsement
+    whose latest Keel capture or refund is after `as_of` and whose amounts differ is not written: it counts as
+    `changed_during_run` (ADR 0063; the statement may predate that posting).
     Each carries the member's `employee_code` from its endorsement where Keel has it. Returns counts by kind.
     Endorsements with no money on either side are not compared. `heartbeat` is called every `BATCH` charges
     compared (the runner's keeps the run's lock alive while a long statement streams).
     """
+    as_of = as_of or timezone.now()
     counts: Counter[str] = Counter()
     batch: list[Discrepancy] = []
     first_pass = _first_pass(run, scope, MONEY_KINDS)
-    for walked, (endorsement_id, keel, insurer) in enumerate(
+    for walked, (endorsement_id, keel, insurer, posted_at) in enumerate(
         _merge_by_id(keel_charges(policy_id=scope.policy_id), statement), start=1
     ):
         if walked % BATCH == 0:
             heartbeat()
         if keel == insurer:
             continue
-        if insurer is None:
-            if not keel:
-                continue
-            kind = DiscrepancyKind.CHARGE_MISSING
-        else:
-            kind = DiscrepancyKind.AMOUNT_MISMATCH
+        if insurer is None and not keel:
+            continue
+        if posted_at is not None and posted_at > as_of:
+            counts[CHANGED_DURING_RUN] += 1  # money posted after the statement was read: not judged by this run
+            continue
+        kind = DiscrepancyKind.CHARGE_MISSING if insurer is None else DiscrepancyKind.AMOUNT_MISMATCH
         batch.append(
             Discrepancy(
                 run=run,

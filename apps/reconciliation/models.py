@@ -81,6 +81,10 @@ class ReconciliationRun(models.Model):
     # Where a resumed pull starts: {"<policy id>": "<cursor of the next page>" | None (policy done)}; a policy
     # not pulled yet is absent.
     resume_cursors = models.JSONField(default=dict, blank=True)
+    # When the run first asked the insurer for each policy's roster (ADR 0063): {"<policy id>": ISO 8601 time},
+    # written with the policy's first recorded page and never moved later (a resumed run keeps the earliest).
+    # The match judges only Keel rows unchanged since then; newer ones count as `changed_during_run`.
+    insurer_read_at = models.JSONField(default=dict, blank=True)
     # Counts by discrepancy kind, plus "matched"; written when the run ends.
     summary = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)

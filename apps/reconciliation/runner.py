@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import requests
 import structlog
+from django.utils import timezone
 
 from apps.audit.models import JobStatus
 from apps.audit.services import job_run_finish, job_run_start
@@ -22,8 +23,13 @@ from apps.reconciliation.contracts import (
 from apps.reconciliation.matching import policy_match, policy_money_match
 from apps.reconciliation.models import ReconciliationRun, RunStatus
 from apps.reconciliation.pull import PullPolicy, RosterPullError
-from apps.reconciliation.selectors import PolicyScope, keel_member_count, run_policies
-from apps.reconciliation.services import reconciliation_finish, reconciliation_lock_refresh, roster_page_record
+from apps.reconciliation.selectors import PolicyScope, keel_member_count, roster_read_at, run_policies
+from apps.reconciliation.services import (
+    insurer_read_note,
+    reconciliation_finish,
+    reconciliation_lock_refresh,
+    roster_page_record,
+)
 from apps.reconciliation.sources import RosterUnsupportedError, roster_source_for
 
 log = structlog.get_logger(__name__)
@@ -127,7 +133,10 @@ def reconciliation_execute(
     2. For each policy in scope, in id order, from its resume cursor: before each page, stop CANCELLED if a
        cancel was requested; record the page (upsert, counters, lock refresh, cursor) in one transaction.
     3. Match every policy's members, then its money against the insurer's statement (pulled the same way,
-       streamed); discrepancies are written once per run and key; write the summary; end COMPLETED.
+       streamed); discrepancies are written once per run and key; write the summary; end COMPLETED. Both
+       matches judge Keel as it was when the run first asked for the policy's roster (`insurer_read_at`, noted
+       before the first page of each attempt, the earliest kept): a difference involving a Keel row written
+       since counts as `changed_during_run` and is not written (ADR 0063).
     4. A pull error ends the run FAILED with the error kept; a lost lock (another run took over after this
        worker stalled, or the sweep resumed the run for a new worker) ends only the job-run event, leaving the
        run to its new owner. Every wait is interruptible (`_interruptible_wait`): a cancel ends it within a
@@ -171,6 +180,9 @@ def reconciliation_execute(
             if key in run.resume_cursors and run.resume_cursors[key] is None:
                 continue  # pulled completely before this worker resumed the run
             fresh = key not in run.resume_cursors
+            # Before the insurer is asked: the match judges Keel as it was then (ADR 0063), the earliest ask of
+            # every attempt of this run.
+            insurer_read_note(run_id=run_id, policy_id=scope.policy_id, at=timezone.now())
             pages = source.pages(
                 policy_number=scope.policy_number,
                 cursor=run.resume_cursors.get(key) or "",
@@ -203,13 +215,18 @@ def reconciliation_execute(
         heartbeat.beat(force=True)
         ReconciliationRun.objects.filter(pk=run_id).update(rows_matched=0)
         for scope in policies:
-            counts = policy_match(run=run, scope=scope, heartbeat=heartbeat.beat)
+            # One time per policy for both matches: when the run first asked for the policy's roster. A REST or
+            # SOAP statement is read after it, a file insurer's was written with it (ADR 0063).
+            as_of = roster_read_at(run_id=run_id, policy_id=scope.policy_id)
+            counts = policy_match(run=run, scope=scope, heartbeat=heartbeat.beat, as_of=as_of)
             statement = source.statement(
                 policy_number=scope.policy_number,
                 page_size=page_size,
                 request_id=_request_id(run, scope),
             )
-            counts.update(policy_money_match(run=run, scope=scope, statement=statement, heartbeat=heartbeat.beat))
+            counts.update(
+                policy_money_match(run=run, scope=scope, statement=statement, heartbeat=heartbeat.beat, as_of=as_of)
+            )
             summary.update(counts)
             by_employer.setdefault(scope.employer_id, Counter()).update(counts)
             heartbeat.beat(force=True)

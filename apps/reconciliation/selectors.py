@@ -13,7 +13,7 @@ from django.http import Http404
 from apps.employers import selectors as employers
 from apps.employers.selectors import employers_visible_to
 from apps.endorsements.selectors import endorsement_ids_of_policy
-from apps.ledger.selectors import net_charges_by_endorsement
+from apps.ledger.selectors import net_charges_and_last_posting_by_endorsement
 from apps.partners.contracts import Principal
 from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, ReconciliationRun
 
@@ -52,10 +52,33 @@ def run_policies(run: ReconciliationRun) -> list[PolicyScope]:
     return [PolicyScope(policy_id=pk, policy_number=number, employer_id=employer) for pk, number, employer in scopes]
 
 
-def keel_members(*, policy_id: int) -> Iterator[MemberRecord]:
-    """Keel's active coverage on a policy, ordered by employee code, streamed in chunks."""
-    for row in employers.active_members(policy_id=policy_id):
-        yield MemberRecord(*row)
+@dataclass(frozen=True)
+class KeelMember:
+    """One employee code of a policy as Keel holds it for a match (ADR 0063): `record` is its active cover now
+    (None: its cover ended after the insurer's roster was read); `changed` says the member's cover or details
+    were written after that read, so a difference from the roster may be the run's timing, not a fault."""
+
+    employee_code: str
+    record: MemberRecord | None
+    changed: bool
+
+
+def keel_members(*, policy_id: int, as_of: datetime) -> Iterator[KeelMember]:
+    """Keel's cover of a policy for a match against a roster read at `as_of`, one `KeelMember` per employee code,
+    ordered by code, streamed in chunks: every active cover, and every cover ended after `as_of` (the roster may
+    still hold it). `changed`: some cover of the code, or the employee, was written after `as_of`."""
+    current: KeelMember | None = None
+    for row, active, changed_at in employers.members_for_match(policy_id=policy_id, changed_after=as_of):
+        code, changed = row[0], changed_at > as_of
+        if current is not None and current.employee_code == code:
+            # A second cover of the same code (the active one comes first): only its change time counts.
+            current = KeelMember(code, current.record, current.changed or changed)
+            continue
+        if current is not None:
+            yield current
+        current = KeelMember(code, MemberRecord(*row) if active else None, changed)
+    if current is not None:
+        yield current
 
 
 def keel_member_count(*, policy_id: int) -> int:
@@ -75,11 +98,25 @@ def insurer_members(*, run_id: int, insurer_id: int, policy_id: int) -> Iterator
         yield MemberRecord(*row)
 
 
-def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int]]:
-    """Keel's net money per endorsement of a policy, `(endorsement_id, captures - refunds)` in paise, in
-    endorsement-id order (the insurer's statement is compared with it). A read-only aggregate over the ledger's
+def keel_charges(*, policy_id: int) -> Iterator[tuple[int, int, datetime]]:
+    """Keel's net money per endorsement of a policy, `(endorsement_id, captures - refunds, latest posting)` in
+    paise and an aware time, in endorsement-id order (the insurer's statement is compared with it; a posting
+    after the statement was read withholds the comparison, ADR 0063). A read-only aggregate over the ledger's
     transactions; streamed in chunks."""
-    yield from net_charges_by_endorsement(endorsement_ids_of_policy(policy_id))
+    yield from net_charges_and_last_posting_by_endorsement(endorsement_ids_of_policy(policy_id))
+
+
+def roster_read_at(*, run_id: int, policy_id: int) -> datetime:
+    """When run `run_id` first asked the insurer for policy `policy_id`'s roster (ADR 0063; the earliest over
+    every attempt of a resumed run), the time its match judges Keel at; the run's start when no page of the
+    policy was recorded (the match then judges only what Keel held when the run started)."""
+    read_at, started_at, created_at = ReconciliationRun.objects.values_list(
+        "insurer_read_at", "started_at", "created_at"
+    ).get(pk=run_id)
+    stored = (read_at or {}).get(str(policy_id))
+    if stored:
+        return datetime.fromisoformat(stored)
+    return started_at or created_at
 
 
 def endorsement_employee_codes(*, policy_id: int, endorsement_ids: list[int | None]) -> dict[int, str]:

@@ -7,7 +7,7 @@ pages outside any transaction and hands each page to `roster_page_record`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,8 +28,10 @@ from apps.reconciliation.contracts import (
     ACTIONS_OF_KIND,
     AUDIT_DISCREPANCY_RESOLVED,
     AUDIT_RUN_CANCEL_REQUESTED,
+    AUDIT_RUN_CANCELLED,
     AUDIT_RUN_RESUMED,
     AUDIT_RUN_STARTED,
+    DEAD_WORKER_SECONDS,
     LOCK_TTL_SECONDS,
     MAX_RESUMES,
     TOPIC_RESEND,
@@ -308,6 +310,23 @@ def roster_page_record(
     return newly_seen
 
 
+@transaction.atomic
+def insurer_read_note(*, run_id: int, policy_id: int, at: datetime) -> datetime:
+    """Note that the run's worker is about to ask the insurer for policy `policy_id`'s data at `at` (an aware
+    time), keeping the earliest such time over every attempt of the run in `insurer_read_at` (ADR 0063): the
+    match judges Keel as it was then, so nothing Keel wrote after the insurer could have seen it is judged.
+    Written under the run's row lock before the first page is asked for (a file insurer's answer to an earlier
+    attempt's request is older than this attempt). Returns the time kept for the policy."""
+    run = ReconciliationRun.objects.select_for_update().only("insurer_read_at").get(pk=run_id)
+    read = dict(run.insurer_read_at or {})
+    earlier = read.get(str(policy_id))
+    if earlier is not None and datetime.fromisoformat(earlier) <= at:
+        return datetime.fromisoformat(earlier)
+    read[str(policy_id)] = at.isoformat()
+    ReconciliationRun.objects.filter(pk=run_id).update(insurer_read_at=read)
+    return at
+
+
 def reconciliation_finish(
     *,
     run_id: int,
@@ -362,20 +381,62 @@ def reconciliation_finish(
     return True
 
 
+# long: the two outcomes of a cancel (flag for a live worker, or end at once when none is left) under the locks
+# they share, in one transaction with their audit rows.
 @transaction.atomic
 def reconciliation_cancel(*, run: ReconciliationRun, actor: Actor) -> ReconciliationRun:
-    """Ask a RUNNING run to stop: its worker ends it CANCELLED at the next page, keeping what it pulled. A run
-    that already ended is returned unchanged (cancelling is idempotent)."""
-    updated = ReconciliationRun.objects.filter(
-        pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at__isnull=True
-    ).update(cancel_requested_at=timezone.now())
-    if updated:
+    """Cancel a RUNNING run (ADR 0063). A run that already ended is returned unchanged (cancelling is idempotent).
+
+    1. Lock the run's own lock rows (employer-id order, as a worker's page takes them), then the run row; a run
+       no longer RUNNING is returned as it is.
+    2. Flag it (`cancel_requested_at`, the first time only, audited `reconciliation.run_cancel_requested`).
+    3. A live worker (its lock refreshed in the last `DEAD_WORKER_SECONDS`) ends the run CANCELLED itself at its
+       next page or within a second of a wait, keeping what it pulled.
+    4. No live worker (the last refresh is older, or the run holds no lock: its worker was killed, or none ever
+       picked it up): end it CANCELLED now through `reconciliation_finish` (a conditional update on RUNNING; its
+       locks released and one `reconciliation.completed` event per employer written), audited
+       `reconciliation.run_cancelled` with the last heartbeat, all in this transaction. The sweep never resumes
+       it, and a worker that wakes up finds no lock of its own and stops without writing.
+    Returns the run as it is after the call."""
+    now = timezone.now()
+    locks = list(ReconciliationLock.objects.select_for_update().filter(run_id=run.pk).order_by("employer_id"))
+    current = ReconciliationRun.objects.select_for_update().filter(pk=run.pk, status=RunStatus.RUNNING).first()
+    if current is None:
+        run.refresh_from_db()
+        return run
+    if current.cancel_requested_at is None:
+        ReconciliationRun.objects.filter(pk=run.pk).update(cancel_requested_at=now)
         audit_record(
             actor=actor,
             action=AUDIT_RUN_CANCEL_REQUESTED,
             object_type="reconciliation_run",
             object_id=run.pk,
             employer_id=run.employer_id,
+        )
+    last_heartbeat = max((lock.expires_at for lock in locks), default=None)
+    if last_heartbeat is not None:
+        last_heartbeat -= timedelta(seconds=LOCK_TTL_SECONDS)
+    if last_heartbeat is not None and now - last_heartbeat <= timedelta(seconds=DEAD_WORKER_SECONDS):
+        run.refresh_from_db()
+        return run
+    progress = {
+        "pages_pulled": current.pages_pulled,
+        "rows_pulled": current.rows_pulled,
+        "rows_matched": current.rows_matched,
+    }
+    if reconciliation_finish(run_id=run.pk, status=RunStatus.CANCELLED, summary=progress):
+        audit_record(
+            actor=actor,
+            action=AUDIT_RUN_CANCELLED,
+            object_type="reconciliation_run",
+            object_id=run.pk,
+            employer_id=run.employer_id,
+            before={"status": RunStatus.RUNNING},
+            after={
+                "status": RunStatus.CANCELLED,
+                "last_heartbeat": last_heartbeat.isoformat() if last_heartbeat else None,
+                "resumes": current.resumes,
+            },
         )
     run.refresh_from_db()
     return run

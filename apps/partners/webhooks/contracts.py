@@ -46,7 +46,8 @@ class EventType(models.TextChoices):
     LOAN_APPLICATION_DECIDED = "loan_application.decided"
     # Produced by reconciliation (issue 12), one per employer of the run. `data`: {id, insurer, employer, status,
     # summary: the shape of `GET /api/v1/reconciliations/{id}`'s (matched, missing_at_insurer, missing_internally,
-    # field_mismatch, amount_mismatch, charge_missing, accepted — that employer's counts), started_at, finished_at}.
+    # field_mismatch, amount_mismatch, charge_missing, changed_during_run, accepted — that employer's counts),
+    # started_at, finished_at}.
     RECONCILIATION_COMPLETED = "reconciliation.completed"
 
 

@@ -153,13 +153,19 @@ class ReconciliationDetailView(PartnerGenericAPIView):
     @extend_schema(
         request=None,
         responses={
-            202: ReconciliationRunSerializer,
+            202: OpenApiResponse(
+                response=ReconciliationRunSerializer,
+                description="cancel asked: `RUNNING` with `cancel_requested_at` (a live worker stops at its next "
+                "page), or already `CANCELLED` when the run had no live worker",
+            ),
             409: OpenApiResponse(description="the run already ended (`reconciliation-ended`); nothing to cancel"),
         },
     )
     def delete(self, request: Request, pk: int) -> Response:
-        """Cancel: the run stops at its next page and ends CANCELLED, keeping what it pulled. Repeating it while
-        the run still runs is a 202 again; a run that already ended is a 409 naming its status."""
+        """Cancel: the run stops at its next page and ends CANCELLED, keeping what it pulled. When its worker is
+        gone (no heartbeat for `DEAD_WORKER_SECONDS`, ADR 0063) the run ends CANCELLED by this request: the 202
+        body already shows `status: CANCELLED`. Repeating it while the run still runs is a 202 again; a run that
+        already ended is a 409 naming its status."""
         run = selectors.run_get_for(principal_of(request), pk)
         if run.status != RunStatus.RUNNING:
             raise Conflict(
