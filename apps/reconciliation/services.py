@@ -667,15 +667,21 @@ def _abandoned_run_handle(*, run_id: int) -> str:
        not pulled or counted again, and the match is rebuilt whole (discrepancies once per run and key).
     Ending goes through `reconciliation_finish` (its locks released, its partner events recorded).
     """
+    # The lock rows first, then the run: the order a worker recording a page takes them (`roster_page_record`), so the
+    # sweep and a live worker never wait on each other in a cycle. A run's scope never changes.
+    scope = ReconciliationRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).only("insurer", "employer_ids")
+    candidate = scope.first()
+    if candidate is None:
+        return ""
+    locks = list(
+        ReconciliationLock.objects.select_for_update()
+        .filter(insurer_id=candidate.insurer_id, employer_id__in=candidate.employer_ids)
+        .order_by("employer_id")
+    )
     run = ReconciliationRun.objects.select_for_update().filter(pk=run_id, status=RunStatus.RUNNING).first()
     if run is None:
         return ""
     now = timezone.now()
-    locks = list(
-        ReconciliationLock.objects.select_for_update()
-        .filter(insurer_id=run.insurer_id, employer_id__in=run.employer_ids)
-        .order_by("employer_id")
-    )
     own = [lock for lock in locks if lock.run_id == run.pk]
     if any(lock.expires_at >= now for lock in own):
         return ""
