@@ -19,7 +19,7 @@ would refuse an oversized body only after it had been received in full; uvicorn 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from django.conf import settings
@@ -103,7 +103,7 @@ class BodyLimitASGIHandler(ASGIHandler):
                 scope[BODY_OVER_LIMIT] = True
             return message
 
-        async def send_closing(message: Message) -> None:
+        async def send_closing(message: Mapping[str, Any]) -> None:
             if body.over and message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
                 message = {**message, "headers": [*headers, _CLOSE]}

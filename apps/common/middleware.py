@@ -7,7 +7,8 @@
    produced it (Django's router 404, a 405, a 500 rendered by Django, a 503, a renderer that was not JSON);
    a path holding a control character is a 404 before any view looks it up (issue 8, kinds 3 and 12).
 3. `RequestSizeLimitMiddleware` — 413 before anything reads a body larger than its endpoint accepts
-   (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked.
+   (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked; under ASGI
+   the entry point stopped receiving it at that limit (`apps.common.asgi`, ADR 0065).
 4. `JsonNestingGuardMiddleware` — 400 for a body nested deeper than `API_MAX_JSON_DEPTH`, before any code
    that parses JSON runs (the Idempotency-Key fingerprint, DRF's parser, insurer callbacks).
 
@@ -187,7 +188,7 @@ class RequestSizeLimitMiddleware:
             if length > limit:
                 return _too_large(request, limit, f"The request body is {length} bytes")
         asgi = isinstance(request, ASGIRequest)
-        if asgi and request.scope.get(BODY_OVER_LIMIT):
+        if isinstance(request, ASGIRequest) and request.scope.get(BODY_OVER_LIMIT):
             return _too_large(request, limit, "The request body is larger than that")
         if declared:
             return self.get_response(request)

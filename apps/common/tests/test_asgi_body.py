@@ -244,3 +244,18 @@ def test_a_body_outside_the_api_over_djangos_limit_is_a_plain_413_and_not_read_o
     assert (status, body) == (413, b"413 Payload too large")
     assert headers[b"connection"] == b"close"
     assert taken == 1200  # the second message passed the limit; the handler took no third
+
+
+def test_the_asgi_entry_point_serves_the_bounded_handler():
+    """`config.asgi` (what uvicorn and gunicorn load) — imported in a child process, whose garbage collector it
+    freezes."""
+    import os
+    import subprocess
+    import sys
+
+    script = "import config.asgi as a; print(type(a.application).__module__, type(a.application).__name__)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["apps.common.asgi", "BodyLimitASGIHandler"]
