@@ -26,11 +26,10 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse
 
-from apps.common.middleware import BODY_OVER_LIMIT, body_limit, is_api_path
+from apps.common.middleware import API_PREFIX, BODY_OVER_LIMIT, body_limit
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _CLOSE = (b"connection", b"close")
 _TOO_LARGE = b"413 Payload too large"
@@ -74,10 +73,15 @@ def _limit_of(scope: Any) -> int | None:
     """The endpoint's body limit under /api/ (`body_limit`); elsewhere Django's `DATA_UPLOAD_MAX_MEMORY_SIZE`, the
     most `request.body` reads there under WSGI too (None: no limit, as Django's setting means)."""
     path = str(scope.get("path", ""))
-    if is_api_path(path):
+    if _is_api(path):
         return body_limit(str(scope.get("method", "")), path)
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return None if limit is None else int(limit)
+
+
+def _is_api(path: str) -> bool:
+    """The paths `RequestSizeLimitMiddleware` bounds (and answers with problem+json)."""
+    return path.startswith(API_PREFIX)
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -114,6 +118,6 @@ class BodyLimitASGIHandler(ASGIHandler):
     def create_request(self, scope: Any, body_file: Any) -> tuple[Any, Any]:
         """Outside /api/ a body cut short is answered here, as Django answers a body over
         `DATA_UPLOAD_MAX_MEMORY_SIZE`; under /api/ `RequestSizeLimitMiddleware` answers it (problem+json)."""
-        if scope.get(BODY_OVER_LIMIT) and not is_api_path(str(scope.get("path", ""))):
+        if scope.get(BODY_OVER_LIMIT) and not _is_api(str(scope.get("path", ""))):
             return None, HttpResponse(_TOO_LARGE, status=413, content_type="text/plain")
         return super().create_request(scope, body_file)
