@@ -7,7 +7,8 @@
    produced it (Django's router 404, a 405, a 500 rendered by Django, a 503, a renderer that was not JSON);
    a path holding a control character is a 404 before any view looks it up (issue 8, kinds 3 and 12).
 3. `RequestSizeLimitMiddleware` — 413 before anything reads a body larger than its endpoint accepts
-   (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked.
+   (1 MiB; `POST /api/v1/endorsement-batches` 20 MiB), whatever the content type, declared or chunked; under ASGI
+   the entry point stopped receiving it at that limit (`apps.common.asgi`, ADR 0065).
 4. `JsonNestingGuardMiddleware` — 400 for a body nested deeper than `API_MAX_JSON_DEPTH`, before any code
    that parses JSON runs (the Idempotency-Key fingerprint, DRF's parser, insurer callbacks).
 
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 from django_structlog.middlewares import RequestMiddleware
@@ -44,6 +46,8 @@ API_PREFIX = "/api/"
 _PATH_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: The one endpoint with the upload limit (CSV or JSON batches of up to 50,000 rows); only for POST.
 UPLOAD_ENDPOINTS = frozenset({("POST", "/api/v1/endorsement-batches")})
+#: Set in an ASGI request's scope when `apps.common.asgi` stopped reading its body at the endpoint's limit.
+BODY_OVER_LIMIT = "keel.body_over_limit"
 # Headers an error response keeps when it is rewritten as problem+json.
 _DROPPED_HEADERS = frozenset({"content-type", "content-length"})
 
@@ -145,8 +149,12 @@ def _generic_detail(status_code: int) -> str:
 def body_limit_for(request: HttpRequest) -> int:
     """Bytes a request body may have (SPEC §2 "Bounded input"): the upload limit for the batch endpoint's
     POST, the body limit for everything else — whatever the content type (multipart included)."""
-    path = request.path.rstrip("/")
-    if (request.method, path) in UPLOAD_ENDPOINTS:
+    return body_limit(request.method or "", request.path)
+
+
+def body_limit(method: str, path: str) -> int:
+    """`body_limit_for` from a request's method and path (the ASGI entry has no request yet: ADR 0065)."""
+    if (method, path.rstrip("/")) in UPLOAD_ENDPOINTS:
         return int(settings.API_MAX_UPLOAD_BYTES)
     return int(settings.API_MAX_BODY_BYTES)
 
@@ -155,10 +163,13 @@ class RequestSizeLimitMiddleware:
     """413 for an API body over its endpoint's limit, before anything reads it.
 
     1. A declared `Content-Length` over the limit → 413 at once (the body is never read).
-    2. A chunked body (no `Content-Length`): when the server hands it over de-chunked (gunicorn sets
-       `wsgi.input_terminated`), at most limit + 1 bytes are read; more → 413, otherwise the bytes read
-       become the request's body. A server that cannot terminate the input gets 411 (Length Required)
-       rather than a read that never ends.
+    2. Under ASGI, a body the entry point stopped reading at the limit (`BODY_OVER_LIMIT` in the scope,
+       `apps.common.asgi`, ADR 0065) → 413.
+    3. A body without a `Content-Length` (chunked): when the server hands it over de-chunked — always under ASGI,
+       whose handler has received it whole (at most the limit, point 2); under WSGI when gunicorn sets
+       `wsgi.input_terminated` — at most limit + 1 bytes are read; more → 413, otherwise the bytes read become
+       the request's body and its `Content-Length`. A WSGI server that cannot terminate the input gets 411
+       (Length Required) rather than a read that never ends.
     """
 
     def __init__(self, get_response: Handler) -> None:
@@ -176,12 +187,23 @@ class RequestSizeLimitMiddleware:
                 return problem_response(request, 400, "Content-Length is not a number.", slug="malformed-request")
             if length > limit:
                 return _too_large(request, limit, f"The request body is {length} bytes")
-        elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            if not request.META.get("wsgi.input_terminated"):
+        asgi = isinstance(request, ASGIRequest)
+        if isinstance(request, ASGIRequest) and request.scope.get(BODY_OVER_LIMIT):
+            return _too_large(request, limit, "The request body is larger than that")
+        if declared:
+            return self.get_response(request)
+        if asgi or "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            if asgi:
+                stream = request._stream
+            elif request.META.get("wsgi.input_terminated"):
+                stream = request.META["wsgi.input"]
+            else:
                 return problem_response(request, 411, "Send a Content-Length with the request body.")
-            data = request.META["wsgi.input"].read(limit + 1)
+            data = stream.read(limit + 1)
             if len(data) > limit:
                 return _too_large(request, limit, "The request body is larger than that")
+            if asgi and not data:  # no body at all (a GET): nothing to hand on
+                return self.get_response(request)
             request.META["CONTENT_LENGTH"] = str(len(data))
             request._stream = LimitedStream(io.BytesIO(data), len(data))  # type: ignore[assignment]
         return self.get_response(request)

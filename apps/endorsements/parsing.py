@@ -33,7 +33,7 @@ from apps.common.money import MoneyError, NegativeAmountError, format_minor, to_
 from apps.common.text import EMAIL_VALIDATOR, MAX_EMAIL_LOCAL_PART, UNKNOWN_FIELD_MESSAGE, control_character_error
 from apps.employers.contracts import Gender
 from apps.endorsements.models import EndorsementType
-from apps.endorsements.validation import EndorsementDraft
+from apps.endorsements.validation import AGE_MESSAGE, EndorsementDraft, age_on
 
 CSV_COLUMNS = ("employee_code", "first_name", "last_name", "date_of_birth", "gender", "email", "type", "effective_date")
 CSV_OPTIONAL = ("sum_insured",)
@@ -204,6 +204,15 @@ FIELDS_OF_TYPE = {
 }
 EMPLOYEE_FIELDS = frozenset({"employee_code", *MEMBER_TEXT_FIELDS, "date_of_birth", "gender", "email"})
 REQUEST_ENVELOPE = frozenset({"employer", "policy"})  # a single request's (and a quote's) ids, read by the view
+#: The members of the endorsement and batch bodies that hold a JSON object or array (`row` stands for each item of
+#: a batch's `rows`), with what a value of another JSON type is told: it was given, with the wrong type, so
+#: "required" would mislead. Absent (or null) keeps each member's own "required" message.
+COMPOUND_MEMBERS: dict[str, tuple[type, str]] = {
+    "employee": (dict, "Must be an object with the member's details."),
+    "changes": (dict, "Must be an object with the fields to correct."),
+    "rows": (list, "Must be an array of rows, each an object shaped like a single request's body."),
+    "row": (dict, "Each row must be an object."),
+}
 
 
 def unknown_fields(keys: Any, allowed: frozenset[str], prefix: str = "") -> list[tuple[str, str]]:
@@ -214,10 +223,11 @@ def unknown_fields(keys: Any, allowed: frozenset[str], prefix: str = "") -> list
 def draft_from_request(body: Mapping[str, Any], *, envelope: frozenset[str] = REQUEST_ENVELOPE) -> EndorsementDraft:
     """A single-request body or a JSON batch row → draft (SPEC §7 request bodies).
 
-    Raises `ParseErrors` listing every bad field with its path (`employee.email`, `changes.sum_insured`), a key
-    the body's type does not take included (`envelope`: the keys read by the caller — `employer`/`policy` of a
-    single request, none in a batch row). Money is returned in paise; `employer`/`policy` are not read here (see
-    `parse_id`)."""
+    Raises `ParseErrors` listing every bad field with its path (`employee.email`, `changes.sum_insured`): a key
+    the body's type does not take (`envelope`: the keys read by the caller — `employer`/`policy` of a single
+    request, none in a batch row); a member of another JSON type than its own, saying which (`COMPOUND_MEMBERS`);
+    a date of birth giving an age outside 0–100 on the effective date, with the other fields' errors. Money is
+    returned in paise; `employer`/`policy` are not read here (see `parse_id`)."""
     errors: list[tuple[str, str]] = []
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
@@ -228,21 +238,19 @@ def draft_from_request(body: Mapping[str, Any], *, envelope: frozenset[str] = RE
     details: dict[str, Any] = {}
     employee_code: str | None
     if kind == EndorsementType.ADDITION:
-        employee = body.get("employee")
-        if not isinstance(employee, Mapping):
-            errors.append(("employee", "Member details are required for an addition."))
-            employee_code = None
-        else:
+        employee = _compound(body, "employee", errors, absent="Member details are required for an addition.")
+        employee_code = None
+        if employee is not None:
             errors += unknown_fields(employee, EMPLOYEE_FIELDS, "employee.")
             employee_code = _code(employee.get("employee_code"), "employee.employee_code", errors)
             details = _member_fields(employee, "employee.", errors, required=True)
     else:
         employee_code = _code(body.get("employee_code"), "employee_code", errors)
         if kind == EndorsementType.CORRECTION:
-            changes = body.get("changes")
-            if not isinstance(changes, Mapping) or not changes:
+            changes = _compound(body, "changes", errors, absent="A correction needs at least one change.")
+            if changes is not None and not changes:
                 errors.append(("changes", "A correction needs at least one change."))
-            else:
+            elif changes is not None:
                 for name in sorted(str(k) for k in changes if k not in CORRECTABLE_FIELDS):
                     errors.append((f"changes.{name}", "This field cannot be corrected."))
                 details = _member_fields(changes, "changes.", errors, required=False)
@@ -252,6 +260,12 @@ def draft_from_request(body: Mapping[str, Any], *, envelope: frozenset[str] = RE
                         errors.append(("changes.sum_insured", "Must be greater than 0."))
         elif body.get("sum_insured") not in (None, ""):
             errors.append(("sum_insured", "A deletion has no sum insured."))
+    dob = details.get("date_of_birth")
+    if dob is not None and effective_date is not None and not 0 <= age_on(dob, effective_date) <= 100:
+        # With the other field checks (it needs only two fields of the body), so one answer names every fault.
+        errors.append(
+            ("employee.date_of_birth" if kind == EndorsementType.ADDITION else "changes.date_of_birth", AGE_MESSAGE)
+        )
     if errors:
         raise ParseErrors(errors)
     assert employee_code is not None
@@ -259,6 +273,18 @@ def draft_from_request(body: Mapping[str, Any], *, envelope: frozenset[str] = RE
     return EndorsementDraft(
         type=kind, employee_code=employee_code, effective_date=effective_date, details=details, sum_insured=sum_insured
     )
+
+
+def _compound(
+    body: Mapping[str, Any], name: str, errors: list[tuple[str, str]], *, absent: str
+) -> Mapping[str, Any] | None:
+    """`body[name]` when it is a JSON object (`COMPOUND_MEMBERS`); otherwise None and an error on `name`: `absent`
+    when it is missing or null, the member's type message when it has another type."""
+    value = body.get(name)
+    if isinstance(value, Mapping):
+        return value
+    errors.append((name, absent if value is None else COMPOUND_MEMBERS[name][1]))
+    return None
 
 
 def draft_from_csv_row(row: Mapping[str, str]) -> EndorsementDraft:

@@ -63,7 +63,12 @@ class EndorsementDraft:
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
+AGE_MESSAGE = "The member's age on the effective date must be 0–100."
+
+
 def age_on(dob: date, on: date) -> int:
+    """Whole years from `dob` to `on` (the member rule of SPEC §7 wants 0–100 on the effective date; the parser
+    checks it with the other fields, `parsing.draft_from_request`)."""
     return on.year - dob.year - ((on.month, on.day) < (dob.month, dob.day))
 
 
@@ -163,24 +168,16 @@ def apply_to_projection(state: MemberState, *, kind: str, sum_insured: int | Non
 
 
 def member_errors(*, draft: EndorsementDraft, state: MemberState) -> dict[str, str]:
-    """The member rules of SPEC §7 against the projected state, as {field path: message} (empty if none):
-    an addition's member must not be covered (or being added) and be 0–100 on the effective date; a deletion's
-    or correction's member must be covered; a corrected date of birth must give an age of 0–100."""
-    errors: dict[str, str] = {}
-    dob = draft.details.get("date_of_birth")
+    """The member rules of SPEC §7 against the projected state, as {field path: message} (empty if none): an
+    addition's member must not be covered (or being added); a deletion's or correction's member must be covered.
+    The age rule (0–100 on the effective date) needs no state: the parser checks it with the other fields."""
     if draft.type == EndorsementType.ADDITION:
         if state.covered:
-            errors["employee.employee_code"] = "The member is already covered on this policy (or being added)."
-        if isinstance(dob, date) and not 0 <= age_on(dob, draft.effective_date) <= 100:
-            errors["employee.date_of_birth"] = "The member's age on the effective date must be 0–100."
-        return errors
+            return {"employee.employee_code": "The member is already covered on this policy (or being added)."}
+        return {}
     if not state.covered:
         return {"employee_code": "The member is not covered on this policy."}
-    if not isinstance(dob, date) or draft.type != EndorsementType.CORRECTION:
-        return errors
-    if not 0 <= age_on(dob, draft.effective_date) <= 100:
-        errors["changes.date_of_birth"] = "The member's age on the effective date must be 0–100."
-    return errors
+    return {}
 
 
 class MemberError(Exception):

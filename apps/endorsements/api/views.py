@@ -32,6 +32,7 @@ from apps.endorsements.api.serializers import (
 )
 from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementStatus, EndorsementType
 from apps.endorsements.parsing import (
+    COMPOUND_MEMBERS,
     MAX_ROWS,
     ParseErrors,
     csv_field_name,
@@ -53,6 +54,7 @@ ID_MESSAGE = "A positive integer id (at most 9223372036854775807) is required."
 
 # A batch body's keys (JSON: `rows`; multipart: the CSV `file`); any other is 422 naming it (newcomer trial).
 BATCH_FIELDS = frozenset({"employer", "policy", "rows", "file"})
+FILE_MESSAGE = "Must be a CSV file, sent as a file part of a multipart/form-data body."
 
 
 def resolve_employer_policy(request: Request, body: Mapping[str, Any]) -> tuple[Employer, Policy]:
@@ -243,6 +245,8 @@ class EndorsementBatchCreateView(PartnerGenericAPIView):
             raise DomainValidationError(dict(unknown))
         employer, policy = resolve_employer_policy(request, body)
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
+        if upload is None and body.get("file") not in (None, ""):  # a JSON value or a form field, not a file part
+            raise DomainValidationError({"file": FILE_MESSAGE})
         if upload is not None:
             drafts, row_errors, lines = _parse_csv(upload.read())
             source = "csv"
@@ -287,7 +291,9 @@ def _parse_csv(content: bytes) -> tuple[list[EndorsementDraft | None], list[serv
 
 def _parse_json_rows(rows: Any) -> tuple[list[EndorsementDraft | None], list[services.RowError]]:
     """JSON batch rows → a draft (or None) per row and the row errors, named by their path in the row."""
-    if not isinstance(rows, list) or not rows:
+    if rows is not None and not isinstance(rows, list):
+        raise DomainValidationError({"rows": COMPOUND_MEMBERS["rows"][1]})
+    if not rows:
         raise DomainValidationError({"rows": "A non-empty list of rows (or a CSV `file`) is required."})
     if len(rows) > MAX_ROWS:
         raise DomainValidationError({"rows": f"At most {MAX_ROWS} rows per batch."})
@@ -296,7 +302,7 @@ def _parse_json_rows(rows: Any) -> tuple[list[EndorsementDraft | None], list[ser
     for number, row in enumerate(rows, start=1):
         try:
             if not isinstance(row, Mapping):
-                raise ParseErrors([("row", "Each row must be an object.")])
+                raise ParseErrors([("row", COMPOUND_MEMBERS["row"][1])])
             drafts.append(draft_from_request(row, envelope=frozenset()))
         except ParseErrors as exc:
             drafts.append(None)

@@ -1,0 +1,123 @@
+"""The ASGI application with a bound on request bodies (ADR 0065).
+
+Django's `ASGIHandler.read_body` spools the whole body of every request — announced or chunked, any size — into a
+`SpooledTemporaryFile` (memory, then disk) before any middleware runs, so `RequestSizeLimitMiddleware` alone
+would refuse an oversized body only after it had been received in full; uvicorn sets no body limit either.
+`BodyLimitASGIHandler` stops reading as the body passes its endpoint's limit (`body_limit`):
+
+1. A declared `Content-Length` over the limit: nothing is read.
+2. Otherwise the body's messages are counted as they arrive; the first that takes it past the limit ends it
+   (Django sees an empty last message, so at most `limit` bytes were spooled) and nothing more is taken from
+   the server (uvicorn stops reading the socket once its buffer holds 64 KiB).
+3. Under /api/ the request then goes on to the middleware, which answers the RFC 9457 413 (the scope carries
+   `BODY_OVER_LIMIT`); elsewhere (operator pages, the sandbox insurer), where the limit is Django's
+   `DATA_UPLOAD_MAX_MEMORY_SIZE`, the handler answers a plain 413 itself, as Django does for a declared body over
+   it. Either way the response says `Connection: close`, so the server closes the connection rather than read the
+   rest of a body nobody wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
+
+from apps.common.middleware import API_PREFIX, BODY_OVER_LIMIT, body_limit
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+_CLOSE = (b"connection", b"close")
+_TOO_LARGE = b"413 Payload too large"
+
+
+class _BoundedBody:
+    """The server's `receive`, ending the body once it passes `limit` bytes (see the module docstring)."""
+
+    def __init__(self, receive: Receive, *, limit: int | None, declared: int | None) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.received = 0
+        self.over = limit is not None and declared is not None and declared > limit
+        self._ended = False
+
+    async def receive(self) -> Message:
+        if self._ended:
+            if self.over:
+                # After the body Django only listens for the client going away, until its response is sent. The
+                # rest of a body cut short is not taken from the server at all: this waits to be cancelled, and
+                # the response closes the connection.
+                await asyncio.Event().wait()
+            return await self._receive()
+        if self.over:
+            self._ended = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        message = await self._receive()
+        if message["type"] != "http.request":
+            return message
+        self.received += len(message.get("body", b""))
+        if self.limit is not None and self.received > self.limit:
+            self.over = True
+            self._ended = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not message.get("more_body", False):
+            self._ended = True
+        return message
+
+
+def _limit_of(scope: Any) -> int | None:
+    """The endpoint's body limit under /api/ (`body_limit`); elsewhere Django's `DATA_UPLOAD_MAX_MEMORY_SIZE`, the
+    most `request.body` reads there under WSGI too (None: no limit, as Django's setting means)."""
+    path = str(scope.get("path", ""))
+    if _is_api(path):
+        return body_limit(str(scope.get("method", "")), path)
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return None if limit is None else int(limit)
+
+
+def _is_api(path: str) -> bool:
+    """The paths `RequestSizeLimitMiddleware` bounds (and answers with problem+json)."""
+    return path.startswith(API_PREFIX)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The `Content-Length` a request announced, or None (absent or not a number: the middleware answers it)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BodyLimitASGIHandler(ASGIHandler):
+    """Django's ASGI handler reading at most the endpoint's body limit of any request (module docstring)."""
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        body = _BoundedBody(receive, limit=_limit_of(scope), declared=_declared_length(scope.get("headers", [])))
+
+        async def receive_bounded() -> Message:
+            message = await body.receive()
+            if body.over:  # marked before Django builds the request from this scope (after the last message)
+                scope[BODY_OVER_LIMIT] = True
+            return message
+
+        async def send_closing(message: Mapping[str, Any]) -> None:
+            if body.over and message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, _CLOSE]}
+            await send(message)
+
+        await super().handle(scope, receive_bounded, send_closing)
+
+    def create_request(self, scope: Any, body_file: Any) -> tuple[Any, Any]:
+        """Outside /api/ a body cut short is answered here, as Django answers a body over
+        `DATA_UPLOAD_MAX_MEMORY_SIZE`; under /api/ `RequestSizeLimitMiddleware` answers it (problem+json)."""
+        if scope.get(BODY_OVER_LIMIT) and not _is_api(str(scope.get("path", ""))):
+            return None, HttpResponse(_TOO_LARGE, status=413, content_type="text/plain")
+        return super().create_request(scope, body_file)
