@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from apps.common.errors import DomainValidationError
 from apps.common.text import UNKNOWN_PARAMETER_MESSAGE
@@ -56,7 +56,7 @@ def _compute(view_class: type, method: str) -> frozenset[str]:
     with _lock:
         if _endpoints is None:
             generator._initialise_endpoints()
-            _endpoints = list(generator.endpoints)
+            _endpoints = list(cast(list[tuple[str, str, str, Any]], generator.endpoints))
     names: set[str] = set()
     # Path-parameter guesses warn during generation; at request time they are noise, and they must not count
     # against a later `spectacular --fail-on-warn` in the same process.
