@@ -243,3 +243,28 @@ def test_a_boolean_filter_takes_true_and_false(world, path, name, value):
     response = world["client"].get(url, {name: value})
 
     assert response.status_code == 200, response.content[:300]
+
+
+def test_the_allow_list_of_every_operation_is_exactly_its_documented_query_parameters():
+    """The rule's one source (ADR 0064): what a view accepts is what the published schema lists for it."""
+    from django.urls import resolve
+
+    from apps.common.query import documented_query_parameters
+
+    compared = 0
+    for method, path in UNKNOWN_CASES:
+        url = path.replace("{id}", "00000000-0000-4000-8000-000000000001" if "loan-applications" in path else "1")
+        url = url.replace("{public_id}", "evt_0").replace("{code}", "sandbox-rest")
+        view_class = resolve(url).func.cls
+        documented = {p["name"] for p in SCHEMA["paths"][path][method].get("parameters", []) if p["in"] == "query"}
+
+        assert documented_query_parameters(view_class, method.upper()) == documented, (method, path)
+        compared += 1
+    assert compared == len(UNKNOWN_CASES) > 40
+
+
+def test_a_head_request_takes_the_parameters_of_its_get(world):
+    client = world["client"]
+
+    assert client.head("/api/v1/employers?status=active&limit=1").status_code == 200
+    assert client.head("/api/v1/employers?foo=1").status_code == 422
