@@ -3,6 +3,8 @@
 Every list endpoint's FilterSet derives from `FilterSet` here: text filters refuse control characters, and
 number filters are bounded to the bigint range, so `?employer=10**30` or `?employer=1e30` is 422 naming the
 parameter rather than a silent empty page or an overflow. Id filters are `IdFilter`: a positive integer.
+Boolean filters take exactly `true` or `false` (django-filter's widgets would read `maybe` as "no filter" and
+`True`, `1`, `2` as a boolean): anything else is 422 naming the parameter (ADR 0064), as in a body.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
 from apps.common.ids import BIGINT_MAX, BIGINT_MIN
+from apps.common.serializers import BOOLEAN_MESSAGE
 from apps.common.text import ControlCharacterValidator
 
 
@@ -28,7 +31,24 @@ class IdFilter(django_filters.Filter):
         super().__init__(*args, **kwargs)
 
 
+class QueryBooleanField(forms.Field):
+    """A query-string boolean: the text `true` or `false` (absent: no filter); anything else, the empty text
+    included, is a `ValidationError` with `BOOLEAN_MESSAGE`."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value: Any) -> bool | None:
+        if value is None:
+            return None
+        if value in ("true", "false"):
+            return bool(value == "true")
+        raise forms.ValidationError(BOOLEAN_MESSAGE, code="invalid")
+
+
 def harden_filter(filter_: django_filters.Filter) -> None:
+    if isinstance(filter_, django_filters.BooleanFilter):
+        filter_.field_class = QueryBooleanField
+        filter_.extra["widget"] = forms.TextInput
     validators = list(filter_.extra.get("validators", []))
     if isinstance(filter_, django_filters.CharFilter):
         validators.append(ControlCharacterValidator())

@@ -15,7 +15,8 @@ docs/architecture.md, "The API contract"):
 | 406 | an `Accept` header that allows no type the operation answers in | all |
 | 411, 413, 415 | chunked body never terminated; body over its limit; a content type the operation does not parse \
   | operations with a body |
-| 422 | a field that fails validation (`errors: [{pointer, detail}]`) | writes and filtered reads |
+| 422 | a field that fails validation (`errors: [{pointer, detail}]`); a query parameter the operation does not \
+  take (ADR 0064) | API-key operations, writes and filtered reads |
 | 429 | the key's rate limit (`Retry-After`) | all |
 | 503 | a dependency the operation needs is down (`Retry-After`) | all |
 
@@ -69,7 +70,7 @@ def problem_statuses(*, method: str, operation: dict[str, Any], path_parameters:
     statuses = {400, 406, 429, 503}
     security = operation.get("security")
     if security is None or any(requirement for requirement in security):
-        statuses |= {401, 403, 404}
+        statuses |= {401, 403, 404, 422}  # 422: a query parameter the operation does not take (ADR 0064)
     if path_parameters:
         statuses.add(404)
     if method in _WRITE_METHODS:

@@ -49,7 +49,7 @@ def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore
         allow_newlines = bool(getattr(field, "allow_newlines", False))
         field.validators.append(ControlCharacterValidator(allow_newlines=allow_newlines))
     if isinstance(field, serializers.BooleanField):
-        field.to_internal_value = _booleans_only(field)  # type: ignore[method-assign]
+        field.to_internal_value = _booleans_only(field)  # type: ignore[method-assign,assignment]
     if isinstance(field, serializers.EmailField):
         field.validators = [v for v in field.validators if not isinstance(v, EmailValidator)]
         field.validators.append(EMAIL_VALIDATOR)

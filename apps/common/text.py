@@ -67,3 +67,7 @@ class ControlCharacterValidator:
 # A body key an endpoint does not take (serializers: `apps.common.serializers`; endorsement bodies:
 # `apps.endorsements.parsing`): one message, so a client reads the same refusal everywhere.
 UNKNOWN_FIELD_MESSAGE = "Unknown field: this body takes no such field."
+
+# A query parameter an operation does not take (`apps.common.query`, the event stream): the body's rule, in the
+# query string — refused by name, never ignored (ADR 0064).
+UNKNOWN_PARAMETER_MESSAGE = "Unknown parameter: this operation takes no such query parameter."

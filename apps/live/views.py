@@ -29,14 +29,14 @@ from rest_framework import exceptions
 from rest_framework.settings import api_settings
 
 from apps.common.errors import problem_invalid_field, problem_response
-from apps.common.text import control_character_error
+from apps.common.text import UNKNOWN_PARAMETER_MESSAGE, control_character_error
 from apps.live.hub import LiveEvent, live_event_of
+from apps.live.schema import STREAM_QUERY_PARAMETERS
 from apps.live.streaming import resume_id, sse_body, sse_response
 from apps.partners.contracts import Principal
-from apps.partners.ownership import employer_partners
 from apps.partners.ratelimit import rate_limit_hit
-from apps.partners.webhooks.contracts import EventType, read_scope_of, types_readable_with
-from apps.partners.webhooks.selectors import events_visible_to
+from apps.partners.webhooks.contracts import EventType, types_readable_with
+from apps.partners.webhooks.selectors import event_filter_refusal, events_visible_to
 
 BACKLOG_BATCH = 500
 
@@ -90,8 +90,11 @@ def _open(request: HttpRequest) -> StreamRequest:
 # long: every query parameter and header of the stream checked in order, each refusal naming its field.
 def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str]) -> StreamRequest:
     """The stream's parameters (`type`, `employer`, `Last-Event-ID`/`last_event_id`) checked for `principal`.
-    Raises `_Refused` (422 naming the parameter, 403 for a type its scopes cannot read, 404 for an employer it
-    may not see)."""
+    Raises `_Refused` (422 naming the parameter, also one the stream does not take (ADR 0064); 403 for a type its
+    scopes cannot read, 404 for an employer it may not see)."""
+    unknown = [name for name in request.GET if name not in STREAM_QUERY_PARAMETERS]
+    if unknown:
+        raise _Refused(problem_invalid_field(request, unknown[0][:64], UNKNOWN_PARAMETER_MESSAGE))
     repeated = [name for name in request.GET if name != "type" and len(request.GET.getlist(name)) > 1]
     if repeated:
         repeated_message = "Give this parameter once: it takes a single value."
@@ -101,10 +104,6 @@ def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str
     unknown = sorted(requested - set(EventType.values))
     if unknown:
         raise _Refused(problem_invalid_field(request, "type", f"unknown event type(s): {', '.join(unknown)[:200]}"))
-    unreadable = sorted(requested - readable)
-    if unreadable:
-        scope = read_scope_of(unreadable[0])
-        raise _Refused(problem_response(request, 403, f"This {principal.credential_name} lacks the `{scope}` scope."))
     types = frozenset(requested or readable)
 
     employer_id = None
@@ -113,9 +112,9 @@ def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str
         if not (raw_employer.isascii() and raw_employer.isdigit()) or len(raw_employer) > 18 or int(raw_employer) < 1:
             raise _Refused(problem_invalid_field(request, "employer", "must be an employer id (a positive integer)"))
         employer_id = int(raw_employer)
-        owner = employer_partners([employer_id]).get(employer_id)
-        if owner is None or not principal.may_act_for(employer_id=employer_id, employer_partner_id=owner):
-            raise _Refused(problem_response(request, 404, "No employer with this id."))
+    refusal = event_filter_refusal(principal, types=requested, employer_id=employer_id)
+    if refusal is not None:
+        raise _Refused(problem_response(request, refusal[0], refusal[1]))
 
     source, last_event_id = resume_id(request)
     if last_event_id:

@@ -173,6 +173,7 @@ def test_bearer_token_opens_the_stream_too(make_bearer):
         ("foreign_employer", 404),
         ("bad_employer", 422),
         ("unknown_last_event_id", 422),
+        ("unknown_parameter", 422),
     ],
 )
 def test_refusals_are_problem_json(make_key, case, status):
@@ -194,6 +195,8 @@ def test_refusals_are_problem_json(make_key, case, status):
         path += "?employer=x"
     elif case == "unknown_last_event_id":
         headers = {"Last-Event-ID": "evt_nope"}
+    elif case == "unknown_parameter":
+        path += "?type=endorsement.active&foo=bar"
 
     async def scenario():
         return await open_stream(credentials, path, **headers)
@@ -442,3 +445,47 @@ def test_a_sweep_loads_every_streams_credential_in_two_queries_per_door_and_stil
     assert bound.employer_ids == frozenset(e.pk for e in employers)
     client_principal = principal_cache.get(("oauth", bearers[0].oauth_client.client_id))[1]
     assert client_principal.employer_ids == frozenset({employers[0].pk})
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "detail"),
+    [
+        ("type=ledger.topup_posted", 403, "This API key lacks the `ledger:read` scope."),
+        ("type=endorsement.active&type=loan_application.decided", 403, "This API key lacks the `loans:read` scope."),
+        ("employer={sibling}", 404, "No employer with this id."),
+        ("employer={foreign}", 404, "No employer with this id."),
+        ("employer=999999999", 404, "No employer with this id."),
+        ("foo=bar", 422, "Unknown parameter: this operation takes no such query parameter."),
+        ("type=endorsement.nope", 422, None),
+    ],
+)
+def test_the_events_list_answers_a_filter_as_the_stream_does(make_key, query, status, detail):
+    """ADR 0064: one rule for both readers of events — a type the key may not read is 403 naming the scope, an
+    employer it may not act for 404; the list no longer answers an empty 200 where the stream refuses."""
+    partner = PartnerFactory(name="acme")
+    mine, sibling = EmployerFactory(partner=partner), EmployerFactory(partner=partner)
+    foreign = EmployerFactory(partner=PartnerFactory(name="other"))
+    key = make_key(partner=partner, employers=[mine], scopes=[Scope.ENDORSEMENTS_READ])
+    query = query.format(sibling=sibling.pk, foreign=foreign.pk)
+
+    listed = key.get(f"/api/v1/events?{query}")
+    streamed = asyncio.run(open_stream(f"Api-Key {key.plaintext}", f"/api/v1/events/stream?{query}"))
+
+    assert (listed.status_code, streamed.status_code) == (status, status), (listed.content, streamed.content)
+    assert listed["Content-Type"] == streamed["Content-Type"] == "application/problem+json"
+    if detail is not None:
+        answers = [listed.json(), json.loads(streamed.content)]
+        assert [a.get("errors", [{}])[0].get("detail", a["detail"]) for a in answers] == [detail, detail]
+    assert hub_module.hub.subscriber_count() == 0
+
+
+def test_the_events_list_takes_the_employers_and_types_the_key_may_read(make_key):
+    partner = PartnerFactory(name="acme")
+    mine = EmployerFactory(partner=partner)
+    key = make_key(partner=partner, employers=[mine], scopes=[Scope.ENDORSEMENTS_READ])
+    record(partner.pk, mine.pk, STATUSES[:1])
+
+    response = key.get(f"/api/v1/events?employer={mine.pk}&type={STATUSES[0]}")
+
+    assert response.status_code == 200, response.content
+    assert [e["type"] for e in response.json()["results"]] == STATUSES[:1]

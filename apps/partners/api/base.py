@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from apps.common.actors import Actor
 from apps.common.errors import DomainValidationError, ProblemError
 from apps.common.logging import current_correlation_id
+from apps.common.query import documented_query_parameters, refuse_unknown_parameters
 from apps.partners.authentication import touch_last_used
 from apps.partners.contracts import Principal
 from apps.partners.models import APIKey
@@ -28,7 +29,9 @@ def multi_value_filters(filterset_class: Any) -> frozenset[str]:
 
 class RateLimitedMixin:
     """Counts every authenticated request against its key's limits and sets the RateLimit-* headers; refuses a
-    single-valued query parameter given twice (422 naming it: which one would count is a guess)."""
+    query parameter the operation does not take (422 naming it: the operation's documented parameters are the
+    allow-list, `apps.common.query`, ADR 0064) and a single-valued one given twice (422 naming it: which one would
+    count is a guess)."""
 
     # Query parameters a view reads with `getlist` besides its FilterSet's multiple-choice filters.
     multi_value_parameters: frozenset[str] = frozenset()
@@ -50,7 +53,11 @@ class RateLimitedMixin:
                     headers={"Retry-After": str(decision.retry_after)},
                 )
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        self._refuse_repeated_parameters(request)
+        if request.query_params:
+            method = (request.method or "").upper()
+            allowed = documented_query_parameters(type(self), "GET" if method == "HEAD" else method)
+            refuse_unknown_parameters(request.query_params, allowed)
+            self._refuse_repeated_parameters(request)
 
     def _refuse_repeated_parameters(self, request: Request) -> None:
         params = request.query_params

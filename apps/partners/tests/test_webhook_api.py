@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 
 from apps.common.secretbox import SealedValueError
+from apps.common.testing import row_counts
 from apps.employers.tests.factories import EmployerFactory
 from apps.partners.models import Scope
 from apps.partners.tests.factories import PartnerFactory
@@ -312,3 +313,70 @@ def test_a_replayed_create_answers_without_the_secret_and_no_record_holds_it(mak
     stored = IdempotencyRecord.objects.get(key="create-once").response_body
     assert "whsec_" not in stored
     assert first.json()["secret"] not in stored
+
+
+@pytest.mark.parametrize("endpoint", ["none", "other_type", "disabled", "other_employer"])
+def test_redeliver_with_no_active_subscribed_endpoint_is_409_and_writes_nothing(make_key, endpoint):
+    """ADR 0064: a redelivery that would go nowhere is a conflict naming why, not 202 `{"queued": 0}`."""
+    partner = PartnerFactory()
+    a, b = EmployerFactory(partner=partner), EmployerFactory(partner=partner)
+    client = make_key(partner=partner, all_employers=True)
+    if endpoint == "other_type":
+        create(client, event_types=["endorsement.active"])
+    elif endpoint == "disabled":
+        endpoint_id = create(client).json()["id"]
+        assert client.patch(f"/api/v1/webhook-endpoints/{endpoint_id}", {"is_active": False}).status_code == 200
+    elif endpoint == "other_employer":
+        create(make_key(partner=partner, employers=[b]))
+    event = record(partner.pk, employer_id=a.pk)
+    before = row_counts()
+
+    response = client.post(f"/api/v1/events/{event.public_id}/redeliver")
+
+    assert response.status_code == 409, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "https://keel.example/problems/no-subscribed-endpoint"
+    assert body["detail"].startswith("No active webhook endpoint of this caller receives `ledger.topup_posted`")
+    assert row_counts() == before
+
+
+def test_redeliver_of_an_event_already_pending_queues_nothing_more_and_is_202(make_key):
+    partner = PartnerFactory()
+    client = make_key(partner=partner, all_employers=True)
+    create(client)
+    event = record(partner.pk)  # its delivery is pending: nothing has dispatched it
+    assert WebhookDelivery.objects.filter(event=event).count() == 1
+
+    response = client.post(f"/api/v1/events/{event.public_id}/redeliver")
+
+    assert (response.status_code, response.json()) == (202, {"queued": 0})
+    assert WebhookDelivery.objects.filter(event=event).count() == 1
+
+
+def test_endpoints_and_attempts_filter_on_exactly_true_or_false(make_key, settings):
+    settings.WEBHOOKS_ALLOW_LOCAL_HTTP = True
+    partner = PartnerFactory()
+    client = make_key(partner=partner, all_employers=True)
+    with Receiver(respond=lambda r: (500 if b"fail" in r.body else 200, {}, b"")) as receiver:
+        active = create(client, url=receiver.url).json()["id"]
+        disabled = create(client, url=receiver.url, event_types=["endorsement.active"]).json()["id"]
+        client.patch(f"/api/v1/webhook-endpoints/{disabled}", {"is_active": False})
+        record(partner.pk, object_id="ok", data={"n": "ok"})
+        record(partner.pk, object_id="fail", data={"n": "fail"})
+        dispatch_once()
+
+    def ids(url):
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids("/api/v1/webhook-endpoints?is_active=true") == [active]
+    assert ids("/api/v1/webhook-endpoints?is_active=false") == [disabled]
+    assert len(ids("/api/v1/webhook-endpoints")) == 2
+    attempts = f"/api/v1/webhook-endpoints/{active}/attempts"
+    succeeded = client.get(f"{attempts}?succeeded=true").json()["results"]
+    failed = client.get(f"{attempts}?succeeded=false").json()["results"]
+    assert [(a["succeeded"], a["status_code"]) for a in succeeded] == [(True, 200)]
+    assert [(a["succeeded"], a["status_code"]) for a in failed] == [(False, 500)]
+    assert client.get(f"{attempts}?succeeded=maybe").status_code == 422

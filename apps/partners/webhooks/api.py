@@ -13,6 +13,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.common.errors import ProblemError
 from apps.common.filters import FilterSet, IdFilter
 from apps.common.idempotency import idempotent, shown_once
 from apps.common.pagination import CursorPagination
@@ -144,10 +145,27 @@ class EventFilter(FilterSet):
         fields = ("type", "created_after", "object_id", "object_type", "employer", "after")
 
 
+class WebhookEndpointFilter(FilterSet):
+    is_active = django_filters.BooleanFilter(help_text="true: endpoints receiving events; false: disabled ones.")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("is_active",)
+
+
+class WebhookAttemptFilter(FilterSet):
+    succeeded = django_filters.BooleanFilter(help_text="true: 2xx deliveries; false: failed attempts.")
+
+    class Meta:
+        model = WebhookAttempt
+        fields = ("succeeded",)
+
+
 class WebhookEndpointListCreateView(PartnerGenericAPIView):
     read_scope = Scope.WEBHOOKS_READ
     write_scope = Scope.WEBHOOKS_WRITE
     serializer_class = WebhookEndpointSerializer
+    filterset_class = WebhookEndpointFilter
 
     def get_queryset(self) -> QuerySet[WebhookEndpoint]:
         if getattr(self, "swagger_fake_view", False):
@@ -156,7 +174,7 @@ class WebhookEndpointListCreateView(PartnerGenericAPIView):
 
     @extend_schema(operation_id="webhook_endpoints_list", responses=WebhookEndpointSerializer(many=True))
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
         return self.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
 
     @extend_schema(
@@ -229,17 +247,20 @@ class WebhookEndpointRotateSecretView(PartnerGenericAPIView):
 class WebhookAttemptListView(PartnerGenericAPIView):
     read_scope = Scope.WEBHOOKS_READ
     serializer_class = WebhookAttemptSerializer
+    filterset_class = WebhookAttemptFilter
     queryset = WebhookAttempt.objects.none()  # the schema's model; get() reads through the selector
 
     @extend_schema(operation_id="webhook_endpoints_attempts", responses=WebhookAttemptSerializer(many=True))
     def get(self, request: Request, pk: int) -> Response:
         endpoint = selectors.webhook_endpoint_get_for(principal_of(request), pk)
-        page = self.paginate_queryset(selectors.webhook_attempts_of(endpoint)) or []
+        page = self.paginate_queryset(self.filter_queryset(selectors.webhook_attempts_of(endpoint))) or []
         return self.get_paginated_response(WebhookAttemptSerializer(page, many=True).data)
 
 
 class EventListView(PartnerGenericAPIView):
-    """Events in commit order (`position`); each key sees the types its read scopes allow, of its employers."""
+    """Events in commit order (`position`); each key sees the types its read scopes allow, of its employers.
+    Filtering on a type the key may not read is 403, on an employer it may not act for 404 — as the stream
+    answers (ADR 0064)."""
 
     serializer_class = EventSerializer
     filterset_class = EventFilter
@@ -250,7 +271,17 @@ class EventListView(PartnerGenericAPIView):
 
     @extend_schema(operation_id="events_list", responses=EventSerializer(many=True))
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
+        events = self.filter_queryset(self.get_queryset())  # 422 for a value that does not parse, first
+        employer = request.query_params.get("employer")
+        refusal = selectors.event_filter_refusal(
+            principal_of(request),
+            types=request.query_params.getlist("type"),
+            employer_id=int(employer) if employer else None,  # a valid id once the filter set took it
+        )
+        if refusal is not None:
+            status_code, detail = refusal
+            raise ProblemError(status_code=status_code, detail=detail)
+        page = self.paginate_queryset(events) or []
         return self.get_paginated_response(EventSerializer(page, many=True).data)
 
 
@@ -263,14 +294,27 @@ class EventDetailView(PartnerGenericAPIView):
 
 
 class EventRedeliveredSerializer(Serializer):
-    queued = serializers.IntegerField(help_text="Deliveries queued (one per subscribed active endpoint).")
+    queued = serializers.IntegerField(
+        help_text="Deliveries queued: one per active subscribed endpoint without one already pending (0 when all "
+        "have one pending). With no active subscribed endpoint the answer is 409 `no-subscribed-endpoint`."
+    )
 
 
 class EventRedeliverView(PartnerGenericAPIView):
     write_scope = Scope.WEBHOOKS_WRITE
     serializer_class = EventRedeliveredSerializer
 
-    @extend_schema(operation_id="events_redeliver", request=None, responses={202: EventRedeliveredSerializer})
+    @extend_schema(
+        operation_id="events_redeliver",
+        request=None,
+        responses={
+            202: EventRedeliveredSerializer,
+            409: OpenApiResponse(
+                description="`no-subscribed-endpoint`: no active endpoint of the caller receives this event's type "
+                "(and employer); nothing was queued."
+            ),
+        },
+    )
     def post(self, request: Request, public_id: str) -> Response:
         principal = principal_of(request)
         event = selectors.event_get_for(principal, public_id)

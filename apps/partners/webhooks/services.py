@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.common.actors import Actor
-from apps.common.errors import DomainValidationError
+from apps.common.errors import Conflict, DomainValidationError
 from apps.partners.contracts import PartnerAuditAction, Principal
 from apps.partners.webhooks import urlpolicy
 from apps.partners.webhooks.contracts import EventType, types_readable_with
@@ -189,15 +189,24 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: Actor) -
 @transaction.atomic
 def event_redeliver(*, event: Event, endpoints: Sequence[WebhookEndpoint], actor: Actor) -> int:
     """Queue `event` again to each given active, subscribed endpoint (same `webhook-id`). Returns how many
-    deliveries were queued. A pending delivery of it to an endpoint is left as it is (no double queueing)."""
+    deliveries were queued (0 when every such endpoint already has one pending: it is left as it is, no double
+    queueing). Raises `Conflict` (409, slug `no-subscribed-endpoint`) and writes nothing when none of `endpoints`
+    is active and subscribed to the event's type (and employer): a redelivery would go nowhere (ADR 0064)."""
     from apps.partners.webhooks.events import deliveries_create, endpoint_wants
 
+    subscribed = [e for e in endpoints if e.is_active and endpoint_wants(e, event)]
+    if not subscribed:
+        raise Conflict(
+            f"No active webhook endpoint of this caller receives `{event.type}` events like this one: nothing would "
+            "be delivered. Subscribe or re-enable an endpoint (PATCH `is_active: true`), then redeliver.",
+            slug="no-subscribed-endpoint",
+        )
     pending = set(
         WebhookDelivery.objects.filter(event_id=event.pk, status=DeliveryStatus.PENDING).values_list(
             "endpoint_id", flat=True
         )
     )
-    targets = [e for e in endpoints if e.is_active and e.pk not in pending and endpoint_wants(e, event)]
+    targets = [e for e in subscribed if e.pk not in pending]
     created = deliveries_create([event], endpoints=targets)
     audit_record(
         actor=actor,
