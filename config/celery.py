@@ -23,7 +23,6 @@ Two worker-side settings live here because they decide how long a message waits 
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import threading
@@ -136,8 +135,9 @@ def _freeze_the_loaded_heap(**_: object) -> None:
     """As in config/wsgi.py (ADR 0013): what is loaded at start lives as long as the worker, so take it out of
     the garbage collector's generations; full collections then walk only what tasks allocate (and a prefork
     pool's children share those pages instead of copying them)."""
-    gc.collect()
-    gc.freeze()
+    from apps.common.heap import heap_freeze
+
+    heap_freeze()
 
 
 @worker_init.connect

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from apps.common.heap import heap_freeze
 from apps.common.metrics import start_metrics_server_from_env
 from apps.outbox.relay import relay_forever, relay_until_empty
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
             return
         # Under docker-compose the relay is its own scrape target (KEEL_METRICS_PORT; docs/ops/).
         start_metrics_server_from_env()
+        heap_freeze()  # the loaded app out of the collector: no full collection walks it mid-hop (ADR 0013)
         stopping = False
 
         def stop(signum: int, frame: FrameType | None) -> None:
