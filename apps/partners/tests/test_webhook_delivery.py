@@ -956,3 +956,66 @@ def test_three_failures_in_a_row_back_off_the_endpoint_whatever_the_status():
     endpoint.refresh_from_db()
     assert endpoint.consecutive_failures == 1
     assert endpoint.retry_at > timezone.now()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_lives_on_retries_a_failed_event_before_its_objects_later_ones(require_postgres, monkeypatch):
+    """Newcomer trial: with runs living up to a minute, a failed delivery stayed in the run's sent set, so when it
+    came due the run skipped it and sent the object's later events first (ACTIVE before RECEIVED). A failed one is
+    sent again when due, then the later ones, in order."""
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
+    answers = iter([500])
+    partner = PartnerFactory()
+    with Receiver(respond=lambda _r: (next(answers, 200), {}, b"")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        [first] = _commit_events(partner.pk, "A")
+        _claim, handle, run, _result = _start_lingering_run()
+        try:
+            _wait_until(lambda: receiver.count == 1 and handle.lingering, "the first event sent and refused")
+            [second] = _commit_events(partner.pk, "A")
+            done = sequence_and_fan_out()
+            assert (list(done.fresh), done.held_endpoint_ids) == ([], {endpoint.pk})  # queued behind the first
+            handle.ask_query()  # what the loop does for a held delivery
+            time.sleep(0.3)
+            assert receiver.count == 1  # the first is backing off: the second waits
+            WebhookDelivery.objects.filter(event__public_id=first.public_id).update(next_attempt_at=timezone.now())
+            handle.ask_query()  # what the idle sweep does for an endpoint with a retry due
+            _wait_until(lambda: receiver.count == 3, "the retry, then the second")
+        finally:
+            handle.release = True
+            handle.wake.set()
+            run.join(30)
+    assert [r.webhook_id for r in receiver.received] == [first.public_id, first.public_id, second.public_id]
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"delivered"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failures_in_a_row_count_across_a_runs_batches(require_postgres, monkeypatch):
+    """Handed-over deliveries arrive one batch each: the third failure in a row still backs off the endpoint."""
+    from apps.partners.webhooks.events import sequence_and_fan_out
+
+    monkeypatch.setattr(dispatch, "RUN_DRAIN_SECONDS", 60.0)
+    partner = PartnerFactory()
+    with Receiver(respond=lambda _r: (500, {}, b"bug")) as receiver:
+        endpoint, _ = endpoint_for(partner.pk, receiver.url)
+        _commit_events(partner.pk, "A")
+        _claim, handle, run, result = _start_lingering_run()
+        try:
+            _wait_until(lambda: receiver.count == 1 and handle.lingering, "A refused")
+            for n, object_id in enumerate("BC", start=2):
+                _commit_events(partner.pk, object_id)
+                done = sequence_and_fan_out()
+                handle.hand_over(list(done.fresh), done.fresh_urls[endpoint.pk])
+                _wait_until(lambda n=n: receiver.count == n, f"{object_id} refused")
+            run.join(10)
+            assert not run.is_alive()  # the third failure in a row ended the run
+        finally:
+            handle.release = True
+            handle.wake.set()
+            run.join(30)
+    assert result == [0]
+    endpoint.refresh_from_db()
+    assert endpoint.consecutive_failures == 1
+    assert endpoint.retry_at > timezone.now()

@@ -294,7 +294,8 @@ def _endpoint_run(claim: Claim, handle: RunHandle | None, records: _RunRecords) 
     secrets: list[str] = []
     secrets_at = started
     endpoint: WebhookEndpoint | None = None
-    sent: set[int] = set()  # deliveries this run has sent: a handed-over one a query also returned goes once
+    sent: set[int] = set()  # deliveries this run delivered: a handed-over one a query also returned goes once
+    in_a_row = 0  # failures in a row across the run's batches (`FAILURES_IN_A_ROW_FOR_ENDPOINT`)
     query = True
     total = 0
     while True:
@@ -332,8 +333,12 @@ def _endpoint_run(claim: Claim, handle: RunHandle | None, records: _RunRecords) 
             secrets, secrets_at = _signing_secrets(endpoint.pk, now=now), time.monotonic()
             if not secrets:
                 return total
-        outcomes, gone, endpoint_failed = _send_batch(endpoint, deliveries, secrets, stop_at=stop_at)
-        sent.update(o.delivery.pk for o in outcomes)
+        outcomes, gone, endpoint_failed, in_a_row = _send_batch(
+            endpoint, deliveries, secrets, stop_at=stop_at, failures_in_a_row=in_a_row
+        )
+        # Delivered ones only: a failed one is recorded before the run goes on (pending, backing off), and must be
+        # sent again — before its object's later deliveries — when a query finds it due (ADR 0066).
+        sent.update(o.delivery.pk for o in outcomes if o.result is not None and o.result.ok)
         if records.handed_to_recorder(endpoint, outcomes, gone=gone, endpoint_failed=endpoint_failed):
             total += len(outcomes)
         elif records.settle():  # this endpoint's earlier records land before a failure's (its state moves in order)
@@ -376,15 +381,22 @@ def endpoint_is_down(result: sender.SendResult) -> bool:
 
 
 def _send_batch(
-    endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], secrets: list[str], *, stop_at: float
-) -> tuple[list[_Outcome], bool, bool]:
+    endpoint: WebhookEndpoint,
+    deliveries: list[WebhookDelivery],
+    secrets: list[str],
+    *,
+    stop_at: float,
+    failures_in_a_row: int = 0,
+) -> tuple[list[_Outcome], bool, bool, int]:
     """Send `deliveries` in order to the endpoint's URL, checked once for the batch (the connection goes to the
-    checked address). Returns (outcomes, gone, endpoint_failed): a 410 ends the batch (`gone`); so does a failure
-    that says the endpoint is down (`endpoint_is_down`) or the `FAILURES_IN_A_ROW_FOR_ENDPOINT`-th failure in a row
-    (`endpoint_failed`); any other failure skips the rest of that object's deliveries in the batch and goes on."""
+    checked address). Returns (outcomes, gone, endpoint_failed, failures in a row): a 410 ends the batch (`gone`);
+    so does a failure that says the endpoint is down (`endpoint_is_down`) or the
+    `FAILURES_IN_A_ROW_FOR_ENDPOINT`-th failure in a row, counting from `failures_in_a_row` (the run's earlier
+    batches) (`endpoint_failed`); any other failure skips the rest of that object's deliveries in the batch and
+    goes on."""
     outcomes: list[_Outcome] = []
     blocked: set[str] = set()
-    in_a_row = 0
+    in_a_row = failures_in_a_row
     checked = sender.target_check(endpoint.url)
     for delivery in deliveries:
         if time.monotonic() > stop_at:
@@ -397,7 +409,7 @@ def _send_batch(
             continue
         if isinstance(checked, sender.SendResult):  # refused by the URL policy: one failed attempt, then back off
             outcomes.append(_Outcome(delivery, checked, at))
-            return outcomes, False, True
+            return outcomes, False, True, in_a_row + 1
         body = event_body(delivery.event)
         headers = sender.sign_headers(msg_id=delivery.event.public_id, body=body, secrets=secrets)
         result = sender.send(url=endpoint.url, body=body.encode(), headers=headers, target=checked)
@@ -408,10 +420,10 @@ def _send_batch(
         blocked.add(delivery.order_key)
         in_a_row += 1
         if result.status_code == 410:
-            return outcomes, True, False
+            return outcomes, True, False, in_a_row
         if endpoint_is_down(result) or in_a_row >= FAILURES_IN_A_ROW_FOR_ENDPOINT:
-            return outcomes, False, True
-    return outcomes, False, False
+            return outcomes, False, True, in_a_row
+    return outcomes, False, False, in_a_row
 
 
 # --- 3. record -----------------------------------------------------------------------------------------
