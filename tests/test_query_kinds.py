@@ -19,7 +19,7 @@ import test_input_kinds as kinds
 
 from apps.common.serializers import BOOLEAN_MESSAGE
 from apps.common.testing import row_counts
-from apps.common.text import UNKNOWN_PARAMETER_MESSAGE
+from apps.common.text import EMPTY_PARAMETER_MESSAGE, UNKNOWN_PARAMETER_MESSAGE
 from apps.live.schema import STREAM_PATH
 
 pytestmark = pytest.mark.django_db
@@ -192,11 +192,52 @@ def _value_cases() -> list[tuple[str, str, str, Any]]:
                 cases += [(path, name, schema["format"], v) for v in BAD_DATES]
             elif "enum" in items:
                 cases += [(path, name, "enum", v) for v in ("nope-not-a-value", "ACTIVE ", "")]
-    # An empty value of an optional enum or date is "no filter", as django-filter and the stream have it.
-    return [c for c in cases if c[3] != "" or c[2] == "boolean"]
+    # An empty value of any parameter is its own case (`EMPTY_CASES`): refused before any filter parses it.
+    return [c for c in cases if c[3] != ""]
 
 
 VALUE_CASES = _value_cases()
+
+
+def _empty_cases() -> list[tuple[str, str]]:
+    """(path, parameter) for every query parameter every GET operation documents (the stream parses its own)."""
+    return sorted(
+        (path, parameter["name"])
+        for path, operations in SCHEMA["paths"].items()
+        if path != STREAM_PATH
+        for parameter in (operations.get("get") or {}).get("parameters", [])
+        if parameter["in"] == "query"
+    )
+
+
+EMPTY_CASES = _empty_cases()
+
+
+def test_the_empty_value_table_walks_the_filters_the_trial_found_unfiltered():
+    assert {
+        ("/api/v1/endorsements", "employer"),
+        ("/api/v1/endorsements", "status"),
+        ("/api/v1/events", "employer"),
+        ("/api/v1/events", "after"),
+        ("/api/v1/analytics/endorsements", "employer"),
+        ("/api/v1/ledger/entries", "since"),
+        ("/api/v1/coverages", "policy"),
+    } <= set(EMPTY_CASES)
+
+
+@pytest.mark.parametrize(("path", "name"), EMPTY_CASES, ids=[f"{p} {n}=" for p, n in EMPTY_CASES])
+def test_an_empty_query_value_is_422_naming_it_never_an_unfiltered_page(world, path, name):
+    """Newcomer trial: `?employer=` (a script's unset variable) answered every employer's rows."""
+    url, _ = _url(world, path)
+    query = {**_required(world, path), name: ""}
+    before = row_counts()
+
+    response = world["client"].get(url, query)
+
+    assert_refused(response, name, EMPTY_PARAMETER_MESSAGE)
+    assert row_counts() == before
+
+
 SYNC_VALUE_CASES = [c for c in VALUE_CASES if c[0] != STREAM_PATH]
 
 

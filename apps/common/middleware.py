@@ -189,7 +189,7 @@ class RequestSizeLimitMiddleware:
                 return _too_large(request, limit, f"The request body is {length} bytes")
         asgi = isinstance(request, ASGIRequest)
         if isinstance(request, ASGIRequest) and request.scope.get(BODY_OVER_LIMIT):
-            return _too_large(request, limit, "The request body is larger than that")
+            return _too_large(request, limit, "The request body (sent without a length) is longer than allowed")
         if declared:
             return self.get_response(request)
         if asgi or "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -201,7 +201,7 @@ class RequestSizeLimitMiddleware:
                 return problem_response(request, 411, "Send a Content-Length with the request body.")
             data = stream.read(limit + 1)
             if len(data) > limit:
-                return _too_large(request, limit, "The request body is larger than that")
+                return _too_large(request, limit, "The request body (sent without a length) is longer than allowed")
             if asgi and not data:  # no body at all (a GET): nothing to hand on
                 return self.get_response(request)
             request.META["CONTENT_LENGTH"] = str(len(data))

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from apps.common.errors import DomainValidationError
-from apps.common.text import UNKNOWN_PARAMETER_MESSAGE
+from apps.common.text import EMPTY_PARAMETER_MESSAGE, UNKNOWN_PARAMETER_MESSAGE
 
 #: At most this many unknown parameters are named in one answer (as for unknown body fields).
 MAX_NAMED = 20
@@ -35,6 +35,15 @@ def refuse_unknown_parameters(names: Iterable[str], allowed: frozenset[str]) -> 
     unknown = [name for name in names if name not in allowed]
     if unknown:
         raise DomainValidationError({name[:64]: UNKNOWN_PARAMETER_MESSAGE for name in unknown[:MAX_NAMED]})
+
+
+def refuse_empty_values(query: Any) -> None:
+    """Raise `DomainValidationError` (422 naming each) for a parameter of `query` (a `QueryDict`) given with an
+    empty value (`?employer=`): a filter left empty must not read as "no filter" — a script whose `$EMPLOYER` was
+    unset would otherwise get every employer's rows (newcomer trial, ADR 0064)."""
+    empty = [name for name in query if any(value == "" for value in query.getlist(name))]
+    if empty:
+        raise DomainValidationError({name[:64]: EMPTY_PARAMETER_MESSAGE for name in empty[:MAX_NAMED]})
 
 
 def documented_query_parameters(view_class: type, method: str) -> frozenset[str]:

@@ -71,3 +71,4 @@ UNKNOWN_FIELD_MESSAGE = "Unknown field: this body takes no such field."
 # A query parameter an operation does not take (`apps.common.query`, the event stream): the body's rule, in the
 # query string — refused by name, never ignored (ADR 0064).
 UNKNOWN_PARAMETER_MESSAGE = "Unknown parameter: this operation takes no such query parameter."
+EMPTY_PARAMETER_MESSAGE = "Empty value: give a value, or leave the parameter out."

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from apps.common.actors import Actor
 from apps.common.errors import DomainValidationError, ProblemError
 from apps.common.logging import current_correlation_id
-from apps.common.query import documented_query_parameters, refuse_unknown_parameters
+from apps.common.query import documented_query_parameters, refuse_empty_values, refuse_unknown_parameters
 from apps.partners.authentication import touch_last_used
 from apps.partners.contracts import Principal
 from apps.partners.models import APIKey
@@ -57,6 +57,7 @@ class RateLimitedMixin:
             method = (request.method or "").upper()
             allowed = documented_query_parameters(type(self), "GET" if method == "HEAD" else method)
             refuse_unknown_parameters(request.query_params, allowed)
+            refuse_empty_values(request.query_params)
             self._refuse_repeated_parameters(request)
 
     def _refuse_repeated_parameters(self, request: Request) -> None:
