@@ -121,7 +121,9 @@ def test_a_chunked_body_over_the_limit_under_uvicorn_is_413_closes_and_writes_no
     assert response.getheader("Connection") == "close"
     assert document is not None
     assert document["max_bytes"] == MiB
-    assert document["detail"] == f"The request body (sent without a length) is longer than allowed; this endpoint accepts at most {MiB} bytes."
+    assert document["detail"] == (
+        f"The request body (sent without a length) is longer than allowed; this endpoint accepts at most {MiB} bytes."
+    )
     assert document["request_id"] == response.getheader("X-Request-ID")
     assert row_counts() == before
 
