@@ -47,6 +47,24 @@ class FakeClock:
 
 
 @pytest.fixture
+def sandbox(live_server):
+    """The REST sandbox insurer, registered at this test's live server."""
+    from apps.insurers.sandbox.setup import sandbox_register
+
+    (insurer,) = sandbox_register(base_url=live_server.url)
+    return insurer
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing in the runner catches it."""
+
+
+def die(_seconds: float) -> None:
+    """A runner `sleep` that kills the worker at its first wait (a `WorkerKilled`)."""
+    raise WorkerKilled
+
+
+@pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
 

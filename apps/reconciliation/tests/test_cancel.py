@@ -32,22 +32,9 @@ from apps.reconciliation.services import (
     reconciliation_cancel,
     reconciliation_lock_refresh,
 )
-from apps.reconciliation.tests.conftest import SANDBOX
-from apps.reconciliation.tests.test_pull import WorkerKilled
+from apps.reconciliation.tests.conftest import SANDBOX, WorkerKilled, die
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sandbox(live_server):
-    from apps.insurers.sandbox.setup import sandbox_register
-
-    (insurer,) = sandbox_register(base_url=live_server.url)
-    return insurer
-
-
-def _die(_seconds: float) -> None:
-    raise WorkerKilled
 
 
 def _audits(run: ReconciliationRun) -> list[str]:
@@ -112,7 +99,7 @@ def test_cancel_after_kill_minus_nine_ends_the_run_at_once_and_no_resume_revives
     sandbox_roster_control(code=SANDBOX, throttle_every=3)
     run = start_run(policy)
     with pytest.raises(WorkerKilled):
-        reconciliation_execute(run_id=run.pk, page_size=2, sleep=_die)
+        reconciliation_execute(run_id=run.pk, page_size=2, sleep=die)
     killed_at = timezone.now()
 
     # When it is cancelled a minute later (before the lock's TTL would let the sweep see it).

@@ -22,20 +22,11 @@ from apps.reconciliation.contracts import LOCK_TTL_SECONDS, SUMMARY_KEYS
 from apps.reconciliation.models import Discrepancy, ReconciliationRun, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.services import reconciliation_abandoned_sweep
-from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM, member
-from apps.reconciliation.tests.test_pull import WorkerKilled
+from apps.reconciliation.tests.conftest import SANDBOX, SYSTEM, WorkerKilled, die, member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ZEROS = dict.fromkeys(SUMMARY_KEYS, 0)
-
-
-@pytest.fixture
-def sandbox(live_server):
-    from apps.insurers.sandbox.setup import sandbox_register
-
-    (insurer,) = sandbox_register(base_url=live_server.url)
-    return insurer
 
 
 def _cover(policy: Policy, code: str) -> Coverage:
@@ -173,9 +164,6 @@ def test_a_resumed_run_judges_keel_at_its_first_read_not_at_the_resume(sandbox, 
     policy = covered_policy(10)
     sandbox_roster_control(code=SANDBOX, throttle_every=3)
     run = start_run(policy)
-
-    def die(_seconds: float) -> None:
-        raise WorkerKilled
 
     with pytest.raises(WorkerKilled):
         reconciliation_execute(run_id=run.pk, page_size=2, sleep=die)

@@ -20,7 +20,7 @@ from apps.insurers.sandbox.roster_files import sandbox_roster_requests_answer
 from apps.insurers.sandbox.setup import sandbox_register
 from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, ReconciliationRun, RunStatus
 from apps.reconciliation.runner import reconciliation_execute
-from apps.reconciliation.tests.conftest import member
+from apps.reconciliation.tests.conftest import WorkerKilled, member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -178,10 +178,6 @@ def test_file_roster_row_count_mismatch_is_quarantined(insurers, covered_policy,
 
     assert done.status == RunStatus.FAILED
     assert done.error.endswith("quarantined: 3 rows, the manifest says 4")
-
-
-class WorkerKilled(BaseException):
-    """Stands for SIGKILL: nothing in the runner catches it."""
 
 
 def test_file_run_resumed_after_a_killed_worker_never_double_counts(insurers, covered_policy, start_run) -> None:

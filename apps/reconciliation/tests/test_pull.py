@@ -17,17 +17,9 @@ from apps.reconciliation.models import Discrepancy, InsurerRosterEntry, Reconcil
 from apps.reconciliation.pull import PullPolicy, RosterPullError, rest_roster_pages
 from apps.reconciliation.runner import reconciliation_execute
 from apps.reconciliation.services import reconciliation_cancel
-from apps.reconciliation.tests.conftest import SANDBOX, member
+from apps.reconciliation.tests.conftest import SANDBOX, WorkerKilled, die, member
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sandbox(live_server):
-    from apps.insurers.sandbox.setup import sandbox_register
-
-    (insurer,) = sandbox_register(base_url=live_server.url)
-    return insurer
 
 
 def _kinds(run: ReconciliationRun) -> list[tuple[str, str, str]]:
@@ -172,17 +164,10 @@ def test_cancel_mid_run_ends_cancelled_with_partial_counts(sandbox, covered_poli
     assert end.status == "cancelled"
 
 
-class WorkerKilled(BaseException):
-    """Stands for SIGKILL: nothing in the runner catches it."""
-
-
 def test_killed_worker_resumes_without_double_counting(sandbox, covered_policy, start_run) -> None:
     policy = covered_policy(10)
     sandbox_roster_control(code=SANDBOX, throttle_every=3)
     run = start_run(policy)
-
-    def die(seconds: float) -> None:
-        raise WorkerKilled
 
     with pytest.raises(WorkerKilled):
         reconciliation_execute(run_id=run.pk, page_size=2, sleep=die)
@@ -199,9 +184,6 @@ def test_killed_worker_lock_expires_and_a_new_run_proceeds(sandbox, covered_poli
     policy = covered_policy(4)
     sandbox_roster_control(code=SANDBOX, throttle_every=2)
     dead = start_run(policy)
-
-    def die(seconds: float) -> None:
-        raise WorkerKilled
 
     with pytest.raises(WorkerKilled):
         reconciliation_execute(run_id=dead.pk, page_size=2, sleep=die)

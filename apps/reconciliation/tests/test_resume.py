@@ -34,22 +34,9 @@ from apps.reconciliation.services import (
     reconciliation_cancel,
     reconciliation_lock_refresh,
 )
-from apps.reconciliation.tests.conftest import SANDBOX
-from apps.reconciliation.tests.test_pull import WorkerKilled
+from apps.reconciliation.tests.conftest import SANDBOX, WorkerKilled, die
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sandbox(live_server):
-    from apps.insurers.sandbox.setup import sandbox_register
-
-    (insurer,) = sandbox_register(base_url=live_server.url)
-    return insurer
-
-
-def _die(_seconds: float) -> None:
-    raise WorkerKilled
 
 
 def _after_ttl():
@@ -71,7 +58,7 @@ def test_a_run_whose_worker_died_is_resumed_and_completes_with_exact_counts(sand
     sandbox_roster_control(code=SANDBOX, throttle_every=3)
     run = start_run(policy)
     with pytest.raises(WorkerKilled):
-        reconciliation_execute(run_id=run.pk, page_size=2, sleep=_die)
+        reconciliation_execute(run_id=run.pk, page_size=2, sleep=die)
 
     # When the sweep finds its lock lapsed, and the outbox queues the run again for the new attempt.
     with _after_ttl():
@@ -104,7 +91,7 @@ def test_a_worker_of_an_earlier_attempt_can_no_longer_write(sandbox, covered_pol
     sandbox_roster_control(code=SANDBOX, throttle_every=2)
     run = start_run(policy)
     with pytest.raises(WorkerKilled):
-        reconciliation_execute(run_id=run.pk, page_size=2, sleep=_die)
+        reconciliation_execute(run_id=run.pk, page_size=2, sleep=die)
     with _after_ttl():
         reconciliation_abandoned_sweep()
 
