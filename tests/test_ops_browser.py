@@ -191,40 +191,19 @@ def asgi_server(transactional_db) -> Iterator[str]:
     """The whole app under uvicorn, as `make run` serves it (ADR 0050), in a thread of this process (so it sees
     the test database and settings), static files served as the live server serves them; its base URL. A hub of
     its own, stopped after the test."""
-    import socket
-    import threading
-    import time
 
-    import uvicorn
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-    from django.core.asgi import get_asgi_application
 
+    from apps.common.asgi import BodyLimitASGIHandler
+    from apps.common.testing import uvicorn_in_thread
     from apps.live import hub as hub_module
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     previous, hub_module.hub = hub_module.hub, hub_module.EventHub()
-    config = uvicorn.Config(
-        ASGIStaticFilesHandler(get_asgi_application()),  # type: ignore[no-untyped-call]
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="asgi-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    app = ASGIStaticFilesHandler(BodyLimitASGIHandler())  # what config.asgi serves, plus the static files
     try:
-        yield f"http://127.0.0.1:{port}"
+        with uvicorn_in_thread(app, timeout_graceful_shutdown=1) as port:
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
         hub_module.hub.stop()
         hub_module.hub = previous
 

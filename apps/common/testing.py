@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
@@ -39,3 +43,31 @@ def row_counts() -> dict[str, int]:
         cursor.execute(sql)
         counts = cursor.fetchone()
     return {m._meta.label: int(n) for m, n in zip(models, counts, strict=True)}
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any, **options: Any) -> Iterator[int]:
+    """Serve the ASGI `app` with uvicorn on a free 127.0.0.1 port, in a thread of this process (so it sees the
+    test database), until the block ends; yields the port. `options` go to `uvicorn.Config`."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="asgi-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 
 from apps.common.asgi import BodyLimitASGIHandler
-from apps.common.testing import row_counts
+from apps.common.testing import row_counts, uvicorn_in_thread
 from apps.employers.models import Employer
 from apps.partners.tests.factories import PartnerFactory
 
@@ -46,24 +43,8 @@ def _limit(method: str, path: str) -> int:
 def asgi_base() -> Iterator[tuple[str, int]]:
     """The app under uvicorn as `config.asgi` serves it (`BodyLimitASGIHandler`), in a thread of this process so
     it sees the test database; its (host, port)."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(BodyLimitASGIHandler(), host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="asgi-body-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    with uvicorn_in_thread(BodyLimitASGIHandler()) as port:
         yield "127.0.0.1", port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _send_chunked(
