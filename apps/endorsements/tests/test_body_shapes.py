@@ -7,16 +7,14 @@ added to either is walked without a new line here."""
 from __future__ import annotations
 
 import io
-import json
 from datetime import date
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from apps.audit.models import AuditEvent
 from apps.endorsements.api.views import FILE_MESSAGE
-from apps.endorsements.models import Endorsement, EndorsementBatch, EndorsementType
+from apps.endorsements.models import EndorsementType
 from apps.endorsements.parsing import (
     COMPOUND_MEMBERS,
     FIELDS_OF_TYPE,
@@ -26,8 +24,8 @@ from apps.endorsements.parsing import (
     draft_from_request,
 )
 from apps.endorsements.tests.factories import PolicyFactory, addition, correction, deletion
+from apps.endorsements.tests.test_bad_input import _written, post_json
 from apps.endorsements.validation import AGE_MESSAGE
-from apps.outbox.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db
 
@@ -108,19 +106,6 @@ def client(make_key, policy):
     return make_key(partner=policy.employer.partner, employers=[policy.employer])
 
 
-def _post(client: Any, path: str, body: Any) -> Any:
-    return client.client.post(path, data=json.dumps(body), content_type="application/json")
-
-
-def _written() -> tuple[int, int, int, int]:
-    return (
-        Endorsement.objects.count(),
-        EndorsementBatch.objects.count(),
-        OutboxMessage.objects.filter(topic__startswith="endorsements").count(),
-        AuditEvent.objects.filter(object_type__startswith="endorsement").count(),
-    )
-
-
 def _errors(response: Any) -> list[tuple[str, str]]:
     assert response.status_code == 422, response.content
     assert response["Content-Type"].startswith("application/problem+json")
@@ -132,7 +117,7 @@ def test_a_single_request_with_a_member_of_the_wrong_type_is_422_naming_it(clien
     body = {**_body(kind), "employer": policy.employer_id, "policy": policy.pk, name: value}
     before = _written()
 
-    response = _post(client, "/api/v1/endorsements", body)
+    response = post_json(client, "/api/v1/endorsements", body)
 
     assert _errors(response) == [(f"/{name}", COMPOUND_MEMBERS[name][1])]
     assert _written() == before
@@ -143,7 +128,7 @@ def test_a_batch_row_with_a_member_of_the_wrong_type_is_rejected_naming_it(clien
     rows = [{**_body(kind), name: value}]
     before = _written()
 
-    response = _post(
+    response = post_json(
         client, "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
     )
 
@@ -158,7 +143,7 @@ def test_a_batch_row_with_a_member_of_the_wrong_type_is_rejected_naming_it(clien
 def test_batch_rows_of_the_wrong_type_are_422_saying_an_array_is_expected(client, policy, value):
     before = _written()
 
-    response = _post(
+    response = post_json(
         client, "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": value}
     )
 
@@ -170,7 +155,7 @@ def test_batch_rows_of_the_wrong_type_are_422_saying_an_array_is_expected(client
 def test_a_batch_row_of_the_wrong_type_is_rejected_saying_an_object_is_expected(client, policy, value):
     rows = [_body("addition"), value]
 
-    response = _post(
+    response = post_json(
         client, "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "rows": rows}
     )
 
@@ -184,7 +169,7 @@ def test_a_batch_row_of_the_wrong_type_is_rejected_saying_an_object_is_expected(
 def test_a_batch_file_that_is_not_a_file_part_is_422_on_file(client, policy, value):
     before = _written()
 
-    response = _post(
+    response = post_json(
         client, "/api/v1/endorsement-batches", {"employer": policy.employer_id, "policy": policy.pk, "file": value}
     )
 
@@ -213,7 +198,7 @@ def test_an_age_out_of_range_is_named_with_the_other_field_errors_in_one_respons
     body["employee"] |= {"gender": "other?", "email": "a@localhost"}
     before = _written()
 
-    response = _post(client, "/api/v1/endorsements", body)
+    response = post_json(client, "/api/v1/endorsements", body)
 
     assert _errors(response) == [
         ("/employee/gender", GENDER_MESSAGE),
@@ -277,7 +262,7 @@ def test_a_correction_of_a_member_not_covered_with_an_age_out_of_range_is_refuse
     body = correction(policy, "NOBODY", effective=TODAY, date_of_birth="1890-01-01")
     before = _written()
 
-    response = _post(client, "/api/v1/endorsements", body)
+    response = post_json(client, "/api/v1/endorsements", body)
 
     assert _errors(response) == [("/changes/date_of_birth", AGE_MESSAGE)]
     assert _written() == before
