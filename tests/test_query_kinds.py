@@ -171,6 +171,20 @@ def test_the_stream_refuses_a_parameter_it_does_not_take(world):
     assert_refused(response, "foo", UNKNOWN_PARAMETER_MESSAGE)
 
 
+STREAM_PARAMETERS = sorted(
+    p["name"] for p in SCHEMA["paths"][STREAM_PATH]["get"].get("parameters", []) if p["in"] == "query"
+)
+
+
+@pytest.mark.parametrize("name", STREAM_PARAMETERS)
+def test_the_stream_refuses_an_empty_value_as_the_lists_do(world, name):
+    """Newcomer trial 3: `?type=` held the stream open, unfiltered, while the list answered 422."""
+    assert STREAM_PARAMETERS  # the table walks the stream's documented parameters
+    response = world["client"].get(f"{STREAM_PATH}?{name}=")
+
+    assert_refused(response, name, EMPTY_PARAMETER_MESSAGE)
+
+
 # --- values that do not parse -----------------------------------------------------------------------------
 
 BAD_BOOLEANS = ["maybe", "True", "FALSE", "1", "0", "yes", "on", ""]

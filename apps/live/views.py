@@ -29,7 +29,7 @@ from rest_framework import exceptions
 from rest_framework.settings import api_settings
 
 from apps.common.errors import problem_invalid_field, problem_response
-from apps.common.text import UNKNOWN_PARAMETER_MESSAGE, control_character_error
+from apps.common.text import EMPTY_PARAMETER_MESSAGE, UNKNOWN_PARAMETER_MESSAGE, control_character_error
 from apps.live.hub import LiveEvent, live_event_of
 from apps.live.schema import STREAM_QUERY_PARAMETERS
 from apps.live.streaming import resume_id, sse_body, sse_response
@@ -99,6 +99,9 @@ def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str
     if repeated:
         repeated_message = "Give this parameter once: it takes a single value."
         raise _Refused(problem_invalid_field(request, repeated[0][:64], repeated_message))
+    empty = [name for name in request.GET if any(not value.strip() for value in request.GET.getlist(name))]
+    if empty:  # as the API's lists answer it (ADR 0064): never an unfiltered stream
+        raise _Refused(problem_invalid_field(request, empty[0][:64], EMPTY_PARAMETER_MESSAGE))
     readable = set(types_readable_with(principal.scopes))
     requested = {t.strip() for value in request.GET.getlist("type") for t in value.split(",") if t.strip()}
     unknown = sorted(requested - set(EventType.values))
