@@ -14,6 +14,7 @@ but the one it killed (restarted once, as a supervisor would).
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import requests
@@ -48,13 +49,26 @@ def _load(drill: Drill, *, endorsements: int = ENDORSEMENTS, loans: int = LOANS)
     submit_loans(drill, loans, start=0)
 
 
-def _mid_step(drill: Drill) -> int:
-    """Wait until the pipeline is visibly under way but not finished, and return how many endorsements and
-    applications are still in flight: the fault that follows must hit work in flight (asserted > 0)."""
+_submitting: list[threading.Thread] = []
+
+
+def _load_until_mid_step(drill: Drill) -> int:
+    """Submit the drill's work from a thread and wait until the pipeline is visibly under way but not finished;
+    return how many endorsements and applications are in flight: the fault that follows must hit work in flight
+    (asserted > 0). Submitting in the background matters: a pipeline that keeps up with one client finished
+    everything before a fault that waited for the last submission (CI, 2026-12-02)."""
+    submitting = threading.Thread(target=_load, args=(drill,), name=f"{drill.name}-load", daemon=True)
+    submitting.start()
     total = ENDORSEMENTS + LOANS
-    wait_until(lambda: progress(drill).done >= total // 10, timeout=120)
+
+    def under_way() -> bool:
+        now = progress(drill)
+        return now.done >= total // 10 and now.endorsements + now.loans > now.done
+
+    wait_until(under_way, timeout=120)
     now = progress(drill)
     in_flight = now.endorsements + now.loans - now.done
+    _submitting.append(submitting)  # joined by `_finish`, after the fault: submissions go on through it
     assert in_flight > 0, f"{drill.name}: the pipeline finished before the fault: {now}"
     return in_flight
 
@@ -77,6 +91,8 @@ def _finish(
     notes: dict[str, object] | None = None,
     check_resume: bool = True,
 ) -> Verdict:
+    while _submitting:  # every submission of the drill made (the API keeps answering through these faults)
+        _submitting.pop().join(300)
     resumed, all_terminal = measure_recovery(drill, recovered_at=recovered_at, timeout=TERMINAL_BOUND_S)
     verdict = verify(drill, resumed_s=resumed, all_terminal_s=all_terminal, expected_endorsements=expected)
     verdict.notes.update(notes or {})
@@ -96,8 +112,7 @@ def _finish(
 def test_worker_killed_mid_step_resumes_within_seconds(drill_cluster, drill_report):
     drill = make_drill(drill_cluster, "worker", 1)
     try:
-        _load(drill)
-        in_flight = _mid_step(drill)
+        in_flight = _load_until_mid_step(drill)
         drill.kill("worker")
         time.sleep(1.0)  # a supervisor's restart pause
         drill.restart("worker")
@@ -113,8 +128,7 @@ def test_worker_killed_mid_step_resumes_within_seconds(drill_cluster, drill_repo
 def test_relay_killed_mid_step_resumes_within_seconds(drill_cluster, drill_report):
     drill = make_drill(drill_cluster, "relay", 2)
     try:
-        _load(drill)
-        in_flight = _mid_step(drill)
+        in_flight = _load_until_mid_step(drill)
         drill.kill("relay")
         time.sleep(1.0)
         drill.restart("relay")
@@ -130,8 +144,7 @@ def test_relay_killed_mid_step_resumes_within_seconds(drill_cluster, drill_repor
 def test_redis_down_for_a_minute_api_keeps_accepting_and_pipeline_resumes(drill_cluster, drill_report):
     drill = make_drill(drill_cluster, "redis", 3)
     try:
-        _load(drill)
-        in_flight = _mid_step(drill)
+        in_flight = _load_until_mid_step(drill)
         drill_cluster.redis.stop()
         down_at = time.monotonic()
         # While Redis is down: writes still commit (the outbox is in PostgreSQL), /ready says degraded.
@@ -171,8 +184,7 @@ def test_redis_down_for_a_minute_api_keeps_accepting_and_pipeline_resumes(drill_
 def test_postgres_restart_api_answers_503_then_pipeline_resumes(drill_cluster, drill_report):
     drill = make_drill(drill_cluster, "postgres", 4)
     try:
-        _load(drill)
-        in_flight = _mid_step(drill)
+        in_flight = _load_until_mid_step(drill)
         drill_cluster.pg.stop("fast")
         down_at = time.monotonic()
         started = time.monotonic()
