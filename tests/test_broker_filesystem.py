@@ -78,7 +78,9 @@ def test_keels_channel_shows_a_message_only_once_it_is_whole_and_delivers_it_onc
 
 def test_a_torn_message_left_from_before_is_skipped_not_fatal_and_the_next_one_delivered(tmp_path, caplog):
     channel = _channel(tmp_path, "config.broker:FilesystemTransport")
-    (tmp_path / f"1_torn.{QUEUE}.msg").write_bytes(b"")
+    # kombu reads the folder in name order and names messages `<monotonic ms>_<uuid>`: "0_" sorts before every
+    # such name (a "1_" did not on a machine whose uptime in ms began with 1, and the torn file was never read).
+    (tmp_path / f"0_torn.{QUEUE}.msg").write_bytes(b"")
     (tmp_path / f"2_killed-mid-write.{QUEUE}.msg.tmp").write_bytes(b'{"bo')
     channel._put(QUEUE, {"body": "next"})
 
