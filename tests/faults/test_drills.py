@@ -49,7 +49,29 @@ def _load(drill: Drill, *, endorsements: int = ENDORSEMENTS, loans: int = LOANS)
     submit_loans(drill, loans, start=0)
 
 
-_submitting: list[threading.Thread] = []
+class _Submitting(threading.Thread):
+    """The drill's submissions in the background; an error in them is raised again by `join_and_raise`, so a
+    load that stopped half-way fails the drill instead of only warning (and shrinking what it checks)."""
+
+    def __init__(self, drill: Drill) -> None:
+        super().__init__(name=f"{drill.name}-load", daemon=True)
+        self.drill = drill
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            _load(self.drill)
+        except BaseException as exc:  # handed to the test's thread by join_and_raise
+            self.error = exc
+
+    def join_and_raise(self, timeout: float) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.name}: still submitting after {timeout:.0f} s"
+        if self.error is not None:
+            raise self.error
+
+
+_submitting: list[_Submitting] = []
 
 
 def _load_until_mid_step(drill: Drill) -> int:
@@ -57,7 +79,7 @@ def _load_until_mid_step(drill: Drill) -> int:
     return how many endorsements and applications are in flight: the fault that follows must hit work in flight
     (asserted > 0). Submitting in the background matters: a pipeline that keeps up with one client finished
     everything before a fault that waited for the last submission (CI, 2026-12-02)."""
-    submitting = threading.Thread(target=_load, args=(drill,), name=f"{drill.name}-load", daemon=True)
+    submitting = _Submitting(drill)
     submitting.start()
     total = ENDORSEMENTS + LOANS
 
@@ -91,8 +113,8 @@ def _finish(
     notes: dict[str, object] | None = None,
     check_resume: bool = True,
 ) -> Verdict:
-    while _submitting:  # every submission of the drill made (the API keeps answering through these faults)
-        _submitting.pop().join(300)
+    while _submitting:  # every submission of the drill made (retried through the fault as a client would)
+        _submitting.pop().join_and_raise(300)
     resumed, all_terminal = measure_recovery(drill, recovered_at=recovered_at, timeout=TERMINAL_BOUND_S)
     verdict = verify(drill, resumed_s=resumed, all_terminal_s=all_terminal, expected_endorsements=expected)
     verdict.notes.update(notes or {})
