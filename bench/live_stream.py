@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each latency phase")
     parser.add_argument("--repeat", type=int, default=3, help="latency rounds (worst p99 reported)")
     parser.add_argument("--runs", type=int, default=5, help="API p99 runs each way (median)")
-    parser.add_argument("--posts", type=int, default=200, help="sequential POSTs per API run")
+    parser.add_argument("--posts", type=int, default=500, help="sequential POSTs per API run (p99: the 5th worst)")
     parser.add_argument("--skip-api", action="store_true", help="measure only the latency rounds")
     parser.add_argument("--skip-latency", action="store_true", help="measure only the API p99 runs")
     args = parser.parse_args()

@@ -83,9 +83,10 @@ class Subscription:
     # opened with the same credentials are asked about once per sweep (apps/live/streaming.py, `_HeartbeatTicker`).
     authorised: Callable[[], bool] | None = None
     credential: Hashable = None
-    # `(loader, key)`: the sweep loads the credentials of every stream sharing a loader at once before asking them
-    # (`apps.live.streaming.Preload`); None: asked alone.
-    preload: tuple[Callable[[set[Hashable]], None], Hashable] | None = None
+    # `(still_valid, key)`: the sweep asks `still_valid` once for the keys of every stream sharing it, and ends the
+    # streams whose key is not in its answer (`apps.live.streaming.Validity`); None: not asked that way.
+    still_valid: tuple[Callable[[set[Hashable]], set[Hashable]], Hashable] | None = None
+    valid_until: float | None = None  # Unix seconds: the credential expires then, and so does the stream
     ended: bool = False  # a sweep found its credentials no longer authenticate: the stream ends, sending nothing
 
     def admits(self, event: LiveEvent) -> bool:

@@ -12,12 +12,20 @@ one taking the GIL from the thread serving an API request; the ticker makes one 
 `bench/live_stream.py`, API p99 with and without 500 idle streams).
 
 The same ticker ends streams whose credentials stopped authenticating (a revoked API key or OAuth client, an
-expired token; for the staff feed a deactivated, de-staffed or signed-out operator): every `AUTH_RECHECK_SECONDS`
-it asks each distinct credential of its live streams once, all in one worker thread, **off the send path** — a
-stream never waits on that check before it sends (asking before every send cost the stream's p99 14× the relay's;
-`docs/benchmarks.md`). A stream found unauthorised ends without sending anything more; its client's reconnect
-meets the 401. Bound: the principal cache's 5 s (ADR 0054) plus one sweep interval. A check that fails (the
-database away) is not a revocation: the stream goes on and the next sweep asks again.
+expired key or token, an inactive partner; for the staff feed a deactivated, de-staffed or signed-out operator).
+Every `AUTH_RECHECK_SECONDS` it sweeps, in one worker thread and **off the send path** — a stream never waits on
+that check before it sends (asking before every send cost the stream's p99 14× the relay's; `docs/benchmarks.md`):
+
+- a stream past its credential's `valid_until` (a token's `exp`, a key's expiry) ends by the clock, no query;
+- partners' streams are asked **by kind**: one `still_valid(keys)` call per door for every stream of the loop —
+  one query that builds no model, reading the database itself, so a revocation counts within one sweep
+  (ADR 0067). Re-authenticating each stream's credential instead cost 30–250 ms of interpreter time per sweep
+  with 500 streams, once a second, and the objects it made drove full garbage collections of 100–230 ms: the
+  API's p99 doubled beside 500 idle streams (`bench/live_stream.py`, 2026-12-02);
+- the staff feed's few operators are asked one `authorised()` per distinct credential.
+
+A stream found unauthorised ends without sending anything more; its client's reconnect meets the 401. A check
+that fails (the database away) is not a revocation: the stream goes on and the next sweep asks again.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable
 
@@ -40,6 +49,7 @@ MAX_EVENT_ID_LENGTH = 40  # longer than any event's public id
 AUTH_RECHECK_SECONDS = 1.0  # how often a loop's ticker asks its live streams' credentials again (module docstring)
 
 logger = logging.getLogger(__name__)
+wall_clock = time.time  # Unix seconds, compared with `valid_until` (a name of its own, so a test can move it)
 
 
 def resume_id(request: HttpRequest) -> tuple[str, str]:
@@ -60,8 +70,9 @@ def sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
     return response
 
 
-Preload = tuple[Callable[[set[Hashable]], None], Hashable]
-"""`(loader, key)`: the sweep calls `loader(keys)` once with the keys of every stream sharing the loader."""
+Validity = tuple[Callable[[set[Hashable]], set[Hashable]], Hashable]
+"""`(still_valid, key)`: the sweep calls `still_valid(keys)` once with the keys of every stream sharing it (sync,
+in a worker thread); a stream whose key is not in the answer ends. A call that raises ends nothing."""
 
 Replay = Callable[[int], list[LiveEvent]]
 """`replay(after)`: the next events visible to this stream with position > `after`, in position order, at most
@@ -82,7 +93,8 @@ async def sse_body(
     keep: Callable[[LiveEvent], bool] = lambda event: True,
     authorised: Callable[[], bool] | None = None,
     credential: Hashable = None,
-    preload: Preload | None = None,
+    still_valid: Validity | None = None,
+    valid_until: float | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of one stream of `partner_id`'s events (None: every partner's) of `types`, of
     `employer_ids` (None: every employer):
@@ -94,12 +106,11 @@ async def sse_body(
        (the reader and the table overlap) — every event already in the queue in one chunk — and a heartbeat
        comment when the loop's ticker finds it idle for `EVENT_STREAM_HEARTBEAT_SECONDS`. A subscription that
        overflowed ends the stream; the client resumes from the table with `Last-Event-ID`.
-    4. `authorised()` (sync: the caller's credentials still valid — not revoked, not expired; `credential`
-       identifies them, e.g. the Authorization header) is asked by the loop's ticker every
-       `AUTH_RECHECK_SECONDS`, once per distinct credential, off the send path (module docstring); on no, the
-       stream ends without sending anything more, and the client's reconnect meets the 401. `preload`
-       (`(loader, key)`) lets a sweep load every stream's credential with one loader call before it asks them
-       one by one: `loader(keys)` for the keys of the streams that share it (e.g. one query for 500 API keys)."""
+    4. the loop's ticker re-checks the credentials every `AUTH_RECHECK_SECONDS`, off the send path (module
+       docstring): `still_valid` (`(still_valid, key)`, a `Validity`: one call for the keys of every stream
+       sharing it, e.g. one query for 500 API keys), or else `authorised()` (sync: the caller's credentials still
+       valid), asked once per distinct `credential`; and the clock against `valid_until` (Unix seconds). On no,
+       the stream ends without sending anything more, and the client's reconnect meets the 401."""
     hub = hub_module.hub
     subscription = Subscription(
         partner_id=partner_id,
@@ -108,7 +119,8 @@ async def sse_body(
         loop=asyncio.get_running_loop(),
         authorised=authorised,
         credential=credential,
-        preload=preload,
+        still_valid=still_valid,
+        valid_until=valid_until,
     )
     hub.subscribe(subscription, from_position=after_position)
     try:
@@ -186,40 +198,60 @@ class _HeartbeatTicker:
                 self.sweep = loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """Ask each distinct credential of the live streams once (in one worker thread, `_refused`), then end
-        every stream whose credential was refused: mark it ended and wake it (a heartbeat marker; a full queue
-        wakes it anyway)."""
-        checks = {s.credential: s.authorised for s in self.streams if s.authorised is not None}
-        if not checks:
-            return
-        preloads: dict[Callable[[set[Hashable]], None], set[Hashable]] = {}
-        for subscription in self.streams:
-            if subscription.authorised is not None and subscription.preload is not None:
-                loader, key = subscription.preload
-                preloads.setdefault(loader, set()).add(key)
-        refused = await sync_to_async(_refused, thread_sensitive=False)(checks, preloads)
-        for subscription in list(self.streams):
-            if subscription.authorised is not None and subscription.credential in refused:
+        """Re-check the credentials of the live streams (module docstring) and end every stream refused: mark it
+        ended and wake it (a heartbeat marker; a full queue wakes it anyway). By the clock first (`valid_until`),
+        then, in one worker thread (`_ask`), each `still_valid` once for its streams' keys and each distinct
+        `authorised` credential once."""
+        now = wall_clock()
+        asked = [s for s in self.streams if not s.ended]
+        expired = {id(s) for s in asked if s.valid_until is not None and now > s.valid_until}
+        current = [s for s in asked if id(s) not in expired]
+        checks = {s.credential: s.authorised for s in current if s.authorised is not None and s.still_valid is None}
+        kinds: dict[Callable[[set[Hashable]], set[Hashable]], set[Hashable]] = {}
+        for subscription in current:
+            if subscription.still_valid is not None:
+                still_valid, key = subscription.still_valid
+                kinds.setdefault(still_valid, set()).add(key)
+        refused: set[Hashable] = set()
+        valid: dict[Callable[[set[Hashable]], set[Hashable]], set[Hashable]] = {}
+        if checks or kinds:
+            refused, valid = await sync_to_async(_ask, thread_sensitive=False)(checks, kinds)
+        # Only the streams asked about: one that opened while the sweep was away is judged by the next sweep.
+        for subscription in asked:
+            if id(subscription) in expired or _is_refused(subscription, refused, valid):
                 subscription.ended = True
                 with contextlib.suppress(asyncio.QueueFull):
                     subscription.queue.put_nowait(None)
 
 
-def _refused(
+def _is_refused(
+    subscription: Subscription,
+    refused: set[Hashable],
+    valid: dict[Callable[[set[Hashable]], set[Hashable]], set[Hashable]],
+) -> bool:
+    """Whether a sweep's answers (`_ask`) refuse this stream; a kind that was not answered refuses nothing."""
+    if subscription.still_valid is not None:
+        still_valid, key = subscription.still_valid
+        return still_valid in valid and key not in valid[still_valid]
+    return subscription.authorised is not None and subscription.credential in refused
+
+
+def _ask(
     checks: dict[Hashable, Callable[[], bool]],
-    preloads: dict[Callable[[set[Hashable]], None], set[Hashable]] | None = None,
-) -> set[Hashable]:
-    """The credentials among `checks` whose check says no (sync, one worker thread; its database connection is
-    closed at the end — worker threads are pooled), after each loader of `preloads` has loaded its keys at once.
-    A check or loader that raises is logged and counts as yes: a database blip must not cut every stream (the next
-    sweep asks again)."""
+    kinds: dict[Callable[[set[Hashable]], set[Hashable]], set[Hashable]] | None = None,
+) -> tuple[set[Hashable], dict[Callable[[set[Hashable]], set[Hashable]], set[Hashable]]]:
+    """`(refused credentials, {still_valid: the keys it found valid})`: each `still_valid` of `kinds` asked once
+    with its keys, then each check of `checks` (sync, one worker thread; its database connection is closed at the
+    end — worker threads are pooled). A call that raises is logged and answers nothing (left out of the result):
+    a database blip must not cut every stream (the next sweep asks again)."""
     refused: set[Hashable] = set()
+    valid: dict[Callable[[set[Hashable]], set[Hashable]], set[Hashable]] = {}
     try:
-        for loader, keys in (preloads or {}).items():
+        for still_valid, keys in (kinds or {}).items():
             try:
-                loader(keys)
+                valid[still_valid] = still_valid(keys)
             except Exception:
-                logger.warning("live stream credential preload failed; each credential is asked alone", exc_info=True)
+                logger.warning("live stream credential check failed; the streams go on", exc_info=True)
         for credential, authorised in checks.items():
             try:
                 if not authorised():
@@ -228,7 +260,7 @@ def _refused(
                 logger.warning("live stream credential check failed; the stream goes on", exc_info=True)
     finally:
         connection.close()
-    return refused
+    return refused, valid
 
 
 _tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeartbeatTicker] = weakref.WeakKeyDictionary()

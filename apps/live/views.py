@@ -158,31 +158,22 @@ def sse_frame(event: LiveEvent) -> bytes:
     return event.frame
 
 
-def _still_authorised(request: HttpRequest) -> bool:
-    """The stream's credentials authenticate again (sync, asked by the loop's credential sweep, which closes the
-    connection): False once its API key or OAuth client is revoked or its bearer token expired (issue 16: an open
-    stream included). Any other failure (the database away) raises: not a revocation."""
-    try:
-        _authenticate(request)
-        return True
-    except (exceptions.AuthenticationFailed, exceptions.NotAuthenticated):
-        return False
-
-
-def _principals_preload(key_prefixes: set[Hashable]) -> None:
-    """Load the credentials behind the streams' principals (`Principal.key_prefix`: an API key's prefix, or
-    `oauth:<client id>`) into the principal cache at once: each configured DRF authentication class that has a
-    `principals_preload(key_prefixes)` loads its own kind in two queries for every stream of the loop, where asking
-    each stream's credential alone after the 5 s cache expired cost two per credential (ADR 0054). Found through
-    DRF's settings, like the doors themselves (the stream imports no door)."""
+def _principals_still_valid(key_prefixes: set[Hashable]) -> set[Hashable]:
+    """Of the streams' principals (`Principal.key_prefix`: an API key's prefix, or `oauth:<client id>`), those
+    whose credential still authenticates — not revoked, partner active, key not expired — asked of each configured
+    DRF authentication class that has `principals_still_valid(key_prefixes)`, one query per door for every stream
+    of the loop (the live credential sweep, apps/live/streaming.py; ADR 0067). Found through DRF's settings, like
+    the doors themselves (the stream imports no door). A token's own expiry is the stream's `valid_until`."""
     prefixes = {str(k) for k in key_prefixes}
+    valid: set[Hashable] = set()
     for authentication_class in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
-        preload = getattr(authentication_class, "principals_preload", None)
-        if preload is not None:
-            preload(prefixes)
+        still_valid = getattr(authentication_class, "principals_still_valid", None)
+        if still_valid is not None:
+            valid |= still_valid(prefixes)
+    return valid
 
 
-def _events(stream: StreamRequest, request: HttpRequest) -> AsyncIterator[bytes]:
+def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
     principal = stream.principal
     employer_id = stream.employer_id
     return sse_body(
@@ -194,9 +185,8 @@ def _events(stream: StreamRequest, request: HttpRequest) -> AsyncIterator[bytes]
         replay_batch=BACKLOG_BATCH,
         frame=sse_frame,
         keep=(lambda event: True) if employer_id is None else (lambda event: event.employer_id == employer_id),
-        authorised=functools.partial(_still_authorised, request),
-        credential=request.headers.get("Authorization"),
-        preload=(_principals_preload, principal.key_prefix),
+        still_valid=(_principals_still_valid, principal.key_prefix),
+        valid_until=principal.valid_until,
     )
 
 
@@ -212,7 +202,7 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
         stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
     except _Refused as refused:
         return refused.response
-    response = sse_response(_events(stream, request))
+    response = sse_response(_events(stream))
     for name, value in stream.headers.items():
         response[name] = value
     return response

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -21,7 +22,7 @@ from rest_framework.request import Request
 from apps.oauth.contracts import PRINCIPAL_PREFIX
 from apps.oauth.models import OAuthClient
 from apps.oauth.tokens import InvalidToken, access_token_verify
-from apps.partners.authentication import employer_bindings, partner_rate_limits, touch_last_used
+from apps.partners.authentication import partner_rate_limits, touch_last_used
 from apps.partners.contracts import Principal
 from apps.partners.principal_cache import principal_cache
 
@@ -61,12 +62,16 @@ class BearerTokenAuthentication(BaseAuthentication):
             raise InvalidTokenError(str(exc)) from None
         client, base = _client_and_principal(claims["client_id"])
         touch_last_used(client)  # the cached client's copy: at most once a minute (ADR 0054)
-        return replace(base, scopes=frozenset(claims["scope"].split()) & base.scopes), client
+        scopes = frozenset(claims["scope"].split()) & base.scopes
+        valid_until = float(claims["exp"]) + settings.OAUTH_CLOCK_LEEWAY_SECONDS
+        return replace(base, scopes=scopes, valid_until=valid_until), client
 
     @staticmethod
-    def principals_preload(key_prefixes: Iterable[str]) -> None:
-        """`oauth_clients_preload` for the OAuth clients among principals' `key_prefix`es (`oauth:<client id>`)."""
-        oauth_clients_preload(p.removeprefix(PRINCIPAL_PREFIX) for p in key_prefixes if p.startswith(PRINCIPAL_PREFIX))
+    def principals_still_valid(key_prefixes: Iterable[str]) -> set[str]:
+        """`oauth_clients_still_valid` for the OAuth clients among principals' `key_prefix`es (`oauth:<client
+        id>`), answered as those prefixes."""
+        ids = (p.removeprefix(PRINCIPAL_PREFIX) for p in key_prefixes if p.startswith(PRINCIPAL_PREFIX))
+        return {PRINCIPAL_PREFIX + client_id for client_id in oauth_clients_still_valid(ids)}
 
     def authenticate_header(self, request: Request) -> str:
         # The challenge of a request that sent no credentials (or a scheme neither door knows): both doors.
@@ -91,34 +96,26 @@ def _client_and_principal(client_id: str) -> tuple[OAuthClient, Principal]:
     return found
 
 
-def oauth_clients_preload(client_ids: Iterable[str]) -> None:
-    """Put the clients of `client_ids` that `principal_cache` does not hold, and that are usable now (not revoked,
-    partner active), into it: one query for the clients and one for the employer bindings, instead of two per
-    client (`apps.partners.authentication.api_keys_preload` for keys; same caller, same reasons)."""
-    missing = sorted({c for c in client_ids if principal_cache.get(("oauth", c)) is None})
-    if not missing:
-        return
-    clients = [
-        c
-        for c in OAuthClient.objects.select_related("partner").filter(client_id__in=missing)
-        if c.revoked_at is None and c.partner.is_active
-    ]
-    bound = employer_bindings(OAuthClient, [c.pk for c in clients if not c.all_employers])
-    for client in clients:
-        principal = principal_for_client(
-            client, token_scopes=list(client.scopes), employer_ids=bound.get(client.pk, frozenset())
+def oauth_clients_still_valid(client_ids: Iterable[str]) -> set[str]:
+    """The client ids among `client_ids` whose tokens authenticate now as far as the client goes — not revoked,
+    partner active — in one query that builds no model (the caller checks each token's own expiry:
+    `Principal.valid_until`). `apps.partners.authentication.api_keys_still_valid` for keys; same caller, same
+    reasons."""
+    wanted = sorted(set(client_ids))
+    if not wanted:
+        return set()
+    return set(
+        OAuthClient.objects.filter(client_id__in=wanted, revoked_at__isnull=True, partner__is_active=True).values_list(
+            "client_id", flat=True
         )
-        principal_cache.put(("oauth", client.client_id), (client, principal))
+    )
 
 
-def principal_for_client(
-    client: OAuthClient, *, token_scopes: list[str], employer_ids: frozenset[int] | None = None
-) -> Principal:
+def principal_for_client(client: OAuthClient, *, token_scopes: list[str]) -> Principal:
     """The `Principal` of a request made with one of `client`'s tokens (see the module docstring); the employer
-    binding is read here unless the caller read it (`employer_ids`)."""
-    if client.all_employers:
-        employer_ids = frozenset()
-    elif employer_ids is None:
+    binding is read here (one query for a client bound to employers)."""
+    employer_ids: frozenset[int] = frozenset()
+    if not client.all_employers:
         employer_ids = frozenset(client.employers.values_list("id", flat=True))
     return Principal(
         partner_id=client.partner_id,

@@ -65,6 +65,9 @@ class Principal:
     employer_ids: frozenset[int]
     # {"minute": n, "hour": n, "day": n} for this key's partner.
     rate_limits: dict[str, int]
+    # The last moment (Unix seconds) the credential authenticates, if it expires: an API key's expiry, a bearer
+    # token's `exp` plus the clock leeway. An open live stream ends then (apps/live/streaming.py).
+    valid_until: float | None = None
 
     # DRF and Django treat `request.user` as a user object; these make a Principal behave like one.
     is_authenticated = True

@@ -382,25 +382,22 @@ def test_the_credential_sweep_asks_each_credential_once_and_a_failing_check_ends
     asyncio.run(scenario())
 
 
-def test_a_sweep_loads_every_streams_credential_in_two_queries_per_door_and_still_refuses_the_revoked(
+def test_a_sweep_asks_every_streams_credential_in_one_query_per_door_and_refuses_the_revoked_at_once(
     make_key, make_bearer, django_assert_num_queries
 ):
-    """The sweep's cost does not grow with the streams: with the principal cache expired (it expires for every
-    stream at once, 5 s after they opened together), keys and OAuth clients are read in two queries per door —
-    keys, their employer bindings; clients, theirs — and each check then answers from the cache. A revoked key or
-    client, an expired key and an inactive partner are not loaded, and their checks still say no."""
-    import functools
+    """ADR 0067: the sweep's cost does not grow with the streams — keys and OAuth clients are asked in one query
+    per door, building no model — and it reads the database itself, not the principal cache: a key revoked
+    behind the cache's back (no invalidation reaches this process) is refused by the next sweep. A revoked key or
+    client, an expired key and an inactive partner are refused; the valid ones, bound to employers or not, are
+    not."""
     from datetime import timedelta
 
-    from django.db import connection
-    from django.test import RequestFactory
-    from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
     from apps.common.actors import Actor
-    from apps.live import streaming, views
+    from apps.live import views
     from apps.oauth.services import oauth_client_revoke
-    from apps.partners.principal_cache import principal_cache
+    from apps.partners.models import APIKey
     from apps.partners.services import api_key_revoke
 
     partner, quiet = PartnerFactory(name="acme"), PartnerFactory(name="quiet")
@@ -413,38 +410,121 @@ def test_a_sweep_loads_every_streams_credential_in_two_queries_per_door_and_stil
     revoked = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
     api_key_revoke(prefix=revoked.api_key.prefix, actor=Actor.system("tests"))
     expired = make_key(partner=partner, all_employers=True, expires_at=timezone.now() + timedelta(seconds=1))
-    type(expired.api_key).objects.filter(pk=expired.api_key.pk).update(expiry_date=timezone.now() - timedelta(days=1))
+    APIKey.objects.filter(pk=expired.api_key.pk).update(expiry_date=timezone.now() - timedelta(days=1))
     inactive = make_key(partner=quiet, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
     type(quiet).objects.filter(pk=quiet.pk).update(is_active=False)
     revoked_bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
     oauth_client_revoke(client_id=revoked_bearer.oauth_client.client_id, actor=Actor.system("tests"))
 
-    def check(header: str) -> functools.partial:
-        request = RequestFactory().get("/api/v1/events/stream", HTTP_AUTHORIZATION=header)
-        return functools.partial(views._still_authorised, request)
+    usable = {k.api_key.prefix for k in good} | {f"oauth:{b.oauth_client.client_id}" for b in bearers}
+    unusable = {k.api_key.prefix for k in (revoked, expired, inactive)}
+    unusable |= {f"oauth:{revoked_bearer.oauth_client.client_id}", "unknown1", "oauth:unknown"}
+    assert views._principals_still_valid(set()) == set()
+    with django_assert_num_queries(2):
+        assert views._principals_still_valid(usable | unusable) == usable
 
-    usable = {f"Api-Key {k.plaintext}": check(f"Api-Key {k.plaintext}") for k in good}
-    usable |= {f"Bearer {b.token}": check(f"Bearer {b.token}") for b in bearers}
-    unusable = [f"Api-Key {k.plaintext}" for k in (revoked, expired, inactive)] + [f"Bearer {revoked_bearer.token}"]
-    checks = usable | {header: check(header) for header in unusable}
-    prefixes = {k.api_key.prefix for k in (*good, revoked, expired, inactive)}
-    prefixes |= {f"oauth:{b.oauth_client.client_id}" for b in (*bearers, revoked_bearer)}
-    principal_cache.clear()
+    behind_the_cache = good[0].api_key.prefix
+    assert good[0].get("/api/v1/endorsements").status_code == 200  # now in this process's principal cache
+    APIKey.objects.filter(prefix=behind_the_cache).update(revoked=True, revoked_at=timezone.now())
+    assert views._principals_still_valid(usable) == usable - {behind_the_cache}
 
-    with django_assert_num_queries(4):
-        views._principals_preload(prefixes)
-    with CaptureQueriesContext(connection) as asked:
-        refused = streaming._refused(usable)
-    # Only the token signature's key set (one read per sweep, whatever the number of tokens): no credential row.
-    assert [q["sql"].split(" FROM ")[1].split(" ")[0] for q in asked.captured_queries] == ['"oauth_signingkey"']
-    assert refused == set()
-    assert streaming._refused(checks) == set(unusable)
-    principal_cache.clear()
-    assert streaming._refused(checks, {views._principals_preload: prefixes}) == set(unusable)
-    bound = principal_cache.get(("api_key", good[3].api_key.prefix))[0]
-    assert bound.employer_ids == frozenset(e.pk for e in employers)
-    client_principal = principal_cache.get(("oauth", bearers[0].oauth_client.client_id))[1]
-    assert client_principal.employer_ids == frozenset({employers[0].pk})
+
+def test_a_sweep_ends_the_streams_of_a_refused_kind_and_by_the_clock_and_a_failing_kind_ends_nothing():
+    """The ticker's sweep calls each `still_valid` once with all its streams' keys, ends exactly the streams whose
+    key it left out (waking them), ends a stream past its `valid_until` without asking anyone, and a `still_valid`
+    that raises (database away) ends none of its streams. A stream that opens while the sweep is asking is left
+    to the next sweep (its key was not asked; the bench's 500 streams opening found this)."""
+    import time
+
+    from apps.live import streaming
+    from apps.live.hub import Subscription
+
+    asked: list[tuple[str, set]] = []
+
+    opening: list = []  # (ticker, subscription) to add while the sweep asks: a stream opening meanwhile
+
+    def door(name: str, answer: set | None):
+        def still_valid(keys: set) -> set:
+            for ticker, subscription in opening:
+                ticker.streams.add(subscription)
+            asked.append((name, set(keys)))
+            if answer is None:
+                raise ConnectionError("database away")
+            return answer & keys
+
+        return still_valid
+
+    working, broken = door("working", {"good"}), door("broken", None)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ticker = streaming._HeartbeatTicker()
+        plan = {
+            "good": (working, None),
+            "revoked": (working, None),
+            "expired": (working, time.time() - 1),
+            "expiring-later": (working, time.time() + 60),
+            "unchecked": (broken, None),
+        }
+        subs = {
+            (key, n): Subscription(
+                partner_id=1,
+                types=frozenset({"x"}),
+                employer_ids=None,
+                loop=loop,
+                still_valid=(still_valid, "good" if key == "expiring-later" else key),
+                valid_until=until,
+            )
+            for key, (still_valid, until) in plan.items()
+            for n in range(2)
+        }
+        ticker.streams.update(subs.values())
+        late = Subscription(partner_id=1, types=frozenset({"x"}), employer_ids=None, loop=loop)
+        late.still_valid = (working, "opened-during-the-sweep")
+        opening.append((ticker, late))
+        await ticker._sweep()
+        assert sorted(asked) == [("broken", {"unchecked"}), ("working", {"good", "revoked"})]
+        assert late in ticker.streams
+        assert not late.ended
+        ended = {key for key, sub in subs.items() if sub.ended}
+        assert ended == {("revoked", 0), ("revoked", 1), ("expired", 0), ("expired", 1)}
+        assert [subs[key, n].queue.get_nowait() for key in ("revoked", "expired") for n in range(2)] == [None] * 4
+        assert all(subs[key, n].queue.empty() for key in ("good", "expiring-later", "unchecked") for n in range(2))
+
+    asyncio.run(scenario())
+
+
+def test_a_bearer_stream_ends_when_its_token_expires(make_bearer, monkeypatch):
+    """A stream opened with an access token ends once the token expires (its `exp` plus the clock leeway), as its
+    reconnect would then meet the 401 — by the sweep's clock, with the client still valid."""
+    import time
+
+    from django.conf import settings
+
+    from apps.live import streaming
+
+    monkeypatch.setattr(streaming, "AUTH_RECHECK_SECONDS", 0.2, raising=False)
+    partner = PartnerFactory(name="acme")
+    bearer = make_bearer(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    lifetime = settings.OAUTH_ACCESS_TOKEN_TTL_SECONDS + settings.OAUTH_CLOCK_LEEWAY_SECONDS
+    started = time.time()
+
+    async def scenario() -> None:
+        response = await open_stream(f"Bearer {bearer.token}")
+        assert response.status_code == 200
+        chunks = aiter(response.streaming_content)
+        await chunks.__anext__()
+        await asyncio.sleep(0.5)  # two sweeps: the token still valid, the stream goes on
+        assert hub_module.hub.subscriber_count() == 1
+        monkeypatch.setattr(streaming, "wall_clock", lambda: started + lifetime + 5)
+        rest = b""
+        async with asyncio.timeout(10):
+            async for chunk in chunks:
+                rest += chunk
+        assert b"id:" not in rest
+        assert hub_module.hub.subscriber_count() == 0
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(
