@@ -5,16 +5,21 @@ number filters are bounded to the bigint range, so `?employer=10**30` or `?emplo
 parameter rather than a silent empty page or an overflow. Id filters are `IdFilter`: a positive integer.
 Boolean filters take exactly `true` or `false` (django-filter's widgets would read `maybe` as "no filter" and
 `True`, `1`, `2` as a boolean): anything else is 422 naming the parameter (ADR 0064), as in a body.
+A filter naming an object — `?employer=`, `?policy=`, `?batch=` — is a `VisibleIdFilter`: an object the caller
+may not see is 404, as its path would be (SPEC §2 tenancy: "404 for everything of employer B"), never an empty
+page that a foreign id would otherwise get (ADR 0064, amendment 2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
+from apps.common.errors import ProblemError
 from apps.common.ids import BIGINT_MAX, BIGINT_MIN
 from apps.common.serializers import BOOLEAN_MESSAGE
 from apps.common.text import ControlCharacterValidator
@@ -29,6 +34,22 @@ class IdFilter(django_filters.Filter):
         kwargs.setdefault("min_value", 1)
         kwargs.setdefault("max_value", BIGINT_MAX)
         super().__init__(*args, **kwargs)
+
+
+class VisibleIdFilter(IdFilter):
+    """An `IdFilter` naming an object the caller must be able to see: `visible_to(principal)` is the queryset of
+    those objects (the app's selector, e.g. `employers_visible_to`); an id outside it is problem+json 404
+    "No <noun> with this id." before any filtering (`FilterSet.filter_queryset`; one `EXISTS` query)."""
+
+    def __init__(self, *args: Any, visible_to: Callable[[Any], Any], noun: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.visible_to = visible_to
+        self.noun = noun
+
+    def check_visible(self, principal: Any, value: int) -> None:
+        """404 unless `principal` may see the object `value` (see the class docstring)."""
+        if not self.visible_to(principal).filter(pk=value).exists():
+            raise ProblemError(status_code=404, detail=f"No {self.noun} with this id.")
 
 
 class QueryBooleanField(forms.Field):
@@ -65,3 +86,11 @@ class FilterSet(django_filters.FilterSet):
         super().__init__(*args, **kwargs)
         for filter_ in self.filters.values():  # per-instance deep copies of the declared filters
             harden_filter(filter_)
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        """django-filter's, after every `VisibleIdFilter` given a value checked its object is visible (else 404)."""
+        for name, filter_ in self.filters.items():
+            value = self.form.cleaned_data.get(name)
+            if isinstance(filter_, VisibleIdFilter) and value is not None:
+                filter_.check_visible(getattr(self.request, "user", None), value)
+        return super().filter_queryset(queryset)

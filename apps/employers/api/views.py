@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import ProblemError
-from apps.common.filters import FilterSet, IdFilter
+from apps.common.filters import FilterSet, VisibleIdFilter
 from apps.common.idempotency import idempotent
 from apps.employers import selectors, services
 from apps.employers.api.serializers import (
@@ -108,7 +108,7 @@ class InsurerListView(PartnerGenericAPIView):
 
 
 class PolicyFilter(FilterSet):
-    employer = IdFilter(field_name="employer_id")
+    employer = VisibleIdFilter(field_name="employer_id", visible_to=selectors.employers_visible_to, noun="employer")
 
     class Meta:
         model = Policy
@@ -151,7 +151,7 @@ class PolicyDetailView(PartnerGenericAPIView):
 
 
 class EmployeeFilter(FilterSet):
-    employer = IdFilter(field_name="employer_id")
+    employer = VisibleIdFilter(field_name="employer_id", visible_to=selectors.employers_visible_to, noun="employer")
     employee_code = django_filters.CharFilter()
 
     class Meta:
@@ -174,8 +174,10 @@ class EmployeeListView(PartnerGenericAPIView):
 
 
 class CoverageFilter(FilterSet):
-    employer = IdFilter(field_name="policy__employer_id")
-    policy = IdFilter(field_name="policy_id")
+    employer = VisibleIdFilter(
+        field_name="policy__employer_id", visible_to=selectors.employers_visible_to, noun="employer"
+    )
+    policy = VisibleIdFilter(field_name="policy_id", visible_to=selectors.policies_visible_to, noun="policy")
     employee_code = django_filters.CharFilter(field_name="employee__employee_code")
     status = django_filters.ChoiceFilter(choices=CoverageStatus.choices)
 

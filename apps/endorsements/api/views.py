@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import DomainValidationError
-from apps.common.filters import FilterSet, IdFilter
+from apps.common.filters import FilterSet, VisibleIdFilter
 from apps.common.idempotency import idempotent
 from apps.common.parsers import GuardedJSONParser
 from apps.employers import selectors as employer_selectors
@@ -93,11 +93,13 @@ def _group(errors: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 class EndorsementFilter(FilterSet):
-    employer = IdFilter(field_name="employer_id")
+    employer = VisibleIdFilter(
+        field_name="employer_id", visible_to=employer_selectors.employers_visible_to, noun="employer"
+    )
     status = django_filters.ChoiceFilter(choices=EndorsementStatus.choices)
     type = django_filters.ChoiceFilter(choices=EndorsementType.choices)
     employee_code = django_filters.CharFilter()
-    batch = IdFilter(field_name="batch_id")
+    batch = VisibleIdFilter(field_name="batch_id", visible_to=selectors.batches_visible_to, noun="batch")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
@@ -190,8 +192,10 @@ class EndorsementBatchFilter(FilterSet):
     """`GET /endorsement-batches` filters: employer, status (processing | completed | cancelled), policy,
     source, and the upload time (`created_after` ≤ created_at < `created_before`)."""
 
-    employer = IdFilter(field_name="employer_id")
-    policy = IdFilter(field_name="policy_id")
+    employer = VisibleIdFilter(
+        field_name="employer_id", visible_to=employer_selectors.employers_visible_to, noun="employer"
+    )
+    policy = VisibleIdFilter(field_name="policy_id", visible_to=employer_selectors.policies_visible_to, noun="policy")
     source = django_filters.ChoiceFilter(choices=[("csv", "csv"), ("json", "json")])
     status = django_filters.ChoiceFilter(
         choices=[("processing", "processing"), ("completed", "completed"), ("cancelled", "cancelled")],

@@ -75,7 +75,8 @@ def test_employer_and_time_filters_and_tenancy(world, make_key):
     client = make_key(partner=world["partner"], scopes=[Scope.ENDORSEMENTS_READ], employers=[world["a"]])
     rows = world["rows"]
     assert ids(client.get(URL)) == [rows["a_cancelled"].pk, rows["a_completed"].pk, rows["a_processing"].pk]
-    assert ids(client.get(URL, {"employer": world["b"].pk})) == []  # not this key's employer: nothing
+    refused = client.get(URL, {"employer": world["b"].pk})  # not this key's employer: 404 (ADR 0064, amendment 2)
+    assert (refused.status_code, refused.json()["detail"]) == (404, "No employer with this id.")
     later = (timezone.now() + timedelta(minutes=1)).isoformat()
     assert ids(client.get(URL, {"created_after": later})) == []
     assert len(ids(client.get(URL, {"created_before": later}))) == 3

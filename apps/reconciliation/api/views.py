@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.errors import Conflict, DomainValidationError
-from apps.common.filters import FilterSet, IdFilter
+from apps.common.filters import FilterSet, VisibleIdFilter
 from apps.common.idempotency import idempotent
 from apps.employers import selectors as employer_selectors
 from apps.insurers.selectors import insurer_by_code
@@ -40,8 +40,10 @@ from apps.reconciliation.sources import RosterUnsupportedError, roster_source_fo
 class ReconciliationRunFilter(FilterSet):
     status = django_filters.ChoiceFilter(choices=RunStatus.choices)
     insurer = django_filters.CharFilter(field_name="insurer__code", max_length=40, help_text="insurer code")
-    employer = IdFilter(
+    employer = VisibleIdFilter(
         method="filter_employer",
+        visible_to=employer_selectors.employers_visible_to,
+        noun="employer",
         help_text="runs covering this employer: started for it, or over all employers including it",
     )
 

@@ -43,7 +43,7 @@ def test_list_shows_only_the_keys_runs_newest_first_with_filters(setup) -> None:
 
     assert [r["id"] for r in listed.json()["results"]] == [again, mine]
     assert [r["id"] for r in running.json()["results"]] == [again]
-    assert by_employer.json()["results"] == []
+    assert (by_employer.status_code, by_employer.json()["detail"]) == (404, "No employer with this id.")
     assert by_insurer.json()["results"] == []
     assert bad.status_code == 422
     assert [r["id"] for r in foreign.get("/api/v1/reconciliations").json()["results"]] == [theirs]
