@@ -276,6 +276,7 @@ class EventListView(PartnerGenericAPIView):
         refusal = selectors.event_filter_refusal(
             principal_of(request),
             types=request.query_params.getlist("type"),
+            object_types=request.query_params.getlist("object_type"),  # valid once the filter set took them
             employer_id=int(employer) if employer else None,  # a valid id once the filter set took it
         )
         if refusal is not None:

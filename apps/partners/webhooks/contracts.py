@@ -105,3 +105,14 @@ class EventDraft:
     object_type: str
     object_id: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+READ_SCOPE_OF_OBJECT_TYPE = {
+    EventObjectType.ENDORSEMENT: "endorsements:read",
+    EventObjectType.ENDORSEMENT_BATCH: "endorsements:read",
+    EventObjectType.LEDGER_ACCOUNT: "ledger:read",
+    EventObjectType.LEDGER_TRANSACTION: "ledger:read",
+    EventObjectType.LOAN_APPLICATION: "loans:read",
+    EventObjectType.RECONCILIATION: "reconciliation:read",
+}
+"""The scope a key needs to read events about an object of each type (SPEC §10: the scope of its events)."""

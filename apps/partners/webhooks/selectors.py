@@ -13,7 +13,7 @@ from django.http import Http404
 
 from apps.partners.contracts import Principal
 from apps.partners.ownership import employer_partners
-from apps.partners.webhooks.contracts import read_scope_of, types_readable_with
+from apps.partners.webhooks.contracts import READ_SCOPE_OF_OBJECT_TYPE, read_scope_of, types_readable_with
 from apps.partners.webhooks.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
@@ -55,17 +55,21 @@ def events_visible_to(principal: Principal) -> QuerySet[Event]:
 
 
 def event_filter_refusal(
-    principal: Principal, *, types: Iterable[str], employer_id: int | None
+    principal: Principal, *, types: Iterable[str], employer_id: int | None, object_types: Iterable[str] = ()
 ) -> tuple[int, str] | None:
     """Why a reader of events (`GET /api/v1/events`, the stream) may not filter on these values, or None.
 
-    `types` are valid event types the caller asked for; `employer_id` a positive id or None. Returns
-    `(403, detail)` for the first type whose read scope the caller lacks, `(404, "No employer with this id.")`
+    `types` are valid event types the caller asked for, `object_types` valid object types (`EventObjectType`);
+    `employer_id` a positive id or None. Returns `(403, detail)` for the first type or object type whose read
+    scope the caller lacks, `(404, "No employer with this id.")`
     for an employer it may not act for (SPEC §2: a filter naming an object the key may not see is 404, as a path
     would be), else None. One query at most (the employer's partner). ADR 0064."""
     unreadable = sorted(set(types) - set(types_readable_with(principal.scopes)))
     if unreadable:
         return 403, f"This {principal.credential_name} lacks the `{read_scope_of(unreadable[0])}` scope."
+    lacking = sorted({READ_SCOPE_OF_OBJECT_TYPE[o] for o in object_types} - principal.scopes)
+    if lacking:
+        return 403, f"This {principal.credential_name} lacks the `{lacking[0]}` scope."
     if employer_id is not None:
         owner = employer_partners([employer_id]).get(employer_id)
         if owner is None or not principal.may_act_for(employer_id=employer_id, employer_partner_id=owner):
