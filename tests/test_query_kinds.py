@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import test_input_kinds as kinds
 
-from apps.common.serializers import BOOLEAN_MESSAGE
+from apps.common.serializers import BOOLEAN_MESSAGE, choices_message
 from apps.common.testing import row_counts
 from apps.common.text import EMPTY_PARAMETER_MESSAGE, UNKNOWN_PARAMETER_MESSAGE
 from apps.live.schema import STREAM_PATH
@@ -284,7 +284,20 @@ def test_a_query_value_that_does_not_parse_is_422_naming_it_and_changes_nothing(
     response = world["client"].get(url, query)
 
     assert_refused(response, name, BOOLEAN_MESSAGE if kind == "boolean" else None)
+    if kind == "enum":  # the refusal lists the values the schema documents (in the enum's order), not the one sent
+        detail = response.json()["errors"][0]["detail"]
+        listed = detail.removeprefix("Must be one of: ").removesuffix(".").split(", ")
+        assert (detail, sorted(listed)) == (choices_message(listed), sorted(_enum_of(path, name)))
     assert row_counts() == before
+
+
+def _enum_of(path: str, name: str) -> list[str]:
+    """The values the schema documents for the enum query parameter `name` of the GET at `path`."""
+    for parameter in SCHEMA["paths"][path]["get"]["parameters"]:
+        if parameter["in"] == "query" and parameter["name"] == name:
+            schema = parameter["schema"]
+            return (schema.get("items", {}) if schema.get("type") == "array" else schema)["enum"]
+    raise AssertionError((path, name))
 
 
 @pytest.mark.parametrize(

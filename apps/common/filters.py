@@ -21,7 +21,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 
 from apps.common.errors import ProblemError
 from apps.common.ids import BIGINT_MAX, BIGINT_MIN
-from apps.common.serializers import BOOLEAN_MESSAGE
+from apps.common.serializers import BOOLEAN_MESSAGE, choices_message
 from apps.common.text import ControlCharacterValidator
 
 
@@ -70,6 +70,10 @@ def harden_filter(filter_: django_filters.Filter) -> None:
     if isinstance(filter_, django_filters.BooleanFilter):
         filter_.field_class = QueryBooleanField
         filter_.extra["widget"] = forms.TextInput
+    if isinstance(filter_, (django_filters.ChoiceFilter, django_filters.MultipleChoiceFilter)):
+        choices = filter_.extra.get("choices", ())
+        choices = choices() if callable(choices) else choices
+        filter_.extra["error_messages"] = {"invalid_choice": choices_message(choices)}
     validators = list(filter_.extra.get("validators", []))
     if isinstance(filter_, django_filters.CharFilter):
         validators.append(ControlCharacterValidator())
@@ -77,6 +81,9 @@ def harden_filter(filter_: django_filters.Filter) -> None:
         validators += [MinValueValidator(BIGINT_MIN), MaxValueValidator(BIGINT_MAX)]
     if validators:
         filter_.extra["validators"] = validators
+    # A form field already built (schema generation reads `base_filters[…].field`, and the per-instance copies
+    # inherit it) would ignore the rules above: make the filter build its field again, from `extra`.
+    filter_.__dict__.pop("_field", None)
 
 
 class FilterSet(django_filters.FilterSet):

@@ -60,6 +60,8 @@ def harden_field(field: serializers.Field) -> serializers.Field:  # type: ignore
         if field.min_value is None or field.min_value < BIGINT_MIN:
             field.min_value = BIGINT_MIN
             field.validators.append(MinValueValidator(BIGINT_MIN, message=_MIN_MESSAGE))
+    if isinstance(field, serializers.ChoiceField):
+        field.error_messages["invalid_choice"] = choices_message(field.choices)
     if isinstance(field, (serializers.ListField, serializers.DictField)):
         harden_field(field.child)
     setattr(field, HARDENED_FLAG, True)
@@ -78,6 +80,20 @@ def _strings_only(to_internal_value: Callable[[Any], Any]) -> Callable[[Any], An
 
 
 BOOLEAN_MESSAGE = "Must be a boolean: true or false."
+MAX_CHOICES_LISTED = 30
+
+
+def choices_message(choices: Any) -> str:
+    """The 422 detail of a value outside an enum, in a body or a query string: "Must be one of: a, b, c." — the
+    valid values themselves (at most MAX_CHOICES_LISTED, then "…"), never the value sent. `choices`: a mapping of
+    value to label, (value, label) pairs or plain values; the empty choice a form adds is left out."""
+    if isinstance(choices, dict):
+        values = list(choices)
+    else:
+        values = [choice[0] if isinstance(choice, (tuple, list)) else choice for choice in choices]
+    shown = [str(value) for value in values if value not in ("", None)]
+    listed = ", ".join(shown[:MAX_CHOICES_LISTED]) + (", …" if len(shown) > MAX_CHOICES_LISTED else "")
+    return f"Must be one of: {listed}."
 
 
 def _booleans_only(field: serializers.BooleanField) -> Callable[[Any], bool]:
