@@ -1,4 +1,8 @@
-"""The ASGI application with a bound on request bodies (ADR 0065).
+"""The ASGI application with a bound on request bodies (ADR 0065) and on the request target.
+
+A request whose target — path plus query string — is longer than `MAX_REQUEST_TARGET_BYTES` is answered 414
+before Django builds anything from it (problem+json under /api/, plain text elsewhere): uvicorn sets no such
+bound, and a 100 KB query string reached the request log line (newcomer trial, 2026-12-02).
 
 Django's `ASGIHandler.read_body` spools the whole body of every request — announced or chunked, any size — into a
 `SpooledTemporaryFile` (memory, then disk) before any middleware runs, so `RequestSizeLimitMiddleware` alone
@@ -19,6 +23,7 @@ would refuse an oversized body only after it had been received in full; uvicorn 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -33,6 +38,7 @@ Receive = Callable[[], Awaitable[Message]]
 
 _CLOSE = (b"connection", b"close")
 _TOO_LARGE = b"413 Payload too large"
+MAX_REQUEST_TARGET_BYTES = 8192  # path + "?" + query string; more than any documented operation needs
 
 
 class _BoundedBody:
@@ -99,6 +105,9 @@ class BodyLimitASGIHandler(ASGIHandler):
     """Django's ASGI handler reading at most the endpoint's body limit of any request (module docstring)."""
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        if _target_length(scope) > MAX_REQUEST_TARGET_BYTES:
+            await _send_uri_too_long(scope, send)
+            return
         body = _BoundedBody(receive, limit=_limit_of(scope), declared=_declared_length(scope.get("headers", [])))
 
         async def receive_bounded() -> Message:
@@ -121,3 +130,32 @@ class BodyLimitASGIHandler(ASGIHandler):
         if scope.get(BODY_OVER_LIMIT) and not _is_api(str(scope.get("path", ""))):
             return None, HttpResponse(_TOO_LARGE, status=413, content_type="text/plain")
         return super().create_request(scope, body_file)
+
+
+def _target_length(scope: Any) -> int:
+    """Bytes of the request target: the raw path (or the decoded one) plus the query string."""
+    path = scope.get("raw_path") or str(scope.get("path", "")).encode()
+    return len(path) + len(scope.get("query_string", b""))
+
+
+async def _send_uri_too_long(scope: Any, send: Any) -> None:
+    """414 with `Connection: close`: problem+json under /api/ (the path cut to 200 characters as `instance`),
+    plain text elsewhere. Nothing of the request is read or logged beyond this answer."""
+    path = str(scope.get("path", ""))
+    if _is_api(path):
+        content_type = b"application/problem+json"
+        body = json.dumps(
+            {
+                "type": "https://keel.example/problems/uri-too-long",
+                "title": "URI Too Long",
+                "status": 414,
+                "detail": f"The request target is longer than {MAX_REQUEST_TARGET_BYTES} bytes; "
+                "send long values in a request body.",
+                "instance": path[:200],
+            }
+        ).encode()
+    else:
+        content_type, body = b"text/plain", b"414 URI too long"
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), _CLOSE]
+    await send({"type": "http.response.start", "status": 414, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -45,10 +45,18 @@ REDACTED = "[redacted]"
 _PAN_RE = re.compile(r"\b[A-Z]{5}[0-9]{4}[A-Z]\b")
 _WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=]+")
 _APIKEY_RE = re.compile(r"\b[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\b")
-_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+# The lookbehind lets a match start only where a run of local-part characters starts: without it a long run with
+# no "@" was rescanned from each of its characters — quadratic, 12 s of one request's log line for a 40 KB query
+# string (newcomer trial, 2026-12-02). Every pattern here is linear in the text.
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]+\.[\w.-]+")
+MAX_LOGGED_TEXT = 4096  # characters of one logged string; the rest is cut (and counted) before scrubbing
 
 
 def scrub_text(text: str) -> str:
+    """`text` with PANs, API keys, `whsec_` secrets and e-mail addresses replaced, cut to MAX_LOGGED_TEXT
+    characters first (a log line is no place for a 100 KB query string). Linear in the length of `text`."""
+    if len(text) > MAX_LOGGED_TEXT:
+        text = f"{text[:MAX_LOGGED_TEXT]}…[{len(text) - MAX_LOGGED_TEXT} more characters]"
     text = _PAN_RE.sub("[pan]", text)
     text = _WHSEC_RE.sub("whsec_[redacted]", text)
     text = _APIKEY_RE.sub("[api-key]", text)
@@ -87,6 +95,21 @@ def _shared_processors() -> list[Any]:
     ]
 
 
+class SuspiciousRequestFilter(logging.Filter):
+    """A request Django refuses as suspicious (`SuspiciousOperation`: a `Host` not in ALLOWED_HOSTS, a bad
+    multipart boundary…) is the client's fault, answered 400: log it as one warning line, not as an error with
+    the traceback Django attaches — a client sending `Host: x` on 100 connections wrote 200 tracebacks (newcomer
+    trial, 2026-12-02). Every other record passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from django.core.exceptions import SuspiciousOperation
+
+        if record.exc_info and isinstance(record.exc_info[1], SuspiciousOperation):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def logging_config(*, level: str, json: bool, task_level: str | None = None) -> dict[str, Any]:
     """dictConfig for every process: JSON (or console) lines through structlog at `level`; Celery's own loggers
     and django-structlog's task events at `task_level` (default `level`) — `make run` sets WARNING there, so
@@ -102,9 +125,19 @@ def logging_config(*, level: str, json: bool, task_level: str | None = None) -> 
                 "foreign_pre_chain": _shared_processors(),
             }
         },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "filters": {"suspicious_request": {"()": SuspiciousRequestFilter}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "structured",
+                "filters": ["suspicious_request"],
+            }
+        },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
+            # Django's own default handlers (a plain console under DEBUG, mail to ADMINS) are dropped: its records
+            # go through the root's structured, scrubbed handler like everyone's, once.
+            "django": {"handlers": [], "propagate": True},
             "django.server": {"level": "WARNING"},
             "django.db.backends": {"level": "WARNING"},
             # asyncssh (SFTP insurer folders) logs every connection and channel at INFO.

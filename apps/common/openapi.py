@@ -13,6 +13,7 @@ docs/architecture.md, "The API contract"):
   API-key operations and those with path parameters |
 | 409 | a conflict with the current state (idempotent request still running, state changed) | writes |
 | 406 | an `Accept` header that allows no type the operation answers in | all |
+| 414 | a request target (path and query string) over 8,192 bytes (`apps.common.asgi`) | all |
 | 411, 413, 415 | chunked body never terminated; body over its limit; a content type the operation does not parse \
   | operations with a body |
 | 422 | a field that fails validation (`errors: [{pointer, detail}]`); a query parameter the operation does not \
@@ -67,7 +68,7 @@ _BODY_METHODS = frozenset({"post", "put", "patch"})
 
 def problem_statuses(*, method: str, operation: dict[str, Any], path_parameters: bool) -> set[int]:
     """The problem+json statuses an operation can answer, from its method, security, parameters and body."""
-    statuses = {400, 406, 429, 503}
+    statuses = {400, 406, 414, 429, 503}
     security = operation.get("security")
     if security is None or any(requirement for requirement in security):
         statuses |= {401, 403, 404, 422}  # 422: a query parameter the operation does not take (ADR 0064)

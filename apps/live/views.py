@@ -29,6 +29,7 @@ from rest_framework import exceptions
 from rest_framework.settings import api_settings
 
 from apps.common.errors import problem_invalid_field, problem_response
+from apps.common.serializers import choices_message
 from apps.common.text import EMPTY_PARAMETER_MESSAGE, UNKNOWN_PARAMETER_MESSAGE, control_character_error
 from apps.live.hub import LiveEvent, live_event_of
 from apps.live.schema import STREAM_QUERY_PARAMETERS
@@ -103,10 +104,12 @@ def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str
     if empty:  # as the API's lists answer it (ADR 0064): never an unfiltered stream
         raise _Refused(problem_invalid_field(request, empty[0][:64], EMPTY_PARAMETER_MESSAGE))
     readable = set(types_readable_with(principal.scopes))
-    requested = {t.strip() for value in request.GET.getlist("type") for t in value.split(",") if t.strip()}
-    unknown = sorted(requested - set(EventType.values))
-    if unknown:
-        raise _Refused(problem_invalid_field(request, "type", f"unknown event type(s): {', '.join(unknown)[:200]}"))
+    listed = [t.strip() for value in request.GET.getlist("type") for t in value.split(",")]
+    if not all(listed):  # `?type=,` or `a,,b`: an empty item is refused like an empty value, never "every type"
+        raise _Refused(problem_invalid_field(request, "type", EMPTY_PARAMETER_MESSAGE))
+    requested = set(listed)
+    if requested - set(EventType.values):  # as the list answers an unknown type: the valid values, not the sent one
+        raise _Refused(problem_invalid_field(request, "type", choices_message(EventType.values)))
     types = frozenset(requested or readable)
 
     employer_id = None

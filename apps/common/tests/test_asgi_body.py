@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-from apps.common.asgi import BodyLimitASGIHandler
+from apps.common.asgi import MAX_REQUEST_TARGET_BYTES, BodyLimitASGIHandler
 from apps.common.testing import row_counts, uvicorn_in_thread
 from apps.employers.models import Employer
 from apps.partners.tests.factories import PartnerFactory
@@ -134,7 +134,11 @@ def _auth(key) -> dict[str, str]:
 
 
 def _run(
-    method: str, path: str, messages: Iterator[dict[str, Any]], headers: list[tuple[bytes, bytes]]
+    method: str,
+    path: str,
+    messages: Iterator[dict[str, Any]],
+    headers: list[tuple[bytes, bytes]],
+    query_string: bytes = b"",
 ) -> tuple[int, dict[bytes, bytes], bytes, int]:
     """Call `BodyLimitASGIHandler` with the body `messages` (as a server hands them over, de-chunked); the status,
     response headers, response body, and how many body bytes the handler took from the server."""
@@ -162,7 +166,7 @@ def _run(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query_string,
         "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
@@ -213,6 +217,51 @@ def test_a_declared_body_over_the_limit_is_413_with_nothing_read_on_every_body_o
     assert headers[b"connection"] == b"close"
     assert taken == 0
     assert row_counts() == before
+
+
+#: Every operation of the schema (any method), for the bound on the request target.
+ALL_OPERATIONS = sorted(
+    (method, path)
+    for path, operations in _SCHEMA["paths"].items()
+    for method in operations
+    if method in ("get", "post", "put", "patch", "delete")
+)
+
+
+@pytest.mark.parametrize(("method", "path"), ALL_OPERATIONS)
+def test_a_request_target_over_the_bound_is_414_before_anything_is_read_on_every_operation(method, path):
+    """Newcomer trial: a 40 KB query string held the web process for 12 s (its request log line). Past
+    `MAX_REQUEST_TARGET_BYTES` the handler answers 414 problem+json itself: no body read, no request built."""
+    url = _url(path)
+    query = b"x=" + b"a" * (MAX_REQUEST_TARGET_BYTES - len(url) - 1)  # one byte over
+    before = row_counts()
+
+    status, headers, body, taken = _run(method, url, _endless(), [(b"content-length", b"10")], query_string=query)
+
+    assert status == 414, body[:300]
+    assert headers[b"content-type"] == PROBLEM.encode()
+    assert headers[b"connection"] == b"close"
+    assert json.loads(body) == {
+        "type": "https://keel.example/problems/uri-too-long",
+        "title": "URI Too Long",
+        "status": 414,
+        "detail": f"The request target is longer than {MAX_REQUEST_TARGET_BYTES} bytes; send long values in a "
+        "request body.",
+        "instance": url,
+    }
+    assert taken == 0
+    assert row_counts() == before
+
+
+def test_a_request_target_at_the_bound_is_served_and_outside_the_api_over_it_is_a_plain_414():
+    at_bound = b"x=" + b"a" * (MAX_REQUEST_TARGET_BYTES - len("/health") - 2)
+    status, _, _, _ = _run("get", "/health", iter([{"type": "http.request", "body": b""}]), [], query_string=at_bound)
+    assert status == 200
+
+    over = at_bound + b"a"
+    status, headers, body, taken = _run("get", "/admin/login/", _endless(), [], query_string=over)
+    assert (status, body, taken) == (414, b"414 URI too long", 0)
+    assert headers[b"connection"] == b"close"
 
 
 def test_the_body_operations_table_holds_the_upload_endpoint_and_the_others():

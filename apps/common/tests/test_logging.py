@@ -64,3 +64,46 @@ def test_task_loggers_follow_their_own_level_and_requests_keep_theirs():
     assert config["loggers"]["celery"] == {"level": "WARNING"}
     assert config["loggers"]["django_structlog.celery"] == {"level": "WARNING"}
     assert logging_config(level="INFO", json=True)["loggers"]["celery"] == {"level": "INFO"}
+
+
+def test_a_long_string_is_cut_before_it_is_scrubbed_and_addresses_in_it_are_still_found():
+    """Newcomer trial: a 40 KB query string in the request log line cost 12 s in the e-mail pattern (a run with
+    no "@" was rescanned from each character). The text is cut to MAX_LOGGED_TEXT with the rest counted, and the
+    pattern starts a match only where a run of address characters starts."""
+    from apps.common.logging import MAX_LOGGED_TEXT
+
+    long = "x" * 40_000
+    assert scrub_text(long) == "x" * MAX_LOGGED_TEXT + f"…[{40_000 - MAX_LOGGED_TEXT} more characters]"
+    assert scrub_text("/health?x=" + "a" * 3000 + " to asha.rao+hr@example.co.in") == (
+        "/health?x=" + "a" * 3000 + " to [email]"
+    )
+    assert scrub_text("a.b@c.d, e@f.gh and a@b (none)") == "[email], [email] and a@b (none)"
+    assert scrub_text("a" * 5000 + "@example.com").endswith("…[" + str(5012 - MAX_LOGGED_TEXT) + " more characters]")
+
+
+def test_a_suspicious_request_is_one_warning_line_without_its_traceback():
+    """Newcomer trial: `Host: evil` wrote two ~30-line tracebacks per request at ERROR; now one warning line."""
+    import sys
+
+    from django.core.exceptions import DisallowedHost
+
+    from apps.common.logging import SuspiciousRequestFilter
+
+    try:
+        raise DisallowedHost("Invalid HTTP_HOST header: 'evil'.")
+    except DisallowedHost:
+        error = sys.exc_info()
+        suspicious = logging.LogRecord("django.security.DisallowedHost", logging.ERROR, "", 0, "bad host", (), error)
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        bug = logging.LogRecord("django.request", logging.ERROR, "", 0, "boom", (), sys.exc_info())
+
+    assert SuspiciousRequestFilter().filter(suspicious) is True
+    assert (suspicious.exc_info, suspicious.levelname, suspicious.levelno) == (None, "WARNING", logging.WARNING)
+    assert SuspiciousRequestFilter().filter(bug) is True
+    assert bug.exc_info is not None  # a real error keeps its traceback
+    assert bug.levelname == "ERROR"
+    config = logging_config(level="INFO", json=True)
+    assert config["handlers"]["console"]["filters"] == ["suspicious_request"]
+    assert config["loggers"]["django"] == {"handlers": [], "propagate": True}  # not Django's plain console too

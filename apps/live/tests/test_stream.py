@@ -12,11 +12,13 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.test import AsyncClient
 
+from apps.common.serializers import choices_message
+from apps.common.text import EMPTY_PARAMETER_MESSAGE
 from apps.employers.tests.factories import EmployerFactory
 from apps.live import hub as hub_module
 from apps.partners.contracts import Scope
 from apps.partners.tests.factories import PartnerFactory
-from apps.partners.webhooks.contracts import READ_SCOPE_OF_OBJECT_TYPE, EventDraft, EventObjectType
+from apps.partners.webhooks.contracts import READ_SCOPE_OF_OBJECT_TYPE, EventDraft, EventObjectType, EventType
 from apps.partners.webhooks.events import events_sequence, partner_events_record
 
 # A hub per test (`apps.live.testing.fresh_hub`).
@@ -208,6 +210,20 @@ def test_refusals_are_problem_json(make_key, case, status):
     assert hub_module.hub.subscriber_count() == 0
     # Past authentication the rate limiter counted the request: its headers are on the refusal too (SPEC §2).
     assert ("RateLimit-Limit" in response) is (status not in (401,))
+
+
+@pytest.mark.parametrize("query", ["type=,", "type=%20,%20", "type=endorsement.active,,endorsement.sent"])
+def test_an_empty_item_in_the_type_list_is_422_never_every_type(make_key, query):
+    """Newcomer trial: `?type=,` split into nothing and opened a stream of every readable type, where `?type=`
+    was refused and the list refuses `?type=,`."""
+    partner = PartnerFactory(name="acme")
+    key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+
+    response = asyncio.run(open_stream(f"Api-Key {key.plaintext}", f"/api/v1/events/stream?{query}"))
+
+    assert response.status_code == 422, response.content
+    assert json.loads(response.content)["errors"] == [{"pointer": "/type", "detail": EMPTY_PARAMETER_MESSAGE}]
+    assert hub_module.hub.subscriber_count() == 0
 
 
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "head", "options"])
@@ -536,7 +552,7 @@ def test_a_bearer_stream_ends_when_its_token_expires(make_bearer, monkeypatch):
         ("employer={foreign}", 404, "No employer with this id."),
         ("employer=999999999", 404, "No employer with this id."),
         ("foo=bar", 422, "Unknown parameter: this operation takes no such query parameter."),
-        ("type=endorsement.nope", 422, None),
+        ("type=endorsement.nope", 422, choices_message(EventType.values)),
     ],
 )
 def test_the_events_list_answers_a_filter_as_the_stream_does(make_key, query, status, detail):

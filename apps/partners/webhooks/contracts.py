@@ -107,7 +107,7 @@ class EventDraft:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-READ_SCOPE_OF_OBJECT_TYPE = {
+READ_SCOPE_OF_OBJECT_TYPE: dict[str, str] = {
     EventObjectType.ENDORSEMENT: "endorsements:read",
     EventObjectType.ENDORSEMENT_BATCH: "endorsements:read",
     EventObjectType.LEDGER_ACCOUNT: "ledger:read",
