@@ -53,21 +53,27 @@ MAX_LOGGED_TEXT = 4096  # characters of one logged string; the rest is cut (and 
 
 
 def scrub_text(text: str) -> str:
-    """`text` with PANs, API keys, `whsec_` secrets and e-mail addresses replaced, cut to MAX_LOGGED_TEXT
-    characters first (a log line is no place for a 100 KB query string). Linear in the length of `text`."""
-    if len(text) > MAX_LOGGED_TEXT:
-        text = f"{text[:MAX_LOGGED_TEXT]}…[{len(text) - MAX_LOGGED_TEXT} more characters]"
+    """`text` with PANs, API keys, `whsec_` secrets and e-mail addresses replaced; linear in its length (callers
+    bound what they keep: a log line `MAX_LOGGED_TEXT` per string, an insurer exchange its own cap)."""
     text = _PAN_RE.sub("[pan]", text)
     text = _WHSEC_RE.sub("whsec_[redacted]", text)
     text = _APIKEY_RE.sub("[api-key]", text)
     return _EMAIL_RE.sub("[email]", text)
 
 
+def cut_for_log(text: str) -> str:
+    """`text` cut to MAX_LOGGED_TEXT characters, the rest counted ("…[N more characters]"): a log line is no
+    place for a 100 KB query string (ADR 0068)."""
+    if len(text) <= MAX_LOGGED_TEXT:
+        return text
+    return f"{text[:MAX_LOGGED_TEXT]}…[{len(text) - MAX_LOGGED_TEXT} more characters]"
+
+
 def _scrub(value: Any, depth: int = 0) -> Any:
     if depth > 4:
         return value
     if isinstance(value, str):
-        return scrub_text(value)
+        return scrub_text(cut_for_log(value))
     if isinstance(value, dict):
         return {k: (REDACTED if str(k).lower() in SENSITIVE_KEYS else _scrub(v, depth + 1)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
