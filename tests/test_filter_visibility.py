@@ -35,32 +35,18 @@ def _filterset(path: str) -> Any:
     return getattr(view, "filterset_class", None)
 
 
-def _list_filters() -> list[tuple[str, str, str]]:
-    """(path, parameter, noun) for every VisibleIdFilter of every GET list in the schema."""
+def _id_filters() -> list[tuple[str, str, IdFilter]]:
+    """(path, parameter, filter) for every id filter of every GET list in the schema."""
     found = []
     for path, operations in SCHEMA["paths"].items():
-        if "get" not in operations or "{" in path:
-            continue
-        filterset = _filterset(path)
-        for name, filter_ in filterset.base_filters.items() if filterset else ():
-            if isinstance(filter_, VisibleIdFilter):
-                found.append((path, name, filter_.noun))
-    return sorted(found)
-
-
-def _all_id_filters() -> list[tuple[str, str, type]]:
-    found = []
-    for path, operations in SCHEMA["paths"].items():
-        if "get" not in operations or "{" in path:
-            continue
-        filterset = _filterset(path)
+        filterset = _filterset(path) if "get" in operations and "{" not in path else None
         for name, filter_ in filterset.base_filters.items() if filterset else ():
             if isinstance(filter_, IdFilter):
-                found.append((path, name, type(filter_)))
-    return sorted(found)
+                found.append((path, name, filter_))
+    return sorted(found, key=lambda row: row[:2])
 
 
-LIST_FILTERS = _list_filters()
+LIST_FILTERS = [(path, name, f.noun) for path, name, f in _id_filters() if isinstance(f, VisibleIdFilter)]
 
 
 def _batch(policy) -> EndorsementBatch:
@@ -110,7 +96,7 @@ def test_the_table_walks_every_object_filter():
 
 
 def test_every_object_filter_is_a_visible_id_filter():
-    bare = [(path, name) for path, name, kind in _all_id_filters() if kind is IdFilter]
+    bare = [(path, name) for path, name, filter_ in _id_filters() if type(filter_) is IdFilter]
     assert sorted(set(bare) - NOT_OBJECT_FILTERS) == []
 
 
