@@ -431,12 +431,25 @@ def _policies(drill: Drill) -> list[tuple[int, int]]:
 RETRY_FOR_S = 180.0
 
 
+def _retry_later(response: requests.Response) -> bool:
+    """An answer that asks the client to send the same request again later: 503 (a dependency down, nothing
+    changed), or 409 `idempotency-key-in-progress` (the first send of this key is still being processed, or was
+    cut off by the fault and its claim has not expired yet)."""
+    if response.status_code == 503:
+        return True
+    return (
+        response.status_code == 409
+        and response.headers.get("Content-Type", "").startswith("application/problem+json")
+        and response.json().get("type", "").endswith("/idempotency-key-in-progress")
+    )
+
+
 def post_as_a_client_would(drill: Drill, path: str, body: dict[str, Any], *, timeout: float = 10) -> requests.Response:
-    """POST `body` with one Idempotency-Key, and while the API answers 503 (a dependency down: nothing was changed)
-    or cannot be reached, wait (`Retry-After`, else 0.5 s) and send the same request again, for up to
-    RETRY_FOR_S seconds — what the SPEC asks of a partner. The drills submit through their faults, so a fault
-    that turns a submission away must delay it, not drop it (CI, 2026-12-02: the PostgreSQL drill's loans
-    stopped at the first 503 and 30 applications were never sent)."""
+    """POST `body` with one Idempotency-Key, and while the API answers 503 (a dependency down: nothing was
+    changed), 409 for the same key still in progress (`_retry_later`), or cannot be reached, wait (`Retry-After`,
+    else 0.5 s) and send the same request again, for up to RETRY_FOR_S seconds — what the SPEC asks of a partner.
+    The drills submit through their faults, so a fault that turns a submission away must delay it, not drop it
+    (CI, 2026-12-02: the PostgreSQL drill's loans stopped at the first 503 and 30 applications were never sent)."""
     headers = {"Idempotency-Key": str(uuid.uuid4())}
     deadline = time.monotonic() + RETRY_FOR_S
     while True:
@@ -444,7 +457,7 @@ def post_as_a_client_would(drill: Drill, path: str, body: dict[str, Any], *, tim
             response = drill.http("POST", path, json=body, headers=headers, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout):  # the same key: a second send cannot double it
             response = None
-        if response is not None and response.status_code != 503:
+        if response is not None and not _retry_later(response):
             return response
         if time.monotonic() > deadline:
             raise AssertionError(
