@@ -1,6 +1,7 @@
 """Request cost that machine noise cannot move (issue 15, SPEC §12): CPU instructions and CPU time per request.
 
-Counted in the web process only — the Django WSGI application called in-process, exactly as gunicorn calls it,
+Counted in the web process only — the Django ASGI application (`config.asgi`, what production serves, ADR 0050)
+called in-process as uvicorn calls it (`--server wsgi`: `config.wsgi` as gunicorn calls it),
 so the PostgreSQL and Redis servers' work is not counted (they are other processes) — for:
 
     limit  bare JSON view      GET  /bench/bare-json          (plain Django view, whole middleware stack)
@@ -78,6 +79,59 @@ def setup_world() -> dict[str, Any]:
 
 
 # --- the measuring child -------------------------------------------------------------------------------------
+class InProcessASGIClient:
+    """Calls the ASGI application of `config.asgi` in this process the way uvicorn does (scope, receive, send on
+    one event loop): the server production runs (ADR 0050), with Django's per-request thread and every sync hop."""
+
+    def __init__(self, key: str) -> None:
+        import asyncio
+
+        from config.asgi import application
+
+        self.application = application
+        self.auth = f"Api-Key {key}".encode()
+        self.loop = asyncio.new_event_loop()
+
+    def request(self, method: str, path: str, body: object | None = None) -> tuple[int, bytes]:
+        import asyncio
+
+        data = json.dumps(body).encode() if body is not None else b""
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"authorization", self.auth),
+                (b"accept", b"application/json"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        incoming = [{"type": "http.request", "body": data, "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if incoming:
+                return incoming.pop()
+            await asyncio.Event().wait()  # no disconnect: Django stops listening once the response is sent
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        self.loop.run_until_complete(self.application(scope, receive, send))
+        return int(sent[0]["status"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
 class InProcessClient:
     """Calls the WSGI application in this process the way gunicorn does (environ in, iterable out)."""
 
@@ -188,7 +242,7 @@ def send(sender: Sender, expected: int, numbers: range, case: str) -> None:
             sys.exit(f"{case}: request {n} answered {status}, expected {expected}: {payload[:300]!r}")
 
 
-def child(mode: str, world: dict[str, Any], requests: int, rounds: int, marks: str) -> None:
+def child(mode: str, world: dict[str, Any], requests: int, rounds: int, marks: str, server: str) -> None:
     import django
 
     django.setup()
@@ -200,7 +254,7 @@ def child(mode: str, world: dict[str, Any], requests: int, rounds: int, marks: s
         from apps.partners.principal_cache import principal_cache
 
         principal_cache.clock = lambda: 0.0
-    client = InProcessClient(world["key"])
+    client = InProcessASGIClient(world["key"]) if server == "asgi" else InProcessClient(world["key"])
     senders = case_senders(client, {**world, "run": f"{world['run']}{mode[0]}"})  # each child its own members
     cg = ctypes.CDLL(marks) if mode == "instructions" else None
     next_number = 0
@@ -256,6 +310,7 @@ def read_dumps(folder: Path) -> dict[str, int]:
 def run_child(mode: str, world: dict[str, Any], args: argparse.Namespace, folder: Path, marks: Path) -> str:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--world", json.dumps(world)]
     command += ["--requests", str(args.requests), "--rounds", str(args.rounds), "--marks", str(marks)]
+    command += ["--server", args.server]
     if mode == "instructions":
         command = [
             "valgrind",
@@ -280,12 +335,18 @@ def main() -> None:
         default="on",
         help="off: API_PRINCIPAL_CACHE_SECONDS=0, every request reads its key (the cost before ADR 0054)",
     )
+    parser.add_argument(
+        "--server",
+        choices=["asgi", "wsgi"],
+        default="asgi",
+        help="asgi: config.asgi as uvicorn calls it (what `make run` and the image serve, ADR 0050); wsgi: config.wsgi",
+    )
     parser.add_argument("--child", choices=["cpu", "instructions"], help=argparse.SUPPRESS)
     parser.add_argument("--world", help=argparse.SUPPRESS)
     parser.add_argument("--marks", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, json.loads(args.world), args.requests, args.rounds, args.marks)
+        child(args.child, json.loads(args.world), args.requests, args.rounds, args.marks, args.server)
         return
     if args.principal_cache == "off":
         os.environ["API_PRINCIPAL_CACHE_SECONDS"] = "0"  # inherited by both children
@@ -306,7 +367,10 @@ def main() -> None:
         sys.exit(f"no callgrind dump for {missing}")
     limit_ir = instructions[LIMIT]
     limit_cpu = statistics.median(cpu[LIMIT])
-    print("\nRequest cost per request, web process only (in-process WSGI; PostgreSQL/Redis servers not counted)")
+    print(
+        f"\nRequest cost per request, web process only (in-process {args.server.upper()}; PostgreSQL/Redis servers "
+        "not counted)"
+    )
     print(f"  machine: {os.cpu_count()} cores; {args.requests} measured requests per case after {WARMUP} warm-up;")
     print(f"  CPU time: median / worst of {args.rounds} rounds; callgrind run took {valgrind_seconds:.0f} s")
     print(f"  principal cache (ADR 0054): {args.principal_cache}")

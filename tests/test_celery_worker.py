@@ -176,3 +176,78 @@ def test_without_a_pool_or_with_connections_handed_back_any_concurrency_starts(m
     monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {"pool": {"max_size": 10}})
     monkeypatch.setenv("KEEL_WORKER_KEEP_DB_CONNECTIONS", "false")
     keel_celery._enough_pooled_connections(sender=worker)
+
+
+def test_a_worker_notes_the_queues_it_consumes_for_the_outbox_to_carry_on(monkeypatch):
+    from apps.outbox import delivery
+
+    monkeypatch.setattr(delivery, "served_queues", frozenset())
+    queues = SimpleNamespace(consume_from={"scoring": object(), "decisions": object()})
+    keel_celery._note_the_served_queues(
+        sender=SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=queues)))
+    )
+
+    assert delivery.served_queues == {"scoring", "decisions"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loans_worker_scores_and_decides_an_application_with_no_relay_running(require_postgres, settings):
+    """ADR 0070 in a real worker process (`celery worker --queues scoring,decisions`, the Procfile's loans worker):
+    the test hands it the `submitted` row through Redis and runs **no relay**; the `scored` row is decided all
+    the same — the worker claimed and delivered it itself — while `decided` (queue `webhooks`, another worker's)
+    stays pending for the relay."""
+    import os
+    import subprocess
+
+    from kombu import Connection
+
+    from apps.loan_applications.models import LoanApplication
+    from apps.loan_applications.tests.factories import create_application
+    from apps.outbox.claims import claim
+    from apps.outbox.models import OutboxMessage, OutboxStatus
+    from apps.partners.tests.factories import PartnerFactory
+
+    redis_url = os.environ.get("REDIS_URL", "")
+    assert redis_url.startswith("redis://"), "needs Redis (make test sets REDIS_URL)"
+    database = settings.DATABASES["default"]
+    database_url = (
+        f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}"
+    )
+    queue_prefix = f"carry-{os.getpid()}-"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": database_url,
+        "TEST_CELERY_BROKER_URL": redis_url,
+    }
+    application = create_application(partner=PartnerFactory(name="acme"))
+    (submitted,) = claim(batch_size=10)  # what the relay would do for the first step, once
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads", "--concurrency", "2",
+         "--queues", "scoring,decisions", "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
+         "--hostname", f"{queue_prefix}loans@%h"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with Connection(redis_url) as broker:
+            keel_celery.app.send_task(
+                "outbox.deliver", args=[submitted.to_envelope()], queue="scoring", connection=broker
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = LoanApplication.objects.filter(pk=application.pk).values_list("status", flat=True).get()
+            if status != "PENDING":
+                break
+            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+    assert LoanApplication.objects.get(pk=application.pk).status != "PENDING"
+    rows = dict(OutboxMessage.objects.values_list("topic", "status"))
+    assert rows == {
+        "loan_application.submitted": OutboxStatus.DONE,
+        "loan_application.scored": OutboxStatus.DONE,
+        "loan_application.decided": OutboxStatus.PENDING,
+    }

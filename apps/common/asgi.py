@@ -18,17 +18,32 @@ would refuse an oversized body only after it had been received in full; uvicorn 
    `DATA_UPLOAD_MAX_MEMORY_SIZE`, the handler answers a plain 413 itself, as Django does for a declared body over
    it. Either way the response says `Connection: close`, so the server closes the connection rather than read the
    rest of a body nobody wants.
+
+A response that goes on for as long as its client listens (the live streams, ADR 0069) does not stay inside
+Django's handler: the view puts the rest of its body in the request's `CONTINUATION` slot and lets Django send only
+its first chunk; Django then finishes the request (middleware, request log, `request_finished`), and
+`BodyLimitASGIHandler.__call__` sends the rest itself, ending it when the client goes away. Served inside Django,
+every open stream kept Django's request, its two tasks and a thread of its own alive for its whole life, which the
+garbage collector walked on every full collection.
+
+Every request's middleware chain and view run in **one** hop, on one of the process's `WEB_REQUEST_THREADS`
+request threads (ADR 0071): Django's async chain hopped between the event loop and a thread once per middleware
+hook, and asgiref's `ThreadSensitiveContext` started a new thread for every request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.db import close_old_connections
 from django.http import HttpResponse
 
 from apps.common.middleware import API_PREFIX, BODY_OVER_LIMIT, body_limit
@@ -39,6 +54,19 @@ Receive = Callable[[], Awaitable[Message]]
 _CLOSE = (b"connection", b"close")
 _TOO_LARGE = b"413 Payload too large"
 MAX_REQUEST_TARGET_BYTES = 8192  # path + "?" + query string; more than any documented operation needs
+CONTINUATION = "keel.continuation"
+"""Scope key: a list a view may put one async iterator of bytes in — the rest of its `text/event-stream` response,
+sent after Django has finished the request (module docstring; `continuation_slot`)."""
+_EVENT_STREAM = b"text/event-stream"
+
+logger = logging.getLogger(__name__)
+
+
+def continuation_slot(scope: Mapping[str, Any] | None) -> list[AsyncIterator[bytes]] | None:
+    """The `CONTINUATION` list of a request's ASGI `scope` (`request.scope`), or None when the request is not served
+    by `BodyLimitASGIHandler` (the test client, WSGI): then the view streams its whole body through Django."""
+    slot = scope.get(CONTINUATION) if scope is not None else None
+    return slot if isinstance(slot, list) else None
 
 
 class _BoundedBody:
@@ -102,7 +130,66 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 class BodyLimitASGIHandler(ASGIHandler):
-    """Django's ASGI handler reading at most the endpoint's body limit of any request (module docstring)."""
+    """Django's ASGI handler reading at most the endpoint's body limit of any request, running the middleware
+    chain and the view in **one** hop to the request's thread, and sending the rest of a live stream's body after
+    Django is done with its request (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The chain in its sync form (ADR 0071): Django's async chain ran each hook of every sync-capable middleware
+        # through its own `sync_to_async` hop, and our sync-only middleware back through `async_to_sync`.
+        self.load_middleware(is_async=False)
+        self._request_threads = ThreadPoolExecutor(
+            max_workers=int(settings.WEB_REQUEST_THREADS), thread_name_prefix="keel-request"
+        )
+        self._run_request = SyncToAsync(
+            self._get_response_pooled, thread_sensitive=False, executor=self._request_threads
+        )
+
+    async def get_response_async(self, request: Any) -> Any:
+        """The whole sync chain — every middleware, the view, `log_response` — in **one** call on one of the
+        process's `WEB_REQUEST_THREADS` request threads (ADR 0071). An async view (the live streams) is run on the
+        event loop by Django's sync path (`async_to_sync`), its streaming response passed back untouched."""
+        return await self._run_request(request)
+
+    def _get_response_pooled(self, request: Any) -> Any:
+        """`get_response` on a request thread, with the database connection handling Django's `request_started` /
+        `request_finished` give a WSGI thread: an unusable or aged connection dropped before, the connection handed
+        back to the pool after (those signals run elsewhere here: on asgiref's thread, not this one)."""
+        close_old_connections()
+        try:
+            return self.get_response(request)
+        finally:
+            close_old_connections()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await super().__call__(scope, receive, send)  # Django refuses it
+            return
+        continuation: list[AsyncIterator[bytes]] = []
+        scope[CONTINUATION] = continuation
+        held = False  # Django's last body message held back: the response goes on
+        event_stream = False
+
+        async def send_holding(message: Mapping[str, Any]) -> None:
+            nonlocal held, event_stream
+            if message["type"] == "http.response.start":
+                event_stream = any(
+                    name.lower() == b"content-type" and value.startswith(_EVENT_STREAM)
+                    for name, value in message.get("headers", [])
+                )
+            elif continuation and event_stream and not message.get("more_body", False):
+                held = True
+                if message.get("body"):
+                    await send({**message, "more_body": True})
+                return
+            await send(message)
+
+        # Not Django's `ThreadSensitiveContext`: it gave every request a thread of its own, started and joined per
+        # request (ADR 0071); the chain runs on the request threads instead (`get_response_async`).
+        await self.handle(scope, receive, send_holding)
+        if continuation:
+            await _send_continuation(continuation[0], receive, send, go_on=held)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         if _target_length(scope) > MAX_REQUEST_TARGET_BYTES:
@@ -130,6 +217,44 @@ class BodyLimitASGIHandler(ASGIHandler):
         if scope.get(BODY_OVER_LIMIT) and not _is_api(str(scope.get("path", ""))):
             return None, HttpResponse(_TOO_LARGE, status=413, content_type="text/plain")
         return super().create_request(scope, body_file)
+
+
+async def _send_continuation(
+    body: AsyncIterator[bytes], receive: Receive, send: Callable[[Mapping[str, Any]], Awaitable[None]], *, go_on: bool
+) -> None:
+    """Send `body` as the rest of a response Django started (each chunk one body message, then the last one), until
+    it ends or the client goes away — whichever is first ends the other. `go_on` False (Django did not finish the
+    response: the client left, or another response replaced the stream's) only closes `body`."""
+    if not go_on:
+        await _aclose(body)
+        return
+
+    async def pump() -> None:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def until_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    loop = asyncio.get_running_loop()
+    sending, listening = loop.create_task(pump()), loop.create_task(until_disconnect())
+    try:
+        await asyncio.wait((sending, listening), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sending, listening):
+            task.cancel()
+        for outcome in await asyncio.gather(sending, listening, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                logger.error("a streamed response failed", exc_info=outcome)
+        await _aclose(body)
+
+
+async def _aclose(body: AsyncIterator[bytes]) -> None:
+    close = getattr(body, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _target_length(scope: Any) -> int:

@@ -42,6 +42,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, StreamingHttpResponse
 
+from apps.common.asgi import continuation_slot
 from apps.live import hub as hub_module
 from apps.live.hub import LiveEvent, Subscription
 
@@ -62,12 +63,26 @@ def resume_id(request: HttpRequest) -> tuple[str, str]:
     return "last_event_id", (request.GET.get("last_event_id") or "")[:MAX_EVENT_ID_LENGTH]
 
 
-def sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    """`body` (an `sse_body`) as a `text/event-stream` response that neither caches nor proxies buffer (nginx)."""
+def sse_response(body: AsyncIterator[bytes], request: HttpRequest | None = None) -> StreamingHttpResponse:
+    """`body` (an `sse_body`) as a `text/event-stream` response that neither caches nor proxies buffer (nginx).
+
+    Served by Keel's ASGI handler (`request.scope` has its `CONTINUATION` slot), Django sends only the body's first
+    chunk — the stream has subscribed by then — and the handler sends the rest after Django has finished the
+    request, so an open stream holds no Django request, task or thread (ADR 0069). Elsewhere (the test client) the
+    whole body streams through Django."""
+    slot = continuation_slot(getattr(request, "scope", None))
+    if slot is not None:
+        slot.append(body)
+        body = _first_chunk(body)
     response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+async def _first_chunk(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The first chunk of `body`, leaving `body` open for the rest (it has no `close`: Django will not close it)."""
+    yield await anext(body)
 
 
 Validity = tuple[Callable[[set[Hashable]], set[Hashable]], Hashable]

@@ -205,7 +205,7 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
         stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
     except _Refused as refused:
         return refused.response
-    response = sse_response(_events(stream))
+    response = sse_response(_events(stream), request)
     for name, value in stream.headers.items():
         response[name] = value
     return response

@@ -92,4 +92,4 @@ async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
         authorised=functools.partial(_still_staff, user.pk, request.session),
         credential=(user.pk, request.session.session_key),
     )
-    return sse_response(body)
+    return sse_response(body, request)

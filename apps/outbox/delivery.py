@@ -25,10 +25,11 @@ from structlog.contextvars import bound_contextvars
 
 from apps.outbox import metrics, registry
 from apps.outbox.backoff import full_jitter_delay
+from apps.outbox.claims import claim
 from apps.outbox.contracts import Message
-from apps.outbox.inbox import mark_done
+from apps.outbox.inbox import mark_done, rows_marked_done
 from apps.outbox.models import OutboxMessage, OutboxStatus
-from apps.outbox.services import Defer, RetryLater
+from apps.outbox.services import Defer, RetryLater, rows_written
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,32 @@ def envelopes_of_task(name: str, args: Any) -> list[Message]:
 # --- delivery ----------------------------------------------------------------------------------------------
 
 
-def deliver_envelope(envelope: dict[str, Any]) -> bool:
-    """Run the topic's consumer for one message. Returns whether the consumer ran.
+# --- carrying on: the next step in the same worker (ADR 0070) ---------------------------------------------
+
+served_queues: frozenset[str] = frozenset()
+"""The queues this process consumes: set by a Celery worker at start (`config/celery.py`); empty elsewhere, where
+nothing carries on (the relay publishes every row)."""
+
+
+def _carried_on(written: list[tuple[int, str]]) -> list[Message]:
+    """Of the rows a consumer just wrote, claim (as a relay would: pending, due, first unfinished of their key) those
+    whose consumer listens on a queue this worker serves, so this thread delivers them now instead of a relay
+    publishing them to a queue this same worker reads (one relay hop and one queue wait fewer per step)."""
+    if not served_queues or int(settings.OUTBOX["CARRY_ON_MAX"]) <= 0:
+        return []
+    ids = [row_id for row_id, topic in written if (spec := registry.get(topic)) and spec.queue in served_queues]
+    if not ids:
+        return []
+    try:
+        return claim(batch_size=len(ids), ids=ids)
+    except Exception:  # the database away: the rows stay pending and the relay publishes them
+        log.warning("outbox.carry_on_claim_failed", exc_info=True)
+        return []
+
+
+def deliver_envelope(envelope: dict[str, Any], *, carried: int = 0) -> bool:
+    """Run the topic's consumer for one message, then carry on with the rows it wrote whose consumers this worker
+    serves (`_carried_on`, up to OUTBOX["CARRY_ON_MAX"] steps deep; ADR 0070). Returns whether the consumer ran.
 
     1. Bind the message's correlation id (from its headers) into every log line of the consumer.
     2. Skip a delivery whose row is gone (retention), `done` or `dead`: a late duplicate of a consumed
@@ -156,6 +181,7 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
        attempt; any other failure records the error and schedules a retry, or makes the row dead.
     """
     message = Message.from_envelope(envelope)
+    follow: list[Message] = []
     with (
         bound_contextvars(
             correlation_id=message.headers.get("correlation_id") or f"outbox:{message.id}",
@@ -163,17 +189,20 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
         ),
         holding([message]),
     ):
-        status = OutboxMessage.objects.filter(pk=message.id).values_list("status", flat=True).first()
-        if status is None or status in (OutboxStatus.DONE, OutboxStatus.DEAD):
-            log.info("outbox.delivery_skipped", extra={"topic": message.topic, "status": status})
-            return False
+        # A row carried on was claimed by this thread a moment ago: it is inflight, no need to ask.
+        if not carried:
+            status = OutboxMessage.objects.filter(pk=message.id).values_list("status", flat=True).first()
+            if status is None or status in (OutboxStatus.DONE, OutboxStatus.DEAD):
+                log.info("outbox.delivery_skipped", extra={"topic": message.topic, "status": status})
+                return False
         spec = registry.get(message.topic)
         started = time.perf_counter()
         outcome = "error"
         try:
             if spec is None:
                 raise LookupError(f"no consumer is registered for topic {message.topic!r}")
-            spec.handler(message)
+            with rows_written() as written, rows_marked_done() as marked_done:
+                spec.handler(message)
             outcome = "ok"
         except Defer as exc:
             outcome = "deferred"
@@ -190,13 +219,20 @@ def deliver_envelope(envelope: dict[str, Any]) -> bool:
             log.warning("outbox.consumer_failed", exc_info=True, extra={"topic": message.topic})
             record_failure(message, exc)
         else:
-            # A consumer that used inbox_consume already marked the row in its own transaction; this then
-            # matches nothing.
-            mark_done(message.id)
+            # A consumer that used inbox_consume marked the row in its own, committed transaction: nothing to do.
+            if message.id not in marked_done:
+                mark_done(message.id)
+            if carried < int(settings.OUTBOX["CARRY_ON_MAX"]):
+                follow = _carried_on(written)
         finally:
             # Pipeline stage latency by topic (issue 14), observed in the worker that ran the consumer.
             metrics.CONSUMER_SECONDS.labels(message.topic, outcome).observe(time.perf_counter() - started)
-        return True
+    if follow:
+        leases.hold(follow, started=False)  # claimed: renewed from now on, even while an earlier one runs
+        for row in follow:
+            metrics.CARRIED_ON.labels(row.topic).inc()
+            deliver_envelope(row.to_envelope(), carried=carried + 1)
+    return True
 
 
 def deliver_message(message_id: int) -> bool:

@@ -12,8 +12,10 @@ transaction, after a cheap `inbox_seen(...)` pre-check, and then records the res
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import overload
 
 from django.db import connection, transaction
@@ -97,3 +99,20 @@ def inbox_consume(message: Message, consumer: str | None = None) -> Iterator[boo
             first = cursor.rowcount == 1
         yield first
         mark_done(message.id)
+        if (done := _marked_done.get()) is not None:
+            transaction.on_commit(functools.partial(done.add, message.id))
+
+
+_marked_done: ContextVar[set[int] | None] = ContextVar("outbox_marked_done", default=None)
+
+
+@contextmanager
+def rows_marked_done() -> Iterator[set[int]]:
+    """The outbox rows an `inbox_consume` in this context marked done **and committed** (a delivery then need not
+    mark its row again: `delivery.deliver_envelope`)."""
+    done: set[int] = set()
+    token = _marked_done.set(done)
+    try:
+        yield done
+    finally:
+        _marked_done.reset(token)

@@ -8,7 +8,9 @@
   latency: `endorsements.process`, `endorsements.dispatch`, … are topics), observed by `deliver_envelope`.
 - Histogram `keel_outbox_commit_to_publish_seconds`: observed by the relay for every published row
   (`created_at`, set inside the writer's transaction, → handed to the broker).
-- Counters `keel_outbox_leases_renewed_total`, `keel_outbox_deferred_total{topic}` (per process).
+- Counters `keel_outbox_leases_renewed_total`, `keel_outbox_deferred_total{topic}`,
+  `keel_outbox_carried_on_total{topic}` (rows a worker delivered itself after the consumer that wrote them,
+  never published to the broker; ADR 0070) (per process).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ COMMIT_TO_PUBLISH = Histogram(
     "keel_outbox_commit_to_publish_seconds",
     "Time from an outbox row's creation (inside its transaction) to its publication by a relay",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+CARRIED_ON = Counter(
+    "keel_outbox_carried_on_total",
+    "Outbox rows a worker claimed and delivered right after the consumer that wrote them (ADR 0070)",
+    ["topic"],
 )
 
 LEASES_RENEWED = Counter(

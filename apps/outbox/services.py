@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -87,9 +89,27 @@ def outbox_enqueue(
         available_at=now + timedelta(seconds=delay_seconds) if delay_seconds > 0 else now,
     )
     insert_one(message)  # the ORM's INSERT without its per-call compilation (hot path, issue 15)
+    if (written := _written.get()) is not None:
+        written.append((message.id, topic))
     if settings.OUTBOX["NUDGE_ON_COMMIT"] and not _nudge_registered(connection):
         transaction.on_commit(_nudge)
     return message
+
+
+_written: ContextVar[list[tuple[int, str]] | None] = ContextVar("outbox_written", default=None)
+
+
+@contextmanager
+def rows_written() -> Iterator[list[tuple[int, str]]]:
+    """Collect `(row id, topic)` of every row `outbox_enqueue` writes in this context (a consumer's run, so the
+    worker can carry on with the next step itself: `delivery.deliver_envelope`, ADR 0070). Rows of a transaction
+    that rolled back are listed too; claiming them matches nothing."""
+    written: list[tuple[int, str]] = []
+    token = _written.set(written)
+    try:
+        yield written
+    finally:
+        _written.reset(token)
 
 
 def _nudge_registered(connection: BaseDatabaseWrapper) -> bool:

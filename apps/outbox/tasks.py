@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from celery.signals import task_received
+from celery.signals import task_received, worker_init
 
 from apps.outbox.contracts import Message
 from apps.outbox.delivery import (
@@ -69,3 +69,14 @@ def _hold_received_rows(request: Any = None, **_: Any) -> None:
     messages = envelopes_of_task(getattr(request, "name", ""), getattr(request, "args", ()))
     if messages:
         leases.hold(messages, started=False)
+
+
+@worker_init.connect
+def _note_the_served_queues(sender: Any = None, **_: Any) -> None:
+    """Tell delivery which queues this worker consumes (`-Q` / `-X`), so a consumer's next step whose queue is
+    among them is delivered by this worker at once instead of through the relay and the broker (ADR 0070). This
+    module is imported by the worker (task discovery) before it sends `worker_init`."""
+    from apps.outbox import delivery
+
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    delivery.served_queues = frozenset(queues.consume_from) if queues is not None else frozenset()

@@ -300,6 +300,9 @@ OUTBOX = {
     "NUDGE_ON_COMMIT": env.bool("OUTBOX_NUDGE_ON_COMMIT", default=True),
     # Under backlog, up to this many rows of one queue travel in one Celery task.
     "PUBLISH_CHUNK": env.int("OUTBOX_PUBLISH_CHUNK", default=50),
+    # A worker delivers the rows its consumer just wrote itself when it serves their consumers' queues, up to this
+    # many steps in a row (ADR 0070: one relay hop and one queue wait fewer per step); 0: the relay publishes all.
+    "CARRY_ON_MAX": env.int("OUTBOX_CARRY_ON_MAX", default=4),
 }
 
 # --- Operations (issue 14) ------------------------------------------------------------------------------
@@ -392,6 +395,11 @@ EVENT_STREAM_QUEUE_SIZE = env.int("EVENT_STREAM_QUEUE_SIZE", default=1000)
 PAN_ENCRYPTION_KEYS = env.str("PAN_ENCRYPTION_KEYS", default="")
 PAN_ACTIVE_KEY_VERSION = env.int("PAN_ACTIVE_KEY_VERSION", default=None)
 PAN_BLIND_INDEX_KEY = env.str("PAN_BLIND_INDEX_KEY", default="")
+
+# --- Web process (ASGI, ADR 0050, 0071) -------------------------------------------------------------------
+# Threads per web process that run requests' middleware and views (the sync part of every request, one hop each);
+# requests beyond them wait for a free one. Each holds a pooled database connection only while it serves.
+WEB_REQUEST_THREADS = env.int("WEB_REQUEST_THREADS", default=8)
 
 # --- Partner API --------------------------------------------------------------------------------------
 API_DEFAULT_RATE_LIMITS = {

@@ -15,8 +15,8 @@ from apps.endorsements.tests.factories import PolicyFactory, addition
 from apps.endorsements.tests.test_services import submit
 from apps.insurers.contracts import InsurerCallDeferred, SubmissionResult, TransientInsurerError
 from apps.ledger import services as ledger
+from apps.outbox.claims import claim
 from apps.outbox.models import OutboxMessage, OutboxStatus
-from apps.outbox.relay import claim
 from apps.outbox.tasks import deliver_envelope
 from apps.outbox.testing import drain
 

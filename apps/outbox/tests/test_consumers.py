@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from apps.common.logging import current_correlation_id
 from apps.outbox import registry
 from apps.outbox.backoff import full_jitter_delay
+from apps.outbox.claims import claim
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume, inbox_seen
 from apps.outbox.models import InboxEntry, OutboxMessage, OutboxStatus
-from apps.outbox.relay import claim, relay_once
+from apps.outbox.relay import relay_once
 from apps.outbox.services import RetryLater, outbox_enqueue, outbox_requeue
 from apps.outbox.tasks import deliver_envelope, deliver_message
 from apps.outbox.testing import drain

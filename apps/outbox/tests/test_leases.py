@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.outbox.claims import claim
 from apps.outbox.contracts import Message
 from apps.outbox.delivery import LeaseKeeper, envelopes_of_task
 from apps.outbox.models import OutboxMessage, OutboxStatus
-from apps.outbox.relay import claim
 from apps.outbox.services import Defer, RetryLater
 from apps.outbox.tasks import deliver_envelope
 

@@ -13,10 +13,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from apps.outbox.claims import claim
 from apps.outbox.contracts import Message
 from apps.outbox.inbox import inbox_consume
 from apps.outbox.models import OutboxMessage, OutboxStatus
-from apps.outbox.relay import claim, relay_forever, relay_once, relay_until_empty
+from apps.outbox.relay import relay_forever, relay_once, relay_until_empty
 from apps.outbox.relay import relay_until_empty as real_relay_until_empty
 from apps.outbox.services import outbox_purge_dead
 from apps.outbox.tasks import deliver_envelope
