@@ -183,9 +183,9 @@ def test_a_worker_notes_the_queues_it_consumes_for_the_outbox_to_carry_on(monkey
 
     monkeypatch.setattr(delivery, "served_queues", frozenset())
     queues = SimpleNamespace(consume_from={"scoring": object(), "decisions": object()})
-    keel_celery._note_the_served_queues(
-        sender=SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=queues)))
-    )
+    from apps.outbox.tasks import _note_the_served_queues
+
+    _note_the_served_queues(sender=SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=queues))))
 
     assert delivery.served_queues == {"scoring", "decisions"}
 
