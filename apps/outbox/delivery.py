@@ -204,20 +204,8 @@ def deliver_envelope(envelope: dict[str, Any], *, carried: int = 0) -> bool:
             with rows_written() as written, rows_marked_done() as marked_done:
                 spec.handler(message)
             outcome = "ok"
-        except Defer as exc:
-            outcome = "deferred"
-            log.info("outbox.consumer_deferred", extra={"topic": message.topic, "reason": str(exc)})
-            record_deferral(message, exc)
-        except RetryLater as exc:
-            outcome = "retry"
-            log.info("outbox.consumer_retry_later", extra={"topic": message.topic, "reason": str(exc)})
-            delay = exc.delay_seconds
-            if delay is None and exc.min_delay_seconds is not None:
-                delay = max(exc.min_delay_seconds, full_jitter_delay(message.attempt + 1))
-            record_failure(message, exc, delay_seconds=delay, max_attempts=exc.max_attempts)
         except Exception as exc:
-            log.warning("outbox.consumer_failed", exc_info=True, extra={"topic": message.topic})
-            record_failure(message, exc)
+            outcome = _record_unsuccessful(message, exc)
         else:
             # A consumer that used inbox_consume marked the row in its own, committed transaction: nothing to do.
             if message.id not in marked_done:
@@ -233,6 +221,26 @@ def deliver_envelope(envelope: dict[str, Any], *, carried: int = 0) -> bool:
             metrics.CARRIED_ON.labels(row.topic).inc()
             deliver_envelope(row.to_envelope(), carried=carried + 1)
     return True
+
+
+def _record_unsuccessful(message: Message, exc: Exception) -> str:
+    """Step 3's other outcomes; returns the metric's outcome label. `Defer`: back without counting an attempt;
+    `RetryLater`: a failure after the consumer's own delay (or the backoff, at least its minimum); anything else: a
+    failure after the outbox's backoff (logged with its traceback), or dead at the attempt limit."""
+    if isinstance(exc, Defer):
+        log.info("outbox.consumer_deferred", extra={"topic": message.topic, "reason": str(exc)})
+        record_deferral(message, exc)
+        return "deferred"
+    if isinstance(exc, RetryLater):
+        log.info("outbox.consumer_retry_later", extra={"topic": message.topic, "reason": str(exc)})
+        delay = exc.delay_seconds
+        if delay is None and exc.min_delay_seconds is not None:
+            delay = max(exc.min_delay_seconds, full_jitter_delay(message.attempt + 1))
+        record_failure(message, exc, delay_seconds=delay, max_attempts=exc.max_attempts)
+        return "retry"
+    log.warning("outbox.consumer_failed", exc_info=exc, extra={"topic": message.topic})
+    record_failure(message, exc)
+    return "error"
 
 
 def deliver_message(message_id: int) -> bool:
