@@ -1,6 +1,7 @@
 """`GET /api/v1/events/stream`: a partner's events as Server-Sent Events, as they are committed (ADR 0050).
 
-An async view: under the ASGI server a connection holds no worker thread while it waits. Authentication is the
+A sync view whose body is an async generator: under the ASGI server the opening runs on a request thread and the
+stream itself on the event loop, holding no thread while it waits (ADR 0069, 0071). Authentication is the
 API's (the DRF authentication classes in settings: Bearer token or API key, the same `Principal`), the events a
 caller sees are those `GET /api/v1/events` lists (`events_visible_to`: its partner, the types its read scopes
 allow, its employers), and the connection counts once against its rate limit.
@@ -20,7 +21,6 @@ from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -138,13 +138,6 @@ def _validate(request: HttpRequest, principal: Principal, headers: dict[str, str
     )
 
 
-def _open_and_close(request: HttpRequest) -> StreamRequest:
-    try:
-        return _open(request)
-    finally:
-        connection.close()  # worker threads are pooled: do not leave a connection per thread behind
-
-
 def _backlog(stream: StreamRequest, after: int) -> list[LiveEvent]:
     """Up to BACKLOG_BATCH visible events after `after`, in position order (sync: runs in a worker thread)."""
     try:
@@ -194,15 +187,21 @@ def _events(stream: StreamRequest) -> AsyncIterator[bytes]:
 
 
 @csrf_exempt  # an API address authenticated by header, not by cookie: no CSRF token applies (a POST is a 405)
-async def event_stream(request: HttpRequest) -> HttpResponseBase:
+def event_stream(request: HttpRequest) -> HttpResponseBase:
     """Open a stream (module docstring): 200 `text/event-stream` with the `RateLimit-*` headers, or problem+json
-    401/403/404/422/429, or 405 with `Allow: GET` for another method."""
+    401/403/404/422/429, or 405 with `Allow: GET` for another method.
+
+    A sync view: the opening (authentication, rate limit, checks, the resume position) runs on the request's
+    thread like any request, and the body — replay and live part, an async generator — runs on the event loop
+    after the view has returned (ADR 0069, 0071). An async view here held a request thread while it awaited its
+    opening on another thread: a burst of stream openings took every request thread (newcomer trial,
+    2026-12-02)."""
     if request.method != "GET":
         refused = problem_response(request, 405, f"Method {(request.method or '')[:16]} is not allowed here; use GET.")
         refused["Allow"] = "GET"
         return refused
     try:
-        stream = await sync_to_async(_open_and_close, thread_sensitive=False)(request)
+        stream = _open(request)
     except _Refused as refused:
         return refused.response
     response = sse_response(_events(stream), request)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.handlers.asgi import ASGIRequest
@@ -36,11 +35,8 @@ REPLAY_BATCH = 500
 
 
 def _start_position(last_event_id: str) -> int | None:
-    """Where the feed starts (sync): after `last_event_id`'s position, or the newest; None for an unknown id."""
-    try:
-        return event_position(last_event_id) if last_event_id else newest_position()
-    finally:
-        connection.close()  # worker threads are pooled: do not leave a connection per thread behind
+    """Where the feed starts: after `last_event_id`'s position, or the newest; None for an unknown id."""
+    return event_position(last_event_id) if last_event_id else newest_position()
 
 
 def _replay(after: int) -> list[LiveEvent]:
@@ -64,13 +60,14 @@ def _staff_frame(event: LiveEvent) -> bytes:
 
 
 @require_GET
-async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
+def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
     """Open the staff feed (module docstring): 200 `text/event-stream`; problem+json 403 for API credentials,
-    anonymous or non-staff callers; 422 for a bad or unknown `Last-Event-ID`; 503 outside the ASGI server."""
+    anonymous or non-staff callers; 422 for a bad or unknown `Last-Event-ID`; 503 outside the ASGI server. A sync
+    view, as the partners' stream (apps/live/views.py): the opening on the request's thread, the body on the loop."""
     if request.headers.get("Authorization") is not None:
         detail = "The operators' feed takes a staff session; API keys and access tokens are refused here."
         return problem_response(request, 403, detail)
-    user = await request.auser()  # type: ignore[attr-defined]
+    user = request.user
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return problem_response(request, 403, "The operators' feed is for signed-in staff only.")
     if not isinstance(request, ASGIRequest):
@@ -78,7 +75,7 @@ async def ops_event_stream(request: HttpRequest) -> HttpResponseBase:
 
     source, last_event_id = resume_id(request)
     message = control_character_error(last_event_id) if last_event_id else None
-    after = None if message else await sync_to_async(_start_position, thread_sensitive=False)(last_event_id)
+    after = None if message else _start_position(last_event_id)
     if after is None:
         return problem_invalid_field(request, source, message or "no event with this id")
     body = sse_body(

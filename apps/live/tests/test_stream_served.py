@@ -154,3 +154,40 @@ def test_a_refused_stream_is_a_whole_problem_response_and_subscribes_nothing(por
         assert hub_module.hub.subscriber_count() == 0
     finally:
         connection.close()
+
+
+def test_a_burst_of_openings_whose_replays_wait_leaves_the_api_its_request_threads(make_key, settings, monkeypatch):
+    """Newcomer trial, 2026-12-02: the stream views were async, so each opening held a request thread while its
+    checks waited for the event loop's default executor — full of other streams' replays. 40 openings whose replays
+    block: with 2 request threads, a plain API request must still be answered. Now the opening runs on the request
+    thread and returns; the replay runs on the loop's executor, holding no request thread."""
+    import threading
+
+    from apps.live import views
+
+    settings.WEB_REQUEST_THREADS = 2
+    release = threading.Event()
+    real_backlog = views._backlog
+
+    def slow_backlog(stream, after):
+        release.wait(30)
+        return real_backlog(stream, after)
+
+    monkeypatch.setattr(views, "_backlog", slow_backlog)
+    key = make_key(partner=PartnerFactory(name="acme"), all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
+    with uvicorn_in_thread(BodyLimitASGIHandler()) as served_port:
+        streams = []
+        try:
+            for _ in range(40):
+                streams.append(open_stream(served_port, key.plaintext))
+                assert streams[-1][1].status == 200
+            api = http.client.HTTPConnection("127.0.0.1", served_port, timeout=10)
+            api.request("GET", "/api/v1/events", headers={"Authorization": f"Api-Key {key.plaintext}"})
+            answer = api.getresponse()
+            assert answer.status == 200
+            assert json.loads(answer.read())["results"] == []
+            api.close()
+        finally:
+            release.set()
+            for connection, _response in streams:
+                connection.close()
