@@ -13,7 +13,8 @@ process of their own open streams and stay idle. Measured in this process, each 
 The limit is the same streams served **inside Django's handler** (the view's body streamed by Django to the end:
 its request, tasks and per-request thread alive for the stream's life — the way before ADR 0069); the figure is
 the streams **handed over** to the ASGI entry after Django finished the opening. Counts, not latencies: they do not
-move with the machine's load. Target: the handed-over stream costs less than the limit on every measure.
+move with the machine's load. Target: the handed-over stream tracks fewer objects and makes a shorter full collection
+than the limit (threads are printed: since ADR 0071 neither way keeps a thread per stream).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ sys.path.insert(0, str(ROOT))
 from bench._common import setup_environment  # noqa: E402
 
 setup_environment()
+
+
+# Threads per stream are printed, not judged: since ADR 0071 no request has a thread of its own, inside Django or
+# not (before it, each stream inside Django kept one: 1.01 per stream on 2026-12-02).
+JUDGED = ("objects per stream", "full collection, ms")
 
 
 def run_clients(port: int, key: str, count: int) -> None:
@@ -181,9 +187,9 @@ def main() -> None:
     for name in inside:
         ratio = after[name] / inside[name] if inside[name] else float("nan")
         print(f"  {name:38} {inside[name]:22.2f} {after[name]:12.2f} {ratio:7.2f}")
-        if name != "full collection without streams, ms":
+        if name in JUDGED:
             met = met and after[name] < inside[name]
-    print(f"  target: every per-stream measure below the limit's: {'met' if met else 'MISSED'}")
+    print(f"  target: {' and '.join(JUDGED)} below the limit's: {'met' if met else 'MISSED'}")
     sys.exit(0 if met else 1)
 
 
