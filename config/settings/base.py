@@ -9,6 +9,7 @@ Celery transport in ``var/`` so that ``make run`` needs nothing but Python. Sett
 from datetime import timedelta
 
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.env import BASE_DIR, VAR_DIR, env
@@ -400,6 +401,8 @@ PAN_BLIND_INDEX_KEY = env.str("PAN_BLIND_INDEX_KEY", default="")
 # Threads per web process that run requests' middleware and views (the sync part of every request, one hop each);
 # requests beyond them wait for a free one. Each holds a pooled database connection only while it serves.
 WEB_REQUEST_THREADS = env.int("WEB_REQUEST_THREADS", default=8)
+if WEB_REQUEST_THREADS < 1:
+    raise ImproperlyConfigured(f"WEB_REQUEST_THREADS must be at least 1 (it is {WEB_REQUEST_THREADS})")
 
 # --- Partner API --------------------------------------------------------------------------------------
 API_DEFAULT_RATE_LIMITS = {

@@ -96,11 +96,21 @@ def test_the_opening_carries_the_middleware_headers_and_events_follow_in_order(p
         other_connection.close()
 
 
-def test_open_streams_hold_no_thread_each_and_a_client_that_leaves_is_unsubscribed_at_once(port, make_key, settings):
-    """Served inside Django's handler, each open stream kept a thread (Django's per-request `ThreadSensitiveContext`)
-    for its whole life: 40 streams, 40 more threads. Now the count stays under the stream count (the pooled
-    executor's threads at most), and a client that closes its socket is unsubscribed without waiting for a
-    heartbeat (60 s here) to find the socket gone."""
+def test_open_streams_keep_no_django_request_or_thread_and_a_client_that_leaves_is_unsubscribed_at_once(
+    port, make_key, settings
+):
+    """Served inside Django's handler, each open stream kept its Django request (and, before ADR 0071, a thread) for
+    its whole life. Handed over (ADR 0069), 40 open streams keep no `ASGIRequest` alive and add fewer threads than
+    streams; a client that closes its socket is unsubscribed without waiting for a heartbeat (60 s here) to find
+    the socket gone. Without the hand-over (`continuation_slot` answering None) 40 requests stay alive."""
+    import gc
+
+    from django.core.handlers.asgi import ASGIRequest
+
+    def live_requests() -> int:
+        gc.collect()
+        return sum(type(o) is ASGIRequest for o in gc.get_objects())  # type(): no weak proxy is dereferenced
+
     settings.EVENT_STREAM_HEARTBEAT_SECONDS = 60
     partner = PartnerFactory(name="acme")
     key = make_key(partner=partner, all_employers=True, scopes=[Scope.ENDORSEMENTS_READ])
@@ -113,6 +123,7 @@ def test_open_streams_hold_no_thread_each_and_a_client_that_leaves_is_unsubscrib
             live(response)
         assert hub_module.hub.subscriber_count() == count
         assert threading.active_count() - before < count
+        assert live_requests() == 0
     finally:
         for connection, _response in streams:
             connection.close()
